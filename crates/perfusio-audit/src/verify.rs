@@ -1,0 +1,447 @@
+//! Verification of a log: schema, canonical form, record hashes, chain links and sequence.
+
+use std::fmt;
+use std::path::Path;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::canonical::{hex, write_canonical};
+use crate::error::{AuditError, Result};
+use crate::record::{GENESIS, Record};
+
+/// Why verification failed, as reported for the first bad record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TamperKind {
+    /// A record's content no longer matches its hash, or its `prev` no longer matches the
+    /// previous record (which was then rewritten with a recomputed hash).
+    Edited,
+    /// One or more records are missing from the middle (or the start) of the chain.
+    Deleted,
+    /// A record that does not belong to the chain was inserted.
+    Inserted,
+    /// A record appears twice.
+    Duplicated,
+    /// Records are present but out of order.
+    Reordered,
+    /// A line is not a well-formed record: invalid JSON, not in canonical form, wrong members.
+    Malformed,
+    /// The first record's `prev` is not the genesis value.
+    WrongGenesis,
+    /// The final line is incomplete (no newline): a write was interrupted.
+    TornTail,
+    /// The chain is intact but its head is not the expected head: records were cut off the end
+    /// or appended after the head was taken.
+    HeadMismatch,
+}
+
+impl TamperKind {
+    /// Lowercase name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Edited => "edited",
+            Self::Deleted => "deleted",
+            Self::Inserted => "inserted",
+            Self::Duplicated => "duplicated",
+            Self::Reordered => "reordered",
+            Self::Malformed => "malformed",
+            Self::WrongGenesis => "wrong genesis",
+            Self::TornTail => "torn tail",
+            Self::HeadMismatch => "head mismatch",
+        }
+    }
+}
+
+impl fmt::Display for TamperKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The first bad record of a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyFailure {
+    /// Sequence number at which the chain breaks (the expected sequence number at that point,
+    /// or for duplicates and insertions the sequence number that appears twice).
+    pub seq: u64,
+    /// 1-based line number in the file.
+    pub line: u64,
+    /// Classification.
+    pub kind: TamperKind,
+    /// Explanation.
+    pub detail: String,
+}
+
+impl fmt::Display for VerifyFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "record {} (line {}): {}: {}",
+            self.seq, self.line, self.kind, self.detail
+        )
+    }
+}
+
+/// Options for [`verify_bytes`] and [`verify_file`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Head hash kept elsewhere (e.g. printed when the run finished). When set, the log must end
+    /// exactly at this hash, which proves that nothing was cut off the end.
+    pub expect_head: Option<String>,
+}
+
+/// Summary of a log that verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Number of records.
+    pub records: u64,
+    /// Hash of the last record ([`GENESIS`] for an empty log).
+    pub head: String,
+    /// Whether the last record is `run_finished`. If not, records may have been cut off the end;
+    /// only an expected head can prove otherwise.
+    pub finished: bool,
+    /// Whether the head was checked against [`VerifyOptions::expect_head`].
+    pub head_checked: bool,
+}
+
+impl VerifyReport {
+    /// Whether the log may have lost records at its end (no `run_finished` and no head check).
+    pub fn possibly_truncated(&self) -> bool {
+        !self.finished && !self.head_checked
+    }
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OK {} records, head hash {}", self.records, self.head)?;
+        if self.head_checked {
+            write!(f, " (matches the expected head)")?;
+        } else if !self.finished {
+            write!(
+                f,
+                "; warning: the run has no run_finished record, so records may have been cut off \
+                 the end; pass --expect-head HASH to prove the log is complete"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// What a scan found; used by the verifier and by the writer when it resumes.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    pub(crate) records: u64,
+    pub(crate) head: String,
+    pub(crate) last: Option<Record>,
+    pub(crate) first_run_id: Option<String>,
+    /// Byte length of the complete, verified lines.
+    pub(crate) valid_len: usize,
+    /// Hashes of all records, index = seq - 1.
+    pub(crate) hashes: Vec<String>,
+    pub(crate) failure: Option<VerifyFailure>,
+}
+
+/// Verify a log held in memory.
+///
+/// ```
+/// # fn main() -> perfusio_audit::Result<()> {
+/// use perfusio_audit::{verify_bytes, VerifyOptions, TamperKind};
+/// assert_eq!(verify_bytes(b"", &VerifyOptions::default()).unwrap().records, 0);
+/// let failure = verify_bytes(b"{\"seq\":1}\n", &VerifyOptions::default()).unwrap_err();
+/// assert_eq!(failure.kind, TamperKind::Malformed);
+/// assert_eq!(failure.seq, 1);
+/// # Ok(()) }
+/// ```
+pub fn verify_bytes(
+    bytes: &[u8],
+    opts: &VerifyOptions,
+) -> std::result::Result<VerifyReport, VerifyFailure> {
+    let scan = scan(bytes);
+    if let Some(f) = scan.failure {
+        return Err(f);
+    }
+    let finished = scan.last.as_ref().is_some_and(|r| r.kind == "run_finished");
+    let mut head_checked = false;
+    if let Some(expected) = &opts.expect_head {
+        let expected = expected.trim().to_ascii_lowercase();
+        if expected != scan.head {
+            let n = scan.records;
+            return Err(match scan.hashes.iter().position(|h| *h == expected) {
+                Some(i) => VerifyFailure {
+                    seq: i as u64 + 2,
+                    line: i as u64 + 2,
+                    kind: TamperKind::HeadMismatch,
+                    detail: format!(
+                        "the expected head is the hash of record {}, but the log continues to record \
+                         {n}: records were appended after the head was taken",
+                        i + 1
+                    ),
+                },
+                None => VerifyFailure {
+                    seq: n + 1,
+                    line: n + 1,
+                    kind: TamperKind::HeadMismatch,
+                    detail: format!(
+                        "the log ends at record {n} with head {}, and the expected head {expected} \
+                         is not in it: records were cut off the end, or the head belongs to another log",
+                        scan.head
+                    ),
+                },
+            });
+        }
+        head_checked = true;
+    }
+    Ok(VerifyReport {
+        records: scan.records,
+        head: scan.head,
+        finished,
+        head_checked,
+    })
+}
+
+/// Verify a log file. Tampering is reported as [`AuditError::Verification`].
+pub fn verify_file(path: impl AsRef<Path>, opts: &VerifyOptions) -> Result<VerifyReport> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| AuditError::io("reading", path, e))?;
+    verify_bytes(&bytes, opts).map_err(|failure| AuditError::Verification {
+        path: path.to_path_buf(),
+        failure,
+    })
+}
+
+/// Byte length of `,"hash":"` + 64 hex + `"` minus the leading comma: `"hash":"<64>",`.
+const HASH_MEMBER_LEN: usize = 8 + 64 + 2;
+
+fn record_hash_of_line(line: &[u8]) -> Option<String> {
+    let needle = b",\"hash\":\"";
+    let pos = line.windows(needle.len()).position(|w| w == needle)?;
+    let cut = pos + 1;
+    let end = cut
+        .checked_add(HASH_MEMBER_LEN)
+        .filter(|e| *e <= line.len())?;
+    let mut h = Sha256::new();
+    h.update(&line[..cut]);
+    h.update(&line[end..]);
+    Some(hex(&h.finalize()))
+}
+
+/// Loose look at a line: its `seq` and `prev`, if it parses at all.
+fn peek(line: &[u8]) -> Option<(u64, String)> {
+    let v: Value = serde_json::from_slice(line).ok()?;
+    let seq = v.get("seq")?.as_u64()?;
+    let prev = v.get("prev")?.as_str()?.to_string();
+    Some((seq, prev))
+}
+
+pub(crate) fn scan(bytes: &[u8]) -> Scan {
+    let mut s = Scan {
+        records: 0,
+        head: GENESIS.to_string(),
+        last: None,
+        first_run_id: None,
+        valid_len: 0,
+        hashes: Vec::new(),
+        failure: None,
+    };
+    // Complete lines end with '\n'; whatever follows the last '\n' is a torn tail.
+    let complete_len = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+    let lines: Vec<&[u8]> = if complete_len == 0 {
+        Vec::new()
+    } else {
+        bytes[..complete_len - 1].split(|b| *b == b'\n').collect()
+    };
+    let mut buf = Vec::with_capacity(1024);
+    let mut offset = 0usize;
+    for (i, line) in lines.iter().enumerate() {
+        let expected = s.records + 1;
+        let line_no = i as u64 + 1;
+        let fail = |kind, seq, detail: String| {
+            Some(VerifyFailure {
+                seq,
+                line: line_no,
+                kind,
+                detail,
+            })
+        };
+        let next_fits = |prev: &str| {
+            lines
+                .get(i + 1)
+                .and_then(|l| peek(l))
+                .is_some_and(|(q, p)| q == expected && p == prev)
+        };
+        let value: Value = match serde_json::from_slice(line) {
+            Ok(v) => v,
+            Err(e) => {
+                s.failure = fail(
+                    TamperKind::Malformed,
+                    expected,
+                    format!("not valid JSON: {e}"),
+                );
+                return s;
+            }
+        };
+        buf.clear();
+        write_canonical(&value, &mut buf);
+        if buf.as_slice() != *line {
+            s.failure = fail(
+                TamperKind::Malformed,
+                expected,
+                "the line is not in canonical form (sorted keys, no whitespace, canonical numbers \
+                 and escapes)"
+                    .into(),
+            );
+            return s;
+        }
+        let rec = match Record::from_value(value) {
+            Ok(r) => r,
+            Err(d) => {
+                s.failure = fail(TamperKind::Malformed, expected, d);
+                return s;
+            }
+        };
+        let Some(computed) = record_hash_of_line(line) else {
+            s.failure = fail(
+                TamperKind::Malformed,
+                expected,
+                "no `hash` member found".into(),
+            );
+            return s;
+        };
+        let self_ok = computed == rec.hash;
+        if rec.seq == expected {
+            if i == 0 && rec.prev != GENESIS {
+                s.failure = fail(
+                    TamperKind::WrongGenesis,
+                    expected,
+                    format!(
+                        "the first record's prev must be {GENESIS}, found {}",
+                        rec.prev
+                    ),
+                );
+                return s;
+            }
+            if !self_ok || rec.prev != s.head {
+                if next_fits(&s.head) {
+                    s.failure = fail(
+                        TamperKind::Inserted,
+                        expected,
+                        format!(
+                            "this line does not belong to the chain and the next line is the real \
+                             record {expected}: it was inserted"
+                        ),
+                    );
+                } else if !self_ok {
+                    s.failure = fail(
+                        TamperKind::Edited,
+                        expected,
+                        format!(
+                            "the content does not match its hash (stored {}, computed {computed})",
+                            rec.hash
+                        ),
+                    );
+                } else {
+                    s.failure = fail(
+                        TamperKind::Edited,
+                        expected,
+                        format!(
+                            "prev {} is not the hash of record {} ({}): that record was rewritten \
+                             with a recomputed hash, or this one was replaced",
+                            rec.prev,
+                            expected - 1,
+                            s.head
+                        ),
+                    );
+                }
+                return s;
+            }
+        } else if !self_ok {
+            s.failure = fail(
+                TamperKind::Edited,
+                expected,
+                format!(
+                    "expected record {expected}, found a line claiming seq {} whose content does not \
+                     match its hash",
+                    rec.seq
+                ),
+            );
+            return s;
+        } else if rec.seq < expected {
+            let earlier = usize::try_from(rec.seq - 1)
+                .ok()
+                .and_then(|k| s.hashes.get(k));
+            s.failure = if earlier == Some(&rec.hash) {
+                fail(
+                    TamperKind::Duplicated,
+                    rec.seq,
+                    format!(
+                        "record {} appears again (expected record {expected})",
+                        rec.seq
+                    ),
+                )
+            } else {
+                fail(
+                    TamperKind::Inserted,
+                    rec.seq,
+                    format!(
+                        "a second, different record with seq {} (expected record {expected}): one of \
+                         them was inserted",
+                        rec.seq
+                    ),
+                )
+            };
+            return s;
+        } else {
+            // rec.seq > expected: missing or moved records.
+            let later = lines
+                .iter()
+                .enumerate()
+                .skip(i + 1)
+                .find(|(_, l)| peek(l).is_some_and(|(q, _)| q == expected))
+                .map(|(j, _)| j + 1);
+            s.failure = match later {
+                Some(at) => fail(
+                    TamperKind::Reordered,
+                    expected,
+                    format!(
+                        "found record {} where record {expected} belongs; record {expected} is at line {at}",
+                        rec.seq
+                    ),
+                ),
+                None => fail(
+                    TamperKind::Deleted,
+                    expected,
+                    format!(
+                        "records {expected} to {} are missing (found record {} next)",
+                        rec.seq - 1,
+                        rec.seq
+                    ),
+                ),
+            };
+            return s;
+        }
+        // The record extends the chain.
+        if s.first_run_id.is_none() {
+            s.first_run_id = Some(rec.run_id.clone());
+        }
+        s.records = rec.seq;
+        s.head.clone_from(&rec.hash);
+        s.hashes.push(rec.hash.clone());
+        s.last = Some(rec);
+        offset += line.len() + 1;
+        s.valid_len = offset;
+    }
+    if complete_len < bytes.len() {
+        let expected = s.records + 1;
+        s.failure = Some(VerifyFailure {
+            seq: expected,
+            line: lines.len() as u64 + 1,
+            kind: TamperKind::TornTail,
+            detail: format!(
+                "the final {} bytes have no terminating newline: a write was interrupted",
+                bytes.len() - complete_len
+            ),
+        });
+    }
+    s
+}
