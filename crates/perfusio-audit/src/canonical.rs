@@ -9,7 +9,8 @@
 //!   U+0020 → `\u00XX` with lowercase hex. Nothing else is escaped;
 //! * integers (JSON numbers without `.` or exponent, in the range of `i64`/`u64`): plain decimal;
 //! * floating-point numbers: the shortest decimal digit string `d₁d₂…dₙ` that reads back as the
-//!   same IEEE-754 double, with decimal exponent `e` (value = `d₁.d₂…dₙ × 10^e`). If
+//!   same IEEE-754 double (if several have that length, the one nearest the double's exact
+//!   value), with decimal exponent `e` (value = `d₁.d₂…dₙ × 10^e`). If
 //!   `-4 ≤ e ≤ 15` it is written positionally with at least one digit after the point
 //!   (`0.1`, `100.0`, `0.0001`, `123456789.0`); otherwise as `d₁[.d₂…dₙ]e±XX` with an explicit
 //!   sign and at least two exponent digits (`1e-05`, `1e+16`, `5e-324`, `1.5e+300`).
@@ -154,8 +155,24 @@ pub fn write_f64(x: f64, out: &mut Vec<u8>) {
         });
         return;
     }
-    // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e-7", "1e16".
-    let sci = format!("{x:e}");
+    // Rust's `{:e}` gives a shortest round-trip digit string ("-1.2345e-7", "1e16"), but when
+    // several strings of that length round-trip it need not pick the one nearest to `x`.
+    // Re-round to that many significant digits exactly (correctly rounded, ties to even) and
+    // keep the result if it still reads back as `x`: that is the nearest shortest string.
+    let shortest = format!("{x:e}");
+    let n_digits = shortest
+        .split('e')
+        .next()
+        .map_or(1, |m| m.bytes().filter(u8::is_ascii_digit).count());
+    let nearest = format!("{x:.prec$e}", prec = n_digits.saturating_sub(1));
+    let sci = if nearest
+        .parse::<f64>()
+        .is_ok_and(|y| y.to_bits() == x.to_bits())
+    {
+        nearest
+    } else {
+        shortest
+    };
     let (negative, body) = match sci.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, sci.as_str()),
@@ -510,6 +527,7 @@ mod tests {
             (0.30000000000000004, "0.30000000000000004"),
             (9007199254740993.0, "9007199254740992.0"),
             (1234567890123456.7, "1234567890123456.8"),
+            (1971401659434269.2, "1971401659434269.2"),
         ];
         for (x, want) in cases {
             assert_eq!(f(x), want, "formatting {x:e}");

@@ -69,6 +69,7 @@
 #![deny(clippy::float_cmp)]
 
 pub mod canonical;
+pub mod demo;
 mod error;
 pub mod event;
 pub mod handle;

@@ -1,0 +1,12 @@
+//! Integration tests of perfusio-audit (one binary; see each module).
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
+mod common;
+mod concurrent;
+mod export;
+mod proptests;
+mod python;
+mod roundtrip;
+mod secrets;
+mod tamper;
+mod writer;
