@@ -1,0 +1,54 @@
+//! `perfusio`: the command-line tool of perfusio-rs.
+//!
+//! Each subcommand lives in its own module; `main` turns any error into a one-line
+//! message on stderr and a non-zero exit code (never a panic or a backtrace).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod config_cmd;
+mod design_space_cmd;
+
+/// Online digital twin of a perfusion bioreactor, driven as a self-driving experiment.
+#[derive(Debug, Parser)]
+#[command(name = "perfusio", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the design space (controls, bounds, species ranges).
+    DesignSpace(design_space_cmd::Args),
+    /// Inspect and validate run configurations.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout and usage errors to stderr itself.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::DesignSpace(args) => design_space_cmd::run(&args),
+        Command::Config(cmd) => config_cmd::run(&cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

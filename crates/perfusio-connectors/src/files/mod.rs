@@ -1,0 +1,1 @@
+//! `FilesystemStore`: samples from CSV/Parquet files, setpoints to a CSV log.
