@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit_cmd;
 mod config_cmd;
 mod design_space_cmd;
 
@@ -25,6 +26,9 @@ enum Command {
     /// Inspect and validate run configurations.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Verify tamper-evident audit logs.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::DesignSpace(args) => design_space_cmd::run(&args),
         Command::Config(cmd) => config_cmd::run(&cmd),
+        Command::Audit(cmd) => audit_cmd::run(&cmd),
     };
     match result {
         Ok(code) => code,
