@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::core_conv::setpoint_map;
+
 /// One audited event. Serialised adjacently tagged: `{"kind": "...", "payload": {...}}`, which is
 /// exactly how the two members appear in a record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

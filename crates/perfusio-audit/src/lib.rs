@@ -69,6 +69,7 @@
 #![deny(clippy::float_cmp)]
 
 pub mod canonical;
+mod core_conv;
 pub mod demo;
 mod error;
 pub mod event;

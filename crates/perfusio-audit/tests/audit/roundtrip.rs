@@ -214,3 +214,49 @@ fn unknown_kind_is_readable_but_not_typed() {
         matches!(r.event(), Err(perfusio_audit::AuditError::UnknownKind(k)) if k == "from_the_future")
     );
 }
+
+#[test]
+fn payloads_from_core_types() {
+    use perfusio_core::{DesignSpace, Sample, Setpoints, Species};
+    let sample = Sample::new(3)
+        .with(Species::Glc, 4.5)
+        .with(Species::Lac, -0.4)
+        .with(Species::VCD, f64::NAN);
+    let validated = sample.validate(&DesignSpace::default());
+    let rejected: Vec<SampleRejected> = validated
+        .rejections
+        .iter()
+        .map(SampleRejected::from)
+        .collect();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    let lac = rejected.iter().find(|r| r.species == "Lac").unwrap();
+    assert_eq!(
+        (lac.raw.as_str(), lac.reason.as_str()),
+        ("-0.4", "below_bound")
+    );
+    let vcd = rejected.iter().find(|r| r.species == "VCD").unwrap();
+    assert_eq!(
+        (vcd.raw.as_str(), vcd.reason.as_str()),
+        ("NaN", "non_finite")
+    );
+    let read = SampleRead::from_sample(&validated.sample, "virtual");
+    assert_eq!(read.values["Glc"], Some(4.5));
+    assert_eq!(read.values["Lac"], None);
+    let sp = Setpoints::defaults(3);
+    let written = SetpointWritten::new("virtual", &sp);
+    assert!((written.setpoints["agitation"] - 850.0).abs() < 1e-12);
+    let withheld = SetpointWithheld::new(&sp, "write gate closed");
+    assert_eq!(withheld.setpoints, written.setpoints);
+    // All of them are loggable (finite, serialisable).
+    let dir = tempfile::tempdir().unwrap();
+    let (mut w, _) =
+        AuditWriter::open(dir.path().join("a.jsonl"), WriterOptions::new("r", "R1")).unwrap();
+    for e in [
+        Event::SampleRead(read),
+        Event::SampleRejected(rejected[0].clone()),
+        Event::SetpointWritten(written),
+    ] {
+        w.append(Entry::new(3.0, e)).unwrap();
+    }
+    assert_eq!(w.seq(), 3);
+}
