@@ -155,31 +155,11 @@ pub fn write_f64(x: f64, out: &mut Vec<u8>) {
         });
         return;
     }
-    // Rust's `{:e}` gives a shortest round-trip digit string ("-1.2345e-7", "1e16"), but when
-    // several strings of that length round-trip it need not pick the one nearest to `x`.
-    // Re-round to that many significant digits exactly (correctly rounded, ties to even) and
-    // keep the result if it still reads back as `x`: that is the nearest shortest string.
-    let shortest = format!("{x:e}");
-    let n_digits = shortest
-        .split('e')
-        .next()
-        .map_or(1, |m| m.bytes().filter(u8::is_ascii_digit).count());
-    let nearest = format!("{x:.prec$e}", prec = n_digits.saturating_sub(1));
-    let sci = if nearest
-        .parse::<f64>()
-        .is_ok_and(|y| y.to_bits() == x.to_bits())
-    {
-        nearest
-    } else {
-        shortest
-    };
-    let (negative, body) = match sci.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, sci.as_str()),
-    };
-    let (mantissa, exp) = body.split_once('e').unwrap_or((body, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    // serde_json formats floats with a shortest-and-nearest algorithm (Żmij, like Ryū); take
+    // its significant digits and decimal exponent, whatever layout it chose.
+    let printed =
+        serde_json::Number::from_f64(x).map_or_else(|| format!("{x:e}"), |n| n.to_string());
+    let (negative, digits, exp) = decompose(&printed);
     if negative {
         out.push(b'-');
     }
@@ -216,6 +196,34 @@ pub fn write_f64(x: f64, out: &mut Vec<u8>) {
         }
         out.extend_from_slice(mag.to_string().as_bytes());
     }
+}
+
+/// Split a decimal number string (`-0.00125`, `1.5e-7`, `1e16`, `123.0`) into sign, significant
+/// digits without leading or trailing zeros, and the decimal exponent of the first digit.
+fn decompose(s: &str) -> (bool, String, i32) {
+    let (negative, body) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (mantissa, exp) = match body.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.trim_start_matches('+').parse::<i32>().unwrap_or(0)),
+        None => (body, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all: String = int.chars().chain(frac.chars()).collect();
+    let leading = all.len() - all.trim_start_matches('0').len();
+    let digits = all
+        .trim_start_matches('0')
+        .trim_end_matches('0')
+        .to_string();
+    let int_len = i32::try_from(int.len()).unwrap_or(0);
+    let leading = i32::try_from(leading).unwrap_or(0);
+    let digits = if digits.is_empty() {
+        "0".to_string()
+    } else {
+        digits
+    };
+    (negative, digits, int_len - 1 + exp - leading)
 }
 
 pub(crate) fn write_string(s: &str, out: &mut Vec<u8>) {

@@ -76,6 +76,7 @@ pub mod event;
 pub mod handle;
 mod reader;
 mod record;
+mod strict;
 mod verify;
 mod writer;
 

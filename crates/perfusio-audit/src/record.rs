@@ -295,7 +295,8 @@ pub(crate) struct LineParts<'a> {
     pub(crate) day: f64,
     pub(crate) actor: &'a Actor,
     pub(crate) kind: &'a str,
-    pub(crate) payload: &'a Value,
+    /// Canonical serialisation of the payload.
+    pub(crate) payload: &'a [u8],
     pub(crate) state_sha256: &'a str,
     pub(crate) prev: &'a str,
 }
@@ -316,7 +317,7 @@ impl LineParts<'_> {
         scratch.extend_from_slice(b"\"kind\":");
         write_str(self.kind, scratch);
         scratch.extend_from_slice(b",\"payload\":");
-        write_canonical(self.payload, scratch);
+        scratch.extend_from_slice(self.payload);
         scratch.extend_from_slice(b",\"prev\":");
         write_str(self.prev, scratch);
         scratch.extend_from_slice(b",\"reactor_id\":");

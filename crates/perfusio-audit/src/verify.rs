@@ -6,9 +6,10 @@ use std::path::Path;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::canonical::{hex, write_canonical};
+use crate::canonical::hex;
 use crate::error::{AuditError, Result};
-use crate::record::{GENESIS, Record};
+use crate::record::{Actor, GENESIS, parse_timestamp};
+use crate::strict::{Members, canonical_object};
 
 /// Why verification failed, as reported for the first bad record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -133,7 +134,10 @@ impl fmt::Display for VerifyReport {
 pub(crate) struct Scan {
     pub(crate) records: u64,
     pub(crate) head: String,
-    pub(crate) last: Option<Record>,
+    /// Kind of the last record ("" for none).
+    pub(crate) last_kind: String,
+    /// Culture day of the last record (0 for none).
+    pub(crate) last_day: f64,
     pub(crate) first_run_id: Option<String>,
     /// Byte length of the complete, verified lines.
     pub(crate) valid_len: usize,
@@ -161,7 +165,7 @@ pub fn verify_bytes(
     if let Some(f) = scan.failure {
         return Err(f);
     }
-    let finished = scan.last.as_ref().is_some_and(|r| r.kind == "run_finished");
+    let finished = scan.last_kind == "run_finished";
     let mut head_checked = false;
     if let Some(expected) = &opts.expect_head {
         let expected = expected.trim().to_ascii_lowercase();
@@ -238,7 +242,8 @@ pub(crate) fn scan(bytes: &[u8]) -> Scan {
     let mut s = Scan {
         records: 0,
         head: GENESIS.to_string(),
-        last: None,
+        last_kind: String::new(),
+        last_day: 0.0,
         first_run_id: None,
         valid_len: 0,
         hashes: Vec::new(),
@@ -251,7 +256,6 @@ pub(crate) fn scan(bytes: &[u8]) -> Scan {
     } else {
         bytes[..complete_len - 1].split(|b| *b == b'\n').collect()
     };
-    let mut buf = Vec::with_capacity(1024);
     let mut offset = 0usize;
     for (i, line) in lines.iter().enumerate() {
         let expected = s.records + 1;
@@ -270,30 +274,7 @@ pub(crate) fn scan(bytes: &[u8]) -> Scan {
                 .and_then(|l| peek(l))
                 .is_some_and(|(q, p)| q == expected && p == prev)
         };
-        let value: Value = match serde_json::from_slice(line) {
-            Ok(v) => v,
-            Err(e) => {
-                s.failure = fail(
-                    TamperKind::Malformed,
-                    expected,
-                    format!("not valid JSON: {e}"),
-                );
-                return s;
-            }
-        };
-        buf.clear();
-        write_canonical(&value, &mut buf);
-        if buf.as_slice() != *line {
-            s.failure = fail(
-                TamperKind::Malformed,
-                expected,
-                "the line is not in canonical form (sorted keys, no whitespace, canonical numbers \
-                 and escapes)"
-                    .into(),
-            );
-            return s;
-        }
-        let rec = match Record::from_value(value) {
+        let rec = match canonical_object(line).and_then(|m| Light::from_members(&m)) {
             Ok(r) => r,
             Err(d) => {
                 s.failure = fail(TamperKind::Malformed, expected, d);
@@ -370,7 +351,7 @@ pub(crate) fn scan(bytes: &[u8]) -> Scan {
             let earlier = usize::try_from(rec.seq - 1)
                 .ok()
                 .and_then(|k| s.hashes.get(k));
-            s.failure = if earlier == Some(&rec.hash) {
+            s.failure = if earlier.is_some_and(|h| h == rec.hash) {
                 fail(
                     TamperKind::Duplicated,
                     rec.seq,
@@ -425,9 +406,11 @@ pub(crate) fn scan(bytes: &[u8]) -> Scan {
             s.first_run_id = Some(rec.run_id.clone());
         }
         s.records = rec.seq;
-        s.head.clone_from(&rec.hash);
-        s.hashes.push(rec.hash.clone());
-        s.last = Some(rec);
+        s.head.clear();
+        s.head.push_str(rec.hash);
+        s.hashes.push(rec.hash.to_string());
+        s.last_kind = rec.kind;
+        s.last_day = rec.day;
         offset += line.len() + 1;
         s.valid_len = offset;
     }
@@ -444,4 +427,112 @@ pub(crate) fn scan(bytes: &[u8]) -> Scan {
         });
     }
     s
+}
+
+/// The members of a record the verifier needs, checked against the schema.
+#[derive(Debug)]
+struct Light<'a> {
+    seq: u64,
+    run_id: String,
+    day: f64,
+    kind: String,
+    prev: &'a str,
+    hash: &'a str,
+}
+
+/// Member names of a record, in canonical (sorted) order.
+const MEMBERS: [&str; 12] = [
+    "actor",
+    "day",
+    "hash",
+    "kind",
+    "payload",
+    "prev",
+    "reactor_id",
+    "run_id",
+    "seq",
+    "state_sha256",
+    "ts",
+    "v",
+];
+
+impl<'a> Light<'a> {
+    fn from_members(m: &Members<'a>) -> std::result::Result<Self, String> {
+        if m.len() != MEMBERS.len()
+            || m.iter()
+                .zip(MEMBERS)
+                .any(|((k, _), want)| *k != want.as_bytes())
+        {
+            let found: Vec<String> = m
+                .iter()
+                .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+                .collect();
+            return Err(format!(
+                "a record has exactly the 12 members {}; found {}",
+                MEMBERS.join(", "),
+                found.join(", ")
+            ));
+        }
+        let string = |i: usize| -> std::result::Result<String, String> {
+            serde_json::from_slice::<String>(m[i].1)
+                .map_err(|_| format!("`{}` must be a string", MEMBERS[i]))
+        };
+        let hex64 = |i: usize| -> std::result::Result<&'a str, String> {
+            let v = m[i].1;
+            let ok = v.len() == 66
+                && v[0] == b'"'
+                && v[65] == b'"'
+                && v[1..65]
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+            match std::str::from_utf8(&v[1..v.len().max(2) - 1]) {
+                Ok(h) if ok => Ok(h),
+                _ => Err(format!("`{}` must be 64 lowercase hex digits", MEMBERS[i])),
+            }
+        };
+        let actor = string(0)?;
+        if Actor::parse(&actor).is_none() {
+            return Err(format!(
+                "`actor` must be \"system\" or \"operator:<name>\", found {actor:?}"
+            ));
+        }
+        let day_text = m[1].1;
+        let day = std::str::from_utf8(day_text)
+            .ok()
+            .filter(|t| t.contains(['.', 'e']))
+            .and_then(|t| t.parse::<f64>().ok())
+            .ok_or("`day` must be a floating-point number")?;
+        let hash = hex64(2)?;
+        let kind = string(3)?;
+        if m[4].1.first() != Some(&b'{') {
+            return Err("`payload` must be an object".into());
+        }
+        let prev = hex64(5)?;
+        string(6)?;
+        let run_id = string(7)?;
+        let seq = std::str::from_utf8(m[8].1)
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok())
+            .filter(|s| *s >= 1)
+            .ok_or("`seq` must be an integer >= 1")?;
+        hex64(9)?;
+        let ts = string(10)?;
+        if parse_timestamp(&ts).is_none() {
+            return Err(format!("`ts` {ts:?} is not YYYY-MM-DDTHH:MM:SS.ffffffZ"));
+        }
+        if m[11].1 != b"1" {
+            return Err(format!(
+                "`v` must be 1, found {}",
+                String::from_utf8_lossy(m[11].1)
+            ));
+        }
+        Ok(Self {
+            seq,
+            run_id,
+            day,
+            kind,
+            prev,
+            hash,
+        })
+    }
 }

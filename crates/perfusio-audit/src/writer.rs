@@ -185,6 +185,7 @@ pub struct AuditWriter {
     last_sync: Instant,
     line: Vec<u8>,
     scratch: Vec<u8>,
+    payload: Vec<u8>,
     failed: Option<String>,
 }
 
@@ -233,7 +234,7 @@ impl AuditWriter {
                 expected: opts.run_id,
             });
         }
-        let last_day = found.last.as_ref().map_or(0.0, |r| r.day);
+        let last_day = found.last_day;
         let mut w = Self {
             path,
             file,
@@ -247,6 +248,7 @@ impl AuditWriter {
             last_sync: Instant::now(),
             line: Vec::with_capacity(1024),
             scratch: Vec::with_capacity(1024),
+            payload: Vec::with_capacity(1024),
             failed: None,
         };
         if found.failure.is_some() {
@@ -350,15 +352,23 @@ impl AuditWriter {
                 .unwrap_or(Value::Object(Default::default())),
             _ => Value::Object(Default::default()),
         };
+        let mut payload_bytes = std::mem::take(&mut self.payload);
+        payload_bytes.clear();
+        write_canonical(&payload, &mut payload_bytes);
         let state = match entry.state_sha256 {
             Some(s) => s,
-            None => {
-                self.scratch.clear();
-                write_canonical(&payload, &mut self.scratch);
-                sha256_hex(&self.scratch)
-            }
+            None => sha256_hex(&payload_bytes),
         };
-        let ts = format_timestamp(entry.timestamp.unwrap_or_else(OffsetDateTime::now_utc));
+        let at = entry
+            .timestamp
+            .unwrap_or_else(OffsetDateTime::now_utc)
+            .to_offset(time::UtcOffset::UTC);
+        if !(0..=9999).contains(&at.year()) {
+            return Err(AuditError::InvalidOption(format!(
+                "timestamp {at} is outside the years 0000-9999 that RFC 3339 can represent; pass a real date"
+            )));
+        }
+        let ts = format_timestamp(at);
         let seq = self.seq + 1;
         let parts = LineParts {
             seq,
@@ -368,11 +378,12 @@ impl AuditWriter {
             day: entry.day,
             actor: &entry.actor,
             kind: entry.event.kind().as_str(),
-            payload: &payload,
+            payload: &payload_bytes,
             state_sha256: &state,
             prev: &self.head,
         };
         let hash = parts.write(&mut self.line, &mut self.scratch);
+        self.payload = payload_bytes;
         if let Err(e) = self.file.write_all(&self.line) {
             self.failed = Some(e.to_string());
             return Err(AuditError::io("appending to", &self.path, e));

@@ -3,6 +3,7 @@
 
 mod common;
 mod concurrent;
+mod docs;
 mod export;
 mod proptests;
 mod python;
