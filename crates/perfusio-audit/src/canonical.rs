@@ -155,11 +155,13 @@ pub fn write_f64(x: f64, out: &mut Vec<u8>) {
         });
         return;
     }
-    // serde_json formats floats with a shortest-and-nearest algorithm (Żmij, like Ryū); take
-    // its significant digits and decimal exponent, whatever layout it chose.
-    let printed =
-        serde_json::Number::from_f64(x).map_or_else(|| format!("{x:e}"), |n| n.to_string());
-    let (negative, digits, exp) = decompose(&printed);
+    // Żmij (the formatter serde_json uses) gives the shortest digit string that round-trips and,
+    // among those, the nearest; take its digits and exponent, whatever layout it chose.
+    let mut buffer = zmij::Buffer::new();
+    let printed = buffer.format_finite(x).as_bytes();
+    let mut digits = [0u8; 32];
+    let (negative, n, exp) = decompose(printed, &mut digits);
+    let digits = &digits[..n];
     if negative {
         out.push(b'-');
     }
@@ -167,26 +169,25 @@ pub fn write_f64(x: f64, out: &mut Vec<u8>) {
         if exp >= 0 {
             let int_len = usize::try_from(exp).unwrap_or(0) + 1;
             if digits.len() <= int_len {
-                out.extend_from_slice(digits.as_bytes());
+                out.extend_from_slice(digits);
                 out.extend(std::iter::repeat_n(b'0', int_len - digits.len()));
                 out.extend_from_slice(b".0");
             } else {
-                out.extend_from_slice(&digits.as_bytes()[..int_len]);
+                out.extend_from_slice(&digits[..int_len]);
                 out.push(b'.');
-                out.extend_from_slice(&digits.as_bytes()[int_len..]);
+                out.extend_from_slice(&digits[int_len..]);
             }
         } else {
             out.extend_from_slice(b"0.");
             let zeros = usize::try_from(-exp - 1).unwrap_or(0);
             out.extend(std::iter::repeat_n(b'0', zeros));
-            out.extend_from_slice(digits.as_bytes());
+            out.extend_from_slice(digits);
         }
     } else {
-        let (first, rest) = digits.split_at(1);
-        out.extend_from_slice(first.as_bytes());
-        if !rest.is_empty() {
+        out.push(digits[0]);
+        if digits.len() > 1 {
             out.push(b'.');
-            out.extend_from_slice(rest.as_bytes());
+            out.extend_from_slice(&digits[1..]);
         }
         out.push(b'e');
         out.push(if exp < 0 { b'-' } else { b'+' });
@@ -194,36 +195,63 @@ pub fn write_f64(x: f64, out: &mut Vec<u8>) {
         if mag < 10 {
             out.push(b'0');
         }
-        out.extend_from_slice(mag.to_string().as_bytes());
+        let mut itoa = [0u8; 10];
+        let mut k = itoa.len();
+        let mut m = mag;
+        loop {
+            k -= 1;
+            itoa[k] = b'0' + (m % 10) as u8;
+            m /= 10;
+            if m == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&itoa[k..]);
     }
 }
 
-/// Split a decimal number string (`-0.00125`, `1.5e-7`, `1e16`, `123.0`) into sign, significant
-/// digits without leading or trailing zeros, and the decimal exponent of the first digit.
-fn decompose(s: &str) -> (bool, String, i32) {
-    let (negative, body) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s),
+/// Split a decimal number string (`-0.00125`, `1.5e-7`, `1e16`, `123.0`) into its sign, its
+/// significant digits without leading or trailing zeros (written to `digits`, count returned),
+/// and the decimal exponent of the first digit. Zero yields the single digit `0`.
+fn decompose(s: &[u8], digits: &mut [u8; 32]) -> (bool, usize, i32) {
+    let (negative, body) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
     };
-    let (mantissa, exp) = match body.split_once(['e', 'E']) {
-        Some((m, e)) => (m, e.trim_start_matches('+').parse::<i32>().unwrap_or(0)),
+    let e_pos = body.iter().position(|c| matches!(c, b'e' | b'E'));
+    let (mantissa, exp) = match e_pos {
+        Some(p) => {
+            let text = std::str::from_utf8(&body[p + 1..]).unwrap_or("0");
+            (
+                &body[..p],
+                text.trim_start_matches('+').parse::<i32>().unwrap_or(0),
+            )
+        }
         None => (body, 0),
     };
-    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let all: String = int.chars().chain(frac.chars()).collect();
-    let leading = all.len() - all.trim_start_matches('0').len();
-    let digits = all
-        .trim_start_matches('0')
-        .trim_end_matches('0')
-        .to_string();
-    let int_len = i32::try_from(int.len()).unwrap_or(0);
-    let leading = i32::try_from(leading).unwrap_or(0);
-    let digits = if digits.is_empty() {
-        "0".to_string()
-    } else {
-        digits
-    };
-    (negative, digits, int_len - 1 + exp - leading)
+    let int_len = mantissa
+        .iter()
+        .position(|c| *c == b'.')
+        .unwrap_or(mantissa.len());
+    let mut n = 0usize;
+    let mut leading = 0i32;
+    for &c in mantissa.iter().filter(|c| c.is_ascii_digit()) {
+        if n == 0 && c == b'0' {
+            leading += 1;
+        } else if n < digits.len() {
+            digits[n] = c;
+            n += 1;
+        }
+    }
+    while n > 1 && digits[n - 1] == b'0' {
+        n -= 1;
+    }
+    if n == 0 {
+        digits[0] = b'0';
+        return (negative, 1, 0);
+    }
+    let int_len = i32::try_from(int_len).unwrap_or(0);
+    (negative, n, int_len - 1 + exp - leading)
 }
 
 pub(crate) fn write_string(s: &str, out: &mut Vec<u8>) {

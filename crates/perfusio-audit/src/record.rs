@@ -30,8 +30,58 @@ pub(crate) const TS_FORMAT: &[BorrowedFormatItem<'static>] =
 /// ```
 pub fn format_timestamp(t: OffsetDateTime) -> String {
     let utc = t.to_offset(time::UtcOffset::UTC);
-    utc.format(TS_FORMAT)
-        .unwrap_or_else(|_| "0000-01-01T00:00:00.000000Z".to_string())
+    if (0..=9999).contains(&utc.year()) {
+        // Hand-formatted: this runs for every record and `time`'s formatter is comparatively slow.
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            utc.year(),
+            u8::from(utc.month()),
+            utc.day(),
+            utc.hour(),
+            utc.minute(),
+            utc.second(),
+            utc.microsecond()
+        )
+    } else {
+        utc.format(TS_FORMAT)
+            .unwrap_or_else(|_| "0000-01-01T00:00:00.000000Z".to_string())
+    }
+}
+
+/// Fast exact check of the record timestamp layout `YYYY-MM-DDTHH:MM:SS.ffffffZ` with a valid
+/// calendar date and time of day (what [`parse_timestamp`] accepts).
+pub(crate) fn timestamp_is_valid(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 27 {
+        return false;
+    }
+    let layout_ok = b.iter().enumerate().all(|(i, c)| match i {
+        4 | 7 => *c == b'-',
+        10 => *c == b'T',
+        13 | 16 => *c == b':',
+        19 => *c == b'.',
+        26 => *c == b'Z',
+        _ => c.is_ascii_digit(),
+    });
+    if !layout_ok {
+        return false;
+    }
+    let num = |r: std::ops::Range<usize>| {
+        b[r].iter()
+            .fold(0u32, |acc, c| acc * 10 + u32::from(c - b'0'))
+    };
+    let (year, month, day) = (num(0..4), num(5..7), num(8..10));
+    let (hour, minute, second) = (num(11..13), num(14..16), num(17..19));
+    let date_ok = i32::try_from(year)
+        .ok()
+        .zip(
+            u8::try_from(month)
+                .ok()
+                .and_then(|m| time::Month::try_from(m).ok()),
+        )
+        .zip(u8::try_from(day).ok())
+        .is_some_and(|((y, m), d)| time::Date::from_calendar_date(y, m, d).is_ok());
+    date_ok && hour < 24 && minute < 60 && second < 60
 }
 
 /// Parse a record timestamp (the exact layout of [`format_timestamp`]).
@@ -343,5 +393,35 @@ impl LineParts<'_> {
         out.extend_from_slice(scratch);
         out.push(b'\n');
         hash
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_timestamp_check_agrees_with_parser() {
+        let cases = [
+            "2026-11-25T13:45:00.123456Z",
+            "2024-02-29T23:59:59.999999Z",
+            "2025-02-29T00:00:00.000000Z",
+            "2026-13-01T00:00:00.000000Z",
+            "2026-04-31T00:00:00.000000Z",
+            "2026-11-25T24:00:00.000000Z",
+            "2026-11-25T13:60:00.000000Z",
+            "2026-11-25T13:45:60.000000Z",
+            "2026-11-25 13:45:00.123456Z",
+            "2026-11-25T13:45:00.12345Z",
+            "2026-11-25T13:45:00.123456+",
+            "0000-01-01T00:00:00.000000Z",
+            "2026-00-10T00:00:00.000000Z",
+        ];
+        for c in cases {
+            assert_eq!(timestamp_is_valid(c), parse_timestamp(c).is_some(), "{c}");
+        }
+        let t = parse_timestamp("2024-02-29T23:59:59.999999Z").unwrap();
+        assert_eq!(format_timestamp(t), "2024-02-29T23:59:59.999999Z");
+        assert_eq!(format_timestamp(t), t.format(TS_FORMAT).unwrap());
     }
 }

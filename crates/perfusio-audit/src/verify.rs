@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::canonical::hex;
 use crate::error::{AuditError, Result};
-use crate::record::{Actor, GENESIS, parse_timestamp};
+use crate::record::{Actor, GENESIS, timestamp_is_valid};
 use crate::strict::{Members, canonical_object};
 
 /// Why verification failed, as reported for the first bad record.
@@ -214,16 +214,16 @@ pub fn verify_file(path: impl AsRef<Path>, opts: &VerifyOptions) -> Result<Verif
     })
 }
 
-/// Byte length of `,"hash":"` + 64 hex + `"` minus the leading comma: `"hash":"<64>",`.
-const HASH_MEMBER_LEN: usize = 8 + 64 + 2;
-
-fn record_hash_of_line(line: &[u8]) -> Option<String> {
-    let needle = b",\"hash\":\"";
-    let pos = line.windows(needle.len()).position(|w| w == needle)?;
-    let cut = pos + 1;
-    let end = cut
-        .checked_add(HASH_MEMBER_LEN)
-        .filter(|e| *e <= line.len())?;
+/// SHA-256 (hex) of a canonical record line without its `"hash":"<64 hex>",` member, given the
+/// member's value (a sub-slice of `line`).
+fn record_hash_of_line(line: &[u8], hash_value: &[u8]) -> Option<String> {
+    // Offset of the value inside the line; `"hash":` (7 bytes) precedes it, a `,` follows it.
+    let value_at = (hash_value.as_ptr() as usize).checked_sub(line.as_ptr() as usize)?;
+    let cut = value_at.checked_sub(7)?;
+    let end = value_at + hash_value.len() + 1;
+    if line.get(cut..value_at) != Some(&b"\"hash\":"[..]) || line.get(end - 1) != Some(&b',') {
+        return None;
+    }
     let mut h = Sha256::new();
     h.update(&line[..cut]);
     h.update(&line[end..]);
@@ -274,14 +274,21 @@ pub(crate) fn scan(bytes: &[u8]) -> Scan {
                 .and_then(|l| peek(l))
                 .is_some_and(|(q, p)| q == expected && p == prev)
         };
-        let rec = match canonical_object(line).and_then(|m| Light::from_members(&m)) {
+        let members = match canonical_object(line) {
+            Ok(m) => m,
+            Err(d) => {
+                s.failure = fail(TamperKind::Malformed, expected, d);
+                return s;
+            }
+        };
+        let rec = match Light::from_members(&members) {
             Ok(r) => r,
             Err(d) => {
                 s.failure = fail(TamperKind::Malformed, expected, d);
                 return s;
             }
         };
-        let Some(computed) = record_hash_of_line(line) else {
+        let Some(computed) = record_hash_of_line(line, members[2].1) else {
             s.failure = fail(
                 TamperKind::Malformed,
                 expected,
@@ -517,7 +524,7 @@ impl<'a> Light<'a> {
             .ok_or("`seq` must be an integer >= 1")?;
         hex64(9)?;
         let ts = string(10)?;
-        if parse_timestamp(&ts).is_none() {
+        if !timestamp_is_valid(&ts) {
             return Err(format!("`ts` {ts:?} is not YYYY-MM-DDTHH:MM:SS.ffffffZ"));
         }
         if m[11].1 != b"1" {
