@@ -28,3 +28,30 @@ fn csv_export_has_one_row_per_record() {
         assert_eq!(&row[10], r.hash);
     }
 }
+
+#[cfg(feature = "polars")]
+#[test]
+fn parquet_export_round_trips_through_polars() {
+    use polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, receipts) = write_demo(dir.path(), "a.jsonl", 80, 31);
+    let out = dir.path().join("a.parquet");
+    assert_eq!(
+        perfusio_audit::export_parquet_file(&path, &out).unwrap(),
+        80
+    );
+    let df = ParquetReader::new(std::fs::File::open(&out).unwrap())
+        .finish()
+        .unwrap();
+    assert_eq!(df.height(), 80);
+    let names: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(names, EXPORT_COLUMNS.to_vec());
+    let hashes = df.column("hash").unwrap().str().unwrap();
+    assert_eq!(hashes.get(79), Some(receipts[79].hash.as_str()));
+    let seq = df.column("seq").unwrap().u64().unwrap();
+    assert_eq!(seq.get(0), Some(1));
+}
