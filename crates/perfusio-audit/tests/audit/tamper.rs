@@ -175,7 +175,8 @@ fn reordered_records_detected() {
 fn malformed_lines_detected() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = write_demo(dir.path(), "a.jsonl", 20, 10);
-    let cases: Vec<(usize, Box<dyn Fn(&[u8]) -> Vec<u8>>)> = vec![
+    type Change = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+    let cases: Vec<(usize, Change)> = vec![
         (4, Box::new(|_| b"not json\n".to_vec())),
         (5, Box::new(|_| b"\n".to_vec())),
         // Valid JSON, same content, but with whitespace: not canonical.

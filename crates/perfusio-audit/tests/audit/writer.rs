@@ -63,13 +63,10 @@ fn torn_tail_is_quarantined_reported_and_logged() {
     let mut torn = complete.clone();
     torn.extend_from_slice(&partial);
     std::fs::write(&path, &torn).unwrap();
-    assert_eq!(
-        verify_file(&path, &VerifyOptions::default())
-            .unwrap_err()
-            .to_string()
-            .contains("torn tail"),
-        true
-    );
+    let err = verify_file(&path, &VerifyOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("torn tail"), "{err}");
 
     let (mut w, report) = AuditWriter::open(&path, WriterOptions::new("run-21", "R1")).unwrap();
     assert_eq!(report.records_found, 20);
