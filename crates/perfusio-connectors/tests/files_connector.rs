@@ -119,6 +119,11 @@ mod dialects {
         assert_eq!(t.report().delimiter, Some(b','));
         assert!(t.report().conversions.is_empty());
         assert_eq!(t.get(1).unwrap().row, 3);
+        // line numbers stay right after CRLF (the csv parser's own count is one short)
+        let e = parse("day,VCD\r\n0,1\r\n1,2\r\n2,x\r\n").unwrap_err();
+        assert_eq!((e.row(), e.column()), (Some(4), Some("VCD")));
+        let e = parse("day,VCD\r\n0,1\r\n\r\n1\r\n").unwrap_err();
+        assert!(matches!(e, FileError::RaggedRow { row: 4, .. }), "{e}");
     }
 
     #[test]
@@ -783,6 +788,33 @@ mod fuzz {
         #![proptest_config(cfg())]
 
         #[test]
+        fn error_lines_match_physical_lines(
+            endings in proptest::collection::vec((any::<bool>(), 0usize..3), 12),
+            bad in 0usize..12,
+        ) {
+            // rows of days 0..12 with mixed LF/CRLF endings and blank lines; one bad cell
+            let mut text = String::from("day,VCD\n");
+            let mut line = 2u64;
+            let mut bad_line = 0;
+            for (day, (crlf, blanks)) in endings.iter().enumerate() {
+                let eol = if *crlf { "\r\n" } else { "\n" };
+                for _ in 0..*blanks {
+                    text.push_str(eol);
+                    line += 1;
+                }
+                let cell = if day == bad { "bad".to_string() } else { format!("{day}.5") };
+                if day == bad {
+                    bad_line = line;
+                }
+                text.push_str(&format!("{day},{cell}{eol}"));
+                line += 1;
+            }
+            let e = parse(&text).unwrap_err();
+            prop_assert_eq!(e.row(), Some(bad_line));
+            prop_assert_eq!(e.column(), Some("VCD"));
+        }
+
+        #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = CultureTable::from_csv_bytes(&bytes, "fuzz.csv", &ParseOptions::default());
         }
@@ -895,11 +927,8 @@ mod polars_sources {
         assert_eq!(t.report().layout, Layout::Long);
         assert_relative_eq!(t.get(3).unwrap().sample.get(Species::Via).unwrap(), 96.0);
 
-        let store = FilesystemStore::from_table(
-            table_from_dataframe(&long, &ParseOptions::default()).unwrap(),
-            FileStoreConfig::new("<DataFrame>"),
-            DS,
-        );
+        let store = FilesystemStore::from_dataframe(&long, FileStoreConfig::new("<DataFrame>"), DS)
+            .unwrap();
         assert!(store.is_alive().await);
         assert_relative_eq!(
             store

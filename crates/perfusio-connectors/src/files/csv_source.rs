@@ -64,17 +64,17 @@ fn csv_error(path: &Path, e: &csv::Error) -> FileError {
     }
 }
 
-/// Byte offset where a record starts: after CRLF the parser reports the offset of the `\n`
-/// that ends the previous line.
+/// Byte offset where a record starts. The parser reports the end of the previous line
+/// (the `\n` after CRLF, or the start of skipped blank lines); a record never starts with a
+/// line terminator, so skip those.
 fn record_start(bytes: &[u8], offset: u64) -> usize {
-    let o = usize::try_from(offset)
+    let mut o = usize::try_from(offset)
         .unwrap_or(usize::MAX)
         .min(bytes.len());
-    if bytes.get(o) == Some(&b'\n') {
-        o + 1
-    } else {
-        o
+    while matches!(bytes.get(o), Some(b'\r' | b'\n')) {
+        o += 1;
     }
+    o
 }
 
 /// Parses CSV bytes into a [`CultureTable`].

@@ -136,6 +136,18 @@ impl FilesystemStore {
         }
     }
 
+    /// A store over an in-memory polars `DataFrame` (wide or long), parsed with
+    /// `config.parse`; it is never re-read. `config.path` only labels it in messages.
+    #[cfg(feature = "polars")]
+    pub fn from_dataframe(
+        df: &polars::prelude::DataFrame,
+        config: FileStoreConfig,
+        design_space: DesignSpace,
+    ) -> Result<Self> {
+        let table = super::polars_source::table_from_dataframe(df, &config.parse)?;
+        Ok(Self::from_table(table, config, design_space))
+    }
+
     /// The configuration.
     pub fn config(&self) -> &FileStoreConfig {
         &self.config
