@@ -22,6 +22,10 @@
 //! * **Units**: declared units ([`UnitDeclaration`], e.g. `viability=fraction`) win; an
 //!   undeclared viability that is ≤ 1.5 everywhere is read as a fraction and converted to %,
 //!   reported once ([`LoadReport::conversions`]).
+//! * **Follow mode** ([`FollowOptions`]): the file is re-parsed whenever its size or
+//!   modification time changes; a day not yet present is polled for up to a configured wait,
+//!   then `NotYetAvailable`. A missing or empty file and an unterminated last line (a writer
+//!   mid-append) count as "not yet".
 //! * **Errors**: [`FileError`] names the line and column of every malformed cell; it
 //!   converts into [`perfusio_core::ConnectorError`] (`Io` or `Data`).
 //! * **Setpoints**: `write_setpoints` appends one row per write to a CSV log (header on

@@ -281,9 +281,6 @@ fn parse_number(cell: &Cell<'_>, decimal_comma: bool) -> std::result::Result<Opt
         Cell::Number(_) => return Err(NumErr::NonFinite),
         Cell::Text(t) => t.trim(),
     };
-    if MISSING.iter().any(|m| m.eq_ignore_ascii_case(text)) {
-        return Ok(None);
-    }
     let parsed = if decimal_comma && text.contains(',') {
         if text.contains('.') || text.matches(',').count() > 1 {
             return Err(NumErr::NonNumeric);
@@ -295,6 +292,8 @@ fn parse_number(cell: &Cell<'_>, decimal_comma: bool) -> std::result::Result<Opt
     match parsed {
         Ok(v) if v.is_finite() => Ok(Some(v)),
         Ok(_) => Err(NumErr::NonFinite),
+        // markers are checked only after a failed parse: the common case stays fast
+        Err(_) if MISSING.iter().any(|m| m.eq_ignore_ascii_case(text)) => Ok(None),
         Err(_) => Err(NumErr::NonNumeric),
     }
 }
