@@ -694,3 +694,63 @@ fn slot_name(slot: usize) -> &'static str {
         Control::ALL[(slot - N_SPECIES - 2).min(N_CONTROLS - 1)].name()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn num(text: &str, comma: bool) -> std::result::Result<Option<f64>, &'static str> {
+        parse_number(&Cell::Text(Cow::Borrowed(text)), comma).map_err(|e| match e {
+            NumErr::NonNumeric => "non-numeric",
+            NumErr::NonFinite => "non-finite",
+        })
+    }
+
+    #[test]
+    fn numbers_markers_and_decimal_commas() {
+        assert_eq!(num(" 2.5 ", false), Ok(Some(2.5)));
+        assert_eq!(num("1e3", false), Ok(Some(1000.0)));
+        assert_eq!(num("2,5", true), Ok(Some(2.5)));
+        assert_eq!(num("2,5", false), Err("non-numeric"));
+        assert_eq!(num("1.234,5", true), Err("non-numeric"));
+        assert_eq!(num("1,2,3", true), Err("non-numeric"));
+        for m in ["NA", "n/a", "#N/A", "null", "None", "-", "ND"] {
+            assert_eq!(num(m, true), Ok(None), "{m}");
+        }
+        assert_eq!(num("NaN", false), Err("non-finite"));
+        assert_eq!(num("-inf", false), Err("non-finite"));
+        assert_eq!(
+            parse_number(&Cell::Number(f64::NAN), false).map_err(|_| ()),
+            Err(())
+        );
+        assert_eq!(
+            parse_number(&Cell::Missing, false).map_err(|_| ()),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn slots_cover_every_variable_and_control_once() {
+        let mut seen = [false; N_SLOTS];
+        let targets = Species::ALL
+            .into_iter()
+            .map(|s| ColumnTarget::Variable(Variable::Species(s)))
+            .chain(
+                perfusio_core::Derived::ALL
+                    .into_iter()
+                    .map(|d| ColumnTarget::Variable(Variable::Derived(d))),
+            )
+            .chain(Control::ALL.into_iter().map(ColumnTarget::Control));
+        for t in targets {
+            let s = t.slot().unwrap();
+            assert!(!seen[s], "{t} shares slot {s}");
+            seen[s] = true;
+            if s < N_SPECIES + 2 {
+                assert_eq!(ColumnTarget::Variable(slot_variable(s)), t);
+            }
+            assert_eq!(slot_name(s), t.to_string());
+        }
+        assert!(seen.iter().all(|x| *x));
+        assert_eq!(ColumnTarget::Day.slot(), None);
+    }
+}
