@@ -42,8 +42,22 @@ use crate::error::{AuditError, Result};
 /// assert_eq!(to_canonical_value(&m).unwrap()["Glc"].as_f64(), Some(5.5));
 /// ```
 pub fn to_canonical_value<T: Serialize + ?Sized>(value: &T) -> Result<Value> {
-    finite::check(value)?;
-    serde_json::to_value(value).map_err(|e| AuditError::Serialize(e.to_string()))
+    let v = serde_json::to_value(value).map_err(|e| AuditError::Serialize(e.to_string()))?;
+    // serde_json writes a non-finite float as `null`, so a tree without any `null` cannot have
+    // held one; otherwise look for it (and its path) in the original value.
+    if contains_null(&v) {
+        finite::check(value)?;
+    }
+    Ok(v)
+}
+
+fn contains_null(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.iter().any(contains_null),
+        Value::Object(m) => m.values().any(contains_null),
+        _ => false,
+    }
 }
 
 /// Append the canonical serialisation of `value` to `out`.
