@@ -19,8 +19,12 @@ const MAX_DEPTH: usize = 128;
 pub(crate) type Members<'a> = Vec<(&'a [u8], &'a [u8])>;
 
 /// Check that `line` is one canonical JSON object; return its top-level members.
-pub(crate) fn canonical_object(line: &[u8]) -> Result<Members<'_>, String> {
-    std::str::from_utf8(line).map_err(|e| format!("not valid UTF-8: {e}"))?;
+///
+/// `utf8_checked` says the caller has already validated `line` as UTF-8.
+pub(crate) fn canonical_object(line: &[u8], utf8_checked: bool) -> Result<Members<'_>, String> {
+    if !utf8_checked {
+        std::str::from_utf8(line).map_err(|e| format!("not valid UTF-8: {e}"))?;
+    }
     let mut p = Parser {
         b: line,
         i: 0,

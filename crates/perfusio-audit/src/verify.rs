@@ -256,6 +256,10 @@ pub(crate) fn scan(bytes: &[u8]) -> Scan {
     } else {
         bytes[..complete_len - 1].split(|b| *b == b'\n').collect()
     };
+    // Validate UTF-8 once for the whole file; only lines past the first invalid byte are
+    // checked again, one by one, so that the error lands on the right line.
+    let utf8_valid_up_to =
+        std::str::from_utf8(bytes).map_or_else(|e| e.valid_up_to(), |_| bytes.len());
     let mut offset = 0usize;
     for (i, line) in lines.iter().enumerate() {
         let expected = s.records + 1;
@@ -274,7 +278,7 @@ pub(crate) fn scan(bytes: &[u8]) -> Scan {
                 .and_then(|l| peek(l))
                 .is_some_and(|(q, p)| q == expected && p == prev)
         };
-        let members = match canonical_object(line) {
+        let members = match canonical_object(line, offset + line.len() <= utf8_valid_up_to) {
             Ok(m) => m,
             Err(d) => {
                 s.failure = fail(TamperKind::Malformed, expected, d);

@@ -304,3 +304,19 @@ fn verify_file_reports_path_and_failure() {
         Err(AuditError::Io { .. })
     ));
 }
+
+#[test]
+fn invalid_utf8_is_malformed_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = write_demo(dir.path(), "a.jsonl", 12, 14);
+    let mut ls = lines(&path);
+    let at = ls[6].len() / 2;
+    ls[6][at] = 0xff;
+    let f = fail_of(&join(&ls));
+    assert_eq!(
+        (f.kind, f.seq, f.line),
+        (TamperKind::Malformed, 7, 7),
+        "{f}"
+    );
+    assert!(f.detail.contains("UTF-8"), "{f}");
+}
