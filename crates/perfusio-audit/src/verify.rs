@@ -256,11 +256,10 @@ pub(crate) fn scan(bytes: &[u8]) -> Scan {
     } else {
         bytes[..complete_len - 1].split(|b| *b == b'\n').collect()
     };
-    // Validate UTF-8 once for the whole file; only lines past the first invalid byte are
-    // checked again, one by one, so that the error lands on the right line.
-    let utf8_valid_up_to =
-        std::str::from_utf8(bytes).map_or_else(|e| e.valid_up_to(), |_| bytes.len());
+    // The per-line checks (canonical form, schema, own hash) are independent of each other:
+    // run them first, on several threads for large logs; then link the chain in order.
     let mut offset = 0usize;
+    let mut checked = check_lines(bytes, &lines).into_iter();
     for (i, line) in lines.iter().enumerate() {
         let expected = s.records + 1;
         let line_no = i as u64 + 1;
@@ -278,27 +277,20 @@ pub(crate) fn scan(bytes: &[u8]) -> Scan {
                 .and_then(|l| peek(l))
                 .is_some_and(|(q, p)| q == expected && p == prev)
         };
-        let members = match canonical_object(line, offset + line.len() <= utf8_valid_up_to) {
-            Ok(m) => m,
-            Err(d) => {
+        let (rec, computed) = match checked.next() {
+            Some(Ok(pair)) => pair,
+            Some(Err(d)) => {
                 s.failure = fail(TamperKind::Malformed, expected, d);
                 return s;
             }
-        };
-        let rec = match Light::from_members(&members) {
-            Ok(r) => r,
-            Err(d) => {
-                s.failure = fail(TamperKind::Malformed, expected, d);
+            None => {
+                s.failure = fail(
+                    TamperKind::Malformed,
+                    expected,
+                    "line was not checked".into(),
+                );
                 return s;
             }
-        };
-        let Some(computed) = record_hash_of_line(line, members[2].1) else {
-            s.failure = fail(
-                TamperKind::Malformed,
-                expected,
-                "no `hash` member found".into(),
-            );
-            return s;
         };
         let self_ok = computed == rec.hash;
         if rec.seq == expected {
@@ -438,6 +430,54 @@ pub(crate) fn scan(bytes: &[u8]) -> Scan {
         });
     }
     s
+}
+
+/// Logs with at least this many lines are checked on several threads.
+const PARALLEL_MIN_LINES: usize = 4096;
+
+/// Check each line on its own: canonical form, schema, and its own hash (computed, not yet
+/// compared). Results are in line order.
+fn check_lines<'a>(
+    bytes: &'a [u8],
+    lines: &[&'a [u8]],
+) -> Vec<std::result::Result<(Light<'a>, String), String>> {
+    // Validate UTF-8 once for the whole file; lines past the first invalid byte are checked
+    // again one by one, so that the error lands on the right line.
+    let valid_up_to = std::str::from_utf8(bytes).map_or_else(|e| e.valid_up_to(), |_| bytes.len());
+    let base = bytes.as_ptr() as usize;
+    let one = |line: &&'a [u8]| {
+        let end = (line.as_ptr() as usize - base) + line.len();
+        check_line(line, end <= valid_up_to)
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if threads < 2 || lines.len() < PARALLEL_MIN_LINES {
+        return lines.iter().map(one).collect();
+    }
+    let chunk = lines.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = lines
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        let mut all = Vec::with_capacity(lines.len());
+        for h in handles {
+            match h.join() {
+                Ok(part) => all.extend(part),
+                // A checker thread cannot panic on input; if it did, report the lines as unchecked.
+                Err(_) => return all,
+            }
+        }
+        all
+    })
+}
+
+fn check_line(line: &[u8], utf8_checked: bool) -> std::result::Result<(Light<'_>, String), String> {
+    let members = canonical_object(line, utf8_checked)?;
+    let rec = Light::from_members(&members)?;
+    let computed = record_hash_of_line(line, members[2].1).ok_or("no `hash` member found")?;
+    Ok((rec, computed))
 }
 
 /// The members of a record the verifier needs, checked against the schema.

@@ -44,6 +44,20 @@ fn ten_thousand_records_verify() {
             .to_string()
             .starts_with(&format!("OK 10000 records, head hash {head}"))
     );
+    // Large logs are checked on several threads: failures still land on the right record.
+    let mut ls = lines(&path);
+    ls.remove(6999);
+    ls[8000][40] ^= 1;
+    let f = fail_of(&join(&ls));
+    assert_eq!(
+        (f.kind, f.seq, f.line),
+        (TamperKind::Deleted, 7000, 7000),
+        "{f}"
+    );
+    let mut ls = lines(&path);
+    ls[8000][40] ^= 1;
+    let f = fail_of(&join(&ls));
+    assert_eq!((f.seq, f.line), (8001, 8001), "{f}");
 }
 
 #[test]
