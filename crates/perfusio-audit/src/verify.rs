@@ -148,6 +148,10 @@ pub(crate) struct Scan {
 
 /// Verify a log held in memory.
 ///
+/// The per-line checks (canonical form, schema, own hash) of logs with at least 4096 lines run
+/// on up to 8 threads (`std::thread::available_parallelism`); the chain is then linked in order,
+/// so the result, including which record is reported first, does not depend on the threads.
+///
 /// ```
 /// # fn main() -> perfusio_audit::Result<()> {
 /// use perfusio_audit::{verify_bytes, VerifyOptions, TamperKind};
