@@ -620,10 +620,10 @@ impl OpcUaConnector {
 
     /// Makes sure a live session exists (one connection attempt).
     async fn ensure_conn(&self, state: &mut State) -> Result<(), Failure> {
-        if let Some(conn) = &state.conn {
-            if !conn.event_loop.is_finished() {
-                return Ok(());
-            }
+        if let Some(conn) = &state.conn
+            && !conn.event_loop.is_finished()
+        {
+            return Ok(());
         }
         if let Some(conn) = state.conn.take() {
             conn.close();
