@@ -1,0 +1,290 @@
+//! Kinetic parameters and cell-line presets of the plant model (`plant-model.md`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::MechError;
+
+/// The two synthetic cell lines of the plant model. Clone Y is identical to clone X except
+/// that it never consumes lactate.
+///
+/// ```
+/// use perfusio_mechanistic::CloneKind;
+/// assert_eq!("clonex".parse::<CloneKind>().unwrap(), CloneKind::CloneX);
+/// assert_eq!("Y".parse::<CloneKind>().unwrap(), CloneKind::CloneY);
+/// assert_eq!(CloneKind::CloneY.to_string(), "CloneY");
+/// assert!("Z".parse::<CloneKind>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum CloneKind {
+    /// Switches to lactate consumption when glucose falls below `glc_switch`.
+    #[default]
+    CloneX,
+    /// Never consumes lactate.
+    CloneY,
+}
+
+impl CloneKind {
+    /// Canonical name (`"CloneX"` / `"CloneY"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CloneKind::CloneX => "CloneX",
+            CloneKind::CloneY => "CloneY",
+        }
+    }
+}
+
+impl fmt::Display for CloneKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for CloneKind {
+    type Err = MechError;
+
+    /// Case-insensitive: `CloneX`, `clone_x`, `clone-x`, `x` (and the same for Y).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let key: String = s
+            .trim()
+            .chars()
+            .filter(|c| !matches!(c, '_' | '-' | ' '))
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        match key.as_str() {
+            "clonex" | "x" => Ok(CloneKind::CloneX),
+            "cloney" | "y" => Ok(CloneKind::CloneY),
+            _ => Err(MechError::arg(
+                "clone",
+                s,
+                "valid clones: CloneX, CloneY (case-insensitive; 'x' and 'y' also work)",
+            )),
+        }
+    }
+}
+
+/// Kinetic parameters of the plant model. Rates are per hour, cell-specific rates per cell;
+/// `X = VCD · 1e9` cells/L turns them into volumetric rates.
+///
+/// The defaults are the synthetic values of `plant-model.md`; the control-effect constants
+/// (temperature, agitation) and the fixed medium glutamine are parameters too, so that the
+/// skeleton can be recalibrated without code changes.
+///
+/// ```
+/// use perfusio_mechanistic::{CloneKind, KineticParams};
+/// let x = KineticParams::clone_x();
+/// assert!(x.consumes_lactate);
+/// assert!((x.mu_max - 0.040).abs() < 1e-15);
+/// let y = KineticParams::for_clone(CloneKind::CloneY);
+/// assert!(!y.consumes_lactate);
+/// assert!(x.check().is_ok());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KineticParams {
+    /// Maximum specific growth rate at 37 °C, 1/h.
+    pub mu_max: f64,
+    /// Monod constant of glucose, g/L.
+    pub k_glc: f64,
+    /// Monod constant of glutamine, mmol/L.
+    pub k_gln: f64,
+    /// Maximum specific glucose uptake, g/cell/h.
+    pub q_glc_max: f64,
+    /// Glucose maintenance uptake, g/cell/h.
+    pub m_glc: f64,
+    /// Growth-independent fraction of glucose uptake (Pirt offset), dimensionless.
+    pub glc_uptake_offset: f64,
+    /// Lactate yield on glucose, mmol/mmol.
+    pub y_lac_glc: f64,
+    /// Glucose concentration below which clone X consumes lactate, g/L.
+    pub glc_switch: f64,
+    /// Specific lactate consumption rate, mmol/cell/h.
+    pub lac_consump_rate: f64,
+    /// Half-saturation lactate concentration of consumption, mmol/L (correction (C)).
+    pub k_lac: f64,
+    /// Whether the cell line consumes lactate below `glc_switch` (clone X: yes).
+    pub consumes_lactate: bool,
+    /// Maximum specific glutamine uptake, mmol/cell/h.
+    pub q_gln_max: f64,
+    /// Growth-independent fraction of glutamine uptake, dimensionless.
+    pub gln_uptake_offset: f64,
+    /// Glutamate released per glutamine consumed, mmol/mmol.
+    pub glu_yield_gln: f64,
+    /// Base death rate at 37 °C, 1/h.
+    pub k_d: f64,
+    /// Temperature coefficient of the death rate, 1/h/K.
+    pub k_t: f64,
+    /// Reference temperature, °C.
+    pub t_ref: f64,
+    /// Loss of viability per unit death rate and % non-viable, dimensionless.
+    pub via_loss_coeff: f64,
+    /// Growth-associated product yield (Luedeking–Piret α), mg/cell.
+    pub alpha_p: f64,
+    /// Non-growth-associated specific productivity at `t_ref` (β), mg/cell/h.
+    pub beta_p: f64,
+    /// Ammonium released per glutamine consumed, mmol/mmol.
+    pub alpha_amm: f64,
+    /// Rate constant of ammonium removal by pyruvate, L/mmol/h.
+    pub k_pyr: f64,
+    /// Glutamine concentration of the perfusion medium, mmol/L.
+    pub gln_feed: f64,
+    /// Fractional loss of `mu_max` per K below `t_ref` (control effect (E)).
+    pub mu_temp_coeff: f64,
+    /// Fractional gain of `beta_p` per K below `t_ref` (control effect (E)).
+    pub beta_temp_coeff: f64,
+    /// Agitation below which oxygen transfer limits growth, rpm (E).
+    pub o2_limit_rpm: f64,
+    /// Agitation above which shear kills cells, rpm (E).
+    pub shear_limit_rpm: f64,
+    /// Shear death rate per 100 rpm above `shear_limit_rpm`, 1/h (E).
+    pub shear_death_per_100rpm: f64,
+}
+
+impl KineticParams {
+    /// Clone X: the parameter table of `plant-model.md`.
+    pub const fn clone_x() -> Self {
+        Self {
+            mu_max: 0.040,
+            k_glc: 0.08,
+            k_gln: 0.50,
+            q_glc_max: 5.5e-11,
+            m_glc: 2.0e-12,
+            glc_uptake_offset: 0.1,
+            y_lac_glc: 1.8,
+            glc_switch: 2.0,
+            lac_consump_rate: 3.0e-10,
+            k_lac: 0.5,
+            consumes_lactate: true,
+            q_gln_max: 5.0e-11,
+            gln_uptake_offset: 0.05,
+            glu_yield_gln: 0.05,
+            k_d: 0.003,
+            k_t: 0.001,
+            t_ref: 37.0,
+            via_loss_coeff: 0.5,
+            alpha_p: 2.0e-9,
+            beta_p: 1.8e-9,
+            alpha_amm: 0.85,
+            k_pyr: 0.05,
+            gln_feed: 4.0,
+            mu_temp_coeff: 0.10,
+            beta_temp_coeff: 0.15,
+            o2_limit_rpm: 700.0,
+            shear_limit_rpm: 1050.0,
+            shear_death_per_100rpm: 0.002,
+        }
+    }
+
+    /// Clone Y: clone X without lactate consumption.
+    pub const fn clone_y() -> Self {
+        let mut p = Self::clone_x();
+        p.consumes_lactate = false;
+        p
+    }
+
+    /// The preset of a clone.
+    pub const fn for_clone(clone: CloneKind) -> Self {
+        match clone {
+            CloneKind::CloneX => Self::clone_x(),
+            CloneKind::CloneY => Self::clone_y(),
+        }
+    }
+
+    /// Checks that every parameter is finite and non-negative and that the Monod,
+    /// saturation and agitation constants are positive.
+    pub fn check(&self) -> Result<(), MechError> {
+        let all = [
+            ("mu_max", self.mu_max),
+            ("k_glc", self.k_glc),
+            ("k_gln", self.k_gln),
+            ("q_glc_max", self.q_glc_max),
+            ("m_glc", self.m_glc),
+            ("glc_uptake_offset", self.glc_uptake_offset),
+            ("y_lac_glc", self.y_lac_glc),
+            ("glc_switch", self.glc_switch),
+            ("lac_consump_rate", self.lac_consump_rate),
+            ("k_lac", self.k_lac),
+            ("q_gln_max", self.q_gln_max),
+            ("gln_uptake_offset", self.gln_uptake_offset),
+            ("glu_yield_gln", self.glu_yield_gln),
+            ("k_d", self.k_d),
+            ("k_t", self.k_t),
+            ("t_ref", self.t_ref),
+            ("via_loss_coeff", self.via_loss_coeff),
+            ("alpha_p", self.alpha_p),
+            ("beta_p", self.beta_p),
+            ("alpha_amm", self.alpha_amm),
+            ("k_pyr", self.k_pyr),
+            ("gln_feed", self.gln_feed),
+            ("mu_temp_coeff", self.mu_temp_coeff),
+            ("beta_temp_coeff", self.beta_temp_coeff),
+            ("o2_limit_rpm", self.o2_limit_rpm),
+            ("shear_limit_rpm", self.shear_limit_rpm),
+            ("shear_death_per_100rpm", self.shear_death_per_100rpm),
+        ];
+        for (name, v) in all {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(MechError::arg(name, v, "must be finite and non-negative"));
+            }
+        }
+        for (name, v) in [
+            ("mu_max", self.mu_max),
+            ("k_glc", self.k_glc),
+            ("k_gln", self.k_gln),
+            ("k_lac", self.k_lac),
+            ("o2_limit_rpm", self.o2_limit_rpm),
+        ] {
+            if v <= 0.0 {
+                return Err(MechError::arg(name, v, "must be positive"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for KineticParams {
+    fn default() -> Self {
+        Self::clone_x()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_differ_only_in_lactate_consumption() {
+        let mut y = KineticParams::clone_y();
+        assert!(!y.consumes_lactate);
+        y.consumes_lactate = true;
+        assert_eq!(y, KineticParams::clone_x());
+    }
+
+    #[test]
+    fn serde_round_trip_and_check() {
+        let p = KineticParams::clone_x();
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<KineticParams>(&json).unwrap(), p);
+        let mut bad = p;
+        bad.k_glc = 0.0;
+        assert_eq!(
+            bad.check().unwrap_err().to_string(),
+            "invalid argument k_glc = 0: must be positive"
+        );
+        bad.k_glc = f64::NAN;
+        assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn clone_names_parse() {
+        for s in ["CloneX", "clonex", "clone_x", "Clone-X", "x", "X"] {
+            assert_eq!(s.parse::<CloneKind>().unwrap(), CloneKind::CloneX, "{s}");
+        }
+        for s in ["CloneY", "cloney", "y"] {
+            assert_eq!(s.parse::<CloneKind>().unwrap(), CloneKind::CloneY, "{s}");
+        }
+        let e = "CHO-K1".parse::<CloneKind>().unwrap_err().to_string();
+        assert!(e.contains("valid clones: CloneX, CloneY"), "{e}");
+    }
+}
