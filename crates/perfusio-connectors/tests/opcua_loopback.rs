@@ -608,3 +608,41 @@ async fn emulator_refuses_bad_configurations() {
     c.seconds_per_day = Some(0.0);
     assert!(Emulator::start(c, plants(1)).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_the_mechanistic_virtual_reactor_including_missing_values() {
+    use perfusio_connectors::virtual_reactor::virtual_plants;
+    use perfusio_mechanistic::{VirtualReactor, VirtualReactorConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(emulator_config(dir.path()), virtual_plants(2, 7).unwrap())
+        .await
+        .unwrap();
+    let conn = OpcUaConnector::new(client_config(dir.path(), &emu, "R02")).unwrap();
+    // independent computation: the same reactor driven directly
+    let base = VirtualReactorConfig {
+        seed: 7,
+        ..VirtualReactorConfig::default()
+    };
+    let mut direct = VirtualReactor::ensemble(2, base).unwrap().remove(1);
+    let mut missing = 0;
+    for day in 0..=12 {
+        let got = conn.read_sample(day).await.unwrap();
+        let want = direct
+            .sample(day)
+            .unwrap()
+            .validate(&DEFAULT_AMBR250_DESIGN_SPACE)
+            .sample;
+        assert_same_sample(&got, &want);
+        assert_eq!(got.controls, want.controls);
+        missing += Species::ALL
+            .iter()
+            .filter(|s| got.get(**s).is_none())
+            .count();
+        emu.advance_days(1).unwrap();
+        direct.advance_day().unwrap();
+    }
+    // the noise model drops ~5 % of the values; they travel as BadNoDataAvailable
+    assert!(missing >= 1, "no missing value in 13 days x 9 species");
+    emu.stop().await;
+}
