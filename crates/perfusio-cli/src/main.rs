@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod config_cmd;
 mod design_space_cmd;
+mod emulate_cmd;
 
 /// Online digital twin of a perfusion bioreactor, driven as a self-driving experiment.
 #[derive(Debug, Parser)]
@@ -25,6 +26,8 @@ enum Command {
     /// Inspect and validate run configurations.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Serve simulated ambr250 reactors over OPC UA until Ctrl-C.
+    Emulate(emulate_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::DesignSpace(args) => design_space_cmd::run(&args),
         Command::Config(cmd) => config_cmd::run(&cmd),
+        Command::Emulate(args) => emulate_cmd::run(&args),
     };
     match result {
         Ok(code) => code,
