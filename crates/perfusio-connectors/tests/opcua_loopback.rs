@@ -646,3 +646,51 @@ async fn serves_the_mechanistic_virtual_reactor_including_missing_values() {
     assert!(missing >= 1, "no missing value in 13 days x 9 species");
     emu.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x509_user_identity_is_accepted_and_an_unknown_one_refused() {
+    use opcua::crypto::{CertificateStore, X509Data};
+    use opcua::types::ApplicationDescription;
+
+    let dir = tempfile::tempdir().unwrap();
+    let make_user = |name: &str| {
+        let desc = ApplicationDescription {
+            application_name: name.into(),
+            application_uri: format!("urn:perfusio:user:{name}").into(),
+            ..Default::default()
+        };
+        let cert = dir.path().join(format!("{name}.der"));
+        let key = dir.path().join(format!("{name}.pem"));
+        CertificateStore::create_certificate_and_key(&X509Data::from(desc), true, &cert, &key)
+            .unwrap();
+        (cert, key)
+    };
+    let (cert, key) = make_user("lab-twin");
+    let (other_cert, other_key) = make_user("stranger");
+    let mut ec = emulator_config(dir.path());
+    ec.allow_anonymous = false;
+    ec.x509_users = vec![("lab-twin".into(), cert.clone())];
+    let emu = Emulator::start(ec, plants(1)).await.unwrap();
+
+    let mut cfg = client_config(dir.path(), &emu, "R01");
+    cfg.security = Security::Basic256Sha256SignAndEncrypt;
+    cfg.trust_on_first_use = true;
+    cfg.identity = Identity::X509 {
+        certificate: cert,
+        private_key: key,
+    };
+    let conn = OpcUaConnector::new(cfg.clone()).unwrap();
+    assert!(conn.read_sample(0).await.unwrap().is_complete());
+
+    cfg.identity = Identity::X509 {
+        certificate: other_cert,
+        private_key: other_key,
+    };
+    let e = OpcUaConnector::new(cfg)
+        .unwrap()
+        .read_sample(0)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnectorError::Authentication { .. }), "{e}");
+    emu.stop().await;
+}

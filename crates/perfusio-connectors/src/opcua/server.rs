@@ -52,6 +52,9 @@ pub struct EmulatorConfig {
     pub allow_anonymous: bool,
     /// User name / password pairs accepted on every endpoint.
     pub users: Vec<(String, Secret)>,
+    /// X.509 user identities accepted on every endpoint: user name and the path of the
+    /// user's certificate (DER).
+    pub x509_users: Vec<(String, PathBuf)>,
     /// Trust any client certificate (an emulator for demos and tests). When `false`,
     /// client certificates must be copied into `<pki_dir>/trusted/`.
     pub trust_client_certs: bool,
@@ -69,6 +72,7 @@ impl Default for EmulatorConfig {
             security_none: true,
             allow_anonymous: true,
             users: Vec::new(),
+            x509_users: Vec::new(),
             trust_client_certs: true,
             design_space: DEFAULT_AMBR250_DESIGN_SPACE,
         }
@@ -304,7 +308,7 @@ impl Emulator {
                 format!("seconds_per_day = {s}: give a positive number of seconds"),
             ));
         }
-        if !config.allow_anonymous && config.users.is_empty() {
+        if !config.allow_anonymous && config.users.is_empty() && config.x509_users.is_empty() {
             return Err(other(
                 CTX,
                 "no identity accepted: allow anonymous sessions or add a user",
@@ -350,6 +354,11 @@ impl Emulator {
                 id.clone(),
                 ServerUserToken::user_pass(user.clone(), pass.expose().to_string()),
             );
+            token_ids.push(id);
+        }
+        for (i, (user, cert)) in config.x509_users.iter().enumerate() {
+            let id = format!("x509user{i}");
+            builder = builder.add_user_token(id.clone(), ServerUserToken::x509(user.clone(), cert));
             token_ids.push(id);
         }
         let ids_ref: Vec<&str> = token_ids.iter().map(String::as_str).collect();
