@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod config_cmd;
 mod design_space_cmd;
 mod emulate_cmd;
+mod simulate_cmd;
 
 /// Online digital twin of a perfusion bioreactor, driven as a self-driving experiment.
 #[derive(Debug, Parser)]
@@ -26,6 +27,8 @@ enum Command {
     /// Inspect and validate run configurations.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Simulate the virtual reactor (one operating point or a design) and write daily CSV.
+    Simulate(simulate_cmd::Args),
     /// Serve simulated ambr250 reactors over OPC UA until Ctrl-C.
     Emulate(emulate_cmd::Args),
 }
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::DesignSpace(args) => design_space_cmd::run(&args),
         Command::Config(cmd) => config_cmd::run(&cmd),
+        Command::Simulate(args) => simulate_cmd::run(&args),
         Command::Emulate(args) => emulate_cmd::run(&args),
     };
     match result {

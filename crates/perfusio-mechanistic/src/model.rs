@@ -104,6 +104,9 @@ impl PlantModel {
     }
 
     /// Rates at `state` under `controls`, after clipping every state at 0.
+    ///
+    /// The growth-coupled uptake terms use `mu / mu_max` with the parameter `mu_max` (the
+    /// 37 °C value), so that hypothermia lowers uptake together with growth.
     pub fn rates(&self, state: &SpeciesArray<f64>, controls: &ControlArray<f64>) -> Rates {
         let below = state[Species::Glc.index()].max(0.0) < self.params.glc_switch;
         self.rates_on_branch(state, controls, below)

@@ -278,6 +278,11 @@ const SWITCH_BISECTIONS: usize = 60;
 /// the step is redone up to the crossing, and the branch is flipped there. This keeps the
 /// 5th-order accuracy across the discontinuity (plain step rejection only controls the
 /// error estimate, which is not reliable for a step that straddles a jump).
+///
+/// Sliding along the surface (both branches pointing into it) is not integrated: repeated
+/// flips count as rejected attempts and the call ends with [`MechError::Integration`] once
+/// `max_steps` is reached. The plant model's lactate switch never slides, because lactate
+/// does not act on glucose.
 pub fn integrate_switched<const N: usize, F, G>(
     mut f: F,
     g: G,
@@ -396,7 +401,9 @@ where
                 to_switch = true;
                 continue;
             }
-            // the switch is at the start of the step: flip the branch in place
+            // the switch is at the start of the step: flip the branch in place (counted as a
+            // rejected attempt so that chattering on the surface stays bounded by max_steps)
+            stats.rejected += 1;
             below = !below;
             f(t, &y, below, &mut k1);
             stats.rhs_evals += 1;
@@ -613,6 +620,21 @@ mod tests {
         .unwrap();
         let exact = 0.5 * (-2.0 * (2.0 - 2f64.ln())).exp();
         assert_relative_eq!(y[0], exact, max_relative = 1e-6);
+    }
+
+    #[test]
+    fn chattering_on_the_surface_is_bounded() {
+        // y' = -1 above 0 and +1 below: the solution slides on y = 0 after t = 1
+        let f = |_: f64, _y: &[f64; 1], below: bool, dy: &mut [f64; 1]| {
+            dy[0] = if below { 1.0 } else { -1.0 };
+        };
+        let opts = Dopri5Options {
+            max_steps: 5_000,
+            ..PLANT_ODE_OPTIONS
+        };
+        // sliding modes are not integrated: the call stops with an error instead of looping
+        let e = integrate_switched(f, |y: &[f64; 1]| y[0], 0.0, [1.0], 3.0, &opts).unwrap_err();
+        assert!(e.to_string().contains("too many steps"), "{e}");
     }
 
     #[test]

@@ -1,1 +1,55 @@
-//! `FilesystemStore`: samples from CSV/Parquet files, setpoints to a CSV log.
+//! `FilesystemStore`: samples from culture files, setpoints to a CSV log.
+//!
+//! A culture file is parsed **once per change** into a typed [`CultureTable`] indexed by
+//! day, in canonical units, remembering the line and column of every value; samples are then
+//! validated against the design space's plausible ranges and rejected values are returned
+//! with their place in the file rather than dropped. Parsing everything up front (instead of
+//! scanning per request) gives whole-file checks a streaming reader cannot do: duplicate or
+//! decreasing days, one unit decision per column, and a single report of unknown columns.
+//!
+//! | input | layout | feature |
+//! |---|---|---|
+//! | CSV (`,` or `;`/tab with decimal commas, BOM, CRLF, quoted fields) | wide or long | always |
+//! | Parquet (`.parquet`, `.pq`) | wide or long | `polars` |
+//! | in-memory polars `DataFrame` | wide or long | `polars` |
+//!
+//! * **Wide**: a `day` column and one column per variable or control
+//!   (`day,VCD,viability,glucose,...,perfusion_rate`). **Long**: `day,species,value`, one
+//!   row per measurement; the species column may also name controls.
+//! * **Columns** resolve through the core registry (canonical names and aliases,
+//!   case-insensitive), `day` aliases, `timestamp`, and explicit [`ColumnMapping`]s that win.
+//!   Unknown columns are skipped and reported once (tracing and [`LoadReport::unknown`]).
+//! * **Units**: declared units ([`UnitDeclaration`], e.g. `viability=fraction`) win; an
+//!   undeclared viability that is ≤ 1.5 everywhere is read as a fraction and converted to %,
+//!   reported once ([`LoadReport::conversions`]).
+//! * **Follow mode** ([`FollowOptions`]): the file is re-parsed whenever its size or
+//!   modification time changes; a day not yet present is polled for up to a configured wait,
+//!   then `NotYetAvailable`. A missing or empty file and an unterminated last line (a writer
+//!   mid-append) count as "not yet".
+//! * **Errors**: [`FileError`] names the line and column of every malformed cell; it
+//!   converts into [`perfusio_core::ConnectorError`] (`Io` or `Data`).
+//! * **Setpoints**: `write_setpoints` appends one row per write to a CSV log (header on
+//!   creation, append-only, flushed), with text cells sanitised against formula injection.
+
+mod csv_source;
+mod error;
+mod options;
+#[cfg(feature = "polars")]
+mod polars_source;
+mod setpoint_log;
+mod store;
+mod table;
+
+pub use error::{FileError, Result};
+pub use options::{
+    ColumnMapping, ColumnTarget, FileKind, FileStoreConfig, FollowOptions, Layout, ParseOptions,
+    Unit, UnitDeclaration,
+};
+#[cfg(feature = "polars")]
+pub use polars_source::{read_parquet, table_from_dataframe};
+pub use setpoint_log::{SetpointLogEntry, read_setpoint_log, sanitize_cell, setpoint_log_header};
+pub use store::{FilesystemStore, load_file};
+pub use table::{
+    CheckedSample, CultureTable, DayRecord, FileRejection, LoadReport, UnitConversion,
+    VIABILITY_FRACTION_THRESHOLD,
+};

@@ -1,0 +1,949 @@
+//! Integration tests of the file connector (issue 6, FilesystemStore): the T06 tutorial
+//! file, CSV dialects, every malformed case with its line and column, follow mode, the
+//! setpoint log, a property test over random bytes and (feature `polars`) Parquet and
+//! DataFrames. Every file lives in a temp dir.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use approx::assert_relative_eq;
+use perfusio_connectors::files::{
+    ColumnTarget, CultureTable, FileError, FileStoreConfig, FilesystemStore, FollowOptions, Layout,
+    ParseOptions, Unit, read_setpoint_log, setpoint_log_header,
+};
+use perfusio_core::{
+    Connector, ConnectorError, Control, DEFAULT_AMBR250_DESIGN_SPACE as DS, Derived,
+    RejectionReason, Setpoints, Species, Variable,
+};
+
+const T06: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/t06_culture.csv");
+
+fn parse(text: &str) -> Result<CultureTable, FileError> {
+    CultureTable::from_csv_bytes(text.as_bytes(), "test.csv", &ParseOptions::default())
+}
+
+fn parse_with(text: &str, o: &ParseOptions) -> Result<CultureTable, FileError> {
+    CultureTable::from_csv_bytes(text.as_bytes(), "test.csv", o)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn follow(wait_ms: u64, poll_ms: u64) -> FollowOptions {
+    FollowOptions {
+        wait: Duration::from_millis(wait_ms),
+        poll_interval: Duration::from_millis(poll_ms),
+    }
+}
+
+mod t06 {
+    use super::*;
+
+    #[tokio::test]
+    async fn tutorial_file_reads_with_viability_converted_and_controls() {
+        let store =
+            FilesystemStore::open(FileStoreConfig::new(T06).with_reactor_id("R1"), DS).unwrap();
+        let s = store.read_sample(5).await.unwrap();
+        // day 5 row: 5,10.4,0.95,4.0,13.5,2.1,1.6,130,1.0,0
+        assert_relative_eq!(s.get(Species::VCD).unwrap(), 10.4, max_relative = 1e-12);
+        assert_relative_eq!(s.get(Species::Via).unwrap(), 95.0, max_relative = 1e-12);
+        assert_relative_eq!(s.get(Species::Glc).unwrap(), 4.0, max_relative = 1e-12);
+        assert_relative_eq!(s.get(Species::Lac).unwrap(), 13.5, max_relative = 1e-12);
+        assert_relative_eq!(s.get(Species::Gln).unwrap(), 2.1, max_relative = 1e-12);
+        assert_relative_eq!(s.get(Species::Glu).unwrap(), 1.6, max_relative = 1e-12);
+        assert_relative_eq!(s.get(Species::Titer).unwrap(), 130.0, max_relative = 1e-12);
+        assert_eq!(s.get(Species::Amm), None);
+        assert_eq!(s.get(Species::Pyr), None);
+        assert_eq!(s.control(Control::PerfusionRate), Some(1.0));
+        assert_eq!(s.control(Control::BleedRate), Some(0.0));
+        assert_eq!(s.control(Control::Temperature), None);
+        assert_eq!(s.reactor_id.as_deref(), Some("R1"));
+        assert!(store.last_rejections().is_empty());
+
+        let report = store.report().unwrap();
+        assert_eq!(report.layout, Layout::Wide);
+        assert_eq!(report.rows, 14);
+        assert!(report.unknown.is_empty(), "{:?}", report.unknown);
+        assert_eq!(report.conversions.len(), 1);
+        let c = &report.conversions[0];
+        assert_eq!(
+            (c.variable, c.column.as_str(), c.unit, c.detected),
+            (
+                Variable::Species(Species::Via),
+                "viability",
+                Unit::Fraction,
+                true
+            )
+        );
+        let t = store.table().unwrap();
+        assert_eq!(t.days().collect::<Vec<_>>(), (0..14).collect::<Vec<_>>());
+        let last = store.read_sample(13).await.unwrap();
+        assert_relative_eq!(last.get(Species::Via).unwrap(), 88.0, max_relative = 1e-12);
+        assert_eq!(last.control(Control::BleedRate), Some(0.2));
+        let e = store.read_sample(14).await.unwrap_err();
+        assert!(
+            matches!(e, ConnectorError::NotYetAvailable { day: 14, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("the last day in it is 13"), "{e}");
+    }
+
+    #[test]
+    fn example_copy_matches_test_fixture() {
+        let root =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/data/t06_culture.csv");
+        assert_eq!(
+            std::fs::read(root).unwrap(),
+            std::fs::read(T06).unwrap(),
+            "examples/data/t06_culture.csv must equal tests/data/t06_culture.csv"
+        );
+    }
+}
+
+mod dialects {
+    use super::*;
+
+    #[test]
+    fn bom_crlf_and_quoted_fields() {
+        let text = "\u{feff}\"day\",\"VCD\",\"viability\",\"operator, shift\"\r\n\
+                    0,\"0.5\",97,\"Ann, early\"\r\n1,0.9,96.5,\"Bob \"\"B\"\"\"\r\n";
+        let t = parse(text).unwrap();
+        assert_eq!(t.len(), 2);
+        let s = &t.get(1).unwrap().sample;
+        assert_relative_eq!(s.get(Species::VCD).unwrap(), 0.9, max_relative = 1e-12);
+        assert_relative_eq!(s.get(Species::Via).unwrap(), 96.5, max_relative = 1e-12);
+        assert_eq!(t.report().unknown, ["operator, shift"]);
+        assert_eq!(t.report().delimiter, Some(b','));
+        assert!(t.report().conversions.is_empty());
+        assert_eq!(t.get(1).unwrap().row, 3);
+        // line numbers stay right after CRLF (the csv parser's own count is one short)
+        let e = parse("day,VCD\r\n0,1\r\n1,2\r\n2,x\r\n").unwrap_err();
+        assert_eq!((e.row(), e.column()), (Some(4), Some("VCD")));
+        let e = parse("day,VCD\r\n0,1\r\n\r\n1\r\n").unwrap_err();
+        assert!(matches!(e, FileError::RaggedRow { row: 4, .. }), "{e}");
+    }
+
+    #[test]
+    fn semicolons_with_decimal_commas_are_detected() {
+        let text = "Day;VCD;Viability;Glucose\n0;0,5;0,97;6,25\n1;1,25;0,96;5\n";
+        let t = parse(text).unwrap();
+        assert_eq!(t.report().delimiter, Some(b';'));
+        assert!(t.report().decimal_comma);
+        let s = &t.get(0).unwrap().sample;
+        assert_relative_eq!(s.get(Species::VCD).unwrap(), 0.5, max_relative = 1e-12);
+        assert_relative_eq!(s.get(Species::Via).unwrap(), 97.0, max_relative = 1e-12);
+        assert_relative_eq!(s.get(Species::Glc).unwrap(), 6.25, max_relative = 1e-12);
+        assert_relative_eq!(
+            t.get(1).unwrap().sample.get(Species::VCD).unwrap(),
+            1.25,
+            max_relative = 1e-12
+        );
+        // an explicit option wins: tab separated with decimal points
+        let o = ParseOptions::default()
+            .with_delimiter(b'\t')
+            .with_decimal_comma(false);
+        let t = parse_with("day\tVCD\n0\t1.5\n", &o).unwrap();
+        assert_relative_eq!(t.get(0).unwrap().sample.get(Species::VCD).unwrap(), 1.5);
+        let e = parse_with("day\tVCD\n0\t1,5\n", &o).unwrap_err();
+        assert!(matches!(e, FileError::NonNumeric { row: 2, .. }), "{e}");
+    }
+
+    #[test]
+    fn missing_markers_blank_lines_and_separator_only_lines() {
+        let text = "day,VCD,glucose\n0,NA,\n\n1,2.0,n/a\n,,\n2,3.0,4.5\n";
+        let t = parse(text).unwrap();
+        assert_eq!(t.days().collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(t.get(0).unwrap().sample.n_present(), 0);
+        assert_eq!(t.get(1).unwrap().sample.get(Species::Glc), None);
+        assert_eq!(t.get(2).unwrap().row, 6);
+    }
+
+    #[test]
+    fn explicit_mapping_and_declared_units_win() {
+        let text = "Culture Time,Xv (cells/mL),via,temp,reactor\n0,500000,1.0,37,R1\n1,900000,0.98,36.5,R1\n";
+        let o = ParseOptions::default()
+            .with_columns("culture time=day, Xv (cells/mL)=VCD, reactor=ignore")
+            .unwrap()
+            .with_units("vcd=x1e-6, viability=%")
+            .unwrap();
+        let t = parse_with(text, &o).unwrap();
+        let s = &t.get(1).unwrap().sample;
+        assert_relative_eq!(s.get(Species::VCD).unwrap(), 0.9, max_relative = 1e-12);
+        // declared as % although <= 1.5: not converted
+        assert_relative_eq!(s.get(Species::Via).unwrap(), 0.98, max_relative = 1e-12);
+        assert_eq!(s.control(Control::Temperature), Some(36.5));
+        assert!(t.report().unknown.is_empty());
+        assert_eq!(t.report().conversions.len(), 1);
+        assert_eq!(t.report().conversions[0].unit, Unit::Factor(1e-6));
+        assert!(!t.report().conversions[0].detected);
+        let roles: Vec<_> = t.report().columns.iter().map(|(_, r)| *r).collect();
+        assert_eq!(roles[4], Some(ColumnTarget::Ignore));
+        // declared fraction converts values above 1.5 too
+        let o = ParseOptions::default().with_unit(Variable::Species(Species::Via), Unit::Fraction);
+        let t = parse_with("day,viability\n0,0.9\n", &o).unwrap();
+        assert_relative_eq!(t.get(0).unwrap().sample.get(Species::Via).unwrap(), 90.0);
+    }
+
+    #[test]
+    fn viability_above_threshold_anywhere_stays_percent() {
+        let t = parse("day,viability\n0,1.2\n1,96\n").unwrap();
+        assert_relative_eq!(t.get(0).unwrap().sample.get(Species::Via).unwrap(), 1.2);
+        assert!(t.report().conversions.is_empty());
+    }
+
+    #[test]
+    fn long_layout_with_controls_derived_and_unknown_names() {
+        let text = "day,species,value\n0,VCD,0.5\n0,viability,0.97\n1,VCD,0.9\n\
+                    1,perfusion_rate,1.5\n1,Diam,20.9\n1,osmolality,310\n0,glucose,6\n";
+        let t = parse(text).unwrap();
+        assert_eq!(t.report().layout, Layout::Long);
+        assert_eq!(t.report().unknown, ["osmolality"]);
+        let d0 = &t.get(0).unwrap().sample;
+        assert_relative_eq!(d0.get(Species::Via).unwrap(), 97.0, max_relative = 1e-12);
+        assert_relative_eq!(d0.get(Species::Glc).unwrap(), 6.0);
+        let d1 = &t.get(1).unwrap().sample;
+        assert_eq!(d1.control(Control::PerfusionRate), Some(1.5));
+        assert_eq!(d1.derived[Derived::Diam as usize], Some(20.9));
+        assert_eq!(d1.get(Species::Via), None);
+        // validation points at the value's line in a long file
+        let text = "day,species,value\n0,VCD,0.5\n0,glucose,25\n";
+        let c = parse(text).unwrap().checked_sample(0, &DS).unwrap();
+        assert_eq!(c.rejections.len(), 1);
+        assert_eq!(
+            (c.rejections[0].row, c.rejections[0].column.as_str()),
+            (3, "value")
+        );
+    }
+
+    #[test]
+    fn rejections_carry_line_column_value_and_reason() {
+        let text = "day,VCD,viability,titer,VCV\n0,0.5,97,0,0.2\n1,-0.5,101,6000,61\n";
+        let t = parse(text).unwrap();
+        let c = t.checked_sample(1, &DS).unwrap();
+        let got: Vec<_> = c
+            .rejections
+            .iter()
+            .map(|r| {
+                (
+                    r.row,
+                    r.column.clone(),
+                    r.rejection.value,
+                    r.rejection.reason,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    3,
+                    "VCD".into(),
+                    -0.5,
+                    RejectionReason::BelowBound { bound: 0.0 }
+                ),
+                (
+                    3,
+                    "viability".into(),
+                    101.0,
+                    RejectionReason::AboveBound { bound: 100.0 }
+                ),
+                (
+                    3,
+                    "titer".into(),
+                    6000.0,
+                    RejectionReason::AboveBound { bound: 5000.0 }
+                ),
+                (
+                    3,
+                    "VCV".into(),
+                    61.0,
+                    RejectionReason::AboveBound { bound: 60.0 }
+                ),
+            ]
+        );
+        assert_eq!(c.sample.n_present(), 0);
+        assert_eq!(
+            c.rejections[1].to_string(),
+            "line 3, column `viability`: Via = 101 % is above 100 (above_bound)"
+        );
+    }
+}
+
+mod malformed {
+    use super::*;
+
+    #[test]
+    fn missing_day_column() {
+        let e = parse("VCD,viability\n1,95\n").unwrap_err();
+        assert!(
+            matches!(&e, FileError::MissingDayColumn { found, .. } if found == "VCD, viability")
+        );
+        assert_eq!(
+            e.to_string(),
+            "test.csv has no `day` column (columns: VCD, viability); rename the day column to \
+             `day` or map it explicitly, e.g. `culture_time=day`"
+        );
+    }
+
+    #[test]
+    fn empty_file_bom_only_and_whitespace() {
+        for text in ["", "\u{feff}", " \r\n\n"] {
+            let e = parse(text).unwrap_err();
+            assert!(matches!(e, FileError::Empty { .. }), "{text:?}: {e}");
+        }
+        // a header without rows is a valid, empty table
+        let t = parse("day,VCD\n").unwrap();
+        assert!(t.is_empty());
+        assert_eq!(t.last_day(), None);
+    }
+
+    #[test]
+    fn non_numeric_value_names_line_and_column() {
+        let e = parse("day,VCD,glucose\n0,0.5,6\n1,0.9,high\n").unwrap_err();
+        assert_eq!((e.row(), e.column()), (Some(3), Some("glucose")));
+        assert!(matches!(&e, FileError::NonNumeric { value, .. } if value == "high"));
+        let ce: ConnectorError = e.into();
+        match ce {
+            ConnectorError::Data { context, message } => {
+                assert_eq!(context, "line 3, column `glucose`");
+                assert!(message.contains("`high` is not a number"), "{message}");
+            }
+            other => panic!("expected Data, got {other:?}"),
+        }
+        // a decimal comma is not accepted in a comma-separated file (it would be ragged)
+        let e = parse("day,VCD\n0,\"0,5\"\n").unwrap_err();
+        assert!(matches!(e, FileError::NonNumeric { row: 2, .. }), "{e}");
+    }
+
+    #[test]
+    fn non_finite_values() {
+        for (cell, col) in [
+            ("NaN", "VCD"),
+            ("inf", "VCD"),
+            ("-Infinity", "VCD"),
+            ("1e999", "VCD"),
+        ] {
+            let e = parse(&format!("day,VCD\n0,1\n1,{cell}\n")).unwrap_err();
+            assert!(
+                matches!(e, FileError::NonFinite { row: 3, .. }),
+                "{cell}: {e}"
+            );
+            assert_eq!(e.column(), Some(col));
+        }
+    }
+
+    #[test]
+    fn duplicate_and_decreasing_days() {
+        let e = parse("day,VCD\n0,1\n1,2\n1,3\n").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FileError::DuplicateDay {
+                    row: 4,
+                    day: 1,
+                    first_row: 3,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = parse("day,VCD\n0,1\n2,2\n1,3\n").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FileError::DecreasingDay {
+                    row: 4,
+                    day: 1,
+                    previous: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(e.column(), Some("day"));
+        // going back to an earlier day that exists is reported as the duplicate it is
+        let e = parse("day,VCD\n0,1\n1,2\n2,3\n0,4\n").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FileError::DuplicateDay {
+                    row: 5,
+                    day: 0,
+                    first_row: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = parse("day,species,value\n0,VCD,1\n0,vcd,2\n").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FileError::DuplicateEntry {
+                    row: 3,
+                    day: 0,
+                    first_row: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn invalid_days() {
+        for (cell, reason) in [
+            ("1.5", "whole"),
+            ("-1", "negative"),
+            ("", "missing"),
+            ("x", "not a number"),
+            ("1e12", "too large"),
+        ] {
+            let e = parse(&format!("day,VCD\n{cell},1\n")).unwrap_err();
+            match &e {
+                FileError::InvalidDay {
+                    row: 2,
+                    column,
+                    reason: r,
+                    ..
+                } => {
+                    assert_eq!(column, "day");
+                    assert!(r.contains(reason), "{cell}: {r}");
+                }
+                other => panic!("{cell}: {other}"),
+            }
+        }
+        // "3.0" is a whole day
+        assert_eq!(parse("day,VCD\n3.0,1\n").unwrap().last_day(), Some(3));
+    }
+
+    #[test]
+    fn ragged_rows() {
+        let e = parse("day,VCD,glucose\n0,1,2\n1,2\n").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FileError::RaggedRow {
+                    row: 3,
+                    expected: 3,
+                    found: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = parse("day,VCD\n0,1,2\n").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FileError::RaggedRow {
+                    row: 2,
+                    expected: 2,
+                    found: 3,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // an unterminated short last line is tolerated only when asked (follow mode)
+        let mut o = ParseOptions::default();
+        o.tolerate_partial_last_line = true;
+        let t = parse_with("day,VCD,glucose\n0,1,2\n1,2", &o).unwrap();
+        assert_eq!(t.len(), 1);
+        assert!(t.report().ignored_partial_line);
+        assert!(parse_with("day,VCD,glucose\n0,1\n1,2,3\n", &o).is_err());
+    }
+
+    #[test]
+    fn duplicate_columns_timestamps_and_long_columns() {
+        let e = parse("day,VCD,Viable_Cell_Density\n0,1,1\n").unwrap_err();
+        assert!(
+            matches!(&e, FileError::DuplicateColumn { first, second, .. } if first == "VCD" && second == "Viable_Cell_Density"),
+            "{e}"
+        );
+        let e = parse("day,timestamp,VCD\n0,yesterday,1\n").unwrap_err();
+        assert!(
+            matches!(e, FileError::InvalidTimestamp { row: 2, .. }),
+            "{e}"
+        );
+        let t = parse("day,timestamp,VCD\n0,2026-11-25T08:00:00Z,1\n").unwrap();
+        assert_eq!(
+            t.get(0).unwrap().sample.timestamp,
+            Some(time::macros::datetime!(2026-11-25 08:00:00 UTC))
+        );
+        let o = ParseOptions::default().with_layout(Layout::Long);
+        let e = parse_with("day,species\n0,VCD\n", &o).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FileError::MissingColumn {
+                    column: "value",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unreadable_files_are_io_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = CultureTable::read_csv(dir.path().join("nope.csv"), &ParseOptions::default())
+            .unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+        let e = CultureTable::read_csv(dir.path(), &ParseOptions::default()).unwrap_err();
+        assert!(matches!(e, FileError::Io { .. }), "{e}");
+        assert!(matches!(ConnectorError::from(e), ConnectorError::Io { .. }));
+    }
+
+    #[cfg(not(feature = "polars"))]
+    #[test]
+    fn parquet_without_feature_says_how_to_enable_it() {
+        let e = perfusio_connectors::files::load_file(
+            Path::new("x.parquet"),
+            perfusio_connectors::files::FileKind::Auto,
+            &ParseOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--features polars"), "{e}");
+    }
+}
+
+mod store {
+    use super::*;
+
+    #[tokio::test]
+    async fn follow_mode_waits_for_an_appended_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "lims.csv", "day,VCD\n0,0.5\n1,0.9\n");
+        let store = FilesystemStore::open(
+            FileStoreConfig::new(&path).with_follow(follow(5_000, 20)),
+            DS,
+        )
+        .unwrap();
+        assert_eq!(store.load_count(), 1);
+        let p = path.clone();
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            // a writer appending in two steps: the half-written line must not fail the read
+            let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+            std::io::Write::write_all(&mut f, b"2,1").unwrap();
+            drop(f);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+            std::io::Write::write_all(&mut f, b".7\n").unwrap();
+        });
+        let t0 = std::time::Instant::now();
+        let s = store.read_sample(2).await.unwrap();
+        writer.await.unwrap();
+        assert_relative_eq!(s.get(Species::VCD).unwrap(), 1.7, max_relative = 1e-12);
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+        assert!(waited < Duration::from_secs(4), "{waited:?}");
+        assert!(store.load_count() >= 2);
+        // unchanged file: no re-parse
+        let n = store.load_count();
+        store.read_sample(0).await.unwrap();
+        assert_eq!(store.load_count(), n);
+    }
+
+    #[tokio::test]
+    async fn follow_mode_gives_up_after_the_configured_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "lims.csv", "day,VCD\n0,0.5\n");
+        let store =
+            FilesystemStore::new(FileStoreConfig::new(&path).with_follow(follow(300, 50)), DS);
+        let t0 = std::time::Instant::now();
+        let e = store.read_sample(1).await.unwrap_err();
+        let waited = t0.elapsed();
+        assert!(
+            matches!(e, ConnectorError::NotYetAvailable { day: 1, .. }),
+            "{e}"
+        );
+        assert!(e.is_transient());
+        assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        assert!(waited < Duration::from_millis(2_000), "{waited:?}");
+        // a gap before the last day is reported at once, without waiting
+        std::fs::write(&path, "day,VCD\n0,0.5\n2,0.9\n").unwrap();
+        let t0 = std::time::Instant::now();
+        let e = store.read_sample(1).await.unwrap_err();
+        assert!(e.to_string().contains("already has day 2"), "{e}");
+        assert!(t0.elapsed() < Duration::from_millis(250));
+    }
+
+    #[tokio::test]
+    async fn follow_mode_reads_an_unterminated_last_line_after_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "hand.csv", "day,VCD\n0,0.5\n1,0.9");
+        let store =
+            FilesystemStore::new(FileStoreConfig::new(&path).with_follow(follow(200, 50)), DS);
+        assert_relative_eq!(
+            store
+                .read_sample(0)
+                .await
+                .unwrap()
+                .get(Species::VCD)
+                .unwrap(),
+            0.5
+        );
+        assert!(store.report().unwrap().ignored_partial_line);
+        let t0 = std::time::Instant::now();
+        let s = store.read_sample(1).await.unwrap();
+        assert_relative_eq!(s.get(Species::VCD).unwrap(), 0.9);
+        assert!(t0.elapsed() >= Duration::from_millis(200));
+        // without follow mode the line is read at once
+        let plain = FilesystemStore::new(FileStoreConfig::new(&path), DS);
+        assert_relative_eq!(
+            plain
+                .read_sample(1)
+                .await
+                .unwrap()
+                .get(Species::VCD)
+                .unwrap(),
+            0.9
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_or_empty_file_in_follow_mode_is_not_yet_available() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("later.csv");
+        let store =
+            FilesystemStore::open(FileStoreConfig::new(&path).with_follow(follow(100, 20)), DS)
+                .unwrap();
+        assert!(store.is_alive().await);
+        let e = store.read_sample(0).await.unwrap_err();
+        assert!(e.to_string().contains("no data rows yet"), "{e}");
+        std::fs::write(&path, "").unwrap();
+        assert!(store.read_sample(0).await.unwrap_err().is_transient());
+        std::fs::write(&path, "day,VCD\n0,0.4\n").unwrap();
+        assert_relative_eq!(
+            store
+                .read_sample(0)
+                .await
+                .unwrap()
+                .get(Species::VCD)
+                .unwrap(),
+            0.4
+        );
+        // without follow mode a missing file is an I/O error at once
+        let plain = FilesystemStore::new(FileStoreConfig::new(dir.path().join("no.csv")), DS);
+        assert!(!plain.is_alive().await);
+        let e = plain.read_sample(0).await.unwrap_err();
+        assert!(matches!(e, ConnectorError::Io { .. }), "{e}");
+        assert!(
+            FilesystemStore::open(FileStoreConfig::new(dir.path().join("no.csv")), DS).is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_changed_file_is_re_read_and_a_broken_one_reports_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "c.csv", "day,VCD\n0,0.5\n");
+        let store = FilesystemStore::new(FileStoreConfig::new(&path), DS);
+        assert!(store.read_sample(1).await.is_err());
+        std::fs::write(&path, "day,VCD\n0,0.5\n1,0.75\n").unwrap();
+        assert_relative_eq!(
+            store
+                .read_sample(1)
+                .await
+                .unwrap()
+                .get(Species::VCD)
+                .unwrap(),
+            0.75
+        );
+        std::fs::write(&path, "day,VCD\n0,0.5\n1,0.75\n2,oops\n").unwrap();
+        let e = store.read_sample(1).await.unwrap_err();
+        match e {
+            ConnectorError::Data { context, .. } => assert_eq!(context, "line 4, column `VCD`"),
+            other => panic!("{other:?}"),
+        }
+        assert!(store.describe().contains("c.csv"));
+    }
+
+    #[tokio::test]
+    async fn setpoint_log_appends_sanitised_rows_and_never_rewrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("setpoints.csv");
+        let cfg = FileStoreConfig::new(T06)
+            .with_setpoint_log(&log)
+            .with_setpoint_source("=cmd|' /C calc'!A0");
+        let store = FilesystemStore::new(cfg, DS);
+        let sp = Setpoints::defaults(3).with(Control::PerfusionRate, 1.75);
+        let r = store.write_setpoints(&sp).await.unwrap();
+        assert!(r.is_fully_confirmed());
+        assert_eq!(r.day, 3);
+        assert_eq!(r.controls.len(), 6);
+        let first = std::fs::read(&log).unwrap();
+        let r2 = store
+            .write_setpoints_with_note(&Setpoints::defaults(4), "@SUM(A1:A2)\nsecond line")
+            .await
+            .unwrap();
+        assert!(r2.timestamp >= r.timestamp);
+        let both = std::fs::read(&log).unwrap();
+        assert_eq!(
+            &both[..first.len()],
+            &first[..],
+            "earlier rows must be unchanged"
+        );
+
+        let text = String::from_utf8(both).unwrap();
+        let header = text.lines().next().unwrap();
+        assert_eq!(header, setpoint_log_header().join(","));
+        assert_eq!(
+            header,
+            "day,timestamp,perfusion_rate,bleed_rate,glucose_setpoint,temperature,agitation,\
+             pyruvate_feed,source,note"
+        );
+        let rows = read_setpoint_log(&log).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].setpoints, sp);
+        assert_eq!(rows[1].setpoints, Setpoints::defaults(4));
+        assert_eq!(rows[0].source, "'=cmd|' /C calc'!A0");
+        assert_eq!(rows[1].note, "'@SUM(A1:A2)\nsecond line");
+        assert_eq!(Some(rows[0].timestamp), r.timestamp);
+    }
+
+    #[tokio::test]
+    async fn setpoint_log_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("sp.csv");
+        let store = FilesystemStore::new(FileStoreConfig::new(T06).with_setpoint_log(&log), DS);
+        // hard limit: nothing written
+        let bad = Setpoints::defaults(1).with(Control::Agitation, 5000.0);
+        let e = store.write_setpoints(&bad).await.unwrap_err();
+        assert!(
+            matches!(&e, ConnectorError::Rejected(v) if v.len() == 1),
+            "{e}"
+        );
+        assert!(!log.exists());
+        // a foreign file is not appended to
+        std::fs::write(&log, "a,b\n1,2\n").unwrap();
+        let e = store
+            .write_setpoints(&Setpoints::defaults(1))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("refusing to append"), "{e}");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "a,b\n1,2\n");
+        // no log configured
+        let store = FilesystemStore::new(FileStoreConfig::new(T06), DS);
+        let e = store
+            .write_setpoints(&Setpoints::defaults(1))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("setpoint_log"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn setpoint_log_repairs_a_missing_final_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("sp.csv");
+        let header = setpoint_log_header().join(",");
+        std::fs::write(
+            &log,
+            format!("{header}\n1,2026-11-25T08:00:00Z,1,0.1,5,37,850,0,x,"),
+        )
+        .unwrap();
+        let store = FilesystemStore::new(FileStoreConfig::new(T06).with_setpoint_log(&log), DS);
+        store
+            .write_setpoints(&Setpoints::defaults(2))
+            .await
+            .unwrap();
+        let rows = read_setpoint_log(&log).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].setpoints.day, 2);
+    }
+
+    #[test]
+    fn public_types_are_send_sync() {
+        fn ss<T: Send + Sync>() {}
+        ss::<FilesystemStore>();
+        ss::<CultureTable>();
+        ss::<FileError>();
+        fn clone<T: Clone>() {}
+        clone::<CultureTable>();
+        clone::<ParseOptions>();
+        clone::<FileStoreConfig>();
+    }
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed};
+
+    fn cfg() -> Config {
+        Config {
+            cases: 768,
+            rng_seed: RngSeed::Fixed(0x7006),
+            failure_persistence: None,
+            ..Config::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(cfg())]
+
+        #[test]
+        fn error_lines_match_physical_lines(
+            endings in proptest::collection::vec((any::<bool>(), 0usize..3), 12),
+            bad in 0usize..12,
+        ) {
+            // rows of days 0..12 with mixed LF/CRLF endings and blank lines; one bad cell
+            let mut text = String::from("day,VCD\n");
+            let mut line = 2u64;
+            let mut bad_line = 0;
+            for (day, (crlf, blanks)) in endings.iter().enumerate() {
+                let eol = if *crlf { "\r\n" } else { "\n" };
+                for _ in 0..*blanks {
+                    text.push_str(eol);
+                    line += 1;
+                }
+                let cell = if day == bad { "bad".to_string() } else { format!("{day}.5") };
+                if day == bad {
+                    bad_line = line;
+                }
+                text.push_str(&format!("{day},{cell}{eol}"));
+                line += 1;
+            }
+            let e = parse(&text).unwrap_err();
+            prop_assert_eq!(e.row(), Some(bad_line));
+            prop_assert_eq!(e.column(), Some("VCD"));
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = CultureTable::from_csv_bytes(&bytes, "fuzz.csv", &ParseOptions::default());
+        }
+
+        #[test]
+        fn csv_like_text_never_panics(
+            header in "(day|VCD|viability|species|value|glucose|x)([,;\t](day|VCD|viability|species|value|glucose|x)){0,4}\r?\n",
+            body in "[0-9a-z.,;\t\"\r\n -]{0,300}",
+        ) {
+            let text = format!("{header}{body}");
+            let mut o = ParseOptions::default();
+            o.tolerate_partial_last_line = body.len() % 2 == 0;
+            if let Ok(t) = CultureTable::from_csv_bytes(text.as_bytes(), "fuzz.csv", &o) {
+                // whatever parsed is consistent: ascending days, finite values
+                let days: Vec<u32> = t.days().collect();
+                prop_assert!(days.windows(2).all(|w| w[0] < w[1]));
+                for r in t.records() {
+                    prop_assert!(r.sample.species.iter().flatten().all(|v| v.is_finite()));
+                    let _ = t.checked_sample(r.sample.day, &DS);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(feature = "polars")]
+mod polars_sources {
+    use super::*;
+    use perfusio_connectors::files::{read_parquet, table_from_dataframe};
+    use polars::prelude::*;
+
+    #[test]
+    fn dataframe_wide_and_long() {
+        let df = df!(
+            "day" => [0i64, 1, 2],
+            "VCD" => [Some(0.5), None, Some(1.7)],
+            "viability" => [0.97, 0.96, 0.95],
+            "perfusion_rate" => [1.0, 1.0, 1.5],
+            "operator" => ["a", "b", "c"],
+        )
+        .unwrap();
+        let t = table_from_dataframe(&df, &ParseOptions::default()).unwrap();
+        assert_eq!(t.days().collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(t.get(1).unwrap().sample.get(Species::VCD), None);
+        assert_relative_eq!(
+            t.get(2).unwrap().sample.get(Species::Via).unwrap(),
+            95.0,
+            max_relative = 1e-12
+        );
+        assert_eq!(
+            t.get(2).unwrap().sample.control(Control::PerfusionRate),
+            Some(1.5)
+        );
+        assert_eq!(t.report().unknown, ["operator"]);
+
+        let long = df!(
+            "day" => [0u32, 0, 1],
+            "species" => ["VCD", "glucose", "VCD"],
+            "value" => [0.5, 6.0, 0.9],
+        )
+        .unwrap();
+        let t = table_from_dataframe(&long, &ParseOptions::default()).unwrap();
+        assert_eq!(t.report().layout, Layout::Long);
+        assert_relative_eq!(t.get(0).unwrap().sample.get(Species::Glc).unwrap(), 6.0);
+
+        let nan = df!("day" => [0u32, 1], "VCD" => [0.5, f64::NAN]).unwrap();
+        let e = table_from_dataframe(&nan, &ParseOptions::default()).unwrap_err();
+        assert!(matches!(e, FileError::NonFinite { row: 3, .. }), "{e}");
+        let dup = df!("day" => [0u32, 0], "VCD" => [0.5, 0.6]).unwrap();
+        assert!(matches!(
+            table_from_dataframe(&dup, &ParseOptions::default()).unwrap_err(),
+            FileError::DuplicateDay { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn parquet_files_wide_and_long_through_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = CultureTable::read_csv(T06, &ParseOptions::default()).unwrap();
+        let mut wide = CsvReadOptions::default()
+            .with_has_header(true)
+            .try_into_reader_with_file_path(Some(T06.into()))
+            .unwrap()
+            .finish()
+            .unwrap();
+        let wide_path = dir.path().join("t06.parquet");
+        ParquetWriter::new(std::fs::File::create(&wide_path).unwrap())
+            .finish(&mut wide)
+            .unwrap();
+        let t = read_parquet(&wide_path, &ParseOptions::default()).unwrap();
+        assert_eq!(t.len(), csv.len());
+        for (a, b) in t.records().iter().zip(csv.records()) {
+            assert_eq!(a.sample, b.sample);
+        }
+        let store = FilesystemStore::open(FileStoreConfig::new(&wide_path), DS).unwrap();
+        let s = store.read_sample(5).await.unwrap();
+        assert_relative_eq!(s.get(Species::Via).unwrap(), 95.0, max_relative = 1e-12);
+
+        let mut long = df!(
+            "day" => [3u32, 3, 4],
+            "variable" => ["VCD", "viability", "VCD"],
+            "value" => [3.2, 96.0, 5.9],
+        )
+        .unwrap();
+        let long_path = dir.path().join("long.pq");
+        ParquetWriter::new(std::fs::File::create(&long_path).unwrap())
+            .finish(&mut long)
+            .unwrap();
+        let t = read_parquet(&long_path, &ParseOptions::default()).unwrap();
+        assert_eq!(t.report().layout, Layout::Long);
+        assert_relative_eq!(t.get(3).unwrap().sample.get(Species::Via).unwrap(), 96.0);
+
+        let store = FilesystemStore::from_dataframe(&long, FileStoreConfig::new("<DataFrame>"), DS)
+            .unwrap();
+        assert!(store.is_alive().await);
+        assert_relative_eq!(
+            store
+                .read_sample(4)
+                .await
+                .unwrap()
+                .get(Species::VCD)
+                .unwrap(),
+            5.9
+        );
+
+        let bad = write(dir.path(), "bad.parquet", "not parquet");
+        assert!(matches!(
+            read_parquet(&bad, &ParseOptions::default()).unwrap_err(),
+            FileError::Polars { .. }
+        ));
+    }
+}
