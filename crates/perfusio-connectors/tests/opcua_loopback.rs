@@ -372,6 +372,12 @@ async fn wrong_password_is_an_authentication_error_without_retries() {
         t0.elapsed()
     );
     assert!(!format!("{conn:?}").contains("wrong"));
+    assert!(
+        conn.describe().contains("user 'operator'"),
+        "{}",
+        conn.describe()
+    );
+    assert!(!conn.describe().contains("wrong"));
 
     // the right password works over the same secured endpoint
     cfg.identity = Identity::UserName {
@@ -693,4 +699,106 @@ async fn x509_user_identity_is_accepted_and_an_unknown_one_refused() {
         .unwrap_err();
     assert!(matches!(e, ConnectorError::Authentication { .. }), "{e}");
     emu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implausible_reads_are_rejected_with_reasons_and_kept() {
+    use perfusio_core::{RejectionReason, Variable};
+
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start(dir.path(), 1).await;
+    let record = dir.path().join("reads.jsonl");
+    let mut cfg = client_config(dir.path(), &emu, "R01");
+    cfg.record = Some(record.clone());
+    let conn = OpcUaConnector::new(cfg).unwrap();
+    // day 201 of the test plant: Titer = 25 d + 1 = 5026 mg/L is above its 5000 bound,
+    // and so are others (glucose and glutamine below 0, lactate above 40)
+    emu.advance_days(201).unwrap();
+    let s = conn.read_sample(201).await.unwrap();
+    let state = expected_state("R01", 201, &Control::defaults());
+    let mut want = Vec::new();
+    for sp in Species::ALL {
+        let v = state[sp.index()];
+        let b = DEFAULT_AMBR250_DESIGN_SPACE.bounds(Variable::Species(sp));
+        let reason = if v < b.lower {
+            Some(RejectionReason::BelowBound { bound: b.lower })
+        } else if v > b.upper {
+            Some(RejectionReason::AboveBound { bound: b.upper })
+        } else {
+            None
+        };
+        match reason {
+            Some(r) => {
+                assert_eq!(s.get(sp), None, "{sp}");
+                want.push((sp, v, r));
+            }
+            None => assert!((s.get(sp).unwrap() - v).abs() < 1e-9, "{sp}"),
+        }
+    }
+    assert!(
+        want.iter()
+            .any(|w| w.0 == Species::Titer && (w.1 - 5026.0).abs() < 1e-9)
+    );
+    assert!(want.len() >= 4, "{want:?}");
+    let rej: Vec<_> = conn.rejections();
+    let species_rej: Vec<_> = rej
+        .iter()
+        .filter(|(_, r)| matches!(r.variable, Variable::Species(_)))
+        .collect();
+    assert_eq!(species_rej.len(), want.len());
+    for ((day, r), (sp, v, reason)) in species_rej.iter().zip(&want) {
+        assert_eq!(*day, 201);
+        assert_eq!(r.variable, Variable::Species(*sp));
+        assert!((r.value - v).abs() < 1e-9);
+        assert_eq!(r.reason, *reason);
+    }
+    // the record keeps the raw value; replay rejects it the same way
+    let replay = ReplayConnector::open(&record, DEFAULT_AMBR250_DESIGN_SPACE).unwrap();
+    assert_eq!(replay.read_sample(201).await.unwrap(), s);
+    assert_eq!(replay.rejections(), rej);
+    emu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_times_out_within_the_schedule() {
+    // accepts TCP connections and never answers
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hole = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = OpcUaConfig::new(
+        format!("opc.tcp://127.0.0.1:{port}/"),
+        NodeMap::ambr250("R01"),
+    );
+    cfg.pki_dir = dir.path().join("pki");
+    cfg.timeout_ms = 300;
+    cfg.connect_timeout_ms = 300;
+    cfg.backoff = Backoff {
+        initial_ms: 50,
+        cap_ms: 50,
+        max_attempts: 3,
+    };
+    let conn = OpcUaConnector::new(cfg).unwrap();
+    let t0 = Instant::now();
+    let e = tokio::time::timeout(STEP, conn.read_sample(0))
+        .await
+        .unwrap()
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert!(matches!(e, ConnectorError::Timeout { .. }), "{e}");
+    assert!(e.is_transient());
+    assert!(
+        e.to_string()
+            .contains("after 3 attempts) timed out after 300ms"),
+        "{e}"
+    );
+    // 3 attempts of 300 ms and 2 pauses of 50 ms
+    assert!(took >= Duration::from_millis(950), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    hole.abort();
 }
