@@ -802,3 +802,40 @@ async fn a_silent_peer_times_out_within_the_schedule() {
     assert!(took < Duration::from_secs(5), "{took:?}");
     hole.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_refused_by_the_server_is_rejected_in_the_receipt_naming_its_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start(dir.path(), 1).await;
+    let mut cfg = client_config(dir.path(), &emu, "R01");
+    // mis-mapped: the temperature setpoint points at a read-only measurement
+    let wrong = format!("nsu={AMBR250_NAMESPACE_URI};s=R01.Via");
+    cfg.node_map
+        .controls
+        .insert(Control::Temperature, wrong.clone());
+    cfg.node_map.controls.remove(&Control::PyruvateFeed);
+    let conn = OpcUaConnector::new(cfg).unwrap();
+    let sp = Setpoints::defaults(0).with(Control::Agitation, 950.0);
+    let r = conn.write_setpoints(&sp).await.unwrap();
+    assert!(!r.is_fully_confirmed());
+    let by = |c: Control| r.controls.iter().find(|x| x.control == c).unwrap();
+    assert_eq!(by(Control::Agitation).status, WriteStatus::Confirmed);
+    assert_eq!(
+        by(Control::Temperature).status,
+        WriteStatus::Rejected {
+            reason: format!("node {wrong}: BadUserAccessDenied")
+        }
+    );
+    // the read-back of the mis-mapped node is the viability, 99 % on day 0
+    assert!((by(Control::Temperature).readback.unwrap() - 99.0).abs() < 1e-9);
+    assert_eq!(
+        by(Control::PyruvateFeed).status,
+        WriteStatus::Rejected {
+            reason: "no node is mapped for this control".into()
+        }
+    );
+    let mut want = Control::defaults();
+    want[Control::Agitation.index()] = 950.0;
+    assert_controls(&emu.setpoints(0).unwrap(), &want);
+    emu.stop().await;
+}
