@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod audit_cmd;
 mod config_cmd;
 mod design_space_cmd;
+mod emulate_cmd;
 mod simulate_cmd;
 
 /// Online digital twin of a perfusion bioreactor, driven as a self-driving experiment.
@@ -29,6 +30,8 @@ enum Command {
     Config(config_cmd::ConfigCommand),
     /// Simulate the virtual reactor (one operating point or a design) and write daily CSV.
     Simulate(simulate_cmd::Args),
+    /// Serve simulated ambr250 reactors over OPC UA until Ctrl-C.
+    Emulate(emulate_cmd::Args),
     /// Verify tamper-evident audit logs.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::DesignSpace(args) => design_space_cmd::run(&args),
         Command::Config(cmd) => config_cmd::run(&cmd),
         Command::Simulate(args) => simulate_cmd::run(&args),
+        Command::Emulate(args) => emulate_cmd::run(&args),
         Command::Audit(cmd) => audit_cmd::run(&cmd),
     };
     match result {

@@ -22,3 +22,6 @@
 )]
 
 pub mod files;
+#[cfg(feature = "opcua")]
+pub mod opcua;
+pub mod virtual_reactor;

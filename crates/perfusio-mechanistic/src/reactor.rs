@@ -109,6 +109,27 @@ impl VirtualReactor {
         })
     }
 
+    /// A reactor whose true kinetics are `params` instead of the preset of `config.clone`:
+    /// a virtual cell line that differs from the textbook model, for testing how a hybrid
+    /// model learns the mismatch.
+    ///
+    /// ```
+    /// # use perfusio_mechanistic::{KineticParams, VirtualReactor, VirtualReactorConfig};
+    /// let mut fast = KineticParams::clone_x();
+    /// fast.mu_max *= 1.2;
+    /// let mut a = VirtualReactor::new(VirtualReactorConfig::default()).unwrap();
+    /// let mut b = VirtualReactor::with_params(VirtualReactorConfig::default(), fast).unwrap();
+    /// a.advance_to(3).unwrap();
+    /// b.advance_to(3).unwrap();
+    /// assert!(b.clean_state()[0] > a.clean_state()[0]);
+    /// ```
+    pub fn with_params(config: VirtualReactorConfig, params: KineticParams) -> Result<Self> {
+        params.check()?;
+        let mut r = Self::new(config)?;
+        r.model = PlantModel::new(params);
+        Ok(r)
+    }
+
     /// `n` reactors from one configuration with distinct seeds (`base.seed + i`) and ids
     /// `R01`, `R02`, … (zero-padded to at least two digits).
     pub fn ensemble(n: usize, base: VirtualReactorConfig) -> Result<Vec<VirtualReactor>> {
