@@ -107,7 +107,7 @@ impl Rbf {
     /// ARD kernel over the given active input columns, all length-scales `ls`.
     pub fn on_dims(active: Vec<usize>, ls: f64) -> Self {
         let log_ls = vec![ls.ln(); active.len()];
-        let inv_ls = vec![1.0 / ls; active.len()];
+        let inv_ls = vec![(-ls.ln()).exp(); active.len()];
         Self {
             active,
             log_ls,
@@ -395,11 +395,6 @@ impl KernelSpec {
     pub fn product(parts: Vec<KernelSpec>) -> Self {
         Self::Product(parts)
     }
-    /// Rebuild cached values after deserialisation.
-    pub(crate) fn refresh(&mut self) {
-        let p = self.params();
-        self.set_params(&p);
-    }
 }
 
 impl Kernel for KernelSpec {
@@ -551,5 +546,126 @@ impl Kernel for KernelSpec {
                 vals.iter().product()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Central finite difference of `k` with respect to log-parameter `j`.
+    fn fd(k: &KernelSpec, x: &[f64], y: &[f64], j: usize) -> f64 {
+        let h = 1e-6;
+        let p = k.params();
+        let mut kp = k.clone();
+        let mut q = p.clone();
+        q[j] += h;
+        kp.set_params(&q);
+        let up = kp.eval(x, y);
+        q[j] -= 2.0 * h;
+        kp.set_params(&q);
+        let dn = kp.eval(x, y);
+        (up - dn) / (2.0 * h)
+    }
+
+    /// Relative error with a floor of 1e-6 on the denominator (gradients that vanish
+    /// cannot have a meaningful relative error).
+    fn check(k: &KernelSpec, x: &[f64], y: &[f64]) -> std::result::Result<(), TestCaseError> {
+        let mut g = vec![0.0; k.n_params()];
+        let v = k.eval_grad(x, y, &mut g);
+        prop_assert!((v - k.eval(x, y)).abs() <= 1e-14 * v.abs().max(1.0));
+        for (j, gj) in g.iter().enumerate() {
+            let f = fd(k, x, y, j);
+            let rel = (gj - f).abs() / (f.abs().max(1e-6));
+            prop_assert!(
+                rel < 1e-5,
+                "param {j}: analytic {gj}, fd {f}, rel {rel}, kernel {k:?}"
+            );
+        }
+        Ok(())
+    }
+
+    fn kernels(ls: &[f64], b: f64, v: f64, s: f64) -> Vec<KernelSpec> {
+        let mut rbf = Rbf::new(3, 1.0);
+        rbf.set_params(&ls.iter().map(|l| l.ln()).collect::<Vec<_>>());
+        let mut mats = Vec::new();
+        for nu in [Nu::Half, Nu::ThreeHalves, Nu::FiveHalves] {
+            let mut m = Matern::new(nu, 3, 1.0);
+            m.set_params(&ls.iter().map(|l| l.ln()).collect::<Vec<_>>());
+            mats.push(KernelSpec::Matern(m));
+        }
+        let lin = KernelSpec::Linear(Linear::on_dims(vec![0, 2], b, v));
+        let mut out = vec![KernelSpec::Rbf(rbf.clone()), lin.clone()];
+        out.extend(mats.iter().cloned());
+        out.push(KernelSpec::scaled(rbf.clone(), s));
+        out.push(KernelSpec::sum(vec![
+            KernelSpec::Rbf(rbf.clone()),
+            lin.clone(),
+        ]));
+        out.push(KernelSpec::product(vec![
+            KernelSpec::Rbf(Rbf::on_dims(vec![0], ls[0])),
+            KernelSpec::scaled(Matern::on_dims(Nu::FiveHalves, vec![1, 2], ls[1]), s),
+            lin,
+        ]));
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, rng_seed: proptest::test_runner::RngSeed::Fixed(7), ..ProptestConfig::default() })]
+        #[test]
+        fn kernel_gradients_match_finite_differences(
+            x in proptest::collection::vec(0.0f64..1.0, 3),
+            dy in proptest::collection::vec(0.05f64..0.6, 3),
+            ls in proptest::collection::vec(0.2f64..2.0, 3),
+            b in 0.1f64..2.0, v in 0.1f64..2.0, s in 0.2f64..3.0,
+        ) {
+            let y: Vec<f64> = x.iter().zip(&dy).map(|(a, d)| a + d).collect();
+            for k in kernels(&ls, b, v, s) {
+                check(&k, &x, &y)?;
+            }
+        }
+    }
+
+    #[test]
+    fn closed_form_values() {
+        // r = 1 with ℓ = 1 on one dimension
+        let (x, y) = ([0.0], [1.0]);
+        let e = |nu| KernelSpec::Matern(Matern::new(nu, 1, 1.0)).eval(&x, &y);
+        approx::assert_relative_eq!(e(Nu::Half), (-1f64).exp(), max_relative = 1e-15);
+        let s3 = 3f64.sqrt();
+        approx::assert_relative_eq!(
+            e(Nu::ThreeHalves),
+            (1.0 + s3) * (-s3).exp(),
+            max_relative = 1e-15
+        );
+        let s5 = 5f64.sqrt();
+        approx::assert_relative_eq!(
+            e(Nu::FiveHalves),
+            (1.0 + s5 + 5.0 / 3.0) * (-s5).exp(),
+            max_relative = 1e-15
+        );
+        approx::assert_relative_eq!(
+            Rbf::new(1, 2.0).eval(&x, &y),
+            (-0.125f64).exp(),
+            max_relative = 1e-15
+        );
+        approx::assert_relative_eq!(
+            Linear::new(2, 0.5, 2.0).eval(&[1.0, 2.0], &[3.0, -1.0]),
+            0.5 + 2.0 * 1.0,
+            max_relative = 1e-15
+        );
+    }
+
+    #[test]
+    fn serde_round_trip_keeps_values() {
+        let k = KernelSpec::product(vec![
+            KernelSpec::Rbf(Rbf::new(2, 0.3)),
+            KernelSpec::scaled(Linear::new(2, 1.0, 0.5), 2.0),
+        ]);
+        let s = serde_json::to_string(&k).unwrap();
+        let k2: KernelSpec = serde_json::from_str(&s).unwrap();
+        let (a, b) = ([0.1, 0.7], [0.4, 0.2]);
+        assert_eq!(k.eval(&a, &b).to_bits(), k2.eval(&a, &b).to_bits());
     }
 }
