@@ -70,10 +70,10 @@ fn check_len(p: &[f64], n: usize) {
 }
 
 /// Scaled squared distance terms `s_d = ((x_d − y_d)/ℓ_d)²` over the active dimensions.
-fn scaled_sq(active: &[usize], log_ls: &[f64], x: &[f64], y: &[f64], s: &mut [f64]) -> f64 {
+fn scaled_sq(active: &[usize], inv_ls: &[f64], x: &[f64], y: &[f64], s: &mut [f64]) -> f64 {
     let mut r2 = 0.0;
     for (k, &d) in active.iter().enumerate() {
-        let diff = (x[d] - y[d]) * (-log_ls[k]).exp();
+        let diff = (x[d] - y[d]) * inv_ls[k];
         s[k] = diff * diff;
         r2 += s[k];
     }
@@ -92,11 +92,48 @@ fn scaled_r2(active: &[usize], inv_ls: &[f64], x: &[f64], y: &[f64]) -> f64 {
 /// Squared-exponential (RBF) kernel with ARD length-scales, unit variance:
 /// `k(x, y) = exp(−½ Σ_d (x_d − y_d)² / ℓ_d²)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StationaryRaw", into = "StationaryRaw")]
 pub struct Rbf {
     active: Vec<usize>,
     log_ls: Vec<f64>,
-    #[serde(skip)]
     inv_ls: Vec<f64>,
+}
+
+/// Serialised form of the stationary kernels (the cached inverse length-scales are
+/// rebuilt on load, with the same arithmetic, so values stay bit-identical).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StationaryRaw {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nu: Option<Nu>,
+    active: Vec<usize>,
+    log_ls: Vec<f64>,
+}
+
+fn inv_of(log_ls: &[f64]) -> Vec<f64> {
+    log_ls.iter().map(|v| (-v).exp()).collect()
+}
+
+impl From<StationaryRaw> for Rbf {
+    fn from(r: StationaryRaw) -> Self {
+        let inv_ls = inv_of(&r.log_ls);
+        Self { active: r.active, log_ls: r.log_ls, inv_ls }
+    }
+}
+impl From<Rbf> for StationaryRaw {
+    fn from(k: Rbf) -> Self {
+        Self { nu: None, active: k.active, log_ls: k.log_ls }
+    }
+}
+impl From<StationaryRaw> for Matern {
+    fn from(r: StationaryRaw) -> Self {
+        let inv_ls = inv_of(&r.log_ls);
+        Self { nu: r.nu.unwrap_or(Nu::FiveHalves), active: r.active, log_ls: r.log_ls, inv_ls }
+    }
+}
+impl From<Matern> for StationaryRaw {
+    fn from(k: Matern) -> Self {
+        Self { nu: Some(k.nu), active: k.active, log_ls: k.log_ls }
+    }
 }
 
 impl Rbf {
@@ -146,7 +183,7 @@ impl Kernel for Rbf {
     fn set_params(&mut self, p: &[f64]) {
         check_len(p, self.log_ls.len());
         self.log_ls.copy_from_slice(p);
-        self.inv_ls = p.iter().map(|v| (-v).exp()).collect();
+        self.inv_ls = inv_of(p);
     }
     fn param_info(&self) -> Vec<ParamInfo> {
         ls_info("rbf", self.log_ls.len())
@@ -155,15 +192,10 @@ impl Kernel for Rbf {
         self.active.iter().max().map_or(0, |m| m + 1)
     }
     fn eval(&self, x: &[f64], y: &[f64]) -> f64 {
-        if self.inv_ls.len() == self.log_ls.len() {
-            (-0.5 * scaled_r2(&self.active, &self.inv_ls, x, y)).exp()
-        } else {
-            let inv: Vec<f64> = (0..self.log_ls.len()).map(|k| self.inv(k)).collect();
-            (-0.5 * scaled_r2(&self.active, &inv, x, y)).exp()
-        }
+        (-0.5 * scaled_r2(&self.active, &self.inv_ls, x, y)).exp()
     }
     fn eval_grad(&self, x: &[f64], y: &[f64], grad: &mut [f64]) -> f64 {
-        let r2 = scaled_sq(&self.active, &self.log_ls, x, y, grad);
+        let r2 = scaled_sq(&self.active, &self.inv_ls, x, y, grad);
         let k = (-0.5 * r2).exp();
         for g in grad.iter_mut() {
             *g *= k;
@@ -189,10 +221,12 @@ pub enum Nu {
 /// ν=5/2: `(1+√5 r+5r²/3) e^{−√5 r}` (Rasmussen & Williams 2006, eq. 4.17,
 /// ISBN 0-262-18253-X).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StationaryRaw", into = "StationaryRaw")]
 pub struct Matern {
     nu: Nu,
     active: Vec<usize>,
     log_ls: Vec<f64>,
+    inv_ls: Vec<f64>,
 }
 
 impl Matern {
@@ -203,7 +237,8 @@ impl Matern {
     /// ARD Matérn over the given active input columns.
     pub fn on_dims(nu: Nu, active: Vec<usize>, ls: f64) -> Self {
         let log_ls = vec![ls.ln(); active.len()];
-        Self { nu, active, log_ls }
+        let inv_ls = inv_of(&log_ls);
+        Self { nu, active, log_ls, inv_ls }
     }
     /// Current length-scales.
     pub fn lengthscales(&self) -> Vec<f64> {
@@ -242,6 +277,7 @@ impl Kernel for Matern {
     fn set_params(&mut self, p: &[f64]) {
         check_len(p, self.log_ls.len());
         self.log_ls.copy_from_slice(p);
+        self.inv_ls = inv_of(p);
     }
     fn param_info(&self) -> Vec<ParamInfo> {
         ls_info("matern", self.log_ls.len())
@@ -250,15 +286,10 @@ impl Kernel for Matern {
         self.active.iter().max().map_or(0, |m| m + 1)
     }
     fn eval(&self, x: &[f64], y: &[f64]) -> f64 {
-        let mut r2 = 0.0;
-        for (k, &d) in self.active.iter().enumerate() {
-            let diff = (x[d] - y[d]) * (-self.log_ls[k]).exp();
-            r2 += diff * diff;
-        }
-        self.value_and_factor(r2).0
+        self.value_and_factor(scaled_r2(&self.active, &self.inv_ls, x, y)).0
     }
     fn eval_grad(&self, x: &[f64], y: &[f64], grad: &mut [f64]) -> f64 {
-        let r2 = scaled_sq(&self.active, &self.log_ls, x, y, grad);
+        let r2 = scaled_sq(&self.active, &self.inv_ls, x, y, grad);
         let (k, f) = self.value_and_factor(r2);
         for g in grad.iter_mut() {
             *g *= f;

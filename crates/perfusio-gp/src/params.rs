@@ -14,10 +14,12 @@ pub const DEFAULT_N_STARTS: usize = 2;
 pub const DEFAULT_MAX_ITERS: u64 = 100;
 /// Default L-BFGS iteration limit for a warm-started refit.
 pub const DEFAULT_WARM_ITERS: u64 = 15;
-/// Default gradient-norm tolerance of L-BFGS (on the optimiser's unconstrained scale).
-pub const DEFAULT_GRAD_TOL: f64 = 1e-5;
-/// Default relative cost-change tolerance of L-BFGS.
-pub const DEFAULT_COST_TOL: f64 = 1e-9;
+/// Default gradient-norm tolerance of L-BFGS (Euclidean norm on the optimiser's
+/// unconstrained scale).
+pub const DEFAULT_GRAD_TOL: f64 = 1e-4;
+/// Default tolerance on the absolute change of the objective between L-BFGS iterations
+/// (the objective is a log density: changes below 1e-6 nats are statistically irrelevant).
+pub const DEFAULT_COST_TOL: f64 = 1e-6;
 /// Default L-BFGS memory.
 pub const DEFAULT_LBFGS_MEMORY: usize = 7;
 /// First jitter tried when a Cholesky factorisation fails, relative to the mean diagonal.
