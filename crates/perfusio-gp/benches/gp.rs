@@ -20,7 +20,8 @@ const D: usize = SPECIES + CONTROLS + 1;
 
 /// One simulated run: smooth, coupled species dynamics under per-run controls.
 fn run(rng: &mut ChaCha8Rng, days: usize) -> (Vec<[f64; D]>, Vec<[f64; SPECIES]>) {
-    let mut s: [f64; SPECIES] = std::array::from_fn(|j| 1.0 + 0.5 * j as f64 + rng.random_range(-0.2..0.2));
+    let mut s: [f64; SPECIES] =
+        std::array::from_fn(|j| 1.0 + 0.5 * j as f64 + rng.random_range(-0.2..0.2));
     let c: [f64; CONTROLS] = std::array::from_fn(|_| rng.random_range(0.0..1.0));
     let mut inputs = Vec::new();
     let mut next = Vec::new();
@@ -32,7 +33,9 @@ fn run(rng: &mut ChaCha8Rng, days: usize) -> (Vec<[f64; D]>, Vec<[f64; SPECIES]>
         let growth = 0.3 * (1.0 - s[0] / 12.0) * (0.5 + c[0]);
         let mut n = s;
         for j in 0..SPECIES {
-            let drive = (0.4 * s[(j + 1) % SPECIES]).sin() * 0.2 + 0.1 * c[j % CONTROLS] - 0.05 * s[j] + growth * s[0] / (1.0 + j as f64);
+            let drive = (0.4 * s[(j + 1) % SPECIES]).sin() * 0.2 + 0.1 * c[j % CONTROLS]
+                - 0.05 * s[j]
+                + growth * s[0] / (1.0 + j as f64);
             n[j] = s[j] + drive + 0.02 * rng.random_range(-1.0..1.0);
         }
         inputs.push(row);
@@ -86,14 +89,19 @@ fn queries(seed: u64) -> Vec<f64> {
 }
 
 fn fit(x: &[f64], y: &[f64]) -> MultiTaskGp {
-    GpParams::new(D, SPECIES).check().and_then(|p| p.fit(x, D + 1, y)).unwrap_or_else(|e| panic!("fit failed: {e}"))
+    GpParams::new(D, SPECIES)
+        .check()
+        .and_then(|p| p.fit(x, D + 1, y))
+        .unwrap_or_else(|e| panic!("fit failed: {e}"))
 }
 
 #[allow(clippy::print_stderr)]
 fn retrain(c: &mut Criterion) {
     let mut g = c.benchmark_group("retrain");
     g.sample_size(20);
-    let params = GpParams::new(D, SPECIES).check().unwrap_or_else(|e| panic!("{e}"));
+    let params = GpParams::new(D, SPECIES)
+        .check()
+        .unwrap_or_else(|e| panic!("{e}"));
     for days in [14usize, 28] {
         for (label, drop) in [("complete", 0.0), ("missing5", 0.05)] {
             let (x, y) = dataset(1, days, drop, 1000 + days as u64);
@@ -104,17 +112,36 @@ fn retrain(c: &mut Criterion) {
             let r = m.report();
             eprintln!(
                 "retrain {label} {days}d: rows {}, path {:?}, nlml {:.3}, iters {}, evals {}, converged {}, {:.1} ms",
-                y.len(), r.path, r.nlml, r.iterations, r.evaluations, r.converged, r.wall_time.as_secs_f64() * 1e3
+                y.len(),
+                r.path,
+                r.nlml,
+                r.iterations,
+                r.evaluations,
+                r.converged,
+                r.wall_time.as_secs_f64() * 1e3
             );
-            let w = params.fit_warm(&x, D + 1, &y, &prev).unwrap_or_else(|e| panic!("{e}"));
+            let w = params
+                .fit_warm(&x, D + 1, &y, &prev)
+                .unwrap_or_else(|e| panic!("{e}"));
             let rw = w.report();
-            eprintln!("  warm: iters {}, evals {}, nlml {:.3}", rw.iterations, rw.evaluations, rw.nlml);
-            g.bench_with_input(BenchmarkId::new(format!("scratch/{label}"), days), &days, |b, _| {
-                b.iter(|| params.fit(black_box(&x), D + 1, black_box(&y)))
-            });
-            g.bench_with_input(BenchmarkId::new(format!("warm/{label}"), days), &days, |b, _| {
-                b.iter(|| params.fit_warm(black_box(&x), D + 1, black_box(&y), black_box(&prev)))
-            });
+            eprintln!(
+                "  warm: iters {}, evals {}, nlml {:.3}",
+                rw.iterations, rw.evaluations, rw.nlml
+            );
+            g.bench_with_input(
+                BenchmarkId::new(format!("scratch/{label}"), days),
+                &days,
+                |b, _| b.iter(|| params.fit(black_box(&x), D + 1, black_box(&y))),
+            );
+            g.bench_with_input(
+                BenchmarkId::new(format!("warm/{label}"), days),
+                &days,
+                |b, _| {
+                    b.iter(|| {
+                        params.fit_warm(black_box(&x), D + 1, black_box(&y), black_box(&prev))
+                    })
+                },
+            );
         }
     }
     g.finish();
@@ -125,14 +152,24 @@ fn offline(c: &mut Criterion) {
     let mut g = c.benchmark_group("offline");
     g.sample_size(10);
     let (x, y) = dataset(27, 27, 0.0, 7);
-    let params = GpParams::new(D, SPECIES).check().unwrap_or_else(|e| panic!("{e}"));
+    let params = GpParams::new(D, SPECIES)
+        .check()
+        .unwrap_or_else(|e| panic!("{e}"));
     let m = fit(&x, &y);
     let r = m.report();
     eprintln!(
         "offline: rows {}, path {:?}, nlml {:.3}, iters {}, evals {}, converged {}, {:.2} s",
-        y.len(), r.path, r.nlml, r.iterations, r.evaluations, r.converged, r.wall_time.as_secs_f64()
+        y.len(),
+        r.path,
+        r.nlml,
+        r.iterations,
+        r.evaluations,
+        r.converged,
+        r.wall_time.as_secs_f64()
     );
-    g.bench_function("fit_6561", |b| b.iter(|| params.fit(black_box(&x), D + 1, black_box(&y))));
+    g.bench_function("fit_6561", |b| {
+        b.iter(|| params.fit(black_box(&x), D + 1, black_box(&y)))
+    });
     g.finish();
 }
 
@@ -143,8 +180,12 @@ fn predict(c: &mut Criterion) {
     let a_complete = fit(&x, &y);
     let (x, y) = dataset(1, 28, 0.05, 1028);
     let a_missing = fit(&x, &y);
-    g.bench_function("a_28d_complete", |b| b.iter(|| a_complete.predict(black_box(&q))));
-    g.bench_function("a_28d_missing5", |b| b.iter(|| a_missing.predict(black_box(&q))));
+    g.bench_function("a_28d_complete", |b| {
+        b.iter(|| a_complete.predict(black_box(&q)))
+    });
+    g.bench_function("a_28d_missing5", |b| {
+        b.iter(|| a_missing.predict(black_box(&q)))
+    });
     let (x, y) = dataset(27, 27, 0.0, 7);
     let off = GpParams::new(D, SPECIES)
         .max_iters(15)

@@ -209,6 +209,33 @@ impl TrainSet {
             self.z.push((res - st.mean[t]) / st.std[t]);
         }
     }
+    /// The training rows as a base-input × task grid with gaps, if no (input, task) cell is
+    /// observed twice and at most [`MAX_GAP_FRACTION`] of the cells are empty.
+    pub(crate) fn grid(&self) -> Option<Grid> {
+        let cells = self.n_base * self.n_tasks;
+        if self.n() > cells || (cells - self.n()) as f64 > MAX_GAP_FRACTION * cells as f64 {
+            return None;
+        }
+        let mut z = Mat::<f64>::full(self.n_base, self.n_tasks, f64::NAN);
+        for r in 0..self.n() {
+            let (i, t) = (self.row_base[r], self.row_task[r]);
+            if !z[(i, t)].is_nan() {
+                return None;
+            }
+            z[(i, t)] = self.z[r];
+        }
+        let mut missing = Vec::new();
+        for t in 0..self.n_tasks {
+            for i in 0..self.n_base {
+                if z[(i, t)].is_nan() {
+                    z[(i, t)] = 0.0;
+                    missing.push((i, t));
+                }
+            }
+        }
+        Some(Grid { z, missing })
+    }
+
     /// `Some(Z)` (n_base × n_tasks) if every task is observed exactly once at every base input.
     pub(crate) fn complete_matrix(&self) -> Option<Mat<f64>> {
         if self.n() != self.n_base * self.n_tasks {
@@ -224,6 +251,18 @@ impl TrainSet {
         }
         Some(z)
     }
+}
+
+/// Largest fraction of empty grid cells for which the likelihood is evaluated on the
+/// Kronecker grid with a Schur-complement correction instead of the dense path (the
+/// correction costs O(m·N²·T + m³) for m empty cells).
+pub const MAX_GAP_FRACTION: f64 = 0.2;
+
+/// Targets on the base-input × task grid (zeros in the empty cells) and the empty cells.
+#[derive(Debug, Clone)]
+pub(crate) struct Grid {
+    pub(crate) z: Mat<f64>,
+    pub(crate) missing: Vec<(usize, usize)>,
 }
 
 /// Build normaliser, standardiser and training set from validated data.
@@ -489,6 +528,8 @@ pub(crate) struct KronParts {
     /// `α` as an N×T matrix.
     pub(crate) a: Mat<f64>,
     pub(crate) nlml: f64,
+    /// `log|K_full|`.
+    pub(crate) logdet: f64,
 }
 
 fn sym_eigen(m: &Mat<f64>, what: &'static str) -> Result<(Mat<f64>, Vec<f64>)> {
@@ -548,21 +589,94 @@ pub(crate) fn kron_parts<K: Kernel>(
         sd,
         a,
         nlml,
+        logdet,
     })
 }
 
+impl KronParts {
+    /// `K_full⁻¹ Y` for an N×T matrix `Y` (vec ordering: base input major).
+    fn apply_inv(&self, y: MatRef<'_, f64>) -> Mat<f64> {
+        let (n, t) = (y.nrows(), y.ncols());
+        let ytil = Mat::from_fn(n, t, |i, j| y[(i, j)] / self.sd[j]);
+        let tmp: Mat<f64> = self.qx.transpose() * ytil.as_ref();
+        let mut zt: Mat<f64> = tmp.as_ref() * self.qb.as_ref();
+        for i in 0..n {
+            for j in 0..t {
+                zt[(i, j)] /= self.lx[i] * self.lb[j] + 1.0;
+            }
+        }
+        let tmp: Mat<f64> = self.qx.as_ref() * zt.as_ref();
+        let at: Mat<f64> = tmp.as_ref() * self.qb.transpose();
+        Mat::from_fn(n, t, |i, j| at[(i, j)] / self.sd[j])
+    }
+}
+
+/// Kronecker path on a grid with empty cells M: with `U = K_full⁻¹ E_M` and
+/// `S = E_Mᵀ K_full⁻¹ E_M`, the observed block satisfies `log|K_OO| = log|K_full| + log|S|`
+/// and its zero-padded inverse is `K_full⁻¹ − U S⁻¹ Uᵀ`; every trace in the gradient then
+/// splits into the Kronecker term and an O(m·N²·T) correction.
 pub(crate) fn eval_kron<K: Kernel>(
     k: &K,
     ts: &TrainSet,
-    zmat: MatRef<'_, f64>,
+    grid: &Grid,
     theta: &[f64],
     lay: &Layout,
     want_grad: bool,
 ) -> Result<Eval> {
-    let p = kron_parts(k, ts, zmat, theta, lay)?;
+    let mut p = kron_parts(k, ts, grid.z.as_ref(), theta, lay)?;
+    let (n, t) = (ts.n_base, lay.t);
+    let m = grid.missing.len();
+    let mut us: Vec<Mat<f64>> = Vec::with_capacity(m);
+    let mut vs: Vec<Mat<f64>> = Vec::with_capacity(m);
+    if m > 0 {
+        for &(i, tt) in &grid.missing {
+            let mut e = Mat::<f64>::zeros(n, t);
+            e[(i, tt)] = 1.0;
+            us.push(p.apply_inv(e.as_ref()));
+        }
+        let smat = Mat::from_fn(m, m, |a, b| {
+            let (ia, ta) = grid.missing[a];
+            let (ib, tb) = grid.missing[b];
+            0.5 * (us[b][(ia, ta)] + us[a][(ib, tb)])
+        });
+        let llt = smat
+            .llt(Side::Lower)
+            .map_err(|_| GpError::NotPositiveDefinite { jitter: 0.0 })?;
+        let lsv = llt.L();
+        let logdet_s: f64 = 2.0 * (0..m).map(|a| lsv[(a, a)].ln()).sum::<f64>();
+        let a0m: Vec<f64> = grid.missing.iter().map(|&(i, tt)| p.a[(i, tt)]).collect();
+        let c = chol_solve(lsv, &a0m);
+        for (a, ca) in c.iter().enumerate() {
+            for j in 0..t {
+                for i in 0..n {
+                    p.a[(i, j)] -= ca * us[a][(i, j)];
+                }
+            }
+        }
+        let sinv = inverse_from_l(lsv);
+        for a in 0..m {
+            let mut v = Mat::<f64>::zeros(n, t);
+            for (b, ub) in us.iter().enumerate() {
+                let w = sinv[(b, a)];
+                for j in 0..t {
+                    for i in 0..n {
+                        v[(i, j)] += w * ub[(i, j)];
+                    }
+                }
+            }
+            vs.push(v);
+        }
+        let mut quad = 0.0;
+        for i in 0..n {
+            for j in 0..t {
+                quad += grid.z[(i, j)] * p.a[(i, j)];
+            }
+        }
+        let nobs = (n * t - m) as f64;
+        p.nlml = 0.5 * quad + 0.5 * (p.logdet + logdet_s) + 0.5 * nobs * LN_2PI;
+    }
     let mut grad = vec![0.0; lay.len()];
     if want_grad {
-        let (n, t) = (ts.n_base, lay.t);
         let s = |i: usize, j: usize| p.lx[i] * p.lb[j] + 1.0;
         // base kernel: G_x = Q_x diag(c) Q_xᵀ − A B Aᵀ
         let c: Vec<f64> = (0..n)
@@ -572,7 +686,12 @@ pub(crate) fn eval_kron<K: Kernel>(
         let cm: Mat<f64> = qc.as_ref() * p.qx.transpose();
         let ab: Mat<f64> = p.a.as_ref() * p.b.as_ref();
         let aba: Mat<f64> = ab.as_ref() * p.a.transpose();
-        let gx = &cm - &aba;
+        let mut gx = &cm - &aba;
+        for (u, v) in us.iter().zip(&vs) {
+            let ub: Mat<f64> = u.as_ref() * p.b.as_ref();
+            let c: Mat<f64> = ub.as_ref() * v.transpose();
+            gx -= &c;
+        }
         let mut gk = vec![0.0; lay.nk];
         contract(k, ts, gx.as_ref(), &mut gk);
         for (g, v) in grad.iter_mut().zip(&gk) {
@@ -586,7 +705,12 @@ pub(crate) fn eval_kron<K: Kernel>(
         let h: Mat<f64> = qe.as_ref() * p.qb.transpose();
         let ka: Mat<f64> = p.kx.as_ref() * p.a.as_ref();
         let aka: Mat<f64> = p.a.transpose() * ka.as_ref();
-        let gb = Mat::from_fn(t, t, |i, j| h[(i, j)] / (p.sd[i] * p.sd[j]) - aka[(i, j)]);
+        let mut gb = Mat::from_fn(t, t, |i, j| h[(i, j)] / (p.sd[i] * p.sd[j]) - aka[(i, j)]);
+        for (u, v) in us.iter().zip(&vs) {
+            let kv: Mat<f64> = p.kx.as_ref() * v.as_ref();
+            let c: Mat<f64> = u.transpose() * kv.as_ref();
+            gb -= &c;
+        }
         // noise
         let inv_s_sum: Vec<f64> = (0..t)
             .map(|u| (0..n).map(|i| 1.0 / s(i, u)).sum())
@@ -599,7 +723,12 @@ pub(crate) fn eval_kron<K: Kernel>(
                     .sum::<f64>()
                     / noise[tt];
                 let aa: f64 = (0..n).map(|i| p.a[(i, tt)].powi(2)).sum();
-                tr - aa
+                let corr: f64 = us
+                    .iter()
+                    .zip(&vs)
+                    .map(|(u, v)| (0..n).map(|i| u[(i, tt)] * v[(i, tt)]).sum::<f64>())
+                    .sum();
+                tr - corr - aa
             })
             .collect();
         task_grads(theta, lay, gb.as_ref(), &gn, &noise, &mut grad);
@@ -616,6 +745,9 @@ pub(crate) fn eval_kron<K: Kernel>(
 pub enum SolverPath {
     /// `K_x ⊗ B` through eigendecompositions (complete data).
     Kronecker,
+    /// Kronecker grid with a Schur-complement correction for a few empty cells (likelihood
+    /// and gradient only; the posterior of such data is factorised densely).
+    KroneckerWithGaps,
     /// Dense Cholesky over all rows.
     Dense,
 }

@@ -116,23 +116,40 @@ fn inv_of(log_ls: &[f64]) -> Vec<f64> {
 impl From<StationaryRaw> for Rbf {
     fn from(r: StationaryRaw) -> Self {
         let inv_ls = inv_of(&r.log_ls);
-        Self { active: r.active, log_ls: r.log_ls, inv_ls }
+        Self {
+            active: r.active,
+            log_ls: r.log_ls,
+            inv_ls,
+        }
     }
 }
 impl From<Rbf> for StationaryRaw {
     fn from(k: Rbf) -> Self {
-        Self { nu: None, active: k.active, log_ls: k.log_ls }
+        Self {
+            nu: None,
+            active: k.active,
+            log_ls: k.log_ls,
+        }
     }
 }
 impl From<StationaryRaw> for Matern {
     fn from(r: StationaryRaw) -> Self {
         let inv_ls = inv_of(&r.log_ls);
-        Self { nu: r.nu.unwrap_or(Nu::FiveHalves), active: r.active, log_ls: r.log_ls, inv_ls }
+        Self {
+            nu: r.nu.unwrap_or(Nu::FiveHalves),
+            active: r.active,
+            log_ls: r.log_ls,
+            inv_ls,
+        }
     }
 }
 impl From<Matern> for StationaryRaw {
     fn from(k: Matern) -> Self {
-        Self { nu: Some(k.nu), active: k.active, log_ls: k.log_ls }
+        Self {
+            nu: Some(k.nu),
+            active: k.active,
+            log_ls: k.log_ls,
+        }
     }
 }
 
@@ -154,12 +171,6 @@ impl Rbf {
     /// Current length-scales.
     pub fn lengthscales(&self) -> Vec<f64> {
         self.log_ls.iter().map(|v| v.exp()).collect()
-    }
-    fn inv(&self, k: usize) -> f64 {
-        self.inv_ls
-            .get(k)
-            .copied()
-            .unwrap_or_else(|| (-self.log_ls[k]).exp())
     }
 }
 
@@ -238,7 +249,12 @@ impl Matern {
     pub fn on_dims(nu: Nu, active: Vec<usize>, ls: f64) -> Self {
         let log_ls = vec![ls.ln(); active.len()];
         let inv_ls = inv_of(&log_ls);
-        Self { nu, active, log_ls, inv_ls }
+        Self {
+            nu,
+            active,
+            log_ls,
+            inv_ls,
+        }
     }
     /// Current length-scales.
     pub fn lengthscales(&self) -> Vec<f64> {
@@ -286,7 +302,8 @@ impl Kernel for Matern {
         self.active.iter().max().map_or(0, |m| m + 1)
     }
     fn eval(&self, x: &[f64], y: &[f64]) -> f64 {
-        self.value_and_factor(scaled_r2(&self.active, &self.inv_ls, x, y)).0
+        self.value_and_factor(scaled_r2(&self.active, &self.inv_ls, x, y))
+            .0
     }
     fn eval_grad(&self, x: &[f64], y: &[f64], grad: &mut [f64]) -> f64 {
         let r2 = scaled_sq(&self.active, &self.inv_ls, x, y, grad);

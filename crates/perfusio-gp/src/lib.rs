@@ -71,7 +71,7 @@ pub mod model;
 pub mod params;
 pub mod surrogate;
 
-pub use engine::SolverPath;
+pub use engine::{MAX_GAP_FRACTION, SolverPath};
 pub use error::{GpError, Result};
 pub use kernel::{Kernel, KernelSpec, Linear, Matern, Nu, Rbf};
 pub use mean::{ConstantMean, FnMean, PriorMean};

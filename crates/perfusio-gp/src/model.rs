@@ -43,8 +43,10 @@ pub struct FitReport {
     pub n_starts: usize,
     /// Index of the start that won.
     pub best_start: usize,
-    /// Path used for the final factorisation.
+    /// Path used for the final factorisation (Kronecker on complete data, else dense).
     pub path: SolverPath,
+    /// Path used to evaluate the likelihood during optimisation.
+    pub objective_path: SolverPath,
 }
 
 /// Marginal mean and variance of a batch of rows, original units.
@@ -158,7 +160,7 @@ impl Space {
 struct Objective<'a, K: Kernel + Clone> {
     kernel: &'a K,
     ts: &'a TrainSet,
-    zmat: Option<&'a Mat<f64>>,
+    grid: Option<&'a engine::Grid>,
     lay: Layout,
     opts: &'a FitOptions,
     space: &'a Space,
@@ -196,8 +198,8 @@ impl<K: Kernel + Clone> Objective<'_, K> {
     fn eval_theta(&self, theta: &[f64]) -> Result<(f64, f64, Vec<f64>)> {
         let mut k = self.kernel.clone();
         k.set_params(&theta[..self.lay.nk]);
-        let e = match self.zmat {
-            Some(z) => engine::eval_kron(&k, self.ts, z.as_ref(), theta, &self.lay, true)?,
+        let e = match self.grid {
+            Some(g) => engine::eval_kron(&k, self.ts, g, theta, &self.lay, true)?,
             None => engine::eval_dense(&k, self.ts, theta, &self.lay, self.opts, true)?,
         };
         self.jitter.set(self.jitter.get().max(e.jitter));
@@ -369,10 +371,11 @@ impl<K: Kernel + Clone> GpValidParams<K> {
             t: p.n_tasks,
             r: p.rank,
         };
-        let zmat = if opts.force_dense {
-            None
-        } else {
-            ts.complete_matrix()
+        let grid = if opts.force_dense { None } else { ts.grid() };
+        let objective_path = match &grid {
+            Some(g) if g.missing.is_empty() => SolverPath::Kronecker,
+            Some(_) => SolverPath::KroneckerWithGaps,
+            None => SolverPath::Dense,
         };
         let info = p.kernel.param_info();
         let mut active = Vec::new();
@@ -419,7 +422,7 @@ impl<K: Kernel + Clone> GpValidParams<K> {
         let obj = Objective {
             kernel: &p.kernel,
             ts: &ts,
-            zmat: zmat.as_ref(),
+            grid: grid.as_ref(),
             lay,
             opts,
             space: &space,
@@ -504,6 +507,7 @@ impl<K: Kernel + Clone> GpValidParams<K> {
             n_starts: starts,
             best_start,
             path,
+            objective_path,
         };
         tracing::debug!(?report, "GP fitted");
         let mean_label = match p.prior_mean.as_constant() {
@@ -988,7 +992,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
 
     /// Negative log marginal likelihood and its gradient with respect to the full
     /// hyperparameter vector (see [`MultiTaskGp::hyperparameters`]) at `theta`, on this
-    /// model's training data and path (priors excluded).
+    /// model's training data, evaluated on the path a fit would use (priors excluded).
     pub fn nlml_and_grad(&self, theta: &[f64]) -> Result<(f64, Vec<f64>)> {
         if theta.len() != self.lay.len() {
             return Err(GpError::ShapeMismatch(format!(
@@ -999,17 +1003,14 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
         }
         let mut k = self.kernel.clone();
         k.set_params(&theta[..self.lay.nk]);
-        let e = match self.path {
-            SolverPath::Kronecker => {
-                let z = self
-                    .ts
-                    .complete_matrix()
-                    .ok_or_else(|| GpError::ShapeMismatch("data is not complete".into()))?;
-                engine::eval_kron(&k, &self.ts, z.as_ref(), theta, &self.lay, true)?
-            }
-            SolverPath::Dense => {
-                engine::eval_dense(&k, &self.ts, theta, &self.lay, &self.opts, true)?
-            }
+        let grid = if self.opts.force_dense {
+            None
+        } else {
+            self.ts.grid()
+        };
+        let e = match grid {
+            Some(g) => engine::eval_kron(&k, &self.ts, &g, theta, &self.lay, true)?,
+            None => engine::eval_dense(&k, &self.ts, theta, &self.lay, &self.opts, true)?,
         };
         Ok((e.nlml, e.grad))
     }

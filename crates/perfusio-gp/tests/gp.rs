@@ -267,6 +267,34 @@ fn kronecker_and_dense_agree_on_complete_data() {
 }
 
 #[test]
+fn kronecker_with_gaps_agrees_with_dense() {
+    let (d, t) = (3, 4);
+    let (x, y) = synth(12, d, t, 15, 0.1);
+    let gappy = fixed_fit(&x, d, t, &y, false);
+    let dense = fixed_fit(&x, d, t, &y, true);
+    let missing = 12 * t - y.len();
+    assert!(missing > 0 && missing as f64 <= perfusio_gp::MAX_GAP_FRACTION * (12 * t) as f64);
+    assert_eq!(gappy.report().objective_path, SolverPath::KroneckerWithGaps);
+    assert_eq!(dense.report().objective_path, SolverPath::Dense);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for _ in 0..3 {
+        let theta: Vec<f64> = gappy
+            .hyperparameters()
+            .iter()
+            .map(|v| v + rng.random_range(-0.5..0.5))
+            .collect();
+        let (n1, g1) = gappy.nlml_and_grad(&theta).unwrap();
+        let (n2, g2) = dense.nlml_and_grad(&theta).unwrap();
+        assert!(rel(n1, n2) < 1e-8, "nlml {n1} vs {n2}");
+        let gscale = g2.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        for (a, b) in g1.iter().zip(&g2) {
+            assert!((a - b).abs() <= 1e-8 * gscale, "gradient {a} vs {b}");
+        }
+    }
+    check_nlml_gradient(&gappy, 5);
+}
+
+#[test]
 fn unordered_complete_rows_still_use_kronecker() {
     let (d, t) = (2, 3);
     let (x, y) = synth(8, d, t, 3, 0.0);
