@@ -6,6 +6,7 @@ use crate::kernel::Kernel;
 use crate::mean::PriorMean;
 use crate::params::FitOptions;
 use faer::linalg::solvers::DenseSolveCore;
+use faer::linalg::solvers::Llt;
 use faer::{Mat, MatRef, Par, Side};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -384,10 +385,15 @@ pub(crate) fn cross<K: Kernel>(k: &K, test: &[f64], m: usize, ts: &TrainSet) -> 
 
 /// Cholesky with bounded jitter escalation. Returns the lower factor and the absolute
 /// jitter added (0 if none).
-pub(crate) fn chol_jitter(mut kmat: Mat<f64>, opts: &FitOptions) -> Result<(Mat<f64>, f64)> {
+pub(crate) fn chol_jitter(kmat: Mat<f64>, opts: &FitOptions) -> Result<(Mat<f64>, f64)> {
+    chol_jitter_llt(kmat, opts).map(|(llt, j)| (llt.L().to_owned(), j))
+}
+
+/// As [`chol_jitter`], keeping faer's factorisation object (for its inverse).
+pub(crate) fn chol_jitter_llt(mut kmat: Mat<f64>, opts: &FitOptions) -> Result<(Llt<f64>, f64)> {
     let n = kmat.nrows();
     if let Ok(llt) = kmat.llt(Side::Lower) {
-        return Ok((llt.L().to_owned(), 0.0));
+        return Ok((llt, 0.0));
     }
     let mean_diag = (0..n).map(|i| kmat[(i, i)]).sum::<f64>() / n.max(1) as f64;
     let mut rel = opts.jitter_start;
@@ -400,7 +406,7 @@ pub(crate) fn chol_jitter(mut kmat: Mat<f64>, opts: &FitOptions) -> Result<(Mat<
         added = j;
         if let Ok(llt) = kmat.llt(Side::Lower) {
             tracing::debug!(jitter = j, "Cholesky needed jitter");
-            return Ok((llt.L().to_owned(), j));
+            return Ok((llt, j));
         }
         if rel >= opts.max_jitter {
             return Err(GpError::NotPositiveDefinite { jitter: j });
@@ -485,14 +491,15 @@ pub(crate) fn eval_dense<K: Kernel>(
     let b = task_matrix(theta, lay);
     let noise: Vec<f64> = theta[lay.noise()].iter().map(|v| v.exp()).collect();
     let n = ts.n();
-    let (l, jitter) = chol_jitter(dense_k(ts, kx.as_ref(), b.as_ref(), &noise), opts)?;
-    let alpha = chol_solve(l.as_ref(), &ts.z);
+    let (llt, jitter) = chol_jitter_llt(dense_k(ts, kx.as_ref(), b.as_ref(), &noise), opts)?;
+    let l = llt.L();
+    let alpha = chol_solve(l, &ts.z);
     let quad: f64 = alpha.iter().zip(&ts.z).map(|(a, z)| a * z).sum();
     let logdet: f64 = 2.0 * (0..n).map(|i| l[(i, i)].ln()).sum::<f64>();
     let nlml = 0.5 * quad + 0.5 * logdet + 0.5 * n as f64 * LN_2PI;
     let mut grad = vec![0.0; lay.len()];
     if want_grad {
-        let kinv = inverse_from_l(l.as_ref());
+        let kinv = llt.inverse();
         let mut gx = Mat::<f64>::zeros(ts.n_base, ts.n_base);
         let mut gb = Mat::<f64>::zeros(lay.t, lay.t);
         let mut gn = vec![0.0; lay.t];
@@ -868,13 +875,14 @@ pub(crate) fn build_posterior<K: Kernel>(
     }
     let kx = kx_matrix(k, ts);
     let b = task_matrix(theta, lay);
-    let (l, jitter) = chol_jitter(dense_k(ts, kx.as_ref(), b.as_ref(), &noise), opts)?;
-    let alpha = chol_solve(l.as_ref(), &ts.z);
+    let (llt, jitter) = chol_jitter_llt(dense_k(ts, kx.as_ref(), b.as_ref(), &noise), opts)?;
+    let l = llt.L();
+    let alpha = chol_solve(l, &ts.z);
     let n = ts.n();
     let quad: f64 = alpha.iter().zip(&ts.z).map(|(a, z)| a * z).sum();
     let logdet: f64 = 2.0 * (0..n).map(|i| l[(i, i)].ln()).sum::<f64>();
     let nlml = 0.5 * quad + 0.5 * logdet + 0.5 * n as f64 * LN_2PI;
-    let kinv = inverse_from_l(l.as_ref());
+    let kinv = llt.inverse();
     let post = dense_posterior(
         ts,
         l.as_ref(),
@@ -910,9 +918,4 @@ pub(crate) fn dense_posterior(
         b: to_vec(b),
         noise,
     }
-}
-
-#[allow(dead_code)]
-pub(crate) fn llt_inverse(m: &Mat<f64>) -> Option<Mat<f64>> {
-    m.llt(Side::Lower).ok().map(|l| l.inverse())
 }

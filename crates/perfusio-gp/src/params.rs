@@ -11,7 +11,7 @@ pub const DEFAULT_SEED: u64 = 42;
 /// Default number of optimiser starts: the configured initial point plus one random start.
 pub const DEFAULT_N_STARTS: usize = 2;
 /// Default L-BFGS iteration limit per start for a fit from scratch.
-pub const DEFAULT_MAX_ITERS: u64 = 100;
+pub const DEFAULT_MAX_ITERS: u64 = 50;
 /// Default L-BFGS iteration limit for a warm-started refit.
 pub const DEFAULT_WARM_ITERS: u64 = 15;
 /// Default gradient-norm tolerance of L-BFGS (Euclidean norm on the optimiser's
