@@ -54,13 +54,13 @@ fn dataset(runs: usize, days: usize, drop: f64, seed: u64) -> (Vec<f64>, Vec<f64
     for _ in 0..runs {
         let (inp, nxt) = run(&mut rng, days);
         for (row, n) in inp.iter().zip(&nxt) {
-            for t in 0..SPECIES {
+            for (t, nt) in n.iter().enumerate() {
                 if drop > 0.0 && rng.random::<f64>() < drop {
                     continue;
                 }
                 x.extend_from_slice(row);
                 x.push(t as f64);
-                y.push(n[t]);
+                y.push(*nt);
             }
         }
     }

@@ -29,7 +29,7 @@ pub(crate) fn validate(
             "X needs at least one column (the task id, last)".into(),
         ));
     }
-    if x.len() % n_cols != 0 {
+    if !x.len().is_multiple_of(n_cols) {
         return Err(GpError::ShapeMismatch(format!(
             "X has {} values, which is not a multiple of n_cols = {n_cols}",
             x.len()

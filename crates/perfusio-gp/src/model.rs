@@ -155,6 +155,9 @@ impl Space {
     }
 }
 
+/// Last evaluation: `(u, objective, gradient in u)`.
+type CachedEval = (Vec<f64>, f64, Vec<f64>);
+
 /// Everything the objective needs.
 #[derive(Debug)]
 struct Objective<'a, K: Kernel + Clone> {
@@ -168,7 +171,7 @@ struct Objective<'a, K: Kernel + Clone> {
     ls_prior: Option<(f64, f64)>,
     evals: Cell<u64>,
     jitter: Cell<f64>,
-    cache: RefCell<Option<(Vec<f64>, f64, Vec<f64>)>>,
+    cache: RefCell<Option<CachedEval>>,
     best: RefCell<Option<(f64, Vec<f64>)>>,
 }
 
@@ -209,10 +212,11 @@ impl<K: Kernel + Clone> Objective<'_, K> {
     }
 
     fn eval_u(&self, u: &[f64]) -> std::result::Result<(f64, Vec<f64>), argmin::core::Error> {
-        if let Some((cu, c, g)) = self.cache.borrow().as_ref() {
-            if cu.len() == u.len() && cu.iter().zip(u).all(|(a, b)| a.to_bits() == b.to_bits()) {
-                return Ok((*c, g.clone()));
-            }
+        if let Some((cu, c, g)) = self.cache.borrow().as_ref()
+            && cu.len() == u.len()
+            && cu.iter().zip(u).all(|(a, b)| a.to_bits() == b.to_bits())
+        {
+            return Ok((*c, g.clone()));
         }
         let theta = self.space.theta(u);
         self.evals.set(self.evals.get() + 1);
@@ -696,10 +700,10 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
                 let qx = engine::from_vec(qx, nb, nb);
                 let rm = engine::from_vec(rm, nb, t);
                 let um: Mat<f64> = qx.transpose() * kxs.transpose();
-                for c in 0..ts.m {
+                for (c, v) in var.iter_mut().enumerate() {
                     let (u, tt) = (ts.row_u[c], ts.row_t[c]);
                     let red: f64 = (0..nb).map(|i| um[(i, u)].powi(2) * rm[(i, tt)]).sum();
-                    var[c] -= red;
+                    *v -= red;
                 }
             }
             PostState::Dense { wt, .. } => {
@@ -724,10 +728,10 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
     }
 
     fn to_original(&self, ts: &TestSet, mean: &mut [f64], var: &mut [f64], with_noise: bool) {
-        for c in 0..ts.m {
+        for (c, mc) in mean.iter_mut().enumerate().take(ts.m) {
             let t = ts.row_t[c];
             let s = self.st.std[t];
-            mean[c] = ts.prior[c] + self.st.mean[t] + s * mean[c];
+            *mc = ts.prior[c] + self.st.mean[t] + s * *mc;
             if let Some(v) = var.get_mut(c) {
                 let extra = if with_noise { self.post.noise[t] } else { 0.0 };
                 *v = s * s * (*v + extra);

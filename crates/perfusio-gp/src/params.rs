@@ -338,21 +338,21 @@ impl<K: Kernel + Clone> GpParams<K> {
                 format!("need {NOISE_FLOOR:e} ≤ lo < hi < ∞, got ({lo}, {hi})"),
             );
         }
-        if let Some((mu, s)) = o.priors.lengthscale {
-            if !(s.is_finite() && s > 0.0 && mu.is_none_or(f64::is_finite)) {
-                return bad(
-                    "priors.lengthscale",
-                    "σ must be finite and > 0, μ finite".into(),
-                );
-            }
+        if let Some((mu, s)) = o.priors.lengthscale
+            && !(s.is_finite() && s > 0.0 && mu.is_none_or(f64::is_finite))
+        {
+            return bad(
+                "priors.lengthscale",
+                "σ must be finite and > 0, μ finite".into(),
+            );
         }
-        if let Some((a, b)) = o.priors.noise {
-            if !(a.is_finite() && a > 0.0 && b.is_finite() && b > 0.0) {
-                return bad(
-                    "priors.noise",
-                    "shape and rate must be finite and > 0".into(),
-                );
-            }
+        if let Some((a, b)) = o.priors.noise
+            && !(a.is_finite() && a > 0.0 && b.is_finite() && b > 0.0)
+        {
+            return bad(
+                "priors.noise",
+                "shape and rate must be finite and > 0".into(),
+            );
         }
         let p = self.kernel.params();
         if p.len() != self.kernel.n_params() || p.iter().any(|v| !v.is_finite()) {

@@ -1,5 +1,6 @@
 //! Integration tests of perfusio-gp: closed forms, an independent dense reference, path
 //! agreement, gradients, calibration, online updates, persistence and bad input.
+#![allow(clippy::unwrap_used)]
 
 use approx::assert_relative_eq;
 use perfusio_gp::kernel::{Kernel, KernelSpec, Matern, Nu, Rbf};
