@@ -1,0 +1,201 @@
+//! Benchmarks of perfusio-gp on synthetic bioreactor-like data (seeded, built in memory).
+//!
+//! Layout as in the hybrid model: base inputs = 9 species at day t, 6 controls, day
+//! (16 columns) + task id; target = species `task` at day t+1; 9 tasks.
+//!
+//! (a) online retrain of one run (14 / 28 transitions → 126 / 252 rows), from scratch and
+//!     warm-started, complete and with 5 % of targets missing;
+//! (b) offline fit on 27 runs × 27 transitions (6 561 rows, Kronecker path);
+//! (c) posterior mean + variance at 256 inputs × 9 tasks for the (a) and (b) models.
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use perfusio_gp::{GpParams, MultiTaskGp};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::hint::black_box;
+
+const SPECIES: usize = 9;
+const CONTROLS: usize = 6;
+const D: usize = SPECIES + CONTROLS + 1;
+
+/// One simulated run: smooth, coupled species dynamics under per-run controls.
+fn run(rng: &mut ChaCha8Rng, days: usize) -> (Vec<[f64; D]>, Vec<[f64; SPECIES]>) {
+    let mut s: [f64; SPECIES] =
+        std::array::from_fn(|j| 1.0 + 0.5 * j as f64 + rng.random_range(-0.2..0.2));
+    let c: [f64; CONTROLS] = std::array::from_fn(|_| rng.random_range(0.0..1.0));
+    let mut inputs = Vec::new();
+    let mut next = Vec::new();
+    for day in 0..days {
+        let mut row = [0.0; D];
+        row[..SPECIES].copy_from_slice(&s);
+        row[SPECIES..SPECIES + CONTROLS].copy_from_slice(&c);
+        row[D - 1] = day as f64;
+        let growth = 0.3 * (1.0 - s[0] / 12.0) * (0.5 + c[0]);
+        let mut n = s;
+        for j in 0..SPECIES {
+            let drive = (0.4 * s[(j + 1) % SPECIES]).sin() * 0.2 + 0.1 * c[j % CONTROLS]
+                - 0.05 * s[j]
+                + growth * s[0] / (1.0 + j as f64);
+            n[j] = s[j] + drive + 0.02 * rng.random_range(-1.0..1.0);
+        }
+        inputs.push(row);
+        next.push(n);
+        s = n;
+    }
+    (inputs, next)
+}
+
+/// Indexed multi-task rows for `runs` runs of `days` transitions; drops each target with
+/// probability `drop`.
+fn dataset(runs: usize, days: usize, drop: f64, seed: u64) -> (Vec<f64>, Vec<f64>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for _ in 0..runs {
+        let (inp, nxt) = run(&mut rng, days);
+        for (row, n) in inp.iter().zip(&nxt) {
+            for (t, nt) in n.iter().enumerate() {
+                if drop > 0.0 && rng.random::<f64>() < drop {
+                    continue;
+                }
+                x.extend_from_slice(row);
+                x.push(t as f64);
+                y.push(*nt);
+            }
+        }
+    }
+    (x, y)
+}
+
+/// 256 query inputs × 9 tasks from fresh runs.
+fn queries(seed: u64) -> Vec<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut x = Vec::new();
+    let mut count = 0;
+    while count < 256 {
+        let (inp, _) = run(&mut rng, 16);
+        for row in inp {
+            if count == 256 {
+                break;
+            }
+            for t in 0..SPECIES {
+                x.extend_from_slice(&row);
+                x.push(t as f64);
+            }
+            count += 1;
+        }
+    }
+    x
+}
+
+fn fit(x: &[f64], y: &[f64]) -> MultiTaskGp {
+    GpParams::new(D, SPECIES)
+        .check()
+        .and_then(|p| p.fit(x, D + 1, y))
+        .unwrap_or_else(|e| panic!("fit failed: {e}"))
+}
+
+#[allow(clippy::print_stderr)]
+fn retrain(c: &mut Criterion) {
+    let mut g = c.benchmark_group("retrain");
+    g.sample_size(20);
+    let params = GpParams::new(D, SPECIES)
+        .check()
+        .unwrap_or_else(|e| panic!("{e}"));
+    for days in [14usize, 28] {
+        for (label, drop) in [("complete", 0.0), ("missing5", 0.05)] {
+            let (x, y) = dataset(1, days, drop, 1000 + days as u64);
+            // previous model: the same run one day earlier
+            let (xp, yp) = dataset(1, days - 1, drop, 1000 + days as u64);
+            let prev = fit(&xp, &yp);
+            let m = fit(&x, &y);
+            let r = m.report();
+            eprintln!(
+                "retrain {label} {days}d: rows {}, path {:?}, nlml {:.3}, iters {}, evals {}, converged {}, {:.1} ms",
+                y.len(),
+                r.path,
+                r.nlml,
+                r.iterations,
+                r.evaluations,
+                r.converged,
+                r.wall_time.as_secs_f64() * 1e3
+            );
+            let w = params
+                .fit_warm(&x, D + 1, &y, &prev)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let rw = w.report();
+            eprintln!(
+                "  warm: iters {}, evals {}, nlml {:.3}",
+                rw.iterations, rw.evaluations, rw.nlml
+            );
+            g.bench_with_input(
+                BenchmarkId::new(format!("scratch/{label}"), days),
+                &days,
+                |b, _| b.iter(|| params.fit(black_box(&x), D + 1, black_box(&y))),
+            );
+            g.bench_with_input(
+                BenchmarkId::new(format!("warm/{label}"), days),
+                &days,
+                |b, _| {
+                    b.iter(|| {
+                        params.fit_warm(black_box(&x), D + 1, black_box(&y), black_box(&prev))
+                    })
+                },
+            );
+        }
+    }
+    g.finish();
+}
+
+#[allow(clippy::print_stderr)]
+fn offline(c: &mut Criterion) {
+    let mut g = c.benchmark_group("offline");
+    g.sample_size(10);
+    let (x, y) = dataset(27, 27, 0.0, 7);
+    let params = GpParams::new(D, SPECIES)
+        .check()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let m = fit(&x, &y);
+    let r = m.report();
+    eprintln!(
+        "offline: rows {}, path {:?}, nlml {:.3}, iters {}, evals {}, converged {}, {:.2} s",
+        y.len(),
+        r.path,
+        r.nlml,
+        r.iterations,
+        r.evaluations,
+        r.converged,
+        r.wall_time.as_secs_f64()
+    );
+    g.bench_function("fit_6561", |b| {
+        b.iter(|| params.fit(black_box(&x), D + 1, black_box(&y)))
+    });
+    g.finish();
+}
+
+fn predict(c: &mut Criterion) {
+    let mut g = c.benchmark_group("predict_256x9");
+    let q = queries(77);
+    let (x, y) = dataset(1, 28, 0.0, 1028);
+    let a_complete = fit(&x, &y);
+    let (x, y) = dataset(1, 28, 0.05, 1028);
+    let a_missing = fit(&x, &y);
+    g.bench_function("a_28d_complete", |b| {
+        b.iter(|| a_complete.predict(black_box(&q)))
+    });
+    g.bench_function("a_28d_missing5", |b| {
+        b.iter(|| a_missing.predict(black_box(&q)))
+    });
+    let (x, y) = dataset(27, 27, 0.0, 7);
+    let off = GpParams::new(D, SPECIES)
+        .max_iters(15)
+        .n_starts(1)
+        .check()
+        .and_then(|p| p.fit(&x, D + 1, &y))
+        .unwrap_or_else(|e| panic!("{e}"));
+    g.bench_function("b_offline_6561", |b| b.iter(|| off.predict(black_box(&q))));
+    g.finish();
+}
+
+criterion_group!(benches, retrain, predict, offline);
+criterion_main!(benches);

@@ -1,0 +1,720 @@
+//! Covariance functions over base inputs, with analytic gradients with respect to their
+//! log-hyperparameters.
+//!
+//! Every kernel works on inputs already normalised to the unit cube by the model, so
+//! length-scales are in unit-cube units. Parameters are exposed in log space (all built-in
+//! kernel parameters are positive); the optimiser works in that space.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What a hyperparameter means; used to attach priors and default bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ParamKind {
+    /// A length-scale (log ℓ).
+    LengthScale,
+    /// A signal variance or scale (log σ²).
+    Variance,
+    /// A constant offset (log b).
+    Offset,
+    /// Anything else.
+    Other,
+}
+
+/// Description of one kernel hyperparameter (log space).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamInfo {
+    /// Human-readable name, e.g. `"rbf.log_lengthscale[3]"`.
+    pub name: String,
+    /// Meaning.
+    pub kind: ParamKind,
+    /// Lower and upper bound of the log-space value used by the optimiser.
+    pub bounds: (f64, f64),
+}
+
+/// Default log-space bounds for length-scales in unit-cube units: ℓ ∈ [1e-2, 1e3].
+pub const LENGTHSCALE_LOG_BOUNDS: (f64, f64) = (-4.605_170_185_988_091, 6.907_755_278_982_137);
+/// Default log-space bounds for variances and offsets: [1e-6, 1e3].
+pub const VARIANCE_LOG_BOUNDS: (f64, f64) = (-13.815_510_557_964_274, 6.907_755_278_982_137);
+
+/// A positive-semidefinite covariance function on base inputs.
+///
+/// Implement this to add your own kernel; the model is generic over it
+/// (`MultiTaskGp<K: Kernel>`). `eval_grad` must return the same value as `eval` and
+/// write `∂k/∂pᵢ` for every log-parameter `pᵢ` (in the order of [`Kernel::params`]) into
+/// `grad`, whose length is [`Kernel::n_params`].
+pub trait Kernel: Send + Sync + fmt::Debug {
+    /// Number of hyperparameters.
+    fn n_params(&self) -> usize;
+    /// Current hyperparameters (log space).
+    fn params(&self) -> Vec<f64>;
+    /// Overwrite the hyperparameters; `p.len() == self.n_params()`.
+    fn set_params(&mut self, p: &[f64]);
+    /// Names, kinds and bounds of the hyperparameters.
+    fn param_info(&self) -> Vec<ParamInfo>;
+    /// Smallest number of input columns this kernel reads (max active dimension + 1).
+    fn min_input_dim(&self) -> usize;
+    /// Kernel value `k(x, y)`.
+    fn eval(&self, x: &[f64], y: &[f64]) -> f64;
+    /// Kernel value and its gradient with respect to the log-parameters.
+    fn eval_grad(&self, x: &[f64], y: &[f64], grad: &mut [f64]) -> f64;
+}
+
+fn check_len(p: &[f64], n: usize) {
+    debug_assert_eq!(
+        p.len(),
+        n,
+        "set_params called with the wrong number of parameters"
+    );
+}
+
+/// Scaled squared distance terms `s_d = ((x_d − y_d)/ℓ_d)²` over the active dimensions.
+fn scaled_sq(active: &[usize], inv_ls: &[f64], x: &[f64], y: &[f64], s: &mut [f64]) -> f64 {
+    let mut r2 = 0.0;
+    for (k, &d) in active.iter().enumerate() {
+        let diff = (x[d] - y[d]) * inv_ls[k];
+        s[k] = diff * diff;
+        r2 += s[k];
+    }
+    r2
+}
+
+fn scaled_r2(active: &[usize], inv_ls: &[f64], x: &[f64], y: &[f64]) -> f64 {
+    let mut r2 = 0.0;
+    for (k, &d) in active.iter().enumerate() {
+        let diff = (x[d] - y[d]) * inv_ls[k];
+        r2 += diff * diff;
+    }
+    r2
+}
+
+/// Squared-exponential (RBF) kernel with ARD length-scales, unit variance:
+/// `k(x, y) = exp(−½ Σ_d (x_d − y_d)² / ℓ_d²)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StationaryRaw", into = "StationaryRaw")]
+pub struct Rbf {
+    active: Vec<usize>,
+    log_ls: Vec<f64>,
+    inv_ls: Vec<f64>,
+}
+
+/// Serialised form of the stationary kernels (the cached inverse length-scales are
+/// rebuilt on load, with the same arithmetic, so values stay bit-identical).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StationaryRaw {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nu: Option<Nu>,
+    active: Vec<usize>,
+    log_ls: Vec<f64>,
+}
+
+fn inv_of(log_ls: &[f64]) -> Vec<f64> {
+    log_ls.iter().map(|v| (-v).exp()).collect()
+}
+
+impl From<StationaryRaw> for Rbf {
+    fn from(r: StationaryRaw) -> Self {
+        let inv_ls = inv_of(&r.log_ls);
+        Self {
+            active: r.active,
+            log_ls: r.log_ls,
+            inv_ls,
+        }
+    }
+}
+impl From<Rbf> for StationaryRaw {
+    fn from(k: Rbf) -> Self {
+        Self {
+            nu: None,
+            active: k.active,
+            log_ls: k.log_ls,
+        }
+    }
+}
+impl From<StationaryRaw> for Matern {
+    fn from(r: StationaryRaw) -> Self {
+        let inv_ls = inv_of(&r.log_ls);
+        Self {
+            nu: r.nu.unwrap_or(Nu::FiveHalves),
+            active: r.active,
+            log_ls: r.log_ls,
+            inv_ls,
+        }
+    }
+}
+impl From<Matern> for StationaryRaw {
+    fn from(k: Matern) -> Self {
+        Self {
+            nu: Some(k.nu),
+            active: k.active,
+            log_ls: k.log_ls,
+        }
+    }
+}
+
+impl Rbf {
+    /// ARD kernel over input columns `0..n_dims`, all length-scales `ls`.
+    pub fn new(n_dims: usize, ls: f64) -> Self {
+        Self::on_dims((0..n_dims).collect(), ls)
+    }
+    /// ARD kernel over the given active input columns, all length-scales `ls`.
+    pub fn on_dims(active: Vec<usize>, ls: f64) -> Self {
+        let log_ls = vec![ls.ln(); active.len()];
+        let inv_ls = vec![(-ls.ln()).exp(); active.len()];
+        Self {
+            active,
+            log_ls,
+            inv_ls,
+        }
+    }
+    /// Current length-scales.
+    pub fn lengthscales(&self) -> Vec<f64> {
+        self.log_ls.iter().map(|v| v.exp()).collect()
+    }
+}
+
+fn ls_info(prefix: &str, n: usize) -> Vec<ParamInfo> {
+    (0..n)
+        .map(|k| ParamInfo {
+            name: format!("{prefix}.log_lengthscale[{k}]"),
+            kind: ParamKind::LengthScale,
+            bounds: LENGTHSCALE_LOG_BOUNDS,
+        })
+        .collect()
+}
+
+impl Kernel for Rbf {
+    fn n_params(&self) -> usize {
+        self.log_ls.len()
+    }
+    fn params(&self) -> Vec<f64> {
+        self.log_ls.clone()
+    }
+    fn set_params(&mut self, p: &[f64]) {
+        check_len(p, self.log_ls.len());
+        self.log_ls.copy_from_slice(p);
+        self.inv_ls = inv_of(p);
+    }
+    fn param_info(&self) -> Vec<ParamInfo> {
+        ls_info("rbf", self.log_ls.len())
+    }
+    fn min_input_dim(&self) -> usize {
+        self.active.iter().max().map_or(0, |m| m + 1)
+    }
+    fn eval(&self, x: &[f64], y: &[f64]) -> f64 {
+        (-0.5 * scaled_r2(&self.active, &self.inv_ls, x, y)).exp()
+    }
+    fn eval_grad(&self, x: &[f64], y: &[f64], grad: &mut [f64]) -> f64 {
+        let r2 = scaled_sq(&self.active, &self.inv_ls, x, y, grad);
+        let k = (-0.5 * r2).exp();
+        for g in grad.iter_mut() {
+            *g *= k;
+        }
+        k
+    }
+}
+
+/// Smoothness of a Matérn kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Nu {
+    /// ν = 1/2 (exponential kernel).
+    Half,
+    /// ν = 3/2.
+    ThreeHalves,
+    /// ν = 5/2.
+    FiveHalves,
+}
+
+/// Matérn kernel with ARD length-scales and unit variance, ν ∈ {1/2, 3/2, 5/2}.
+///
+/// With `r = sqrt(Σ_d (x_d − y_d)²/ℓ_d²)`: ν=1/2: `e^{−r}`; ν=3/2: `(1+√3 r) e^{−√3 r}`;
+/// ν=5/2: `(1+√5 r+5r²/3) e^{−√5 r}` (Rasmussen & Williams 2006, eq. 4.17,
+/// ISBN 0-262-18253-X).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StationaryRaw", into = "StationaryRaw")]
+pub struct Matern {
+    nu: Nu,
+    active: Vec<usize>,
+    log_ls: Vec<f64>,
+    inv_ls: Vec<f64>,
+}
+
+impl Matern {
+    /// ARD Matérn over input columns `0..n_dims`, all length-scales `ls`.
+    pub fn new(nu: Nu, n_dims: usize, ls: f64) -> Self {
+        Self::on_dims(nu, (0..n_dims).collect(), ls)
+    }
+    /// ARD Matérn over the given active input columns.
+    pub fn on_dims(nu: Nu, active: Vec<usize>, ls: f64) -> Self {
+        let log_ls = vec![ls.ln(); active.len()];
+        let inv_ls = inv_of(&log_ls);
+        Self {
+            nu,
+            active,
+            log_ls,
+            inv_ls,
+        }
+    }
+    /// Current length-scales.
+    pub fn lengthscales(&self) -> Vec<f64> {
+        self.log_ls.iter().map(|v| v.exp()).collect()
+    }
+    /// Value and `(1/r) dk/dr`-type factor `f` such that `∂k/∂log ℓ_d = f · s_d`.
+    fn value_and_factor(&self, r2: f64) -> (f64, f64) {
+        let r = r2.max(0.0).sqrt();
+        match self.nu {
+            Nu::Half => {
+                let e = (-r).exp();
+                let f = if r > 0.0 { e / r } else { 0.0 };
+                (e, f)
+            }
+            Nu::ThreeHalves => {
+                let a = 3f64.sqrt() * r;
+                let e = (-a).exp();
+                ((1.0 + a) * e, 3.0 * e)
+            }
+            Nu::FiveHalves => {
+                let a = 5f64.sqrt() * r;
+                let e = (-a).exp();
+                ((1.0 + a + 5.0 * r2 / 3.0) * e, 5.0 / 3.0 * (1.0 + a) * e)
+            }
+        }
+    }
+}
+
+impl Kernel for Matern {
+    fn n_params(&self) -> usize {
+        self.log_ls.len()
+    }
+    fn params(&self) -> Vec<f64> {
+        self.log_ls.clone()
+    }
+    fn set_params(&mut self, p: &[f64]) {
+        check_len(p, self.log_ls.len());
+        self.log_ls.copy_from_slice(p);
+        self.inv_ls = inv_of(p);
+    }
+    fn param_info(&self) -> Vec<ParamInfo> {
+        ls_info("matern", self.log_ls.len())
+    }
+    fn min_input_dim(&self) -> usize {
+        self.active.iter().max().map_or(0, |m| m + 1)
+    }
+    fn eval(&self, x: &[f64], y: &[f64]) -> f64 {
+        self.value_and_factor(scaled_r2(&self.active, &self.inv_ls, x, y))
+            .0
+    }
+    fn eval_grad(&self, x: &[f64], y: &[f64], grad: &mut [f64]) -> f64 {
+        let r2 = scaled_sq(&self.active, &self.inv_ls, x, y, grad);
+        let (k, f) = self.value_and_factor(r2);
+        for g in grad.iter_mut() {
+            *g *= f;
+        }
+        k
+    }
+}
+
+/// Linear kernel with offset: `k(x, y) = b + v · Σ_d x_d y_d` over the active columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Linear {
+    active: Vec<usize>,
+    log_offset: f64,
+    log_variance: f64,
+}
+
+impl Linear {
+    /// Linear kernel over columns `0..n_dims` with offset `b` and variance `v`.
+    pub fn new(n_dims: usize, b: f64, v: f64) -> Self {
+        Self::on_dims((0..n_dims).collect(), b, v)
+    }
+    /// Linear kernel over the given active columns.
+    pub fn on_dims(active: Vec<usize>, b: f64, v: f64) -> Self {
+        Self {
+            active,
+            log_offset: b.ln(),
+            log_variance: v.ln(),
+        }
+    }
+    fn dot(&self, x: &[f64], y: &[f64]) -> f64 {
+        self.active.iter().map(|&d| x[d] * y[d]).sum()
+    }
+}
+
+impl Kernel for Linear {
+    fn n_params(&self) -> usize {
+        2
+    }
+    fn params(&self) -> Vec<f64> {
+        vec![self.log_offset, self.log_variance]
+    }
+    fn set_params(&mut self, p: &[f64]) {
+        check_len(p, 2);
+        self.log_offset = p[0];
+        self.log_variance = p[1];
+    }
+    fn param_info(&self) -> Vec<ParamInfo> {
+        vec![
+            ParamInfo {
+                name: "linear.log_offset".into(),
+                kind: ParamKind::Offset,
+                bounds: VARIANCE_LOG_BOUNDS,
+            },
+            ParamInfo {
+                name: "linear.log_variance".into(),
+                kind: ParamKind::Variance,
+                bounds: VARIANCE_LOG_BOUNDS,
+            },
+        ]
+    }
+    fn min_input_dim(&self) -> usize {
+        self.active.iter().max().map_or(0, |m| m + 1)
+    }
+    fn eval(&self, x: &[f64], y: &[f64]) -> f64 {
+        self.log_offset.exp() + self.log_variance.exp() * self.dot(x, y)
+    }
+    fn eval_grad(&self, x: &[f64], y: &[f64], grad: &mut [f64]) -> f64 {
+        let b = self.log_offset.exp();
+        let vd = self.log_variance.exp() * self.dot(x, y);
+        grad[0] = b;
+        grad[1] = vd;
+        b + vd
+    }
+}
+
+/// Serialisable kernel expression: the built-in kernels and their scale, sum and product.
+///
+/// This is the default kernel type of the model and what persistence stores. Build
+/// composites with [`KernelSpec::scaled`], [`KernelSpec::sum`] and [`KernelSpec::product`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum KernelSpec {
+    /// RBF kernel.
+    Rbf(Rbf),
+    /// Matérn kernel.
+    Matern(Matern),
+    /// Linear kernel.
+    Linear(Linear),
+    /// `σ² · k`, parameter `log σ²` first, then the inner kernel's.
+    Scale {
+        /// log σ².
+        log_variance: f64,
+        /// The scaled kernel.
+        inner: Box<KernelSpec>,
+    },
+    /// Sum of kernels; parameters concatenated in order.
+    Sum(Vec<KernelSpec>),
+    /// Product of kernels; parameters concatenated in order.
+    Product(Vec<KernelSpec>),
+}
+
+impl From<Rbf> for KernelSpec {
+    fn from(k: Rbf) -> Self {
+        Self::Rbf(k)
+    }
+}
+impl From<Matern> for KernelSpec {
+    fn from(k: Matern) -> Self {
+        Self::Matern(k)
+    }
+}
+impl From<Linear> for KernelSpec {
+    fn from(k: Linear) -> Self {
+        Self::Linear(k)
+    }
+}
+
+/// Largest number of factors in a product kernel whose gradient is computed on the stack.
+const MAX_STACK_FACTORS: usize = 16;
+
+impl KernelSpec {
+    /// `variance · inner`.
+    pub fn scaled(inner: impl Into<KernelSpec>, variance: f64) -> Self {
+        Self::Scale {
+            log_variance: variance.ln(),
+            inner: Box::new(inner.into()),
+        }
+    }
+    /// Sum of the given kernels.
+    pub fn sum(parts: Vec<KernelSpec>) -> Self {
+        Self::Sum(parts)
+    }
+    /// Product of the given kernels.
+    pub fn product(parts: Vec<KernelSpec>) -> Self {
+        Self::Product(parts)
+    }
+}
+
+impl Kernel for KernelSpec {
+    fn n_params(&self) -> usize {
+        match self {
+            Self::Rbf(k) => k.n_params(),
+            Self::Matern(k) => k.n_params(),
+            Self::Linear(k) => k.n_params(),
+            Self::Scale { inner, .. } => 1 + inner.n_params(),
+            Self::Sum(v) | Self::Product(v) => v.iter().map(Kernel::n_params).sum(),
+        }
+    }
+    fn params(&self) -> Vec<f64> {
+        match self {
+            Self::Rbf(k) => k.params(),
+            Self::Matern(k) => k.params(),
+            Self::Linear(k) => k.params(),
+            Self::Scale {
+                log_variance,
+                inner,
+            } => {
+                let mut p = vec![*log_variance];
+                p.extend(inner.params());
+                p
+            }
+            Self::Sum(v) | Self::Product(v) => v.iter().flat_map(Kernel::params).collect(),
+        }
+    }
+    fn set_params(&mut self, p: &[f64]) {
+        check_len(p, self.n_params());
+        match self {
+            Self::Rbf(k) => k.set_params(p),
+            Self::Matern(k) => k.set_params(p),
+            Self::Linear(k) => k.set_params(p),
+            Self::Scale {
+                log_variance,
+                inner,
+            } => {
+                *log_variance = p[0];
+                inner.set_params(&p[1..]);
+            }
+            Self::Sum(v) | Self::Product(v) => {
+                let mut off = 0;
+                for k in v.iter_mut() {
+                    let n = k.n_params();
+                    k.set_params(&p[off..off + n]);
+                    off += n;
+                }
+            }
+        }
+    }
+    fn param_info(&self) -> Vec<ParamInfo> {
+        match self {
+            Self::Rbf(k) => k.param_info(),
+            Self::Matern(k) => k.param_info(),
+            Self::Linear(k) => k.param_info(),
+            Self::Scale { inner, .. } => {
+                let mut v = vec![ParamInfo {
+                    name: "scale.log_variance".into(),
+                    kind: ParamKind::Variance,
+                    bounds: VARIANCE_LOG_BOUNDS,
+                }];
+                v.extend(inner.param_info());
+                v
+            }
+            Self::Sum(v) | Self::Product(v) => v.iter().flat_map(Kernel::param_info).collect(),
+        }
+    }
+    fn min_input_dim(&self) -> usize {
+        match self {
+            Self::Rbf(k) => k.min_input_dim(),
+            Self::Matern(k) => k.min_input_dim(),
+            Self::Linear(k) => k.min_input_dim(),
+            Self::Scale { inner, .. } => inner.min_input_dim(),
+            Self::Sum(v) | Self::Product(v) => {
+                v.iter().map(Kernel::min_input_dim).max().unwrap_or(0)
+            }
+        }
+    }
+    fn eval(&self, x: &[f64], y: &[f64]) -> f64 {
+        match self {
+            Self::Rbf(k) => k.eval(x, y),
+            Self::Matern(k) => k.eval(x, y),
+            Self::Linear(k) => k.eval(x, y),
+            Self::Scale {
+                log_variance,
+                inner,
+            } => log_variance.exp() * inner.eval(x, y),
+            Self::Sum(v) => v.iter().map(|k| k.eval(x, y)).sum(),
+            Self::Product(v) => v.iter().map(|k| k.eval(x, y)).product(),
+        }
+    }
+    fn eval_grad(&self, x: &[f64], y: &[f64], grad: &mut [f64]) -> f64 {
+        match self {
+            Self::Rbf(k) => k.eval_grad(x, y, grad),
+            Self::Matern(k) => k.eval_grad(x, y, grad),
+            Self::Linear(k) => k.eval_grad(x, y, grad),
+            Self::Scale {
+                log_variance,
+                inner,
+            } => {
+                let s = log_variance.exp();
+                let kin = inner.eval_grad(x, y, &mut grad[1..]);
+                for g in grad[1..].iter_mut() {
+                    *g *= s;
+                }
+                grad[0] = s * kin;
+                s * kin
+            }
+            Self::Sum(v) => {
+                let mut off = 0;
+                let mut total = 0.0;
+                for k in v {
+                    let n = k.n_params();
+                    total += k.eval_grad(x, y, &mut grad[off..off + n]);
+                    off += n;
+                }
+                total
+            }
+            Self::Product(v) => {
+                let mut vals = [0.0; MAX_STACK_FACTORS];
+                let mut heap = Vec::new();
+                let vals: &mut [f64] = if v.len() <= MAX_STACK_FACTORS {
+                    &mut vals[..v.len()]
+                } else {
+                    heap.resize(v.len(), 0.0);
+                    &mut heap
+                };
+                let mut off = 0;
+                for (j, k) in v.iter().enumerate() {
+                    let n = k.n_params();
+                    vals[j] = k.eval_grad(x, y, &mut grad[off..off + n]);
+                    off += n;
+                }
+                let mut off = 0;
+                for (j, k) in v.iter().enumerate() {
+                    let n = k.n_params();
+                    let others: f64 = vals
+                        .iter()
+                        .enumerate()
+                        .filter(|(l, _)| *l != j)
+                        .map(|(_, v)| *v)
+                        .product();
+                    for g in grad[off..off + n].iter_mut() {
+                        *g *= others;
+                    }
+                    off += n;
+                }
+                vals.iter().product()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Central finite difference of `k` with respect to log-parameter `j`.
+    fn fd(k: &KernelSpec, x: &[f64], y: &[f64], j: usize) -> f64 {
+        let h = 1e-6;
+        let p = k.params();
+        let mut kp = k.clone();
+        let mut q = p.clone();
+        q[j] += h;
+        kp.set_params(&q);
+        let up = kp.eval(x, y);
+        q[j] -= 2.0 * h;
+        kp.set_params(&q);
+        let dn = kp.eval(x, y);
+        (up - dn) / (2.0 * h)
+    }
+
+    /// Relative error with a floor of 1e-6 on the denominator (gradients that vanish
+    /// cannot have a meaningful relative error).
+    fn check(k: &KernelSpec, x: &[f64], y: &[f64]) -> std::result::Result<(), TestCaseError> {
+        let mut g = vec![0.0; k.n_params()];
+        let v = k.eval_grad(x, y, &mut g);
+        prop_assert!((v - k.eval(x, y)).abs() <= 1e-14 * v.abs().max(1.0));
+        for (j, gj) in g.iter().enumerate() {
+            let f = fd(k, x, y, j);
+            let rel = (gj - f).abs() / (f.abs().max(1e-6));
+            prop_assert!(
+                rel < 1e-5,
+                "param {j}: analytic {gj}, fd {f}, rel {rel}, kernel {k:?}"
+            );
+        }
+        Ok(())
+    }
+
+    fn kernels(ls: &[f64], b: f64, v: f64, s: f64) -> Vec<KernelSpec> {
+        let mut rbf = Rbf::new(3, 1.0);
+        rbf.set_params(&ls.iter().map(|l| l.ln()).collect::<Vec<_>>());
+        let mut mats = Vec::new();
+        for nu in [Nu::Half, Nu::ThreeHalves, Nu::FiveHalves] {
+            let mut m = Matern::new(nu, 3, 1.0);
+            m.set_params(&ls.iter().map(|l| l.ln()).collect::<Vec<_>>());
+            mats.push(KernelSpec::Matern(m));
+        }
+        let lin = KernelSpec::Linear(Linear::on_dims(vec![0, 2], b, v));
+        let mut out = vec![KernelSpec::Rbf(rbf.clone()), lin.clone()];
+        out.extend(mats.iter().cloned());
+        out.push(KernelSpec::scaled(rbf.clone(), s));
+        out.push(KernelSpec::sum(vec![
+            KernelSpec::Rbf(rbf.clone()),
+            lin.clone(),
+        ]));
+        out.push(KernelSpec::product(vec![
+            KernelSpec::Rbf(Rbf::on_dims(vec![0], ls[0])),
+            KernelSpec::scaled(Matern::on_dims(Nu::FiveHalves, vec![1, 2], ls[1]), s),
+            lin,
+        ]));
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, rng_seed: proptest::test_runner::RngSeed::Fixed(7), ..ProptestConfig::default() })]
+        #[test]
+        fn kernel_gradients_match_finite_differences(
+            x in proptest::collection::vec(0.0f64..1.0, 3),
+            dy in proptest::collection::vec(0.05f64..0.6, 3),
+            ls in proptest::collection::vec(0.2f64..2.0, 3),
+            b in 0.1f64..2.0, v in 0.1f64..2.0, s in 0.2f64..3.0,
+        ) {
+            let y: Vec<f64> = x.iter().zip(&dy).map(|(a, d)| a + d).collect();
+            for k in kernels(&ls, b, v, s) {
+                check(&k, &x, &y)?;
+            }
+        }
+    }
+
+    #[test]
+    fn closed_form_values() {
+        // r = 1 with ℓ = 1 on one dimension
+        let (x, y) = ([0.0], [1.0]);
+        let e = |nu| KernelSpec::Matern(Matern::new(nu, 1, 1.0)).eval(&x, &y);
+        approx::assert_relative_eq!(e(Nu::Half), (-1f64).exp(), max_relative = 1e-15);
+        let s3 = 3f64.sqrt();
+        approx::assert_relative_eq!(
+            e(Nu::ThreeHalves),
+            (1.0 + s3) * (-s3).exp(),
+            max_relative = 1e-15
+        );
+        let s5 = 5f64.sqrt();
+        approx::assert_relative_eq!(
+            e(Nu::FiveHalves),
+            (1.0 + s5 + 5.0 / 3.0) * (-s5).exp(),
+            max_relative = 1e-15
+        );
+        approx::assert_relative_eq!(
+            Rbf::new(1, 2.0).eval(&x, &y),
+            (-0.125f64).exp(),
+            max_relative = 1e-15
+        );
+        approx::assert_relative_eq!(
+            Linear::new(2, 0.5, 2.0).eval(&[1.0, 2.0], &[3.0, -1.0]),
+            0.5 + 2.0 * 1.0,
+            max_relative = 1e-15
+        );
+    }
+
+    #[test]
+    fn serde_round_trip_keeps_values() {
+        let k = KernelSpec::product(vec![
+            KernelSpec::Rbf(Rbf::new(2, 0.3)),
+            KernelSpec::scaled(Linear::new(2, 1.0, 0.5), 2.0),
+        ]);
+        let s = serde_json::to_string(&k).unwrap();
+        let k2: KernelSpec = serde_json::from_str(&s).unwrap();
+        let (a, b) = ([0.1, 0.7], [0.4, 0.2]);
+        assert_eq!(k.eval(&a, &b).to_bits(), k2.eval(&a, &b).to_bits());
+    }
+}

@@ -1,0 +1,410 @@
+//! Fit configuration: params → [`GpParams::check`] → [`GpValidParams::fit`].
+
+use crate::error::{GpError, Result};
+use crate::kernel::{Kernel, KernelSpec, Matern, Nu};
+use crate::mean::{ConstantMean, PriorMean};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Default seed of the multistart generator.
+pub const DEFAULT_SEED: u64 = 42;
+/// Default number of optimiser starts: the configured initial point plus one random start.
+pub const DEFAULT_N_STARTS: usize = 2;
+/// Default L-BFGS iteration limit per start for a fit from scratch.
+pub const DEFAULT_MAX_ITERS: u64 = 50;
+/// Default L-BFGS iteration limit for a warm-started refit.
+pub const DEFAULT_WARM_ITERS: u64 = 15;
+/// Default gradient-norm tolerance of L-BFGS (Euclidean norm on the optimiser's
+/// unconstrained scale).
+pub const DEFAULT_GRAD_TOL: f64 = 1e-4;
+/// Default tolerance on the absolute change of the objective between L-BFGS iterations
+/// (the objective is a log density: changes below 1e-6 nats are statistically irrelevant).
+pub const DEFAULT_COST_TOL: f64 = 1e-6;
+/// Default L-BFGS memory.
+pub const DEFAULT_LBFGS_MEMORY: usize = 7;
+/// First jitter tried when a Cholesky factorisation fails, relative to the mean diagonal.
+pub const DEFAULT_JITTER_START: f64 = 1e-10;
+/// Largest jitter tried before [`GpError::NotPositiveDefinite`], relative to the mean diagonal.
+pub const DEFAULT_MAX_JITTER: f64 = 1e-4;
+/// Default initial noise variance (standardised units).
+pub const DEFAULT_NOISE_INIT: f64 = 0.05;
+/// Lower bound of every per-task noise variance, in standardised units. It keeps the
+/// covariance matrix well conditioned and interpolation honest about measurement error.
+pub const NOISE_FLOOR: f64 = 1e-6;
+/// Default upper bound of the per-task noise variance (standardised units).
+pub const NOISE_CEIL: f64 = 10.0;
+
+/// Whether a group of hyperparameters is optimised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Tune {
+    /// Held at its configured value.
+    Fixed,
+    /// Optimised within its bounds (log space; bounds enforced by a logistic
+    /// reparameterisation so the unconstrained L-BFGS never leaves them).
+    #[default]
+    Bounded,
+}
+
+/// Which hyperparameter groups are optimised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Tuning {
+    /// Base-kernel hyperparameters.
+    pub kernel: Tune,
+    /// Task covariance `B = W Wᵀ + diag(κ)`.
+    pub task_covariance: Tune,
+    /// Per-task noise variances.
+    pub noise: Tune,
+}
+
+impl Tuning {
+    /// Nothing optimised: condition on the data with the configured hyperparameters.
+    pub fn fixed() -> Self {
+        Self {
+            kernel: Tune::Fixed,
+            task_covariance: Tune::Fixed,
+            noise: Tune::Fixed,
+        }
+    }
+}
+
+/// Hyperparameter priors added to the negative log marginal likelihood (MAP fit).
+///
+/// With 10–30 points per task the marginal likelihood is flat in many directions and
+/// maximum likelihood readily returns length-scales at a bound or a noise of zero. The
+/// defaults are weak and follow common practice for Bayesian optimisation:
+/// * length-scales (unit-cube units): log-normal with `μ = √2 + ½ ln d`, `σ = √3`, where
+///   `d` is the number of base input columns. Scaling the location with `√d` keeps the
+///   prior volume sensible as the dimension grows (Hvarfner, Hellsten & Nardi 2024,
+///   "Vanilla Bayesian optimization performs great in high dimensions", ICML,
+///   arXiv:2402.02229); its mode `e^{μ−σ²}` is ≈ 0.2·√d.
+/// * noise variance (standardised units): Gamma(shape 1.1, rate 0.05), which is almost flat
+///   but stops the noise from running to large values and, with shape > 1, vanishes at 0.
+///
+/// The prior density is evaluated on the natural parameter (ℓ or σ²) and added to the
+/// NLML as `−ln p`, without a log-space Jacobian. Task-covariance parameters get no prior.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HyperPriors {
+    /// `(μ, σ)` of the log-normal on length-scales; `None` for no prior. `μ = None` inside
+    /// means "use the dimension-scaled default".
+    pub lengthscale: Option<(Option<f64>, f64)>,
+    /// `(shape, rate)` of the gamma prior on each noise variance; `None` for no prior.
+    pub noise: Option<(f64, f64)>,
+}
+
+impl Default for HyperPriors {
+    fn default() -> Self {
+        Self {
+            lengthscale: Some((None, 3f64.sqrt())),
+            noise: Some((1.1, 0.05)),
+        }
+    }
+}
+
+impl HyperPriors {
+    /// No priors: plain maximum marginal likelihood.
+    pub fn none() -> Self {
+        Self {
+            lengthscale: None,
+            noise: None,
+        }
+    }
+}
+
+/// Optimiser and numerical options (serialised with the model so refits reuse them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitOptions {
+    /// Which groups are optimised.
+    pub tuning: Tuning,
+    /// Number of L-BFGS starts (≥ 1); the first is the configured initial point, the others
+    /// are drawn from a `ChaCha8Rng` seeded with `seed`.
+    pub n_starts: usize,
+    /// Seed of the multistart draws.
+    pub seed: u64,
+    /// Iteration limit per start.
+    pub max_iters: u64,
+    /// Iteration limit of a warm-started refit (single start).
+    pub warm_iters: u64,
+    /// Gradient-norm tolerance.
+    pub grad_tol: f64,
+    /// Cost-change tolerance.
+    pub cost_tol: f64,
+    /// L-BFGS memory.
+    pub lbfgs_memory: usize,
+    /// First jitter tried (relative to the mean diagonal).
+    pub jitter_start: f64,
+    /// Largest jitter tried (relative to the mean diagonal).
+    pub max_jitter: f64,
+    /// Bounds `(lo, hi)` of each per-task noise variance, standardised units; `lo ≥ NOISE_FLOOR`.
+    pub noise_bounds: (f64, f64),
+    /// Hyperparameter priors.
+    pub priors: HyperPriors,
+    /// Use the dense path even on complete data (for checking and benchmarking).
+    pub force_dense: bool,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        Self {
+            tuning: Tuning::default(),
+            n_starts: DEFAULT_N_STARTS,
+            seed: DEFAULT_SEED,
+            max_iters: DEFAULT_MAX_ITERS,
+            warm_iters: DEFAULT_WARM_ITERS,
+            grad_tol: DEFAULT_GRAD_TOL,
+            cost_tol: DEFAULT_COST_TOL,
+            lbfgs_memory: DEFAULT_LBFGS_MEMORY,
+            jitter_start: DEFAULT_JITTER_START,
+            max_jitter: DEFAULT_MAX_JITTER,
+            noise_bounds: (NOISE_FLOOR, NOISE_CEIL),
+            priors: HyperPriors::default(),
+            force_dense: false,
+        }
+    }
+}
+
+/// Initial task covariance and noise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TaskInit {
+    pub(crate) w: Vec<f64>,
+    pub(crate) kappa: Vec<f64>,
+    pub(crate) noise: Vec<f64>,
+}
+
+/// Unchecked configuration of a multi-task GP (setters consume `self`; call
+/// [`GpParams::check`] to validate).
+#[derive(Debug, Clone)]
+pub struct GpParams<K: Kernel = KernelSpec> {
+    pub(crate) kernel: K,
+    pub(crate) n_tasks: usize,
+    pub(crate) rank: usize,
+    pub(crate) init: Option<TaskInit>,
+    pub(crate) prior_mean: Arc<dyn PriorMean>,
+    pub(crate) opts: FitOptions,
+}
+
+/// Validated configuration; [`GpValidParams::fit`] fits a model.
+#[derive(Debug, Clone)]
+pub struct GpValidParams<K: Kernel = KernelSpec>(pub(crate) GpParams<K>);
+
+/// The default kernel for `d` base inputs: Matérn-5/2 with ARD length-scales started at the
+/// mode of the default length-scale prior (≈ 0.2·√d in unit-cube units).
+pub fn default_kernel(d: usize) -> KernelSpec {
+    KernelSpec::Matern(Matern::new(Nu::FiveHalves, d, default_lengthscale(d)))
+}
+
+/// Mode of the default log-normal length-scale prior for `d` inputs, `exp(√2 − 3 + ½ ln d)`.
+pub fn default_lengthscale(d: usize) -> f64 {
+    (2f64.sqrt() - 3.0 + 0.5 * (d.max(1) as f64).ln()).exp()
+}
+
+impl GpParams<KernelSpec> {
+    /// Defaults for `d` base input columns and `n_tasks` tasks: [`default_kernel`], rank 1.
+    pub fn new(d: usize, n_tasks: usize) -> Self {
+        Self::with_kernel(default_kernel(d), n_tasks)
+    }
+}
+
+impl<K: Kernel + Clone> GpParams<K> {
+    /// Configuration with a given base kernel (its current parameters are the initial values).
+    pub fn with_kernel(kernel: K, n_tasks: usize) -> Self {
+        Self {
+            kernel,
+            n_tasks,
+            rank: 1,
+            init: None,
+            prior_mean: Arc::new(ConstantMean(0.0)),
+            opts: FitOptions::default(),
+        }
+    }
+    /// Rank of `W` in `B = W Wᵀ + diag(κ)` (default 1; `0` gives independent tasks).
+    pub fn rank(mut self, rank: usize) -> Self {
+        self.rank = rank;
+        self
+    }
+    /// Prior mean (default `ConstantMean(0.0)`).
+    pub fn prior_mean(mut self, m: Arc<dyn PriorMean>) -> Self {
+        self.prior_mean = m;
+        self
+    }
+    /// Which hyperparameter groups are optimised.
+    pub fn tuning(mut self, t: Tuning) -> Self {
+        self.opts.tuning = t;
+        self
+    }
+    /// Number of optimiser starts (default [`DEFAULT_N_STARTS`]).
+    pub fn n_starts(mut self, n: usize) -> Self {
+        self.opts.n_starts = n;
+        self
+    }
+    /// Seed for the multistart draws (default [`DEFAULT_SEED`]).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.opts.seed = seed;
+        self
+    }
+    /// Iteration limit per start (default [`DEFAULT_MAX_ITERS`]).
+    pub fn max_iters(mut self, n: u64) -> Self {
+        self.opts.max_iters = n;
+        self
+    }
+    /// Iteration limit of warm-started refits (default [`DEFAULT_WARM_ITERS`]).
+    pub fn warm_iters(mut self, n: u64) -> Self {
+        self.opts.warm_iters = n;
+        self
+    }
+    /// Gradient and cost tolerances of L-BFGS.
+    pub fn tolerance(mut self, grad_tol: f64, cost_tol: f64) -> Self {
+        self.opts.grad_tol = grad_tol;
+        self.opts.cost_tol = cost_tol;
+        self
+    }
+    /// Largest relative jitter tried before giving up (default [`DEFAULT_MAX_JITTER`]).
+    pub fn max_jitter(mut self, j: f64) -> Self {
+        self.opts.max_jitter = j;
+        self
+    }
+    /// Noise-variance bounds in standardised units (default `(NOISE_FLOOR, NOISE_CEIL)`).
+    pub fn noise_bounds(mut self, lo: f64, hi: f64) -> Self {
+        self.opts.noise_bounds = (lo, hi);
+        self
+    }
+    /// Hyperparameter priors (default [`HyperPriors::default`]).
+    pub fn priors(mut self, p: HyperPriors) -> Self {
+        self.opts.priors = p;
+        self
+    }
+    /// Force the dense path even when the data is complete.
+    pub fn force_dense(mut self, yes: bool) -> Self {
+        self.opts.force_dense = yes;
+        self
+    }
+    /// Initial (or, with fixed tuning, final) task covariance and noise:
+    /// `w` is `n_tasks × rank` row-major, `kappa` and `noise` have one value per task.
+    pub fn task_init(mut self, w: Vec<f64>, kappa: Vec<f64>, noise: Vec<f64>) -> Self {
+        self.init = Some(TaskInit { w, kappa, noise });
+        self
+    }
+    /// Replace all options at once.
+    pub fn options(mut self, opts: FitOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// Validate every field and their combinations.
+    pub fn check(self) -> Result<GpValidParams<K>> {
+        let o = &self.opts;
+        let bad =
+            |name: &'static str, reason: String| Err(GpError::InvalidParameter { name, reason });
+        if self.n_tasks == 0 {
+            return bad("n_tasks", "must be at least 1".into());
+        }
+        if self.rank > self.n_tasks {
+            return bad(
+                "rank",
+                format!(
+                    "{} exceeds n_tasks = {}; use rank ≤ n_tasks",
+                    self.rank, self.n_tasks
+                ),
+            );
+        }
+        if o.n_starts == 0 {
+            return bad("n_starts", "must be at least 1".into());
+        }
+        if o.lbfgs_memory == 0 {
+            return bad("lbfgs_memory", "must be at least 1".into());
+        }
+        if !(o.grad_tol.is_finite()
+            && o.grad_tol > 0.0
+            && o.cost_tol.is_finite()
+            && o.cost_tol >= 0.0)
+        {
+            return bad(
+                "tolerance",
+                "grad_tol must be finite and > 0, cost_tol finite and ≥ 0".into(),
+            );
+        }
+        if !(o.jitter_start > 0.0 && o.max_jitter >= o.jitter_start && o.max_jitter.is_finite()) {
+            return bad(
+                "max_jitter",
+                format!(
+                    "need 0 < jitter_start ({}) ≤ max_jitter ({}) < ∞",
+                    o.jitter_start, o.max_jitter
+                ),
+            );
+        }
+        let (lo, hi) = o.noise_bounds;
+        if !(lo >= NOISE_FLOOR && hi > lo && hi.is_finite()) {
+            return bad(
+                "noise_bounds",
+                format!("need {NOISE_FLOOR:e} ≤ lo < hi < ∞, got ({lo}, {hi})"),
+            );
+        }
+        if let Some((mu, s)) = o.priors.lengthscale
+            && !(s.is_finite() && s > 0.0 && mu.is_none_or(f64::is_finite))
+        {
+            return bad(
+                "priors.lengthscale",
+                "σ must be finite and > 0, μ finite".into(),
+            );
+        }
+        if let Some((a, b)) = o.priors.noise
+            && !(a.is_finite() && a > 0.0 && b.is_finite() && b > 0.0)
+        {
+            return bad(
+                "priors.noise",
+                "shape and rate must be finite and > 0".into(),
+            );
+        }
+        let p = self.kernel.params();
+        if p.len() != self.kernel.n_params() || p.iter().any(|v| !v.is_finite()) {
+            return bad(
+                "kernel",
+                "initial kernel parameters must be finite (positive before the log)".into(),
+            );
+        }
+        for (v, info) in p.iter().zip(self.kernel.param_info()) {
+            if *v < info.bounds.0 - 1e-12 || *v > info.bounds.1 + 1e-12 {
+                return bad(
+                    "kernel",
+                    format!(
+                        "initial {} = {v} is outside its log bounds {:?}",
+                        info.name, info.bounds
+                    ),
+                );
+            }
+        }
+        if let Some(init) = &self.init {
+            let t = self.n_tasks;
+            if init.w.len() != t * self.rank || init.kappa.len() != t || init.noise.len() != t {
+                return bad(
+                    "task_init",
+                    format!(
+                        "need w of length n_tasks·rank = {}, kappa and noise of length {t}",
+                        t * self.rank
+                    ),
+                );
+            }
+            if init.w.iter().any(|v| !v.is_finite())
+                || init.kappa.iter().any(|v| !(v.is_finite() && *v > 0.0))
+            {
+                return bad(
+                    "task_init",
+                    "w must be finite and kappa finite and > 0".into(),
+                );
+            }
+            if init.noise.iter().any(|v| !(*v >= lo && *v <= hi)) {
+                return bad(
+                    "task_init",
+                    format!("every noise variance must lie within noise_bounds ({lo}, {hi})"),
+                );
+            }
+        }
+        Ok(GpValidParams(self))
+    }
+}
+
+impl<K: Kernel + Clone> GpValidParams<K> {
+    /// The validated options.
+    pub fn options(&self) -> &FitOptions {
+        &self.0.opts
+    }
+}
