@@ -1,18 +1,6 @@
 //! End-to-end tests of the `perfusio` binary.
 
-use std::process::Command;
-
-fn perfusio(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_perfusio"))
-        .args(args)
-        .output()
-        .expect("run perfusio");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::perfusio;
 
 #[test]
 fn design_space_table_lists_controls_and_bounds() {

@@ -1,21 +1,9 @@
 //! `perfusio audit verify`: output and exit codes on valid, tampered and truncated logs.
 
+use crate::perfusio;
 use std::path::Path;
-use std::process::Command;
 
 use perfusio_audit::{AuditWriter, FsyncPolicy, WriterOptions, demo};
-
-fn perfusio(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_perfusio"))
-        .args(args)
-        .output()
-        .expect("run perfusio");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Write a demo log of `n` records and return its head hash.
 fn demo_log(path: &Path, n: usize) -> String {

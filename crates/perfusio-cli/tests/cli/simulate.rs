@@ -1,18 +1,6 @@
 //! End-to-end tests of `perfusio simulate`.
 
-use std::process::Command;
-
-fn perfusio(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_perfusio"))
-        .args(args)
-        .output()
-        .expect("run perfusio");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::perfusio;
 
 /// Parses the CSV into the header and rows of optional numbers.
 fn parse(csv: &str) -> (Vec<String>, Vec<Vec<Option<f64>>>) {
