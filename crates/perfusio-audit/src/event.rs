@@ -83,21 +83,34 @@ impl Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
-#[allow(missing_docs)]
 pub enum EventKind {
+    /// A run started.
     RunStarted,
+    /// A run resumed on an existing log.
     RunResumed,
+    /// A run finished.
     RunFinished,
+    /// A sample was read.
     SampleRead,
+    /// A measured value was rejected.
     SampleRejected,
+    /// The model was retrained.
     ModelRetrained,
+    /// A forecast was made.
     Forecast,
+    /// The design policy recommended setpoints.
     Decision,
+    /// Setpoints were written to the reactor.
     SetpointWritten,
+    /// Setpoints were withheld (write gate closed).
     SetpointWithheld,
+    /// An alarm was raised.
     Alarm,
+    /// A connector reported an error.
     ConnectorError,
+    /// A torn log tail was quarantined on reopening.
     LogRecovered,
+    /// An application-defined event.
     Custom,
 }
 

@@ -1,8 +1,8 @@
 //! The fitted multi-task Gaussian process.
 
 use crate::engine::{
-    self, KronParts, LOG_KAPPA_BOUNDS, Layout, Normaliser, PostState, Posterior, SolverPath,
-    Standardiser, TrainSet, W_BOUNDS,
+    self, LOG_KAPPA_BOUNDS, Layout, Normaliser, PostState, Posterior, SolverPath, Standardiser,
+    TrainSet, W_BOUNDS,
 };
 use crate::error::{GpError, Result};
 use crate::kernel::{Kernel, KernelSpec, ParamKind};
@@ -1019,6 +1019,3 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
         Ok((e.nlml, e.grad))
     }
 }
-
-#[allow(dead_code)]
-fn _assert_kron_parts(_: KronParts) {}
