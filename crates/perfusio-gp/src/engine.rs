@@ -242,15 +242,7 @@ impl TrainSet {
         if self.n() != self.n_base * self.n_tasks {
             return None;
         }
-        let mut z = Mat::<f64>::full(self.n_base, self.n_tasks, f64::NAN);
-        for r in 0..self.n() {
-            let (i, t) = (self.row_base[r], self.row_task[r]);
-            if !z[(i, t)].is_nan() {
-                return None;
-            }
-            z[(i, t)] = self.z[r];
-        }
-        Some(z)
+        self.grid().filter(|g| g.missing.is_empty()).map(|g| g.z)
     }
 }
 
