@@ -66,6 +66,15 @@
 //! }
 //! # Ok(()) }
 //! ```
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::print_stdout,
+        clippy::print_stderr
+    )
+)]
 #![deny(clippy::float_cmp)]
 
 pub mod canonical;
