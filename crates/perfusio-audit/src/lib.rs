@@ -20,6 +20,11 @@
 //! * **One writer, many tasks.** [`AuditHandle`] is a cheap clone that feeds a single writer
 //!   thread, so concurrent tasks never interleave lines (see the [`handle`] module for why a
 //!   thread rather than a task).
+//! * **Typed payloads, kinds declared once.** Every kind has a payload struct in [`event`]; the
+//!   [`Event`] and [`EventKind`] enums and everything that enumerates the kinds are generated
+//!   from one list there, and [`Record::payload_as`] reads the records of one kind back as its
+//!   type. The culture day is `perfusio-core`'s `u32`; [`Entry::new`] converts it to the
+//!   record's float `day` member, the only conversion.
 //! * **A chain cannot prove its own end.** Keep the head hash printed at the end of a run
 //!   elsewhere and pass it as [`VerifyOptions::expect_head`] to prove nothing was cut off.
 //!
@@ -48,7 +53,7 @@
 //! let (mut w, _) = AuditWriter::open(&path, WriterOptions::new("run-7", "R1"))?;
 //! for day in 0..3 {
 //!     let values = BTreeMap::from([("Glc".to_string(), Some(5.0 - f64::from(day))), ("Lac".to_string(), None)]);
-//!     w.append(Entry::new(f64::from(day), SampleRead { source: "virtual".into(), values }))?;
+//!     w.append(Entry::new(day, SampleRead { source: "virtual".into(), values }))?;
 //! }
 //! drop(w);
 //! let report = verify_file(&path, &VerifyOptions::default())?;
@@ -90,7 +95,7 @@ mod verify;
 mod writer;
 
 pub use error::{AuditError, Result};
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, EventPayload};
 pub use handle::AuditHandle;
 #[cfg(feature = "polars")]
 pub use reader::export_parquet_file;
