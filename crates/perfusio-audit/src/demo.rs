@@ -1,5 +1,5 @@
 //! A simulated run for demonstrations, tests and benchmarks: a reproducible sequence of
-//! realistic entries of every kind.
+//! realistic entries of every kind (feature `demo`; not part of the stable API).
 //!
 //! The numbers follow the shape of a CHO perfusion culture (cells grow and plateau, glucose is
 //! consumed, titer accumulates) but come from a tiny deterministic generator, not from the plant

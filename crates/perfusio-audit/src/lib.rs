@@ -39,6 +39,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `polars` | no | `export_parquet_file` (Parquet export through polars; heavy to compile) |
+//! | `demo` | no | `demo::simulated_run`: a reproducible run with every event kind (a fixture for examples, tests and benches; not a stable API) |
 //!
 //! ## Example
 //!
@@ -81,9 +82,12 @@
     )
 )]
 #![deny(clippy::float_cmp)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod canonical;
 mod core_conv;
+#[cfg(feature = "demo")]
+#[cfg_attr(docsrs, doc(cfg(feature = "demo")))]
 pub mod demo;
 mod error;
 pub mod event;
