@@ -139,7 +139,7 @@ impl Control {
         self.info().description
     }
 
-    /// Default operating value (plant-model.md).
+    /// Default operating value (docs/plant-model.md).
     pub fn default_value(self) -> f64 {
         self.info().default
     }
@@ -209,7 +209,7 @@ impl Setpoints {
         Self { day, values }
     }
 
-    /// The default operating point (plant-model.md) from `day` onward.
+    /// The default operating point (docs/plant-model.md) from `day` onward.
     pub fn defaults(day: u32) -> Self {
         Self::new(day, Control::defaults())
     }

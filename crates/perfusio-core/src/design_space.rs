@@ -181,9 +181,9 @@ pub struct DesignSpace {
     vcv_target: f64,
 }
 
-/// The ambr250 design space of `plant-model.md`: perfusion 0.5–2.0 vvd, bleed 0.05–0.30 vvd,
-/// medium glucose 2–8 g/L, temperature 35–37.5 °C, agitation 700–1050 rpm (hard), medium
-/// pyruvate 0–5 mmol/L; viability floor 95 %, VCV target 30 %.
+/// The ambr250 design space of `docs/plant-model.md`: perfusion 0.5–2.0 vvd, bleed
+/// 0.05–0.30 vvd, medium glucose 2–8 g/L, temperature 35–37.5 °C, agitation 700–1050 rpm
+/// (hard), medium pyruvate 0–5 mmol/L; viability floor 95 %, VCV target 30 %.
 pub const DEFAULT_AMBR250_DESIGN_SPACE: DesignSpace = DesignSpace {
     controls: [
         ControlSpec::soft(Control::PerfusionRate, 0.5, 2.0, Bounds::new(0.0, 3.0)),

@@ -1,5 +1,5 @@
 //! Designs of experiments: Box–Behnken, central composite and Latin hypercube designs,
-//! scaling to physical bounds, the 27-run training design of `plant-model.md`, and
+//! scaling to physical bounds, the 27-run training design of `docs/plant-model.md`, and
 //! [`simulate_design`], which turns a design into noisy trajectories.
 //!
 //! Coded designs live in `[-extent, extent]^k` (Box–Behnken and face-centred central
@@ -345,7 +345,7 @@ pub struct Factor {
     pub upper: f64,
 }
 
-/// The four factors of the training design of `plant-model.md`: perfusion 0.5/1.0/1.5 vvd,
+/// The four factors of the training design of `docs/plant-model.md`: perfusion 0.5/1.0/1.5 vvd,
 /// bleed 0.10/0.15/0.20 vvd, temperature 36.5/37.0/37.5 °C, medium glucose 4/5/6 g/L.
 pub const TRAINING_FACTORS: [Factor; 4] = [
     Factor {
@@ -402,7 +402,7 @@ fn apply_factors(
         .collect()
 }
 
-/// The 27-run training design of `plant-model.md`: a 4-factor Box–Behnken design over
+/// The 27-run training design of `docs/plant-model.md`: a 4-factor Box–Behnken design over
 /// [`TRAINING_FACTORS`] with 3 centre runs; agitation (850 rpm) and medium pyruvate
 /// (0 mmol/L) at their defaults.
 ///

@@ -18,7 +18,7 @@ pub const CELLS_PER_L_PER_VCD: f64 = 1e9;
 /// Molar mass of glucose, g/mol (turns g/L of glucose into mmol/L for the lactate yield).
 pub const GLUCOSE_MOLAR_MASS: f64 = 180.0;
 
-/// The day-0 state of `plant-model.md`: VCD 1.0, Via 99 %, Glc 5 g/L, Gln 4, Glu 0.5,
+/// The day-0 state of `docs/plant-model.md`: VCD 1.0, Via 99 %, Glc 5 g/L, Gln 4, Glu 0.5,
 /// Lac 2, Amm 0.5, Pyr 0 mmol/L, Titer 0 mg/L.
 ///
 /// ```
@@ -58,7 +58,7 @@ pub struct Rates {
     pub consuming_lactate: bool,
 }
 
-/// The CHO perfusion plant model of `plant-model.md`: kinetics, mass balances and an
+/// The CHO perfusion plant model of `docs/plant-model.md`: kinetics, mass balances and an
 /// adaptive Dormand–Prince integrator. Immutable and cheap to clone; every method takes
 /// `&self` and allocates nothing except [`PlantModel::simulate`]'s output vector.
 ///
@@ -77,7 +77,7 @@ pub struct PlantModel {
 }
 
 impl PlantModel {
-    /// A model with the given parameters and the integrator settings of `plant-model.md`
+    /// A model with the given parameters and the integrator settings of `docs/plant-model.md`
     /// (rtol 1e-6, atol 1e-9, at most 1 h per step).
     pub fn new(params: KineticParams) -> Self {
         Self {

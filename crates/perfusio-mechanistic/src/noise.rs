@@ -39,7 +39,7 @@ pub struct NoiseModel {
 }
 
 impl Default for NoiseModel {
-    /// The noise of `plant-model.md`: CV 5 % VCD, 2 % Via, 7 % metabolites, 8 % titer,
+    /// The noise of `docs/plant-model.md`: CV 5 % VCD, 2 % Via, 7 % metabolites, 8 % titer,
     /// 5 % VCV, 3 % Diam; 5 % missing.
     fn default() -> Self {
         Self {
