@@ -53,7 +53,7 @@ fn state(day: f64) -> [f64; 9] {
     let vcd = 60.0 / (1.0 + 59.0 * (-0.6 * day).exp());
     [
         vcd,
-        99.0 - 0.3 * day,
+        (99.0 - 0.3 * day).max(60.0),
         (5.0 - 0.05 * vcd).max(0.5),
         (4.0 - 0.03 * vcd).max(0.1),
         0.5 + 0.02 * vcd,
@@ -256,7 +256,7 @@ pub fn simulated_run(n: usize, seed: u64) -> Vec<Entry> {
                 .iter()
                 .map(|h| {
                     let m = rng.noisy(state(d + f64::from(*h))[k], 0.01);
-                    (m, 0.05 * m * f64::from(*h).sqrt())
+                    (m, 0.05 * m.abs() * f64::from(*h).sqrt())
                 })
                 .unzip();
             bands.insert(

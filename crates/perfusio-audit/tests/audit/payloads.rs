@@ -153,3 +153,15 @@ fn non_finite_numbers_are_named_before_the_consistency_check() {
         "{err}"
     );
 }
+
+#[test]
+fn long_demo_runs_pass_every_check() {
+    // The benches append 10 000 demo records; every one must be accepted.
+    let entries = perfusio_audit::demo::simulated_run(12_000, 2026);
+    assert_eq!(entries.len(), 12_000);
+    let last_day = entries.last().unwrap().day;
+    assert!(last_day > 1000, "{last_day}");
+    for e in &entries {
+        e.event.check().unwrap();
+    }
+}
