@@ -204,8 +204,8 @@ pub fn simulated_run(n: usize, seed: u64) -> Vec<Entry> {
         }
         if day > 0 {
             model = model_hash(seed, day);
-            let converged = day % 5 != 0;
-            let calibrated = if day % 7 == 0 {
+            let converged = !day.is_multiple_of(5);
+            let calibrated = if day.is_multiple_of(7) {
                 BTreeMap::from([
                     (
                         "mu_max".to_string(),
