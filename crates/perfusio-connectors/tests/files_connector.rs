@@ -206,7 +206,7 @@ mod dialects {
         assert_relative_eq!(d0.get(Species::Glc).unwrap(), 6.0);
         let d1 = &t.get(1).unwrap().sample;
         assert_eq!(d1.control(Control::PerfusionRate), Some(1.5));
-        assert_eq!(d1.derived[Derived::Diam as usize], Some(20.9));
+        assert_eq!(d1.derived[Derived::Diam.index()], Some(20.9));
         assert_eq!(d1.get(Species::Via), None);
         // validation points at the value's line in a long file
         let text = "day,species,value\n0,VCD,0.5\n0,glucose,25\n";

@@ -81,7 +81,7 @@ const CONTROL_INFO: [ControlInfo; N_CONTROLS] = [
         unit: "°C",
         description: "culture temperature",
         default: 37.0,
-        aliases: &["temp", "t"],
+        aliases: &["temp"],
     },
     ControlInfo {
         name: "agitation",
@@ -309,6 +309,9 @@ mod tests {
             "pyr_feed_conc".parse::<Control>().unwrap(),
             Control::PyruvateFeed
         );
+        assert_eq!("Temp".parse::<Control>().unwrap(), Control::Temperature);
+        // `t` is a time column in most exports: it must not read as a temperature
+        assert_eq!(Control::lookup("t"), None);
         let e = "speed".parse::<Control>().unwrap_err().to_string();
         assert_eq!(
             e,

@@ -58,13 +58,14 @@ pub use connector::{Connector, ConnectorError, ControlReceipt, WriteReceipt, Wri
 pub use controls::{Control, ControlArray, N_CONTROLS, Setpoints};
 pub use design_space::{
     ControlSpec, DEFAULT_AMBR250_DESIGN_SPACE, DesignSpace, Violation, ViolationKind,
+    bleed_violation,
 };
 pub use error::{CoreError, Result};
 pub use sample::{Rejection, RejectionReason, Sample, ValidatedSample};
 pub use secret::{REDACTED, Secret};
 pub use species::{
-    Bounds, Derived, N_SPECIES, Species, SpeciesArray, Variable, mean_cell_diameter_um,
-    viable_cell_volume_percent,
+    Bounds, Derived, N_DERIVED, N_SPECIES, Species, SpeciesArray, Variable, mean_cell_diameter_um,
+    normalise_name, viable_cell_volume_percent,
 };
 pub use trajectory::{Trajectory, TrajectoryRow};
 

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use crate::controls::{Control, ControlArray, N_CONTROLS};
 use crate::design_space::DesignSpace;
-use crate::species::{Derived, N_SPECIES, Species, SpeciesArray, Variable};
+use crate::species::{Derived, N_DERIVED, N_SPECIES, Species, SpeciesArray, Variable};
 
 /// A culture day's measurements; every value may be missing.
 ///
@@ -30,7 +30,7 @@ pub struct Sample {
     /// Species values in canonical order (`None` = not measured).
     pub species: SpeciesArray<Option<f64>>,
     /// Measured derived variables `[VCV, Diam]`, if the instrument reports them.
-    pub derived: [Option<f64>; 2],
+    pub derived: [Option<f64>; N_DERIVED],
     /// Controls the source reports as applied on this day, if any.
     pub controls: ControlArray<Option<f64>>,
     /// When the sample was taken.
@@ -47,7 +47,7 @@ impl Sample {
         Self {
             day,
             species: [None; N_SPECIES],
-            derived: [None; 2],
+            derived: [None; N_DERIVED],
             controls: [None; N_CONTROLS],
             timestamp: None,
             reactor_id: None,
@@ -77,7 +77,7 @@ impl Sample {
     pub fn get_variable(&self, variable: Variable) -> Option<f64> {
         match variable {
             Variable::Species(s) => self.species[s.index()],
-            Variable::Derived(d) => self.derived[d as usize],
+            Variable::Derived(d) => self.derived[d.index()],
         }
     }
 
@@ -85,7 +85,7 @@ impl Sample {
     pub fn set_variable(&mut self, variable: Variable, value: Option<f64>) {
         match variable {
             Variable::Species(s) => self.species[s.index()] = value,
-            Variable::Derived(d) => self.derived[d as usize] = value,
+            Variable::Derived(d) => self.derived[d.index()] = value,
         }
     }
 

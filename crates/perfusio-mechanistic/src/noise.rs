@@ -1,7 +1,7 @@
 //! The measurement-noise model of the virtual reactor.
 
 use perfusio_core::{
-    Derived, N_SPECIES, Sample, Species, SpeciesArray, mean_cell_diameter_um,
+    Derived, N_DERIVED, N_SPECIES, Sample, Species, SpeciesArray, mean_cell_diameter_um,
     viable_cell_volume_percent,
 };
 use rand::{RngExt, SeedableRng};
@@ -33,7 +33,7 @@ pub struct NoiseModel {
     /// Coefficient of variation of each species, canonical order.
     pub cv: SpeciesArray<f64>,
     /// Coefficients of variation of the derived variables `[VCV, Diam]`.
-    pub derived_cv: [f64; 2],
+    pub derived_cv: [f64; N_DERIVED],
     /// Probability that a value is missing.
     pub missing_prob: f64,
 }
@@ -55,7 +55,7 @@ impl NoiseModel {
     pub fn none() -> Self {
         Self {
             cv: [0.0; N_SPECIES],
-            derived_cv: [0.0; 2],
+            derived_cv: [0.0; N_DERIVED],
             missing_prob: 0.0,
         }
     }
@@ -107,7 +107,7 @@ impl NoiseModel {
             mean_cell_diameter_um(via),
         ];
         for d in Derived::ALL {
-            let i = d as usize;
+            let i = d.index();
             s.derived[i] = self.draw(
                 &mut rng,
                 derived_clean[i],

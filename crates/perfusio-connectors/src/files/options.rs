@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use perfusio_core::{Control, Species, Variable};
+use perfusio_core::{Control, N_DERIVED, N_SPECIES, Species, Variable, normalise_name};
 
 use super::error::{FileError, Result};
 
@@ -46,16 +46,10 @@ pub enum ColumnTarget {
 impl ColumnTarget {
     /// Resolves a header (or long-format name) by the core registry: `day` aliases,
     /// species, derived variables and controls, case-insensitively (spaces and dashes count
-    /// as `_`).
+    /// as `_`, see [`normalise_name`]). A bare `t` is not a temperature: it is the usual
+    /// name of a time column, so it stays unknown unless mapped explicitly.
     pub fn lookup(name: &str) -> Option<Self> {
-        let key: String = name
-            .trim()
-            .chars()
-            .map(|c| match c {
-                ' ' | '-' => '_',
-                c => c.to_ascii_lowercase(),
-            })
-            .collect();
+        let key = normalise_name(name);
         match key.as_str() {
             "day" | "days" | "culture_day" | "day_of_culture" | "cultivation_day" => {
                 return Some(Self::Day);
@@ -71,12 +65,13 @@ impl ColumnTarget {
             .or_else(|| Control::lookup(&key).map(Self::Control))
     }
 
-    /// Index into a flat slot array: species 0..9, derived 9..11, controls 11..17.
+    /// Index into a flat slot array: species `0..N_SPECIES`, then the derived variables,
+    /// then the controls.
     pub(crate) fn slot(self) -> Option<usize> {
         match self {
             Self::Variable(Variable::Species(s)) => Some(s.index()),
-            Self::Variable(Variable::Derived(d)) => Some(9 + d as usize),
-            Self::Control(c) => Some(11 + c.index()),
+            Self::Variable(Variable::Derived(d)) => Some(N_SPECIES + d.index()),
+            Self::Control(c) => Some(N_SPECIES + N_DERIVED + c.index()),
             _ => None,
         }
     }
@@ -100,7 +95,7 @@ impl FromStr for ColumnTarget {
     type Err = FileError;
 
     fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
+        match normalise_name(s).as_str() {
             "species" | "variable" | "name" => return Ok(Self::Name),
             "value" => return Ok(Self::Value),
             _ => {}
@@ -529,6 +524,12 @@ mod tests {
             assert_eq!(ColumnTarget::lookup(name), Some(t), "{name}");
         }
         assert_eq!(ColumnTarget::lookup("operator"), None);
+        // a time column named `t` is not a temperature
+        assert_eq!(ColumnTarget::lookup("t"), None);
+        assert_eq!(
+            ColumnTarget::lookup("temp"),
+            Some(ColumnTarget::Control(Control::Temperature))
+        );
         assert_eq!(
             "species".parse::<ColumnTarget>().unwrap(),
             ColumnTarget::Name

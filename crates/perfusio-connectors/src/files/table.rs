@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use perfusio_core::{
-    Control, DesignSpace, N_CONTROLS, N_SPECIES, Rejection, Sample, Species, Variable,
+    Control, DesignSpace, N_CONTROLS, N_DERIVED, N_SPECIES, Rejection, Sample, Species, Variable,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -15,8 +15,8 @@ use time::format_description::well_known::Rfc3339;
 use super::error::{FileError, Result};
 use super::options::{ColumnTarget, Layout, ParseOptions, Unit};
 
-/// Number of value slots per day: 9 species, 2 derived variables, 6 controls.
-pub(crate) const N_SLOTS: usize = N_SPECIES + 2 + N_CONTROLS;
+/// Number of value slots per day: the species, the derived variables, the controls.
+pub(crate) const N_SLOTS: usize = N_SPECIES + N_DERIVED + N_CONTROLS;
 
 /// Viability values at or below this everywhere in a file (with no declared unit) are read
 /// as fractions: a culture at ≤ 1.5 % viability for its whole run is not a culture.
@@ -414,7 +414,7 @@ pub(crate) fn build_table<T: RawTable>(
         .map(|h| {
             options
                 .mapping_of(h)
-                .or_else(|| match h.trim().to_ascii_lowercase().as_str() {
+                .or_else(|| match perfusio_core::normalise_name(h).as_str() {
                     "species" | "variable" | "parameter" | "name" => Some(ColumnTarget::Name),
                     "value" => Some(ColumnTarget::Value),
                     _ => ColumnTarget::lookup(h),
@@ -599,7 +599,7 @@ pub(crate) fn build_table<T: RawTable>(
 
     // units: declared ones win; undeclared viability <= threshold everywhere is a fraction
     let mut conversions = Vec::new();
-    for slot in 0..N_SPECIES + 2 {
+    for slot in 0..N_SPECIES + N_DERIVED {
         let var = slot_variable(slot);
         let declared = options.unit_of(var);
         let any_present = days.iter().any(|(_, a)| a.values[slot].is_some());
@@ -649,8 +649,8 @@ pub(crate) fn build_table<T: RawTable>(
             for (slot, v) in a.values.iter().enumerate() {
                 match slot {
                     s if s < N_SPECIES => sample.species[s] = *v,
-                    s if s < N_SPECIES + 2 => sample.derived[s - N_SPECIES] = *v,
-                    s => sample.controls[s - N_SPECIES - 2] = *v,
+                    s if s < N_SPECIES + N_DERIVED => sample.derived[s - N_SPECIES] = *v,
+                    s => sample.controls[s - N_SPECIES - N_DERIVED] = *v,
                 }
             }
             sample.timestamp = a.timestamp;
@@ -683,15 +683,17 @@ pub(crate) fn build_table<T: RawTable>(
 fn slot_variable(slot: usize) -> Variable {
     match Species::from_index(slot) {
         Some(s) => Variable::Species(s),
-        None => Variable::Derived(perfusio_core::Derived::ALL[(slot - N_SPECIES).min(1)]),
+        None => {
+            Variable::Derived(perfusio_core::Derived::ALL[(slot - N_SPECIES).min(N_DERIVED - 1)])
+        }
     }
 }
 
 fn slot_name(slot: usize) -> &'static str {
-    if slot < N_SPECIES + 2 {
+    if slot < N_SPECIES + N_DERIVED {
         slot_variable(slot).name()
     } else {
-        Control::ALL[(slot - N_SPECIES - 2).min(N_CONTROLS - 1)].name()
+        Control::ALL[(slot - N_SPECIES - N_DERIVED).min(N_CONTROLS - 1)].name()
     }
 }
 
@@ -745,7 +747,7 @@ mod tests {
             let s = t.slot().unwrap();
             assert!(!seen[s], "{t} shares slot {s}");
             seen[s] = true;
-            if s < N_SPECIES + 2 {
+            if s < N_SPECIES + N_DERIVED {
                 assert_eq!(ColumnTarget::Variable(slot_variable(s)), t);
             }
             assert_eq!(slot_name(s), t.to_string());

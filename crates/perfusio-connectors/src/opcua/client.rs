@@ -994,7 +994,7 @@ impl Connector for OpcUaConnector {
                     })?);
                 }
                 Slot::Species(s) => raw.species[s.index()] = v,
-                Slot::Derived(d) => raw.derived[*d as usize] = v,
+                Slot::Derived(d) => raw.derived[d.index()] = v,
                 Slot::Control(c) => raw.controls[c.index()] = v,
             }
         }

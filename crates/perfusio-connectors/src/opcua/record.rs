@@ -137,7 +137,7 @@ impl RecordLine {
             }
         }
         for d in Derived::ALL {
-            if let Some(v) = sample.derived[d as usize] {
+            if let Some(v) = sample.derived[d.index()] {
                 values.insert(d.name().to_string(), RecordedValue(v));
             }
         }
