@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::CultureDay;
 use crate::error::CoreError;
 use crate::species::normalise_name;
 
@@ -198,19 +199,19 @@ impl FromStr for Control {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Setpoints {
     /// Culture day from which the setpoints act.
-    pub day: u32,
+    pub day: CultureDay,
     /// Values in canonical control order.
     pub values: ControlArray<f64>,
 }
 
 impl Setpoints {
     /// Setpoints with explicit values.
-    pub fn new(day: u32, values: ControlArray<f64>) -> Self {
+    pub fn new(day: CultureDay, values: ControlArray<f64>) -> Self {
         Self { day, values }
     }
 
     /// The default operating point (plant-model.md) from `day` onward.
-    pub fn defaults(day: u32) -> Self {
+    pub fn defaults(day: CultureDay) -> Self {
         Self::new(day, Control::defaults())
     }
 

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::controls::{Control, ControlArray, N_CONTROLS};
 use crate::error::CoreError;
+use crate::reading::Quantity;
 use crate::species::{Bounds, Derived, N_DERIVED, N_SPECIES, Species, SpeciesArray, Variable};
 
 /// Bounds and metadata of one control inside a [`DesignSpace`].
@@ -328,6 +329,17 @@ impl DesignSpace {
         }
     }
 
+    /// The range a reported value of `quantity` must lie in to be accepted by
+    /// [`RawReading::validate`](crate::RawReading::validate): the plausible range of a
+    /// measured variable, or the absolute limits of a control reported as applied.
+    pub fn plausible_range(&self, quantity: Quantity) -> Bounds {
+        match quantity {
+            Quantity::Species(s) => self.species_bounds[s.index()],
+            Quantity::Derived(d) => self.derived_bounds[d.index()],
+            Quantity::Control(c) => self.controls[c.index()].limits,
+        }
+    }
+
     /// Plausible ranges of the nine species.
     pub fn species_bounds(&self) -> &SpeciesArray<Bounds> {
         &self.species_bounds
@@ -608,10 +620,15 @@ mod tests {
         // the plausible ranges are the species registry's (one table)
         for s in Species::ALL {
             assert_eq!(DS.bounds(Variable::Species(s)), s.bounds());
+            assert_eq!(DS.plausible_range(Quantity::Species(s)), s.bounds());
         }
         for d in Derived::ALL {
             assert_eq!(DS.bounds(Variable::Derived(d)), d.bounds());
         }
+        assert_eq!(
+            DS.plausible_range(Quantity::Control(Control::Agitation)),
+            Bounds::new(700.0, 1050.0)
+        );
     }
 
     #[test]

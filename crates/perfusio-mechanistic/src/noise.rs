@@ -1,8 +1,8 @@
 //! The measurement-noise model of the virtual reactor.
 
 use perfusio_core::{
-    Derived, N_DERIVED, N_SPECIES, Sample, Species, SpeciesArray, mean_cell_diameter_um,
-    viable_cell_volume_percent,
+    CultureDay, Derived, N_DERIVED, N_SPECIES, Sample, Species, SpeciesArray,
+    mean_cell_diameter_um, viable_cell_volume_percent,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -88,7 +88,7 @@ impl NoiseModel {
     /// A noisy [`Sample`] of the clean state `clean` on `day`, with VCV and Diam in
     /// `Sample::derived` (computed from the clean state, then noised with their own CVs).
     /// Deterministic for `(seed, day)`.
-    pub fn sample(&self, day: u32, clean: &SpeciesArray<f64>, seed: u64) -> Sample {
+    pub fn sample(&self, day: CultureDay, clean: &SpeciesArray<f64>, seed: u64) -> Sample {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(u64::from(day));
         let mut s = Sample::new(day);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use perfusio_core::{Control, N_DERIVED, N_SPECIES, Species, Variable, normalise_name};
+use perfusio_core::{Control, Quantity, Species, Variable, normalise_name};
 
 use super::error::{FileError, Result};
 
@@ -65,15 +65,19 @@ impl ColumnTarget {
             .or_else(|| Control::lookup(&key).map(Self::Control))
     }
 
-    /// Index into a flat slot array: species `0..N_SPECIES`, then the derived variables,
-    /// then the controls.
-    pub(crate) fn slot(self) -> Option<usize> {
+    /// The quantity a value column holds (`None` for day, timestamp and layout columns).
+    pub fn quantity(self) -> Option<Quantity> {
         match self {
-            Self::Variable(Variable::Species(s)) => Some(s.index()),
-            Self::Variable(Variable::Derived(d)) => Some(N_SPECIES + d.index()),
-            Self::Control(c) => Some(N_SPECIES + N_DERIVED + c.index()),
+            Self::Variable(v) => Some(v.into()),
+            Self::Control(c) => Some(c.into()),
             _ => None,
         }
+    }
+
+    /// Index of the column's quantity in canonical order ([`Quantity::index`]: species
+    /// `0..N_SPECIES`, derived variables, then controls).
+    pub(crate) fn slot(self) -> Option<usize> {
+        self.quantity().map(Quantity::index)
     }
 }
 
@@ -357,7 +361,7 @@ impl ParseOptions {
 /// Follow mode: re-read a growing file and wait for days not yet written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FollowOptions {
-    /// How long `read_sample` waits for a missing day before `NotYetAvailable`.
+    /// How long `read_raw` waits for a missing day before `NotYetAvailable`.
     pub wait: Duration,
     /// How often the file's size and modification time are checked while waiting.
     pub poll_interval: Duration,
