@@ -999,3 +999,119 @@ mod polars_sources {
         ));
     }
 }
+
+mod writer {
+    use super::*;
+    use perfusio_connectors::files::Unit;
+    use perfusio_connectors::files::{CsvWriteOptions, samples_to_csv, write_samples_csv};
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed};
+
+    /// Same value, bit for bit (NaN included), or both missing.
+    fn same(a: Option<f64>, b: Option<f64>) -> bool {
+        match (a, b) {
+            (Some(x), Some(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    fn value() -> impl Strategy<Value = Option<f64>> {
+        prop_oneof![
+            6 => (-1e6f64..1e6).prop_map(Some),
+            2 => (0.0f64..1.0).prop_map(|x| Some(x * 1e-7)),
+            1 => Just(None),
+            1 => prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(f64::NEG_INFINITY)].prop_map(Some),
+        ]
+    }
+
+    fn samples() -> impl Strategy<Value = Vec<Sample>> {
+        proptest::collection::vec(
+            (
+                1u32..4,
+                proptest::collection::vec(value(), perfusio_core::N_QUANTITIES),
+            ),
+            1..12,
+        )
+        .prop_map(|rows| {
+            let mut day = 0;
+            rows.into_iter()
+                .map(|(step, values)| {
+                    day += step;
+                    let mut s = Sample::new(day);
+                    for (q, v) in Quantity::all().zip(values) {
+                        s.set_quantity(q, v);
+                    }
+                    s.timestamp = Some(
+                        time::macros::datetime!(2026-11-25 08:00:00.25 UTC)
+                            + time::Duration::days(i64::from(day)),
+                    );
+                    s
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(Config {
+            cases: 256,
+            rng_seed: RngSeed::Fixed(0x9009),
+            failure_persistence: None,
+            ..Config::default()
+        })]
+
+        #[test]
+        fn writer_output_reads_back_to_the_same_values(samples in samples(), controls: bool, ts: bool) {
+            let o = CsvWriteOptions::default().with_controls(controls).with_timestamp(ts);
+            let text = samples_to_csv(&samples, &o).unwrap();
+            // declared as %: a run whose viabilities all happen to be <= 1.5 is not a fraction
+            let p = ParseOptions::default().with_unit(Variable::Species(Species::Via), Unit::Canonical);
+            let t = parse_with(&text, &p).unwrap();
+            prop_assert!(t.report().unknown.is_empty());
+            prop_assert_eq!(t.days().collect::<Vec<_>>(), samples.iter().map(|s| s.day).collect::<Vec<_>>());
+            for s in &samples {
+                let back = &t.get(s.day).unwrap().sample;
+                for q in Quantity::all() {
+                    let want = match q {
+                        Quantity::Control(_) if !controls => None,
+                        _ => s.quantity(q),
+                    };
+                    prop_assert!(same(back.quantity(q), want), "day {} {}: {:?} vs {:?}", s.day, q, back.quantity(q), want);
+                }
+                prop_assert_eq!(back.timestamp, if ts { s.timestamp } else { None });
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn simulated_run_written_then_served_by_the_store() {
+        use perfusio_mechanistic::{VirtualReactor, VirtualReactorConfig};
+        let mut r = VirtualReactor::new(VirtualReactorConfig::default()).unwrap();
+        r.advance_to(14).unwrap();
+        let samples: Vec<Sample> = (0..=14).map(|d| r.sample(d).unwrap()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.csv");
+        let file = std::fs::File::create(&path).unwrap();
+        write_samples_csv(
+            file,
+            &samples,
+            &CsvWriteOptions::default().with_controls(true),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text.lines().next().unwrap(),
+            "day,VCD,Via,Glc,Gln,Glu,Lac,Amm,Pyr,Titer,VCV,Diam,perfusion_rate,bleed_rate,\
+             glucose_setpoint,temperature,agitation,pyruvate_feed"
+        );
+        let store = FilesystemStore::open(FileStoreConfig::new(&path), DS).unwrap();
+        for s in &samples {
+            let want = s.validate(&DS);
+            let got = read_validated(&store, s.day, &DS).await.unwrap();
+            assert_eq!(got.sample.species, want.sample.species, "day {}", s.day);
+            assert_eq!(got.sample.derived, want.sample.derived);
+            assert_eq!(got.sample.controls, want.sample.controls);
+            assert_eq!(got.rejections.len(), want.rejections.len());
+        }
+    }
+}

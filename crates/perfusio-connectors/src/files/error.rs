@@ -197,6 +197,15 @@ pub enum FileError {
         /// The feature to enable.
         feature: &'static str,
     },
+    /// Writing a CSV (samples or the setpoint log) failed.
+    #[error("cannot write CSV to {target}: {source}; check that it is writable and not full")]
+    Write {
+        /// Where it was written (a path, or `<writer>`).
+        target: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// `write_setpoints` was called without a setpoint log path.
     #[error("no setpoint log is configured; set `FileStoreConfig::setpoint_log` to a CSV path")]
     NoSetpointLog,

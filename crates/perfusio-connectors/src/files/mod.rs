@@ -32,10 +32,13 @@
 //! * **Errors**: [`FileError`] is for what is wrong with the file as a whole (no day
 //!   column, a bad or repeated day, a ragged row) and names its line and column; it converts
 //!   into [`perfusio_core::ConnectorError`] (`Io` or `Data`).
+//! * **Writing**: [`write_samples_csv`] writes samples in the wide layout this reader reads
+//!   back to the same values (the `perfusio simulate` output).
 //! * **Setpoints**: `write_setpoints` appends one row per write to a CSV log (header on
 //!   creation, append-only, flushed), with text cells sanitised against formula injection.
 
 mod csv_source;
+mod csv_writer;
 mod error;
 mod options;
 #[cfg(feature = "polars")]
@@ -44,6 +47,7 @@ mod setpoint_log;
 mod store;
 mod table;
 
+pub use csv_writer::{CsvWriteOptions, samples_to_csv, write_samples_csv};
 pub use error::{FileError, Result};
 pub use options::{
     ColumnMapping, ColumnTarget, FileKind, FileStoreConfig, FollowOptions, Layout, ParseOptions,
