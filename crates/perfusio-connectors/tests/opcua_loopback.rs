@@ -36,6 +36,8 @@ struct TestPlant {
     id: String,
     day: u32,
     sp: ControlArray<f64>,
+    /// The impeller drive only takes multiples of this many rpm (rounds the setpoint).
+    agitation_step: Option<f64>,
 }
 
 impl TestPlant {
@@ -44,6 +46,7 @@ impl TestPlant {
             id: id.to_string(),
             day: 0,
             sp: Control::defaults(),
+            agitation_step: None,
         })
     }
 }
@@ -98,6 +101,10 @@ impl Plant for TestPlant {
                 message: e.to_string(),
             })?;
         self.sp = *values;
+        if let Some(step) = self.agitation_step {
+            let a = Control::Agitation.index();
+            self.sp[a] = (self.sp[a] / step).round() * step;
+        }
         Ok(())
     }
 }
@@ -867,5 +874,53 @@ async fn a_control_refused_by_the_server_is_rejected_in_the_receipt_naming_its_n
     let mut want = Control::defaults();
     want[Control::Agitation.index()] = 950.0;
     assert_controls(&emu.setpoints(0).unwrap(), &want);
+    emu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setpoint_the_reactor_rounds_is_unconfirmed_naming_the_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // the impeller drive of this reactor only takes multiples of 10 rpm
+    let plant = Box::new(TestPlant {
+        id: "R01".into(),
+        day: 0,
+        sp: Control::defaults(),
+        agitation_step: Some(10.0),
+    });
+    let emu = tokio::time::timeout(
+        STEP,
+        Emulator::start(emulator_config(dir.path()), vec![plant]),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let conn = OpcUaConnector::new(client_config(dir.path(), &emu, "R01")).unwrap();
+    let sp = Setpoints::defaults(0)
+        .with(Control::Agitation, 855.0)
+        .with(Control::Temperature, 36.5);
+    let r = conn.write_setpoints(&sp).await.unwrap();
+    assert!(!r.is_fully_confirmed());
+    let a = r.control(Control::Agitation).unwrap();
+    assert_eq!(a.readback, Some(860.0));
+    assert_eq!(
+        a.status,
+        WriteStatus::Unconfirmed {
+            reason: format!("read back 860 from node nsu={AMBR250_NAMESPACE_URI};s=R01.agitation")
+        }
+    );
+    for c in Control::ALL
+        .into_iter()
+        .filter(|c| *c != Control::Agitation)
+    {
+        assert_eq!(r.control(c).unwrap().status, WriteStatus::Confirmed, "{c}");
+    }
+    // what the reactor applies is what the receipt's read-back says
+    assert!((emu.setpoints(0).unwrap()[Control::Agitation.index()] - 860.0).abs() < 1e-12);
+    // a value the drive can take exactly is confirmed
+    let r = conn
+        .write_setpoints(&sp.clone().with(Control::Agitation, 870.0))
+        .await
+        .unwrap();
+    assert!(r.is_fully_confirmed(), "{r:?}");
     emu.stop().await;
 }
