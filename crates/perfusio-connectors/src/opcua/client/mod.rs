@@ -1,11 +1,13 @@
 //! [`OpcUaConnector`]: the OPC UA client connector.
 //!
-//! One type, its behaviour split by concern: `session` (connection, session, requests with
-//! the reconnect schedule), `read` (a day's raw reading, the read-back of setpoints,
-//! health) and `write` (setpoints and their receipt). Recording of reads lives with replay
-//! in `opcua::record`.
+//! One type, its behaviour split by concern: `session` (client, trust, session, node
+//! resolution), `request` (one request with the reconnect schedule and failure
+//! classification), `read` (a day's raw reading, the read-back of setpoints, health) and
+//! `write` (setpoints and their receipt). Recording of reads lives with replay in
+//! `opcua::record`.
 
 mod read;
+mod request;
 mod session;
 mod write;
 

@@ -10,7 +10,8 @@ use perfusio_core::{
 use time::OffsetDateTime;
 
 use super::OpcUaConnector;
-use super::session::{NO_DATA_CODES, Node, Op, OpOut, Slot, is_any};
+use super::request::{NO_DATA_CODES, Op, OpOut, is_any};
+use super::session::{Node, Slot};
 use crate::opcua::record::RecordLine;
 
 /// Statuses of a read that mean the node map (or the access rights) is wrong, not the

@@ -9,7 +9,7 @@ use perfusio_core::{
 };
 
 use super::OpcUaConnector;
-use super::session::{Op, OpOut};
+use super::request::{Op, OpOut};
 
 impl OpcUaConnector {
     /// Writes `setpoints` (see [`perfusio_core::Connector::write_setpoints`] and the type's
