@@ -1,6 +1,7 @@
 //! The daily loop, end to end, on the built-in virtual ambr250 reactor (no hardware):
 //!
-//! 1. read the day's sample through the `Connector` trait and validate it,
+//! 1. read the day's raw reading through the `Connector` trait and validate it in the one
+//!    shared step (`read_validated`), auditing every rejected value,
 //! 2. learn: every `--retrain-every` days fit a multi-task GP on one-day transitions, with
 //!    the mechanistic model's one-day prediction as its prior mean (the hybrid model: the
 //!    GP learns only what the mechanism gets wrong),
@@ -30,6 +31,7 @@ use perfusio_audit::{Actor, AuditWriter, Entry, VerifyOptions, WriterOptions, ve
 use perfusio_connectors::virtual_reactor::VirtualReactorConnector;
 use perfusio_core::{
     Connector, Control, DEFAULT_AMBR250_DESIGN_SPACE, N_SPECIES, Setpoints, Species, SpeciesArray,
+    read_validated,
 };
 use perfusio_examples::{MechanisticMean, N_COLS, TrainingSet, base_row};
 use perfusio_gp::{GpParams, MultiTaskGp};
@@ -218,15 +220,15 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
             let receipt = connector.write_setpoints(&controls).await?;
             let written = SetpointWritten::new(connector.describe(), receipt);
             note = format!(
-                "setpoints written ({} confirmed)",
-                written.confirmed().len()
+                "setpoints written ({}/{} confirmed by read-back)",
+                written.confirmed().len(),
+                written.receipt.controls.len()
             );
             audit.append(Entry::new(day, written).by(Actor::operator("demo-operator")?))?;
         }
 
-        // 1. read and validate
-        let raw = connector.read_sample(day).await?;
-        let checked = raw.validate(&ds);
+        // 1. read and validate (the one validation boundary, the same for every connector)
+        let checked = read_validated(&connector, day, &ds).await?;
         audit.append(Entry::new(
             day,
             SampleRead::from_sample(&checked.sample, connector.describe()),

@@ -57,7 +57,7 @@ impl From<&Rejection> for SampleRejected {
             raw: r.value.to_string(),
             reason: r.reason.code().to_string(),
             detail: r.to_string(),
-            origin: None,
+            origin: Some(r.origin.to_string()),
         }
     }
 }

@@ -106,8 +106,7 @@ pub struct SampleRejected {
     /// The value as received, as text (it may be non-finite or unparsable, e.g. `"NaN"`).
     pub raw: String,
     /// Machine-readable reason code: the `code()` of `perfusio_core::RejectionReason`
-    /// (`"non_finite"`, `"below_bound"`, `"above_bound"`), or a connector's own code for values
-    /// that could not even be read as numbers.
+    /// (`"not_a_number"`, `"bad_status"`, `"non_finite"`, `"below_bound"`, `"above_bound"`).
     pub reason: String,
     /// Human-readable explanation.
     pub detail: String,

@@ -2,6 +2,7 @@
 
 use perfusio_core::{
     Control, ControlArray, N_SPECIES, Species, SpeciesArray, Violation, ViolationKind,
+    bleed_violation,
 };
 use serde::{Deserialize, Serialize};
 
@@ -291,7 +292,8 @@ impl Default for PlantModel {
 }
 
 /// Checks a control vector for what the physics cannot accept: non-finite values, negative
-/// flows, feeds or agitation, and bleed above perfusion.
+/// flows, feeds or agitation, and bleed above perfusion (the rule of
+/// [`perfusio_core::bleed_violation`]).
 pub fn check_controls(controls: &ControlArray<f64>) -> Result<()> {
     let mut bad = Vec::new();
     for c in Control::ALL {
@@ -312,18 +314,7 @@ pub fn check_controls(controls: &ControlArray<f64>) -> Result<()> {
             });
         }
     }
-    let perf = controls[Control::PerfusionRate.index()];
-    let bleed = controls[Control::BleedRate.index()];
-    if bleed > perf {
-        bad.push(Violation {
-            control: Control::BleedRate,
-            value: bleed,
-            kind: ViolationKind::BleedExceedsPerfusion {
-                perfusion_rate: perf,
-            },
-            hard: true,
-        });
-    }
+    bad.extend(bleed_violation(controls));
     if bad.is_empty() {
         Ok(())
     } else {
