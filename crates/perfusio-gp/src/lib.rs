@@ -68,6 +68,7 @@ pub mod error;
 pub mod kernel;
 pub mod mean;
 pub mod model;
+pub mod optim;
 pub mod params;
 pub mod surrogate;
 
