@@ -52,6 +52,16 @@ pub enum GpError {
         /// Minimum required.
         need: usize,
     },
+    /// A kernel was given a parameter vector of the wrong length.
+    #[error(
+        "the kernel has {expected} log-parameters but {got} were given; pass one value per entry of `param_info()`"
+    )]
+    KernelParamCount {
+        /// Parameters the kernel has.
+        expected: usize,
+        /// Parameters given.
+        got: usize,
+    },
     /// The covariance matrix stayed indefinite after the largest allowed jitter.
     #[error(
         "covariance matrix is not positive definite even with jitter {jitter:e} (max_jitter); \
