@@ -84,7 +84,16 @@ pub struct LbfgsbOptions {
     pub rel_cost_tol: f64,
     /// Limit of evaluations in one line search.
     pub max_line_search: u64,
+    /// Problems with at most this many variables keep a full n×n self-scaling BFGS matrix
+    /// instead of `memory` correction pairs (the same Cauchy-point, subspace and line-search
+    /// steps): at these sizes it costs less per iteration than the compact form, and on
+    /// ill-conditioned problems (strongly coupled hyperparameters) it needs far fewer
+    /// iterations. 0 disables it.
+    pub dense_max_vars: usize,
 }
+
+/// Default [`LbfgsbOptions::dense_max_vars`].
+pub const DEFAULT_DENSE_MAX_VARS: usize = 200;
 
 impl Default for LbfgsbOptions {
     fn default() -> Self {
@@ -95,6 +104,7 @@ impl Default for LbfgsbOptions {
             grad_tol: DEFAULT_GRAD_TOL,
             rel_cost_tol: DEFAULT_REL_COST_TOL,
             max_line_search: DEFAULT_MAX_LINE_SEARCH,
+            dense_max_vars: DEFAULT_DENSE_MAX_VARS,
         }
     }
 }
@@ -353,30 +363,7 @@ fn cauchy_point(
     let n = x.len();
     let k2 = 2 * mem.len();
     let theta = mem.theta;
-    let mut t = vec![f64::INFINITY; n];
-    let mut d = vec![0.0; n];
-    for i in 0..n {
-        if g[i] < 0.0 {
-            t[i] = if upper[i].is_finite() {
-                (x[i] - upper[i]) / g[i]
-            } else {
-                f64::INFINITY
-            };
-        } else if g[i] > 0.0 {
-            t[i] = if lower[i].is_finite() {
-                (x[i] - lower[i]) / g[i]
-            } else {
-                f64::INFINITY
-            };
-        } else {
-            t[i] = f64::INFINITY;
-        }
-        d[i] = if t[i] > 0.0 && g[i] != 0.0 {
-            -g[i]
-        } else {
-            0.0
-        };
-    }
+    let (t, mut d) = breakpoints(x, g, lower, upper);
     let mut xcp = x.to_vec();
     let mut c = vec![0.0; k2];
     let mut p = vec![0.0; k2];
@@ -523,7 +510,279 @@ fn subspace_min(
         }
         du.push(di);
     }
-    // projected step
+    project_or_truncate(x, g, lower, upper, xcp, &free, &du)
+}
+
+/// Full BFGS approximation `B` (n×n, row-major) of the Hessian, for small problems:
+/// self-scaling BFGS (Oren & Luenberger 1974, "Self-scaling variable metric (SSVM)
+/// algorithms", Management Science 20(5), doi:10.1287/mnsc.20.5.845), which rescales `B`
+/// by `yᵀs / sᵀBs` before each update.
+struct Dense {
+    n: usize,
+    b: Vec<f64>,
+    pairs: usize,
+}
+
+impl Dense {
+    fn new(n: usize) -> Self {
+        let mut d = Self {
+            n,
+            b: Vec::new(),
+            pairs: 0,
+        };
+        d.reset();
+        d
+    }
+    fn reset(&mut self) {
+        let n = self.n;
+        self.b = vec![0.0; n * n];
+        for i in 0..n {
+            self.b[i * n + i] = 1.0;
+        }
+        self.pairs = 0;
+    }
+    fn mul(&self, v: &[f64], out: &mut [f64]) {
+        let n = self.n;
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = dot(&self.b[i * n..(i + 1) * n], v);
+        }
+    }
+    /// BFGS update `B ← B − B s sᵀ B / sᵀBs + y yᵀ / yᵀs`, the first one from
+    /// `B₀ = (yᵀy / sᵀy) I` (Nocedal & Wright 2006, eq. 6.20).
+    fn push(&mut self, s: &[f64], y: &[f64]) -> bool {
+        let n = self.n;
+        let sy = dot(s, y);
+        if self.pairs == 0 {
+            let scale = dot(y, y) / sy;
+            self.b.fill(0.0);
+            for i in 0..n {
+                self.b[i * n + i] = scale;
+            }
+        }
+        let mut bs = vec![0.0; n];
+        self.mul(s, &mut bs);
+        let mut sbs = dot(s, &bs);
+        if !(sbs > 0.0 && sbs.is_finite()) {
+            self.reset();
+            return false;
+        }
+        if self.pairs > 0 {
+            // self-scaling: B ← τB with τ = yᵀs / sᵀBs before the update, so that the
+            // curvature of the unexplored subspace follows the latest step instead of the
+            // first one (Oren & Luenberger 1974)
+            let tau = sy / sbs;
+            for v in self.b.iter_mut() {
+                *v *= tau;
+            }
+            for v in bs.iter_mut() {
+                *v *= tau;
+            }
+            sbs *= tau;
+        }
+        for i in 0..n {
+            for j in 0..n {
+                self.b[i * n + j] += y[i] * y[j] / sy - bs[i] * bs[j] / sbs;
+            }
+        }
+        self.pairs += 1;
+        true
+    }
+
+    /// Generalised Cauchy point of `q(z) = gᵀz + ½ zᵀBz` along the projected
+    /// steepest-descent path (the dense counterpart of [`cauchy_point`]).
+    fn cauchy_point(&self, x: &[f64], g: &[f64], lower: &[f64], upper: &[f64]) -> Vec<f64> {
+        let n = self.n;
+        let (t, mut d) = breakpoints(x, g, lower, upper);
+        let mut z = vec![0.0; n];
+        let mut bd = vec![0.0; n];
+        self.mul(&d, &mut bd);
+        let mut fp = -dot(&d, &d);
+        let mut xcp = x.to_vec();
+        if fp >= 0.0 {
+            return xcp;
+        }
+        let mut fpp = dot(&d, &bd);
+        let fpp0 = fpp.abs();
+        fpp = fpp.max(f64::EPSILON * fpp0);
+        let mut dt_min = -fp / fpp;
+        let mut t_old = 0.0;
+        let mut order: Vec<usize> = (0..n)
+            .filter(|&i| t[i] > 0.0 && t[i].is_finite() && d[i] != 0.0)
+            .collect();
+        order.sort_by(|&a, &b| t[a].total_cmp(&t[b]));
+        for &b in &order {
+            let dt = t[b] - t_old;
+            if dt_min < dt {
+                break;
+            }
+            for i in 0..n {
+                z[i] += dt * d[i];
+            }
+            xcp[b] = if d[b] > 0.0 { upper[b] } else { lower[b] };
+            z[b] = xcp[b] - x[b];
+            let db = d[b];
+            d[b] = 0.0;
+            for (i, v) in bd.iter_mut().enumerate() {
+                *v -= self.b[i * n + b] * db;
+            }
+            fp = dot(g, &d) + dot(&z, &bd);
+            fpp = dot(&d, &bd).max(f64::EPSILON * fpp0);
+            dt_min = -fp / fpp;
+            t_old = t[b];
+            if fp >= 0.0 {
+                dt_min = 0.0;
+                break;
+            }
+        }
+        let dt_min = dt_min.max(0.0);
+        for i in 0..n {
+            if d[i] != 0.0 {
+                xcp[i] = (x[i] + z[i] + dt_min * d[i]).clamp(lower[i], upper[i]);
+            }
+        }
+        xcp
+    }
+
+    /// Minimise the model over the variables free at the Cauchy point (Cholesky of the
+    /// reduced `B`), then project, as [`subspace_min`].
+    fn subspace_min(
+        &self,
+        x: &[f64],
+        g: &[f64],
+        lower: &[f64],
+        upper: &[f64],
+        xcp: &[f64],
+    ) -> Vec<f64> {
+        let n = self.n;
+        let free: Vec<usize> = (0..n)
+            .filter(|&i| xcp[i] > lower[i] && xcp[i] < upper[i])
+            .collect();
+        let nf = free.len();
+        if nf == 0 {
+            return xcp.to_vec();
+        }
+        let z: Vec<f64> = xcp.iter().zip(x).map(|(a, b)| a - b).collect();
+        let mut bz = vec![0.0; n];
+        self.mul(&z, &mut bz);
+        // Cholesky of B_FF (row-major lower factor)
+        let mut l = vec![0.0; nf * nf];
+        for (r, &i) in free.iter().enumerate() {
+            for (c, &j) in free.iter().enumerate().take(r + 1) {
+                let mut v = self.b[i * n + j];
+                for k in 0..c {
+                    v -= l[r * nf + k] * l[c * nf + k];
+                }
+                if r == c {
+                    if !(v > 0.0 && v.is_finite()) {
+                        return xcp.to_vec();
+                    }
+                    l[r * nf + r] = v.sqrt();
+                } else {
+                    l[r * nf + c] = v / l[c * nf + c];
+                }
+            }
+        }
+        // solve L Lᵀ p = −r
+        let mut p: Vec<f64> = free.iter().map(|&i| -(g[i] + bz[i])).collect();
+        for r in 0..nf {
+            let mut v = p[r];
+            for k in 0..r {
+                v -= l[r * nf + k] * p[k];
+            }
+            p[r] = v / l[r * nf + r];
+        }
+        for r in (0..nf).rev() {
+            let mut v = p[r];
+            for k in r + 1..nf {
+                v -= l[k * nf + r] * p[k];
+            }
+            p[r] = v / l[r * nf + r];
+        }
+        project_or_truncate(x, g, lower, upper, xcp, &free, &p)
+    }
+}
+
+/// The curvature model of the iteration: limited-memory or dense.
+enum Model {
+    Limited(Memory),
+    Dense(Dense),
+}
+
+impl Model {
+    fn pairs(&self) -> usize {
+        match self {
+            Self::Limited(m) => m.len(),
+            Self::Dense(d) => d.pairs,
+        }
+    }
+    fn reset(&mut self) {
+        match self {
+            Self::Limited(m) => m.reset(),
+            Self::Dense(d) => d.reset(),
+        }
+    }
+    fn push(&mut self, s: Vec<f64>, y: Vec<f64>) -> bool {
+        match self {
+            Self::Limited(m) => m.push(s, y),
+            Self::Dense(d) => d.push(&s, &y),
+        }
+    }
+    /// Cauchy point and, once curvature pairs exist, the subspace step: the target `x̄`.
+    fn step_target(&self, x: &[f64], g: &[f64], lower: &[f64], upper: &[f64]) -> Vec<f64> {
+        match self {
+            Self::Limited(m) => {
+                let (xcp, c) = cauchy_point(x, g, lower, upper, m);
+                if m.len() > 0 {
+                    subspace_min(x, g, lower, upper, &xcp, &c, m)
+                } else {
+                    xcp
+                }
+            }
+            Self::Dense(d) => {
+                let xcp = d.cauchy_point(x, g, lower, upper);
+                if d.pairs > 0 {
+                    d.subspace_min(x, g, lower, upper, &xcp)
+                } else {
+                    xcp
+                }
+            }
+        }
+    }
+}
+
+/// Breakpoints `tᵢ` of the projected steepest-descent path and its direction `d = −g`
+/// (0 for variables that cannot move).
+fn breakpoints(x: &[f64], g: &[f64], lower: &[f64], upper: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let n = x.len();
+    let mut t = vec![f64::INFINITY; n];
+    let mut d = vec![0.0; n];
+    for i in 0..n {
+        if g[i] < 0.0 && upper[i].is_finite() {
+            t[i] = (x[i] - upper[i]) / g[i];
+        } else if g[i] > 0.0 && lower[i].is_finite() {
+            t[i] = (x[i] - lower[i]) / g[i];
+        }
+        d[i] = if t[i] > 0.0 && g[i] != 0.0 {
+            -g[i]
+        } else {
+            0.0
+        };
+    }
+    (t, d)
+}
+
+/// `x̄ = P(x_cp + p)` over the free variables if that is a descent direction from `x`,
+/// otherwise the largest feasible fraction of `p` (Morales & Nocedal 2011).
+fn project_or_truncate(
+    x: &[f64],
+    g: &[f64],
+    lower: &[f64],
+    upper: &[f64],
+    xcp: &[f64],
+    free: &[usize],
+    du: &[f64],
+) -> Vec<f64> {
+    let n = x.len();
     let mut xbar = xcp.to_vec();
     for (f, &i) in free.iter().enumerate() {
         xbar[i] = (xcp[i] + du[f]).clamp(lower[i], upper[i]);
@@ -532,7 +791,6 @@ fn subspace_min(
     if descent < 0.0 {
         return xbar;
     }
-    // truncated step: largest α ≤ 1 keeping x_cp + α du feasible
     let mut alpha = 1.0f64;
     for (f, &i) in free.iter().enumerate() {
         let di = du[f];
@@ -904,7 +1162,11 @@ where
     if opts.max_iters == 0 {
         return Ok(done(x, fx, g, pg, 0, evaluations, Termination::NotRun));
     }
-    let mut mem = Memory::new(opts.memory);
+    let mut mem = if n <= opts.dense_max_vars {
+        Model::Dense(Dense::new(n))
+    } else {
+        Model::Limited(Memory::new(opts.memory))
+    };
     let mut iterations = 0u64;
     let mut xt = vec![0.0; n];
     let mut gt = vec![0.0; n];
@@ -931,18 +1193,13 @@ where
                 Termination::EvaluationCap,
             ));
         }
-        let (xcp, c) = cauchy_point(&x, &g, lower, upper, &mem);
-        let xbar = if mem.len() > 0 {
-            subspace_min(&x, &g, lower, upper, &xcp, &c, &mem)
-        } else {
-            xcp
-        };
+        let xbar = mem.step_target(&x, &g, lower, upper);
         let d: Vec<f64> = xbar.iter().zip(&x).map(|(a, b)| a - b).collect();
         let gd = dot(&g, &d);
         let dnorm = dot(&d, &d).sqrt();
         if gd.is_nan() || gd >= 0.0 || dnorm == 0.0 {
             // not a descent direction: start afresh from steepest descent, or give up
-            if mem.len() > 0 {
+            if mem.pairs() > 0 {
                 tracing::trace!(iteration = iterations, "no descent direction; memory reset");
                 mem.reset();
                 continue;
@@ -967,13 +1224,13 @@ where
             }
         }
         let boxed = lower.iter().chain(upper).all(|v| v.is_finite());
-        if mem.len() == 0 {
+        if mem.pairs() == 0 {
             // first step (or after a reset): steepest descent, not longer than x̄ unless
             // the problem is unbounded in some direction
             stpmax = stpmax.min(if boxed { 1.0 } else { f64::INFINITY });
         }
         let stpmax = stpmax.clamp(1.0, 1e10);
-        let mut stp = if mem.len() == 0 && !boxed {
+        let mut stp = if mem.pairs() == 0 && !boxed {
             (1.0 / dnorm).min(stpmax)
         } else {
             1.0
@@ -1023,7 +1280,7 @@ where
         // the last evaluated point sits in xt/gt; re-evaluate only if another step won
         let accepted = accepted.or(best_trial);
         let Some((stp_ok, f_ok)) = accepted else {
-            if mem.len() > 0 {
+            if mem.pairs() > 0 {
                 tracing::trace!(iteration = iterations, "line search failed; memory reset");
                 mem.reset();
                 continue;
@@ -1218,6 +1475,27 @@ mod tests {
             }
         }
         assert!(active >= 2, "the test should activate bounds");
+    }
+
+    /// The limited-memory and the dense curvature models reach the same box minimum.
+    #[test]
+    fn limited_and_dense_models_agree() {
+        let lo = [-2.0, -0.5, -2.0, 0.2, -2.0];
+        let hi = [2.0, 0.8, 2.0, 2.0, 0.9];
+        let x0 = [-1.2, 0.5, -1.2, 1.0, 0.5];
+        let limited = LbfgsbOptions {
+            dense_max_vars: 0,
+            ..LbfgsbOptions::default()
+        };
+        let a = minimize(rosen, &x0, &lo, &hi, &limited).unwrap();
+        let b = minimize(rosen, &x0, &lo, &hi, &LbfgsbOptions::default()).unwrap();
+        assert!(a.termination.converged() && b.termination.converged());
+        for (u, v) in a.x.iter().zip(&b.x) {
+            assert!((u - v).abs() < 1e-5, "{:?} vs {:?}", a.x, b.x);
+        }
+        assert!((a.value - b.value).abs() < 1e-9);
+        // the bound x1 ≤ 0.8 is active at the minimum
+        assert!((b.x[1] - 0.8).abs() < 1e-12);
     }
 
     #[test]

@@ -163,6 +163,11 @@ pub struct FitOptions {
     pub cost_tol: f64,
     /// L-BFGS-B memory (correction pairs).
     pub lbfgs_memory: usize,
+    /// Fits with at most this many free hyperparameters keep the dense self-scaling BFGS
+    /// matrix instead of the limited memory (see
+    /// [`crate::optim::LbfgsbOptions::dense_max_vars`]; default 200, so every usual fit).
+    #[serde(default = "default_dense_max_vars")]
+    pub dense_max_vars: usize,
     /// First jitter tried (relative to the mean diagonal).
     pub jitter_start: f64,
     /// Largest jitter tried (relative to the mean diagonal).
@@ -194,6 +199,7 @@ impl Default for FitOptions {
             grad_tol: DEFAULT_GRAD_TOL,
             cost_tol: DEFAULT_COST_TOL,
             lbfgs_memory: DEFAULT_LBFGS_MEMORY,
+            dense_max_vars: crate::optim::DEFAULT_DENSE_MAX_VARS,
             jitter_start: DEFAULT_JITTER_START,
             max_jitter: DEFAULT_MAX_JITTER,
             noise_bounds: (DEFAULT_NOISE_LOWER, NOISE_CEIL),
@@ -201,6 +207,10 @@ impl Default for FitOptions {
             force_dense: false,
         }
     }
+}
+
+fn default_dense_max_vars() -> usize {
+    crate::optim::DEFAULT_DENSE_MAX_VARS
 }
 
 /// Initial task covariance and noise.

@@ -438,6 +438,7 @@ impl<K: Kernel + Clone> GpValidParams<K> {
             grad_tol: opts.grad_tol,
             rel_cost_tol: opts.cost_tol,
             max_line_search: optim::DEFAULT_MAX_LINE_SEARCH,
+            dense_max_vars: opts.dense_max_vars,
         };
         let u0: Vec<f64> = active.iter().map(|&a| theta0[a]).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
