@@ -254,7 +254,7 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
             estimate[s] = match (measured[s], &forecast, prev_input) {
                 (Some(v), _, _) => v,
                 (None, Some(f), _) => f.mean[s],
-                (None, None, Some(p)) => mean.predict(&p)[s],
+                (None, None, Some(p)) => mean.predict(&p)?[s],
                 (None, None, None) => perfusio_mechanistic::initial_state()[s],
             };
         }
@@ -264,6 +264,8 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
             training.push_transition(&input, &measured);
         }
         if day >= 3 && day % args.retrain_every == 0 {
+            // the unit-cube map comes from the first fit's data and is kept by the warm
+            // refits (`fit_warm`), so the length-scales keep their meaning as days arrive
             let params = GpParams::new(perfusio_examples::N_BASE, N_SPECIES)
                 .prior_mean(mean.clone())
                 .seed(args.seed)
@@ -283,6 +285,11 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
                     fit_summary: [
                         ("nlml".to_string(), rep.nlml),
                         ("iterations".to_string(), rep.iterations as f64),
+                        ("evaluations".to_string(), rep.evaluations as f64),
+                        (
+                            "converged".to_string(),
+                            if rep.converged { 1.0 } else { 0.0 },
+                        ),
                         ("rows".to_string(), training.len() as f64),
                     ]
                     .into_iter()
@@ -301,7 +308,7 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
 
         // 3. forecast tomorrow
         let input = base_row(&estimate, &controls.values, day);
-        let mechanistic = mean.predict(&input);
+        let mechanistic = mean.predict(&input)?;
         forecast = match &gp {
             Some(model) => {
                 let p = model.predict_observed(&TrainingSet::query(&input))?;
