@@ -1,0 +1,16 @@
+//! perfusio-bed (work in progress)
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::print_stdout,
+        clippy::print_stderr
+    )
+)]
+#![deny(clippy::float_cmp)]
+
+pub mod error;
+pub mod special;
+
+pub use error::{BedError, Result};
