@@ -10,6 +10,7 @@
 )]
 #![deny(clippy::float_cmp)]
 
+pub mod analytic;
 pub mod error;
 pub mod special;
 

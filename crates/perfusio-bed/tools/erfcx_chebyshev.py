@@ -23,4 +23,4 @@ values = [y(mp.cos(th)) for th in theta]
 coeffs = [2 * mp.fsum(values[j] * mp.cos(k * theta[j]) for j in range(N)) / N for k in range(N)]
 last = max(i for i, c in enumerate(coeffs) if abs(c) > 2e-18)
 for c in coeffs[: last + 1]:
-    print(f"    {mp.nstr(c, 20, min_fixed=-1, max_fixed=-1)},")
+    print(f"    {float(c)!r},")  # shortest round-trip double

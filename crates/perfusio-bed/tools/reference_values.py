@@ -1,7 +1,7 @@
 """Independent reference values for the tests of `src/special.rs` and `src/analytic.rs`.
 
 Every value is computed with mpmath at 80 significant digits from the exact binary value of
-the double argument, and printed with 17 significant digits.
+the double argument, and printed as the nearest double (shortest round-trip form).
 
     python3 reference_values.py     # needs mpmath
 """
@@ -14,7 +14,7 @@ def show(name, xs, f):
     print(f"// {name}")
     for x in xs:
         v = f(mp.mpf(x))
-        print(f"    ({x!r}, {mp.nstr(v, 17, min_fixed=-1, max_fixed=-1)}),")
+        print(f"    ({x!r}, {float(v)!r}),")  # shortest round-trip doubles
 
 
 def erfcx(x):
