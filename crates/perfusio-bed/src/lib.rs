@@ -12,6 +12,7 @@
 
 pub mod analytic;
 pub mod error;
+pub mod qmc;
 pub mod special;
 
 pub use error::{BedError, Result};
