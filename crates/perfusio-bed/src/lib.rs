@@ -12,6 +12,7 @@
 
 pub mod analytic;
 pub mod error;
+pub mod mc;
 pub mod qmc;
 pub mod special;
 
