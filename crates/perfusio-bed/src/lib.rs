@@ -12,7 +12,9 @@
 
 pub mod analytic;
 pub mod error;
+pub mod hypervolume;
 pub mod mc;
+pub mod pareto;
 pub mod qmc;
 pub mod special;
 
