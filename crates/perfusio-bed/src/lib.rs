@@ -14,6 +14,7 @@ pub mod analytic;
 pub mod error;
 pub mod hypervolume;
 pub mod mc;
+pub mod multi;
 pub mod pareto;
 pub mod qmc;
 pub mod special;
