@@ -15,6 +15,7 @@ pub mod error;
 pub mod hypervolume;
 pub mod mc;
 pub mod multi;
+pub mod objective;
 pub mod pareto;
 pub mod qmc;
 pub mod special;
