@@ -18,6 +18,7 @@ pub mod multi;
 pub mod objective;
 pub mod pareto;
 pub mod qmc;
+pub mod space;
 pub mod special;
 
 pub use error::{BedError, Result};
