@@ -16,6 +16,7 @@ pub mod hypervolume;
 pub mod mc;
 pub mod multi;
 pub mod objective;
+pub mod optimize;
 pub mod pareto;
 pub mod qmc;
 pub mod space;
