@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{BedError, Result};
 use crate::special::{
-    h, log_h, log_h_ratios, log_norm_cdf, log1mexp, mills_ratio, norm_cdf, norm_pdf,
+    h, log_h_with_ratios, log_norm_cdf, log1mexp, mills_ratio, norm_cdf, norm_pdf,
 };
 
 /// Gaussian predictive distribution `N(mean, sd²)` of the objective under one candidate.
@@ -234,12 +234,8 @@ pub fn log_expected_improvement(pred: Predictive, best: f64) -> ValueGrad {
         let d = pred.mean - best;
         return ValueGrad::new(d.ln(), 1.0 / d, norm_pdf(z) / d);
     }
-    let (cdf_ratio, pdf_ratio) = log_h_ratios(z);
-    ValueGrad::new(
-        pred.sd.ln() + log_h(z),
-        cdf_ratio / pred.sd,
-        pdf_ratio / pred.sd,
-    )
+    let (lh, cdf_ratio, pdf_ratio) = log_h_with_ratios(z);
+    ValueGrad::new(pred.sd.ln() + lh, cdf_ratio / pred.sd, pdf_ratio / pred.sd)
 }
 
 /// Upper confidence bound `UCB = μ + √β σ` (`β ≥ 0`; NaN for negative `β`).

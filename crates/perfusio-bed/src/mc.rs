@@ -169,8 +169,23 @@ pub fn fatplus(x: f64, tau: f64) -> f64 {
 
 /// `ln fatplus(x; τ)`, finite for every finite `x`.
 pub fn log_fatplus(x: f64, tau: f64) -> f64 {
-    let t = x / tau;
-    tau.ln() + (softplus(t) + FATPLUS_ALPHA / (1.0 + t * t)).ln()
+    log_fatplus_scaled(x / tau) + tau.ln()
+}
+
+/// Beyond `|t| = 40` one of the two terms of `fatplus` is below `1e-17` of the other.
+const FATPLUS_TAIL: f64 = 40.0;
+
+/// `ln(softplus(t) + 0.1/(1 + t²))` with one logarithm in the tails.
+fn log_fatplus_scaled(t: f64) -> f64 {
+    if t < -FATPLUS_TAIL {
+        // softplus(t) ≈ eᵗ < 5e-18 ≪ 0.1/(1 + t²)
+        FATPLUS_ALPHA.ln() - (t * t).ln_1p()
+    } else if t > FATPLUS_TAIL {
+        // softplus(t) = t + O(e⁻ᵗ), the Cauchy term is below 1e-4/t³
+        (t + FATPLUS_ALPHA / (1.0 + t * t)).ln()
+    } else {
+        (softplus(t) + FATPLUS_ALPHA / (1.0 + t * t)).ln()
+    }
 }
 
 /// `ln softplus(x/τ)·τ` (the non-fat smoothed ReLU in log space), stable for `x ≪ 0`.
@@ -344,11 +359,12 @@ fn log_ei_core(
     let q = samples.q();
     let mut per_sample = Vec::with_capacity(samples.n_samples());
     let mut li = vec![0.0; q];
+    let (inv_tau, ln_tau) = (1.0 / params.tau_relu, params.tau_relu.ln());
     for s in 0..samples.n_samples() {
         let best = best_of(s);
         for (j, (l, &f)) in li.iter_mut().zip(samples.row(s)).enumerate() {
             *l = if params.fat {
-                log_fatplus(f - best, params.tau_relu)
+                log_fatplus_scaled((f - best) * inv_tau) + ln_tau
             } else {
                 log_softplus(f - best, params.tau_relu)
             };
@@ -617,6 +633,21 @@ mod tests {
         assert!(log_fatmoid(-1e6).is_finite() && log_fatmoid(1e6).abs() < 1e-12);
         assert!((fatplus(5.0, 1e-6) - 5.0).abs() < 1e-9);
         assert!(log_fatplus(-1e3, 1e-6).is_finite());
+        // the tail shortcuts agree with the full formula at the switch
+        for t in [
+            -40.0 - 1e-9,
+            -40.0 + 1e-9,
+            40.0 - 1e-9,
+            40.0 + 1e-9,
+            -1e8,
+            1e8,
+        ] {
+            let full = (softplus(t) + 0.1 / (1.0 + t * t)).ln();
+            assert!(
+                (log_fatplus_scaled(t) - full).abs() < 1e-14 * full.abs().max(1.0),
+                "t = {t}"
+            );
+        }
         assert!((log_softplus(-1.0, 1e-2) - (1e-2f64.ln() - 100.0)).abs() < 1e-12);
     }
 

@@ -94,6 +94,10 @@ fn split(x: f64) -> (f64, f64) {
     (high, a - high)
 }
 
+/// Below this `|x|` the rounding of `x²` costs at most `2ε` in `exp(±x²)`, and one `exp`
+/// suffices.
+const SPLIT_ABOVE: f64 = 1.4;
+
 /// `exp(−x²)` accurate to a few ulp for all `x` (plain `(-x*x).exp()` loses up to
 /// `x²·ε` relative).
 pub(crate) fn exp_neg_sq(x: f64) -> f64 {
@@ -103,6 +107,9 @@ pub(crate) fn exp_neg_sq(x: f64) -> f64 {
     }
     if a >= 40.0 {
         return 0.0;
+    }
+    if a < SPLIT_ABOVE {
+        return (-a * a).exp();
     }
     let (h, l) = split(a);
     (-h * h).exp() * (-l * (a + h)).exp()
@@ -117,6 +124,9 @@ fn exp_sq(x: f64) -> f64 {
     if a >= 40.0 {
         return f64::INFINITY;
     }
+    if a < SPLIT_ABOVE {
+        return (a * a).exp();
+    }
     let (h, l) = split(a);
     (h * h).exp() * (l * (a + h)).exp()
 }
@@ -129,6 +139,9 @@ fn exp_neg_half_sq(x: f64) -> f64 {
     }
     if a >= 40.0 {
         return 0.0;
+    }
+    if a < 2.0 * SPLIT_ABOVE {
+        return (-0.5 * a * a).exp();
     }
     let (h, l) = split(a);
     (-0.5 * h * h).exp() * (-0.5 * l * (a + h)).exp()
@@ -441,12 +454,21 @@ pub fn log_h(z: f64) -> f64 {
 /// `(Φ(z)/h(z), φ(z)/h(z))`, the logarithmic derivatives of `h` needed for the gradient of
 /// log-EI: `d ln h/dz = Φ/h`. Both stay finite deep in the tail (`φ/h ≈ z²`).
 pub fn log_h_ratios(z: f64) -> (f64, f64) {
+    let (_, c, p) = log_h_with_ratios(z);
+    (c, p)
+}
+
+/// [`log_h`] and [`log_h_ratios`] in one pass: `(ln h(z), Φ(z)/h(z), φ(z)/h(z))`.
+pub fn log_h_with_ratios(z: f64) -> (f64, f64, f64) {
     if z > -1.0 {
-        let hz = z * norm_cdf(z) + norm_pdf(z);
-        (norm_cdf(z) / hz, norm_pdf(z) / hz)
+        let (cdf, pdf) = (norm_cdf(z), norm_pdf(z));
+        let hz = z * cdf + pdf;
+        (hz.ln(), cdf / hz, pdf / hz)
+    } else if z.is_nan() {
+        (f64::NAN, f64::NAN, f64::NAN)
     } else {
-        let (g, r, _) = tail_ratios(-z);
-        (r / g, 1.0 / g)
+        let (g, r, ln_g) = tail_ratios(-z);
+        (log_norm_pdf(z) + ln_g, r / g, 1.0 / g)
     }
 }
 
