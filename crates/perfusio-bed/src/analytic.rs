@@ -174,7 +174,7 @@ pub fn log_probability_of_improvement(pred: Predictive, best: f64) -> ValueGrad 
 
 /// Expected improvement `EI = E[max(Y − best, 0)] = σ (z Φ(z) + φ(z))`.
 ///
-/// Evaluated as `σ·h(z)` with the tail-stable [`h`](crate::special::h), accurate in relative
+/// Evaluated as `σ·h(z)` with the tail-stable [`special::h`](crate::special::h), accurate in relative
 /// terms down to the underflow of `φ` (plain `zΦ + φ` loses `log₁₀ z²` digits).
 ///
 /// ```

@@ -55,7 +55,8 @@ pub struct SampleMatrix<'a> {
 }
 
 impl<'a> SampleMatrix<'a> {
-    /// A view of `data` (length `n_samples · q`, both at least 1).
+    /// A view of `data` (length `n_samples · q`, both at least 1, no NaN; infinite values
+    /// are allowed, e.g. the `+∞` slack of a scenario without forecast days).
     pub fn new(data: &'a [f64], n_samples: usize, q: usize) -> Result<Self> {
         if n_samples == 0 || q == 0 || data.len() != n_samples * q {
             return Err(BedError::ShapeMismatch(format!(
@@ -64,6 +65,12 @@ impl<'a> SampleMatrix<'a> {
                 n_samples * q,
                 data.len()
             )));
+        }
+        if let Some(&v) = data.iter().find(|v| v.is_nan()) {
+            return Err(BedError::NonFinite {
+                what: "Monte-Carlo samples",
+                value: v,
+            });
         }
         Ok(Self { data, n_samples, q })
     }
@@ -672,6 +679,12 @@ mod tests {
             "invalid parameter `tau_max`: temperatures must be finite and > 0, got 0"
         );
         assert!(q_upper_confidence_bound(m, -1.0).is_err());
+        assert_eq!(
+            SampleMatrix::new(&[0.0, f64::NAN], 2, 1)
+                .unwrap_err()
+                .to_string(),
+            "non-finite value in Monte-Carlo samples: NaN; remove or replace it before calling"
+        );
         assert!(evaluate(Acquisition::QEHVI, m, 0.0, &[], &p).is_err());
         assert!(evaluate(Acquisition::QUCB, m, 0.0, &[], &p).is_ok());
     }
