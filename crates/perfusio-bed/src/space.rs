@@ -19,7 +19,7 @@
 //!   inside it.
 
 use perfusio_core::{Control, ControlArray, DesignSpace, N_CONTROLS};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{BedError, Result};
 
@@ -159,8 +159,9 @@ impl DecisionSpaceBuilder {
 }
 
 /// The decision space: unit-cube coordinates for the free controls, mapped both ways.
-/// See the module documentation for the construction.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// See the module documentation for the construction. Serialisable for logs; built only
+/// through [`DecisionSpaceBuilder::build`], which validates it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DecisionSpace {
     current: ControlArray<f64>,
     /// Admissible interval of each control (for the bleed: before the `≤ perfusion` cap).
