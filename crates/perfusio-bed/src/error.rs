@@ -40,6 +40,9 @@ pub enum BedError {
         /// The accepted forms.
         valid: &'static str,
     },
+    /// The forecast model failed (e.g. the mechanism could not integrate from a state).
+    #[error("forecast model: {0}")]
+    Model(String),
     /// Exact hypervolume is implemented for 1, 2 and 3 objectives only.
     #[error(
         "exact hypervolume supports 1 to 3 objectives, got {m}; \

@@ -98,11 +98,13 @@ pub mod multi;
 pub mod objective;
 pub mod optimize;
 pub mod pareto;
+pub mod policy;
 pub mod qmc;
 pub mod space;
 pub mod special;
 
 pub use error::{BedError, Result};
+pub use policy::{BedPolicy, Decision, ObjectiveSummary, PolicyConfig};
 
 #[cfg(test)]
 mod auto_traits {

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use perfusio_core::Species;
-use perfusio_hybrid::evaluate::{EvalConfig, EvalReport, MODEL_NAMES, TrainDesign, evaluate};
 use perfusio_hybrid::ForecastMethod;
+use perfusio_hybrid::evaluate::{EvalConfig, EvalReport, MODEL_NAMES, TrainDesign, evaluate};
 use perfusio_mechanistic::PlantSpec;
 
 /// Arguments of `perfusio evaluate`. Values are parsed here so that every invalid value
@@ -164,7 +164,10 @@ fn table(cfg: &EvalConfig, r: &EvalReport) -> String {
                     .and_then(|x| x.rrmse[sp.index()])
                     .map_or("-".to_string(), |v| format!("{v:.1}"))
             };
-            s += &format!(" {:>13}", format!("{} | {}", get("hybrid"), get("mechanistic")));
+            s += &format!(
+                " {:>13}",
+                format!("{} | {}", get("hybrid"), get("mechanistic"))
+            );
         }
         s.push('\n');
     }

@@ -48,11 +48,18 @@ pub(crate) fn fan_chart_svg(c: &FanChart) -> anyhow::Result<String> {
             .map_err(err)?;
         let blue = RGBColor(31, 119, 180);
         for (lo, hi, alpha, label) in [(0, 4, 0.18, "90 % band"), (1, 3, 0.30, "80 % band")] {
-            let mut poly: Vec<(f64, f64)> =
-                c.days.iter().copied().zip(c.q[hi].iter().copied()).collect();
+            let mut poly: Vec<(f64, f64)> = c
+                .days
+                .iter()
+                .copied()
+                .zip(c.q[hi].iter().copied())
+                .collect();
             poly.extend(c.days.iter().copied().zip(c.q[lo].iter().copied()).rev());
             chart
-                .draw_series(std::iter::once(Polygon::new(poly, blue.mix(alpha).filled())))
+                .draw_series(std::iter::once(Polygon::new(
+                    poly,
+                    blue.mix(alpha).filled(),
+                )))
                 .map_err(err)?
                 .label(label)
                 .legend(move |(x, y)| {
@@ -90,7 +97,9 @@ pub(crate) fn fan_chart_svg(c: &FanChart) -> anyhow::Result<String> {
 
 fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
     v.filter(|x| x.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(x), b.max(x))
+        })
 }
 
 fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
@@ -118,7 +127,11 @@ mod tests {
         };
         let svg = fan_chart_svg(&c).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..40]);
-        assert_eq!(svg.matches("<circle").count(), 3 + 1, "3 observations + legend");
+        assert_eq!(
+            svg.matches("<circle").count(),
+            3 + 1,
+            "3 observations + legend"
+        );
         assert!(svg.matches("<polygon").count() >= 2);
         assert!(svg.contains("Titer"));
     }

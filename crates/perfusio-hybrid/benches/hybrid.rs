@@ -14,7 +14,11 @@ use perfusio_hybrid::{ForecastMethod, ForecastOptions, HybridConfig, HybridModel
 use perfusio_mechanistic::{CloneKind, VirtualReactorConfig, doe};
 
 fn design(truth: CloneKind, n: usize, seed: u64) -> Vec<(Trajectory, Option<String>)> {
-    let cfg = VirtualReactorConfig { clone: truth, seed, ..VirtualReactorConfig::default() };
+    let cfg = VirtualReactorConfig {
+        clone: truth,
+        seed,
+        ..VirtualReactorConfig::default()
+    };
     doe::simulate_design(&doe::training_design()[..n], &cfg, 28)
         .expect("simulation")
         .into_iter()
@@ -53,30 +57,56 @@ fn benches(c: &mut Criterion) {
     });
     let state = [8.0, 97.0, 2.0, 1.5, 1.0, 12.0, 2.5, 0.0, 250.0];
     g.bench_function("predict_next_state (online model)", |b| {
-        b.iter(|| model.predict_next_state(black_box(&state), &Control::defaults(), 14).expect("predict"))
+        b.iter(|| {
+            model
+                .predict_next_state(black_box(&state), &Control::defaults(), 14)
+                .expect("predict")
+        })
     });
     let measured: Vec<_> = run.rows().iter().map(|r| r.species).collect();
     let controls: Vec<_> = run.rows().iter().map(|r| r.controls).collect();
-    let est = model.filter_sequence(0, &measured[..15], &controls[..15]).expect("filter");
-    let prior = model.filter_predict(&est[13], &controls[13]).expect("predict");
+    let est = model
+        .filter_sequence(0, &measured[..15], &controls[..15])
+        .expect("filter");
+    let prior = model
+        .filter_predict(&est[13], &controls[13])
+        .expect("predict");
     g.bench_function("filter update (predict + update, online model)", |b| {
         b.iter(|| {
-            let p = model.filter_predict(black_box(&est[13]), &controls[13]).expect("predict");
-            model.filter_update(Some(p), 14, &measured[14]).expect("update")
+            let p = model
+                .filter_predict(black_box(&est[13]), &controls[13])
+                .expect("predict");
+            model
+                .filter_update(Some(p), 14, &measured[14])
+                .expect("update")
         })
     });
     let _ = prior;
     let schedule = vec![Control::defaults(); 28];
     for (name, m) in [("online", &model), ("offline", &offline)] {
-        let est = m.filter_sequence(0, &measured[..8], &controls[..8]).expect("filter");
+        let est = m
+            .filter_sequence(0, &measured[..8], &controls[..8])
+            .expect("filter");
         let start = est.last().expect("estimate").clone();
         g.bench_function(format!("forecast 28 d, MC 256 paths ({name} model)"), |b| {
-            b.iter(|| m.forecast(black_box(&start), &schedule, &ForecastOptions::default()).expect("forecast"))
+            b.iter(|| {
+                m.forecast(black_box(&start), &schedule, &ForecastOptions::default())
+                    .expect("forecast")
+            })
         });
-        let mm = ForecastOptions { method: ForecastMethod::MomentMatching, ..ForecastOptions::default() };
-        g.bench_function(format!("forecast 28 d, moment matching ({name} model)"), |b| {
-            b.iter(|| m.forecast(black_box(&start), &schedule, &mm).expect("forecast"))
-        });
+        let mm = ForecastOptions {
+            method: ForecastMethod::MomentMatching,
+            ..ForecastOptions::default()
+        };
+        g.bench_function(
+            format!("forecast 28 d, moment matching ({name} model)"),
+            |b| {
+                b.iter(|| {
+                    m.forecast(black_box(&start), &schedule, &mm)
+                        .expect("forecast")
+                })
+            },
+        );
     }
     g.finish();
 }

@@ -128,11 +128,21 @@ impl HybridConfig {
         let bad = |m: String| Err(HybridError::Config(m));
         self.prior.check()?;
         self.transform.check()?;
-        self.design_space.check().map_err(|e| HybridError::Config(e.to_string()))?;
-        if let Some(cv) = self.observation_cv.iter().find(|c| !(c.is_finite() && **c >= 0.0)) {
+        self.design_space
+            .check()
+            .map_err(|e| HybridError::Config(e.to_string()))?;
+        if let Some(cv) = self
+            .observation_cv
+            .iter()
+            .find(|c| !(c.is_finite() && **c >= 0.0))
+        {
             return bad(format!("observation_cv {cv}: must be finite and >= 0"));
         }
-        if let Some(v) = self.mechanism_sd.iter().find(|c| !(c.is_finite() && **c > 0.0)) {
+        if let Some(v) = self
+            .mechanism_sd
+            .iter()
+            .find(|c| !(c.is_finite() && **c > 0.0))
+        {
             return bad(format!("mechanism_sd {v}: must be finite and > 0"));
         }
         if self.max_day == 0 {
@@ -147,7 +157,9 @@ impl HybridConfig {
         if self.min_transitions < 2 {
             return bad("min_transitions must be at least 2".into());
         }
-        if !(self.integrator.rtol > 0.0 && self.integrator.atol > 0.0 && self.integrator.h_max > 0.0)
+        if !(self.integrator.rtol > 0.0
+            && self.integrator.atol > 0.0
+            && self.integrator.h_max > 0.0)
         {
             return bad("integrator tolerances and h_max must be positive".into());
         }

@@ -250,12 +250,7 @@ impl Dataset {
     }
 
     /// Stores the state estimate of a recorded day (overwrites: an estimate is derived data).
-    pub fn set_estimate(
-        &mut self,
-        run: &str,
-        day: u32,
-        estimate: SpeciesArray<f64>,
-    ) -> Result<()> {
+    pub fn set_estimate(&mut self, run: &str, day: u32, estimate: SpeciesArray<f64>) -> Result<()> {
         if estimate.iter().any(|v| !v.is_finite()) {
             return Err(HybridError::Data(format!(
                 "run {run}, day {day}: the state estimate must be finite"
@@ -264,9 +259,10 @@ impl Dataset {
         let i = self
             .run_index(run)
             .ok_or_else(|| HybridError::Data(format!("unknown run {run}")))?;
-        let d = self.runs[i].days.get_mut(&day).ok_or_else(|| {
-            HybridError::Data(format!("run {run}: day {day} is not recorded"))
-        })?;
+        let d = self.runs[i]
+            .days
+            .get_mut(&day)
+            .ok_or_else(|| HybridError::Data(format!("run {run}: day {day} is not recorded")))?;
         d.estimate = Some(estimate);
         Ok(())
     }
@@ -358,7 +354,11 @@ impl Dataset {
 }
 
 /// The base input row of a transition from day `day` (original units).
-pub fn base_row(state: &SpeciesArray<f64>, controls: &ControlArray<f64>, day: u32) -> [f64; N_BASE] {
+pub fn base_row(
+    state: &SpeciesArray<f64>,
+    controls: &ControlArray<f64>,
+    day: u32,
+) -> [f64; N_BASE] {
     let mut row = [0.0; N_BASE];
     row[..N_SPECIES].copy_from_slice(state);
     row[N_SPECIES..DAY_COL].copy_from_slice(controls);
@@ -384,7 +384,8 @@ mod tests {
                 m[3] = None; // target of 1→2 for task 3 is missing
             }
             d.record_day("r", None, day, m).unwrap();
-            d.set_estimate("r", day, [f64::from(day) + 1.0; N_SPECIES]).unwrap();
+            d.set_estimate("r", day, [f64::from(day) + 1.0; N_SPECIES])
+                .unwrap();
             if day != 5 {
                 d.record_applied("r", day, Control::defaults()).unwrap();
             }
@@ -395,7 +396,11 @@ mod tests {
         assert_eq!(rows.len(), 3 * 9 - 1);
         let days: Vec<u32> = rows.origin.iter().map(|o| o.1).collect();
         assert!(!days.contains(&2));
-        assert!(rows.origin.iter().all(|&(_, day, task)| !(day == 1 && task == 3)));
+        assert!(
+            rows.origin
+                .iter()
+                .all(|&(_, day, task)| !(day == 1 && task == 3))
+        );
         // every target is the next day's measurement, never 0 or imputed
         for (i, &(_, day, _)) in rows.origin.iter().enumerate() {
             assert!((rows.y[i] - (f64::from(day) + 2.0)).abs() < 1e-12);
@@ -437,7 +442,10 @@ mod tests {
         other[0] = 1.5;
         assert!(d.record_applied("r", 0, other).is_err());
         assert!(d.record_day("r", Some("B"), 1, full(1.0)).is_err());
-        assert!(d.record_day("r", None, 1, [Some(f64::NAN); N_SPECIES]).is_err());
+        assert!(
+            d.record_day("r", None, 1, [Some(f64::NAN); N_SPECIES])
+                .is_err()
+        );
         assert_eq!(d.n_days(), 1);
     }
 

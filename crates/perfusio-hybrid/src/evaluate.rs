@@ -44,7 +44,9 @@ impl std::str::FromStr for TrainDesign {
         }
         if let Some(n) = t.strip_prefix("lhs:") {
             let n: usize = n.parse().map_err(|_| {
-                HybridError::Config(format!("--train {s}: the run count after lhs: must be a whole number"))
+                HybridError::Config(format!(
+                    "--train {s}: the run count after lhs: must be a whole number"
+                ))
             })?;
             if !(2..=500).contains(&n) {
                 return Err(HybridError::Config(format!(
@@ -120,7 +122,10 @@ impl EvalConfig {
             ));
         }
         if self.test_runs == 0 || self.test_runs > 200 {
-            return bad(format!("--test {}: use 1 to 200 held-out runs", self.test_runs));
+            return bad(format!(
+                "--test {}: use 1 to 200 held-out runs",
+                self.test_runs
+            ));
         }
         if self.paths < 2 {
             return bad("forecast paths must be at least 2".into());
@@ -221,7 +226,11 @@ pub fn training_runs(cfg: &EvalConfig) -> Result<Vec<Trajectory>> {
             doe::design_to_controls(&d, &TRAINING_FACTORS, &Control::defaults())?
         }
     };
-    Ok(doe::simulate_design(&runs, &reactor_config(cfg, cfg.seed), cfg.days)?)
+    Ok(doe::simulate_design(
+        &runs,
+        &reactor_config(cfg, cfg.seed),
+        cfg.days,
+    )?)
 }
 
 /// Scores of every model at every horizon, and timings.
@@ -340,7 +349,11 @@ pub fn evaluate(cfg: &EvalConfig, progress: &mut dyn FnMut(&str)) -> Result<Eval
     let mut acc: BTreeMap<(usize, u32), ScoreAccumulator> = BTreeMap::new();
     let mut hybrid_ms = 0.0;
     for (ri, run) in test.iter().enumerate() {
-        progress(&format!("forecasting held-out run {}/{}", ri + 1, test.len()));
+        progress(&format!(
+            "forecasting held-out run {}/{}",
+            ri + 1,
+            test.len()
+        ));
         // one filter pass with the hybrid model: every model starts from the same estimates
         let estimates = hybrid.filter_sequence(0, &run.measured, &run.controls)?;
         for &s in &starts {
@@ -361,7 +374,14 @@ pub fn evaluate(cfg: &EvalConfig, progress: &mut dyn FnMut(&str)) -> Result<Eval
                 }
                 for &h in &cfg.horizons {
                     let day = (s + h) as usize;
-                    score(acc.entry((mi, h)).or_default(), &f, h, &run.truth[day], &run.measured[day], opts.seed);
+                    score(
+                        acc.entry((mi, h)).or_default(),
+                        &f,
+                        h,
+                        &run.truth[day],
+                        &run.measured[day],
+                        opts.seed,
+                    );
                 }
             }
         }
@@ -369,7 +389,9 @@ pub fn evaluate(cfg: &EvalConfig, progress: &mut dyn FnMut(&str)) -> Result<Eval
     let mut out: BTreeMap<String, BTreeMap<u32, HorizonScore>> = BTreeMap::new();
     for ((mi, h), a) in &acc {
         if let Some(s) = a.finish() {
-            out.entry(models[*mi].0.to_string()).or_default().insert(*h, s);
+            out.entry(models[*mi].0.to_string())
+                .or_default()
+                .insert(*h, s);
         }
     }
     Ok(EvalReport {
@@ -403,7 +425,15 @@ fn score(
         for k in 0..N_SPECIES {
             let mx = ens[k].iter().cloned().fold(0.0f64, f64::max);
             if mx > 1e4 * (truth[k] + 1.0) {
-                eprintln!("h {h} species {k}: ensemble max {mx:e}, truth {}, start day {}, mean {}, q {:?}", truth[k], f.start_day, f.measured[i].mean[k], (0..5).map(|q| f.measured[i].quantiles[q][k]).collect::<Vec<_>>());
+                eprintln!(
+                    "h {h} species {k}: ensemble max {mx:e}, truth {}, start day {}, mean {}, q {:?}",
+                    truth[k],
+                    f.start_day,
+                    f.measured[i].mean[k],
+                    (0..5)
+                        .map(|q| f.measured[i].quantiles[q][k])
+                        .collect::<Vec<_>>()
+                );
             }
         }
     }

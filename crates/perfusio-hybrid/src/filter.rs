@@ -194,9 +194,8 @@ impl HybridModel {
                 s[a * m + b] = est.cov[i][j] + if a == b { r[a] } else { 0.0 };
             }
         }
-        let l = small_cholesky(&s, m).ok_or(HybridError::NotPositiveDefinite(
-            "state filter innovation",
-        ))?;
+        let l = small_cholesky(&s, m)
+            .ok_or(HybridError::NotPositiveDefinite("state filter innovation"))?;
         // K = P_{:,O} S⁻¹  (9 × m), via S Kᵀ = P_{O,:}
         let mut kt = vec![0.0; m * N_SPECIES];
         for col in 0..N_SPECIES {
@@ -212,7 +211,9 @@ impl HybridModel {
             .collect();
         let mut z = est.z;
         for (i, zi) in z.iter_mut().enumerate() {
-            *zi += (0..m).map(|a| kt[a * N_SPECIES + i] * innov[a]).sum::<f64>();
+            *zi += (0..m)
+                .map(|a| kt[a * N_SPECIES + i] * innov[a])
+                .sum::<f64>();
         }
         // Joseph form: (I − K H) P (I − K H)ᵀ + K R Kᵀ
         let mut ikh = [[0.0; N_SPECIES]; N_SPECIES];
@@ -320,7 +321,11 @@ mod tests {
         let post = model.filter_update(Some(prior.clone()), 3, &m).unwrap();
         let r = model.measurement_var_z(0, tr.s(0, prior.z[0]));
         let k = 0.04 / (0.04 + r);
-        assert_relative_eq!(post.z[0], prior.z[0] + k * (tr.z(0, y) - prior.z[0]), epsilon = 1e-12);
+        assert_relative_eq!(
+            post.z[0],
+            prior.z[0] + k * (tr.z(0, y) - prior.z[0]),
+            epsilon = 1e-12
+        );
         assert_relative_eq!(post.cov[0][0], (1.0 - k) * 0.04, epsilon = 1e-12);
         // unobserved, uncorrelated species are untouched
         assert_relative_eq!(post.z[3], prior.z[3]);
@@ -340,7 +345,10 @@ mod tests {
         m[0] = Some(2.0 * initial_state()[0]);
         let post = model.filter_update(Some(prior.clone()), 1, &m).unwrap();
         assert!(post.z[0] > prior.z[0]);
-        assert!(post.z[8] > prior.z[8], "titer moves with VCD through the covariance");
+        assert!(
+            post.z[8] > prior.z[8],
+            "titer moves with VCD through the covariance"
+        );
         assert!(post.cov[8][8] < 0.04);
     }
 
@@ -349,7 +357,10 @@ mod tests {
         let model = HybridModel::new(HybridConfig::default()).unwrap();
         let mut m = [None; N_SPECIES];
         m[2] = Some(f64::NAN);
-        assert!(matches!(model.filter_update(None, 0, &m), Err(HybridError::Data(_))));
+        assert!(matches!(
+            model.filter_update(None, 0, &m),
+            Err(HybridError::Data(_))
+        ));
         let tr = model.config().transform;
         let p = StateEstimate::known(4, &initial_state(), &tr);
         assert!(model.filter_update(Some(p), 5, &[None; N_SPECIES]).is_err());

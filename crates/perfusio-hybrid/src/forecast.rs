@@ -32,7 +32,9 @@ use crate::dataset::N_BASE;
 use crate::error::{HybridError, Result};
 use crate::filter::StateEstimate;
 use crate::model::{HybridModel, Transition, lognormal_summary};
-use crate::stats::{Mat9, Q_LEVELS, cholesky9, lower_mul, mean_sd, quantile_sorted, sandwich, symmetrise};
+use crate::stats::{
+    Mat9, Q_LEVELS, cholesky9, lower_mul, mean_sd, quantile_sorted, sandwich, symmetrise,
+};
 
 /// How a forecast propagates uncertainty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -96,6 +98,17 @@ impl Default for ForecastOptions {
     }
 }
 
+/// Monte-Carlo scenarios from [`HybridModel::sample_paths`], original units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenarios {
+    /// The drawn state of the start day, one per path.
+    pub initial: Vec<SpeciesArray<f64>>,
+    /// Latent state paths, `latent[p][h]` on day `start + 1 + h`.
+    pub latent: Vec<Vec<SpeciesArray<f64>>>,
+    /// Measured-value paths (latent plus measurement noise), same layout.
+    pub measured: Vec<Vec<SpeciesArray<f64>>>,
+}
+
 /// Distribution of every species (and VCV, Diam) on one forecast day, original units.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DayBand {
@@ -148,7 +161,12 @@ impl Forecast {
     /// moment-matched Gaussian (`n` = 256). Empty when neither was kept.
     pub fn measured_ensemble(&self, h: usize, seed: u64) -> SpeciesArray<Vec<f64>> {
         if let Some(paths) = &self.measured_paths {
-            return std::array::from_fn(|k| paths.iter().filter_map(|p| p.get(h).map(|s| s[k])).collect());
+            return std::array::from_fn(|k| {
+                paths
+                    .iter()
+                    .filter_map(|p| p.get(h).map(|s| s[k]))
+                    .collect()
+            });
         }
         let Some((mu, cov)) = self.measured_moments.as_ref().and_then(|m| m.get(h)) else {
             return std::array::from_fn(|_| Vec::new());
@@ -191,7 +209,9 @@ impl HybridModel {
             )));
         }
         if let Some(u) = schedule.iter().flatten().find(|v| !v.is_finite()) {
-            return Err(HybridError::Data(format!("control value {u} is not finite")));
+            return Err(HybridError::Data(format!(
+                "control value {u} is not finite"
+            )));
         }
         match opts.method {
             ForecastMethod::MonteCarlo => self.forecast_mc(start, schedule, opts),
@@ -218,8 +238,9 @@ impl HybridModel {
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(HybridError::Data("forecast worker panicked".into())))
+                    h.join().unwrap_or_else(|_| {
+                        Err(HybridError::Data("forecast worker panicked".into()))
+                    })
                 })
                 .collect()
         });
@@ -230,15 +251,20 @@ impl HybridModel {
         Ok(out)
     }
 
-    fn forecast_mc(
+    /// Monte-Carlo scenarios of the latent state (and the measured value) from `start` under
+    /// `schedule`: `n` seeded paths, each started from a draw of the filtered state. The draws
+    /// depend only on `seed` and `n`, never on the controls, so two schedules evaluated with
+    /// the same seed use common random numbers (what a design policy needs to compare them).
+    pub fn sample_paths(
         &self,
         start: &StateEstimate,
         schedule: &[ControlArray<f64>],
-        opts: &ForecastOptions,
-    ) -> Result<Forecast> {
+        n: usize,
+        seed: u64,
+        threads: usize,
+    ) -> Result<Scenarios> {
         let tr = self.config().transform;
-        let n = opts.paths;
-        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let l0 = cholesky9(&start.cov)
             .ok_or(HybridError::NotPositiveDefinite("initial state covariance"))?;
         let mut z: Vec<SpeciesArray<f64>> = (0..n)
@@ -249,14 +275,14 @@ impl HybridModel {
                 zi
             })
             .collect();
+        let initial = z.iter().map(|zi| tr.to_species(zi)).collect();
         let h_days = schedule.len();
         let mut latent: Vec<Vec<SpeciesArray<f64>>> = vec![Vec::with_capacity(h_days); n];
         let mut measured: Vec<Vec<SpeciesArray<f64>>> = vec![Vec::with_capacity(h_days); n];
         for (h, u) in schedule.iter().enumerate() {
             let day = start.day + h as u32;
-            let inputs: Vec<[f64; N_BASE]> =
-                z.iter().map(|zi| Self::z_input(zi, u, day)).collect();
-            let trans = self.transitions_par(&inputs, opts.threads)?;
+            let inputs: Vec<[f64; N_BASE]> = z.iter().map(|zi| Self::z_input(zi, u, day)).collect();
+            let trans = self.transitions_par(&inputs, threads)?;
             for (p, t) in trans.iter().enumerate() {
                 let l = cholesky9(&t.cov)
                     .ok_or(HybridError::NotPositiveDefinite("transition covariance"))?;
@@ -274,16 +300,31 @@ impl HybridModel {
                 z[p] = zn;
             }
         }
-        let state = bands_from_paths(start.day, &latent);
-        let meas = bands_from_paths(start.day, &measured);
+        Ok(Scenarios {
+            initial,
+            latent,
+            measured,
+        })
+    }
+
+    fn forecast_mc(
+        &self,
+        start: &StateEstimate,
+        schedule: &[ControlArray<f64>],
+        opts: &ForecastOptions,
+    ) -> Result<Forecast> {
+        let tr = self.config().transform;
+        let sc = self.sample_paths(start, schedule, opts.paths, opts.seed, opts.threads)?;
+        let state = bands_from_paths(start.day, &sc.latent);
+        let meas = bands_from_paths(start.day, &sc.measured);
         Ok(Forecast {
             start_day: start.day,
             method: ForecastMethod::MonteCarlo,
             schedule: schedule.to_vec(),
             state,
             measured: meas,
-            paths: opts.keep_paths.then_some(latent),
-            measured_paths: opts.keep_paths.then_some(measured),
+            paths: opts.keep_paths.then_some(sc.latent),
+            measured_paths: opts.keep_paths.then_some(sc.measured),
             moments: None,
             measured_moments: None,
             transform: tr,

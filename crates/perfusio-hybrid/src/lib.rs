@@ -75,18 +75,18 @@ mod transform;
 
 pub use config::{GpSettings, HybridConfig, MeanKind};
 pub use dataset::{
-    DAY_COL, Dataset, DayRecord, InputSource, N_BASE, N_COLS, RunRecord, TrainingRows, Transition as DataTransition,
-    base_row,
+    DAY_COL, Dataset, DayRecord, InputSource, N_BASE, N_COLS, RunRecord, TrainingRows,
+    Transition as DataTransition, base_row,
 };
 pub use error::{HybridError, Result};
 pub use filter::{FIRST_DAY_UNMEASURED_SD, GAP_VAR_PER_DAY, INNOVATION_GATE_SD, StateEstimate};
-pub use forecast::{DayBand, Forecast, ForecastMethod, ForecastOptions};
+pub use forecast::{DayBand, Forecast, ForecastMethod, ForecastOptions, Scenarios};
 pub use mean::{
     FD_STEP_CONTROL, FD_STEP_Z, MechanisticMean, PRIOR_RTOL, PersistenceMean, PriorIntegrator,
 };
 pub use model::{
-    HybridFitReport, HybridModel, LinearisedTransition, MODEL_FORMAT, NextState,
-    SpeciesPrediction, Transition,
+    HybridFitReport, HybridModel, LinearisedTransition, MODEL_FORMAT, NextState, SpeciesPrediction,
+    Transition,
 };
 pub use stats::{Mat9, Q_LEVELS, Z_QUANTILES};
 pub use transform::{DEFAULT_OFFSETS, LogTransform, default_upper};

@@ -171,9 +171,21 @@ impl PriorMean for MechanisticMean {
             let keep = xp[j];
             // step towards the inside for controls at zero (feeds cannot be negative) and for
             // bleed at its perfusion limit
-            let sign = if j >= N_SPECIES && keep - h < 0.0 { 1.0 } else { -1.0 };
-            let sign = if j == N_SPECIES + Control::BleedRate.index() { -1.0 } else { sign };
-            let sign = if j == N_SPECIES + Control::PerfusionRate.index() { 1.0 } else { sign };
+            let sign = if j >= N_SPECIES && keep - h < 0.0 {
+                1.0
+            } else {
+                -1.0
+            };
+            let sign = if j == N_SPECIES + Control::BleedRate.index() {
+                -1.0
+            } else {
+                sign
+            };
+            let sign = if j == N_SPECIES + Control::PerfusionRate.index() {
+                1.0
+            } else {
+                sign
+            };
             xp[j] = keep + sign * h;
             let pert = self.step_z(&xp[..n])?;
             xp[j] = keep;
@@ -201,7 +213,10 @@ impl PriorMean for PersistenceMean {
 
     fn eval(&self, x: &[f64], out: &mut [f64]) -> Result<(), MeanError> {
         if x.len() < N_SPECIES {
-            return Err(MeanError(format!("base input has {} columns, need {N_SPECIES}", x.len())));
+            return Err(MeanError(format!(
+                "base input has {} columns, need {N_SPECIES}",
+                x.len()
+            )));
         }
         out[..N_SPECIES].copy_from_slice(&x[..N_SPECIES]);
         Ok(())
@@ -292,7 +307,11 @@ mod tests {
             },
         );
         for j in 0..(N_SPECIES + N_CONTROLS) {
-            let h = if j < N_SPECIES { 1e-4 } else { 1e-4 * m.control_steps[j - N_SPECIES] / FD_STEP_CONTROL };
+            let h = if j < N_SPECIES {
+                1e-4
+            } else {
+                1e-4 * m.control_steps[j - N_SPECIES] / FD_STEP_CONTROL
+            };
             let mut xp = x;
             let mut xm = x;
             xp[j] += h;

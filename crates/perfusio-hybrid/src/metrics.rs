@@ -145,8 +145,7 @@ impl ScoreAccumulator {
         let rrmse: SpeciesArray<Option<f64>> = std::array::from_fn(|k| {
             let n = self.ref_n[k];
             let mean = self.ref_sum[k] / n as f64;
-            (n > 0 && mean > 0.0)
-                .then(|| 100.0 * (self.ref_sq_err[k] / n as f64).sqrt() / mean)
+            (n > 0 && mean > 0.0).then(|| 100.0 * (self.ref_sq_err[k] / n as f64).sqrt() / mean)
         });
         let headline: Vec<Species> = Species::ALL
             .into_iter()
@@ -183,7 +182,13 @@ impl ScoreAccumulator {
             c90 += self.in90[k];
             c80 += self.in80[k];
         }
-        let frac = |c: usize| if n == 0 { f64::NAN } else { c as f64 / n as f64 };
+        let frac = |c: usize| {
+            if n == 0 {
+                f64::NAN
+            } else {
+                c as f64 / n as f64
+            }
+        };
         let sharpness90 = avg(&sharp_k);
         let crps = avg(&crps_k);
         Some(HorizonScore {
@@ -281,8 +286,7 @@ mod tests {
                 quantiles: q,
                 ensemble: &[],
             });
-            let truth: SpeciesArray<Option<f64>> =
-                std::array::from_fn(|k| (k == 0).then_some(t));
+            let truth: SpeciesArray<Option<f64>> = std::array::from_fn(|k| (k == 0).then_some(t));
             acc.add(&pts, &truth, &[None; N_SPECIES]);
         }
         let s = acc.finish().unwrap();

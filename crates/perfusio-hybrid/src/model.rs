@@ -134,10 +134,7 @@ impl HybridModel {
         ));
         let (gp_mean, untrained): (Arc<dyn PriorMean>, Arc<dyn PriorMean>) = match config.mean {
             MeanKind::Mechanistic => (mechanism.clone(), mechanism.clone()),
-            MeanKind::Constant => (
-                Arc::new(ConstantMean(0.0)),
-                Arc::new(PersistenceMean),
-            ),
+            MeanKind::Constant => (Arc::new(ConstantMean(0.0)), Arc::new(PersistenceMean)),
             MeanKind::Persistence => (Arc::new(PersistenceMean), Arc::new(PersistenceMean)),
         };
         Ok(Self {
@@ -295,7 +292,10 @@ impl HybridModel {
             if spec.upper > spec.lower {
                 b.push((spec.lower, spec.upper));
             } else {
-                b.push((spec.limits.lower, spec.limits.upper.max(spec.limits.lower + 1.0)));
+                b.push((
+                    spec.limits.lower,
+                    spec.limits.upper.max(spec.limits.lower + 1.0),
+                ));
             }
         }
         b.push((0.0, f64::from(self.config.max_day)));
@@ -375,11 +375,7 @@ impl HybridModel {
     }
 
     /// Base input in the model's coordinates from a state in `z`.
-    pub fn z_input(
-        z: &SpeciesArray<f64>,
-        controls: &ControlArray<f64>,
-        day: u32,
-    ) -> [f64; N_BASE] {
+    pub fn z_input(z: &SpeciesArray<f64>, controls: &ControlArray<f64>, day: u32) -> [f64; N_BASE] {
         base_row(z, controls, day)
     }
 
@@ -618,7 +614,11 @@ pub(crate) fn lognormal_summary(
     let c = tr.offsets[k];
     let m = (mu + 0.5 * var).exp();
     let v = (var.exp() - 1.0) * (2.0 * mu + var).exp();
-    let cap = if k == Species::Via.index() { 100.0 } else { f64::INFINITY };
+    let cap = if k == Species::Via.index() {
+        100.0
+    } else {
+        f64::INFINITY
+    };
     SpeciesPrediction {
         mean: (m - c).clamp(0.0, cap),
         sd: v.sqrt(),

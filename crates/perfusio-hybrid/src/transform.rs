@@ -136,7 +136,6 @@ impl LogTransform {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

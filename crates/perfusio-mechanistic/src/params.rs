@@ -272,7 +272,9 @@ struct ParamField {
 
 fn field(name: &str) -> Option<&'static ParamField> {
     let key = name.trim();
-    PARAM_FIELDS.iter().find(|f| f.name.eq_ignore_ascii_case(key))
+    PARAM_FIELDS
+        .iter()
+        .find(|f| f.name.eq_ignore_ascii_case(key))
 }
 
 /// Declares [`PARAM_FIELDS`]: `name positive? (lo, hi)` per numeric field.

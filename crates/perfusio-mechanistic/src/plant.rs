@@ -74,7 +74,9 @@ impl PlantSpec {
         };
         let table: toml::Table = toml::from_str(text).map_err(|e| bad(e.message().to_string()))?;
         let clone = match table.get("clone") {
-            Some(toml::Value::String(s)) => s.parse::<CloneKind>().map_err(|e| bad(e.to_string()))?,
+            Some(toml::Value::String(s)) => {
+                s.parse::<CloneKind>().map_err(|e| bad(e.to_string()))?
+            }
             Some(other) => return Err(bad(format!("clone must be a string, got {other}"))),
             None => {
                 return Err(bad(
@@ -89,7 +91,9 @@ impl PlantSpec {
                 "clone" => {}
                 "consumes_lactate" => {
                     let b = value.as_bool().ok_or_else(|| {
-                        bad(format!("consumes_lactate must be true or false, got {value}"))
+                        bad(format!(
+                            "consumes_lactate must be true or false, got {value}"
+                        ))
                     })?;
                     spec.params.consumes_lactate = b;
                     spec.consumes_lactate = Some(b);
@@ -182,8 +186,14 @@ mod tests {
             ("clone = \"CloneX\"\nmu_max = 9.0", "mu_max"),
             ("clone = \"CloneX\"\nk_glc = 0", "k_glc"),
             ("clone = \"CloneX\"\nt_ref = 50", "t_ref"),
-            ("clone = \"CloneX\"\nmu_max = \"fast\"", "mu_max must be a number"),
-            ("clone = \"CloneX\"\nconsumes_lactate = 1", "consumes_lactate"),
+            (
+                "clone = \"CloneX\"\nmu_max = \"fast\"",
+                "mu_max must be a number",
+            ),
+            (
+                "clone = \"CloneX\"\nconsumes_lactate = 1",
+                "consumes_lactate",
+            ),
             ("clone = ", "plant file"),
         ];
         for (text, want) in cases {
@@ -194,7 +204,10 @@ mod tests {
 
     #[test]
     fn arg_resolves_clone_names_and_files() {
-        assert_eq!(PlantSpec::from_arg("CloneY").unwrap().clone, CloneKind::CloneY);
+        assert_eq!(
+            PlantSpec::from_arg("CloneY").unwrap().clone,
+            CloneKind::CloneY
+        );
         let dir = std::env::temp_dir().join(format!("perfusio-plant-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("fast.toml");

@@ -34,7 +34,13 @@ pub(crate) struct Run {
     pub(crate) controls: Vec<ControlArray<f64>>,
 }
 
-pub(crate) fn run(params: KineticParams, controls: ControlArray<f64>, days: u32, seed: u64, noise: NoiseModel) -> Run {
+pub(crate) fn run(
+    params: KineticParams,
+    controls: ControlArray<f64>,
+    days: u32,
+    seed: u64,
+    noise: NoiseModel,
+) -> Run {
     let mut r = VirtualReactor::new(VirtualReactorConfig {
         params: Some(params),
         setpoints: controls,

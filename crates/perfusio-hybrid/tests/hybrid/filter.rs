@@ -16,7 +16,13 @@ fn filtered_state_is_closer_to_the_truth_than_the_raw_sample() {
     let mut se_filt = [0.0; N_SPECIES];
     let mut n = [0usize; N_SPECIES];
     for seed in 0..12 {
-        let r = run(KineticParams::clone_x(), defaults(), 21, 100 + seed, NoiseModel::default());
+        let r = run(
+            KineticParams::clone_x(),
+            defaults(),
+            21,
+            100 + seed,
+            NoiseModel::default(),
+        );
         let est = model.filter_sequence(0, &r.measured, &r.controls).unwrap();
         for day in 1..=21 {
             let f = est[day].mean_species(&tr);
@@ -38,8 +44,14 @@ fn filtered_state_is_closer_to_the_truth_than_the_raw_sample() {
         }
         let raw = (se_raw[k] / n[k] as f64).sqrt();
         let filt = (se_filt[k] / n[k] as f64).sqrt();
-        eprintln!("{s}: RMSE raw {raw:.4}, filtered {filt:.4} ({} samples)", n[k]);
-        assert!(filt < raw, "{s}: filtered {filt} is not closer than raw {raw}");
+        eprintln!(
+            "{s}: RMSE raw {raw:.4}, filtered {filt:.4} ({} samples)",
+            n[k]
+        );
+        assert!(
+            filt < raw,
+            "{s}: filtered {filt} is not closer than raw {raw}"
+        );
     }
 }
 
@@ -48,7 +60,13 @@ fn filtered_state_is_closer_to_the_truth_than_the_raw_sample() {
 fn missing_species_are_estimated_with_their_uncertainty() {
     let model = HybridModel::new(HybridConfig::default()).unwrap();
     let tr = model.config().transform;
-    let mut r = run(KineticParams::clone_x(), defaults(), 10, 3, NoiseModel::default());
+    let mut r = run(
+        KineticParams::clone_x(),
+        defaults(),
+        10,
+        3,
+        NoiseModel::default(),
+    );
     for m in &mut r.measured {
         m[Species::Amm.index()] = None;
     }
@@ -60,7 +78,12 @@ fn missing_species_are_estimated_with_their_uncertainty() {
     assert!(amm > 0.0 && amm.is_finite());
     assert!(!last.measured[Species::Amm.index()]);
     // the mechanism is the truth here: the estimate is within 3 sd (in z) of the truth
-    assert!((tr.z(6, amm) - tr.z(6, truth)).abs() < 3.0 * sd, "{amm} vs {truth}, sd {sd}");
-    assert!(sd > last.sd_z()[Species::VCD.index()], "unmeasured is less certain");
+    assert!(
+        (tr.z(6, amm) - tr.z(6, truth)).abs() < 3.0 * sd,
+        "{amm} vs {truth}, sd {sd}"
+    );
+    assert!(
+        sd > last.sd_z()[Species::VCD.index()],
+        "unmeasured is less certain"
+    );
 }
-

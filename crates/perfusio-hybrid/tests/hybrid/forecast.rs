@@ -1,9 +1,7 @@
 //! Forecast methods against each other and against the mechanism.
 
 use perfusio_core::{N_SPECIES, Species};
-use perfusio_hybrid::{
-    ForecastMethod, ForecastOptions, HybridConfig, HybridModel, StateEstimate,
-};
+use perfusio_hybrid::{ForecastMethod, ForecastOptions, HybridConfig, HybridModel, StateEstimate};
 use perfusio_mechanistic::{KineticParams, PlantModel};
 
 use crate::common::defaults;
@@ -26,7 +24,15 @@ fn zero_variance_forecast_is_the_mechanism() {
         .unwrap();
     for method in [ForecastMethod::MonteCarlo, ForecastMethod::MomentMatching] {
         let f = model
-            .forecast(&start, &schedule, &ForecastOptions { method, paths: 16, ..ForecastOptions::default() })
+            .forecast(
+                &start,
+                &schedule,
+                &ForecastOptions {
+                    method,
+                    paths: 16,
+                    ..ForecastOptions::default()
+                },
+            )
             .unwrap();
         assert_eq!(f.state.len(), 14);
         for (h, band) in f.state.iter().enumerate() {
@@ -34,7 +40,13 @@ fn zero_variance_forecast_is_the_mechanism() {
             for k in 0..N_SPECIES {
                 let want = exact[h + 1][k];
                 let tol = 2e-4 * want.abs().max(tr.offsets[k]);
-                assert!((band.mean[k] - want).abs() <= tol, "{method:?} day {} {}: {} vs {want}", band.day, Species::ALL[k], band.mean[k]);
+                assert!(
+                    (band.mean[k] - want).abs() <= tol,
+                    "{method:?} day {} {}: {} vs {want}",
+                    band.day,
+                    Species::ALL[k],
+                    band.mean[k]
+                );
                 assert!((band.quantiles[2][k] - want).abs() <= tol);
             }
         }
@@ -60,21 +72,42 @@ fn monte_carlo_agrees_with_moment_matching_when_nearly_linear() {
     }
     let schedule = vec![defaults(); 5];
     let mc = model
-        .forecast(&start, &schedule, &ForecastOptions { paths: 4096, seed: 9, ..ForecastOptions::default() })
+        .forecast(
+            &start,
+            &schedule,
+            &ForecastOptions {
+                paths: 4096,
+                seed: 9,
+                ..ForecastOptions::default()
+            },
+        )
         .unwrap();
     let mm = model
-        .forecast(&start, &schedule, &ForecastOptions { method: ForecastMethod::MomentMatching, ..ForecastOptions::default() })
+        .forecast(
+            &start,
+            &schedule,
+            &ForecastOptions {
+                method: ForecastMethod::MomentMatching,
+                ..ForecastOptions::default()
+            },
+        )
         .unwrap();
     for h in 0..5 {
         for k in [0, 1, 2, 3, 5, 6, 8] {
             let (a, b) = (mc.state[h].mean[k], mm.state[h].mean[k]);
             // relative to the value, or to the log offset for a species near zero
             let scale = b.abs().max(tr.offsets[k]);
-            assert!((a - b).abs() <= 5e-3 * scale, "h {h} species {k}: mean MC {a} MM {b}");
+            assert!(
+                (a - b).abs() <= 5e-3 * scale,
+                "h {h} species {k}: mean MC {a} MM {b}"
+            );
             let width = mm.state[h].quantiles[4][k] - mm.state[h].quantiles[0][k];
             for q in [0, 4] {
                 let (a, b) = (mc.state[h].quantiles[q][k], mm.state[h].quantiles[q][k]);
-                assert!((a - b).abs() <= 0.05 * width + 1e-9, "h {h} species {k} q{q}: MC {a} MM {b} (width {width})");
+                assert!(
+                    (a - b).abs() <= 0.05 * width + 1e-9,
+                    "h {h} species {k} q{q}: MC {a} MM {b} (width {width})"
+                );
             }
         }
     }
@@ -92,9 +125,17 @@ fn forecasts_respect_physical_bounds_and_seeds() {
     let tr = model.config().transform;
     let s0 = [10.0, 99.5, 0.05, 0.1, 1.0, 2.0, 3.0, 0.0, 300.0];
     let start = StateEstimate::known(10, &s0, &tr);
-    let opts = ForecastOptions { paths: 128, seed: 1, ..ForecastOptions::default() };
-    let f = model.forecast(&start, &vec![defaults(); 10], &opts).unwrap();
-    let g = model.forecast(&start, &vec![defaults(); 10], &opts).unwrap();
+    let opts = ForecastOptions {
+        paths: 128,
+        seed: 1,
+        ..ForecastOptions::default()
+    };
+    let f = model
+        .forecast(&start, &vec![defaults(); 10], &opts)
+        .unwrap();
+    let g = model
+        .forecast(&start, &vec![defaults(); 10], &opts)
+        .unwrap();
     assert_eq!(f, g);
     for p in f.paths.as_ref().unwrap() {
         for s in p {
@@ -112,4 +153,3 @@ fn forecasts_respect_physical_bounds_and_seeds() {
         }
     }
 }
-

@@ -17,7 +17,12 @@ fn a_loaded_model_predicts_bit_identically() {
     let tr = model.config().transform;
     let start = StateEstimate::known(6, &[5.0, 97.0, 3.0, 2.0, 1.0, 9.0, 2.0, 0.0, 120.0], &tr);
     for method in [ForecastMethod::MonteCarlo, ForecastMethod::MomentMatching] {
-        let o = ForecastOptions { method, paths: 64, seed: 3, ..ForecastOptions::default() };
+        let o = ForecastOptions {
+            method,
+            paths: 64,
+            seed: 3,
+            ..ForecastOptions::default()
+        };
         let a = model.forecast(&start, &vec![defaults(); 7], &o).unwrap();
         let b = loaded.forecast(&start, &vec![defaults(); 7], &o).unwrap();
         for (x, y) in a.state.iter().zip(&b.state) {
@@ -27,7 +32,19 @@ fn a_loaded_model_predicts_bit_identically() {
             }
         }
     }
-    let p = model.predict_next_state(&[5.0, 97.0, 3.0, 2.0, 1.0, 9.0, 2.0, 0.0, 120.0], &defaults(), 6).unwrap();
-    let q = loaded.predict_next_state(&[5.0, 97.0, 3.0, 2.0, 1.0, 9.0, 2.0, 0.0, 120.0], &defaults(), 6).unwrap();
+    let p = model
+        .predict_next_state(
+            &[5.0, 97.0, 3.0, 2.0, 1.0, 9.0, 2.0, 0.0, 120.0],
+            &defaults(),
+            6,
+        )
+        .unwrap();
+    let q = loaded
+        .predict_next_state(
+            &[5.0, 97.0, 3.0, 2.0, 1.0, 9.0, 2.0, 0.0, 120.0],
+            &defaults(),
+            6,
+        )
+        .unwrap();
     assert_eq!(p, q);
 }
