@@ -28,6 +28,14 @@ pub const DEFAULT_GRAD_TOL: f64 = crate::optim::DEFAULT_GRAD_TOL;
 pub const DEFAULT_COST_TOL: f64 = crate::optim::DEFAULT_REL_COST_TOL;
 /// Default number of L-BFGS-B correction pairs.
 pub const DEFAULT_LBFGS_MEMORY: usize = crate::optim::DEFAULT_MEMORY;
+/// A fit from scratch on at least this many distinct base inputs first fits the
+/// hyperparameters on an evenly spread subset of [`SUBSET_START_INPUTS`] of them (all their
+/// rows, the full data's input map and standardisation) and starts from that optimum: an
+/// evaluation on the subset costs a few per cent of one on the full data, and the full fit
+/// then needs far fewer of its expensive evaluations.
+pub const SUBSET_START_MIN_INPUTS: usize = 400;
+/// Number of distinct base inputs of the subset fit (see [`SUBSET_START_MIN_INPUTS`]).
+pub const SUBSET_START_INPUTS: usize = 150;
 /// First jitter tried when a Cholesky factorisation fails, relative to the mean diagonal.
 pub const DEFAULT_JITTER_START: f64 = 1e-10;
 /// Largest jitter tried before [`GpError::NotPositiveDefinite`], relative to the mean diagonal.

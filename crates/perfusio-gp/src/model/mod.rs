@@ -37,6 +37,11 @@ pub struct FitReport {
     pub iterations: u64,
     /// Objective evaluations (value + gradient) over all starts.
     pub evaluations: u64,
+    /// Evaluations of the subset fit that a large fit starts from (0 when none; see
+    /// [`crate::params::SUBSET_START_MIN_INPUTS`]). Each costs a small fraction of a full
+    /// evaluation.
+    #[serde(default)]
+    pub subset_evaluations: u64,
     /// Wall-clock time of the fit, including data preparation and the final factorisation.
     pub wall_time: Duration,
     /// Whether the winning start stopped on a tolerance (not on a limit or a failure).
