@@ -553,10 +553,33 @@ pub(crate) fn contract<K: Kernel>(k: &K, ts: &TrainSet, g: MatRef<'_, f64>, out:
 
 /// Cross kernel between `m` normalised test inputs (row-major) and the training bases.
 pub(crate) fn cross<K: Kernel>(k: &K, test: &[f64], m: usize, ts: &TrainSet) -> Mat<f64> {
-    let d = ts.d;
-    Mat::from_fn(m, ts.n_base, |a, i| {
-        k.eval(&test[a * d..(a + 1) * d], ts.base_row(i))
-    })
+    let (d, n) = (ts.d, ts.n_base);
+    let mut out = Mat::<f64>::zeros(m, n);
+    // a kernel evaluation costs about d multiply-adds and an exponential
+    if m * n * (d + 20) < PAR_MIN_WORK || m < 2 * THREADS {
+        for a in 0..m {
+            let xa = &test[a * d..(a + 1) * d];
+            for i in 0..n {
+                out[(a, i)] = k.eval(xa, ts.base_row(i));
+            }
+        }
+        return out;
+    }
+    let h = m / 2;
+    let (top, bottom) = out.as_mut().split_at_row_mut(h);
+    let fill = |mut part: MatMut<'_, f64>, from: usize| {
+        for a in 0..part.nrows() {
+            let xa = &test[(from + a) * d..(from + a + 1) * d];
+            for i in 0..n {
+                part[(a, i)] = k.eval(xa, ts.base_row(i));
+            }
+        }
+    };
+    std::thread::scope(|sc| {
+        sc.spawn(|| fill(bottom, h));
+        fill(top, 0);
+    });
+    out
 }
 
 /// `dst (+)= alpha · lhs · rhs`, the columns of `dst` split over [`THREADS`] threads when

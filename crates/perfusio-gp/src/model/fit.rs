@@ -5,7 +5,7 @@
 //! objective per observation, `(NLML(θ) − ln p(θ)) / n`, so that the tolerances mean the
 //! same on 50 and on 7 000 rows.
 
-use super::{FitReport, MultiTaskGp};
+use super::{Curvature, FitReport, MultiTaskGp};
 use crate::engine::{self, LOG_KAPPA_BOUNDS, Layout, Normaliser, SolverPath, TrainSet, W_BOUNDS};
 use crate::error::{GpError, Result};
 use crate::kernel::{Kernel, ParamKind};
@@ -57,6 +57,7 @@ impl<K: Kernel + Clone> Problem<'_, K> {
         theta0: &[f64],
         n_starts: usize,
         max_iters: u64,
+        hessian: Option<&[f64]>,
     ) -> Result<Run> {
         let mut obj = Objective::new(self, ts, grid, theta0);
         let lbfgsb = LbfgsbOptions {
@@ -82,12 +83,13 @@ impl<K: Kernel + Clone> Problem<'_, K> {
             } else {
                 random_start(self.active, self.lo, self.hi, theta0, &self.lay, &mut rng)
             };
-            let res = optim::minimize(
+            let res = optim::minimize_with_hessian(
                 |u: &[f64], g: &mut [f64]| obj.eval_active(u, g),
                 &us,
                 self.lo,
                 self.hi,
                 &lbfgsb,
+                if s == 0 { hessian } else { None },
             );
             match res {
                 Ok(m) => {
@@ -595,7 +597,7 @@ impl<K: Kernel + Clone> GpValidParams<K> {
         {
             let sub = subset(&ts, crate::params::SUBSET_START_INPUTS);
             let sub_grid = engine::grid_for(&sub, opts);
-            match problem.run(&sub, sub_grid.as_ref(), &theta0, 1, max_iters) {
+            match problem.run(&sub, sub_grid.as_ref(), &theta0, 1, max_iters, None) {
                 Ok(r) => {
                     subset_evaluations = r.evaluations;
                     tracing::debug!(
@@ -611,7 +613,23 @@ impl<K: Kernel + Clone> GpValidParams<K> {
                 }
             }
         }
-        let run = problem.run(&ts, grid.as_ref(), &theta0, n_starts, max_iters)?;
+        // a warm refit also starts from the previous fit's curvature
+        let warm_hessian = match &start {
+            Start::Warm(prev) => prev
+                .curvature
+                .as_ref()
+                .filter(|c| c.active == active)
+                .map(|c| c.hessian.as_slice()),
+            Start::Scratch => None,
+        };
+        let run = problem.run(
+            &ts,
+            grid.as_ref(),
+            &theta0,
+            n_starts,
+            max_iters,
+            warm_hessian,
+        )?;
         let (m, best_start, iterations, starts) =
             (run.minimum, run.best_start, run.iterations, run.starts);
         let theta = run.theta;
@@ -622,6 +640,10 @@ impl<K: Kernel + Clone> GpValidParams<K> {
         let (post, path, nlml, jit) = engine::build_posterior(&kernel, &ts, &theta, &lay, opts)?;
         let jitter = run.jitter.max(jit);
         let termination = m.termination;
+        let curvature = m.hessian.clone().map(|hessian| Curvature {
+            active: active.clone(),
+            hessian,
+        });
         let report = FitReport {
             nlml,
             objective,
@@ -661,6 +683,7 @@ impl<K: Kernel + Clone> GpValidParams<K> {
             mean_fingerprint: p.prior_mean.fingerprint(),
             mean_constant: p.prior_mean.as_constant(),
             mean: Some(p.prior_mean.clone()),
+            curvature,
         })
     }
 }
