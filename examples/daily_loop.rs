@@ -1,6 +1,7 @@
 //! The daily loop, end to end, on the built-in virtual ambr250 reactor (no hardware):
 //!
-//! 1. read the day's sample through the `Connector` trait and validate it,
+//! 1. read the day's raw reading through the `Connector` trait and validate it in the one
+//!    shared step (`read_validated`), auditing every rejected value,
 //! 2. learn: every `--retrain-every` days fit a multi-task GP on one-day transitions, with
 //!    the mechanistic model's one-day prediction as its prior mean (the hybrid model: the
 //!    GP learns only what the mechanism gets wrong),
@@ -21,13 +22,16 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use perfusio_audit::canonical::canonical_sha256;
 use perfusio_audit::event::{
-    Forecast, ModelRetrained, RunFinished, RunStarted, SampleRead, SampleRejected, SetpointWritten,
+    Forecast, ForecastMethod, ModelRetrained, RunFinished, RunStarted, SampleRead, SampleRejected,
+    SetpointWritten, SpeciesBands,
 };
 use perfusio_audit::{Actor, AuditWriter, Entry, VerifyOptions, WriterOptions, verify_file};
 use perfusio_connectors::virtual_reactor::VirtualReactorConnector;
 use perfusio_core::{
     Connector, Control, DEFAULT_AMBR250_DESIGN_SPACE, N_SPECIES, Setpoints, Species, SpeciesArray,
+    read_validated,
 };
 use perfusio_examples::{MechanisticMean, N_COLS, TrainingSet, base_row};
 use perfusio_gp::{GpParams, MultiTaskGp};
@@ -165,7 +169,7 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
 
     let (mut audit, _) = AuditWriter::open(&audit_path, WriterOptions::new("daily-loop", "R01"))?;
     audit.append(Entry::new(
-        0.0,
+        0,
         RunStarted {
             software: format!("perfusio-rs {}", env!("CARGO_PKG_VERSION")),
             seed: Some(args.seed),
@@ -198,6 +202,8 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
     let mut controls = Setpoints::defaults(0);
     let mut training = TrainingSet::default();
     let mut gp: Option<MultiTaskGp> = None;
+    let mut model_sha256 = String::new();
+    let mut transitions = 0u64;
     let mut prev_input: Option<[f64; perfusio_examples::N_BASE]> = None;
     let mut forecast: Option<DayForecast> = None;
     let mut score = Score::default();
@@ -212,25 +218,23 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
                 .with(Control::PerfusionRate, 1.5)
                 .with(Control::GlucoseSetpoint, 6.5);
             let receipt = connector.write_setpoints(&controls).await?;
-            audit.append(
-                Entry::new(
-                    f64::from(day),
-                    SetpointWritten::new(connector.describe(), &controls),
-                )
-                .by(Actor::operator("demo-operator")?),
-            )?;
-            note = format!("setpoints written ({} confirmed)", receipt.controls.len());
+            let written = SetpointWritten::new(connector.describe(), receipt);
+            note = format!(
+                "setpoints written ({}/{} confirmed by read-back)",
+                written.confirmed().len(),
+                written.receipt.controls.len()
+            );
+            audit.append(Entry::new(day, written).by(Actor::operator("demo-operator")?))?;
         }
 
-        // 1. read and validate
-        let raw = connector.read_sample(day).await?;
-        let checked = raw.validate(&ds);
+        // 1. read and validate (the one validation boundary, the same for every connector)
+        let checked = read_validated(&connector, day, &ds).await?;
         audit.append(Entry::new(
-            f64::from(day),
+            day,
             SampleRead::from_sample(&checked.sample, connector.describe()),
         ))?;
         for r in &checked.rejections {
-            audit.append(Entry::new(f64::from(day), SampleRejected::from(r)))?;
+            audit.append(Entry::new(day, SampleRejected::from(r)))?;
         }
         let measured = checked.sample.species;
 
@@ -262,6 +266,7 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
         // 2. learn from the transition that ended today
         if let Some(input) = prev_input {
             training.push_transition(&input, &measured);
+            transitions += 1;
         }
         if day >= 3 && day % args.retrain_every == 0 {
             // the unit-cube map comes from the first fit's data and is kept by the warm
@@ -278,23 +283,23 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
             let dt = t0.elapsed();
             fit_ms.push(dt.as_secs_f64() * 1e3);
             let rep = fitted.report();
+            // The model's identity: what determines its predictions (hyperparameters, data,
+            // input map, prior mean), not its wall time.
+            model_sha256 = fitted.fingerprint();
             audit.append(Entry::new(
-                f64::from(day),
+                day,
                 ModelRetrained {
-                    observations: (training.len() / N_SPECIES) as u64,
-                    fit_summary: [
-                        ("nlml".to_string(), rep.nlml),
-                        ("iterations".to_string(), rep.iterations as f64),
-                        ("evaluations".to_string(), rep.evaluations as f64),
-                        (
-                            "converged".to_string(),
-                            if rep.converged { 1.0 } else { 0.0 },
-                        ),
-                        ("rows".to_string(), training.len() as f64),
-                    ]
-                    .into_iter()
-                    .collect(),
+                    model_sha256: model_sha256.clone(),
+                    rows: training.len() as u64,
+                    transitions,
+                    nlml: rep.nlml,
+                    iterations: rep.iterations,
+                    evaluations: rep.evaluations,
+                    converged: rep.converged,
+                    termination: rep.termination.name().into(),
+                    warm_start: gp.is_some(),
                     duration_s: dt.as_secs_f64(),
+                    calibrated: Default::default(),
                 },
             ))?;
             note += &format!(
@@ -321,24 +326,25 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
                     f.mean[s] = p.mean[s];
                     f.sd[s] = p.variance[s].max(0.0).sqrt();
                 }
-                let band = |g: fn(f64, f64) -> f64| {
-                    Species::ALL
-                        .iter()
-                        .map(|s| {
-                            let i = s.index();
-                            (s.name().to_string(), vec![g(f.mean[i], f.sd[i]).max(0.0)])
-                        })
-                        .collect()
-                };
+                let bands = Species::ALL
+                    .iter()
+                    .map(|s| {
+                        let i = s.index();
+                        let b = SpeciesBands::from_normal(&[f.mean[i]], &[f.sd[i]], 0.0);
+                        (s.name().to_string(), b)
+                    })
+                    .collect();
                 audit.append(Entry::new(
-                    f64::from(day),
+                    day,
                     Forecast {
-                        from_day: f64::from(day),
+                        from_day: day,
                         horizon_days: 1,
-                        level: 0.9,
-                        mean: band(|m, _| m),
-                        lower: band(|m, s| m - Z90 * s),
-                        upper: band(|m, s| m + Z90 * s),
+                        method: ForecastMethod::MomentMatching,
+                        paths: 0,
+                        model_sha256: model_sha256.clone(),
+                        forecast_sha256: canonical_sha256(&(&f.mean, &f.sd))?,
+                        days_ahead: vec![1],
+                        bands,
                     },
                 ))?;
                 Some(f)
@@ -368,10 +374,11 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
     }
 
     audit.append(Entry::new(
-        f64::from(args.days),
+        args.days,
         RunFinished {
+            completed: true,
             reason: "completed".into(),
-            last_day: f64::from(args.days),
+            last_day: args.days,
         },
     ))?;
     let head = audit.close()?;
@@ -420,5 +427,30 @@ mod tests {
                 "{s}: hybrid {hybrid} vs mechanistic {mech}"
             );
         }
+        // Every forecast names the model that made it, as recorded by the last retrain, and
+        // starts from its record's day.
+        let (_, records) = perfusio_audit::read_verified(dir.path().join("audit.jsonl")).unwrap();
+        let mut model = None;
+        let mut forecasts = 0;
+        for r in &records {
+            match r.kind.as_str() {
+                "model_retrained" => {
+                    let m: ModelRetrained = r.payload_as().unwrap();
+                    assert_eq!(m.transitions, u64::from(r.culture_day().unwrap()));
+                    model = Some(m.model_sha256);
+                }
+                "forecast" => {
+                    let f: Forecast = r.payload_as().unwrap();
+                    assert_eq!(Some(&f.model_sha256), model.as_ref());
+                    assert_eq!(f.from_day, r.culture_day().unwrap());
+                    forecasts += 1;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(
+            forecasts, 19,
+            "one forecast a day from the first fit on day 3 to day 21"
+        );
     }
 }

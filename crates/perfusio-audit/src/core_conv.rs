@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use perfusio_core::{Derived, Rejection, Sample, Setpoints, Species};
 
-use crate::event::{SampleRead, SampleRejected, SetpointWithheld, SetpointWritten};
+use crate::event::{SampleRead, SampleRejected, SetpointWithheld};
 
 /// Setpoints as a map from canonical control name to value.
 ///
@@ -29,7 +29,7 @@ impl SampleRead {
     /// let s = Sample::new(2).with(Species::Glc, 4.5);
     /// let p = perfusio_audit::event::SampleRead::from_sample(&s, "virtual");
     /// assert_eq!(p.values["Glc"], Some(4.5));
-    /// assert_eq!(p.values["VCD"], None);
+    /// assert_eq!(p.values["VCD"], None); // canonical species names, as in perfusio-core
     /// assert_eq!(p.values.len(), 9);
     /// ```
     pub fn from_sample(sample: &Sample, source: impl Into<String>) -> Self {
@@ -57,16 +57,7 @@ impl From<&Rejection> for SampleRejected {
             raw: r.value.to_string(),
             reason: r.reason.code().to_string(),
             detail: r.to_string(),
-        }
-    }
-}
-
-impl SetpointWritten {
-    /// The payload for setpoints written through `connector`.
-    pub fn new(connector: impl Into<String>, setpoints: &Setpoints) -> Self {
-        Self {
-            connector: connector.into(),
-            setpoints: setpoint_map(setpoints),
+            origin: Some(r.origin.to_string()),
         }
     }
 }

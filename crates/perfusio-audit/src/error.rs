@@ -93,6 +93,27 @@ pub enum AuditError {
         /// What was wrong.
         detail: String,
     },
+    /// A record is of another kind than the payload type asked for.
+    #[error(
+        "record {seq} is a `{found}` record, not `{expected}`: check `Record::kind` before \
+         decoding, or use `Record::event`"
+    )]
+    KindMismatch {
+        /// Sequence number of the record.
+        seq: u64,
+        /// Kind found in the record.
+        found: String,
+        /// Kind of the payload type asked for.
+        expected: &'static str,
+    },
+    /// A payload fails its consistency check (see `EventPayload::check`); nothing was written.
+    #[error("invalid `{kind}` payload: {detail}")]
+    InvalidPayload {
+        /// Event kind of the payload.
+        kind: &'static str,
+        /// What is wrong and how to fix it.
+        detail: String,
+    },
     /// The event kind is not known to this version of the library.
     #[error("unknown event kind `{0}`: upgrade perfusio-audit or read the raw payload")]
     UnknownKind(String),

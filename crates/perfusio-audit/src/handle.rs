@@ -43,7 +43,7 @@ enum Msg {
 /// let handle = AuditHandle::spawn(writer)?;
 /// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
 /// let receipt = rt.block_on(handle.append(Entry::new(
-///     3.0,
+///     3,
 ///     RunResumed { records_found: 0, reason: "restart".into() },
 /// )))?;
 /// assert_eq!(receipt.seq, 1);

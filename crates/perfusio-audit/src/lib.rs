@@ -20,6 +20,11 @@
 //! * **One writer, many tasks.** [`AuditHandle`] is a cheap clone that feeds a single writer
 //!   thread, so concurrent tasks never interleave lines (see the [`handle`] module for why a
 //!   thread rather than a task).
+//! * **Typed payloads, kinds declared once.** Every kind has a payload struct in [`event`]; the
+//!   [`Event`] and [`EventKind`] enums and everything that enumerates the kinds are generated
+//!   from one list there, and [`Record::payload_as`] reads the records of one kind back as its
+//!   type. The culture day is `perfusio-core`'s `u32`; [`Entry::new`] converts it to the
+//!   record's float `day` member, the only conversion.
 //! * **A chain cannot prove its own end.** Keep the head hash printed at the end of a run
 //!   elsewhere and pass it as [`VerifyOptions::expect_head`] to prove nothing was cut off.
 //!
@@ -34,6 +39,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `polars` | no | `export_parquet_file` (Parquet export through polars; heavy to compile) |
+//! | `demo` | no | `demo::simulated_run`: a reproducible run with every event kind (a fixture for examples, tests and benches; not a stable API) |
 //!
 //! ## Example
 //!
@@ -48,7 +54,7 @@
 //! let (mut w, _) = AuditWriter::open(&path, WriterOptions::new("run-7", "R1"))?;
 //! for day in 0..3 {
 //!     let values = BTreeMap::from([("Glc".to_string(), Some(5.0 - f64::from(day))), ("Lac".to_string(), None)]);
-//!     w.append(Entry::new(f64::from(day), SampleRead { source: "virtual".into(), values }))?;
+//!     w.append(Entry::new(day, SampleRead { source: "virtual".into(), values }))?;
 //! }
 //! drop(w);
 //! let report = verify_file(&path, &VerifyOptions::default())?;
@@ -66,10 +72,22 @@
 //! }
 //! # Ok(()) }
 //! ```
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::print_stdout,
+        clippy::print_stderr
+    )
+)]
 #![deny(clippy::float_cmp)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod canonical;
 mod core_conv;
+#[cfg(feature = "demo")]
+#[cfg_attr(docsrs, doc(cfg(feature = "demo")))]
 pub mod demo;
 mod error;
 pub mod event;
@@ -81,7 +99,7 @@ mod verify;
 mod writer;
 
 pub use error::{AuditError, Result};
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, EventPayload};
 pub use handle::AuditHandle;
 #[cfg(feature = "polars")]
 pub use reader::export_parquet_file;

@@ -67,7 +67,7 @@ pub fn read_records(path: impl AsRef<Path>) -> Result<Records<File>> {
 /// let path = dir.path().join("audit.jsonl");
 /// let (mut w, _) = AuditWriter::open(&path, WriterOptions::new("run", "R1"))?;
 /// let event = Event::Custom(Custom { name: "note".into(), data: serde_json::json!({"x": 1.5}) });
-/// w.append(Entry::new(0.0, event.clone()))?;
+/// w.append(Entry::new(0, event.clone()))?;
 /// drop(w);
 /// let (report, records) = read_verified(&path)?;
 /// assert_eq!(report.records, 1);

@@ -8,7 +8,7 @@ use time::macros::format_description;
 
 use crate::canonical::{hex, write_canonical, write_f64, write_string as write_str};
 use crate::error::{AuditError, Result};
-use crate::event::Event;
+use crate::event::{Event, EventPayload};
 
 /// Format version written in the `v` member of every record.
 pub const FORMAT_VERSION: u64 = 1;
@@ -189,6 +189,69 @@ impl Record {
             seq: self.seq,
             detail: format!("payload of kind `{}` does not decode: {e}", self.kind),
         })
+    }
+
+    /// Decode the payload as the payload type of one kind, e.g. every `forecast` record as a
+    /// [`Forecast`](crate::event::Forecast). Fails with [`AuditError::KindMismatch`] on a record
+    /// of another kind and with [`AuditError::Record`] when the payload does not decode.
+    ///
+    /// ```
+    /// # fn main() -> perfusio_audit::Result<()> {
+    /// use perfusio_audit::{AuditError, AuditWriter, Entry, WriterOptions, read_verified};
+    /// use perfusio_audit::event::{RunFinished, RunResumed};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("audit.jsonl");
+    /// let (mut w, _) = AuditWriter::open(&path, WriterOptions::new("run", "R1"))?;
+    /// let reason = "data ended on day 9".to_string();
+    /// w.append(Entry::new(9, RunFinished { completed: false, reason, last_day: 9 }))?;
+    /// drop(w);
+    /// let (_, records) = read_verified(&path)?;
+    /// let finished: RunFinished = records[0].payload_as()?;
+    /// assert_eq!((finished.completed, finished.last_day), (false, 9));
+    /// let wrong = records[0].payload_as::<RunResumed>();
+    /// assert!(matches!(wrong, Err(AuditError::KindMismatch { .. })));
+    /// # Ok(()) }
+    /// ```
+    pub fn payload_as<P: EventPayload>(&self) -> Result<P> {
+        if self.kind != P::KIND.as_str() {
+            return Err(AuditError::KindMismatch {
+                seq: self.seq,
+                found: self.kind.clone(),
+                expected: P::KIND.as_str(),
+            });
+        }
+        P::deserialize(&self.payload).map_err(|e| AuditError::Record {
+            seq: self.seq,
+            detail: format!("payload of kind `{}` does not decode: {e}", self.kind),
+        })
+    }
+
+    /// The culture day as `perfusio-core`'s culture-day type: the inverse of the one
+    /// conversion in [`Entry::new`](crate::Entry::new). Fails for a fractional, negative or
+    /// too large `day` (which only logs written by other tools can hold).
+    ///
+    /// ```
+    /// let zeros = "0".repeat(64);
+    /// let line = format!(
+    ///     r#"{{"actor":"system","day":3.0,"hash":"{zeros}","kind":"custom","payload":{{}},"prev":"{zeros}","reactor_id":"R1","run_id":"r","seq":1,"state_sha256":"{zeros}","ts":"2026-11-02T08:00:00.000000Z","v":1}}"#
+    /// );
+    /// let mut rec = perfusio_audit::Record::from_line(&line).unwrap();
+    /// assert_eq!(rec.culture_day().unwrap(), 3);
+    /// rec.day = 3.5;
+    /// assert!(rec.culture_day().is_err());
+    /// ```
+    pub fn culture_day(&self) -> Result<u32> {
+        let d = self.day;
+        if d.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&d) {
+            // Exact: a whole number in u32 range.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Ok(d as u32)
+        } else {
+            Err(AuditError::Record {
+                seq: self.seq,
+                detail: format!("day {d} is not a whole culture day in 0..=4294967295"),
+            })
+        }
     }
 
     /// The timestamp as a date-time value.

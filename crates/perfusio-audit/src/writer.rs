@@ -68,8 +68,10 @@ impl WriterOptions {
 /// One event to append, with the context that is not part of the event itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
-    /// Culture day (days since inoculation; may be fractional). Must be finite.
-    pub day: f64,
+    /// Culture day (days since inoculation), `perfusio-core`'s culture-day type. The writer
+    /// converts it to the record's `day` member, a JSON float (`3` is written `3.0`); this is
+    /// the one place where the day changes type.
+    pub day: u32,
     /// Who caused the event.
     pub actor: Actor,
     /// The event.
@@ -85,8 +87,14 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// A system event on `day`.
-    pub fn new(day: f64, event: impl Into<Event>) -> Self {
+    /// A system event on culture day `day`.
+    ///
+    /// ```
+    /// use perfusio_audit::{Entry, event::RunResumed};
+    /// let e = Entry::new(3, RunResumed { records_found: 0, reason: "restart".into() });
+    /// assert_eq!((e.day, e.event.kind().as_str()), (3, "run_resumed"));
+    /// ```
+    pub fn new(day: u32, event: impl Into<Event>) -> Self {
         Self {
             day,
             actor: Actor::System,
@@ -164,7 +172,8 @@ pub struct OpenReport {
 /// let path = dir.path().join("audit.jsonl");
 /// let (mut w, report) = AuditWriter::open(&path, WriterOptions::new("run-1", "R1"))?;
 /// assert_eq!(report.records_found, 0);
-/// let r = w.append(Entry::new(14.0, RunFinished { reason: "completed".into(), last_day: 14.0 }))?;
+/// let finished = RunFinished { completed: true, reason: "completed".into(), last_day: 14 };
+/// let r = w.append(Entry::new(14, finished))?;
 /// assert_eq!(r.seq, 1);
 /// drop(w);
 /// let ok = verify_file(&path, &VerifyOptions { expect_head: Some(r.hash.clone()) })?;
@@ -260,15 +269,19 @@ impl AuditWriter {
                 .unwrap_or_default();
             let sha = sha256_hex(tail);
             tracing::warn!(log = %w.path.display(), quarantine = %quarantine.display(), bytes = tail.len(), "torn final line quarantined");
-            w.append(Entry::new(
+            // The recovery record carries the day of the last complete record, whatever it was.
+            w.append_on(
                 last_day,
-                LogRecovered {
-                    quarantine_file: file_name,
-                    bytes: tail.len() as u64,
-                    sha256: sha,
-                    last_valid_seq: found.records,
-                },
-            ))?;
+                Entry::new(
+                    0,
+                    LogRecovered {
+                        quarantine_file: file_name,
+                        bytes: tail.len() as u64,
+                        sha256: sha,
+                        last_valid_seq: found.records,
+                    },
+                ),
+            )?;
             torn = Some(err);
         }
         let report = OpenReport {
@@ -335,17 +348,28 @@ impl AuditWriter {
     }
 
     /// Append one record, timestamped now (or at [`Entry::timestamp`]).
+    ///
+    /// The payload must serialise to finite numbers ([`AuditError::NonFinite`] names the
+    /// field otherwise) and pass its kind's consistency check ([`Event::check`],
+    /// [`AuditError::InvalidPayload`]); a refused record leaves the log untouched.
     pub fn append(&mut self, entry: Entry) -> Result<Receipt> {
+        self.append_on(f64::from(entry.day), entry)
+    }
+
+    /// [`AuditWriter::append`] with the record's `day` member given as a float (the recovery
+    /// record repeats the day of the last record read, which may not be a whole day).
+    fn append_on(&mut self, day: f64, entry: Entry) -> Result<Receipt> {
         if let Some(why) = &self.failed {
             return Err(AuditError::WriterFailed(why.clone()));
         }
-        if !entry.day.is_finite() {
+        if !day.is_finite() {
             return Err(AuditError::NonFinite {
                 path: "day".into(),
-                value: entry.day,
+                value: day,
             });
         }
         let tagged = to_canonical_value(&entry.event)?;
+        entry.event.check()?;
         let payload = match tagged {
             Value::Object(mut m) => m
                 .remove("payload")
@@ -375,7 +399,7 @@ impl AuditWriter {
             ts: &ts,
             run_id: &self.run_id,
             reactor_id: entry.reactor_id.as_deref().unwrap_or(&self.reactor_id),
-            day: entry.day,
+            day,
             actor: &entry.actor,
             kind: entry.event.kind().as_str(),
             payload: &payload_bytes,
@@ -390,7 +414,7 @@ impl AuditWriter {
         }
         self.seq = seq;
         self.head.clone_from(&hash);
-        self.last_day = entry.day;
+        self.last_day = day;
         self.unsynced = self.unsynced.saturating_add(1);
         let due = match self.fsync {
             FsyncPolicy::EveryRecord => true,
@@ -499,29 +523,3 @@ fn sync_parent(path: &Path) {
         }
     }
 }
-
-macro_rules! into_event {
-    ($($t:ident),*) => {$(
-        impl From<crate::event::$t> for Event {
-            fn from(p: crate::event::$t) -> Self {
-                Event::$t(p)
-            }
-        }
-    )*};
-}
-into_event!(
-    RunStarted,
-    RunResumed,
-    RunFinished,
-    SampleRead,
-    SampleRejected,
-    ModelRetrained,
-    Forecast,
-    Decision,
-    SetpointWritten,
-    SetpointWithheld,
-    Alarm,
-    ConnectorError,
-    LogRecovered,
-    Custom
-);

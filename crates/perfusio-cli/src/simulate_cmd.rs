@@ -7,13 +7,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use perfusio_connectors::files::{CsvWriteOptions, write_samples_csv};
 use perfusio_core::{
-    Control, ControlArray, DEFAULT_AMBR250_DESIGN_SPACE, Derived, Sample, Setpoints, Species,
-    SpeciesArray,
+    Control, ControlArray, DEFAULT_AMBR250_DESIGN_SPACE, Sample, Setpoints, Species, SpeciesArray,
 };
-use perfusio_mechanistic::{
-    CloneKind, NoiseModel, VirtualReactor, VirtualReactorConfig, doe, initial_state,
-};
+use perfusio_mechanistic::{CloneKind, NoiseModel, VirtualReactorConfig, doe, initial_state};
 
 /// Largest number of Latin-hypercube runs accepted.
 const MAX_LHS_RUNS: usize = 1000;
@@ -178,11 +176,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 .controls()
                 .iter()
                 .filter(|s| !named.contains(&s.control))
-                .map(|s| doe::Factor {
-                    control: s.control,
-                    lower: s.lower,
-                    upper: s.upper,
-                })
+                .map(|s| doe::Factor::from(*s))
                 .collect();
             if factors.is_empty() {
                 bail!("--design lhs: every control is fixed with --set; nothing to vary");
@@ -199,43 +193,43 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         seed,
         ..VirtualReactorConfig::default()
     };
-    let mut tables = Vec::with_capacity(runs.len());
-    for (i, controls) in runs.iter().enumerate() {
-        let mut c = config.clone();
-        c.setpoints = *controls;
-        c.seed = seed.wrapping_add(i as u64);
-        let mut reactor = VirtualReactor::new(c).with_context(|| format!("run {}", i + 1))?;
-        reactor
-            .advance_to(days)
-            .with_context(|| format!("run {}", i + 1))?;
-        let samples = (0..=days)
-            .map(|d| reactor.sample(d))
-            .collect::<Result<Vec<_>, _>>()?;
-        tables.push(csv_table(&samples));
+    // run i uses the controls of run i and noise seed SEED + i (doe::run_config)
+    if args.out == "-" && design.is_some() {
+        bail!("--out -: a design writes one CSV per run; give a directory, e.g. --out runs");
     }
+    let samples = doe::simulate_design_samples(&runs, &config, days)
+        .context("simulating the virtual reactor")?;
 
     if args.out == "-" {
-        if design.is_some() {
-            bail!("--out -: a design writes one CSV per run; give a directory, e.g. --out runs");
-        }
         let mut out = std::io::stdout().lock();
-        out.write_all(tables.concat().as_bytes())?;
+        for run in &samples {
+            write_samples_csv(&mut out, run, &CsvWriteOptions::default())?;
+        }
         out.flush()?;
     } else {
-        write_dir(Path::new(&args.out), &runs, &tables)?;
+        write_dir(Path::new(&args.out), &runs, &samples)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_name(i: usize) -> String {
-    format!("run-{:03}", i + 1)
-}
-
-fn write_dir(dir: &Path, runs: &[ControlArray<f64>], tables: &[String]) -> anyhow::Result<()> {
+/// One CSV per run (`run-001.csv`, … in the culture-file layout) and `design.csv` with the
+/// controls of each run.
+fn write_dir(
+    dir: &Path,
+    runs: &[ControlArray<f64>],
+    samples: &[Vec<Sample>],
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for (i, t) in tables.iter().enumerate() {
-        let path = dir.join(format!("{}.csv", run_name(i)));
-        std::fs::write(&path, t).with_context(|| format!("cannot write {}", path.display()))?;
+    for (i, run) in samples.iter().enumerate() {
+        let path = dir.join(format!("{}.csv", doe::run_id(i)));
+        let file = std::fs::File::create(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_samples_csv(
+            std::io::BufWriter::new(file),
+            run,
+            &CsvWriteOptions::default(),
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let mut summary = String::from("run");
     for c in Control::ALL {
@@ -243,7 +237,7 @@ fn write_dir(dir: &Path, runs: &[ControlArray<f64>], tables: &[String]) -> anyho
     }
     summary.push('\n');
     for (i, r) in runs.iter().enumerate() {
-        summary += &run_name(i);
+        summary += &doe::run_id(i);
         for v in r {
             let _ = write!(summary, ",{v}");
         }
@@ -252,29 +246,4 @@ fn write_dir(dir: &Path, runs: &[ControlArray<f64>], tables: &[String]) -> anyho
     let path = dir.join("design.csv");
     std::fs::write(&path, summary).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
-}
-
-/// `day`, the nine species, `VCV`, `Diam`; missing values are empty fields.
-fn csv_table(samples: &[Sample]) -> String {
-    let mut s = String::from("day");
-    for sp in Species::ALL {
-        let _ = write!(s, ",{}", sp.name());
-    }
-    for d in Derived::ALL {
-        let _ = write!(s, ",{}", d.name());
-    }
-    s.push('\n');
-    for sample in samples {
-        let _ = write!(s, "{}", sample.day);
-        for v in sample.species.iter().chain(sample.derived.iter()) {
-            match v {
-                Some(x) => {
-                    let _ = write!(s, ",{x}");
-                }
-                None => s.push(','),
-            }
-        }
-        s.push('\n');
-    }
-    s
 }

@@ -1,12 +1,16 @@
-//! One `read_sample` over loopback OPC UA (security None, anonymous): the culture day,
-//! 9 species, 2 derived variables and 6 controls in one Read request, plus validation.
+//! One day read over loopback OPC UA (security None, anonymous): the culture day,
+//! 9 species, 2 derived variables and 6 controls in one Read request, plus validation
+//! (`read_validated`; the bench keeps its historical name `opcua_read_sample_loopback`).
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use perfusio_connectors::opcua::{Emulator, EmulatorConfig, NodeMap, OpcUaConfig, OpcUaConnector};
 use perfusio_connectors::virtual_reactor::Plant;
-use perfusio_core::{Connector, ConnectorError, Control, ControlArray, Derived, Sample};
+use perfusio_core::{
+    ConnectorError, Control, ControlArray, CultureDay, DEFAULT_AMBR250_DESIGN_SPACE as DS, Derived,
+    Sample, read_validated,
+};
 
 /// A constant plant: the bench measures the protocol path, not the simulation.
 #[derive(Debug)]
@@ -16,13 +20,13 @@ impl Plant for Still {
     fn reactor_id(&self) -> String {
         "R01".into()
     }
-    fn day(&self) -> u32 {
+    fn day(&self) -> CultureDay {
         0
     }
     fn advance_day(&mut self) -> Result<(), ConnectorError> {
         Ok(())
     }
-    fn sample(&self, day: u32) -> Result<Sample, ConnectorError> {
+    fn sample(&self, day: CultureDay) -> Result<Sample, ConnectorError> {
         let state = [10.0, 97.0, 4.0, 3.0, 0.8, 15.0, 4.0, 0.5, 300.0];
         let mut s = Sample::from_state(day, &state);
         s.derived = [
@@ -58,11 +62,14 @@ fn bench_read(c: &mut Criterion) {
         let mut cc = OpcUaConfig::new(emu.endpoint_url(), NodeMap::ambr250("R01"));
         cc.pki_dir = dir.path().join("client");
         let conn = OpcUaConnector::new(cc).expect("connector");
-        conn.read_sample(0).await.expect("first read");
+        read_validated(&conn, 0, &DS).await.expect("first read");
         (emu, conn)
     });
     c.bench_function("opcua_read_sample_loopback", |b| {
-        b.iter(|| rt.block_on(conn.read_sample(black_box(0))).expect("read"))
+        b.iter(|| {
+            rt.block_on(read_validated(&conn, black_box(0), &DS))
+                .expect("read")
+        })
     });
     rt.block_on(emu.stop());
 }

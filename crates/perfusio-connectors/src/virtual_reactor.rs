@@ -1,32 +1,42 @@
 //! The simulated reactor of `perfusio-mechanistic` as a connector
-//! ([`VirtualReactorConnector`]), and the [`Plant`] abstraction the OPC UA emulator drives
-//! (implemented by [`perfusio_mechanistic::VirtualReactor`]).
+//! ([`VirtualReactorConnector`]), and the [`Plant`] abstraction it and the OPC UA emulator
+//! drive (implemented by [`perfusio_mechanistic::VirtualReactor`]).
 
-use perfusio_core::{ConnectorError, ControlArray, Sample};
+use std::sync::{Mutex, MutexGuard};
 
-/// A simulated reactor advancing one culture day at a time: what the OPC UA emulator
-/// serves; [`VirtualReactor`] implements it.
+use perfusio_core::{
+    Connector, ConnectorError, ControlArray, ControlReceipt, CultureDay, DesignSpace, Health,
+    Origin, RawReading, Sample, Setpoints, WriteReceipt, WriteStatus, async_trait,
+};
+use perfusio_mechanistic::{MechError, VirtualReactor, VirtualReactorConfig};
+
+/// A simulated reactor advancing one culture day at a time: what
+/// [`VirtualReactorConnector`] and the OPC UA emulator serve; [`VirtualReactor`] implements
+/// it.
 ///
-/// Implement it to serve another simulator through the emulator.
+/// Implement it to serve another simulator (or a deliberately faulty one, in tests).
 pub trait Plant: Send + Sync + std::fmt::Debug {
     /// Reactor identifier (e.g. `R01`).
     fn reactor_id(&self) -> String;
     /// Current culture day (0 at inoculation).
-    fn day(&self) -> u32;
+    fn day(&self) -> CultureDay;
     /// Integrates from the current day to the next under the current setpoints.
     fn advance_day(&mut self) -> Result<(), ConnectorError>;
-    /// Measured sample of an already simulated day (`day <= self.day()`).
-    fn sample(&self, day: u32) -> Result<Sample, ConnectorError>;
-    /// Setpoints acting now, in canonical control order.
+    /// Advances day by day until `day` (no-op when already there or later).
+    fn advance_to(&mut self, day: CultureDay) -> Result<(), ConnectorError> {
+        while self.day() < day {
+            self.advance_day()?;
+        }
+        Ok(())
+    }
+    /// Measured sample of an already simulated day (`day <= self.day()`), as the
+    /// instrument reports it: values may be missing, noisy or implausible.
+    fn sample(&self, day: CultureDay) -> Result<Sample, ConnectorError>;
+    /// Setpoints acting now, in canonical control order (what a read-back sees).
     fn setpoints(&self) -> ControlArray<f64>;
-    /// Replaces the setpoints from the current day on; refuses hard-limit violations.
+    /// Replaces the setpoints from the current day on; refuses what it cannot apply.
     fn set_setpoints(&mut self, values: &ControlArray<f64>) -> Result<(), ConnectorError>;
 }
-
-use std::sync::Mutex;
-
-use perfusio_core::{Connector, Setpoints, WriteReceipt, async_trait};
-use perfusio_mechanistic::{MechError, VirtualReactor, VirtualReactorConfig};
 
 fn mech_error(context: String, e: MechError) -> ConnectorError {
     match e {
@@ -42,7 +52,7 @@ impl Plant for VirtualReactor {
     fn reactor_id(&self) -> String {
         self.config().reactor_id.clone()
     }
-    fn day(&self) -> u32 {
+    fn day(&self) -> CultureDay {
         VirtualReactor::day(self)
     }
     fn advance_day(&mut self) -> Result<(), ConnectorError> {
@@ -50,7 +60,12 @@ impl Plant for VirtualReactor {
         VirtualReactor::advance_day(self)
             .map_err(|e| mech_error(format!("simulating day {day} -> {}", day + 1), e))
     }
-    fn sample(&self, day: u32) -> Result<Sample, ConnectorError> {
+    fn advance_to(&mut self, day: CultureDay) -> Result<(), ConnectorError> {
+        let id = self.config().reactor_id.clone();
+        VirtualReactor::advance_to(self, day)
+            .map_err(|e| mech_error(format!("simulating {id} up to day {day}"), e))
+    }
+    fn sample(&self, day: CultureDay) -> Result<Sample, ConnectorError> {
         VirtualReactor::sample(self, day).map_err(|e| mech_error(format!("sampling day {day}"), e))
     }
     fn setpoints(&self) -> ControlArray<f64> {
@@ -77,23 +92,28 @@ pub fn virtual_plants(n: usize, seed: u64) -> Result<Vec<Box<dyn Plant>>, Connec
         .collect())
 }
 
-/// A simulated ambr250 reactor behind the [`Connector`] trait.
+/// A simulated ambr250 reactor (any [`Plant`], by default the mechanistic
+/// [`VirtualReactor`]) behind the [`Connector`] trait.
 ///
-/// - `read_sample(day)` simulates up to `day` if the reactor is not there yet (never
-///   further) and returns that day's noisy sample; reading a day twice gives the same
-///   values (the noise is a function of the seed and the day).
-/// - `write_setpoints` applies the setpoints from `setpoints.day` on: the reactor first
+/// - `read_raw(day)` simulates up to `day` if the plant is not there yet (never further)
+///   and returns that day's sample as a raw reading (origin `virtual reactor <id>`), which
+///   goes through the same validation as any other connector's; reading a day twice gives
+///   the same values (the noise is a function of the seed and the day).
+/// - `write_setpoints` applies the setpoints from `setpoints.day` on: the plant first
 ///   simulates up to that day under the old setpoints; the past is never rewritten, so a
 ///   day before the current one is refused. Values are checked against the design space's
-///   hard limits ([`ConnectorError::Rejected`]).
+///   hard limits first ([`ConnectorError::Rejected`], nothing applied). Then the setpoints
+///   are **read back** from the plant: each control is `Confirmed` when the plant holds the
+///   requested value, `Unconfirmed` when it holds another, and `Rejected` with the plant's
+///   reason when the plant refused the write.
 ///
 /// ```
 /// use perfusio_connectors::virtual_reactor::VirtualReactorConnector;
-/// use perfusio_core::{Connector, Control, Setpoints};
+/// use perfusio_core::{read_validated, Connector, Control, Setpoints, DEFAULT_AMBR250_DESIGN_SPACE as DS};
 /// use perfusio_mechanistic::VirtualReactorConfig;
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let vr = VirtualReactorConnector::new(VirtualReactorConfig { seed: 7, ..Default::default() }).unwrap();
-/// let s = vr.read_sample(3).await.unwrap();
+/// let s = read_validated(&vr, 3, &DS).await.unwrap().sample;
 /// assert_eq!((s.day, vr.day()), (3, 3));
 /// let r = vr.write_setpoints(&Setpoints::defaults(3).with(Control::PerfusionRate, 1.5)).await.unwrap();
 /// assert!(r.is_fully_confirmed());
@@ -101,25 +121,28 @@ pub fn virtual_plants(n: usize, seed: u64) -> Result<Vec<Box<dyn Plant>>, Connec
 /// # });
 /// ```
 #[derive(Debug)]
-pub struct VirtualReactorConnector {
-    reactor: Mutex<VirtualReactor>,
+pub struct VirtualReactorConnector<P: Plant = VirtualReactor> {
+    plant: Mutex<P>,
     id: String,
+    kind: &'static str,
+    design_space: DesignSpace,
 }
 
-impl VirtualReactorConnector {
-    /// A new reactor at day 0.
+impl VirtualReactorConnector<VirtualReactor> {
+    /// A new mechanistic reactor at day 0.
     pub fn new(config: VirtualReactorConfig) -> Result<Self, ConnectorError> {
         let r = VirtualReactor::new(config)
             .map_err(|e| mech_error("creating the virtual reactor".into(), e))?;
         Ok(Self::from_reactor(r))
     }
 
-    /// Wraps an existing reactor (in whatever day it is).
+    /// Wraps an existing reactor (in whatever day it is); writes are checked against its
+    /// configuration's design space.
     pub fn from_reactor(reactor: VirtualReactor) -> Self {
-        let id = Plant::reactor_id(&reactor);
+        let ds = reactor.config().design_space.clone();
         Self {
-            reactor: Mutex::new(reactor),
-            id,
+            kind: "perfusio-mechanistic",
+            ..Self::from_plant(reactor, ds)
         }
     }
 
@@ -130,43 +153,94 @@ impl VirtualReactorConnector {
         Ok(rs.into_iter().map(Self::from_reactor).collect())
     }
 
+    /// A copy of the reactor (e.g. to inspect the noise-free history).
+    pub fn snapshot(&self) -> Result<VirtualReactor, ConnectorError> {
+        Ok(self.lock()?.clone())
+    }
+}
+
+impl<P: Plant> VirtualReactorConnector<P> {
+    /// Serves any plant; setpoint writes are checked against `design_space`'s hard limits
+    /// before they reach it.
+    pub fn from_plant(plant: P, design_space: DesignSpace) -> Self {
+        let id = plant.reactor_id();
+        Self {
+            plant: Mutex::new(plant),
+            id,
+            kind: "custom plant",
+            design_space,
+        }
+    }
+
     /// Reactor id.
     pub fn reactor_id(&self) -> &str {
         &self.id
     }
 
     /// Current simulated day.
-    pub fn day(&self) -> u32 {
-        self.reactor.lock().map(|r| r.day()).unwrap_or(0)
+    pub fn day(&self) -> CultureDay {
+        self.plant.lock().map(|r| r.day()).unwrap_or(0)
     }
 
-    /// A copy of the reactor (e.g. to inspect the noise-free history).
-    pub fn snapshot(&self) -> Result<VirtualReactor, ConnectorError> {
-        Ok(self.lock()?.clone())
-    }
-
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, VirtualReactor>, ConnectorError> {
-        self.reactor.lock().map_err(|_| ConnectorError::Data {
+    fn lock(&self) -> Result<MutexGuard<'_, P>, ConnectorError> {
+        self.plant.lock().map_err(|_| ConnectorError::Data {
             context: format!("virtual reactor {}", self.id),
             message: "state lock poisoned by an earlier panic".into(),
         })
     }
+
+    fn origin(&self) -> Origin {
+        Origin::Source {
+            name: format!("virtual reactor {}", self.id),
+        }
+    }
+
+    /// The receipt of a write the plant refused: every control `Rejected` (a control the
+    /// refusal names gets its own reason), read-back = what the plant still holds.
+    fn refused(
+        &self,
+        setpoints: &Setpoints,
+        held: &ControlArray<f64>,
+        e: &ConnectorError,
+    ) -> WriteReceipt {
+        let controls = setpoints
+            .iter()
+            .map(|(control, requested)| {
+                let own = match e {
+                    ConnectorError::Rejected(v) => v.iter().find(|x| x.control == control),
+                    _ => None,
+                };
+                let reason = match own {
+                    Some(v) => format!("refused by virtual reactor {}: {v}", self.id),
+                    None => format!(
+                        "not applied: virtual reactor {} refused the setpoints ({e})",
+                        self.id
+                    ),
+                };
+                ControlReceipt {
+                    control,
+                    requested,
+                    readback: Some(held[control.index()]),
+                    status: WriteStatus::Rejected { reason },
+                }
+            })
+            .collect();
+        WriteReceipt::new(setpoints.day, controls)
+    }
 }
 
 #[async_trait]
-impl Connector for VirtualReactorConnector {
-    async fn read_sample(&self, day: u32) -> Result<Sample, ConnectorError> {
-        let mut r = self.lock()?;
-        if day > r.day() {
-            r.advance_to(day)
-                .map_err(|e| mech_error(format!("simulating {} up to day {day}", self.id), e))?;
-        }
-        Plant::sample(&*r, day)
+impl<P: Plant> Connector for VirtualReactorConnector<P> {
+    async fn read_raw(&self, day: CultureDay) -> Result<RawReading, ConnectorError> {
+        let mut p = self.lock()?;
+        p.advance_to(day)?;
+        let sample = p.sample(day)?;
+        Ok(RawReading::from_sample(&sample, &self.origin()))
     }
 
     async fn write_setpoints(&self, setpoints: &Setpoints) -> Result<WriteReceipt, ConnectorError> {
-        let mut r = self.lock()?;
-        let now = r.day();
+        let mut p = self.lock()?;
+        let now = p.day();
         if setpoints.day < now {
             return Err(ConnectorError::Data {
                 context: format!("virtual reactor {}", self.id),
@@ -177,7 +251,7 @@ impl Connector for VirtualReactorConnector {
             });
         }
         // validate first, so that a refused write does not advance the reactor
-        if let Err(e) = r.config().design_space.validate(&setpoints.values) {
+        if let Err(e) = self.design_space.validate(&setpoints.values) {
             return Err(match e {
                 perfusio_core::CoreError::InvalidSetpoints(v) => ConnectorError::Rejected(v),
                 other => ConnectorError::Data {
@@ -186,28 +260,33 @@ impl Connector for VirtualReactorConnector {
                 },
             });
         }
-        if setpoints.day > now {
-            r.advance_to(setpoints.day).map_err(|e| {
-                mech_error(
-                    format!("simulating {} up to day {}", self.id, setpoints.day),
-                    e,
-                )
-            })?;
+        p.advance_to(setpoints.day)?;
+        if let Err(e) = p.set_setpoints(&setpoints.values) {
+            tracing::warn!(reactor = %self.id, error = %e, "virtual reactor refused the setpoints");
+            return Ok(self.refused(setpoints, &p.setpoints(), &e));
         }
-        Plant::set_setpoints(&mut *r, &setpoints.values)?;
-        let applied = r.setpoints();
-        let mut receipt = WriteReceipt::all_confirmed(setpoints);
-        for c in &mut receipt.controls {
-            c.readback = Some(applied[c.control.index()]);
-        }
-        Ok(receipt)
+        // read back what the plant now holds
+        let held = p.setpoints();
+        let target = format!("virtual reactor {}", self.id);
+        Ok(WriteReceipt::new(
+            setpoints.day,
+            setpoints
+                .iter()
+                .map(|(c, v)| ControlReceipt::from_readback(c, v, Some(held[c.index()]), &target))
+                .collect(),
+        ))
     }
 
-    async fn is_alive(&self) -> bool {
-        self.reactor.lock().is_ok()
+    async fn health(&self) -> Health {
+        match self.lock() {
+            Ok(_) => Health::Ok,
+            Err(e) => Health::Down {
+                reason: e.to_string(),
+            },
+        }
     }
 
     fn describe(&self) -> String {
-        format!("virtual reactor {} (perfusio-mechanistic)", self.id)
+        format!("virtual reactor {} ({})", self.id, self.kind)
     }
 }

@@ -12,8 +12,9 @@ use perfusio_connectors::files::{
     ParseOptions, Unit, read_setpoint_log, setpoint_log_header,
 };
 use perfusio_core::{
-    Connector, ConnectorError, Control, DEFAULT_AMBR250_DESIGN_SPACE as DS, Derived,
-    RejectionReason, Setpoints, Species, Variable,
+    Connector, ConnectorError, Control, CultureDay, DEFAULT_AMBR250_DESIGN_SPACE as DS, Derived,
+    Origin, Quantity, RawValue, RejectionReason, Sample, Setpoints, Species, Variable,
+    read_validated,
 };
 
 const T06: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/t06_culture.csv");
@@ -24,6 +25,19 @@ fn parse(text: &str) -> Result<CultureTable, FileError> {
 
 fn parse_with(text: &str, o: &ParseOptions) -> Result<CultureTable, FileError> {
     CultureTable::from_csv_bytes(text.as_bytes(), "test.csv", o)
+}
+
+/// The validated sample of `day` read through the trait (the one validation step).
+async fn read(c: &impl Connector, day: CultureDay) -> Result<Sample, ConnectorError> {
+    read_validated(c, day, &DS).await.map(|v| v.sample)
+}
+
+/// `(line, column)` of a rejection read from a file.
+fn cell_of(origin: &Origin) -> (u64, &str) {
+    match origin {
+        Origin::Cell { line, column, .. } => (*line, column.as_str()),
+        other => panic!("not a cell: {other}"),
+    }
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -46,7 +60,7 @@ mod t06 {
     async fn tutorial_file_reads_with_viability_converted_and_controls() {
         let store =
             FilesystemStore::open(FileStoreConfig::new(T06).with_reactor_id("R1"), DS).unwrap();
-        let s = store.read_sample(5).await.unwrap();
+        let s = read(&store, 5).await.unwrap();
         // day 5 row: 5,10.4,0.95,4.0,13.5,2.1,1.6,130,1.0,0
         assert_relative_eq!(s.get(Species::VCD).unwrap(), 10.4, max_relative = 1e-12);
         assert_relative_eq!(s.get(Species::Via).unwrap(), 95.0, max_relative = 1e-12);
@@ -61,7 +75,13 @@ mod t06 {
         assert_eq!(s.control(Control::BleedRate), Some(0.0));
         assert_eq!(s.control(Control::Temperature), None);
         assert_eq!(s.reactor_id.as_deref(), Some("R1"));
-        assert!(store.last_rejections().is_empty());
+        assert!(
+            read_validated(&store, 5, &DS)
+                .await
+                .unwrap()
+                .rejections
+                .is_empty()
+        );
 
         let report = store.report().unwrap();
         assert_eq!(report.layout, Layout::Wide);
@@ -80,10 +100,10 @@ mod t06 {
         );
         let t = store.table().unwrap();
         assert_eq!(t.days().collect::<Vec<_>>(), (0..14).collect::<Vec<_>>());
-        let last = store.read_sample(13).await.unwrap();
+        let last = read(&store, 13).await.unwrap();
         assert_relative_eq!(last.get(Species::Via).unwrap(), 88.0, max_relative = 1e-12);
         assert_eq!(last.control(Control::BleedRate), Some(0.2));
-        let e = store.read_sample(14).await.unwrap_err();
+        let e = read(&store, 14).await.unwrap_err();
         assert!(
             matches!(e, ConnectorError::NotYetAvailable { day: 14, .. }),
             "{e}"
@@ -120,8 +140,9 @@ mod dialects {
         assert!(t.report().conversions.is_empty());
         assert_eq!(t.get(1).unwrap().row, 3);
         // line numbers stay right after CRLF (the csv parser's own count is one short)
-        let e = parse("day,VCD\r\n0,1\r\n1,2\r\n2,x\r\n").unwrap_err();
-        assert_eq!((e.row(), e.column()), (Some(4), Some("VCD")));
+        let t = parse("day,VCD\r\n0,1\r\n1,2\r\n2,x\r\n").unwrap();
+        let r = &t.validated(2, &DS).unwrap().rejections[0];
+        assert_eq!(cell_of(&r.origin), (4, "VCD"));
         let e = parse("day,VCD\r\n0,1\r\n\r\n1\r\n").unwrap_err();
         assert!(matches!(e, FileError::RaggedRow { row: 4, .. }), "{e}");
     }
@@ -147,8 +168,9 @@ mod dialects {
             .with_decimal_comma(false);
         let t = parse_with("day\tVCD\n0\t1.5\n", &o).unwrap();
         assert_relative_eq!(t.get(0).unwrap().sample.get(Species::VCD).unwrap(), 1.5);
-        let e = parse_with("day\tVCD\n0\t1,5\n", &o).unwrap_err();
-        assert!(matches!(e, FileError::NonNumeric { row: 2, .. }), "{e}");
+        let t = parse_with("day\tVCD\n0\t1,5\n", &o).unwrap();
+        let r = &t.validated(0, &DS).unwrap().rejections[0];
+        assert_eq!((r.code(), cell_of(&r.origin)), ("not_a_number", (2, "VCD")));
     }
 
     #[test]
@@ -206,33 +228,26 @@ mod dialects {
         assert_relative_eq!(d0.get(Species::Glc).unwrap(), 6.0);
         let d1 = &t.get(1).unwrap().sample;
         assert_eq!(d1.control(Control::PerfusionRate), Some(1.5));
-        assert_eq!(d1.derived[Derived::Diam as usize], Some(20.9));
+        assert_eq!(d1.derived[Derived::Diam.index()], Some(20.9));
         assert_eq!(d1.get(Species::Via), None);
         // validation points at the value's line in a long file
         let text = "day,species,value\n0,VCD,0.5\n0,glucose,25\n";
-        let c = parse(text).unwrap().checked_sample(0, &DS).unwrap();
+        let c = parse(text).unwrap().validated(0, &DS).unwrap();
         assert_eq!(c.rejections.len(), 1);
-        assert_eq!(
-            (c.rejections[0].row, c.rejections[0].column.as_str()),
-            (3, "value")
-        );
+        assert_eq!(cell_of(&c.rejections[0].origin), (3, "value"));
     }
 
     #[test]
     fn rejections_carry_line_column_value_and_reason() {
         let text = "day,VCD,viability,titer,VCV\n0,0.5,97,0,0.2\n1,-0.5,101,6000,61\n";
         let t = parse(text).unwrap();
-        let c = t.checked_sample(1, &DS).unwrap();
+        let c = t.validated(1, &DS).unwrap();
         let got: Vec<_> = c
             .rejections
             .iter()
             .map(|r| {
-                (
-                    r.row,
-                    r.column.clone(),
-                    r.rejection.value,
-                    r.rejection.reason,
-                )
+                let (line, column) = cell_of(&r.origin);
+                (line, column.to_string(), r.value.as_number(), r.reason)
             })
             .collect();
         assert_eq!(
@@ -241,25 +256,25 @@ mod dialects {
                 (
                     3,
                     "VCD".into(),
-                    -0.5,
+                    Some(-0.5),
                     RejectionReason::BelowBound { bound: 0.0 }
                 ),
                 (
                     3,
                     "viability".into(),
-                    101.0,
+                    Some(101.0),
                     RejectionReason::AboveBound { bound: 100.0 }
                 ),
                 (
                     3,
                     "titer".into(),
-                    6000.0,
+                    Some(6000.0),
                     RejectionReason::AboveBound { bound: 5000.0 }
                 ),
                 (
                     3,
                     "VCV".into(),
-                    61.0,
+                    Some(61.0),
                     RejectionReason::AboveBound { bound: 60.0 }
                 ),
             ]
@@ -267,7 +282,26 @@ mod dialects {
         assert_eq!(c.sample.n_present(), 0);
         assert_eq!(
             c.rejections[1].to_string(),
-            "line 3, column `viability`: Via = 101 % is above 100 (above_bound)"
+            "Via = 101 % is above 100 (test.csv line 3, column `viability`)"
+        );
+    }
+
+    #[test]
+    fn a_column_named_t_is_unknown_not_a_temperature() {
+        let t = parse("day,t,VCD\n0,0.0,0.5\n1,24.0,0.9\n").unwrap();
+        assert_eq!(t.report().unknown, ["t"]);
+        assert_eq!(t.report().columns[1], ("t".to_string(), None));
+        let s = &t.get(1).unwrap().sample;
+        assert_eq!(s.control(Control::Temperature), None);
+        assert!(t.raw(1).unwrap().get(Control::Temperature).is_none());
+        // mapped explicitly, it is what the mapping says
+        let o = ParseOptions::default()
+            .with_columns("t=temperature")
+            .unwrap();
+        let t = parse_with("day,t\n0,36.5\n", &o).unwrap();
+        assert_eq!(
+            t.get(0).unwrap().sample.control(Control::Temperature),
+            Some(36.5)
         );
     }
 }
@@ -301,38 +335,56 @@ mod malformed {
     }
 
     #[test]
-    fn non_numeric_value_names_line_and_column() {
-        let e = parse("day,VCD,glucose\n0,0.5,6\n1,0.9,high\n").unwrap_err();
-        assert_eq!((e.row(), e.column()), (Some(3), Some("glucose")));
-        assert!(matches!(&e, FileError::NonNumeric { value, .. } if value == "high"));
-        let ce: ConnectorError = e.into();
-        match ce {
-            ConnectorError::Data { context, message } => {
-                assert_eq!(context, "line 3, column `glucose`");
-                assert!(message.contains("`high` is not a number"), "{message}");
-            }
-            other => panic!("expected Data, got {other:?}"),
-        }
-        // a decimal comma is not accepted in a comma-separated file (it would be ragged)
-        let e = parse("day,VCD\n0,\"0,5\"\n").unwrap_err();
-        assert!(matches!(e, FileError::NonNumeric { row: 2, .. }), "{e}");
+    fn non_numeric_cells_are_rejected_with_line_column_and_text() {
+        // not a whole-file error (issue 9): the day is read, the cell is rejected
+        let t = parse("day,VCD,glucose\n0,0.5,6\n1,0.9,high\n").unwrap();
+        assert_eq!(
+            t.get(1).unwrap().unreadable(),
+            [(Quantity::Species(Species::Glc), "high".to_string())]
+        );
+        let v = t.validated(1, &DS).unwrap();
+        assert_relative_eq!(v.sample.get(Species::VCD).unwrap(), 0.9);
+        assert_eq!(v.rejections.len(), 1);
+        let r = &v.rejections[0];
+        assert_eq!(r.value, RawValue::Text("high".into()));
+        assert_eq!(
+            (r.code(), cell_of(&r.origin)),
+            ("not_a_number", (3, "glucose"))
+        );
+        assert_eq!(
+            r.to_string(),
+            "Glc: `high` is not a number (test.csv line 3, column `glucose`)"
+        );
+        // a decimal comma is not a number in a comma-separated file
+        let t = parse("day,VCD\n0,\"0,5\"\n").unwrap();
+        let r = &t.validated(0, &DS).unwrap().rejections[0];
+        assert_eq!(
+            (r.value.to_string(), cell_of(&r.origin)),
+            ("0,5".to_string(), (2, "VCD"))
+        );
+        // a control cell too
+        let t = parse("day,perfusion_rate\n0,fast\n").unwrap();
+        let r = &t.validated(0, &DS).unwrap().rejections[0];
+        assert_eq!(r.variable, Quantity::Control(Control::PerfusionRate));
     }
 
     #[test]
-    fn non_finite_values() {
-        for (cell, col) in [
-            ("NaN", "VCD"),
-            ("inf", "VCD"),
-            ("-Infinity", "VCD"),
-            ("1e999", "VCD"),
-        ] {
-            let e = parse(&format!("day,VCD\n0,1\n1,{cell}\n")).unwrap_err();
-            assert!(
-                matches!(e, FileError::NonFinite { row: 3, .. }),
-                "{cell}: {e}"
+    fn non_finite_values_are_rejected_not_fatal() {
+        for cell in ["NaN", "inf", "-Infinity", "1e999"] {
+            let t = parse(&format!("day,VCD\n0,1\n1,{cell}\n")).unwrap();
+            let v = t.validated(1, &DS).unwrap();
+            assert_eq!(v.sample.get(Species::VCD), None, "{cell}");
+            let r = &v.rejections[0];
+            assert_eq!(
+                (r.code(), cell_of(&r.origin)),
+                ("non_finite", (3, "VCD")),
+                "{cell}"
             );
-            assert_eq!(e.column(), Some(col));
+            assert!(r.value.as_number().is_some_and(|x| !x.is_finite()));
         }
+        // a NaN does not stop the viability unit detection
+        let t = parse("day,viability\n0,0.97\n1,NaN\n").unwrap();
+        assert_relative_eq!(t.get(0).unwrap().sample.get(Species::Via).unwrap(), 97.0);
     }
 
     #[test]
@@ -537,7 +589,7 @@ mod store {
             std::io::Write::write_all(&mut f, b".7\n").unwrap();
         });
         let t0 = std::time::Instant::now();
-        let s = store.read_sample(2).await.unwrap();
+        let s = read(&store, 2).await.unwrap();
         writer.await.unwrap();
         assert_relative_eq!(s.get(Species::VCD).unwrap(), 1.7, max_relative = 1e-12);
         let waited = t0.elapsed();
@@ -546,7 +598,7 @@ mod store {
         assert!(store.load_count() >= 2);
         // unchanged file: no re-parse
         let n = store.load_count();
-        store.read_sample(0).await.unwrap();
+        read(&store, 0).await.unwrap();
         assert_eq!(store.load_count(), n);
     }
 
@@ -557,7 +609,7 @@ mod store {
         let store =
             FilesystemStore::new(FileStoreConfig::new(&path).with_follow(follow(300, 50)), DS);
         let t0 = std::time::Instant::now();
-        let e = store.read_sample(1).await.unwrap_err();
+        let e = read(&store, 1).await.unwrap_err();
         let waited = t0.elapsed();
         assert!(
             matches!(e, ConnectorError::NotYetAvailable { day: 1, .. }),
@@ -569,7 +621,7 @@ mod store {
         // a gap before the last day is reported at once, without waiting
         std::fs::write(&path, "day,VCD\n0,0.5\n2,0.9\n").unwrap();
         let t0 = std::time::Instant::now();
-        let e = store.read_sample(1).await.unwrap_err();
+        let e = read(&store, 1).await.unwrap_err();
         assert!(e.to_string().contains("already has day 2"), "{e}");
         assert!(t0.elapsed() < Duration::from_millis(250));
     }
@@ -581,28 +633,18 @@ mod store {
         let store =
             FilesystemStore::new(FileStoreConfig::new(&path).with_follow(follow(200, 50)), DS);
         assert_relative_eq!(
-            store
-                .read_sample(0)
-                .await
-                .unwrap()
-                .get(Species::VCD)
-                .unwrap(),
+            read(&store, 0).await.unwrap().get(Species::VCD).unwrap(),
             0.5
         );
         assert!(store.report().unwrap().ignored_partial_line);
         let t0 = std::time::Instant::now();
-        let s = store.read_sample(1).await.unwrap();
+        let s = read(&store, 1).await.unwrap();
         assert_relative_eq!(s.get(Species::VCD).unwrap(), 0.9);
         assert!(t0.elapsed() >= Duration::from_millis(200));
         // without follow mode the line is read at once
         let plain = FilesystemStore::new(FileStoreConfig::new(&path), DS);
         assert_relative_eq!(
-            plain
-                .read_sample(1)
-                .await
-                .unwrap()
-                .get(Species::VCD)
-                .unwrap(),
+            read(&plain, 1).await.unwrap().get(Species::VCD).unwrap(),
             0.9
         );
     }
@@ -614,25 +656,27 @@ mod store {
         let store =
             FilesystemStore::open(FileStoreConfig::new(&path).with_follow(follow(100, 20)), DS)
                 .unwrap();
-        assert!(store.is_alive().await);
-        let e = store.read_sample(0).await.unwrap_err();
+        let h = store.health().await;
+        assert!(h.is_usable() && !h.is_ok(), "{h}");
+        assert!(
+            h.reason().unwrap().contains("follow mode waits for it"),
+            "{h}"
+        );
+        let e = read(&store, 0).await.unwrap_err();
         assert!(e.to_string().contains("no data rows yet"), "{e}");
         std::fs::write(&path, "").unwrap();
-        assert!(store.read_sample(0).await.unwrap_err().is_transient());
+        assert!(read(&store, 0).await.unwrap_err().is_transient());
         std::fs::write(&path, "day,VCD\n0,0.4\n").unwrap();
         assert_relative_eq!(
-            store
-                .read_sample(0)
-                .await
-                .unwrap()
-                .get(Species::VCD)
-                .unwrap(),
+            read(&store, 0).await.unwrap().get(Species::VCD).unwrap(),
             0.4
         );
         // without follow mode a missing file is an I/O error at once
         let plain = FilesystemStore::new(FileStoreConfig::new(dir.path().join("no.csv")), DS);
-        assert!(!plain.is_alive().await);
-        let e = plain.read_sample(0).await.unwrap_err();
+        let h = plain.health().await;
+        assert!(!h.is_usable(), "{h}");
+        assert!(h.reason().unwrap().contains("no.csv"), "{h}");
+        let e = read(&plain, 0).await.unwrap_err();
         assert!(matches!(e, ConnectorError::Io { .. }), "{e}");
         assert!(
             FilesystemStore::open(FileStoreConfig::new(dir.path().join("no.csv")), DS).is_err()
@@ -644,23 +688,30 @@ mod store {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "c.csv", "day,VCD\n0,0.5\n");
         let store = FilesystemStore::new(FileStoreConfig::new(&path), DS);
-        assert!(store.read_sample(1).await.is_err());
+        assert!(read(&store, 1).await.is_err());
         std::fs::write(&path, "day,VCD\n0,0.5\n1,0.75\n").unwrap();
         assert_relative_eq!(
-            store
-                .read_sample(1)
-                .await
-                .unwrap()
-                .get(Species::VCD)
-                .unwrap(),
+            read(&store, 1).await.unwrap().get(Species::VCD).unwrap(),
             0.75
         );
+        // a malformed cell is a rejection of its day only
         std::fs::write(&path, "day,VCD\n0,0.5\n1,0.75\n2,oops\n").unwrap();
-        let e = store.read_sample(1).await.unwrap_err();
+        assert_relative_eq!(
+            read(&store, 1).await.unwrap().get(Species::VCD).unwrap(),
+            0.75
+        );
+        let v = read_validated(&store, 2, &DS).await.unwrap();
+        assert_eq!(cell_of(&v.rejections[0].origin), (4, "VCD"));
+        // a ragged row breaks the file: every read reports its line, health says why
+        std::fs::write(&path, "day,VCD\n0,0.5\n1,0.75\n2,1,3\n").unwrap();
+        let e = read(&store, 1).await.unwrap_err();
         match e {
-            ConnectorError::Data { context, .. } => assert_eq!(context, "line 4, column `VCD`"),
+            ConnectorError::Data { context, .. } => assert_eq!(context, "line 4"),
             other => panic!("{other:?}"),
         }
+        let h = store.health().await;
+        assert!(!h.is_usable(), "{h}");
+        assert!(h.reason().unwrap().contains("line 4: 3 fields"), "{h}");
         assert!(store.describe().contains("c.csv"));
     }
 
@@ -788,7 +839,7 @@ mod fuzz {
         #![proptest_config(cfg())]
 
         #[test]
-        fn error_lines_match_physical_lines(
+        fn rejection_lines_match_physical_lines(
             endings in proptest::collection::vec((any::<bool>(), 0usize..3), 12),
             bad in 0usize..12,
         ) {
@@ -809,9 +860,10 @@ mod fuzz {
                 text.push_str(&format!("{day},{cell}{eol}"));
                 line += 1;
             }
-            let e = parse(&text).unwrap_err();
-            prop_assert_eq!(e.row(), Some(bad_line));
-            prop_assert_eq!(e.column(), Some("VCD"));
+            let t = parse(&text).unwrap();
+            let v = t.validated(bad as u32, &DS).unwrap();
+            prop_assert_eq!(v.rejections.len(), 1);
+            prop_assert_eq!(cell_of(&v.rejections[0].origin), (bad_line, "VCD"));
         }
 
         #[test]
@@ -828,12 +880,16 @@ mod fuzz {
             let mut o = ParseOptions::default();
             o.tolerate_partial_last_line = body.len() % 2 == 0;
             if let Ok(t) = CultureTable::from_csv_bytes(text.as_bytes(), "fuzz.csv", &o) {
-                // whatever parsed is consistent: ascending days, finite values
+                // whatever parsed is consistent: ascending days; validation keeps finite
+                // values only and loses nothing
                 let days: Vec<u32> = t.days().collect();
                 prop_assert!(days.windows(2).all(|w| w[0] < w[1]));
                 for r in t.records() {
-                    prop_assert!(r.sample.species.iter().flatten().all(|v| v.is_finite()));
-                    let _ = t.checked_sample(r.sample.day, &DS);
+                    let raw = t.raw(r.day()).unwrap();
+                    let v = raw.validate(&DS);
+                    let kept: Vec<f64> = Quantity::all().filter_map(|q| v.sample.quantity(q)).collect();
+                    prop_assert!(kept.iter().all(|x| x.is_finite()));
+                    prop_assert_eq!(kept.len() + v.rejections.len(), raw.len());
                 }
             }
         }
@@ -881,8 +937,9 @@ mod polars_sources {
         assert_relative_eq!(t.get(0).unwrap().sample.get(Species::Glc).unwrap(), 6.0);
 
         let nan = df!("day" => [0u32, 1], "VCD" => [0.5, f64::NAN]).unwrap();
-        let e = table_from_dataframe(&nan, &ParseOptions::default()).unwrap_err();
-        assert!(matches!(e, FileError::NonFinite { row: 3, .. }), "{e}");
+        let t = table_from_dataframe(&nan, &ParseOptions::default()).unwrap();
+        let r = &t.validated(1, &DS).unwrap().rejections[0];
+        assert_eq!((r.code(), cell_of(&r.origin)), ("non_finite", (3, "VCD")));
         let dup = df!("day" => [0u32, 0], "VCD" => [0.5, 0.6]).unwrap();
         assert!(matches!(
             table_from_dataframe(&dup, &ParseOptions::default()).unwrap_err(),
@@ -910,7 +967,7 @@ mod polars_sources {
             assert_eq!(a.sample, b.sample);
         }
         let store = FilesystemStore::open(FileStoreConfig::new(&wide_path), DS).unwrap();
-        let s = store.read_sample(5).await.unwrap();
+        let s = read(&store, 5).await.unwrap();
         assert_relative_eq!(s.get(Species::Via).unwrap(), 95.0, max_relative = 1e-12);
 
         let mut long = df!(
@@ -929,14 +986,9 @@ mod polars_sources {
 
         let store = FilesystemStore::from_dataframe(&long, FileStoreConfig::new("<DataFrame>"), DS)
             .unwrap();
-        assert!(store.is_alive().await);
+        assert!(store.health().await.is_ok());
         assert_relative_eq!(
-            store
-                .read_sample(4)
-                .await
-                .unwrap()
-                .get(Species::VCD)
-                .unwrap(),
+            read(&store, 4).await.unwrap().get(Species::VCD).unwrap(),
             5.9
         );
 
@@ -945,5 +997,121 @@ mod polars_sources {
             read_parquet(&bad, &ParseOptions::default()).unwrap_err(),
             FileError::Polars { .. }
         ));
+    }
+}
+
+mod writer {
+    use super::*;
+    use perfusio_connectors::files::Unit;
+    use perfusio_connectors::files::{CsvWriteOptions, samples_to_csv, write_samples_csv};
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed};
+
+    /// Same value, bit for bit (NaN included), or both missing.
+    fn same(a: Option<f64>, b: Option<f64>) -> bool {
+        match (a, b) {
+            (Some(x), Some(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    fn value() -> impl Strategy<Value = Option<f64>> {
+        prop_oneof![
+            6 => (-1e6f64..1e6).prop_map(Some),
+            2 => (0.0f64..1.0).prop_map(|x| Some(x * 1e-7)),
+            1 => Just(None),
+            1 => prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(f64::NEG_INFINITY)].prop_map(Some),
+        ]
+    }
+
+    fn samples() -> impl Strategy<Value = Vec<Sample>> {
+        proptest::collection::vec(
+            (
+                1u32..4,
+                proptest::collection::vec(value(), perfusio_core::N_QUANTITIES),
+            ),
+            1..12,
+        )
+        .prop_map(|rows| {
+            let mut day = 0;
+            rows.into_iter()
+                .map(|(step, values)| {
+                    day += step;
+                    let mut s = Sample::new(day);
+                    for (q, v) in Quantity::all().zip(values) {
+                        s.set_quantity(q, v);
+                    }
+                    s.timestamp = Some(
+                        time::macros::datetime!(2026-11-25 08:00:00.25 UTC)
+                            + time::Duration::days(i64::from(day)),
+                    );
+                    s
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(Config {
+            cases: 256,
+            rng_seed: RngSeed::Fixed(0x9009),
+            failure_persistence: None,
+            ..Config::default()
+        })]
+
+        #[test]
+        fn writer_output_reads_back_to_the_same_values(samples in samples(), controls: bool, ts: bool) {
+            let o = CsvWriteOptions::default().with_controls(controls).with_timestamp(ts);
+            let text = samples_to_csv(&samples, &o).unwrap();
+            // declared as %: a run whose viabilities all happen to be <= 1.5 is not a fraction
+            let p = ParseOptions::default().with_unit(Variable::Species(Species::Via), Unit::Canonical);
+            let t = parse_with(&text, &p).unwrap();
+            prop_assert!(t.report().unknown.is_empty());
+            prop_assert_eq!(t.days().collect::<Vec<_>>(), samples.iter().map(|s| s.day).collect::<Vec<_>>());
+            for s in &samples {
+                let back = &t.get(s.day).unwrap().sample;
+                for q in Quantity::all() {
+                    let want = match q {
+                        Quantity::Control(_) if !controls => None,
+                        _ => s.quantity(q),
+                    };
+                    prop_assert!(same(back.quantity(q), want), "day {} {}: {:?} vs {:?}", s.day, q, back.quantity(q), want);
+                }
+                prop_assert_eq!(back.timestamp, if ts { s.timestamp } else { None });
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn simulated_run_written_then_served_by_the_store() {
+        use perfusio_mechanistic::{VirtualReactor, VirtualReactorConfig};
+        let mut r = VirtualReactor::new(VirtualReactorConfig::default()).unwrap();
+        r.advance_to(14).unwrap();
+        let samples: Vec<Sample> = (0..=14).map(|d| r.sample(d).unwrap()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.csv");
+        let file = std::fs::File::create(&path).unwrap();
+        write_samples_csv(
+            file,
+            &samples,
+            &CsvWriteOptions::default().with_controls(true),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text.lines().next().unwrap(),
+            "day,VCD,Via,Glc,Gln,Glu,Lac,Amm,Pyr,Titer,VCV,Diam,perfusion_rate,bleed_rate,\
+             glucose_setpoint,temperature,agitation,pyruvate_feed"
+        );
+        let store = FilesystemStore::open(FileStoreConfig::new(&path), DS).unwrap();
+        for s in &samples {
+            let want = s.validate(&DS);
+            let got = read_validated(&store, s.day, &DS).await.unwrap();
+            assert_eq!(got.sample.species, want.sample.species, "day {}", s.day);
+            assert_eq!(got.sample.derived, want.sample.derived);
+            assert_eq!(got.sample.controls, want.sample.controls);
+            assert_eq!(got.rejections.len(), want.rejections.len());
+        }
     }
 }

@@ -16,9 +16,16 @@ use perfusio_connectors::opcua::{
 };
 use perfusio_connectors::virtual_reactor::Plant;
 use perfusio_core::{
-    Connector, ConnectorError, Control, ControlArray, DEFAULT_AMBR250_DESIGN_SPACE, Derived,
-    Sample, Secret, Setpoints, Species, WriteStatus,
+    Connector, ConnectorError, Control, ControlArray, CultureDay, DEFAULT_AMBR250_DESIGN_SPACE,
+    Derived, Health, Origin, Sample, Secret, Setpoints, Species, WriteStatus, read_validated,
 };
+
+/// The validated sample of `day`, read through the trait (the one validation step).
+async fn read(c: &impl Connector, day: CultureDay) -> Result<Sample, ConnectorError> {
+    read_validated(c, day, &DEFAULT_AMBR250_DESIGN_SPACE)
+        .await
+        .map(|v| v.sample)
+}
 
 /// Upper bound for any single test step.
 const STEP: Duration = Duration::from_secs(20);
@@ -29,6 +36,8 @@ struct TestPlant {
     id: String,
     day: u32,
     sp: ControlArray<f64>,
+    /// The impeller drive only takes multiples of this many rpm (rounds the setpoint).
+    agitation_step: Option<f64>,
 }
 
 impl TestPlant {
@@ -37,6 +46,7 @@ impl TestPlant {
             id: id.to_string(),
             day: 0,
             sp: Control::defaults(),
+            agitation_step: None,
         })
     }
 }
@@ -91,6 +101,10 @@ impl Plant for TestPlant {
                 message: e.to_string(),
             })?;
         self.sp = *values;
+        if let Some(step) = self.agitation_step {
+            let a = Control::Agitation.index();
+            self.sp[a] = (self.sp[a] / step).round() * step;
+        }
         Ok(())
     }
 }
@@ -209,33 +223,48 @@ async fn reads_every_species_of_the_right_reactor_and_day() {
     assert_eq!(emu.reactor_ids(), ["R01", "R02", "R03"]);
     let conn = OpcUaConnector::new(client_config(dir.path(), &emu, "R02")).unwrap();
 
-    let s0 = conn.read_sample(0).await.unwrap();
+    let s0 = read(&conn, 0).await.unwrap();
     assert!(s0.is_complete());
     assert_eq!(s0.reactor_id.as_deref(), Some("R02"));
     assert_same_sample(&s0, &emu.current_sample(1).unwrap());
     // closed form of the test plant: VCD = 0.5 + 2 d perf + 0.1 * 2
     assert!((s0.get(Species::VCD).unwrap() - 0.7).abs() < 1e-12);
     assert_eq!(s0.controls, Control::defaults().map(Some));
-    assert!(conn.rejections().is_empty());
+    let checked = read_validated(&conn, 0, &DEFAULT_AMBR250_DESIGN_SPACE)
+        .await
+        .unwrap();
+    assert!(checked.rejections.is_empty());
+    // every value names its node
+    let raw = conn.read_raw(0).await.unwrap();
+    assert_eq!(raw.len(), 17);
+    let glc = raw.get(Species::Glc).unwrap();
+    assert_eq!(
+        glc.origin,
+        Origin::Node {
+            server: emu.endpoint_url().to_string(),
+            node: format!("nsu={AMBR250_NAMESPACE_URI};s=R02.Glc"),
+        }
+    );
 
     // day 1 is not there yet
-    let e = conn.read_sample(1).await.unwrap_err();
+    let e = read(&conn, 1).await.unwrap_err();
     assert!(
         matches!(e, ConnectorError::NotYetAvailable { day: 1, .. }),
         "{e}"
     );
 
     emu.advance_days(2).unwrap();
-    let s2 = conn.read_sample(2).await.unwrap();
+    let s2 = read(&conn, 2).await.unwrap();
     assert!((s2.get(Species::Titer).unwrap() - 52.0).abs() < 1e-12);
     assert_same_sample(&s2, &emu.current_sample(1).unwrap());
-    // day 0 was read while current: served from this session's history
-    assert_eq!(conn.read_sample(0).await.unwrap(), s0);
+    // day 0 was read while current: its last reading is served from this session's history
+    assert_eq!(conn.read_raw(0).await.unwrap(), raw);
+    assert_eq!(read(&conn, 0).await.unwrap().species, s0.species);
     // day 1 was never read while current
-    let e = conn.read_sample(1).await.unwrap_err();
+    let e = read(&conn, 1).await.unwrap_err();
     assert!(e.to_string().contains("already at culture day 2"), "{e}");
     assert_eq!(conn.sessions_established(), 1);
-    assert!(conn.is_alive().await);
+    assert_eq!(conn.health().await, Health::Ok);
     emu.stop().await;
 }
 
@@ -262,7 +291,7 @@ async fn writes_setpoints_and_confirms_by_read_back() {
     assert_controls(&emu.setpoints(0).unwrap(), &sp2.values);
 
     // the sample reports the controls acting
-    let s = conn.read_sample(0).await.unwrap();
+    let s = read(&conn, 0).await.unwrap();
     assert_eq!(s.controls, sp2.values.map(Some));
     emu.stop().await;
 }
@@ -358,7 +387,7 @@ async fn wrong_password_is_an_authentication_error_without_retries() {
     };
     let conn = OpcUaConnector::new(cfg.clone()).unwrap();
     let t0 = Instant::now();
-    let e = conn.read_sample(0).await.unwrap_err();
+    let e = read(&conn, 0).await.unwrap_err();
     assert!(matches!(e, ConnectorError::Authentication { .. }), "{e}");
     assert!(
         e.to_string().contains("BadIdentityTokenRejected")
@@ -385,7 +414,7 @@ async fn wrong_password_is_an_authentication_error_without_retries() {
         password: Secret::new("correct horse"),
     };
     let conn = OpcUaConnector::new(cfg).unwrap();
-    assert!(conn.read_sample(0).await.unwrap().is_complete());
+    assert!(read(&conn, 0).await.unwrap().is_complete());
     emu.stop().await;
 }
 
@@ -397,7 +426,7 @@ async fn untrusted_server_certificate_is_rejected_unless_trust_on_first_use() {
     cfg.security = Security::Basic256Sha256Sign;
     cfg.pki_dir = dir.path().join("strict-pki");
     let strict = OpcUaConnector::new(cfg.clone()).unwrap();
-    let e = strict.read_sample(0).await.unwrap_err();
+    let e = read(&strict, 0).await.unwrap_err();
     assert!(matches!(e, ConnectorError::Untrusted { .. }), "{e}");
     assert!(e.to_string().contains("rejected/"), "{e}");
     let rejected = std::fs::read_dir(cfg.pki_dir.join("rejected"))
@@ -409,7 +438,7 @@ async fn untrusted_server_certificate_is_rejected_unless_trust_on_first_use() {
     cfg.pki_dir = dir.path().join("tofu-pki");
     cfg.trust_on_first_use = true;
     let tofu = OpcUaConnector::new(cfg.clone()).unwrap();
-    assert!(tofu.read_sample(0).await.unwrap().is_complete());
+    assert!(read(&tofu, 0).await.unwrap().is_complete());
     let trusted = std::fs::read_dir(cfg.pki_dir.join("trusted"))
         .unwrap()
         .count();
@@ -420,9 +449,7 @@ async fn untrusted_server_certificate_is_rejected_unless_trust_on_first_use() {
     let other = start(other_dir.path(), 1).await;
     let mut cfg2 = cfg.clone();
     cfg2.endpoint = other.endpoint_url().to_string();
-    let e = OpcUaConnector::new(cfg2)
-        .unwrap()
-        .read_sample(0)
+    let e = read(&OpcUaConnector::new(cfg2).unwrap(), 0)
         .await
         .unwrap_err();
     assert!(matches!(e, ConnectorError::Untrusted { .. }), "{e}");
@@ -438,7 +465,7 @@ async fn reconnects_after_a_server_restart_on_the_same_port() {
     let cfg = client_config(dir.path(), &emu, "R01");
     let schedule = cfg.backoff.total();
     let conn = OpcUaConnector::new(cfg).unwrap();
-    assert!(conn.read_sample(0).await.is_ok());
+    assert!(read(&conn, 0).await.is_ok());
     assert_eq!(conn.sessions_established(), 1);
 
     emu.stop().await;
@@ -451,7 +478,7 @@ async fn reconnects_after_a_server_restart_on_the_same_port() {
         Emulator::start(c, plants(1)).await.unwrap()
     });
     let t0 = Instant::now();
-    let s = tokio::time::timeout(STEP, conn.read_sample(0))
+    let s = tokio::time::timeout(STEP, read(&conn, 0))
         .await
         .unwrap()
         .unwrap();
@@ -474,10 +501,10 @@ async fn server_gone_for_good_gives_disconnected_after_the_schedule() {
         max_attempts: 4,
     };
     let conn = OpcUaConnector::new(cfg.clone()).unwrap();
-    conn.read_sample(0).await.unwrap();
+    read(&conn, 0).await.unwrap();
     emu.stop().await;
     let t0 = Instant::now();
-    let e = tokio::time::timeout(STEP, conn.read_sample(0))
+    let e = tokio::time::timeout(STEP, read(&conn, 0))
         .await
         .unwrap()
         .unwrap_err();
@@ -490,7 +517,9 @@ async fn server_gone_for_good_gives_disconnected_after_the_schedule() {
         "{:?}",
         t0.elapsed()
     );
-    assert!(!conn.is_alive().await);
+    let h = conn.health().await;
+    assert!(!h.is_usable(), "{h}");
+    assert!(h.reason().unwrap().contains("disconnected"), "{h}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -502,9 +531,7 @@ async fn unknown_nodes_and_namespaces_are_named() {
         Species::Glc,
         format!("nsu={AMBR250_NAMESPACE_URI};s=R01.Sugar"),
     );
-    let e = OpcUaConnector::new(cfg.clone())
-        .unwrap()
-        .read_sample(0)
+    let e = read(&OpcUaConnector::new(cfg.clone()).unwrap(), 0)
         .await
         .unwrap_err();
     let text = e.to_string();
@@ -516,9 +543,7 @@ async fn unknown_nodes_and_namespaces_are_named() {
 
     let mut cfg = client_config(dir.path(), &emu, "R01");
     cfg.node_map.culture_day = "nsu=urn:elsewhere;s=Day".into();
-    let e = OpcUaConnector::new(cfg)
-        .unwrap()
-        .read_sample(0)
+    let e = read(&OpcUaConnector::new(cfg).unwrap(), 0)
         .await
         .unwrap_err();
     assert!(
@@ -540,23 +565,23 @@ async fn record_then_replay_gives_identical_samples() {
     let conn = OpcUaConnector::new(cfg).unwrap();
     let mut live = Vec::new();
     for day in 0..3 {
-        live.push(conn.read_sample(day).await.unwrap());
+        live.push(read(&conn, day).await.unwrap());
         emu.advance_days(1).unwrap();
     }
     let text = std::fs::read_to_string(&record).unwrap();
     assert_eq!(text.lines().count(), 3);
     assert!(
         text.lines()
-            .all(|l| l.starts_with(r#"{"v":1,"endpoint":"opc.tcp://127.0.0.1:"#))
+            .all(|l| l.starts_with(r#"{"v":2,"endpoint":"opc.tcp://127.0.0.1:"#))
     );
 
-    let replay = ReplayConnector::open(&record, DEFAULT_AMBR250_DESIGN_SPACE).unwrap();
+    let replay = ReplayConnector::open(&record).unwrap();
     assert_eq!(replay.days(), [0, 1, 2]);
     for (day, want) in live.iter().enumerate() {
-        assert_eq!(&replay.read_sample(day as u32).await.unwrap(), want);
+        assert_eq!(&read(&replay, day as u32).await.unwrap(), want);
     }
     assert!(matches!(
-        replay.read_sample(3).await.unwrap_err(),
+        read(&replay, 3).await.unwrap_err(),
         ConnectorError::NotYetAvailable { day: 3, .. }
     ));
     let r = replay
@@ -633,7 +658,7 @@ async fn serves_the_mechanistic_virtual_reactor_including_missing_values() {
     let mut direct = VirtualReactor::ensemble(2, base).unwrap().remove(1);
     let mut missing = 0;
     for day in 0..=12 {
-        let got = conn.read_sample(day).await.unwrap();
+        let got = read(&conn, day).await.unwrap();
         let want = direct
             .sample(day)
             .unwrap()
@@ -686,15 +711,13 @@ async fn x509_user_identity_is_accepted_and_an_unknown_one_refused() {
         private_key: key,
     };
     let conn = OpcUaConnector::new(cfg.clone()).unwrap();
-    assert!(conn.read_sample(0).await.unwrap().is_complete());
+    assert!(read(&conn, 0).await.unwrap().is_complete());
 
     cfg.identity = Identity::X509 {
         certificate: other_cert,
         private_key: other_key,
     };
-    let e = OpcUaConnector::new(cfg)
-        .unwrap()
-        .read_sample(0)
+    let e = read(&OpcUaConnector::new(cfg).unwrap(), 0)
         .await
         .unwrap_err();
     assert!(matches!(e, ConnectorError::Authentication { .. }), "{e}");
@@ -703,7 +726,7 @@ async fn x509_user_identity_is_accepted_and_an_unknown_one_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn implausible_reads_are_rejected_with_reasons_and_kept() {
-    use perfusio_core::{RejectionReason, Variable};
+    use perfusio_core::{Quantity, RejectionReason, Variable};
 
     let dir = tempfile::tempdir().unwrap();
     let emu = start(dir.path(), 1).await;
@@ -714,7 +737,9 @@ async fn implausible_reads_are_rejected_with_reasons_and_kept() {
     // day 201 of the test plant: Titer = 25 d + 1 = 5026 mg/L is above its 5000 bound,
     // and so are others (glucose and glutamine below 0, lactate above 40)
     emu.advance_days(201).unwrap();
-    let s = conn.read_sample(201).await.unwrap();
+    let raw = conn.read_raw(201).await.unwrap();
+    let checked = raw.validate(&DEFAULT_AMBR250_DESIGN_SPACE);
+    let s = checked.sample.clone();
     let state = expected_state("R01", 201, &Control::defaults());
     let mut want = Vec::new();
     for sp in Species::ALL {
@@ -740,22 +765,33 @@ async fn implausible_reads_are_rejected_with_reasons_and_kept() {
             .any(|w| w.0 == Species::Titer && (w.1 - 5026.0).abs() < 1e-9)
     );
     assert!(want.len() >= 4, "{want:?}");
-    let rej: Vec<_> = conn.rejections();
+    let rej = &checked.rejections;
     let species_rej: Vec<_> = rej
         .iter()
-        .filter(|(_, r)| matches!(r.variable, Variable::Species(_)))
+        .filter(|r| matches!(r.variable, Quantity::Species(_)))
         .collect();
     assert_eq!(species_rej.len(), want.len());
-    for ((day, r), (sp, v, reason)) in species_rej.iter().zip(&want) {
-        assert_eq!(*day, 201);
-        assert_eq!(r.variable, Variable::Species(*sp));
-        assert!((r.value - v).abs() < 1e-9);
+    for (r, (sp, v, reason)) in species_rej.iter().zip(&want) {
+        assert_eq!(r.variable, Quantity::Species(*sp));
+        assert!((r.value.as_number().unwrap() - v).abs() < 1e-9);
         assert_eq!(r.reason, *reason);
+        assert_eq!(
+            r.origin,
+            Origin::Node {
+                server: emu.endpoint_url().to_string(),
+                node: format!("nsu={AMBR250_NAMESPACE_URI};s=R01.{}", sp.name()),
+            }
+        );
     }
-    // the record keeps the raw value; replay rejects it the same way
-    let replay = ReplayConnector::open(&record, DEFAULT_AMBR250_DESIGN_SPACE).unwrap();
-    assert_eq!(replay.read_sample(201).await.unwrap(), s);
-    assert_eq!(replay.rejections(), rej);
+    // the record keeps the raw reading; a replay gives the same one, hence the same
+    // sample and the same rejections (origins included)
+    let replay = ReplayConnector::open(&record).unwrap();
+    assert_eq!(replay.read_raw(201).await.unwrap(), raw);
+    let again = read_validated(&replay, 201, &DEFAULT_AMBR250_DESIGN_SPACE)
+        .await
+        .unwrap();
+    assert_eq!(&again, &checked);
+    assert!(replay.health().await.is_ok());
     emu.stop().await;
 }
 
@@ -785,7 +821,7 @@ async fn a_silent_peer_times_out_within_the_schedule() {
     };
     let conn = OpcUaConnector::new(cfg).unwrap();
     let t0 = Instant::now();
-    let e = tokio::time::timeout(STEP, conn.read_sample(0))
+    let e = tokio::time::timeout(STEP, read(&conn, 0))
         .await
         .unwrap()
         .unwrap_err();
@@ -828,6 +864,7 @@ async fn a_control_refused_by_the_server_is_rejected_in_the_receipt_naming_its_n
     );
     // the read-back of the mis-mapped node is the viability, 99 % on day 0
     assert!((by(Control::Temperature).readback.unwrap() - 99.0).abs() < 1e-9);
+    assert!(r.control(Control::Temperature).is_some());
     assert_eq!(
         by(Control::PyruvateFeed).status,
         WriteStatus::Rejected {
@@ -837,5 +874,53 @@ async fn a_control_refused_by_the_server_is_rejected_in_the_receipt_naming_its_n
     let mut want = Control::defaults();
     want[Control::Agitation.index()] = 950.0;
     assert_controls(&emu.setpoints(0).unwrap(), &want);
+    emu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setpoint_the_reactor_rounds_is_unconfirmed_naming_the_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // the impeller drive of this reactor only takes multiples of 10 rpm
+    let plant = Box::new(TestPlant {
+        id: "R01".into(),
+        day: 0,
+        sp: Control::defaults(),
+        agitation_step: Some(10.0),
+    });
+    let emu = tokio::time::timeout(
+        STEP,
+        Emulator::start(emulator_config(dir.path()), vec![plant]),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let conn = OpcUaConnector::new(client_config(dir.path(), &emu, "R01")).unwrap();
+    let sp = Setpoints::defaults(0)
+        .with(Control::Agitation, 855.0)
+        .with(Control::Temperature, 36.5);
+    let r = conn.write_setpoints(&sp).await.unwrap();
+    assert!(!r.is_fully_confirmed());
+    let a = r.control(Control::Agitation).unwrap();
+    assert_eq!(a.readback, Some(860.0));
+    assert_eq!(
+        a.status,
+        WriteStatus::Unconfirmed {
+            reason: format!("read back 860 from node nsu={AMBR250_NAMESPACE_URI};s=R01.agitation")
+        }
+    );
+    for c in Control::ALL
+        .into_iter()
+        .filter(|c| *c != Control::Agitation)
+    {
+        assert_eq!(r.control(c).unwrap().status, WriteStatus::Confirmed, "{c}");
+    }
+    // what the reactor applies is what the receipt's read-back says
+    assert!((emu.setpoints(0).unwrap()[Control::Agitation.index()] - 860.0).abs() < 1e-12);
+    // a value the drive can take exactly is confirmed
+    let r = conn
+        .write_setpoints(&sp.clone().with(Control::Agitation, 870.0))
+        .await
+        .unwrap();
+    assert!(r.is_fully_confirmed(), "{r:?}");
     emu.stop().await;
 }

@@ -1,6 +1,12 @@
-//! The [`Connector`] trait: how the twin reads samples from and writes setpoints to a
+//! The [`Connector`] trait: how the twin reads a day's values from and writes setpoints to a
 //! reactor. Implement it against `perfusio-core` alone to connect new hardware.
+//!
+//! A connector only **reads**: it returns the day's values exactly as found
+//! ([`RawReading`]). Validation is one step shared by every connector
+//! ([`RawReading::validate`], or [`read_validated`] for both at once), so that whoever holds
+//! a `dyn Connector` sees every rejected value with its reason and origin, from any source.
 
+use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,11 +14,12 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use time::OffsetDateTime;
 
+use crate::CultureDay;
 use crate::controls::{Control, Setpoints};
-use crate::design_space::Violation;
-use crate::sample::Sample;
+use crate::design_space::{DesignSpace, Violation};
+use crate::reading::{RawReading, ValidatedSample};
 
-/// A source of daily samples and a sink for setpoints (a file, a simulated or real reactor).
+/// A source of daily readings and a sink for setpoints (a file, a simulated or real reactor).
 ///
 /// The trait is object safe, so the twin can hold any connector as
 /// `Box<dyn Connector>` or `Arc<dyn Connector>`. Methods take `&self`: connectors use
@@ -21,34 +28,39 @@ use crate::sample::Sample;
 /// ```
 /// use std::sync::Mutex;
 /// use perfusio_core::{
-///     async_trait, Connector, ConnectorError, ControlReceipt, Sample, Setpoints, Species,
-///     WriteReceipt, WriteStatus,
+///     async_trait, read_validated, Connector, ConnectorError, CultureDay, Health, Origin,
+///     RawReading, RawValue, Setpoints, Species, WriteReceipt, DEFAULT_AMBR250_DESIGN_SPACE as DS,
 /// };
 ///
-/// /// A connector that always reports the same cell density and remembers the last write.
+/// /// A connector that always reports the same cell density and an unreadable glucose.
 /// #[derive(Debug, Default)]
 /// struct Constant { last: Mutex<Option<Setpoints>> }
 ///
 /// #[async_trait]
 /// impl Connector for Constant {
-///     async fn read_sample(&self, day: u32) -> Result<Sample, ConnectorError> {
-///         Ok(Sample::new(day).with(Species::VCD, 10.0))
+///     async fn read_raw(&self, day: CultureDay) -> Result<RawReading, ConnectorError> {
+///         let here = Origin::Source { name: "constant".into() };
+///         Ok(RawReading::new(day)
+///             .with(Species::VCD, RawValue::Number(10.0), here.clone())
+///             .with(Species::Glc, RawValue::Text("see lab book".into()), here))
 ///     }
 ///     async fn write_setpoints(&self, sp: &Setpoints) -> Result<WriteReceipt, ConnectorError> {
 ///         *self.last.lock().map_err(|_| ConnectorError::Data {
 ///             context: "constant".into(), message: "poisoned".into() })? = Some(sp.clone());
 ///         Ok(WriteReceipt::all_confirmed(sp))
 ///     }
-///     async fn is_alive(&self) -> bool { true }
+///     async fn health(&self) -> Health { Health::Ok }
 ///     fn describe(&self) -> String { "constant test connector".into() }
 /// }
 ///
 /// # tokio_test_block_on(async {
 /// let c: Box<dyn Connector> = Box::new(Constant::default());
-/// let s = c.read_sample(2).await.unwrap();
-/// assert_eq!(s.get(Species::VCD), Some(10.0));
+/// let checked = read_validated(&*c, 2, &DS).await.unwrap();
+/// assert_eq!(checked.sample.get(Species::VCD), Some(10.0));
+/// assert_eq!(checked.rejections[0].reason.code(), "not_a_number");
 /// let r = c.write_setpoints(&Setpoints::defaults(2)).await.unwrap();
 /// assert!(r.is_fully_confirmed());
+/// assert!(c.health().await.is_ok());
 /// # });
 /// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
 /// #     use std::task::{Context, Poll, Waker};
@@ -59,18 +71,89 @@ use crate::sample::Sample;
 /// ```
 #[async_trait]
 pub trait Connector: Send + Sync + std::fmt::Debug {
-    /// Reads the sample of culture day `day`. A day the source does not have yet gives
-    /// [`ConnectorError::NotYetAvailable`].
-    async fn read_sample(&self, day: u32) -> Result<Sample, ConnectorError>;
+    /// Reads culture day `day` exactly as the source has it: numbers not yet validated,
+    /// plus every value that could not even be read as a number, each with its origin.
+    /// Validate it with [`RawReading::validate`] (or call [`read_validated`]).
+    ///
+    /// A day the source does not have yet gives [`ConnectorError::NotYetAvailable`]; a
+    /// failure that concerns the whole day (the link, the file, the culture-day node) is an
+    /// error, a problem with one value is never an error but a value that validation rejects.
+    async fn read_raw(&self, day: CultureDay) -> Result<RawReading, ConnectorError>;
 
-    /// Applies setpoints from `setpoints.day` onward and reports what was applied.
+    /// Applies setpoints from `setpoints.day` onward and reports, per control, what was
+    /// applied (confirmed by a read-back, unconfirmed, or rejected with the reason).
     async fn write_setpoints(&self, setpoints: &Setpoints) -> Result<WriteReceipt, ConnectorError>;
 
-    /// Whether the connection/source is usable now.
-    async fn is_alive(&self) -> bool;
+    /// Whether the connection or source is usable now, and if not quite, why.
+    async fn health(&self) -> Health;
 
     /// Human-readable description (kind, endpoint or path); never contains secrets.
     fn describe(&self) -> String;
+}
+
+/// Reads culture day `day` from `connector` and validates it against `design_space`: the
+/// one validation boundary, the same for every connector.
+///
+/// Takes `&dyn Connector` as well as any concrete connector.
+pub async fn read_validated<C: Connector + ?Sized>(
+    connector: &C,
+    day: CultureDay,
+    design_space: &DesignSpace,
+) -> Result<ValidatedSample, ConnectorError> {
+    Ok(connector.read_raw(day).await?.validate(design_space))
+}
+
+/// What [`Connector::health`] found: usable, usable with a problem, or not usable, with
+/// the reason in words an operator can act on.
+///
+/// Serialised as `{"status":"ok"}`, `{"status":"degraded","reason":"..."}` or
+/// `{"status":"down","reason":"..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Health {
+    /// Usable.
+    Ok,
+    /// Usable, but something is wrong or not there yet (e.g. a file not created yet in
+    /// follow mode, a node reporting a bad status).
+    Degraded {
+        /// What is wrong.
+        reason: String,
+    },
+    /// Not usable now (link down, file missing or unreadable).
+    Down {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Health {
+    /// `true` for [`Health::Ok`].
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Self::Ok)
+    }
+
+    /// `true` unless [`Health::Down`]: reads and writes can be attempted.
+    pub fn is_usable(&self) -> bool {
+        !matches!(self, Self::Down { .. })
+    }
+
+    /// The reason, unless [`Health::Ok`].
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Ok => None,
+            Self::Degraded { reason } | Self::Down { reason } => Some(reason),
+        }
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ok => f.write_str("ok"),
+            Self::Degraded { reason } => write!(f, "degraded: {reason}"),
+            Self::Down { reason } => write!(f, "down: {reason}"),
+        }
+    }
 }
 
 /// Outcome of writing one control.
@@ -106,11 +189,57 @@ pub struct ControlReceipt {
     pub status: WriteStatus,
 }
 
+impl ControlReceipt {
+    /// Relative tolerance of a read-back confirmation: `|readback − requested| ≤
+    /// READBACK_TOLERANCE · max(|requested|, 1)`.
+    pub const READBACK_TOLERANCE: f64 = 1e-9;
+
+    /// The receipt of a control the target accepted: [`WriteStatus::Confirmed`] when the
+    /// value read back from `target` equals the request within
+    /// [`ControlReceipt::READBACK_TOLERANCE`], else [`WriteStatus::Unconfirmed`] saying what
+    /// was read back (or that nothing could be). `target` names where it was read, e.g.
+    /// `node ns=2;s=R01/T` or `virtual reactor R01`.
+    ///
+    /// ```
+    /// use perfusio_core::{Control, ControlReceipt, WriteStatus};
+    /// let ok = ControlReceipt::from_readback(Control::Agitation, 850.0, Some(850.0), "R01");
+    /// assert_eq!(ok.status, WriteStatus::Confirmed);
+    /// let off = ControlReceipt::from_readback(Control::Agitation, 855.0, Some(860.0), "R01");
+    /// assert_eq!(off.status, WriteStatus::Unconfirmed { reason: "read back 860 from R01".into() });
+    /// ```
+    pub fn from_readback(
+        control: Control,
+        requested: f64,
+        readback: Option<f64>,
+        target: &str,
+    ) -> Self {
+        let status = match readback {
+            Some(r)
+                if (r - requested).abs() <= Self::READBACK_TOLERANCE * requested.abs().max(1.0) =>
+            {
+                WriteStatus::Confirmed
+            }
+            Some(r) => WriteStatus::Unconfirmed {
+                reason: format!("read back {r} from {target}"),
+            },
+            None => WriteStatus::Unconfirmed {
+                reason: format!("{target} could not be read back"),
+            },
+        };
+        Self {
+            control,
+            requested,
+            readback,
+            status,
+        }
+    }
+}
+
 /// What a connector applied when asked to write setpoints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WriteReceipt {
     /// Culture day the setpoints act from.
-    pub day: u32,
+    pub day: CultureDay,
     /// One entry per control written.
     pub controls: Vec<ControlReceipt>,
     /// When the write completed.
@@ -119,12 +248,21 @@ pub struct WriteReceipt {
 }
 
 impl WriteReceipt {
-    /// A receipt confirming every control at the requested value (for targets that apply
-    /// writes synchronously, such as simulators).
-    pub fn all_confirmed(setpoints: &Setpoints) -> Self {
+    /// A receipt of the write of day `day`'s setpoints, completed now.
+    pub fn new(day: CultureDay, controls: Vec<ControlReceipt>) -> Self {
         Self {
-            day: setpoints.day,
-            controls: setpoints
+            day,
+            controls,
+            timestamp: Some(OffsetDateTime::now_utc()),
+        }
+    }
+
+    /// A receipt confirming every control at the requested value (for targets that apply
+    /// writes synchronously and cannot be read back, such as a setpoint log).
+    pub fn all_confirmed(setpoints: &Setpoints) -> Self {
+        Self::new(
+            setpoints.day,
+            setpoints
                 .iter()
                 .map(|(control, v)| ControlReceipt {
                     control,
@@ -133,8 +271,12 @@ impl WriteReceipt {
                     status: WriteStatus::Confirmed,
                 })
                 .collect(),
-            timestamp: Some(OffsetDateTime::now_utc()),
-        }
+        )
+    }
+
+    /// The receipt of control `control`, if it was part of the write.
+    pub fn control(&self, control: Control) -> Option<&ControlReceipt> {
+        self.controls.iter().find(|c| c.control == control)
     }
 
     /// `true` when every control was confirmed.
@@ -154,7 +296,7 @@ pub enum ConnectorError {
     #[error("day {day} is not available yet: {reason}")]
     NotYetAvailable {
         /// Requested day.
-        day: u32,
+        day: CultureDay,
         /// Details (e.g. last day present, time waited).
         reason: String,
     },
@@ -249,7 +391,7 @@ mod tests {
 
     #[async_trait]
     impl Connector for Failing {
-        async fn read_sample(&self, day: u32) -> Result<Sample, ConnectorError> {
+        async fn read_raw(&self, day: CultureDay) -> Result<RawReading, ConnectorError> {
             Err(ConnectorError::NotYetAvailable {
                 day,
                 reason: "last day in file is 3".into(),
@@ -261,8 +403,10 @@ mod tests {
                 after: Duration::from_millis(1500),
             })
         }
-        async fn is_alive(&self) -> bool {
-            false
+        async fn health(&self) -> Health {
+            Health::Down {
+                reason: "always failing".into(),
+            }
         }
         fn describe(&self) -> String {
             "failing".into()
@@ -276,7 +420,7 @@ mod tests {
         assert_send_sync::<Arc<dyn Connector>>();
         assert_send_sync::<ConnectorError>();
         let c: Arc<dyn Connector> = Arc::new(Failing);
-        let e = c.read_sample(5).await.unwrap_err();
+        let e = c.read_raw(5).await.unwrap_err();
         assert!(e.is_transient());
         assert_eq!(
             e.to_string(),
@@ -287,12 +431,47 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.to_string(), "write timed out after 1.5s");
-        assert!(!c.is_alive().await);
+        let h = c.health().await;
+        assert!(!h.is_usable());
+        assert_eq!(h.to_string(), "down: always failing");
+        assert_eq!(h.reason(), Some("always failing"));
+        // the helper propagates the error and its future can cross threads
+        fn assert_send<F: std::future::Future + Send>(f: F) -> F {
+            f
+        }
+        let ds = crate::DEFAULT_AMBR250_DESIGN_SPACE;
+        let e = assert_send(read_validated(&*c, 5, &ds)).await.unwrap_err();
+        assert!(e.is_transient());
         let e = ConnectorError::Authentication {
             endpoint: "opc.tcp://127.0.0.1:4840".into(),
             reason: "BadIdentityTokenRejected".into(),
         };
         assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn health_serde_and_levels() {
+        let all = [
+            Health::Ok,
+            Health::Degraded {
+                reason: "file not created yet".into(),
+            },
+            Health::Down {
+                reason: "connection refused".into(),
+            },
+        ];
+        let json = serde_json::to_string(&all).unwrap();
+        assert_eq!(
+            json,
+            r#"[{"status":"ok"},{"status":"degraded","reason":"file not created yet"},{"status":"down","reason":"connection refused"}]"#
+        );
+        assert_eq!(serde_json::from_str::<Vec<Health>>(&json).unwrap(), all);
+        assert_eq!(
+            all.iter().map(Health::is_usable).collect::<Vec<_>>(),
+            [true, true, false]
+        );
+        assert!(all[0].is_ok() && !all[1].is_ok());
+        assert_eq!(all[0].reason(), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::CultureDay;
 use crate::error::CoreError;
 use crate::species::normalise_name;
 
@@ -81,7 +82,7 @@ const CONTROL_INFO: [ControlInfo; N_CONTROLS] = [
         unit: "°C",
         description: "culture temperature",
         default: 37.0,
-        aliases: &["temp", "t"],
+        aliases: &["temp"],
     },
     ControlInfo {
         name: "agitation",
@@ -139,7 +140,7 @@ impl Control {
         self.info().description
     }
 
-    /// Default operating value (plant-model.md).
+    /// Default operating value (docs/plant-model.md).
     pub fn default_value(self) -> f64 {
         self.info().default
     }
@@ -198,19 +199,19 @@ impl FromStr for Control {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Setpoints {
     /// Culture day from which the setpoints act.
-    pub day: u32,
+    pub day: CultureDay,
     /// Values in canonical control order.
     pub values: ControlArray<f64>,
 }
 
 impl Setpoints {
     /// Setpoints with explicit values.
-    pub fn new(day: u32, values: ControlArray<f64>) -> Self {
+    pub fn new(day: CultureDay, values: ControlArray<f64>) -> Self {
         Self { day, values }
     }
 
-    /// The default operating point (plant-model.md) from `day` onward.
-    pub fn defaults(day: u32) -> Self {
+    /// The default operating point (docs/plant-model.md) from `day` onward.
+    pub fn defaults(day: CultureDay) -> Self {
         Self::new(day, Control::defaults())
     }
 
@@ -309,6 +310,9 @@ mod tests {
             "pyr_feed_conc".parse::<Control>().unwrap(),
             Control::PyruvateFeed
         );
+        assert_eq!("Temp".parse::<Control>().unwrap(), Control::Temperature);
+        // `t` is a time column in most exports: it must not read as a temperature
+        assert_eq!(Control::lookup("t"), None);
         let e = "speed".parse::<Control>().unwrap_err().to_string();
         assert_eq!(
             e,

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::controls::{Control, ControlArray, N_CONTROLS};
 use crate::error::CoreError;
-use crate::species::{Bounds, Derived, N_SPECIES, Species, SpeciesArray, Variable};
+use crate::reading::Quantity;
+use crate::species::{Bounds, Derived, N_DERIVED, N_SPECIES, Species, SpeciesArray, Variable};
 
 /// Bounds and metadata of one control inside a [`DesignSpace`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -176,14 +177,46 @@ impl fmt::Display for Violation {
 pub struct DesignSpace {
     controls: ControlArray<ControlSpec>,
     species_bounds: SpeciesArray<Bounds>,
-    derived_bounds: [Bounds; 2],
+    derived_bounds: [Bounds; N_DERIVED],
     viability_min: f64,
     vcv_target: f64,
 }
 
-/// The ambr250 design space of `plant-model.md`: perfusion 0.5–2.0 vvd, bleed 0.05–0.30 vvd,
+/// The rule every perfusion reactor obeys whatever its design space: the bleed rate must not
+/// exceed the perfusion rate, or the harvest flow `perfusion − bleed` would be negative.
+/// Returns the (hard) violation, or `None` when the rule holds or when either rate is not a
+/// finite number (a non-finite value is reported on its own by the checks that see it).
+///
+/// This is the one home of the rule: [`DesignSpace::check_setpoints`], [`DesignSpace::clamp`]
+/// and the physics of `perfusio-mechanistic` all call it.
+///
+/// ```
+/// use perfusio_core::{Control, Setpoints, ViolationKind, bleed_violation};
+/// let ok = Setpoints::defaults(0);
+/// assert!(bleed_violation(&ok.values).is_none());
+/// let bad = ok.with(Control::BleedRate, 1.2); // perfusion is 1.0 vvd
+/// let v = bleed_violation(&bad.values).unwrap();
+/// assert_eq!(v.kind, ViolationKind::BleedExceedsPerfusion { perfusion_rate: 1.0 });
+/// assert!(v.hard);
+/// ```
+pub fn bleed_violation(values: &ControlArray<f64>) -> Option<Violation> {
+    let perf = values[Control::PerfusionRate.index()];
+    let bleed = values[Control::BleedRate.index()];
+    (perf.is_finite() && bleed.is_finite() && bleed > perf).then_some(Violation {
+        control: Control::BleedRate,
+        value: bleed,
+        kind: ViolationKind::BleedExceedsPerfusion {
+            perfusion_rate: perf,
+        },
+        hard: true,
+    })
+}
+
+/// The ambr250 design space of `docs/plant-model.md`: perfusion 0.5–2.0 vvd, bleed 0.05–0.30 vvd,
 /// medium glucose 2–8 g/L, temperature 35–37.5 °C, agitation 700–1050 rpm (hard), medium
-/// pyruvate 0–5 mmol/L; viability floor 95 %, VCV target 30 %.
+/// pyruvate 0–5 mmol/L; viability floor 95 %, VCV target 30 %. The plausible ranges of the
+/// measured variables are those of the species registry ([`Species::bounds`],
+/// [`Derived::bounds`]).
 pub const DEFAULT_AMBR250_DESIGN_SPACE: DesignSpace = DesignSpace {
     controls: [
         ControlSpec::soft(Control::PerfusionRate, 0.5, 2.0, Bounds::new(0.0, 3.0)),
@@ -193,18 +226,8 @@ pub const DEFAULT_AMBR250_DESIGN_SPACE: DesignSpace = DesignSpace {
         ControlSpec::hard(Control::Agitation, 700.0, 1050.0),
         ControlSpec::soft(Control::PyruvateFeed, 0.0, 5.0, Bounds::new(0.0, 10.0)),
     ],
-    species_bounds: [
-        Bounds::new(0.0, 120.0),
-        Bounds::new(0.0, 100.0),
-        Bounds::new(0.0, 20.0),
-        Bounds::new(0.0, 10.0),
-        Bounds::new(0.0, 8.0),
-        Bounds::new(0.0, 40.0),
-        Bounds::new(0.0, 25.0),
-        Bounds::new(0.0, 10.0),
-        Bounds::new(0.0, 5000.0),
-    ],
-    derived_bounds: [Bounds::new(0.0, 60.0), Bounds::new(14.0, 26.0)],
+    species_bounds: Species::all_bounds(),
+    derived_bounds: Derived::all_bounds(),
     viability_min: 95.0,
     vcv_target: 30.0,
 };
@@ -220,7 +243,7 @@ impl DesignSpace {
     pub fn new(
         controls: ControlArray<ControlSpec>,
         species_bounds: SpeciesArray<Bounds>,
-        derived_bounds: [Bounds; 2],
+        derived_bounds: [Bounds; N_DERIVED],
         viability_min: f64,
         vcv_target: f64,
     ) -> Result<Self, CoreError> {
@@ -252,7 +275,7 @@ impl DesignSpace {
             self.species_bounds[s.index()].check(s.name())?;
         }
         for d in Derived::ALL {
-            self.derived_bounds[d as usize].check(d.name())?;
+            self.derived_bounds[d.index()].check(d.name())?;
         }
         if !(0.0..=100.0).contains(&self.viability_min) {
             return Err(CoreError::InvalidConfig {
@@ -261,7 +284,7 @@ impl DesignSpace {
                 reason: "must be a percentage in [0, 100]".to_string(),
             });
         }
-        if !self.derived_bounds[Derived::VCV as usize].contains(self.vcv_target) {
+        if !self.derived_bounds[Derived::VCV.index()].contains(self.vcv_target) {
             return Err(CoreError::InvalidConfig {
                 field: "vcv_target",
                 value: self.vcv_target.to_string(),
@@ -302,7 +325,18 @@ impl DesignSpace {
     pub fn bounds(&self, variable: Variable) -> Bounds {
         match variable {
             Variable::Species(s) => self.species_bounds[s.index()],
-            Variable::Derived(d) => self.derived_bounds[d as usize],
+            Variable::Derived(d) => self.derived_bounds[d.index()],
+        }
+    }
+
+    /// The range a reported value of `quantity` must lie in to be accepted by
+    /// [`RawReading::validate`](crate::RawReading::validate): the plausible range of a
+    /// measured variable, or the absolute limits of a control reported as applied.
+    pub fn plausible_range(&self, quantity: Quantity) -> Bounds {
+        match quantity {
+            Quantity::Species(s) => self.species_bounds[s.index()],
+            Quantity::Derived(d) => self.derived_bounds[d.index()],
+            Quantity::Control(c) => self.controls[c.index()].limits,
         }
     }
 
@@ -370,18 +404,7 @@ impl DesignSpace {
                 ));
             }
         }
-        let perf = values[Control::PerfusionRate.index()];
-        let bleed = values[Control::BleedRate.index()];
-        if perf.is_finite() && bleed.is_finite() && bleed > perf {
-            out.push(Violation {
-                control: Control::BleedRate,
-                value: bleed,
-                kind: ViolationKind::BleedExceedsPerfusion {
-                    perfusion_rate: perf,
-                },
-                hard: true,
-            });
-        }
+        out.extend(bleed_violation(values));
         out
     }
 
@@ -411,10 +434,8 @@ impl DesignSpace {
                 v.clamp(spec.lower, spec.upper)
             };
         }
-        let perf = out[Control::PerfusionRate.index()];
-        let bleed = &mut out[Control::BleedRate.index()];
-        if *bleed > perf {
-            *bleed = perf;
+        if bleed_violation(&out).is_some() {
+            out[Control::BleedRate.index()] = out[Control::PerfusionRate.index()];
         }
         out
     }
@@ -488,7 +509,7 @@ impl From<DesignSpace> for DesignSpaceRepr {
             variable_bounds.insert(s.name().to_string(), ds.species_bounds[s.index()]);
         }
         for d in Derived::ALL {
-            variable_bounds.insert(d.name().to_string(), ds.derived_bounds[d as usize]);
+            variable_bounds.insert(d.name().to_string(), ds.derived_bounds[d.index()]);
         }
         Self {
             viability_min: ds.viability_min,
@@ -525,8 +546,8 @@ impl TryFrom<DesignSpaceRepr> for DesignSpace {
             })?;
         }
         let mut species_bounds = [Bounds::new(0.0, 0.0); N_SPECIES];
-        let mut derived_bounds = [Bounds::new(0.0, 0.0); 2];
-        let mut seen = [false; N_SPECIES + 2];
+        let mut derived_bounds = [Bounds::new(0.0, 0.0); N_DERIVED];
+        let mut seen = [false; N_SPECIES + N_DERIVED];
         for (name, b) in r.variable_bounds {
             match Variable::lookup(&name) {
                 Some(Variable::Species(s)) => {
@@ -534,8 +555,8 @@ impl TryFrom<DesignSpaceRepr> for DesignSpace {
                     seen[s.index()] = true;
                 }
                 Some(Variable::Derived(d)) => {
-                    derived_bounds[d as usize] = b;
-                    seen[N_SPECIES + d as usize] = true;
+                    derived_bounds[d.index()] = b;
+                    seen[N_SPECIES + d.index()] = true;
                 }
                 None => {
                     return Err(CoreError::UnknownSpecies {
@@ -547,8 +568,9 @@ impl TryFrom<DesignSpaceRepr> for DesignSpace {
         }
         if let Some(i) = seen.iter().position(|s| !s) {
             let name = Species::from_index(i)
-                .map(|s| s.name())
-                .unwrap_or(Derived::ALL[i - N_SPECIES].name());
+                .map(Species::name)
+                .or_else(|| Derived::from_index(i - N_SPECIES).map(Derived::name))
+                .unwrap_or_default();
             return Err(CoreError::InvalidConfig {
                 field: "variable_bounds",
                 value: name.to_string(),
@@ -595,6 +617,18 @@ mod tests {
         assert_relative_eq!(DS.vcv_target(), 30.0);
         // the default operating point is inside the box
         assert!(DS.check_setpoints(&Control::defaults()).is_empty());
+        // the plausible ranges are the species registry's (one table)
+        for s in Species::ALL {
+            assert_eq!(DS.bounds(Variable::Species(s)), s.bounds());
+            assert_eq!(DS.plausible_range(Quantity::Species(s)), s.bounds());
+        }
+        for d in Derived::ALL {
+            assert_eq!(DS.bounds(Variable::Derived(d)), d.bounds());
+        }
+        assert_eq!(
+            DS.plausible_range(Quantity::Control(Control::Agitation)),
+            Bounds::new(700.0, 1050.0)
+        );
     }
 
     #[test]

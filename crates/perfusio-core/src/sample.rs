@@ -1,13 +1,15 @@
-//! [`Sample`]: one culture day's measurements, and their validation against plausible
-//! ranges. Nothing is dropped silently: every rejected value is returned as a
-//! [`Rejection`] with its reason.
+//! [`Sample`]: one culture day's accepted measurements (and the controls reported as
+//! applied). Samples come out of the one validation step, [`RawReading::validate`]; see
+//! [`crate::RawReading`].
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::CultureDay;
 use crate::controls::{Control, ControlArray, N_CONTROLS};
 use crate::design_space::DesignSpace;
-use crate::species::{Derived, N_SPECIES, Species, SpeciesArray, Variable};
+use crate::reading::{Origin, Quantity, RawReading, ValidatedSample};
+use crate::species::{N_DERIVED, N_SPECIES, Species, SpeciesArray, Variable};
 
 /// A culture day's measurements; every value may be missing.
 ///
@@ -22,15 +24,16 @@ use crate::species::{Derived, N_SPECIES, Species, SpeciesArray, Variable};
 /// assert_eq!(checked.sample.get(Species::Via), None);
 /// assert_eq!(checked.rejections.len(), 2);
 /// assert_eq!(checked.rejections[0].reason, RejectionReason::AboveBound { bound: 100.0 });
+/// assert_eq!(checked.rejections[1].reason.code(), "non_finite");
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// Culture day of the measurement.
-    pub day: u32,
+    pub day: CultureDay,
     /// Species values in canonical order (`None` = not measured).
     pub species: SpeciesArray<Option<f64>>,
     /// Measured derived variables `[VCV, Diam]`, if the instrument reports them.
-    pub derived: [Option<f64>; 2],
+    pub derived: [Option<f64>; N_DERIVED],
     /// Controls the source reports as applied on this day, if any.
     pub controls: ControlArray<Option<f64>>,
     /// When the sample was taken.
@@ -43,11 +46,11 @@ pub struct Sample {
 
 impl Sample {
     /// An empty sample (all values missing) for `day`.
-    pub fn new(day: u32) -> Self {
+    pub fn new(day: CultureDay) -> Self {
         Self {
             day,
             species: [None; N_SPECIES],
-            derived: [None; 2],
+            derived: [None; N_DERIVED],
             controls: [None; N_CONTROLS],
             timestamp: None,
             reactor_id: None,
@@ -55,7 +58,7 @@ impl Sample {
     }
 
     /// A sample with every species present.
-    pub fn from_state(day: u32, state: &SpeciesArray<f64>) -> Self {
+    pub fn from_state(day: CultureDay, state: &SpeciesArray<f64>) -> Self {
         let mut s = Self::new(day);
         s.species = state.map(Some);
         s
@@ -75,17 +78,29 @@ impl Sample {
 
     /// Value of any variable (species or derived).
     pub fn get_variable(&self, variable: Variable) -> Option<f64> {
-        match variable {
-            Variable::Species(s) => self.species[s.index()],
-            Variable::Derived(d) => self.derived[d as usize],
-        }
+        self.quantity(variable.into())
     }
 
     /// Sets (or clears with `None`) any variable.
     pub fn set_variable(&mut self, variable: Variable, value: Option<f64>) {
-        match variable {
-            Variable::Species(s) => self.species[s.index()] = value,
-            Variable::Derived(d) => self.derived[d as usize] = value,
+        self.set_quantity(variable.into(), value);
+    }
+
+    /// Value of any quantity (species, derived variable or control reported as applied).
+    pub fn quantity(&self, quantity: Quantity) -> Option<f64> {
+        match quantity {
+            Quantity::Species(s) => self.species[s.index()],
+            Quantity::Derived(d) => self.derived[d.index()],
+            Quantity::Control(c) => self.controls[c.index()],
+        }
+    }
+
+    /// Sets (or clears with `None`) any quantity.
+    pub fn set_quantity(&mut self, quantity: Quantity, value: Option<f64>) {
+        match quantity {
+            Quantity::Species(s) => self.species[s.index()] = value,
+            Quantity::Derived(d) => self.derived[d.index()] = value,
+            Quantity::Control(c) => self.controls[c.index()] = value,
         }
     }
 
@@ -104,110 +119,18 @@ impl Sample {
         self.n_present() == N_SPECIES
     }
 
-    /// Checks every present value against the design space's plausible ranges. Accepted
-    /// values are kept; each rejected value is removed from the returned sample and listed
-    /// with its reason, in variable order (species, then VCV, Diam).
+    /// Validates an in-memory sample: the same step as every connector's reading goes
+    /// through ([`RawReading::from_sample`] then [`RawReading::validate`]), with the
+    /// sample's reactor (or `in-memory sample`) as the origin of every value.
     pub fn validate(&self, design_space: &DesignSpace) -> ValidatedSample {
-        let mut sample = self.clone();
-        let mut rejections = Vec::new();
-        let vars = Species::ALL
-            .into_iter()
-            .map(Variable::Species)
-            .chain(Derived::ALL.into_iter().map(Variable::Derived));
-        for var in vars {
-            if let Some(value) = self.get_variable(var)
-                && let Some(reason) = RejectionReason::classify(value, design_space, var)
-            {
-                sample.set_variable(var, None);
-                rejections.push(Rejection {
-                    variable: var,
-                    value,
-                    reason,
-                });
-            }
-        }
-        ValidatedSample { sample, rejections }
+        let origin = Origin::Source {
+            name: self
+                .reactor_id
+                .clone()
+                .unwrap_or_else(|| "in-memory sample".to_string()),
+        };
+        RawReading::from_sample(self, &origin).validate(design_space)
     }
-}
-
-/// Why a measured value was rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "code", rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum RejectionReason {
-    /// NaN or infinite.
-    NonFinite,
-    /// Below the variable's plausible range.
-    BelowBound {
-        /// The lower bound.
-        bound: f64,
-    },
-    /// Above the variable's plausible range.
-    AboveBound {
-        /// The upper bound.
-        bound: f64,
-    },
-}
-
-impl RejectionReason {
-    /// The reason `value` is implausible for `variable`, or `None` if it is acceptable.
-    pub fn classify(value: f64, ds: &DesignSpace, variable: Variable) -> Option<Self> {
-        let b = ds.bounds(variable);
-        if !value.is_finite() {
-            Some(Self::NonFinite)
-        } else if value < b.lower {
-            Some(Self::BelowBound { bound: b.lower })
-        } else if value > b.upper {
-            Some(Self::AboveBound { bound: b.upper })
-        } else {
-            None
-        }
-    }
-
-    /// Short machine-readable code (`non_finite`, `below_bound`, `above_bound`).
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::NonFinite => "non_finite",
-            Self::BelowBound { .. } => "below_bound",
-            Self::AboveBound { .. } => "above_bound",
-        }
-    }
-}
-
-/// A measured value that was not accepted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Rejection {
-    /// The variable concerned.
-    pub variable: Variable,
-    /// The value as read (may be non-finite; serialised as a string then).
-    #[serde(with = "crate::serde_util::f64_any")]
-    pub value: f64,
-    /// Why it was rejected.
-    pub reason: RejectionReason,
-}
-
-impl std::fmt::Display for Rejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let v = self.variable;
-        match self.reason {
-            RejectionReason::NonFinite => write!(f, "{v} = {} is not a finite number", self.value),
-            RejectionReason::BelowBound { bound } => {
-                write!(f, "{v} = {} {} is below {bound}", self.value, v.unit())
-            }
-            RejectionReason::AboveBound { bound } => {
-                write!(f, "{v} = {} {} is above {bound}", self.value, v.unit())
-            }
-        }
-    }
-}
-
-/// The result of [`Sample::validate`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ValidatedSample {
-    /// The sample with only accepted values present.
-    pub sample: Sample,
-    /// Every rejected value, with its reason.
-    pub rejections: Vec<Rejection>,
 }
 
 #[cfg(test)]
@@ -216,7 +139,7 @@ mod tests {
     use crate::design_space::DEFAULT_AMBR250_DESIGN_SPACE as DS;
 
     #[test]
-    fn every_reason_code_is_produced() {
+    fn sample_validation_is_the_raw_reading_step() {
         let mut s = Sample::new(1)
             .with(Species::VCD, -0.1)
             .with(Species::Via, 99.0)
@@ -224,6 +147,8 @@ mod tests {
             .with(Species::Titer, 6000.0)
             .with(Species::Lac, 40.0); // on the bound: accepted
         s.derived = [Some(61.0), Some(13.0)];
+        s.controls[Control::Temperature.index()] = Some(45.0); // above the 39 °C limit
+        s.reactor_id = Some("R07".into());
         let v = s.validate(&DS);
         let codes: Vec<_> = v
             .rejections
@@ -238,32 +163,23 @@ mod tests {
                 ("Titer", "above_bound"),
                 ("VCV", "above_bound"),
                 ("Diam", "below_bound"),
+                ("temperature", "above_bound"),
             ]
         );
         assert_eq!(v.sample.get(Species::Via), Some(99.0));
         assert_eq!(v.sample.get(Species::Lac), Some(40.0));
         assert_eq!(v.sample.get(Species::VCD), None);
         assert_eq!(v.sample.derived, [None, None]);
+        assert_eq!(v.sample.controls, [None; N_CONTROLS]);
         assert_eq!(v.sample.n_present(), 2);
+        assert_eq!(v.sample.reactor_id.as_deref(), Some("R07"));
         assert_eq!(
             v.rejections[0].to_string(),
-            "VCD = -0.1 1e6 cells/mL is below 0"
+            "VCD = -0.1 1e6 cells/mL is below 0 (R07)"
         );
-        // nothing is lost: accepted + rejected = present
-        assert_eq!(v.sample.n_present() + 3, s.n_present());
-    }
-
-    #[test]
-    fn rejection_serialises_non_finite_values() {
-        let s = Sample::new(2).with(Species::Gln, f64::NAN);
-        let v = s.validate(&DS);
-        let json = serde_json::to_string(&v.rejections[0]).unwrap();
-        assert_eq!(
-            json,
-            r#"{"variable":"Gln","value":"NaN","reason":{"code":"non_finite"}}"#
-        );
-        let back: Rejection = serde_json::from_str(&json).unwrap();
-        assert!(back.value.is_nan());
+        // the same as going through the raw reading explicitly
+        let origin = Origin::Source { name: "R07".into() };
+        assert_eq!(RawReading::from_sample(&s, &origin).validate(&DS), v);
     }
 
     #[test]

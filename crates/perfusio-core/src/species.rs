@@ -11,6 +11,9 @@ use crate::error::CoreError;
 /// Number of modelled species (the state dimension of the plant model).
 pub const N_SPECIES: usize = 9;
 
+/// Number of derived variables ([`Derived::VCV`] and [`Derived::Diam`]).
+pub const N_DERIVED: usize = 2;
+
 /// A value per modelled species, in canonical order (see [`Species::ALL`]).
 pub type SpeciesArray<T> = [T; N_SPECIES];
 
@@ -187,6 +190,19 @@ impl Species {
         &SPECIES_INFO[self.index()]
     }
 
+    /// The plausible range of every species, in canonical order: the registry's table, which
+    /// is also what [`DEFAULT_AMBR250_DESIGN_SPACE`](crate::DEFAULT_AMBR250_DESIGN_SPACE)
+    /// validates against.
+    pub const fn all_bounds() -> SpeciesArray<Bounds> {
+        let mut out = [Bounds::new(0.0, 0.0); N_SPECIES];
+        let mut i = 0;
+        while i < N_SPECIES {
+            out[i] = SPECIES_INFO[i].bounds;
+            i += 1;
+        }
+        out
+    }
+
     /// Canonical short name (`"VCD"`, `"Via"`, …), as used in CSV headers and OPC UA browse names.
     pub fn name(self) -> &'static str {
         self.info().name
@@ -203,8 +219,8 @@ impl Species {
     }
 
     /// Physically plausible range used to validate measurements.
-    pub fn bounds(self) -> Bounds {
-        self.info().bounds
+    pub const fn bounds(self) -> Bounds {
+        SPECIES_INFO[self.index()].bounds
     }
 
     /// Accepted lower-case aliases (in addition to the canonical name).
@@ -230,8 +246,15 @@ impl Species {
     }
 }
 
-/// Lower-cases a column name and replaces spaces and dashes with underscores.
-pub(crate) fn normalise_name(name: &str) -> String {
+/// The key every name lookup of the registry compares: trimmed, lower-cased, with spaces
+/// and dashes replaced by underscores (`" Bleed-Rate "` → `"bleed_rate"`). Connectors use
+/// it for their own names (day columns, timestamps) so that they match the same way.
+///
+/// ```
+/// assert_eq!(perfusio_core::normalise_name(" Culture Day "), "culture_day");
+/// assert_eq!(perfusio_core::normalise_name("Bleed-Rate"), "bleed_rate");
+/// ```
+pub fn normalise_name(name: &str) -> String {
     name.trim()
         .chars()
         .map(|c| match c {
@@ -268,8 +291,24 @@ pub enum Derived {
 }
 
 impl Derived {
-    /// Both derived variables, in reporting order.
-    pub const ALL: [Derived; 2] = [Derived::VCV, Derived::Diam];
+    /// Both derived variables, in reporting order; `Derived::ALL[d.index()] == d`.
+    pub const ALL: [Derived; N_DERIVED] = [Derived::VCV, Derived::Diam];
+
+    /// Position in the reporting order (0 for VCV, 1 for Diam): the index into
+    /// [`Sample::derived`](crate::Sample::derived) and every `[T; N_DERIVED]`.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The derived variable at position `index`, if any.
+    pub fn from_index(index: usize) -> Option<Derived> {
+        Self::ALL.get(index).copied()
+    }
+
+    /// The plausible range of both derived variables, in reporting order.
+    pub const fn all_bounds() -> [Bounds; N_DERIVED] {
+        [Derived::VCV.bounds(), Derived::Diam.bounds()]
+    }
 
     /// Canonical name.
     pub fn name(self) -> &'static str {
@@ -296,7 +335,7 @@ impl Derived {
     }
 
     /// Physically plausible range used to validate measurements.
-    pub fn bounds(self) -> Bounds {
+    pub const fn bounds(self) -> Bounds {
         match self {
             Derived::VCV => Bounds::new(0.0, 60.0),
             Derived::Diam => Bounds::new(14.0, 26.0),
@@ -468,6 +507,15 @@ mod tests {
     }
 
     #[test]
+    fn derived_index_round_trips() {
+        for (i, d) in Derived::ALL.iter().enumerate() {
+            assert_eq!(d.index(), i);
+            assert_eq!(Derived::from_index(i), Some(*d));
+        }
+        assert_eq!(Derived::from_index(N_DERIVED), None);
+    }
+
+    #[test]
     fn derived_variables_match_formulas() {
         let mut state = [0.0; N_SPECIES];
         state[Species::VCD.index()] = 10.0;
@@ -500,6 +548,11 @@ mod tests {
             assert_relative_eq!(s.bounds().lower, 0.0);
         }
         assert_relative_eq!(Derived::Diam.bounds().lower, 14.0);
+        assert_eq!(
+            Species::all_bounds().map(|b| b.upper.to_bits()),
+            expected.map(f64::to_bits)
+        );
+        assert_eq!(Derived::all_bounds(), Derived::ALL.map(Derived::bounds));
         assert!(Bounds::new(1.0, 0.0).check("x").is_err());
         assert!(Bounds::new(0.0, f64::NAN).check("x").is_err());
     }

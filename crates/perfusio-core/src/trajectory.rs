@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::CultureDay;
 use crate::controls::ControlArray;
 use crate::error::CoreError;
 use crate::sample::Sample;
@@ -12,7 +13,7 @@ use crate::species::{Species, SpeciesArray};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrajectoryRow {
     /// Culture day.
-    pub day: u32,
+    pub day: CultureDay,
     /// Species values (`None` = missing).
     pub species: SpeciesArray<Option<f64>>,
     /// Controls applied over `day → day + 1`.
@@ -54,7 +55,7 @@ impl Trajectory {
     /// Appends a day; days must strictly increase.
     pub fn push(
         &mut self,
-        day: u32,
+        day: CultureDay,
         species: SpeciesArray<Option<f64>>,
         controls: ControlArray<f64>,
     ) -> Result<(), CoreError> {
@@ -99,7 +100,7 @@ impl Trajectory {
     }
 
     /// Days in order.
-    pub fn days(&self) -> Vec<u32> {
+    pub fn days(&self) -> Vec<CultureDay> {
         self.rows.iter().map(|r| r.day).collect()
     }
 

@@ -131,6 +131,21 @@ pub enum Termination {
 }
 
 impl Termination {
+    /// Stable snake-case name for logs and audit records: `gradient_tolerance`,
+    /// `cost_tolerance`, `iteration_cap`, `evaluation_cap`, `line_search_failed`,
+    /// `no_variables`, `not_run`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::GradientTolerance => "gradient_tolerance",
+            Self::CostTolerance => "cost_tolerance",
+            Self::IterationCap => "iteration_cap",
+            Self::EvaluationCap => "evaluation_cap",
+            Self::LineSearchFailed => "line_search_failed",
+            Self::NoVariables => "no_variables",
+            Self::NotRun => "not_run",
+        }
+    }
+
     /// `true` for the tolerance rules, `false` when a budget or a failure stopped it.
     pub fn converged(self) -> bool {
         matches!(
@@ -1496,6 +1511,7 @@ mod tests {
         };
         let r = minimize(rosen, &[-1.2, 1.0], &[-inf; 2], &[inf; 2], &opts).unwrap();
         assert_eq!(r.termination, Termination::IterationCap);
+        assert_eq!(r.termination.name(), "iteration_cap");
         assert!(!r.termination.converged());
         assert_eq!(r.iterations, 3);
         let opts = LbfgsbOptions {

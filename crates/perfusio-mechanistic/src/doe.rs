@@ -1,5 +1,5 @@
 //! Designs of experiments: Box–Behnken, central composite and Latin hypercube designs,
-//! scaling to physical bounds, the 27-run training design of `plant-model.md`, and
+//! scaling to physical bounds, the 27-run training design of `docs/plant-model.md`, and
 //! [`simulate_design`], which turns a design into noisy trajectories.
 //!
 //! Coded designs live in `[-extent, extent]^k` (Box–Behnken and face-centred central
@@ -16,7 +16,7 @@
 //! assert_eq!(training_design().len(), 27);
 //! ```
 
-use perfusio_core::{Control, ControlArray, Trajectory};
+use perfusio_core::{Control, ControlArray, ControlSpec, Sample, Trajectory};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -345,7 +345,18 @@ pub struct Factor {
     pub upper: f64,
 }
 
-/// The four factors of the training design of `plant-model.md`: perfusion 0.5/1.0/1.5 vvd,
+impl From<ControlSpec> for Factor {
+    /// A factor spanning the control's design range.
+    fn from(spec: ControlSpec) -> Self {
+        Self {
+            control: spec.control,
+            lower: spec.lower,
+            upper: spec.upper,
+        }
+    }
+}
+
+/// The four factors of the training design of `docs/plant-model.md`: perfusion 0.5/1.0/1.5 vvd,
 /// bleed 0.10/0.15/0.20 vvd, temperature 36.5/37.0/37.5 °C, medium glucose 4/5/6 g/L.
 pub const TRAINING_FACTORS: [Factor; 4] = [
     Factor {
@@ -402,7 +413,7 @@ fn apply_factors(
         .collect()
 }
 
-/// The 27-run training design of `plant-model.md`: a 4-factor Box–Behnken design over
+/// The 27-run training design of `docs/plant-model.md`: a 4-factor Box–Behnken design over
 /// [`TRAINING_FACTORS`] with 3 centre runs; agitation (850 rpm) and medium pyruvate
 /// (0 mmol/L) at their defaults.
 ///
@@ -428,10 +439,55 @@ pub fn training_design() -> Vec<ControlArray<f64>> {
     )
 }
 
-/// Simulates every run of a design for `n_days` days on a [`VirtualReactor`] built from
-/// `config` (run `i` uses setpoints `runs[i]` throughout and noise seed `config.seed + i`)
-/// and returns one noisy trajectory per run, days `0..=n_days`, each row carrying the
-/// controls applied that day. Run ids are `run-001`, `run-002`, …
+/// Identifier of run `index` (0-based) of a design: `run-001`, `run-002`, …
+pub fn run_id(index: usize) -> String {
+    format!("run-{:03}", index + 1)
+}
+
+/// The reactor configuration of run `index` (0-based) of a design: `config` with setpoints
+/// `controls` from day 0 and noise seed `config.seed + index` (wrapping), so that runs get
+/// independent noise and the whole design is reproducible from one seed.
+pub fn run_config(
+    config: &VirtualReactorConfig,
+    index: usize,
+    controls: &ControlArray<f64>,
+) -> VirtualReactorConfig {
+    let mut c = config.clone();
+    c.setpoints = *controls;
+    c.seed = config.seed.wrapping_add(index as u64);
+    c
+}
+
+/// Simulates every run of a design for `n_days` days on a [`VirtualReactor`] configured by
+/// [`run_config`] and returns each run's noisy daily samples, days `0..=n_days`, with the
+/// derived variables (VCV, Diam) and the controls applied that day.
+///
+/// ```
+/// use perfusio_mechanistic::{doe, VirtualReactorConfig};
+/// let runs = doe::training_design();
+/// let samples = doe::simulate_design_samples(&runs[..2], &VirtualReactorConfig::default(), 5).unwrap();
+/// assert_eq!((samples.len(), samples[0].len()), (2, 6));
+/// assert!(samples[1][5].derived[0].is_some() || samples[1][5].derived[1].is_some());
+/// ```
+pub fn simulate_design_samples(
+    runs: &[ControlArray<f64>],
+    config: &VirtualReactorConfig,
+    n_days: u32,
+) -> Result<Vec<Vec<Sample>>> {
+    runs.iter()
+        .enumerate()
+        .map(|(i, controls)| {
+            let mut reactor = VirtualReactor::new(run_config(config, i, controls))?;
+            reactor.advance_to(n_days)?;
+            (0..=n_days).map(|day| reactor.sample(day)).collect()
+        })
+        .collect()
+}
+
+/// Simulates every run of a design for `n_days` days (see [`simulate_design_samples`]:
+/// run `i` uses setpoints `runs[i]` throughout and noise seed `config.seed + i`) and returns
+/// one noisy trajectory per run, days `0..=n_days`, each row carrying the controls applied
+/// that day. Run ids are `run-001`, `run-002`, … ([`run_id`]).
 ///
 /// ```
 /// use perfusio_mechanistic::{doe, VirtualReactorConfig};
@@ -446,20 +502,16 @@ pub fn simulate_design(
     config: &VirtualReactorConfig,
     n_days: u32,
 ) -> Result<Vec<Trajectory>> {
+    let samples = simulate_design_samples(runs, config, n_days)?;
     runs.iter()
+        .zip(samples)
         .enumerate()
-        .map(|(i, controls)| {
-            let mut c = config.clone();
-            c.setpoints = *controls;
-            c.seed = config.seed.wrapping_add(i as u64);
-            let mut reactor = VirtualReactor::new(c)?;
-            reactor.advance_to(n_days)?;
-            let mut t = Trajectory::new(format!("run-{:03}", i + 1));
+        .map(|(i, (controls, days))| {
+            let mut t = Trajectory::new(run_id(i));
             t.clone = Some(config.clone.name().to_string());
             t.reactor_id = Some(config.reactor_id.clone());
-            for day in 0..=n_days {
-                let s = reactor.sample(day)?;
-                t.push_sample(&s, *controls)?;
+            for s in &days {
+                t.push_sample(s, *controls)?;
             }
             Ok(t)
         })

@@ -15,7 +15,7 @@
 //!   training design, and [`doe::simulate_design`] which turns a design into noisy
 //!   trajectories (the hybrid model's training data).
 //!
-//! The physics is `plant-model.md`: the published open reference model of the field with
+//! The physics is `docs/plant-model.md`: the published open reference model of the field with
 //! its mass-balance and lactate-consumption errors corrected, and temperature, agitation,
 //! medium glucose and medium pyruvate acting on the cells. The integrator is written here
 //! rather than taken from an ODE crate so that states stay fixed-size arrays (`[f64; 9]`),
@@ -24,7 +24,7 @@
 //! ## Reference magnitudes
 //!
 //! Day 14, clone X, as produced by this implementation (tested) next to the values quoted
-//! in `plant-model.md`:
+//! in `docs/plant-model.md`:
 //!
 //! | operating point | VCD | Glc | Gln | Amm | Titer |
 //! |---|---|---|---|---|---|

@@ -2,6 +2,7 @@
 
 use perfusio_core::{
     Control, ControlArray, N_SPECIES, Species, SpeciesArray, Violation, ViolationKind,
+    bleed_violation,
 };
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +19,7 @@ pub const CELLS_PER_L_PER_VCD: f64 = 1e9;
 /// Molar mass of glucose, g/mol (turns g/L of glucose into mmol/L for the lactate yield).
 pub const GLUCOSE_MOLAR_MASS: f64 = 180.0;
 
-/// The day-0 state of `plant-model.md`: VCD 1.0, Via 99 %, Glc 5 g/L, Gln 4, Glu 0.5,
+/// The day-0 state of `docs/plant-model.md`: VCD 1.0, Via 99 %, Glc 5 g/L, Gln 4, Glu 0.5,
 /// Lac 2, Amm 0.5, Pyr 0 mmol/L, Titer 0 mg/L.
 ///
 /// ```
@@ -58,7 +59,7 @@ pub struct Rates {
     pub consuming_lactate: bool,
 }
 
-/// The CHO perfusion plant model of `plant-model.md`: kinetics, mass balances and an
+/// The CHO perfusion plant model of `docs/plant-model.md`: kinetics, mass balances and an
 /// adaptive Dormand–Prince integrator. Immutable and cheap to clone; every method takes
 /// `&self` and allocates nothing except [`PlantModel::simulate`]'s output vector.
 ///
@@ -77,7 +78,7 @@ pub struct PlantModel {
 }
 
 impl PlantModel {
-    /// A model with the given parameters and the integrator settings of `plant-model.md`
+    /// A model with the given parameters and the integrator settings of `docs/plant-model.md`
     /// (rtol 1e-6, atol 1e-9, at most 1 h per step).
     pub fn new(params: KineticParams) -> Self {
         Self {
@@ -291,7 +292,8 @@ impl Default for PlantModel {
 }
 
 /// Checks a control vector for what the physics cannot accept: non-finite values, negative
-/// flows, feeds or agitation, and bleed above perfusion.
+/// flows, feeds or agitation, and bleed above perfusion (the rule of
+/// [`perfusio_core::bleed_violation`]).
 pub fn check_controls(controls: &ControlArray<f64>) -> Result<()> {
     let mut bad = Vec::new();
     for c in Control::ALL {
@@ -312,18 +314,7 @@ pub fn check_controls(controls: &ControlArray<f64>) -> Result<()> {
             });
         }
     }
-    let perf = controls[Control::PerfusionRate.index()];
-    let bleed = controls[Control::BleedRate.index()];
-    if bleed > perf {
-        bad.push(Violation {
-            control: Control::BleedRate,
-            value: bleed,
-            kind: ViolationKind::BleedExceedsPerfusion {
-                perfusion_rate: perf,
-            },
-            hard: true,
-        });
-    }
+    bad.extend(bleed_violation(controls));
     if bad.is_empty() {
         Ok(())
     } else {

@@ -1,8 +1,8 @@
 //! The measurement-noise model of the virtual reactor.
 
 use perfusio_core::{
-    Derived, N_SPECIES, Sample, Species, SpeciesArray, mean_cell_diameter_um,
-    viable_cell_volume_percent,
+    CultureDay, Derived, N_DERIVED, N_SPECIES, Sample, Species, SpeciesArray,
+    mean_cell_diameter_um, viable_cell_volume_percent,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -33,13 +33,13 @@ pub struct NoiseModel {
     /// Coefficient of variation of each species, canonical order.
     pub cv: SpeciesArray<f64>,
     /// Coefficients of variation of the derived variables `[VCV, Diam]`.
-    pub derived_cv: [f64; 2],
+    pub derived_cv: [f64; N_DERIVED],
     /// Probability that a value is missing.
     pub missing_prob: f64,
 }
 
 impl Default for NoiseModel {
-    /// The noise of `plant-model.md`: CV 5 % VCD, 2 % Via, 7 % metabolites, 8 % titer,
+    /// The noise of `docs/plant-model.md`: CV 5 % VCD, 2 % Via, 7 % metabolites, 8 % titer,
     /// 5 % VCV, 3 % Diam; 5 % missing.
     fn default() -> Self {
         Self {
@@ -55,7 +55,7 @@ impl NoiseModel {
     pub fn none() -> Self {
         Self {
             cv: [0.0; N_SPECIES],
-            derived_cv: [0.0; 2],
+            derived_cv: [0.0; N_DERIVED],
             missing_prob: 0.0,
         }
     }
@@ -88,7 +88,7 @@ impl NoiseModel {
     /// A noisy [`Sample`] of the clean state `clean` on `day`, with VCV and Diam in
     /// `Sample::derived` (computed from the clean state, then noised with their own CVs).
     /// Deterministic for `(seed, day)`.
-    pub fn sample(&self, day: u32, clean: &SpeciesArray<f64>, seed: u64) -> Sample {
+    pub fn sample(&self, day: CultureDay, clean: &SpeciesArray<f64>, seed: u64) -> Sample {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(u64::from(day));
         let mut s = Sample::new(day);
@@ -107,7 +107,7 @@ impl NoiseModel {
             mean_cell_diameter_um(via),
         ];
         for d in Derived::ALL {
-            let i = d as usize;
+            let i = d.index();
             s.derived[i] = self.draw(
                 &mut rng,
                 derived_clean[i],

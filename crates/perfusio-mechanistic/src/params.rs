@@ -1,4 +1,4 @@
-//! Kinetic parameters and cell-line presets of the plant model (`plant-model.md`).
+//! Kinetic parameters and cell-line presets of the plant model (`docs/plant-model.md`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -68,7 +68,7 @@ impl FromStr for CloneKind {
 /// Kinetic parameters of the plant model. Rates are per hour, cell-specific rates per cell;
 /// `X = VCD · 1e9` cells/L turns them into volumetric rates.
 ///
-/// The defaults are the synthetic values of `plant-model.md`; the control-effect constants
+/// The defaults are the synthetic values of `docs/plant-model.md`; the control-effect constants
 /// (temperature, agitation) and the fixed medium glutamine are parameters too, so that the
 /// skeleton can be recalibrated without code changes.
 ///
@@ -142,7 +142,7 @@ pub struct KineticParams {
 }
 
 impl KineticParams {
-    /// Clone X: the parameter table of `plant-model.md`.
+    /// Clone X: the parameter table of `docs/plant-model.md`.
     pub const fn clone_x() -> Self {
         Self {
             mu_max: 0.040,

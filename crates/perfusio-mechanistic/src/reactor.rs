@@ -30,7 +30,7 @@ pub struct VirtualReactorConfig {
 }
 
 impl Default for VirtualReactorConfig {
-    /// Clone X, the day-0 state of `plant-model.md`, default controls, default noise,
+    /// Clone X, the day-0 state of `docs/plant-model.md`, default controls, default noise,
     /// seed 42, the ambr250 design space, id `"R01"`.
     fn default() -> Self {
         Self {

@@ -35,7 +35,7 @@ fn eight_tasks_produce_one_valid_chain_without_losses() {
                         data: json!({"task": t, "i": i}),
                     });
                     seqs.push(
-                        h.append(Entry::new(2.0, e).reactor(format!("R{t}")))
+                        h.append(Entry::new(2, e).reactor(format!("R{t}")))
                             .await
                             .unwrap()
                             .seq,
@@ -107,7 +107,7 @@ fn closed_handle_refuses_appends() {
             data: json!(null),
         });
         assert!(matches!(
-            other.append(Entry::new(0.0, e)).await,
+            other.append(Entry::new(0, e)).await,
             Err(perfusio_audit::AuditError::WriterClosed)
         ));
     });

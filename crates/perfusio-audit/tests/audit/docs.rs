@@ -1,6 +1,7 @@
 //! `docs/audit-format.md` stays true: its example log verifies, the Rust writer produces it byte
-//! for byte (it was produced independently, with Python's json and hashlib), and its hash
-//! preimage example hashes to the stated hash.
+//! for byte (it was produced independently, with Python's json and hashlib), its hash
+//! preimage example hashes to the stated hash, and it documents every event kind and every
+//! member of every payload.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -42,7 +43,7 @@ fn example_log_verifies_and_matches_the_rust_writer() {
     let ts = |s: &str| parse_timestamp(s).unwrap();
     w.append(
         Entry::new(
-            0.0,
+            0,
             RunStarted {
                 software: "perfusio 0.1.0".into(),
                 seed: Some(42),
@@ -59,7 +60,7 @@ fn example_log_verifies_and_matches_the_rust_writer() {
     ]);
     w.append(
         Entry::new(
-            1.0,
+            1,
             SampleRead {
                 source: "virtual-R1".into(),
                 values,
@@ -71,7 +72,7 @@ fn example_log_verifies_and_matches_the_rust_writer() {
     let setpoints = BTreeMap::from([("perfusion_rate".into(), 1.0), ("temperature".into(), 36.5)]);
     w.append(
         Entry::new(
-            1.0,
+            1,
             SetpointWithheld {
                 setpoints,
                 reason: "write gate closed".into(),
@@ -92,4 +93,79 @@ fn preimage_example_hashes_to_record_two() {
     let preimage = block(&doc, "text");
     let rec2 = Record::from_line(example.lines().nth(1).unwrap()).unwrap();
     assert_eq!(sha256_hex(preimage.trim_end().as_bytes()), rec2.hash);
+}
+
+/// The rows of the "Event kinds" table and the payload-member tables after it, by first cell.
+fn kind_section(doc: &str) -> &str {
+    let start = doc.find("## Event kinds").unwrap();
+    let end = doc[start..].find("\n## Durability").unwrap() + start;
+    &doc[start..end]
+}
+
+/// Every member name (object key) in `v` that is not a map key chosen by the data (species,
+/// controls, settings, calibrated parameters, custom data).
+fn member_names(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+    const DATA_KEYED: [&str; 7] = [
+        "values",
+        "controls",
+        "setpoints",
+        "settings",
+        "bands",
+        "calibrated",
+        "data",
+    ];
+    if let serde_json::Value::Object(m) = v {
+        for (k, child) in m {
+            out.insert(k.clone());
+            match (DATA_KEYED.contains(&k.as_str()), child) {
+                // A map keyed by data: document the members of its values, not its keys.
+                (true, serde_json::Value::Object(entries)) => {
+                    for entry in entries.values() {
+                        member_names(entry, out);
+                    }
+                }
+                (_, serde_json::Value::Array(items)) => {
+                    for item in items {
+                        member_names(item, out);
+                    }
+                }
+                _ => member_names(child, out),
+            }
+        }
+    }
+}
+
+#[test]
+fn every_kind_and_member_is_documented() {
+    let doc = doc();
+    let section = kind_section(&doc);
+    for event in crate::common::one_of_each() {
+        let kind = event.kind().as_str();
+        let row = section
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{kind}` |")))
+            .unwrap_or_else(|| panic!("docs/audit-format.md has no table row for `{kind}`"));
+        let payload =
+            perfusio_audit::canonical::to_canonical_value(&event).unwrap()["payload"].clone();
+        let mut names = std::collections::BTreeSet::new();
+        member_names(&payload, &mut names);
+        for name in names {
+            // Top-level members are in the kind's row; nested ones in the row or the section.
+            let quoted = format!("`{name}`");
+            assert!(
+                row.contains(&quoted) || section.contains(&quoted),
+                "docs/audit-format.md does not document member `{name}` of `{kind}`"
+            );
+        }
+        let mut top = std::collections::BTreeSet::new();
+        if let serde_json::Value::Object(m) = &payload {
+            top.extend(m.keys().cloned());
+        }
+        for name in top {
+            assert!(
+                row.contains(&format!("`{name}`")),
+                "the `{kind}` row of docs/audit-format.md does not name its member `{name}`"
+            );
+        }
+    }
 }

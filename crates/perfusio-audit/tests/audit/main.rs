@@ -5,6 +5,7 @@ mod common;
 mod concurrent;
 mod docs;
 mod export;
+mod payloads;
 mod proptests;
 mod python;
 mod roundtrip;

@@ -1,24 +1,34 @@
 //! Independent check: `docs/verify_audit.py` (Python standard library only) verifies logs
 //! written by the Rust writer, and Python's float formatting agrees with the canonical rule.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use perfusio_audit::canonical::canonical_string;
 
-use crate::common::{join, lines, write_demo};
+use crate::common::{join, lines, one_of_each, write_demo, write_events};
 
-fn python() -> Option<&'static str> {
+/// `python3` if it runs. Otherwise the calling test is skipped, and says so on the terminal
+/// (written to the process's stderr directly, which the test harness does not capture), or
+/// fails when `PERFUSIO_REQUIRE_PYTHON` is set (for CI machines that have Python).
+fn python(test: &str) -> Option<&'static str> {
     let ok = Command::new("python3")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
     if ok {
-        Some("python3")
-    } else {
-        println!("SKIPPED: python3 is not installed, so the independent Python check cannot run");
-        None
+        return Some("python3");
     }
+    assert!(
+        std::env::var_os("PERFUSIO_REQUIRE_PYTHON").is_none(),
+        "{test}: python3 is not installed but PERFUSIO_REQUIRE_PYTHON is set"
+    );
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "SKIPPED {test}: python3 is not installed, so the independent Python check did not run"
+    );
+    None
 }
 
 fn script() -> PathBuf {
@@ -35,7 +45,9 @@ fn run(py: &str, args: &[&Path]) -> (bool, String) {
 
 #[test]
 fn python_script_verifies_rust_logs_and_detects_tampering() {
-    let Some(py) = python() else { return };
+    let Some(py) = python("python_script_verifies_rust_logs_and_detects_tampering") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let (path, receipts) = write_demo(dir.path(), "a.jsonl", 400, 50);
     let head = receipts.last().unwrap().hash.clone();
@@ -78,7 +90,9 @@ fn doubles(n: usize, seed: u64) -> Vec<f64> {
 
 #[test]
 fn python_and_rust_write_floats_identically() {
-    let Some(py) = python() else { return };
+    let Some(py) = python("python_and_rust_write_floats_identically") else {
+        return;
+    };
     let mut xs = vec![
         0.1,
         1e-7,
@@ -130,4 +144,28 @@ fn python_and_rust_write_floats_identically() {
             .zip(&xs)
             .all(|(a, b)| a.to_bits() == b.to_bits())
     );
+}
+
+#[test]
+fn python_script_verifies_a_log_of_every_payload() {
+    let Some(py) = python("python_script_verifies_a_log_of_every_payload") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_events(dir.path(), "every.jsonl", &one_of_each());
+    let head = perfusio_audit::verify_file(&path, &perfusio_audit::VerifyOptions::default())
+        .unwrap()
+        .head;
+    let (ok, out) = run(py, &[&path, Path::new(&head)]);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), format!("OK 14 records, head hash {head}"));
+    // A changed receipt status is caught by the Python verifier too.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = text.replacen(r#""status":"rejected""#, r#""status":"confirmed""#, 1);
+    assert_ne!(edited, text);
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, edited).unwrap();
+    let (ok, out) = run(py, &[&bad]);
+    assert!(!ok);
+    assert_eq!(out.trim(), "record 9: content does not match its hash");
 }

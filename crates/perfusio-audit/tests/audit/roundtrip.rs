@@ -1,110 +1,14 @@
 //! Every event kind survives write → read; records carry the documented members and hashes.
 
-use std::collections::BTreeMap;
-
 use perfusio_audit::canonical::{canonical_sha256, canonical_string, sha256_hex};
 use perfusio_audit::event::*;
 use perfusio_audit::{
-    Actor, AuditWriter, Entry, Event, EventKind, GENESIS, WriterOptions, read_records,
-    read_verified,
+    Actor, AuditError, AuditWriter, Entry, Event, EventKind, EventPayload, GENESIS, Record,
+    WriterOptions, read_records, read_verified,
 };
 use serde_json::json;
 
-fn one_of_each() -> Vec<Event> {
-    let m = |pairs: &[(&str, f64)]| {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), *v))
-            .collect::<BTreeMap<_, _>>()
-    };
-    let events = vec![
-        Event::RunStarted(RunStarted {
-            software: "perfusio 0.1.0".into(),
-            seed: Some(42),
-            settings: BTreeMap::from([("retrain_every".into(), json!(1))]),
-        }),
-        Event::RunResumed(RunResumed {
-            records_found: 17,
-            reason: "process restart".into(),
-        }),
-        Event::RunFinished(RunFinished {
-            reason: "completed".into(),
-            last_day: 14.5,
-        }),
-        Event::SampleRead(SampleRead {
-            source: "virtual".into(),
-            values: BTreeMap::from([
-                ("Glc".into(), Some(4.25)),
-                ("Pyr".into(), None),
-                ("VCD".into(), Some(1e-7)),
-            ]),
-        }),
-        Event::SampleRejected(SampleRejected {
-            species: "Via".into(),
-            raw: "NaN".into(),
-            reason: "non_finite".into(),
-            detail: "viability was not a number".into(),
-        }),
-        Event::ModelRetrained(ModelRetrained {
-            observations: 12,
-            fit_summary: m(&[
-                ("log_marginal_likelihood", -101.25),
-                ("noise_variance", 5e-324),
-            ]),
-            duration_s: 0.1,
-        }),
-        Event::Forecast(Forecast {
-            from_day: 3.0,
-            horizon_days: 2,
-            level: 0.9,
-            mean: BTreeMap::from([("Titer".into(), vec![123456789.0, 0.30000000000000004])]),
-            lower: BTreeMap::from([("Titer".into(), vec![1.0, -0.0])]),
-            upper: BTreeMap::from([("Titer".into(), vec![1e16, 1.7976931348623157e308])]),
-        }),
-        Event::Decision(Decision {
-            controls: m(&[("perfusion_rate", 1.25), ("temperature", 36.5)]),
-            acquisition: "log_ei".into(),
-            acquisition_value: -3.5,
-            predicted_objective: 29.75,
-        }),
-        Event::SetpointWritten(SetpointWritten {
-            connector: "opcua".into(),
-            setpoints: m(&[("bleed_rate", 0.15)]),
-        }),
-        Event::SetpointWithheld(SetpointWithheld {
-            setpoints: m(&[("agitation", 850.0)]),
-            reason: "write gate closed".into(),
-        }),
-        Event::Alarm(Alarm {
-            severity: Severity::Critical,
-            species: Some("Amm".into()),
-            value: Some(12.5),
-            threshold: Some(10.0),
-            predicted_day: None,
-            message: "ammonium \"high\"\n".into(),
-        }),
-        Event::ConnectorError(ConnectorError {
-            connector: "opcua".into(),
-            operation: "write_setpoints".into(),
-            message: "BadConnectionClosed".into(),
-            retryable: true,
-        }),
-        Event::LogRecovered(LogRecovered {
-            quarantine_file: "audit.jsonl.torn-3".into(),
-            bytes: 10,
-            sha256: sha256_hex(b"0123456789"),
-            last_valid_seq: 2,
-        }),
-        Event::Custom(Custom {
-            name: "note".into(),
-            data: json!({"text": "héllo ✓", "n": [1, 2.5, null]}),
-        }),
-    ];
-    // The list must cover every kind exactly once.
-    let kinds: Vec<EventKind> = events.iter().map(Event::kind).collect();
-    assert_eq!(kinds, EventKind::ALL.to_vec());
-    events
-}
+use crate::common::{hash_of, one_of_each};
 
 #[test]
 fn every_event_kind_round_trips() {
@@ -119,7 +23,7 @@ fn every_event_kind_round_trips() {
             Actor::operator("bob").unwrap()
         };
         w.append(
-            Entry::new(i as f64 * 0.5, e.clone())
+            Entry::new(u32::try_from(i).unwrap() * 2, e.clone())
                 .by(actor)
                 .reactor(format!("R{i}")),
         )
@@ -136,7 +40,7 @@ fn every_event_kind_round_trips() {
         assert_eq!(r.seq, i as u64 + 1);
         assert_eq!(r.reactor_id, format!("R{i}"));
         assert_eq!(r.run_id, "run-rt");
-        assert!((r.day - i as f64 * 0.5).abs() < 1e-12);
+        assert_eq!(r.culture_day().unwrap(), u32::try_from(i).unwrap() * 2);
         assert_eq!(
             r.actor,
             if i % 2 == 0 {
@@ -176,11 +80,10 @@ fn explicit_state_hash_and_timestamp() {
     let t = time::macros::datetime!(2026-11-25 10:00:00.5 UTC);
     let (mut w, _) = AuditWriter::open(&path, WriterOptions::new("r", "R1")).unwrap();
     let entry = Entry::new(
-        4.0,
-        ModelRetrained {
-            observations: 4,
-            fit_summary: BTreeMap::new(),
-            duration_s: 1.5,
+        4,
+        RunResumed {
+            records_found: 0,
+            reason: "restart".into(),
         },
     )
     .with_state(&model_state)
@@ -217,7 +120,7 @@ fn unknown_kind_is_readable_but_not_typed() {
 
 #[test]
 fn payloads_from_core_types() {
-    use perfusio_core::{DesignSpace, Sample, Setpoints, Species};
+    use perfusio_core::{DesignSpace, Sample, Setpoints, Species, WriteReceipt};
     let sample = Sample::new(3)
         .with(Species::Glc, 4.5)
         .with(Species::Lac, -0.4)
@@ -243,10 +146,11 @@ fn payloads_from_core_types() {
     assert_eq!(read.values["Glc"], Some(4.5));
     assert_eq!(read.values["Lac"], None);
     let sp = Setpoints::defaults(3);
-    let written = SetpointWritten::new("virtual", &sp);
-    assert!((written.setpoints["agitation"] - 850.0).abs() < 1e-12);
+    let written = SetpointWritten::new("virtual", WriteReceipt::all_confirmed(&sp));
+    assert!((written.confirmed()["agitation"] - 850.0).abs() < 1e-12);
     let withheld = SetpointWithheld::new(&sp, "write gate closed");
-    assert_eq!(withheld.setpoints, written.setpoints);
+    assert_eq!(withheld.setpoints, written.confirmed());
+    assert_eq!(withheld.setpoints, setpoint_map(&sp));
     // All of them are loggable (finite, serialisable).
     let dir = tempfile::tempdir().unwrap();
     let (mut w, _) =
@@ -256,7 +160,153 @@ fn payloads_from_core_types() {
         Event::SampleRejected(rejected[0].clone()),
         Event::SetpointWritten(written),
     ] {
-        w.append(Entry::new(3.0, e)).unwrap();
+        w.append(Entry::new(3, e)).unwrap();
     }
     assert_eq!(w.seq(), 3);
+}
+
+/// Decode a record as its payload type and compare with the event written.
+fn typed<P: EventPayload + PartialEq + std::fmt::Debug>(
+    r: &Record,
+    e: &Event,
+    wrap: fn(P) -> Event,
+) {
+    let p: P = r.payload_as().unwrap();
+    assert_eq!(&wrap(p), e, "record {}", r.seq);
+}
+
+#[test]
+fn every_payload_decodes_as_its_type_after_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = one_of_each();
+    let path = crate::common::write_events(dir.path(), "audit.jsonl", &events);
+    let (report, records) = read_verified(&path).unwrap();
+    assert_eq!(report.records, 14);
+    for (r, e) in records.iter().zip(&events) {
+        match e.kind() {
+            EventKind::RunStarted => typed(r, e, Event::RunStarted),
+            EventKind::RunResumed => typed(r, e, Event::RunResumed),
+            EventKind::RunFinished => typed(r, e, Event::RunFinished),
+            EventKind::SampleRead => typed(r, e, Event::SampleRead),
+            EventKind::SampleRejected => typed(r, e, Event::SampleRejected),
+            EventKind::ModelRetrained => typed(r, e, Event::ModelRetrained),
+            EventKind::Forecast => typed(r, e, Event::Forecast),
+            EventKind::Decision => typed(r, e, Event::Decision),
+            EventKind::SetpointWritten => typed(r, e, Event::SetpointWritten),
+            EventKind::SetpointWithheld => typed(r, e, Event::SetpointWithheld),
+            EventKind::Alarm => typed(r, e, Event::Alarm),
+            EventKind::ConnectorError => typed(r, e, Event::ConnectorError),
+            EventKind::LogRecovered => typed(r, e, Event::LogRecovered),
+            EventKind::Custom => typed(r, e, Event::Custom),
+            other => panic!("kind {other} has no case in this test"),
+        }
+    }
+    // Asking for the wrong type names both kinds.
+    let err = records[0].payload_as::<Forecast>().unwrap_err();
+    assert!(
+        matches!(&err, AuditError::KindMismatch { seq: 1, found, expected: "forecast" } if found == "run_started"),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "record 1 is a `run_started` record, not `forecast`: check `Record::kind` before \
+         decoding, or use `Record::event`"
+    );
+}
+
+#[test]
+fn typed_payloads_have_the_documented_json_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = crate::common::write_events(dir.path(), "audit.jsonl", &one_of_each());
+    let (_, records) = read_verified(&path).unwrap();
+    let payload = |kind: &str| {
+        records
+            .iter()
+            .find(|r| r.kind == kind)
+            .map(|r| canonical_string(&r.payload))
+            .unwrap()
+    };
+    // The acquisition is written by its canonical name, the estimates as objects.
+    let decision = payload("decision");
+    assert!(decision.contains(r#""acquisition":"qNEHVI""#), "{decision}");
+    assert!(
+        decision.contains(r#""hold":{"mean":27.0,"sd":0.0}"#),
+        "{decision}"
+    );
+    assert!(
+        decision.contains(r#""probability_feasible":0.875"#),
+        "{decision}"
+    );
+    // The receipt keeps every control's status and reason.
+    let written = payload("setpoint_written");
+    assert!(
+        written.contains(
+            r#"{"control":"agitation","readback":899.5,"reason":"read back 899.5 rpm","requested":900.0,"status":"unconfirmed"}"#
+        ),
+        "{written}"
+    );
+    assert!(
+        written.contains(
+            r#""readback":null,"reason":"BadUserAccessDenied","requested":2.0,"status":"rejected""#
+        ),
+        "{written}"
+    );
+    assert!(
+        written.contains(r#""timestamp":"2026-11-07T08:00:01.123456789Z""#),
+        "{written}"
+    );
+    // Bands: one value per day ahead; days are integers.
+    let forecast = payload("forecast");
+    assert!(forecast.contains(r#""days_ahead":[1,28]"#), "{forecast}");
+    assert!(
+        forecast.contains(r#""from_day":3,"horizon_days":28,"method":"monte_carlo""#),
+        "{forecast}"
+    );
+    assert!(
+        forecast.contains(r#""q95":[1.7976931348623157e+308,1.0]"#),
+        "{forecast}"
+    );
+    let retrained = payload("model_retrained");
+    assert!(
+        retrained.contains(r#""calibrated":{"beta_p":{"std_error":null,"value":2.07e-09},"mu_max":{"std_error":0.0011,"value":0.0432}}"#),
+        "{retrained}"
+    );
+    assert!(retrained.contains(&format!(r#""model_sha256":"{}""#, hash_of("model"))));
+    assert!(payload("run_finished").contains(r#""last_day":14"#));
+    // The record's own day member is the float form of the u32 day.
+    let line = std::fs::read_to_string(&path).unwrap();
+    assert!(line.lines().nth(6).unwrap().contains(r#""day":6.0,"#));
+}
+
+#[test]
+fn optional_members_may_be_absent() {
+    // A model_retrained payload without `calibrated`, an alarm without `state` and a rejection
+    // without `origin` decode with their defaults.
+    let retrained: ModelRetrained = serde_json::from_value(json!({
+        "model_sha256": hash_of("m"), "rows": 9, "transitions": 1, "nlml": 3.5,
+        "iterations": 10, "evaluations": 12, "converged": false, "termination": "iteration_cap",
+        "warm_start": false, "duration_s": 0.5
+    }))
+    .unwrap();
+    assert!(retrained.calibrated.is_empty());
+    assert!(!retrained.converged);
+    let alarm: Alarm = serde_json::from_value(json!({
+        "severity": "warning", "species": "Glc", "value": 1.5, "threshold": 2.0,
+        "predicted_day": 12, "message": "low glucose"
+    }))
+    .unwrap();
+    assert_eq!(alarm.state, AlarmState::Raised);
+    assert_eq!(alarm.predicted_day, Some(12));
+    let rejected: SampleRejected = serde_json::from_value(json!({
+        "species": "Lac", "raw": "-1", "reason": "below_bound", "detail": "d"
+    }))
+    .unwrap();
+    assert_eq!(rejected.origin, None);
+    // Unknown members are refused.
+    let err = serde_json::from_value::<RunFinished>(json!({
+        "completed": true, "reason": "completed", "last_day": 3, "extra": 1
+    }))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("unknown field `extra`"), "{err}");
 }

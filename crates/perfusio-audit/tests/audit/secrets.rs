@@ -33,7 +33,7 @@ fn connector_password_is_logged_only_redacted() {
         to_canonical_value(&config).unwrap(),
     )]);
     w.append(Entry::new(
-        0.0,
+        0,
         RunStarted {
             software: "test".into(),
             seed: None,
@@ -43,7 +43,7 @@ fn connector_password_is_logged_only_redacted() {
     .unwrap();
     // An error message built from the configuration's Debug or Display form is also safe.
     w.append(Entry::new(
-        0.0,
+        0,
         ConnectorError {
             connector: format!("{config:?}"),
             operation: "connect".into(),
@@ -58,7 +58,7 @@ fn connector_password_is_logged_only_redacted() {
     // ... and so is a state hash over the configuration.
     w.append(
         Entry::new(
-            0.0,
+            0,
             RunStarted {
                 software: "t".into(),
                 seed: None,

@@ -1,4 +1,6 @@
-//! [`FileError`]: everything that can be wrong with a culture file, with its row and column.
+//! [`FileError`]: everything that can be wrong with a culture file as a whole, with its row
+//! and column. A single cell that is not a plausible number is not an error: it is kept as
+//! read and rejected by validation (see [`perfusio_core::RawReading::validate`]).
 
 use std::path::PathBuf;
 
@@ -64,36 +66,6 @@ pub enum FileError {
         first: String,
         /// The second column.
         second: String,
-    },
-    /// A cell of a numeric column is not a number.
-    #[error(
-        "{} line {row}, column `{column}`: `{value}` is not a number; use a decimal number \
-         (or leave the cell empty / `NA` for a missing value)", path.display()
-    )]
-    NonNumeric {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line.
-        row: u64,
-        /// Column header.
-        column: String,
-        /// The cell as written.
-        value: String,
-    },
-    /// A cell holds NaN or an infinity.
-    #[error(
-        "{} line {row}, column `{column}`: `{value}` is not a finite number; leave the cell \
-         empty (or `NA`) for a missing value", path.display()
-    )]
-    NonFinite {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line.
-        row: u64,
-        /// Column header.
-        column: String,
-        /// The cell as written.
-        value: String,
     },
     /// A day value is not a non-negative whole number.
     #[error(
@@ -225,6 +197,15 @@ pub enum FileError {
         /// The feature to enable.
         feature: &'static str,
     },
+    /// Writing a CSV (samples or the setpoint log) failed.
+    #[error("cannot write CSV to {target}: {source}; check that it is writable and not full")]
+    Write {
+        /// Where it was written (a path, or `<writer>`).
+        target: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// `write_setpoints` was called without a setpoint log path.
     #[error("no setpoint log is configured; set `FileStoreConfig::setpoint_log` to a CSV path")]
     NoSetpointLog,
@@ -256,9 +237,7 @@ impl FileError {
     /// The 1-based line the error refers to, when it refers to one.
     pub fn row(&self) -> Option<u64> {
         match self {
-            Self::NonNumeric { row, .. }
-            | Self::NonFinite { row, .. }
-            | Self::InvalidDay { row, .. }
+            Self::InvalidDay { row, .. }
             | Self::DuplicateDay { row, .. }
             | Self::DecreasingDay { row, .. }
             | Self::DuplicateEntry { row, .. }
@@ -272,9 +251,7 @@ impl FileError {
     /// The column header the error refers to, when it refers to one.
     pub fn column(&self) -> Option<&str> {
         match self {
-            Self::NonNumeric { column, .. }
-            | Self::NonFinite { column, .. }
-            | Self::InvalidDay { column, .. }
+            Self::InvalidDay { column, .. }
             | Self::DuplicateDay { column, .. }
             | Self::DecreasingDay { column, .. }
             | Self::DuplicateEntry { column, .. }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use perfusio_core::{Control, Species, Variable};
+use perfusio_core::{Control, Quantity, Species, Variable, normalise_name};
 
 use super::error::{FileError, Result};
 
@@ -46,16 +46,10 @@ pub enum ColumnTarget {
 impl ColumnTarget {
     /// Resolves a header (or long-format name) by the core registry: `day` aliases,
     /// species, derived variables and controls, case-insensitively (spaces and dashes count
-    /// as `_`).
+    /// as `_`, see [`normalise_name`]). A bare `t` is not a temperature: it is the usual
+    /// name of a time column, so it stays unknown unless mapped explicitly.
     pub fn lookup(name: &str) -> Option<Self> {
-        let key: String = name
-            .trim()
-            .chars()
-            .map(|c| match c {
-                ' ' | '-' => '_',
-                c => c.to_ascii_lowercase(),
-            })
-            .collect();
+        let key = normalise_name(name);
         match key.as_str() {
             "day" | "days" | "culture_day" | "day_of_culture" | "cultivation_day" => {
                 return Some(Self::Day);
@@ -71,14 +65,19 @@ impl ColumnTarget {
             .or_else(|| Control::lookup(&key).map(Self::Control))
     }
 
-    /// Index into a flat slot array: species 0..9, derived 9..11, controls 11..17.
-    pub(crate) fn slot(self) -> Option<usize> {
+    /// The quantity a value column holds (`None` for day, timestamp and layout columns).
+    pub fn quantity(self) -> Option<Quantity> {
         match self {
-            Self::Variable(Variable::Species(s)) => Some(s.index()),
-            Self::Variable(Variable::Derived(d)) => Some(9 + d as usize),
-            Self::Control(c) => Some(11 + c.index()),
+            Self::Variable(v) => Some(v.into()),
+            Self::Control(c) => Some(c.into()),
             _ => None,
         }
+    }
+
+    /// Index of the column's quantity in canonical order ([`Quantity::index`]: species
+    /// `0..N_SPECIES`, derived variables, then controls).
+    pub(crate) fn slot(self) -> Option<usize> {
+        self.quantity().map(Quantity::index)
     }
 }
 
@@ -100,7 +99,7 @@ impl FromStr for ColumnTarget {
     type Err = FileError;
 
     fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
+        match normalise_name(s).as_str() {
             "species" | "variable" | "name" => return Ok(Self::Name),
             "value" => return Ok(Self::Value),
             _ => {}
@@ -362,7 +361,7 @@ impl ParseOptions {
 /// Follow mode: re-read a growing file and wait for days not yet written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FollowOptions {
-    /// How long `read_sample` waits for a missing day before `NotYetAvailable`.
+    /// How long `read_raw` waits for a missing day before `NotYetAvailable`.
     pub wait: Duration,
     /// How often the file's size and modification time are checked while waiting.
     pub poll_interval: Duration,
@@ -529,6 +528,12 @@ mod tests {
             assert_eq!(ColumnTarget::lookup(name), Some(t), "{name}");
         }
         assert_eq!(ColumnTarget::lookup("operator"), None);
+        // a time column named `t` is not a temperature
+        assert_eq!(ColumnTarget::lookup("t"), None);
+        assert_eq!(
+            ColumnTarget::lookup("temp"),
+            Some(ColumnTarget::Control(Control::Temperature))
+        );
         assert_eq!(
             "species".parse::<ColumnTarget>().unwrap(),
             ColumnTarget::Name

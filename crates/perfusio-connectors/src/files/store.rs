@@ -6,14 +6,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use perfusio_core::{
-    Connector, ConnectorError, DesignSpace, Sample, Setpoints, WriteReceipt, async_trait,
+    Connector, ConnectorError, CultureDay, DesignSpace, Health, RawReading, Setpoints,
+    WriteReceipt, async_trait,
 };
 use tokio::time::Instant;
 
 use super::error::{FileError, Result};
 use super::options::{FileKind, FileStoreConfig, ParseOptions};
 use super::setpoint_log::append_setpoints;
-use super::table::{CheckedSample, CultureTable, FileRejection, LoadReport};
+use super::table::{CultureTable, LoadReport};
 
 /// Size and modification time of the file when it was last parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +27,6 @@ struct Stamp {
 struct State {
     table: Option<Arc<CultureTable>>,
     stamp: Option<Stamp>,
-    last_rejections: Vec<FileRejection>,
     reported: HashSet<String>,
     loads: u64,
 }
@@ -62,25 +62,29 @@ pub fn load_file(path: &Path, kind: FileKind, options: &ParseOptions) -> Result<
 /// returned. A file that does not exist yet, is empty or ends in an incomplete line counts as
 /// "not yet" in follow mode.
 ///
-/// Values are validated against the design space's plausible ranges: the trait's
-/// `read_sample` returns the accepted values, [`FilesystemStore::read_sample_checked`] also
-/// returns the rejections with line and column, and
-/// [`FilesystemStore::last_rejections`] keeps those of the last read for audits.
+/// `read_raw` returns a day exactly as in the file, every value with its line and column:
+/// a cell that is not a number is kept as its text, a non-finite or implausible number as
+/// it is, and the one validation step ([`RawReading::validate`], or
+/// [`perfusio_core::read_validated`]) rejects them with that place. The design space given
+/// here only guards writes (hard limits).
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// use perfusio_connectors::files::{FileStoreConfig, FilesystemStore};
-/// use perfusio_core::{Connector, DEFAULT_AMBR250_DESIGN_SPACE as DS, Species};
+/// use perfusio_core::{read_validated, Connector, DEFAULT_AMBR250_DESIGN_SPACE as DS, Origin, Species};
 /// let dir = tempfile::tempdir().unwrap();
 /// let path = dir.path().join("culture.csv");
-/// std::fs::write(&path, "day,VCD,viability\n0,0.5,0.97\n1,0.9,1.4\n").unwrap();
+/// std::fs::write(&path, "day,VCD,viability,glucose\n0,0.5,0.97,6\n1,0.9,1.4,n.d.\n").unwrap();
 /// let store = FilesystemStore::new(FileStoreConfig::new(&path), DS);
-/// let s = store.read_sample(1).await.unwrap();
-/// assert!((s.get(Species::VCD).unwrap() - 0.9).abs() < 1e-12);
-/// assert_eq!(s.get(Species::Via), None); // 140 % is rejected ...
-/// let r = store.last_rejections();
-/// assert_eq!((r[0].row, r[0].column.as_str()), (3, "viability")); // ... with line and column
-/// assert!(store.read_sample(7).await.unwrap_err().is_transient()); // not yet available
+/// let v = read_validated(&store, 1, &DS).await.unwrap();
+/// assert!((v.sample.get(Species::VCD).unwrap() - 0.9).abs() < 1e-12);
+/// assert_eq!(v.sample.get(Species::Via), None); // 140 % is rejected ...
+/// let r = &v.rejections[0];
+/// assert_eq!(r.reason.code(), "above_bound");
+/// assert!(matches!(&r.origin, Origin::Cell { line: 3, column, .. } if column == "viability"));
+/// assert_eq!(v.rejections[1].reason.code(), "not_a_number"); // ... and so is `n.d.`
+/// assert!(store.read_raw(7).await.unwrap_err().is_transient()); // not yet available
+/// assert!(store.health().await.is_ok());
 /// # });
 /// ```
 #[derive(Debug)]
@@ -204,11 +208,6 @@ impl FilesystemStore {
         self.state().loads
     }
 
-    /// Rejections of the last successful `read_sample`/`read_sample_checked`.
-    pub fn last_rejections(&self) -> Vec<FileRejection> {
-        self.state().last_rejections.clone()
-    }
-
     /// Re-reads the file if its size or modification time changed; returns the current
     /// table (`None` in follow mode while the file is missing or empty).
     pub async fn refresh(&self) -> Result<Option<Arc<CultureTable>>> {
@@ -254,20 +253,15 @@ impl FilesystemStore {
             })?
     }
 
-    /// Validates `day` of `table` and keeps its rejections.
-    fn take_checked(&self, table: &CultureTable, day: u32) -> Option<CheckedSample> {
-        let mut c = table.checked_sample(day, &self.design_space)?;
-        c.sample.reactor_id.clone_from(&self.config.reactor_id);
-        for r in &c.rejections {
-            tracing::warn!(path = %table.path().display(), rejection = %r, "value rejected");
-        }
-        self.state().last_rejections.clone_from(&c.rejections);
-        Some(c)
+    /// The raw reading of `day` in `table`, with the configured reactor id.
+    fn take_raw(&self, table: &CultureTable, day: CultureDay) -> Option<RawReading> {
+        let mut raw = table.raw(day)?;
+        raw.reactor_id.clone_from(&self.config.reactor_id);
+        Some(raw)
     }
 
-    /// The validated sample of `day` with its rejections (line, column, value, reason). The
-    /// rejections are also kept for [`FilesystemStore::last_rejections`].
-    pub async fn read_sample_checked(&self, day: u32) -> Result<CheckedSample, ConnectorError> {
+    /// Reads `day` (see [`Connector::read_raw`]), waiting for it in follow mode.
+    async fn read_day(&self, day: CultureDay) -> Result<RawReading, ConnectorError> {
         let started = Instant::now();
         let deadline = self
             .config
@@ -276,8 +270,8 @@ impl FilesystemStore {
         loop {
             let table = self.refresh().await?;
             if let Some(t) = &table {
-                if let Some(c) = self.take_checked(t, day) {
-                    return Ok(c);
+                if let Some(r) = self.take_raw(t, day) {
+                    return Ok(r);
                 }
                 if let Some(last) = t.last_day().filter(|last| *last > day) {
                     return Err(ConnectorError::NotYetAvailable {
@@ -303,8 +297,8 @@ impl FilesystemStore {
                         let mut strict = self.config.parse.clone();
                         strict.tolerate_partial_last_line = false;
                         let t = self.load_blocking(strict).await?;
-                        if let Some(c) = self.take_checked(&t, day) {
-                            return Ok(c);
+                        if let Some(r) = self.take_raw(&t, day) {
+                            return Ok(r);
                         }
                     }
                     let have = match table.as_deref().and_then(CultureTable::last_day) {
@@ -362,6 +356,47 @@ impl FilesystemStore {
         receipt.timestamp = Some(ts);
         Ok(receipt)
     }
+
+    /// Whether the file can be read now, and why not.
+    async fn check_health(&self) -> Health {
+        if self.fixed {
+            return Health::Ok;
+        }
+        let path = self.config.path.display();
+        match self.refresh().await {
+            Ok(Some(t)) => match &self.config.setpoint_log {
+                Some(log) if !parent_dir(log).is_dir() => Health::Degraded {
+                    reason: format!(
+                        "{path} is readable ({} days), but the directory of the setpoint log {} \
+                         does not exist: writes will fail; create it",
+                        t.len(),
+                        log.display()
+                    ),
+                },
+                _ => Health::Ok,
+            },
+            // follow mode: the file is missing or empty
+            Ok(None) if parent_dir(&self.config.path).is_dir() => Health::Degraded {
+                reason: format!("{path} is missing or empty; follow mode waits for it"),
+            },
+            Ok(None) => Health::Down {
+                reason: format!(
+                    "the directory of {path} does not exist; create it or fix the path"
+                ),
+            },
+            Err(e) => Health::Down {
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
+/// The directory of `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 fn stamp_of(path: &Path) -> std::io::Result<Stamp> {
@@ -379,34 +414,16 @@ fn tolerable(e: &FileError) -> bool {
 
 #[async_trait]
 impl Connector for FilesystemStore {
-    async fn read_sample(&self, day: u32) -> Result<Sample, ConnectorError> {
-        self.read_sample_checked(day).await.map(|c| c.sample)
+    async fn read_raw(&self, day: CultureDay) -> Result<RawReading, ConnectorError> {
+        self.read_day(day).await
     }
 
     async fn write_setpoints(&self, setpoints: &Setpoints) -> Result<WriteReceipt, ConnectorError> {
         self.write_setpoints_with_note(setpoints, "").await
     }
 
-    async fn is_alive(&self) -> bool {
-        if self.fixed {
-            return true;
-        }
-        let path = &self.config.path;
-        if tokio::fs::metadata(path).await.is_ok() {
-            return true;
-        }
-        // in follow mode the file may appear later: its directory must exist
-        self.config.follow.is_some()
-            && path
-                .parent()
-                .map(|p| {
-                    if p.as_os_str().is_empty() {
-                        Path::new(".")
-                    } else {
-                        p
-                    }
-                })
-                .is_some_and(Path::is_dir)
+    async fn health(&self) -> Health {
+        self.check_health().await
     }
 
     fn describe(&self) -> String {

@@ -13,7 +13,7 @@
 //! ```
 //! use perfusio_connectors::opcua::{Emulator, EmulatorConfig, NodeMap, OpcUaConfig, OpcUaConnector};
 //! use perfusio_connectors::virtual_reactor::virtual_plants;
-//! use perfusio_core::{Connector, Control, Setpoints};
+//! use perfusio_core::{read_validated, Connector, Control, Setpoints, DEFAULT_AMBR250_DESIGN_SPACE as DS};
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let pki = tempfile::tempdir().unwrap();
 //! // an emulated ambr250 with two reactors on a free loopback port
@@ -25,7 +25,7 @@
 //! let mut config = OpcUaConfig::new(emulator.endpoint_url(), NodeMap::ambr250("R02"));
 //! config.pki_dir = pki.path().join("client");
 //! let reactor = OpcUaConnector::new(config).unwrap();
-//! let sample = reactor.read_sample(0).await.unwrap();
+//! let sample = read_validated(&reactor, 0, &DS).await.unwrap().sample;
 //! assert_eq!(sample.reactor_id.as_deref(), Some("R02"));
 //! let receipt = reactor
 //!     .write_setpoints(&Setpoints::defaults(0).with(Control::PerfusionRate, 1.4))
@@ -33,17 +33,21 @@
 //!     .unwrap();
 //! assert!(receipt.is_fully_confirmed());
 //! emulator.advance_days(1).unwrap();
-//! assert_eq!(reactor.read_sample(1).await.unwrap().control(Control::PerfusionRate), Some(1.4));
+//! let day1 = read_validated(&reactor, 1, &DS).await.unwrap().sample;
+//! assert_eq!(day1.control(Control::PerfusionRate), Some(1.4));
+//! assert!(reactor.health().await.is_ok());
 //! emulator.stop().await;
 //! # });
 //! ```
 
 mod client;
+mod config;
 mod node_map;
 mod record;
 mod server;
 
-pub use client::{Backoff, Identity, OpcUaConfig, OpcUaConnector, Security};
+pub use client::OpcUaConnector;
+pub use config::{Backoff, Identity, OpcUaConfig, Security};
 pub use node_map::{ADVANCE_DAYS, AMBR250_NAMESPACE_URI, CULTURE_DAY, NodeMap, ambr250_node_id};
 pub use record::{RecordLine, ReplayConnector};
 pub use server::{Emulator, EmulatorConfig, MAX_ADVANCE_DAYS, MAX_REACTORS};

@@ -156,7 +156,7 @@ impl Var {
         let v = match self {
             Var::CultureDay => Some(f64::from(slot.plant.day())),
             Var::Species(s) => slot.current.get(s),
-            Var::Derived(d) => slot.current.derived[d as usize],
+            Var::Derived(d) => slot.current.derived[d.index()],
             Var::Control(c) => Some(slot.plant.setpoints()[c.index()]),
             Var::AdvanceDays => Some(0.0),
         };

@@ -77,11 +77,7 @@ fn lhs_design_over_the_design_space_is_valid() {
     let factors: Vec<doe::Factor> = ds
         .controls()
         .iter()
-        .map(|s| doe::Factor {
-            control: s.control,
-            lower: s.lower,
-            upper: s.upper,
-        })
+        .map(|s| doe::Factor::from(*s))
         .collect();
     let runs = doe::design_to_controls(&d, &factors, &Control::defaults()).unwrap();
     for r in &runs {

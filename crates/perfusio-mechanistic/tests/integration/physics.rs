@@ -26,7 +26,7 @@ fn high_operating_point() -> [f64; 6] {
     ])
 }
 
-/// plant-model.md "Integration and sampling": clone X, defaults, day 14.
+/// docs/plant-model.md "Integration": clone X, defaults, day 14.
 #[test]
 fn reference_magnitudes_default_operating_point() {
     let d14 = run(CloneKind::CloneX, controls(&[]), 14)[14];
