@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use perfusio_audit::canonical::{canonical_sha256, sha256_hex};
+use perfusio_audit::canonical::canonical_sha256;
 use perfusio_audit::event::{
     Forecast, ForecastMethod, ModelRetrained, RunFinished, RunStarted, SampleRead, SampleRejected,
     SetpointWritten, SpeciesBands,
@@ -258,7 +258,7 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
             estimate[s] = match (measured[s], &forecast, prev_input) {
                 (Some(v), _, _) => v,
                 (None, Some(f), _) => f.mean[s],
-                (None, None, Some(p)) => mean.predict(&p)[s],
+                (None, None, Some(p)) => mean.predict(&p)?[s],
                 (None, None, None) => perfusio_mechanistic::initial_state()[s],
             };
         }
@@ -269,6 +269,8 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
             transitions += 1;
         }
         if day >= 3 && day % args.retrain_every == 0 {
+            // the unit-cube map comes from the first fit's data and is kept by the warm
+            // refits (`fit_warm`), so the length-scales keep their meaning as days arrive
             let params = GpParams::new(perfusio_examples::N_BASE, N_SPECIES)
                 .prior_mean(mean.clone())
                 .seed(args.seed)
@@ -281,9 +283,9 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
             let dt = t0.elapsed();
             fit_ms.push(dt.as_secs_f64() * 1e3);
             let rep = fitted.report();
-            // The model's identity: the hash of its serialised form (hyperparameters, data,
-            // normalisation, factorisation).
-            model_sha256 = sha256_hex(&serde_json::to_vec(&fitted)?);
+            // The model's identity: what determines its predictions (hyperparameters, data,
+            // input map, prior mean), not its wall time.
+            model_sha256 = fitted.fingerprint();
             audit.append(Entry::new(
                 day,
                 ModelRetrained {
@@ -294,12 +296,7 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
                     iterations: rep.iterations,
                     evaluations: rep.evaluations,
                     converged: rep.converged,
-                    termination: if rep.converged {
-                        "tolerance"
-                    } else {
-                        "iteration_cap"
-                    }
-                    .into(),
+                    termination: rep.termination.name().into(),
                     warm_start: gp.is_some(),
                     duration_s: dt.as_secs_f64(),
                     calibrated: Default::default(),
@@ -316,7 +313,7 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
 
         // 3. forecast tomorrow
         let input = base_row(&estimate, &controls.values, day);
-        let mechanistic = mean.predict(&input);
+        let mechanistic = mean.predict(&input)?;
         forecast = match &gp {
             Some(model) => {
                 let p = model.predict_observed(&TrainingSet::query(&input))?;

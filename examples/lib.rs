@@ -1,12 +1,10 @@
-//! Shared pieces of the perfusio-rs examples: the mechanistic prior mean of the GP and the
-//! builder of the GP's indexed multi-task training set (one row per species per one-day
-//! transition, `[species(9) at t, controls(6) over t→t+1, day t, task id]`).
+//! Shared pieces of the perfusio-rs examples: the mechanistic prior mean of the GP, the
+//! GP's input bounds, and the builder of the GP's indexed multi-task training set (one row
+//! per species per one-day transition,
+//! `[species(9) at t, controls(6) over t→t+1, day t, task id]`).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use perfusio_core::{ControlArray, N_CONTROLS, N_SPECIES, SpeciesArray};
-use perfusio_gp::PriorMean;
+use perfusio_core::{Control, ControlArray, DesignSpace, N_CONTROLS, N_SPECIES, SpeciesArray};
+use perfusio_gp::{MeanError, PriorMean};
 use perfusio_mechanistic::PlantModel;
 
 /// Base input columns of a transition: 9 species, 6 controls, culture day.
@@ -27,55 +25,81 @@ pub fn base_row(
     row
 }
 
-/// The GP's prior mean: the mechanistic model's one-day prediction of each species, so the
-/// GP learns only what the mechanism gets wrong. One integration serves all nine tasks of
-/// a base row (cached by the row's bits).
+/// The GP's fixed unit-cube map: the design space's plausible range of each species, the
+/// design range of each control (its hard limits when the range is a single point), and
+/// days `0..=culture_days`.
+pub fn input_bounds(ds: &DesignSpace, culture_days: u32) -> Vec<(f64, f64)> {
+    let mut b: Vec<(f64, f64)> = ds
+        .species_bounds()
+        .iter()
+        .map(|s| (s.lower, s.upper))
+        .collect();
+    for c in Control::ALL {
+        let r = ds.control(c).design_range();
+        let (lo, hi) = if r.upper > r.lower {
+            (r.lower, r.upper)
+        } else {
+            (
+                r.lower - 0.5 * r.lower.abs().max(1.0),
+                r.upper + 0.5 * r.upper.abs().max(1.0),
+            )
+        };
+        b.push((lo, hi));
+    }
+    b.push((0.0, f64::from(culture_days.max(1))));
+    b
+}
+
+/// The GP's prior mean: the mechanistic model's one-day prediction of every species from a
+/// base row, so the GP learns only what the mechanism gets wrong. The GP calls it once per
+/// distinct base row and integration failures are reported, not hidden.
 #[derive(Debug)]
 pub struct MechanisticMean {
     model: PlantModel,
-    cache: Mutex<HashMap<[u64; N_BASE], SpeciesArray<f64>>>,
+    fingerprint: String,
 }
 
 impl MechanisticMean {
     /// A prior mean over `model`.
     pub fn new(model: PlantModel) -> Self {
-        Self {
-            model,
-            cache: Mutex::new(HashMap::new()),
-        }
+        let params = serde_json::to_string(model.params()).unwrap_or_default();
+        let fingerprint = format!(
+            "mechanistic one-day step (24 h); ode {:?}; params {params}",
+            model.options()
+        );
+        Self { model, fingerprint }
     }
 
-    /// The mechanistic one-day prediction from a base row. If the model cannot integrate
-    /// (it never happens inside the design space), the state itself is the prediction.
-    pub fn predict(&self, x: &[f64]) -> SpeciesArray<f64> {
-        let mut key = [0u64; N_BASE];
-        for (k, v) in key.iter_mut().zip(x) {
-            *k = v.to_bits();
-        }
-        if let Ok(cache) = self.cache.lock()
-            && let Some(hit) = cache.get(&key)
-        {
-            return *hit;
+    /// The mechanistic one-day prediction from a base row.
+    pub fn predict(&self, x: &[f64]) -> Result<SpeciesArray<f64>, MeanError> {
+        if x.len() < N_SPECIES + N_CONTROLS {
+            return Err(MeanError(format!(
+                "a base row has {N_BASE} values, got {}",
+                x.len()
+            )));
         }
         let mut state = [0.0; N_SPECIES];
         let mut controls = [0.0; N_CONTROLS];
         state.copy_from_slice(&x[..N_SPECIES]);
         controls.copy_from_slice(&x[N_SPECIES..N_SPECIES + N_CONTROLS]);
-        let next = self.model.step(&state, &controls, 24.0).unwrap_or(state);
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(key, next);
-        }
-        next
+        self.model
+            .step(&state, &controls, 24.0)
+            .map_err(|e| MeanError(format!("the mechanistic one-day step failed: {e}")))
     }
 }
 
 impl PriorMean for MechanisticMean {
-    fn mean(&self, x: &[f64], task: usize) -> f64 {
-        self.predict(x).get(task).copied().unwrap_or(0.0)
+    fn n_tasks(&self) -> usize {
+        N_SPECIES
     }
 
-    fn label(&self) -> String {
-        "mechanistic one-day step".to_owned()
+    fn eval(&self, x: &[f64], out: &mut [f64]) -> Result<(), MeanError> {
+        out.copy_from_slice(&self.predict(x)?);
+        Ok(())
+    }
+
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
     }
 }
 

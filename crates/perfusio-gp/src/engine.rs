@@ -3,11 +3,11 @@
 
 use crate::error::{GpError, Result};
 use crate::kernel::Kernel;
-use crate::mean::PriorMean;
+use crate::mean::{MeanError, PriorMean};
 use crate::params::FitOptions;
 use faer::linalg::solvers::DenseSolveCore;
 use faer::linalg::solvers::Llt;
-use faer::{Mat, MatRef, Par, Side};
+use faer::{Mat, MatMut, MatRef, Par, Side};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -77,14 +77,42 @@ pub(crate) fn task_of(row: &[f64]) -> usize {
     row[row.len() - 1] as usize
 }
 
-/// Affine map of each base column onto the unit cube (fixed at fit time).
+/// Check base inputs (row-major, `d` columns, no task id); returns the number of inputs.
+pub(crate) fn validate_base(base: &[f64], d: usize) -> Result<usize> {
+    if d == 0 || !base.len().is_multiple_of(d) {
+        return Err(GpError::ShapeMismatch(format!(
+            "base inputs have {} values, which is not a multiple of the {d} base columns \
+             (base inputs carry no task id)",
+            base.len()
+        )));
+    }
+    for (row, r) in base.chunks_exact(d).enumerate() {
+        if let Some(col) = r.iter().position(|v| !v.is_finite()) {
+            return Err(GpError::NonFinite {
+                what: "X",
+                row,
+                col,
+            });
+        }
+    }
+    Ok(base.len() / d)
+}
+
+/// Affine map of each base column onto the unit cube, `u = (x − lo)·inv_range`: from the
+/// caller's input bounds, or from the data (see [`Normaliser::from_data`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Normaliser {
     pub(crate) lo: Vec<f64>,
     pub(crate) inv_range: Vec<f64>,
+    /// `true` when the caller fixed the bounds.
+    #[serde(default)]
+    pub(crate) fixed: bool,
 }
 
 impl Normaliser {
+    /// The map from the training data: `[min, max] → [0, 1]` per column; a column whose
+    /// values are all equal to `c` is mapped with width `max(|c|, 1)` centred on `c`
+    /// (never left in raw units).
     pub(crate) fn from_data(x: &[f64], n_cols: usize) -> Self {
         let d = n_cols - 1;
         let mut lo = vec![f64::INFINITY; d];
@@ -95,18 +123,111 @@ impl Normaliser {
                 hi[j] = hi[j].max(r[j]);
             }
         }
-        let inv_range = lo
-            .iter()
-            .zip(&hi)
-            .map(|(l, h)| if h - l > 0.0 { 1.0 / (h - l) } else { 1.0 })
-            .collect();
-        Self { lo, inv_range }
+        let mut inv_range = Vec::with_capacity(d);
+        for j in 0..d {
+            let w = hi[j] - lo[j];
+            if w > 0.0 && w.is_finite() {
+                inv_range.push(1.0 / w);
+            } else {
+                let c = lo[j];
+                let w = c.abs().max(1.0);
+                lo[j] = c - 0.5 * w;
+                inv_range.push(1.0 / w);
+            }
+        }
+        Self {
+            lo,
+            inv_range,
+            fixed: false,
+        }
+    }
+    /// The map `[lo, hi] → [0, 1]` per column (bounds checked by the caller).
+    pub(crate) fn from_bounds(bounds: &[(f64, f64)]) -> Self {
+        Self {
+            lo: bounds.iter().map(|b| b.0).collect(),
+            inv_range: bounds.iter().map(|b| 1.0 / (b.1 - b.0)).collect(),
+            fixed: true,
+        }
     }
     pub(crate) fn apply(&self, row: &[f64], out: &mut Vec<f64>) {
         for (j, v) in row.iter().take(self.lo.len()).enumerate() {
             out.push((v - self.lo[j]) * self.inv_range[j]);
         }
     }
+    /// Width of each column's interval (the original-unit length of one unit-cube unit).
+    pub(crate) fn widths(&self) -> Vec<f64> {
+        self.inv_range.iter().map(|v| 1.0 / v).collect()
+    }
+    /// `(lo, hi)` of each column.
+    pub(crate) fn bounds(&self) -> Vec<(f64, f64)> {
+        self.lo
+            .iter()
+            .zip(&self.inv_range)
+            .map(|(l, r)| (*l, l + 1.0 / r))
+            .collect()
+    }
+}
+
+/// Prior mean of every task at `m` base inputs (row-major `m × d`, original units):
+/// `m × n_tasks` row-major, one call of the mean per input.
+pub(crate) fn mean_at(
+    mean: &dyn PriorMean,
+    base: &[f64],
+    d: usize,
+    n_tasks: usize,
+) -> Result<Vec<f64>> {
+    let m = base.len() / d.max(1);
+    if let Some(c) = mean.as_constant() {
+        return Ok(vec![c; m * n_tasks]);
+    }
+    let mut out = vec![0.0; m * n_tasks];
+    for (x, o) in base.chunks_exact(d).zip(out.chunks_exact_mut(n_tasks)) {
+        mean.eval(x, o)?;
+        check_mean(x, o)?;
+    }
+    Ok(out)
+}
+
+fn check_mean(x: &[f64], out: &[f64]) -> Result<()> {
+    match out.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(t) => Err(GpError::PriorMean(MeanError(format!(
+            "non-finite value {} for task {t} at base input {x:?}",
+            out[t]
+        )))),
+    }
+}
+
+/// Prior mean of each row's task (rows in indexed format), the mean evaluated once per
+/// distinct base input.
+pub(crate) fn mean_rows(
+    mean: &dyn PriorMean,
+    x: &[f64],
+    n_cols: usize,
+    n_tasks: usize,
+) -> Result<Vec<f64>> {
+    let n = x.len() / n_cols;
+    if let Some(c) = mean.as_constant() {
+        return Ok(vec![c; n]);
+    }
+    let d = n_cols - 1;
+    let mut cache: HashMap<Vec<u64>, Vec<f64>> = HashMap::new();
+    let mut out = Vec::with_capacity(n);
+    for r in x.chunks_exact(n_cols) {
+        let base = &r[..d];
+        let k = key(base);
+        let v = match cache.get(&k) {
+            Some(v) => v,
+            None => {
+                let mut v = vec![0.0; n_tasks];
+                mean.eval(base, &mut v)?;
+                check_mean(base, &v)?;
+                cache.entry(k).or_insert(v)
+            }
+        };
+        out.push(v[task_of(r)]);
+    }
+    Ok(out)
 }
 
 /// Per-task mean and standard deviation of the residuals `y − m(x)`.
@@ -114,6 +235,9 @@ impl Normaliser {
 pub(crate) struct Standardiser {
     pub(crate) mean: Vec<f64>,
     pub(crate) std: Vec<f64>,
+    /// Tasks whose residuals are all equal (or observed at most once): unit scale.
+    #[serde(default)]
+    pub(crate) constant: Vec<bool>,
 }
 
 impl Standardiser {
@@ -133,20 +257,33 @@ impl Standardiser {
         for (r, &t) in res.iter().zip(tasks) {
             ss[t] += (r - mean[t]).powi(2);
         }
-        let std = ss
+        let sd: Vec<f64> = ss
             .iter()
             .zip(&cnt)
             .map(|(s, &c)| {
-                let v = if c > 1 {
+                if c > 1 {
                     (s / (c - 1) as f64).sqrt()
                 } else {
                     0.0
-                };
-                // a constant or single-point task keeps unit scale
-                if v > 1e-12 { v } else { 1.0 }
+                }
             })
             .collect();
-        Self { mean, std }
+        // a constant or single-point task keeps unit scale
+        let constant: Vec<bool> = sd
+            .iter()
+            .zip(&mean)
+            .map(|(v, m)| *v <= 1e-12 * m.abs().max(1.0))
+            .collect();
+        let std = sd
+            .iter()
+            .zip(&constant)
+            .map(|(v, c)| if *c { 1.0 } else { *v })
+            .collect();
+        Self {
+            mean,
+            std,
+            constant,
+        }
     }
 }
 
@@ -182,7 +319,8 @@ impl TrainSet {
             .map(|i| (key(self.base_row(i)), i))
             .collect()
     }
-    /// Add validated rows (normalised with `norm`, standardised with `st`).
+    /// Add validated rows (normalised with `norm`, standardised with `st`); `prior` is the
+    /// prior mean of each row's task.
     pub(crate) fn extend(
         &mut self,
         x: &[f64],
@@ -190,11 +328,11 @@ impl TrainSet {
         y: &[f64],
         norm: &Normaliser,
         st: &Standardiser,
-        mean: &dyn PriorMean,
+        prior: &[f64],
     ) {
         let mut map = self.key_map();
         let mut buf = Vec::with_capacity(self.d);
-        for (r, yv) in x.chunks_exact(n_cols).zip(y) {
+        for ((r, yv), pm) in x.chunks_exact(n_cols).zip(y).zip(prior) {
             let t = task_of(r);
             buf.clear();
             norm.apply(r, &mut buf);
@@ -206,7 +344,7 @@ impl TrainSet {
             });
             self.row_base.push(i);
             self.row_task.push(t);
-            let res = yv - mean.mean(&r[..n_cols - 1], t);
+            let res = yv - pm;
             self.z.push((res - st.mean[t]) / st.std[t]);
         }
     }
@@ -236,14 +374,6 @@ impl TrainSet {
         }
         Some(Grid { z, missing })
     }
-
-    /// `Some(Z)` (n_base × n_tasks) if every task is observed exactly once at every base input.
-    pub(crate) fn complete_matrix(&self) -> Option<Mat<f64>> {
-        if self.n() != self.n_base * self.n_tasks {
-            return None;
-        }
-        self.grid().filter(|g| g.missing.is_empty()).map(|g| g.z)
-    }
 }
 
 /// Largest fraction of empty grid cells for which the likelihood is evaluated on the
@@ -258,22 +388,18 @@ pub(crate) struct Grid {
     pub(crate) missing: Vec<(usize, usize)>,
 }
 
-/// Build normaliser, standardiser and training set from validated data.
+/// Standardiser and training set from validated data, normalised with `norm`.
 pub(crate) fn prepare(
     x: &[f64],
     n_cols: usize,
     y: &[f64],
     n_tasks: usize,
+    norm: &Normaliser,
     mean: &dyn PriorMean,
-) -> (Normaliser, Standardiser, TrainSet) {
-    let norm = Normaliser::from_data(x, n_cols);
+) -> Result<(Standardiser, TrainSet)> {
+    let prior = mean_rows(mean, x, n_cols, n_tasks)?;
     let tasks: Vec<usize> = x.chunks_exact(n_cols).map(task_of).collect();
-    let res: Vec<f64> = x
-        .chunks_exact(n_cols)
-        .zip(y)
-        .zip(&tasks)
-        .map(|((r, yv), &t)| yv - mean.mean(&r[..n_cols - 1], t))
-        .collect();
+    let res: Vec<f64> = y.iter().zip(&prior).map(|(yv, p)| yv - p).collect();
     let st = Standardiser::from_residuals(&res, &tasks, n_tasks);
     let mut ts = TrainSet {
         d: n_cols - 1,
@@ -284,8 +410,8 @@ pub(crate) fn prepare(
         row_task: Vec::new(),
         z: Vec::new(),
     };
-    ts.extend(x, n_cols, y, &norm, &st, mean);
-    (norm, st, ts)
+    ts.extend(x, n_cols, y, norm, &st, &prior);
+    Ok((st, ts))
 }
 
 /// Layout of the full hyperparameter vector θ:
@@ -329,14 +455,63 @@ pub(crate) fn task_matrix(theta: &[f64], lay: &Layout) -> Mat<f64> {
     })
 }
 
+/// Work (multiply-adds or kernel evaluations) above which a step is split over
+/// [`THREADS`] threads; below it, spawning costs more than it saves.
+pub(crate) const PAR_MIN_WORK: usize = 4_000_000;
+/// Threads used for the large steps of a fit or a prediction (the kernel matrix, its
+/// gradient contraction, the large matrix products and triangular solves).
+pub(crate) const THREADS: usize = 2;
+
+/// Run `f` over the rows `0..n` of a triangular loop (row `i` costs `i + 1`), split over
+/// [`THREADS`] scoped threads when `work` is large: rows `i` and `n − 1 − i` pair up to
+/// equal cost and the pairs are dealt out in turn. Returns one result per thread.
+fn par_rows<R: Send>(n: usize, work: usize, f: impl Fn(&[usize]) -> R + Sync) -> Vec<R> {
+    if work < PAR_MIN_WORK || n < 2 * THREADS {
+        let all: Vec<usize> = (0..n).collect();
+        return vec![f(&all)];
+    }
+    let mut sets: Vec<Vec<usize>> = vec![Vec::new(); THREADS];
+    for i in 0..n.div_ceil(2) {
+        let set = &mut sets[i % THREADS];
+        set.push(i);
+        if n - 1 - i != i {
+            set.push(n - 1 - i);
+        }
+    }
+    let f = &f;
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = sets[1..]
+            .iter()
+            .map(|set| sc.spawn(move || f(set)))
+            .collect();
+        let mut out = vec![f(&sets[0])];
+        for h in handles {
+            match h.join() {
+                Ok(r) => out.push(r),
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        }
+        out
+    })
+}
+
 /// Base kernel matrix over the unique training inputs.
 pub(crate) fn kx_matrix<K: Kernel>(k: &K, ts: &TrainSet) -> Mat<f64> {
     let n = ts.n_base;
+    let work = n * n / 2 * ts.d.max(1);
+    let parts = par_rows(n, work, |rows| {
+        let mut vals = Vec::new();
+        for &i in rows {
+            let xi = ts.base_row(i);
+            for j in 0..=i {
+                vals.push((i, j, k.eval(xi, ts.base_row(j))));
+            }
+        }
+        vals
+    });
     let mut m = Mat::<f64>::zeros(n, n);
-    for i in 0..n {
-        let xi = ts.base_row(i);
-        for j in 0..=i {
-            let v = k.eval(xi, ts.base_row(j));
+    for part in parts {
+        for (i, j, v) in part {
             m[(i, j)] = v;
             m[(j, i)] = v;
         }
@@ -344,35 +519,175 @@ pub(crate) fn kx_matrix<K: Kernel>(k: &K, ts: &TrainSet) -> Mat<f64> {
     m
 }
 
-/// `out[p] = Σ_ij G[i,j] ∂K_x[i,j]/∂θ_p` for symmetric `G`, one pass over the pairs.
+/// `out[p] = Σ_ij G[i,j] ∂K_x[i,j]/∂θ_p` for symmetric `G` given by its lower triangle,
+/// one pass over the pairs.
 pub(crate) fn contract<K: Kernel>(k: &K, ts: &TrainSet, g: MatRef<'_, f64>, out: &mut [f64]) {
     let np = k.n_params();
-    let mut buf = vec![0.0; np];
-    for i in 0..ts.n_base {
-        let xi = ts.base_row(i);
-        for j in 0..=i {
-            let w = if i == j {
-                g[(i, i)]
-            } else {
-                g[(i, j)] + g[(j, i)]
-            };
-            if w == 0.0 {
-                continue;
+    let n = ts.n_base;
+    let work = n * n / 2 * ts.d.max(1);
+    let parts = par_rows(n, work, |rows| {
+        let mut acc = vec![0.0; np];
+        let mut buf = vec![0.0; np];
+        for &i in rows {
+            let xi = ts.base_row(i);
+            for j in 0..=i {
+                // G is symmetric: only its lower triangle is read
+                let w = if i == j { g[(i, i)] } else { 2.0 * g[(i, j)] };
+                if w == 0.0 {
+                    continue;
+                }
+                k.eval_grad(xi, ts.base_row(j), &mut buf);
+                for (o, b) in acc.iter_mut().zip(&buf) {
+                    *o += w * b;
+                }
             }
-            k.eval_grad(xi, ts.base_row(j), &mut buf);
-            for (o, b) in out.iter_mut().zip(&buf) {
-                *o += w * b;
-            }
+        }
+        acc
+    });
+    for part in parts {
+        for (o, v) in out.iter_mut().zip(part) {
+            *o += v;
         }
     }
 }
 
 /// Cross kernel between `m` normalised test inputs (row-major) and the training bases.
 pub(crate) fn cross<K: Kernel>(k: &K, test: &[f64], m: usize, ts: &TrainSet) -> Mat<f64> {
-    let d = ts.d;
-    Mat::from_fn(m, ts.n_base, |a, i| {
-        k.eval(&test[a * d..(a + 1) * d], ts.base_row(i))
-    })
+    let (d, n) = (ts.d, ts.n_base);
+    let mut out = Mat::<f64>::zeros(m, n);
+    // a kernel evaluation costs about d multiply-adds and an exponential
+    if m * n * (d + 20) < PAR_MIN_WORK || m < 2 * THREADS {
+        for a in 0..m {
+            let xa = &test[a * d..(a + 1) * d];
+            for i in 0..n {
+                out[(a, i)] = k.eval(xa, ts.base_row(i));
+            }
+        }
+        return out;
+    }
+    let h = m / 2;
+    let (top, bottom) = out.as_mut().split_at_row_mut(h);
+    let fill = |mut part: MatMut<'_, f64>, from: usize| {
+        for a in 0..part.nrows() {
+            let xa = &test[(from + a) * d..(from + a + 1) * d];
+            for i in 0..n {
+                part[(a, i)] = k.eval(xa, ts.base_row(i));
+            }
+        }
+    };
+    std::thread::scope(|sc| {
+        sc.spawn(|| fill(bottom, h));
+        fill(top, 0);
+    });
+    out
+}
+
+/// `dst (+)= alpha · lhs · rhs`, the columns of `dst` split over [`THREADS`] threads when
+/// the product is large.
+pub(crate) fn gemm(
+    dst: MatMut<'_, f64>,
+    add: bool,
+    lhs: MatRef<'_, f64>,
+    rhs: MatRef<'_, f64>,
+    alpha: f64,
+) {
+    let acc = if add {
+        faer::Accum::Add
+    } else {
+        faer::Accum::Replace
+    };
+    let (m, n, k) = (dst.nrows(), dst.ncols(), lhs.ncols());
+    if m * n * k < PAR_MIN_WORK || n < 2 * THREADS {
+        faer::linalg::matmul::matmul(dst, acc, lhs, rhs, alpha, Par::Seq);
+        return;
+    }
+    let mid = n / 2;
+    let (left, right) = dst.split_at_col_mut(mid);
+    let (rl, rr) = (rhs.subcols(0, mid), rhs.subcols(mid, n - mid));
+    std::thread::scope(|sc| {
+        sc.spawn(move || faer::linalg::matmul::matmul(left, acc, lhs, rl, alpha, Par::Seq));
+        faer::linalg::matmul::matmul(right, acc, lhs, rr, alpha, Par::Seq);
+    });
+}
+
+/// The lower triangle (diagonal included) of `dst (+)= alpha · lhs · rhs` for a square
+/// `dst`; the upper triangle is left untouched. When large, the work is split in two equal
+/// halves over two threads: the two diagonal blocks, and the off-diagonal block.
+pub(crate) fn gemm_lower(
+    dst: MatMut<'_, f64>,
+    add: bool,
+    lhs: MatRef<'_, f64>,
+    rhs: MatRef<'_, f64>,
+    alpha: f64,
+) {
+    use faer::linalg::matmul::triangular::{BlockStructure, matmul};
+    let acc = if add {
+        faer::Accum::Add
+    } else {
+        faer::Accum::Replace
+    };
+    let (n, k) = (dst.nrows(), lhs.ncols());
+    let tri = |d: MatMut<'_, f64>, l: MatRef<'_, f64>, r: MatRef<'_, f64>| {
+        matmul(
+            d,
+            BlockStructure::TriangularLower,
+            acc,
+            l,
+            BlockStructure::Rectangular,
+            r,
+            BlockStructure::Rectangular,
+            alpha,
+            Par::Seq,
+        );
+    };
+    if n * n * k / 2 < PAR_MIN_WORK || n < 4 {
+        tri(dst, lhs, rhs);
+        return;
+    }
+    let h = n / 2;
+    let (d11, _, d21, d22) = dst.split_at_mut(h, h);
+    let (l1, l2) = (lhs.subrows(0, h), lhs.subrows(h, n - h));
+    let (r1, r2) = (rhs.subcols(0, h), rhs.subcols(h, n - h));
+    std::thread::scope(|sc| {
+        sc.spawn(move || {
+            tri(d11, l1, r1);
+            tri(d22, l2, r2);
+        });
+        faer::linalg::matmul::matmul(d21, acc, l2, r1, alpha, Par::Seq);
+    });
+}
+
+/// Copy the lower triangle of a square matrix onto its upper triangle.
+pub(crate) fn symmetrise_from_lower(m: &mut Mat<f64>) {
+    for j in 0..m.ncols() {
+        for i in 0..j {
+            m[(i, j)] = m[(j, i)];
+        }
+    }
+}
+
+/// `lhs · rhs` (see [`gemm`]).
+pub(crate) fn mul(lhs: MatRef<'_, f64>, rhs: MatRef<'_, f64>) -> Mat<f64> {
+    let mut out = Mat::<f64>::zeros(lhs.nrows(), rhs.ncols());
+    gemm(out.as_mut(), false, lhs, rhs, 1.0);
+    out
+}
+
+/// Solve `L X = B` in place for lower-triangular `L`, the columns of `B` split over
+/// [`THREADS`] threads when large.
+pub(crate) fn solve_lower(l: MatRef<'_, f64>, b: MatMut<'_, f64>) {
+    let (n, k) = (l.nrows(), b.ncols());
+    if n * n * k / 2 < PAR_MIN_WORK || k < 2 * THREADS {
+        faer::linalg::triangular_solve::solve_lower_triangular_in_place(l, b, Par::Seq);
+        return;
+    }
+    let (left, right) = b.split_at_col_mut(k / 2);
+    std::thread::scope(|sc| {
+        sc.spawn(move || {
+            faer::linalg::triangular_solve::solve_lower_triangular_in_place(l, left, Par::Seq)
+        });
+        faer::linalg::triangular_solve::solve_lower_triangular_in_place(l, right, Par::Seq);
+    });
 }
 
 /// Cholesky with bounded jitter escalation. Returns the lower factor and the absolute
@@ -524,11 +839,27 @@ pub(crate) struct KronParts {
     pub(crate) qb: Mat<f64>,
     pub(crate) lb: Vec<f64>,
     pub(crate) sd: Vec<f64>,
-    /// `α` as an N×T matrix.
+    /// `α` as an N×T matrix (zero-padded `K_OO⁻¹ z` when cells are missing).
     pub(crate) a: Mat<f64>,
     pub(crate) nlml: f64,
-    /// `log|K_full|`.
-    pub(crate) logdet: f64,
+    /// The missing-cell correction, if any.
+    pub(crate) gap: Option<GapParts>,
+}
+
+/// Missing-cell correction of the Kronecker path.
+///
+/// With the full-grid covariance `K = K_x ⊗ B + I ⊗ D`, `U = K⁻¹E_M` (one column per empty
+/// cell) and `S = E_Mᵀ K⁻¹ E_M = L_S L_Sᵀ`, the observed block satisfies
+/// `log|K_OO| = log|K| + log|S|` and its zero-padded inverse is `K⁻¹ − U S⁻¹ Uᵀ`. In the
+/// whitened eigenbasis `K⁻¹ = D^{-1/2}(Q_x ⊗ Q_B) Λ⁻¹ (Q_x ⊗ Q_B)ᵀ D^{-1/2}`, so
+/// `U L_S^{-T}` is `D^{-1/2}(Q_x ⊗ Q_B) Ẑ` with `Ẑ = L_S⁻¹ Z̃ᵀ`,
+/// `Z̃_a[k,u] = Q_x[i_a,k] Q_B[t_a,u] / (σ_{t_a} (λx_k λb_u + 1))`, and every correction of
+/// the likelihood gradient and the posterior is a product with `Ẑ`.
+pub(crate) struct GapParts {
+    pub(crate) cells: Vec<(usize, usize)>,
+    /// `Ẑ`, `m × NT` column-major (column `k + u·N`); read as an `(m·N) × T` matrix its row
+    /// `c + m·k` holds `Ẑ_c[k, ·]`.
+    pub(crate) zt: Vec<f64>,
 }
 
 fn sym_eigen(m: &Mat<f64>, what: &'static str) -> Result<(Mat<f64>, Vec<f64>)> {
@@ -541,15 +872,17 @@ fn sym_eigen(m: &Mat<f64>, what: &'static str) -> Result<(Mat<f64>, Vec<f64>)> {
 }
 
 /// Kronecker path: `K = K_x ⊗ B + I ⊗ D`, whitened by `D^{-1/2}` and solved through the
-/// eigendecompositions of `K_x` (N×N) and `D^{-1/2} B D^{-1/2}` (T×T).
+/// eigendecompositions of `K_x` (N×N) and `D^{-1/2} B D^{-1/2}` (T×T), with the
+/// missing-cell correction of [`GapParts`] when the grid has empty cells.
 pub(crate) fn kron_parts<K: Kernel>(
     k: &K,
     ts: &TrainSet,
-    zmat: MatRef<'_, f64>,
+    grid: &Grid,
     theta: &[f64],
     lay: &Layout,
 ) -> Result<KronParts> {
     let (n, t) = (ts.n_base, lay.t);
+    let zmat = grid.z.as_ref();
     let kx = kx_matrix(k, ts);
     let b = task_matrix(theta, lay);
     let sd: Vec<f64> = theta[lay.noise()].iter().map(|v| (0.5 * v).exp()).collect();
@@ -570,15 +903,8 @@ pub(crate) fn kron_parts<K: Kernel>(
     let tmp: Mat<f64> = qx.as_ref() * zt.as_ref();
     let atil: Mat<f64> = tmp.as_ref() * qb.transpose();
     let a = Mat::from_fn(n, t, |i, j| atil[(i, j)] / sd[j]);
-    let mut quad = 0.0;
-    for i in 0..n {
-        for j in 0..t {
-            quad += zmat[(i, j)] * a[(i, j)];
-        }
-    }
     let logdet = n as f64 * theta[lay.noise()].iter().sum::<f64>() + logdet_s;
-    let nlml = 0.5 * quad + 0.5 * logdet + 0.5 * (n * t) as f64 * LN_2PI;
-    Ok(KronParts {
+    let mut p = KronParts {
         kx,
         b,
         qx,
@@ -587,33 +913,137 @@ pub(crate) fn kron_parts<K: Kernel>(
         lb,
         sd,
         a,
-        nlml,
-        logdet,
-    })
+        nlml: 0.0,
+        gap: None,
+    };
+    let mut logdet_gap = 0.0;
+    if !grid.missing.is_empty() {
+        let (gap, ld) = gap_parts(&mut p, &grid.missing)?;
+        p.gap = Some(gap);
+        logdet_gap = ld;
+    }
+
+    let mut quad = 0.0;
+    for i in 0..n {
+        for j in 0..t {
+            quad += zmat[(i, j)] * p.a[(i, j)];
+        }
+    }
+    let nobs = (n * t - grid.missing.len()) as f64;
+    p.nlml = 0.5 * quad + 0.5 * (logdet + logdet_gap) + 0.5 * nobs * LN_2PI;
+    Ok(p)
 }
 
-impl KronParts {
-    /// `K_full⁻¹ Y` for an N×T matrix `Y` (vec ordering: base input major).
-    fn apply_inv(&self, y: MatRef<'_, f64>) -> Mat<f64> {
-        let (n, t) = (y.nrows(), y.ncols());
-        let ytil = Mat::from_fn(n, t, |i, j| y[(i, j)] / self.sd[j]);
-        let tmp: Mat<f64> = self.qx.transpose() * ytil.as_ref();
-        let mut zt: Mat<f64> = tmp.as_ref() * self.qb.as_ref();
-        for i in 0..n {
-            for j in 0..t {
-                zt[(i, j)] /= self.lx[i] * self.lb[j] + 1.0;
+/// Missing-cell correction: corrects `p.a` to the zero-padded `K_OO⁻¹ z` and returns `Ẑ`
+/// and `log|S|`.
+fn gap_parts(p: &mut KronParts, cells: &[(usize, usize)]) -> Result<(GapParts, f64)> {
+    let (n, t, m) = (p.qx.nrows(), p.qb.nrows(), cells.len());
+    let s = |k: usize, u: usize| p.lx[k] * p.lb[u] + 1.0;
+    // S[a,b] = Σ_k Qx[i_a,k] Qx[i_b,k] R_{t_a t_b}[k] / (σ_a σ_b), R_{tt'}[k] = Σ_u Qb[t,u]Qb[t',u]/s_ku
+    let mut by_task: Vec<Vec<usize>> = vec![Vec::new(); t];
+    for (a, &(_, ta)) in cells.iter().enumerate() {
+        by_task[ta].push(a);
+    }
+    let mut smat = Mat::<f64>::zeros(m, m);
+    for t1 in 0..t {
+        if by_task[t1].is_empty() {
+            continue;
+        }
+        for t2 in t1..t {
+            if by_task[t2].is_empty() {
+                continue;
+            }
+            let r: Vec<f64> = (0..n)
+                .map(|k| {
+                    (0..t)
+                        .map(|u| p.qb[(t1, u)] * p.qb[(t2, u)] / s(k, u))
+                        .sum()
+                })
+                .collect();
+            let (c1, c2) = (&by_task[t1], &by_task[t2]);
+            let x1 = Mat::from_fn(c1.len(), n, |row, k| p.qx[(cells[c1[row]].0, k)] * r[k]);
+            let x2 = Mat::from_fn(n, c2.len(), |k, col| p.qx[(cells[c2[col]].0, k)]);
+            let blk: Mat<f64> = x1.as_ref() * x2.as_ref();
+            let scale = 1.0 / (p.sd[t1] * p.sd[t2]);
+            for (row, &a) in c1.iter().enumerate() {
+                for (col, &bb) in c2.iter().enumerate() {
+                    let v = blk[(row, col)] * scale;
+                    smat[(a, bb)] = v;
+                    smat[(bb, a)] = v;
+                }
             }
         }
-        let tmp: Mat<f64> = self.qx.as_ref() * zt.as_ref();
-        let at: Mat<f64> = tmp.as_ref() * self.qb.transpose();
-        Mat::from_fn(n, t, |i, j| at[(i, j)] / self.sd[j])
+    }
+    let llt = smat.llt(Side::Lower).map_err(|_| GpError::Indefinite {
+        what: "Schur complement of the missing cells",
+        advice: "raise the noise lower bound (`noise_bounds`), or use the dense path (`force_dense`)",
+    })?;
+    let ls = llt.L();
+    let logdet_s: f64 = 2.0 * (0..m).map(|a| ls[(a, a)].ln()).sum::<f64>();
+
+    // α ← α − U S⁻¹ α_M, with U S⁻¹ α_M = Qx Δ Qb ᵀ / σ, Δ[k,u] = Σ_a w_a Qx[i_a,k] Qb[t_a,u] / (σ_{t_a} s_ku)
+    let r: Vec<f64> = cells.iter().map(|&(i, tt)| p.a[(i, tt)]).collect();
+    let w = chol_solve(ls, &r);
+    let xw = Mat::from_fn(n, m, |k, a| {
+        let (i, ta) = cells[a];
+        p.qx[(i, k)] * w[a] / p.sd[ta]
+    });
+    let qbr = Mat::from_fn(m, t, |a, u| p.qb[(cells[a].1, u)]);
+    let mut delta: Mat<f64> = xw.as_ref() * qbr.as_ref();
+    for u in 0..t {
+        for k in 0..n {
+            delta[(k, u)] /= s(k, u);
+        }
+    }
+    let tmp: Mat<f64> = p.qx.as_ref() * delta.as_ref();
+    let corr: Mat<f64> = tmp.as_ref() * p.qb.transpose();
+    for v in 0..t {
+        for i in 0..n {
+            p.a[(i, v)] -= corr[(i, v)] / p.sd[v];
+        }
+    }
+
+    // Ẑ = L_S⁻¹ Z̃ᵀ
+    let mut zt = vec![0.0; m * n * t];
+    for u in 0..t {
+        for k in 0..n {
+            let sk = s(k, u);
+            let off = m * (k + u * n);
+            for (a, &(i, ta)) in cells.iter().enumerate() {
+                zt[off + a] = p.qx[(i, k)] * p.qb[(ta, u)] / (p.sd[ta] * sk);
+            }
+        }
+    }
+
+    solve_lower(ls, MatMut::from_column_major_slice_mut(&mut zt, m, n * t));
+
+    Ok((
+        GapParts {
+            cells: cells.to_vec(),
+            zt,
+        },
+        logdet_s,
+    ))
+}
+
+impl GapParts {
+    fn m(&self) -> usize {
+        self.cells.len()
+    }
+    /// `Ẑ` read as an `(m·N) × T` matrix.
+    fn zr(&self, n: usize, t: usize) -> MatRef<'_, f64> {
+        from_vec(&self.zt, self.m() * n, t)
+    }
+    /// Block `u` of `Ẑ`: the `m × N` matrix `[Ẑ_c[k, u]]`.
+    fn block(&self, n: usize, u: usize) -> MatRef<'_, f64> {
+        let m = self.m();
+        from_vec(&self.zt[u * m * n..(u + 1) * m * n], m, n)
     }
 }
 
-/// Kronecker path on a grid with empty cells M: with `U = K_full⁻¹ E_M` and
-/// `S = E_Mᵀ K_full⁻¹ E_M`, the observed block satisfies `log|K_OO| = log|K_full| + log|S|`
-/// and its zero-padded inverse is `K_full⁻¹ − U S⁻¹ Uᵀ`; every trace in the gradient then
-/// splits into the Kronecker term and an O(m·N²·T) correction.
+/// Kronecker path with or without empty cells: NLML and its gradient. The gradient of
+/// every parameter is a trace that splits into the full-grid Kronecker term and, with
+/// empty cells, a correction computed from `Ẑ` (see [`GapParts`]).
 pub(crate) fn eval_kron<K: Kernel>(
     k: &K,
     ts: &TrainSet,
@@ -622,99 +1052,71 @@ pub(crate) fn eval_kron<K: Kernel>(
     lay: &Layout,
     want_grad: bool,
 ) -> Result<Eval> {
-    let mut p = kron_parts(k, ts, grid.z.as_ref(), theta, lay)?;
+    let p = kron_parts(k, ts, grid, theta, lay)?;
     let (n, t) = (ts.n_base, lay.t);
-    let m = grid.missing.len();
-    let mut us: Vec<Mat<f64>> = Vec::with_capacity(m);
-    let mut vs: Vec<Mat<f64>> = Vec::with_capacity(m);
-    if m > 0 {
-        for &(i, tt) in &grid.missing {
-            let mut e = Mat::<f64>::zeros(n, t);
-            e[(i, tt)] = 1.0;
-            us.push(p.apply_inv(e.as_ref()));
-        }
-        let smat = Mat::from_fn(m, m, |a, b| {
-            let (ia, ta) = grid.missing[a];
-            let (ib, tb) = grid.missing[b];
-            0.5 * (us[b][(ia, ta)] + us[a][(ib, tb)])
-        });
-        let llt = smat
-            .llt(Side::Lower)
-            .map_err(|_| GpError::NotPositiveDefinite { jitter: 0.0 })?;
-        let lsv = llt.L();
-        let logdet_s: f64 = 2.0 * (0..m).map(|a| lsv[(a, a)].ln()).sum::<f64>();
-        let a0m: Vec<f64> = grid.missing.iter().map(|&(i, tt)| p.a[(i, tt)]).collect();
-        let c = chol_solve(lsv, &a0m);
-        for (a, ca) in c.iter().enumerate() {
-            for j in 0..t {
-                for i in 0..n {
-                    p.a[(i, j)] -= ca * us[a][(i, j)];
-                }
-            }
-        }
-        let sinv = inverse_from_l(lsv);
-        for a in 0..m {
-            let mut v = Mat::<f64>::zeros(n, t);
-            for (b, ub) in us.iter().enumerate() {
-                let w = sinv[(b, a)];
-                for j in 0..t {
-                    for i in 0..n {
-                        v[(i, j)] += w * ub[(i, j)];
-                    }
-                }
-            }
-            vs.push(v);
-        }
-        let mut quad = 0.0;
-        for i in 0..n {
-            for j in 0..t {
-                quad += grid.z[(i, j)] * p.a[(i, j)];
-            }
-        }
-        let nobs = (n * t - m) as f64;
-        p.nlml = 0.5 * quad + 0.5 * (p.logdet + logdet_s) + 0.5 * nobs * LN_2PI;
-    }
     let mut grad = vec![0.0; lay.len()];
     if want_grad {
         let s = |i: usize, j: usize| p.lx[i] * p.lb[j] + 1.0;
-        // base kernel: G_x = Q_x diag(c) Q_xᵀ − A B Aᵀ
-        let c: Vec<f64> = (0..n)
-            .map(|i| (0..t).map(|j| p.lb[j] / s(i, j)).sum())
-            .collect();
-        let qc = Mat::from_fn(n, n, |i, j| p.qx[(i, j)] * c[j]);
-        let cm: Mat<f64> = qc.as_ref() * p.qx.transpose();
-        let ab: Mat<f64> = p.a.as_ref() * p.b.as_ref();
-        let aba: Mat<f64> = ab.as_ref() * p.a.transpose();
-        let mut gx = &cm - &aba;
-        for (u, v) in us.iter().zip(&vs) {
-            let ub: Mat<f64> = u.as_ref() * p.b.as_ref();
-            let c: Mat<f64> = ub.as_ref() * v.transpose();
-            gx -= &c;
+        // base kernel: G_x = Q_x (diag(c) − Σ_u λb_u Ẑ_uᵀẐ_u) Q_xᵀ − A B Aᵀ
+        let mut inner = Mat::<f64>::zeros(n, n);
+        if let Some(g) = &p.gap {
+            // Σ_u λb_u Ẑ_uᵀẐ_u as one product of the stacked, scaled blocks (m·T × N)
+            let m = g.m();
+            let mut zs = Mat::<f64>::zeros(m * t, n);
+            for u in 0..t {
+                let w = p.lb[u].sqrt();
+                let zb = g.block(n, u);
+                for k in 0..n {
+                    for c in 0..m {
+                        zs[(u * m + c, k)] = w * zb[(c, k)];
+                    }
+                }
+            }
+            gemm_lower(inner.as_mut(), false, zs.transpose(), zs.as_ref(), -1.0);
+            symmetrise_from_lower(&mut inner);
         }
+        for i in 0..n {
+            inner[(i, i)] += (0..t).map(|j| p.lb[j] / s(i, j)).sum::<f64>();
+        }
+        let qi = mul(p.qx.as_ref(), inner.as_ref());
+        // G_x is symmetric and `contract` reads its lower triangle only
+        let mut gx = Mat::<f64>::zeros(n, n);
+        gemm_lower(gx.as_mut(), false, qi.as_ref(), p.qx.transpose(), 1.0);
+        let ab: Mat<f64> = p.a.as_ref() * p.b.as_ref();
+        gemm_lower(gx.as_mut(), true, ab.as_ref(), p.a.transpose(), -1.0);
         let mut gk = vec![0.0; lay.nk];
         contract(k, ts, gx.as_ref(), &mut gk);
+
         for (g, v) in grad.iter_mut().zip(&gk) {
             *g = 0.5 * v;
         }
-        // task covariance: G_B = D^{-1/2} Q_B diag(e) Q_Bᵀ D^{-1/2} − Aᵀ K_x A
-        let e: Vec<f64> = (0..t)
-            .map(|j| (0..n).map(|i| p.lx[i] / s(i, j)).sum())
-            .collect();
-        let qe = Mat::from_fn(t, t, |i, j| p.qb[(i, j)] * e[j]);
-        let h: Mat<f64> = qe.as_ref() * p.qb.transpose();
+        // task covariance: G_B = D^{-1/2} Q_B (diag(e) − Σ_c Ẑ_cᵀ Λx Ẑ_c) Q_Bᵀ D^{-1/2} − Aᵀ K_x A
+        let mut hin = Mat::<f64>::zeros(t, t);
+        for j in 0..t {
+            hin[(j, j)] = (0..n).map(|i| p.lx[i] / s(i, j)).sum();
+        }
+        let noise: Vec<f64> = p.sd.iter().map(|v| v * v).collect();
+        let mut gap_noise = vec![0.0; t];
+        if let Some(g) = &p.gap {
+            let m = g.m();
+            let zr = g.zr(n, t);
+            let zl = Mat::from_fn(m * n, t, |row, u| zr[(row, u)] * p.lx[row / m]);
+            gemm(hin.as_mut(), true, zr.transpose(), zl.as_ref(), -1.0);
+            // noise: Σ_c ‖Ẑ_c q_t‖² / σ_t²
+            let y: Mat<f64> = zr * p.qb.transpose();
+            for (tt, gn) in gap_noise.iter_mut().enumerate() {
+                *gn = (0..m * n).map(|row| y[(row, tt)].powi(2)).sum::<f64>() / noise[tt];
+            }
+        }
+        let qh: Mat<f64> = p.qb.as_ref() * hin.as_ref();
+        let h: Mat<f64> = qh.as_ref() * p.qb.transpose();
         let ka: Mat<f64> = p.kx.as_ref() * p.a.as_ref();
         let aka: Mat<f64> = p.a.transpose() * ka.as_ref();
-        let mut gb = Mat::from_fn(t, t, |i, j| h[(i, j)] / (p.sd[i] * p.sd[j]) - aka[(i, j)]);
-        for (u, v) in us.iter().zip(&vs) {
-            let kv: Mat<f64> = p.kx.as_ref() * v.as_ref();
-            let c: Mat<f64> = u.transpose() * kv.as_ref();
-            gb -= &c;
-        }
+        let gb = Mat::from_fn(t, t, |i, j| h[(i, j)] / (p.sd[i] * p.sd[j]) - aka[(i, j)]);
         // noise
         let inv_s_sum: Vec<f64> = (0..t)
             .map(|u| (0..n).map(|i| 1.0 / s(i, u)).sum())
             .collect();
-        let noise: Vec<f64> = p.sd.iter().map(|v| v * v).collect();
         let gn: Vec<f64> = (0..t)
             .map(|tt| {
                 let tr: f64 = (0..t)
@@ -722,12 +1124,7 @@ pub(crate) fn eval_kron<K: Kernel>(
                     .sum::<f64>()
                     / noise[tt];
                 let aa: f64 = (0..n).map(|i| p.a[(i, tt)].powi(2)).sum();
-                let corr: f64 = us
-                    .iter()
-                    .zip(&vs)
-                    .map(|(u, v)| (0..n).map(|i| u[(i, tt)] * v[(i, tt)]).sum::<f64>())
-                    .sum();
-                tr - corr - aa
+                tr - gap_noise[tt] - aa
             })
             .collect();
         task_grads(theta, lay, gb.as_ref(), &gn, &noise, &mut grad);
@@ -744,8 +1141,7 @@ pub(crate) fn eval_kron<K: Kernel>(
 pub enum SolverPath {
     /// `K_x ⊗ B` through eigendecompositions (complete data).
     Kronecker,
-    /// Kronecker grid with a Schur-complement correction for a few empty cells (likelihood
-    /// and gradient only; the posterior of such data is factorised densely).
+    /// Kronecker grid with a Schur-complement correction for a few empty cells.
     KroneckerWithGaps,
     /// Dense Cholesky over all rows.
     Dense,
@@ -760,8 +1156,9 @@ pub(crate) enum PostState {
         /// Inverse of the row covariance, column-major n×n.
         kinv: Vec<f64>,
         alpha: Vec<f64>,
-        /// Per task `t`: `W_t[i,j] = Σ_{r∈i,s∈j} B[t_r,t] K⁻¹[r,s] B[t_s,t]`, N×N each.
-        wt: Vec<f64>,
+        /// `W[(t,i),(t',j)] = Σ_{r∈i, s∈j} B[t_r,t] K⁻¹[r,s] B[t_s,t']`, NT × NT
+        /// column-major, row index `t·N + i`.
+        w: Vec<f64>,
         jitter: f64,
     },
     Kron {
@@ -770,8 +1167,14 @@ pub(crate) enum PostState {
         wv: Vec<f64>,
         lx: Vec<f64>,
         lb: Vec<f64>,
-        /// `R[i,t] = Σ_u wv[u,t]² / (λx_i λb_u + 1)`, N×T column-major.
-        rm: Vec<f64>,
+        /// `M[i,(t,t')] = Σ_u wv[u,t] wv[u,t'] / (λx_i λb_u + 1)`, N × T² column-major,
+        /// column `t·T + t'`.
+        mtt: Vec<f64>,
+        /// Missing-cell correction: `Ĝ = Q_x [Ẑ_c wv]`, N × (T·m) column-major, column
+        /// `t·m + c`; the latent covariance gains `Σ_c (k*ᵀĜ_{t,c})(k*ᵀĜ_{t',c})` back.
+        gap: Option<Vec<f64>>,
+        /// Number of empty cells.
+        n_gap: usize,
     },
 }
 
@@ -798,21 +1201,20 @@ pub(crate) fn from_vec(v: &[f64], nr: usize, nc: usize) -> MatRef<'_, f64> {
     MatRef::from_column_major_slice(v, nr, nc)
 }
 
-/// Per-task base-level precision blocks from the dense inverse.
-pub(crate) fn dense_wt(ts: &TrainSet, kinv: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Vec<f64> {
-    let (nb, t) = (ts.n_base, ts.n_tasks);
-    let mut wt = vec![0.0; t * nb * nb];
-    for r in 0..ts.n() {
-        for s in 0..ts.n() {
-            let kv = kinv[(r, s)];
-            let (ir, is) = (ts.row_base[r], ts.row_base[s]);
-            let (tr, tsk) = (ts.row_task[r], ts.row_task[s]);
-            for tt in 0..t {
-                wt[tt * nb * nb + is * nb + ir] += b[(tr, tt)] * kv * b[(tsk, tt)];
-            }
+/// `W = Cᵀ K⁻¹ C` with `C[s, (t,j)] = [base(s) = j]·B[task(s), t]` (NT × NT, row `t·N + i`).
+pub(crate) fn dense_w(ts: &TrainSet, kinv: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Vec<f64> {
+    let (nb, t, n) = (ts.n_base, ts.n_tasks, ts.n());
+    let c = Mat::from_fn(n, nb * t, |s, col| {
+        let (tt, j) = (col / nb, col % nb);
+        if ts.row_base[s] == j {
+            b[(ts.row_task[s], tt)]
+        } else {
+            0.0
         }
-    }
-    wt
+    });
+    let kc: Mat<f64> = kinv * c.as_ref();
+    let w: Mat<f64> = c.transpose() * kc.as_ref();
+    to_vec(w.as_ref())
 }
 
 pub(crate) fn dense_p(ts: &TrainSet, alpha: &[f64], b: MatRef<'_, f64>) -> Vec<f64> {
@@ -826,7 +1228,14 @@ pub(crate) fn dense_p(ts: &TrainSet, alpha: &[f64], b: MatRef<'_, f64>) -> Vec<f
     p
 }
 
-/// Build the posterior cache for fixed θ on the chosen path.
+/// The grid a fit or posterior would use: Kronecker (with or without gaps) unless the
+/// data has duplicated cells or too many gaps, or the caller forces the dense path.
+pub(crate) fn grid_for(ts: &TrainSet, opts: &FitOptions) -> Option<Grid> {
+    if opts.force_dense { None } else { ts.grid() }
+}
+
+/// Build the posterior cache for fixed θ on the chosen path. Returns the posterior, the
+/// path, the NLML and the jitter added.
 pub(crate) fn build_posterior<K: Kernel>(
     k: &K,
     ts: &TrainSet,
@@ -835,21 +1244,27 @@ pub(crate) fn build_posterior<K: Kernel>(
     opts: &FitOptions,
 ) -> Result<(Posterior, SolverPath, f64, f64)> {
     let noise: Vec<f64> = theta[lay.noise()].iter().map(|v| v.exp()).collect();
-    let zmat = if opts.force_dense {
-        None
-    } else {
-        ts.complete_matrix()
-    };
-    if let Some(zmat) = zmat {
-        let kp = kron_parts(k, ts, zmat.as_ref(), theta, lay)?;
+    if let Some(grid) = grid_for(ts, opts) {
+        let kp = kron_parts(k, ts, &grid, theta, lay)?;
         let (n, t) = (ts.n_base, lay.t);
         let bs = Mat::from_fn(t, t, |u, j| kp.b[(u, j)] / kp.sd[u]);
         let wv: Mat<f64> = kp.qb.transpose() * bs.as_ref();
-        let rm = Mat::from_fn(n, t, |i, tt| {
+        let mtt = Mat::from_fn(n, t * t, |i, col| {
+            let (t1, t2) = (col / t, col % t);
             (0..t)
-                .map(|u| wv[(u, tt)].powi(2) / (kp.lx[i] * kp.lb[u] + 1.0))
+                .map(|u| wv[(u, t1)] * wv[(u, t2)] / (kp.lx[i] * kp.lb[u] + 1.0))
                 .sum()
         });
+        let (gap, n_gap, path) = match &kp.gap {
+            None => (None, 0, SolverPath::Kronecker),
+            Some(g) => {
+                let m = g.m();
+                let zw: Mat<f64> = g.zr(n, t) * wv.as_ref();
+                let zmat = Mat::from_fn(n, t * m, |kk, col| zw[(col % m + m * kk, col / m)]);
+                let gh = mul(kp.qx.as_ref(), zmat.as_ref());
+                (Some(to_vec(gh.as_ref())), m, SolverPath::KroneckerWithGaps)
+            }
+        };
         let p: Mat<f64> = kp.a.as_ref() * kp.b.as_ref();
         let post = Posterior {
             state: PostState::Kron {
@@ -857,13 +1272,15 @@ pub(crate) fn build_posterior<K: Kernel>(
                 wv: to_vec(wv.as_ref()),
                 lx: kp.lx.clone(),
                 lb: kp.lb.clone(),
-                rm: to_vec(rm.as_ref()),
+                mtt: to_vec(mtt.as_ref()),
+                gap,
+                n_gap,
             },
             p: to_vec(p.as_ref()),
             b: to_vec(kp.b.as_ref()),
             noise,
         };
-        return Ok((post, SolverPath::Kronecker, kp.nlml, 0.0));
+        return Ok((post, path, kp.nlml, 0.0));
     }
     let kx = kx_matrix(k, ts);
     let b = task_matrix(theta, lay);
@@ -896,14 +1313,14 @@ pub(crate) fn dense_posterior(
     noise: Vec<f64>,
     jitter: f64,
 ) -> Posterior {
-    let wt = dense_wt(ts, kinv, b);
+    let w = dense_w(ts, kinv, b);
     let p = dense_p(ts, &alpha, b);
     Posterior {
         state: PostState::Dense {
             l: to_vec(l),
             kinv: to_vec(kinv),
             alpha,
-            wt,
+            w,
             jitter,
         },
         p,

@@ -1,0 +1,599 @@
+//! Predictions: per row, jointly over rows, and per base input for all tasks at once
+//! (batched with matrix products), with input gradients.
+//!
+//! Every prediction at `m` base inputs forms the cross kernel `K_* (m × N)` against the N
+//! distinct training inputs once and then works with matrix products:
+//! * mean: `K_* P` with `P = (per-input α) B` (N × T);
+//! * Kronecker posterior: the latent covariance of the tasks at input `p` is
+//!   `k(p,p) B − Σ_i (K_* Q_x)²_{p,i} M_i` with `M_i[t,t'] = Σ_u wv[u,t] wv[u,t'] / (λx_i λb_u + 1)`
+//!   (one GEMM against `Q_x`, one against `M`), plus `Σ_c (K_* Ĝ)_{p,(t,c)} (K_* Ĝ)_{p,(t',c)}`
+//!   when the training grid has empty cells (they inform nothing, so the full-grid
+//!   reduction is partly given back);
+//! * dense posterior: `k(p,p) B − [k_pᵀ W_{tt'} k_p]` with `W = Cᵀ K⁻¹ C` precomputed at
+//!   base-input level (NT × NT), one GEMM per task.
+
+use super::MultiTaskGp;
+use crate::engine::{self, PostState};
+use crate::error::{GpError, Result};
+use crate::kernel::Kernel;
+use crate::mean::{MEAN_FD_STEP, finite_difference_jacobian};
+use faer::{Mat, MatRef};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
+
+/// Marginal mean and variance of a batch of rows, original units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Posterior mean per row.
+    pub mean: Vec<f64>,
+    /// Posterior variance per row (latent, or including observation noise, depending on
+    /// the call). Tiny negative round-off is clamped to 0.
+    pub variance: Vec<f64>,
+}
+
+/// Joint posterior of a batch of rows, original units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JointPrediction {
+    /// Posterior mean per row.
+    pub mean: Vec<f64>,
+    /// Latent covariance, `m × m` row-major.
+    pub covariance: Vec<f64>,
+}
+
+/// Joint predictive distribution of all tasks at one base input (original units).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskPrediction {
+    /// Mean of each task (prior mean included).
+    pub mean: Vec<f64>,
+    /// `n_tasks × n_tasks` row-major covariance: latent, or with each task's observation
+    /// noise added on the diagonal. Diagonal round-off below 0 is clamped to 0.
+    pub covariance: Vec<f64>,
+}
+
+/// [`TaskPrediction`] (latent) plus gradients with respect to the base input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskPredictionGrad {
+    /// The latent joint prediction at the input.
+    pub prediction: TaskPrediction,
+    /// `n_tasks × d` row-major: `∂mean_t/∂x_j` in original units, the prior mean's Jacobian
+    /// included.
+    pub mean_grad: Vec<f64>,
+    /// `n_tasks × d` row-major: `∂var_t/∂x_j` of the latent marginal variance, original
+    /// units (0 where the variance is clamped at 0).
+    pub variance_grad: Vec<f64>,
+}
+
+/// Rows of X grouped by distinct base input.
+struct Rows {
+    /// Distinct base inputs, original units, `mu × d`.
+    base: Vec<f64>,
+    mu: usize,
+    row_u: Vec<usize>,
+    row_t: Vec<usize>,
+}
+
+/// Cross kernel of normalised queries against the training inputs.
+struct Query {
+    m: usize,
+    /// Normalised inputs, `m × d`.
+    u: Vec<f64>,
+    /// `k(u_p, u_p)`.
+    kss: Vec<f64>,
+    /// `m × N`.
+    kxs: Mat<f64>,
+}
+
+impl<K: Kernel + Clone> MultiTaskGp<K> {
+    fn b(&self) -> MatRef<'_, f64> {
+        engine::from_vec(&self.post.b, self.lay.t, self.lay.t)
+    }
+
+    fn group_rows(&self, x: &[f64]) -> Result<Rows> {
+        let m = engine::validate(x, self.n_cols, None, self.lay.t)?;
+        let d = self.n_cols - 1;
+        let mut map: HashMap<Vec<u64>, usize> = HashMap::new();
+        let mut base = Vec::new();
+        let mut row_u = Vec::with_capacity(m);
+        let mut row_t = Vec::with_capacity(m);
+        for r in x.chunks_exact(self.n_cols) {
+            let key: Vec<u64> = r[..d].iter().map(|v| (v + 0.0).to_bits()).collect();
+            let next = map.len();
+            let u = *map.entry(key).or_insert_with(|| {
+                base.extend_from_slice(&r[..d]);
+                next
+            });
+            row_u.push(u);
+            row_t.push(engine::task_of(r));
+        }
+        Ok(Rows {
+            base,
+            mu: map.len(),
+            row_u,
+            row_t,
+        })
+    }
+
+    /// Normalise `m` base inputs and form their cross kernel against the training inputs.
+    fn query(&self, base: &[f64], m: usize) -> Query {
+        let d = self.n_cols - 1;
+        let mut u = Vec::with_capacity(m * d);
+        for r in base.chunks_exact(d) {
+            self.norm.apply(r, &mut u);
+        }
+        let kxs = engine::cross(&self.kernel, &u, m, &self.ts);
+        let kss = (0..m)
+            .map(|p| {
+                let up = &u[p * d..(p + 1) * d];
+                self.kernel.eval(up, up)
+            })
+            .collect();
+        Query { m, u, kss, kxs }
+    }
+
+    /// Latent mean in standardised units, `m × T`.
+    fn latent_mean(&self, q: &Query) -> Mat<f64> {
+        let p = engine::from_vec(&self.post.p, self.ts.n_base, self.lay.t);
+        engine::mul(q.kxs.as_ref(), p)
+    }
+
+    /// Latent covariance of the tasks at each query input, standardised units:
+    /// `m × T × T` (`[p][t][t']`) or, with `diag_only`, `m × T` (`[p][t]`).
+    fn latent_task_cov(&self, q: &Query, diag_only: bool) -> Vec<f64> {
+        let (nb, t, m) = (self.ts.n_base, self.lay.t, q.m);
+        let b = self.b();
+        let per = if diag_only { t } else { t * t };
+        let mut out = vec![0.0; m * per];
+        for p in 0..m {
+            for t1 in 0..t {
+                if diag_only {
+                    out[p * t + t1] = q.kss[p] * b[(t1, t1)];
+                } else {
+                    for t2 in 0..t {
+                        out[p * t * t + t1 * t + t2] = q.kss[p] * b[(t1, t2)];
+                    }
+                }
+            }
+        }
+        match &self.post.state {
+            PostState::Kron {
+                qx,
+                mtt,
+                gap,
+                n_gap,
+                ..
+            } => {
+                let qx = engine::from_vec(qx, nb, nb);
+                let mtt = engine::from_vec(mtt, nb, t * t);
+                let um = engine::mul(q.kxs.as_ref(), qx);
+                let um2 = Mat::from_fn(m, nb, |p, i| um[(p, i)] * um[(p, i)]);
+                if diag_only {
+                    let rm = Mat::from_fn(nb, t, |i, tt| mtt[(i, tt * t + tt)]);
+                    let c: Mat<f64> = um2.as_ref() * rm.as_ref();
+                    for p in 0..m {
+                        for tt in 0..t {
+                            out[p * t + tt] -= c[(p, tt)];
+                        }
+                    }
+                } else {
+                    let c = engine::mul(um2.as_ref(), mtt);
+                    for p in 0..m {
+                        for col in 0..t * t {
+                            out[p * t * t + col] -= c[(p, col)];
+                        }
+                    }
+                }
+                if let Some(gh) = gap {
+                    let mg = *n_gap;
+                    let gh = engine::from_vec(gh, nb, t * mg);
+                    let z = engine::mul(q.kxs.as_ref(), gh);
+                    for p in 0..m {
+                        for t1 in 0..t {
+                            // the empty cells carry no information: their correction
+                            // adds variance back
+                            if diag_only {
+                                let s: f64 = (0..mg).map(|c| z[(p, t1 * mg + c)].powi(2)).sum();
+                                out[p * t + t1] += s;
+                            } else {
+                                for t2 in 0..=t1 {
+                                    let s: f64 = (0..mg)
+                                        .map(|c| z[(p, t1 * mg + c)] * z[(p, t2 * mg + c)])
+                                        .sum();
+                                    out[p * t * t + t1 * t + t2] += s;
+                                    if t2 != t1 {
+                                        out[p * t * t + t2 * t + t1] += s;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            PostState::Dense { w, .. } => {
+                let w = engine::from_vec(w, nb * t, nb * t);
+                for t1 in 0..t {
+                    let rows = w.subrows(t1 * nb, nb);
+                    let (cols_from, cols_n) = if diag_only {
+                        (t1 * nb, nb)
+                    } else {
+                        (0, t * nb)
+                    };
+                    let y = engine::mul(q.kxs.as_ref(), rows.subcols(cols_from, cols_n));
+                    for p in 0..m {
+                        if diag_only {
+                            let s: f64 = (0..nb).map(|j| y[(p, j)] * q.kxs[(p, j)]).sum();
+                            out[p * t + t1] -= s;
+                        } else {
+                            for t2 in 0..t {
+                                let s: f64 =
+                                    (0..nb).map(|j| y[(p, t2 * nb + j)] * q.kxs[(p, j)]).sum();
+                                out[p * t * t + t1 * t + t2] -= s;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Joint predictive distribution of all tasks at each of `m` base inputs (`base` is
+    /// `m × d` row-major, original units, no task column). Computed once per input with
+    /// matrix products over the whole batch: 256 inputs are one product against the
+    /// training set, not 256 loops. `with_noise` adds each task's observation noise to the
+    /// diagonal.
+    pub fn predict_tasks(&self, base: &[f64], with_noise: bool) -> Result<Vec<TaskPrediction>> {
+        let d = self.n_cols - 1;
+        let t = self.lay.t;
+        let m = engine::validate_base(base, d)?;
+        let mean = self.mean_fn()?;
+        let prior = engine::mean_at(mean.as_ref(), base, d, t)?;
+        let q = self.query(base, m);
+        let mz = self.latent_mean(&q);
+        let cz = self.latent_task_cov(&q, false);
+        let mut out = Vec::with_capacity(m);
+        for p in 0..m {
+            let mut mu = Vec::with_capacity(t);
+            for tt in 0..t {
+                mu.push(prior[p * t + tt] + self.st.mean[tt] + self.st.std[tt] * mz[(p, tt)]);
+            }
+            let cov = self.task_cov_original(&cz[p * t * t..(p + 1) * t * t], with_noise);
+            out.push(super::TaskPrediction {
+                mean: mu,
+                covariance: cov,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A standardised latent T×T covariance in original units: exactly symmetric, diagonal
+    /// clamped at 0, plus the observation noise on the diagonal if asked.
+    fn task_cov_original(&self, cz: &[f64], with_noise: bool) -> Vec<f64> {
+        let t = self.lay.t;
+        let mut cov = vec![0.0; t * t];
+        for t1 in 0..t {
+            for t2 in 0..=t1 {
+                let mut v = 0.5 * (cz[t1 * t + t2] + cz[t2 * t + t1]);
+                if t1 == t2 {
+                    v = v.max(0.0);
+                    if with_noise {
+                        v += self.post.noise[t1];
+                    }
+                }
+                let v = v * self.st.std[t1] * self.st.std[t2];
+                cov[t1 * t + t2] = v;
+                cov[t2 * t + t1] = v;
+            }
+        }
+        cov
+    }
+
+    /// Mean of all tasks at each of `m` base inputs, `m × n_tasks` row-major, original
+    /// units (the cheapest query).
+    pub fn predict_tasks_mean(&self, base: &[f64]) -> Result<Vec<f64>> {
+        let d = self.n_cols - 1;
+        let t = self.lay.t;
+        let m = engine::validate_base(base, d)?;
+        let mean = self.mean_fn()?;
+        let mut out = engine::mean_at(mean.as_ref(), base, d, t)?;
+        let q = self.query(base, m);
+        let mz = self.latent_mean(&q);
+        for p in 0..m {
+            for tt in 0..t {
+                out[p * t + tt] += self.st.mean[tt] + self.st.std[tt] * mz[(p, tt)];
+            }
+        }
+        Ok(out)
+    }
+
+    /// Latent joint prediction of all tasks at ONE base input (`d` values, original units)
+    /// with the gradients of the means and marginal variances with respect to that input,
+    /// through the input normalisation; the mean gradient includes the prior mean's
+    /// Jacobian ([`crate::PriorMean::eval_with_jacobian`], or central differences with
+    /// steps `MEAN_FD_STEP ×` the column's unit-cube width when the mean has none).
+    pub fn predict_tasks_grad(&self, base: &[f64]) -> Result<TaskPredictionGrad> {
+        let d = self.n_cols - 1;
+        let t = self.lay.t;
+        let nb = self.ts.n_base;
+        if engine::validate_base(base, d)? != 1 {
+            return Err(GpError::ShapeMismatch(format!(
+                "predict_tasks_grad takes one base input of {d} values, got {}",
+                base.len()
+            )));
+        }
+        // prior mean and its Jacobian
+        let mean = self.mean_fn()?;
+        let mut prior = vec![0.0; t];
+        let mut jac = vec![0.0; t * d];
+        if let Some(c) = mean.as_constant() {
+            prior.fill(c);
+        } else {
+            let analytic = mean.eval_with_jacobian(base, &mut prior, &mut jac)?;
+            if !analytic {
+                let steps: Vec<f64> = self
+                    .norm
+                    .widths()
+                    .iter()
+                    .map(|w| MEAN_FD_STEP * w)
+                    .collect();
+                finite_difference_jacobian(mean.as_ref(), base, &steps, &mut jac)?;
+            }
+            if let Some(i) = prior.iter().chain(&jac).position(|v| !v.is_finite()) {
+                return Err(GpError::PriorMean(crate::MeanError(format!(
+                    "non-finite value or Jacobian entry (index {i}) at base input {base:?}"
+                ))));
+            }
+        }
+        let q = self.query(base, 1);
+        let u = &q.u;
+        // ∂k(u, x_i)/∂u, N × d
+        let mut jk = Mat::<f64>::zeros(nb, d);
+        let mut g = vec![0.0; d];
+        for i in 0..nb {
+            self.kernel.eval_grad_x(u, self.ts.base_row(i), &mut g);
+            for j in 0..d {
+                jk[(i, j)] = g[j];
+            }
+        }
+        self.kernel.eval_grad_x(u, u, &mut g);
+        let dkss: Vec<f64> = g.iter().map(|v| 2.0 * v).collect();
+        let kx: Vec<f64> = (0..nb).map(|i| q.kxs[(0, i)]).collect();
+        let mz = self.latent_mean(&q);
+        let cz = self.latent_task_cov(&q, false);
+        let pmat = engine::from_vec(&self.post.p, nb, t);
+        let dmean_z: Mat<f64> = pmat.transpose() * jk.as_ref(); // T × d
+        let b = self.b();
+        // ∂corr_tt/∂u_j
+        let mut dcorr = Mat::<f64>::zeros(t, d);
+        match &self.post.state {
+            PostState::Kron {
+                qx,
+                mtt,
+                gap,
+                n_gap,
+                ..
+            } => {
+                let qx = engine::from_vec(qx, nb, nb);
+                let mtt = engine::from_vec(mtt, nb, t * t);
+                let um: Vec<f64> = (0..nb)
+                    .map(|i| (0..nb).map(|l| qx[(l, i)] * kx[l]).sum())
+                    .collect();
+                let dum: Mat<f64> = qx.transpose() * jk.as_ref(); // N × d
+                for tt in 0..t {
+                    for j in 0..d {
+                        dcorr[(tt, j)] = 2.0
+                            * (0..nb)
+                                .map(|i| um[i] * dum[(i, j)] * mtt[(i, tt * t + tt)])
+                                .sum::<f64>();
+                    }
+                }
+                if let Some(gh) = gap {
+                    let mg = *n_gap;
+                    let gh = engine::from_vec(gh, nb, t * mg);
+                    for tt in 0..t {
+                        let z: Vec<f64> = (0..mg)
+                            .map(|c| (0..nb).map(|i| kx[i] * gh[(i, tt * mg + c)]).sum())
+                            .collect();
+                        let qv: Vec<f64> = (0..nb)
+                            .map(|i| (0..mg).map(|c| z[c] * gh[(i, tt * mg + c)]).sum())
+                            .collect();
+                        for j in 0..d {
+                            dcorr[(tt, j)] -=
+                                2.0 * (0..nb).map(|i| qv[i] * jk[(i, j)]).sum::<f64>();
+                        }
+                    }
+                }
+            }
+            PostState::Dense { w, .. } => {
+                let w = engine::from_vec(w, nb * t, nb * t);
+                for tt in 0..t {
+                    let wtt = w.submatrix(tt * nb, tt * nb, nb, nb);
+                    let y: Vec<f64> = (0..nb)
+                        .map(|i| (0..nb).map(|l| wtt[(i, l)] * kx[l]).sum())
+                        .collect();
+                    for j in 0..d {
+                        dcorr[(tt, j)] = 2.0 * (0..nb).map(|i| y[i] * jk[(i, j)]).sum::<f64>();
+                    }
+                }
+            }
+        }
+        let inv = &self.norm.inv_range;
+        let mut mean_out = Vec::with_capacity(t);
+        let cov = self.task_cov_original(&cz, false);
+        let mut mean_grad = vec![0.0; t * d];
+        let mut variance_grad = vec![0.0; t * d];
+        for t1 in 0..t {
+            let s1 = self.st.std[t1];
+            mean_out.push(prior[t1] + self.st.mean[t1] + s1 * mz[(0, t1)]);
+            let clamped = cz[t1 * t + t1] <= 0.0;
+            for j in 0..d {
+                mean_grad[t1 * d + j] = jac[t1 * d + j] + s1 * dmean_z[(t1, j)] * inv[j];
+                variance_grad[t1 * d + j] = if clamped {
+                    0.0
+                } else {
+                    s1 * s1 * (dkss[j] * b[(t1, t1)] - dcorr[(t1, j)]) * inv[j]
+                };
+            }
+        }
+        Ok(TaskPredictionGrad {
+            prediction: super::TaskPrediction {
+                mean: mean_out,
+                covariance: cov,
+            },
+            mean_grad,
+            variance_grad,
+        })
+    }
+
+    /// Mean and marginal variance per row, original units.
+    fn marginal(&self, x: &[f64], with_noise: bool, want_var: bool) -> Result<Prediction> {
+        let rows = self.group_rows(x)?;
+        let d = self.n_cols - 1;
+        let t = self.lay.t;
+        let mean = self.mean_fn()?;
+        let prior = engine::mean_at(mean.as_ref(), &rows.base, d, t)?;
+        let q = self.query(&rows.base, rows.mu);
+        let mz = self.latent_mean(&q);
+        let var = if want_var {
+            self.latent_task_cov(&q, true)
+        } else {
+            Vec::new()
+        };
+        let n = rows.row_u.len();
+        let mut out_m = Vec::with_capacity(n);
+        let mut out_v = Vec::with_capacity(if want_var { n } else { 0 });
+        for (&u, &tt) in rows.row_u.iter().zip(&rows.row_t) {
+            let s = self.st.std[tt];
+            out_m.push(prior[u * t + tt] + self.st.mean[tt] + s * mz[(u, tt)]);
+            if want_var {
+                let extra = if with_noise { self.post.noise[tt] } else { 0.0 };
+                out_v.push(s * s * (var[u * t + tt].max(0.0) + extra));
+            }
+        }
+        Ok(Prediction {
+            mean: out_m,
+            variance: out_v,
+        })
+    }
+
+    /// Posterior mean and latent variance (without observation noise) of each row of `x`
+    /// (`n_cols` columns, task id last), original units.
+    pub fn predict(&self, x: &[f64]) -> Result<Prediction> {
+        self.marginal(x, false, true)
+    }
+
+    /// Posterior mean and predictive variance of a new observation (latent variance plus the
+    /// task's noise variance), original units.
+    pub fn predict_observed(&self, x: &[f64]) -> Result<Prediction> {
+        self.marginal(x, true, true)
+    }
+
+    /// Posterior mean only (cheapest query), original units.
+    pub fn predict_mean(&self, x: &[f64]) -> Result<Vec<f64>> {
+        self.marginal(x, false, false).map(|p| p.mean)
+    }
+
+    /// Joint latent posterior (mean and full covariance) of the rows of `x`, original units.
+    pub fn predict_joint(&self, x: &[f64]) -> Result<JointPrediction> {
+        let rows = self.group_rows(x)?;
+        let (nb, t, d) = (self.ts.n_base, self.lay.t, self.n_cols - 1);
+        let m = rows.row_u.len();
+        let mean_fn = self.mean_fn()?;
+        let prior = engine::mean_at(mean_fn.as_ref(), &rows.base, d, t)?;
+        let q = self.query(&rows.base, rows.mu);
+        let mz = self.latent_mean(&q);
+        let b = self.b();
+        let corr: Mat<f64> = match &self.post.state {
+            PostState::Kron {
+                qx,
+                wv,
+                lx,
+                lb,
+                gap,
+                n_gap,
+                ..
+            } => {
+                let qx = engine::from_vec(qx, nb, nb);
+                let wv = engine::from_vec(wv, t, t);
+                let um: Mat<f64> = q.kxs.as_ref() * qx;
+                let v = Mat::from_fn(nb * t, m, |row, c| {
+                    let (i, u) = (row % nb, row / nb);
+                    um[(rows.row_u[c], i)] * wv[(u, rows.row_t[c])] / (lx[i] * lb[u] + 1.0).sqrt()
+                });
+                let mut corr: Mat<f64> = v.transpose() * v.as_ref();
+                if let Some(gh) = gap {
+                    let mg = *n_gap;
+                    let gh = engine::from_vec(gh, nb, t * mg);
+                    let z: Mat<f64> = q.kxs.as_ref() * gh;
+                    let zs = Mat::from_fn(mg, m, |c, r| z[(rows.row_u[r], rows.row_t[r] * mg + c)]);
+                    let zz: Mat<f64> = zs.transpose() * zs.as_ref();
+                    corr -= &zz;
+                }
+                corr
+            }
+            PostState::Dense { w, .. } => {
+                let w = engine::from_vec(w, nb * t, nb * t);
+                let phi = Mat::from_fn(nb * t, m, |row, c| {
+                    let (tt, i) = (row / nb, row % nb);
+                    if tt == rows.row_t[c] {
+                        q.kxs[(rows.row_u[c], i)]
+                    } else {
+                        0.0
+                    }
+                });
+                let wp: Mat<f64> = w * phi.as_ref();
+                phi.transpose() * wp.as_ref()
+            }
+        };
+        let mut cov = vec![0.0; m * m];
+        for c in 0..m {
+            let (uc, tc) = (rows.row_u[c], rows.row_t[c]);
+            for e in 0..m {
+                let (ue, te) = (rows.row_u[e], rows.row_t[e]);
+                let kss = if uc == ue {
+                    q.kss[uc]
+                } else {
+                    self.kernel
+                        .eval(&q.u[uc * d..(uc + 1) * d], &q.u[ue * d..(ue + 1) * d])
+                };
+                let mut val = kss * b[(tc, te)] - 0.5 * (corr[(c, e)] + corr[(e, c)]);
+                if c == e {
+                    val = val.max(0.0);
+                }
+                cov[c * m + e] = val * self.st.std[tc] * self.st.std[te];
+            }
+        }
+        let mean = rows
+            .row_u
+            .iter()
+            .zip(&rows.row_t)
+            .map(|(&u, &tt)| prior[u * t + tt] + self.st.mean[tt] + self.st.std[tt] * mz[(u, tt)])
+            .collect();
+        Ok(JointPrediction {
+            mean,
+            covariance: cov,
+        })
+    }
+
+    /// `n_samples` joint draws of the latent function at the rows of `x` (original units),
+    /// from a `ChaCha8Rng` seeded with `seed`. Each inner vector has one value per row.
+    pub fn sample(&self, x: &[f64], n_samples: usize, seed: u64) -> Result<Vec<Vec<f64>>> {
+        let jp = self.predict_joint(x)?;
+        let m = jp.mean.len();
+        let cov = Mat::from_fn(m, m, |i, j| jp.covariance[i * m + j]);
+        let (l, _) = engine::chol_jitter(cov, &self.opts)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut out = Vec::with_capacity(n_samples);
+        let mut z = vec![0.0; m];
+        for _ in 0..n_samples {
+            for v in z.iter_mut() {
+                *v = rand::RngExt::sample(&mut rng, rand_distr::StandardNormal);
+            }
+            let s: Vec<f64> = (0..m)
+                .map(|i| jp.mean[i] + (0..=i).map(|j| l[(i, j)] * z[j]).sum::<f64>())
+                .collect();
+            out.push(s);
+        }
+        Ok(out)
+    }
+}
