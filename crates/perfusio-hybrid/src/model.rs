@@ -108,6 +108,9 @@ pub struct HybridModel {
     gp_mean: Arc<dyn PriorMean>,
     /// The one-day step before the GP has data.
     untrained: Arc<dyn PriorMean>,
+    /// Process variance per species (`z`): the part of the GP's fitted noise that the
+    /// measurement noise does not explain (see [`HybridModel::process_variance`]).
+    process_var: SpeciesArray<f64>,
 }
 
 /// File format tag of saved models.
@@ -120,6 +123,8 @@ struct ModelFile {
     dataset: Dataset,
     gp: Option<MultiTaskGp>,
     last_fit: Option<HybridFitReport>,
+    #[serde(default)]
+    process_var: SpeciesArray<f64>,
 }
 
 impl HybridModel {
@@ -148,6 +153,7 @@ impl HybridModel {
             last_fit: None,
             mechanism,
             gp_mean,
+            process_var: [0.0; N_SPECIES],
             untrained,
         })
     }
@@ -412,6 +418,9 @@ impl HybridModel {
             _ => params.fit(&x, cols, &y)?,
         };
         let r = gp.report().clone();
+        let process_var = process_noise(&gp, &y, &x, cols, |k, z| {
+            self.measurement_var_z(k, self.config.transform.s(k, z))
+        });
         let runs = {
             let mut seen: Vec<usize> = rows.origin.iter().map(|o| o.0).collect();
             seen.sort_unstable();
@@ -426,7 +435,7 @@ impl HybridModel {
             iterations: r.iterations,
             evaluations: r.evaluations,
             converged: r.converged,
-            termination: format!("{:?}", r.termination),
+            termination: r.termination.name().to_string(),
             warm_start,
             wall_time: start.elapsed(),
         };
@@ -438,6 +447,7 @@ impl HybridModel {
             );
         }
         self.gp = Some(gp);
+        self.process_var = process_var;
         self.last_fit = Some(report.clone());
         Ok(report)
     }
@@ -453,7 +463,10 @@ impl HybridModel {
             Some(gp) => {
                 let flat = self.gp_inputs(inputs)?;
                 let preds = gp.predict_tasks(&flat, false)?;
-                Ok(preds.iter().map(to_transition).collect())
+                Ok(preds
+                    .iter()
+                    .map(|p| self.with_process(to_transition(p)))
+                    .collect())
             }
             None => inputs
                 .iter()
@@ -517,7 +530,7 @@ impl HybridModel {
                     })
                 });
                 Ok(LinearisedTransition {
-                    transition: to_transition(&g.prediction),
+                    transition: self.with_process(to_transition(&g.prediction)),
                     jacobian,
                 })
             }
@@ -527,7 +540,7 @@ impl HybridModel {
                 let jacobian =
                     std::array::from_fn(|k| std::array::from_fn(|j| g.mean_grad[k * d + j]));
                 Ok(LinearisedTransition {
-                    transition: to_transition(&g.prediction),
+                    transition: self.with_process(to_transition(&g.prediction)),
                     jacobian,
                 })
             }
@@ -575,6 +588,23 @@ impl HybridModel {
                     .eval(&scale(a, &bounds), &scale(b, &bounds))
             }
         }
+    }
+
+    /// Process variance per species in `z`: how much the true one-day transition varies
+    /// beyond what the GP's mean explains. The GP's fitted noise of a species holds both
+    /// the measurement noise of its targets and this day-to-day variability of the process
+    /// (for example feeding or a cell line the mechanism does not describe); the part above
+    /// the measurement noise model is carried as transition uncertainty, so that bands do
+    /// not shrink to the measurement noise when the process is noisier than that.
+    pub fn process_variance(&self) -> &SpeciesArray<f64> {
+        &self.process_var
+    }
+
+    fn with_process(&self, mut t: Transition) -> Transition {
+        for k in 0..N_SPECIES {
+            t.cov[k][k] += self.process_var[k];
+        }
+        t
     }
 
     /// Variance in `z` of one measurement of species `k` whose true value is `s`.
@@ -639,6 +669,7 @@ impl HybridModel {
             dataset: self.dataset.clone(),
             gp: self.gp.clone(),
             last_fit: self.last_fit.clone(),
+            process_var: self.process_var,
         };
         serde_json::to_string(&file).map_err(|e| HybridError::ModelFile {
             path: "(memory)".into(),
@@ -665,6 +696,7 @@ impl HybridModel {
         let mut model = Self::new(file.config)?;
         model.dataset = file.dataset;
         model.last_fit = file.last_fit;
+        model.process_var = file.process_var;
         if let Some(mut gp) = file.gp {
             gp.set_prior_mean(model.gp_mean.clone())?;
             model.gp = Some(gp);
@@ -709,6 +741,41 @@ fn check_state(state: &SpeciesArray<f64>) -> Result<()> {
 
 pub(crate) fn diag(v: &SpeciesArray<f64>) -> [[f64; N_SPECIES]; N_SPECIES] {
     std::array::from_fn(|i| std::array::from_fn(|j| if i == j { v[i] } else { 0.0 }))
+}
+
+/// The excess of the GP's fitted noise over the mean measurement variance of each task's
+/// targets (`z`), floored at 0 and capped at the targets' own variance (a noise estimate
+/// from a handful of rows, or of a constant task, cannot claim more variability than the
+/// data show).
+fn process_noise(
+    gp: &MultiTaskGp,
+    y: &[f64],
+    x: &[f64],
+    cols: usize,
+    measurement_var: impl Fn(usize, f64) -> f64,
+) -> SpeciesArray<f64> {
+    let noise = gp.noise_variances();
+    let mut sum = [0.0; N_SPECIES];
+    let mut n = [0usize; N_SPECIES];
+    let mut s1 = [0.0; N_SPECIES];
+    let mut s2 = [0.0; N_SPECIES];
+    for (row, &target) in x.chunks_exact(cols).zip(y) {
+        let k = row[cols - 1] as usize;
+        if k < N_SPECIES {
+            sum[k] += measurement_var(k, target);
+            n[k] += 1;
+            s1[k] += target;
+            s2[k] += target * target;
+        }
+    }
+    std::array::from_fn(|k| match (noise.get(k), n[k]) {
+        (Some(v), m) if m > 1 => {
+            let m = m as f64;
+            let target_var = ((s2[k] - s1[k] * s1[k] / m) / (m - 1.0)).max(0.0);
+            (v - sum[k] / m).clamp(0.0, target_var)
+        }
+        _ => 0.0,
+    })
 }
 
 fn to_transition(p: &TaskPrediction) -> Transition {

@@ -24,8 +24,8 @@ fn filtered_state_is_closer_to_the_truth_than_the_raw_sample() {
             NoiseModel::default(),
         );
         let est = model.filter_sequence(0, &r.measured, &r.controls).unwrap();
-        for day in 1..=21 {
-            let f = est[day].mean_species(&tr);
+        for (day, e) in est.iter().enumerate().skip(1) {
+            let f = e.mean_species(&tr);
             for k in 0..N_SPECIES {
                 if let Some(y) = r.measured[day][k] {
                     let t = r.truth[day][k];

@@ -37,8 +37,7 @@ fn zero_variance_forecast_is_the_mechanism() {
         assert_eq!(f.state.len(), 14);
         for (h, band) in f.state.iter().enumerate() {
             assert_eq!(band.day, 6 + h as u32);
-            for k in 0..N_SPECIES {
-                let want = exact[h + 1][k];
+            for (k, &want) in exact[h + 1].iter().enumerate() {
                 let tol = 2e-4 * want.abs().max(tr.offsets[k]);
                 assert!(
                     (band.mean[k] - want).abs() <= tol,
