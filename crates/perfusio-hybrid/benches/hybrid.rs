@@ -1,9 +1,9 @@
-//! Benchmarks of the hybrid model (targets in issue 10):
-//! offline training on the 27-run design; online retraining on 28 days, from scratch and
-//! warm; `predict_next_state`; one filter update; 28-day forecasts (Monte Carlo with 256
-//! paths and moment matching) on the online and the offline model.
+//! Benchmarks of the online hybrid model (one 28-day run, the twin's own data): retraining
+//! from scratch and warm, `predict_next_state`, one filter update, 28-day forecasts (Monte
+//! Carlo with 256 paths and moment matching). The offline model's benches are in
+//! `hybrid_offline` (they start with a fit on the 27-run design).
 //!
-//! `cargo bench -p perfusio-hybrid --bench hybrid -- --warm-up-time 1 --measurement-time 5`
+//! `cargo bench -p perfusio-hybrid --bench hybrid`
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use perfusio_core::{Control, Trajectory};
 use perfusio_hybrid::{ForecastMethod, ForecastOptions, HybridConfig, HybridModel};
 use perfusio_mechanistic::{CloneKind, VirtualReactorConfig, doe};
 
-fn design(truth: CloneKind, n: usize, seed: u64) -> Vec<(Trajectory, Option<String>)> {
+pub(crate) fn design(truth: CloneKind, n: usize, seed: u64) -> Vec<(Trajectory, Option<String>)> {
     let cfg = VirtualReactorConfig {
         clone: truth,
         seed,
@@ -36,12 +36,6 @@ fn online() -> (HybridModel, Trajectory) {
 fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("hybrid");
     g.sample_size(10).measurement_time(Duration::from_secs(5));
-
-    let runs27 = design(CloneKind::CloneY, 27, 1);
-    g.bench_function("offline fit, 27-run design (6 804 rows)", |b| {
-        b.iter(|| HybridModel::fit_runs(HybridConfig::default(), black_box(&runs27)).expect("fit"))
-    });
-    let (offline, _) = HybridModel::fit_runs(HybridConfig::default(), &runs27).expect("fit");
 
     let one = design(CloneKind::CloneY, 1, 11);
     g.bench_function("online retrain 28 days, from scratch", |b| {
@@ -68,9 +62,6 @@ fn benches(c: &mut Criterion) {
     let est = model
         .filter_sequence(0, &measured[..15], &controls[..15])
         .expect("filter");
-    let prior = model
-        .filter_predict(&est[13], &controls[13])
-        .expect("predict");
     g.bench_function("filter update (predict + update, online model)", |b| {
         b.iter(|| {
             let p = model
@@ -81,34 +72,36 @@ fn benches(c: &mut Criterion) {
                 .expect("update")
         })
     });
-    let _ = prior;
-    let schedule = vec![Control::defaults(); 28];
-    for (name, m) in [("online", &model), ("offline", &offline)] {
-        let est = m
-            .filter_sequence(0, &measured[..8], &controls[..8])
-            .expect("filter");
-        let start = est.last().expect("estimate").clone();
-        g.bench_function(format!("forecast 28 d, MC 256 paths ({name} model)"), |b| {
-            b.iter(|| {
-                m.forecast(black_box(&start), &schedule, &ForecastOptions::default())
-                    .expect("forecast")
-            })
-        });
-        let mm = ForecastOptions {
-            method: ForecastMethod::MomentMatching,
-            ..ForecastOptions::default()
-        };
-        g.bench_function(
-            format!("forecast 28 d, moment matching ({name} model)"),
-            |b| {
-                b.iter(|| {
-                    m.forecast(black_box(&start), &schedule, &mm)
-                        .expect("forecast")
-                })
-            },
-        );
-    }
+    forecasts(&mut g, "online", &model, &measured, &controls);
     g.finish();
+}
+
+/// 28-day forecasts from day 7 of `measured` at the default controls.
+pub(crate) fn forecasts(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    m: &HybridModel,
+    measured: &[perfusio_core::SpeciesArray<Option<f64>>],
+    controls: &[perfusio_core::ControlArray<f64>],
+) {
+    let schedule = vec![Control::defaults(); 28];
+    let est = m
+        .filter_sequence(0, &measured[..8], &controls[..8])
+        .expect("filter");
+    let start = est.last().expect("estimate").clone();
+    g.bench_function(format!("forecast 28 d, MC 256 paths ({name} model)"), |b| {
+        b.iter(|| {
+            m.forecast(black_box(&start), &schedule, &ForecastOptions::default())
+                .expect("forecast")
+        })
+    });
+    let mm = ForecastOptions {
+        method: ForecastMethod::MomentMatching,
+        ..ForecastOptions::default()
+    };
+    g.bench_function(format!("forecast 28 d, moment matching ({name} model)"), |b| {
+        b.iter(|| m.forecast(black_box(&start), &schedule, &mm).expect("forecast"))
+    });
 }
 
 criterion_group!(hybrid, benches);
