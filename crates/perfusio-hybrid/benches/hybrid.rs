@@ -99,9 +99,15 @@ pub(crate) fn forecasts(
         method: ForecastMethod::MomentMatching,
         ..ForecastOptions::default()
     };
-    g.bench_function(format!("forecast 28 d, moment matching ({name} model)"), |b| {
-        b.iter(|| m.forecast(black_box(&start), &schedule, &mm).expect("forecast"))
-    });
+    g.bench_function(
+        format!("forecast 28 d, moment matching ({name} model)"),
+        |b| {
+            b.iter(|| {
+                m.forecast(black_box(&start), &schedule, &mm)
+                    .expect("forecast")
+            })
+        },
+    );
 }
 
 criterion_group!(hybrid, benches);

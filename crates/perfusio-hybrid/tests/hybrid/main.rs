@@ -5,3 +5,4 @@ mod errors;
 mod filter;
 mod forecast;
 mod persistence;
+mod process;
