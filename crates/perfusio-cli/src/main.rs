@@ -11,7 +11,12 @@ mod audit_cmd;
 mod config_cmd;
 mod design_space_cmd;
 mod emulate_cmd;
+mod evaluate_cmd;
+mod forecast_cmd;
+mod plot;
+mod runs;
 mod simulate_cmd;
+mod train_cmd;
 
 /// Online digital twin of a perfusion bioreactor, driven as a self-driving experiment.
 #[derive(Debug, Parser)]
@@ -30,6 +35,12 @@ enum Command {
     Config(config_cmd::ConfigCommand),
     /// Simulate the virtual reactor (one operating point or a design) and write daily CSV.
     Simulate(simulate_cmd::Args),
+    /// Score the hybrid model's forecasts on held-out simulated runs (with an ablation).
+    Evaluate(evaluate_cmd::Args),
+    /// Train the hybrid model on a directory of runs and save it as one model file.
+    Train(train_cmd::Args),
+    /// Forecast a run from its history with a trained model (CSV and SVG fan charts).
+    Forecast(forecast_cmd::Args),
     /// Serve simulated ambr250 reactors over OPC UA until Ctrl-C.
     Emulate(emulate_cmd::Args),
     /// Verify tamper-evident audit logs.
@@ -55,6 +66,9 @@ fn main() -> ExitCode {
         Command::Config(cmd) => config_cmd::run(&cmd),
         Command::Simulate(args) => simulate_cmd::run(&args),
         Command::Emulate(args) => emulate_cmd::run(&args),
+        Command::Evaluate(args) => evaluate_cmd::run(&args),
+        Command::Train(args) => train_cmd::run(&args),
+        Command::Forecast(args) => forecast_cmd::run(&args),
         Command::Audit(cmd) => audit_cmd::run(&cmd),
     };
     match result {

@@ -11,7 +11,9 @@ use perfusio_connectors::files::{CsvWriteOptions, write_samples_csv};
 use perfusio_core::{
     Control, ControlArray, DEFAULT_AMBR250_DESIGN_SPACE, Sample, Setpoints, Species, SpeciesArray,
 };
-use perfusio_mechanistic::{CloneKind, NoiseModel, VirtualReactorConfig, doe, initial_state};
+use perfusio_mechanistic::{
+    CloneKind, NoiseModel, PlantSpec, VirtualReactorConfig, doe, initial_state,
+};
 
 /// Largest number of Latin-hypercube runs accepted.
 const MAX_LHS_RUNS: usize = 1000;
@@ -25,6 +27,10 @@ pub(crate) struct Args {
     /// Cell line: CloneX or CloneY (case-insensitive; x and y also work).
     #[arg(long, default_value = "CloneX")]
     clone: String,
+    /// Plant file (TOML: `clone = "CloneY"` plus kinetic-parameter overrides such as
+    /// `mu_max = 0.046`); replaces --clone.
+    #[arg(long, value_name = "FILE")]
+    params: Option<String>,
     /// Number of culture days to simulate (output has days 0..=DAYS).
     #[arg(long, default_value = "28")]
     days: String,
@@ -114,7 +120,13 @@ fn parse_setpoints(assignments: &[String]) -> anyhow::Result<(ControlArray<f64>,
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let clone: CloneKind = args.clone.parse()?;
+    let (clone, params) = match &args.params {
+        Some(file) => {
+            let spec = PlantSpec::from_arg(file).map_err(|e| anyhow::anyhow!("--params {e}"))?;
+            (spec.clone, Some(spec.params))
+        }
+        None => (args.clone.parse::<CloneKind>()?, None),
+    };
     let days: u32 = parse_number("--days", &args.days)?;
     if !(1..=perfusio_core::MAX_DURATION_DAYS).contains(&days) {
         bail!(
@@ -188,6 +200,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
     let config = VirtualReactorConfig {
         clone,
+        params,
         initial_state: y0,
         noise,
         seed,

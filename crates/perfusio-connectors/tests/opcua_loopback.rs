@@ -735,7 +735,7 @@ async fn implausible_reads_are_rejected_with_reasons_and_kept() {
     cfg.record = Some(record.clone());
     let conn = OpcUaConnector::new(cfg).unwrap();
     // day 201 of the test plant: Titer = 25 d + 1 = 5026 mg/L is above its 5000 bound,
-    // and so are others (glucose and glutamine below 0, lactate above 40)
+    // and so are others (glucose and glutamine below 0, lactate above its bound)
     emu.advance_days(201).unwrap();
     let raw = conn.read_raw(201).await.unwrap();
     let checked = raw.validate(&DEFAULT_AMBR250_DESIGN_SPACE);

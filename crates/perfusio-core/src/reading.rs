@@ -586,7 +586,7 @@ mod tests {
             .with(Species::Titer, RawValue::Number(6000.0), src())
             .with(Species::Glc, RawValue::Text("abc".into()), src())
             .with(Species::VCD, RawValue::Number(-0.1), src())
-            .with(Species::Lac, RawValue::Number(40.0), src()) // on the bound: accepted
+            .with(Species::Lac, RawValue::Number(100.0), src()) // on the bound: accepted
             .with(
                 Species::Gln,
                 RawValue::BadStatus("BadSensorFailure".into()),
@@ -611,7 +611,7 @@ mod tests {
                 ("agitation", "above_bound"),
             ]
         );
-        assert_eq!(v.sample.get(Species::Lac), Some(40.0));
+        assert_eq!(v.sample.get(Species::Lac), Some(100.0));
         assert_eq!(v.sample.control(Control::PerfusionRate), Some(1.5));
         assert_eq!(v.sample.control(Control::Agitation), None);
         assert_eq!(v.sample.n_present(), 1);

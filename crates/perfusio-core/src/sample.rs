@@ -145,7 +145,7 @@ mod tests {
             .with(Species::Via, 99.0)
             .with(Species::Glc, f64::INFINITY)
             .with(Species::Titer, 6000.0)
-            .with(Species::Lac, 40.0); // on the bound: accepted
+            .with(Species::Lac, 100.0); // on the bound: accepted
         s.derived = [Some(61.0), Some(13.0)];
         s.controls[Control::Temperature.index()] = Some(45.0); // above the 39 °C limit
         s.reactor_id = Some("R07".into());
@@ -167,7 +167,7 @@ mod tests {
             ]
         );
         assert_eq!(v.sample.get(Species::Via), Some(99.0));
-        assert_eq!(v.sample.get(Species::Lac), Some(40.0));
+        assert_eq!(v.sample.get(Species::Lac), Some(100.0));
         assert_eq!(v.sample.get(Species::VCD), None);
         assert_eq!(v.sample.derived, [None, None]);
         assert_eq!(v.sample.controls, [None; N_CONTROLS]);

@@ -136,7 +136,10 @@ const SPECIES_INFO: [SpeciesInfo; N_SPECIES] = [
         name: "Lac",
         unit: "mmol/L",
         description: "lactate",
-        bounds: Bounds::new(0.0, 40.0),
+        // 100, not 40: a cell line that never switches to lactate consumption (clone Y of
+        // docs/plant-model.md) settles at 50–55 mmol/L at ordinary operating points, so a
+        // 40 mmol/L bound would reject real readings and blind the twin to lactate.
+        bounds: Bounds::new(0.0, 100.0),
         aliases: &["lactate", "lac"],
     },
     SpeciesInfo {
@@ -542,7 +545,7 @@ mod tests {
 
     #[test]
     fn bounds_match_plant_model() {
-        let expected = [120.0, 100.0, 20.0, 10.0, 8.0, 40.0, 25.0, 10.0, 5000.0];
+        let expected = [120.0, 100.0, 20.0, 10.0, 8.0, 100.0, 25.0, 10.0, 5000.0];
         for (s, hi) in Species::ALL.iter().zip(expected) {
             assert_relative_eq!(s.bounds().upper, hi);
             assert_relative_eq!(s.bounds().lower, 0.0);

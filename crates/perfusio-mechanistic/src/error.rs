@@ -54,6 +54,14 @@ pub enum MechError {
         /// What is accepted.
         reason: String,
     },
+    /// A plant file (or plant argument) could not be used.
+    #[error("{origin}: {message}")]
+    PlantFile {
+        /// The file path or argument.
+        origin: String,
+        /// What is wrong, naming the field.
+        message: String,
+    },
     /// An error from `perfusio-core` (name lookup, design-space validation).
     #[error(transparent)]
     Core(#[from] CoreError),

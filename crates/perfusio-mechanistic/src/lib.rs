@@ -71,6 +71,7 @@ mod model;
 mod noise;
 pub mod ode;
 mod params;
+mod plant;
 mod reactor;
 
 pub use error::{MechError, Result};
@@ -80,4 +81,5 @@ pub use model::{
 };
 pub use noise::NoiseModel;
 pub use params::{CloneKind, KineticParams};
+pub use plant::PlantSpec;
 pub use reactor::{VirtualReactor, VirtualReactorConfig};

@@ -194,53 +194,134 @@ impl KineticParams {
     /// Checks that every parameter is finite and non-negative and that the Monod,
     /// saturation and agitation constants are positive.
     pub fn check(&self) -> Result<(), MechError> {
-        let all = [
-            ("mu_max", self.mu_max),
-            ("k_glc", self.k_glc),
-            ("k_gln", self.k_gln),
-            ("q_glc_max", self.q_glc_max),
-            ("m_glc", self.m_glc),
-            ("glc_uptake_offset", self.glc_uptake_offset),
-            ("y_lac_glc", self.y_lac_glc),
-            ("glc_switch", self.glc_switch),
-            ("lac_consump_rate", self.lac_consump_rate),
-            ("k_lac", self.k_lac),
-            ("q_gln_max", self.q_gln_max),
-            ("gln_uptake_offset", self.gln_uptake_offset),
-            ("glu_yield_gln", self.glu_yield_gln),
-            ("k_d", self.k_d),
-            ("k_t", self.k_t),
-            ("t_ref", self.t_ref),
-            ("via_loss_coeff", self.via_loss_coeff),
-            ("alpha_p", self.alpha_p),
-            ("beta_p", self.beta_p),
-            ("alpha_amm", self.alpha_amm),
-            ("k_pyr", self.k_pyr),
-            ("gln_feed", self.gln_feed),
-            ("mu_temp_coeff", self.mu_temp_coeff),
-            ("beta_temp_coeff", self.beta_temp_coeff),
-            ("o2_limit_rpm", self.o2_limit_rpm),
-            ("shear_limit_rpm", self.shear_limit_rpm),
-            ("shear_death_per_100rpm", self.shear_death_per_100rpm),
-        ];
-        for (name, v) in all {
+        for f in &PARAM_FIELDS {
+            let v = (f.get)(self);
             if !(v.is_finite() && v >= 0.0) {
-                return Err(MechError::arg(name, v, "must be finite and non-negative"));
+                return Err(MechError::arg(f.name, v, "must be finite and non-negative"));
             }
-        }
-        for (name, v) in [
-            ("mu_max", self.mu_max),
-            ("k_glc", self.k_glc),
-            ("k_gln", self.k_gln),
-            ("k_lac", self.k_lac),
-            ("o2_limit_rpm", self.o2_limit_rpm),
-        ] {
-            if v <= 0.0 {
-                return Err(MechError::arg(name, v, "must be positive"));
+            if f.positive && v <= 0.0 {
+                return Err(MechError::arg(f.name, v, "must be positive"));
             }
         }
         Ok(())
     }
+
+    /// Names of every numeric parameter, in declaration order (the names a plant file or a
+    /// calibration accepts).
+    pub fn field_names() -> impl Iterator<Item = &'static str> {
+        PARAM_FIELDS.iter().map(|f| f.name)
+    }
+
+    /// The value of the numeric parameter `name` (`None` for an unknown name).
+    ///
+    /// ```
+    /// # use perfusio_mechanistic::KineticParams;
+    /// let p = KineticParams::clone_x();
+    /// assert_eq!(p.get("mu_max"), Some(0.040));
+    /// assert_eq!(p.get("mumax"), None);
+    /// ```
+    pub fn get(&self, name: &str) -> Option<f64> {
+        field(name).map(|f| (f.get)(self))
+    }
+
+    /// Sets the numeric parameter `name`, checking it against its plausible range
+    /// ([`KineticParams::range`]). Unknown names and values outside the range are errors
+    /// that name the parameter.
+    pub fn set(&mut self, name: &str, value: f64) -> Result<(), MechError> {
+        let f = field(name).ok_or_else(|| MechError::InvalidArgument {
+            name: "parameter",
+            value: name.to_string(),
+            reason: format!(
+                "unknown kinetic parameter; valid names: {}",
+                Self::field_names().collect::<Vec<_>>().join(", ")
+            ),
+        })?;
+        let (lo, hi) = f.range;
+        let ok = value.is_finite() && value >= lo && value <= hi && !(f.positive && value <= 0.0);
+        if !ok {
+            return Err(MechError::arg(
+                f.name,
+                value,
+                format!(
+                    "outside the plausible range {}[{lo:e}, {hi:e}]",
+                    if f.positive { "(0 excluded) " } else { "" }
+                ),
+            ));
+        }
+        (f.set)(self, value);
+        Ok(())
+    }
+
+    /// Plausible range `(lo, hi)` of the numeric parameter `name`: what a plant file or a
+    /// calibration may set it to. Rate constants may range from 0 to 100× the clone-X
+    /// value; temperatures, agitation thresholds and feed concentrations have physical ranges.
+    pub fn range(name: &str) -> Option<(f64, f64)> {
+        field(name).map(|f| f.range)
+    }
+}
+
+/// One numeric kinetic parameter: name, accessors and plausible range.
+struct ParamField {
+    name: &'static str,
+    get: fn(&KineticParams) -> f64,
+    set: fn(&mut KineticParams, f64),
+    /// Must be strictly positive (Monod and saturation constants, `mu_max`, agitation).
+    positive: bool,
+    range: (f64, f64),
+}
+
+fn field(name: &str) -> Option<&'static ParamField> {
+    let key = name.trim();
+    PARAM_FIELDS
+        .iter()
+        .find(|f| f.name.eq_ignore_ascii_case(key))
+}
+
+/// Declares [`PARAM_FIELDS`]: `name positive? (lo, hi)` per numeric field.
+macro_rules! param_fields {
+    ($($name:ident $pos:literal ($lo:expr, $hi:expr)),* $(,)?) => {
+        /// Every numeric field of [`KineticParams`], with its plausible range.
+        const PARAM_FIELDS: [ParamField; 27] = [$(ParamField {
+            name: stringify!($name),
+            get: |p| p.$name,
+            set: |p, v| p.$name = v,
+            positive: $pos,
+            range: ($lo, $hi),
+        }),*];
+    };
+}
+
+// Ranges: rate constants and yields from 0 to 100× their clone-X value; physical quantities
+// within what a CHO perfusion culture can show.
+const X: KineticParams = KineticParams::clone_x();
+param_fields! {
+    mu_max true (0.0, 100.0 * X.mu_max),
+    k_glc true (0.0, 100.0 * X.k_glc),
+    k_gln true (0.0, 100.0 * X.k_gln),
+    q_glc_max false (0.0, 100.0 * X.q_glc_max),
+    m_glc false (0.0, 100.0 * X.m_glc),
+    glc_uptake_offset false (0.0, 10.0),
+    y_lac_glc false (0.0, 100.0 * X.y_lac_glc),
+    glc_switch false (0.0, 20.0),
+    lac_consump_rate false (0.0, 100.0 * X.lac_consump_rate),
+    k_lac true (0.0, 100.0 * X.k_lac),
+    q_gln_max false (0.0, 100.0 * X.q_gln_max),
+    gln_uptake_offset false (0.0, 10.0),
+    glu_yield_gln false (0.0, 10.0),
+    k_d false (0.0, 100.0 * X.k_d),
+    k_t false (0.0, 100.0 * X.k_t),
+    t_ref false (30.0, 40.0),
+    via_loss_coeff false (0.0, 100.0 * X.via_loss_coeff),
+    alpha_p false (0.0, 100.0 * X.alpha_p),
+    beta_p false (0.0, 100.0 * X.beta_p),
+    alpha_amm false (0.0, 10.0),
+    k_pyr false (0.0, 100.0 * X.k_pyr),
+    gln_feed false (0.0, 20.0),
+    mu_temp_coeff false (0.0, 1.0),
+    beta_temp_coeff false (0.0, 1.0),
+    o2_limit_rpm true (0.0, 3000.0),
+    shear_limit_rpm false (0.0, 3000.0),
+    shear_death_per_100rpm false (0.0, 100.0 * X.shear_death_per_100rpm),
 }
 
 impl Default for KineticParams {

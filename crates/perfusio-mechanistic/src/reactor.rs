@@ -27,6 +27,9 @@ pub struct VirtualReactorConfig {
     pub design_space: DesignSpace,
     /// Reactor identifier reported in samples.
     pub reactor_id: String,
+    /// True kinetics when they differ from the preset of `clone` (a plant file's
+    /// parameters); `None` runs the preset.
+    pub params: Option<KineticParams>,
 }
 
 impl Default for VirtualReactorConfig {
@@ -41,6 +44,7 @@ impl Default for VirtualReactorConfig {
             seed: 42,
             design_space: DEFAULT_AMBR250_DESIGN_SPACE,
             reactor_id: "R01".to_string(),
+            params: None,
         }
     }
 }
@@ -99,7 +103,14 @@ impl VirtualReactor {
             .design_space
             .validate(&config.setpoints)
             .map_err(MechError::from_core_validation)?;
-        let model = PlantModel::new(KineticParams::for_clone(config.clone));
+        let params = match config.params {
+            Some(p) => {
+                p.check()?;
+                p
+            }
+            None => KineticParams::for_clone(config.clone),
+        };
+        let model = PlantModel::new(params);
         Ok(Self {
             setpoints: config.setpoints,
             history: vec![config.initial_state],
@@ -124,10 +135,10 @@ impl VirtualReactor {
     /// assert!(b.clean_state()[0] > a.clean_state()[0]);
     /// ```
     pub fn with_params(config: VirtualReactorConfig, params: KineticParams) -> Result<Self> {
-        params.check()?;
-        let mut r = Self::new(config)?;
-        r.model = PlantModel::new(params);
-        Ok(r)
+        Self::new(VirtualReactorConfig {
+            params: Some(params),
+            ..config
+        })
     }
 
     /// `n` reactors from one configuration with distinct seeds (`base.seed + i`) and ids

@@ -1,0 +1,195 @@
+//! `perfusio evaluate`: the model-accuracy pipeline (train on a design, forecast held-out
+//! runs, score each horizon) and the four-model ablation table.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use perfusio_core::Species;
+use perfusio_hybrid::ForecastMethod;
+use perfusio_hybrid::evaluate::{EvalConfig, EvalReport, MODEL_NAMES, TrainDesign, evaluate};
+use perfusio_mechanistic::PlantSpec;
+
+/// Arguments of `perfusio evaluate`. Values are parsed here so that every invalid value
+/// gives one `error:` line.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The plant that generates training and test data: CloneX, CloneY or a plant file
+    /// (TOML: `clone = "CloneY"` plus kinetic-parameter overrides).
+    #[arg(long, default_value = "CloneX")]
+    truth: String,
+    /// The mechanism inside the hybrid model (same forms as --truth).
+    #[arg(long, default_value = "CloneX")]
+    prior: String,
+    /// Training design: box-behnken (the 27-run design) or lhs:N.
+    #[arg(long, default_value = "box-behnken")]
+    train: String,
+    /// Held-out runs (random piecewise-constant controls that change every 7 days).
+    #[arg(long, default_value = "10")]
+    test: String,
+    /// Culture length, days.
+    #[arg(long, default_value = "28")]
+    days: String,
+    /// Forecast horizons scored, days (comma-separated).
+    #[arg(long, default_value = "1,3,7")]
+    horizons: String,
+    /// Master seed.
+    #[arg(long, default_value = "1")]
+    seed: String,
+    /// Measurement noise of the simulated runs: on or off.
+    #[arg(long, default_value = "on")]
+    noise: String,
+    /// Forecast method: mc (Monte Carlo, 256 paths) or mm (moment matching).
+    #[arg(long, default_value = "mc")]
+    forecast: String,
+    /// Write the scores as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn parse<T: std::str::FromStr>(option: &str, value: &str) -> anyhow::Result<T> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{option} {value}: not a valid number"))
+}
+
+pub(crate) fn config(args: &Args) -> anyhow::Result<EvalConfig> {
+    let truth = PlantSpec::from_arg(&args.truth).map_err(|e| anyhow::anyhow!("--truth {e}"))?;
+    let prior = PlantSpec::from_arg(&args.prior).map_err(|e| anyhow::anyhow!("--prior {e}"))?;
+    let train: TrainDesign = args.train.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let horizons = args
+        .horizons
+        .split(',')
+        .map(|h| parse::<u32>("--horizons", h))
+        .collect::<anyhow::Result<Vec<u32>>>()?;
+    let noise = match args.noise.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" => true,
+        "off" | "false" | "no" => false,
+        other => bail!("--noise {other}: use on or off"),
+    };
+    let method: ForecastMethod = args
+        .forecast
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--forecast {}: use mc or mm", args.forecast))?;
+    let cfg = EvalConfig {
+        truth,
+        prior,
+        train,
+        test_runs: parse("--test", &args.test)?,
+        days: parse("--days", &args.days)?,
+        horizons,
+        seed: parse("--seed", &args.seed)?,
+        noise,
+        method,
+        ..EvalConfig::default()
+    };
+    cfg.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(cfg)
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let cfg = config(args)?;
+    let report = evaluate(&cfg, &mut |line| eprintln!("{line}"))?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(table(&cfg, &report).as_bytes())?;
+    out.flush()?;
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report.to_json())? + "\n";
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fmt(v: f64, digits: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.digits$}")
+    } else {
+        "-".to_string()
+    }
+}
+
+/// The ablation table: per horizon, each model's mean rRMSE, coverage, sharpness and CRPS;
+/// then the hybrid's rRMSE per species.
+fn table(cfg: &EvalConfig, r: &EvalReport) -> String {
+    let mut s = format!(
+        "truth {}, prior {}, training {:?}, {} held-out runs of {} days, noise {}, forecast {}\n\
+         rRMSE against the noise-free truth; coverage, sharpness and CRPS against the noisy samples\n\
+         hybrid fit: {} rows, {} iterations, converged {}, {:.2} s; forecasts {:.0} ms per held-out run\n",
+        cfg.truth,
+        cfg.prior,
+        cfg.train,
+        cfg.test_runs,
+        cfg.days,
+        if cfg.noise { "on" } else { "off" },
+        cfg.method.name(),
+        r.fit.rows,
+        r.fit.iterations,
+        r.fit.converged,
+        r.train_seconds,
+        r.forecast_ms_per_run,
+    );
+    for h in &r.horizons {
+        s += &format!(
+            "\nhorizon {h} d     {:>8} {:>7} {:>7} {:>8} {:>7}\n",
+            "rRMSE %", "cov90", "cov80", "sharp90", "CRPS %"
+        );
+        for name in MODEL_NAMES {
+            if let Some(sc) = r.models.get(name).and_then(|m| m.get(h)) {
+                s += &format!(
+                    "{name:<13} {:>8} {:>7} {:>7} {:>8} {:>7}\n",
+                    fmt(sc.rrmse_mean, 2),
+                    fmt(sc.coverage90, 3),
+                    fmt(sc.coverage80, 3),
+                    fmt(sc.sharpness90, 2),
+                    fmt(sc.crps, 2),
+                );
+            }
+        }
+    }
+    s += "\nrRMSE % per species (hybrid | mechanistic)\n";
+    s += &format!("{:<7}", "horizon");
+    for sp in Species::ALL {
+        s += &format!(" {:>13}", sp.name());
+    }
+    s.push('\n');
+    for h in &r.horizons {
+        s += &format!("{h:<7}");
+        for sp in Species::ALL {
+            let get = |m: &str| {
+                r.models
+                    .get(m)
+                    .and_then(|x| x.get(h))
+                    .and_then(|x| x.rrmse[sp.index()])
+                    .map_or("-".to_string(), |v| format!("{v:.1}"))
+            };
+            s += &format!(
+                " {:>13}",
+                format!("{} | {}", get("hybrid"), get("mechanistic"))
+            );
+        }
+        s.push('\n');
+    }
+    s += "\nhybrid per species: 90 % coverage / sharpness90 / CRPS %\n";
+    for h in &r.horizons {
+        if let Some(sc) = r.models.get("hybrid").and_then(|m| m.get(h)) {
+            s += &format!("{h:<7}");
+            for sp in Species::ALL {
+                let k = sp.index();
+                let f = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |x| fmt(x, d));
+                s += &format!(
+                    " {:>13}",
+                    format!(
+                        "{}/{}/{}",
+                        f(sc.coverage90_by_species[k], 2),
+                        f(sc.sharpness90_by_species[k], 1),
+                        f(sc.crps_by_species[k], 1)
+                    )
+                );
+            }
+            s.push('\n');
+        }
+    }
+    s
+}

@@ -1,0 +1,103 @@
+//! `perfusio train`: train the hybrid model offline on a directory of runs and save it as
+//! one model file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use perfusio_hybrid::{HybridConfig, HybridModel};
+use perfusio_mechanistic::PlantSpec;
+
+use crate::runs::read_run_dir;
+
+/// Arguments of `perfusio train`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Directory of runs in the layout `perfusio simulate --design … --out DIR` writes (one
+    /// CSV per run plus `design.csv`; control columns in a run's CSV take precedence).
+    #[arg(long)]
+    runs: PathBuf,
+    /// The mechanism inside the hybrid model: CloneX, CloneY or a plant file (TOML).
+    #[arg(long, default_value = "CloneX")]
+    prior: String,
+    /// Cell-line label recorded with every run.
+    #[arg(long)]
+    line: Option<String>,
+    /// Where to write the trained model (JSON).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let prior = PlantSpec::from_arg(&args.prior).map_err(|e| anyhow::anyhow!("--prior {e}"))?;
+    if let Some(l) = &args.line
+        && l.trim().is_empty()
+    {
+        bail!("--line: the cell-line label must not be empty");
+    }
+    let t0 = Instant::now();
+    let runs = read_run_dir(&args.runs).map_err(|e| anyhow::anyhow!("--runs {e:#}"))?;
+    let max_day = runs
+        .iter()
+        .filter_map(|r| r.days.last().map(|d| d.0))
+        .max()
+        .unwrap_or(0);
+    let rejected: usize = runs.iter().map(|r| r.rejected).sum();
+    eprintln!(
+        "read {} runs ({} days, {rejected} values rejected at validation) from {} in {:.1} s",
+        runs.len(),
+        runs.iter().map(|r| r.days.len()).sum::<usize>(),
+        args.runs.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    let config = HybridConfig {
+        max_day: max_day.max(1),
+        ..HybridConfig::with_prior(prior.params, prior.source.clone())
+    };
+    let mut model = HybridModel::new(config)?;
+    let mut missing_controls = 0usize;
+    for r in &runs {
+        for (day, measured, applied) in &r.days {
+            model.record_day(&r.id, args.line.as_deref(), *day, *measured)?;
+            match applied {
+                Some(u) => {
+                    model.record_applied(&r.id, *day, *u)?;
+                }
+                None => missing_controls += 1,
+            }
+        }
+    }
+    if missing_controls > 0 {
+        eprintln!(
+            "warning: {missing_controls} days have no applied controls (no control columns and \
+             no design.csv row); their transitions are not used"
+        );
+    }
+    eprintln!("estimating every day's state with the mechanism-only filter …");
+    model.estimate_states()?;
+    eprintln!("fitting the multi-task GP …");
+    let rep = model.retrain(false).context("training the hybrid model")?;
+    eprintln!(
+        "trained on {} rows: NLML {:.2}, {} iterations, {} ({}), {:.1} s",
+        rep.rows,
+        rep.nlml,
+        rep.iterations,
+        if rep.converged {
+            "converged"
+        } else {
+            "NOT converged"
+        },
+        rep.termination,
+        rep.wall_time.as_secs_f64()
+    );
+    model
+        .save(&args.out)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    eprintln!(
+        "model written to {} ({})",
+        args.out.display(),
+        model.fingerprint()
+    );
+    Ok(ExitCode::SUCCESS)
+}

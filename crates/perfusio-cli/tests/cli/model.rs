@@ -1,0 +1,236 @@
+//! End-to-end tests of `perfusio train`, `perfusio forecast` and `perfusio simulate --params`.
+
+use std::path::Path;
+
+use crate::perfusio;
+
+/// `(day, column values)` of a CSV written by `perfusio simulate` (header skipped).
+fn rows(csv: &str) -> Vec<Vec<f64>> {
+    csv.lines()
+        .skip(1)
+        .map(|l| {
+            l.split(',')
+                .map(|f| f.parse().unwrap_or(f64::NAN))
+                .collect()
+        })
+        .collect()
+}
+
+fn simulate(extra: &[&str]) -> String {
+    let mut args = vec!["simulate", "--noise", "off", "--out", "-"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = perfusio(&args);
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
+#[test]
+fn simulate_params_file_sets_the_plant_and_rejects_bad_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let same = dir.path().join("same.toml");
+    std::fs::write(&same, "clone = \"CloneX\"\n").unwrap();
+    let slow = dir.path().join("slow.toml");
+    std::fs::write(&slow, "clone = \"CloneX\"\nmu_max = 0.02\n").unwrap();
+    let base = simulate(&["--clone", "CloneX", "--days", "7"]);
+    // a plant file with no overrides is the preset, byte for byte
+    assert_eq!(
+        simulate(&["--params", same.to_str().unwrap(), "--days", "7"]),
+        base
+    );
+    // a lower maximum growth rate gives fewer cells on day 7
+    let vcd7 = |csv: &str| rows(csv)[7][1];
+    let slow_out = simulate(&["--params", slow.to_str().unwrap(), "--days", "7"]);
+    assert!(
+        vcd7(&slow_out) < 0.9 * vcd7(&base),
+        "VCD day 7: {} vs {}",
+        vcd7(&slow_out),
+        vcd7(&base)
+    );
+    for (text, name) in [
+        ("clone = \"CloneX\"\nmu_maxx = 0.03\n", "mu_maxx"),
+        ("clone = \"CloneX\"\nmu_max = -1.0\n", "mu_max"),
+    ] {
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, text).unwrap();
+        let (code, _, err) = perfusio(&["simulate", "--params", bad.to_str().unwrap()]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.starts_with("error: --params") && err.contains(name),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+/// Keeps the header and days `0..=last` of a culture CSV.
+fn truncate_days(csv: &str, last: usize) -> String {
+    csv.lines()
+        .take(last + 2)
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn train_on_a_design_then_forecast_a_held_out_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let model = dir.path().join("model.json");
+    let (code, _, err) = perfusio(&[
+        "simulate",
+        "--design",
+        "lhs",
+        "--runs",
+        "5",
+        "--days",
+        "12",
+        "--noise",
+        "off",
+        "--seed",
+        "3",
+        "--out",
+        runs.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = perfusio(&[
+        "train",
+        "--runs",
+        runs.to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("read 5 runs (65 days"), "{err}");
+    assert!(err.contains(" converged"), "fit must converge: {err}");
+    assert!(model.exists());
+
+    // held-out run at controls inside the design space: history days 0..=5, truth 6..=8
+    let controls = ["perfusion_rate=1.4", "bleed_rate=0.15"];
+    let mut sim = vec!["--clone", "CloneX", "--days", "8"];
+    for c in controls {
+        sim.extend(["--set", c]);
+    }
+    let full = simulate(&sim);
+    let truth = rows(&full);
+    let history = dir.path().join("history.csv");
+    std::fs::write(&history, truncate_days(&full, 5)).unwrap();
+    let out = dir.path().join("fc");
+    let mut args = vec![
+        "forecast",
+        "--model",
+        model.to_str().unwrap(),
+        "--history",
+        history.to_str().unwrap(),
+        "--days",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    for c in controls {
+        args.extend(["--controls", c]);
+    }
+    let (code, _, err) = perfusio(&args);
+    assert_eq!(code, 0, "{err}");
+    let csv = std::fs::read_to_string(out.join("forecast.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("day,species,mean,q05,q10,q50,q90,q95"));
+    let body: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(body.len(), 3 * 9);
+    let species = [
+        "VCD", "Via", "Glc", "Gln", "Glu", "Lac", "Amm", "Pyr", "Titer",
+    ];
+    for r in &body {
+        let v: Vec<f64> = r[2..].iter().map(|x| x.parse().unwrap()).collect();
+        assert!(
+            v[1] <= v[2] && v[2] <= v[3] && v[3] <= v[4] && v[4] <= v[5],
+            "{r:?}"
+        );
+        let day: usize = r[0].parse().unwrap();
+        assert!((6..=8).contains(&day));
+        let k = species.iter().position(|s| *s == r[1]).unwrap();
+        // VCD and titer within 10 % of the clean truth (column k + 1 of the simulate CSV)
+        if matches!(r[1], "VCD" | "Titer") {
+            let t = truth[day][k + 1];
+            assert!(
+                (v[0] - t).abs() / t < 0.10,
+                "{} day {day}: {} vs {t}",
+                r[1],
+                v[0]
+            );
+        }
+    }
+    for s in species {
+        let svg = std::fs::read_to_string(out.join(format!("{s}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<polygon"), "{s}");
+        // the six history days are drawn as points (plus the legend's one)
+        assert_eq!(svg.matches("<circle").count(), 6 + 1, "{s}");
+    }
+}
+
+#[test]
+fn train_and_forecast_reject_bad_input_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    std::fs::create_dir_all(p("empty")).unwrap();
+    let missing = p("nope.json");
+    let hist = p("h.csv");
+    std::fs::write(&hist, "day,VCD\n0,1.0\n").unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "train".into(),
+                "--runs".into(),
+                p("empty"),
+                "--out".into(),
+                p("m.json"),
+            ],
+            "no run CSV files",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--runs".into(),
+                p("absent"),
+                "--out".into(),
+                p("m.json"),
+            ],
+            "--runs",
+        ),
+        (
+            vec![
+                "forecast".into(),
+                "--model".into(),
+                missing.clone(),
+                "--history".into(),
+                hist.clone(),
+                "--out".into(),
+                p("o"),
+            ],
+            "--model",
+        ),
+        (
+            vec![
+                "forecast".into(),
+                "--model".into(),
+                missing,
+                "--history".into(),
+                hist,
+                "--days".into(),
+                "0".into(),
+                "--out".into(),
+                p("o"),
+            ],
+            "--days 0",
+        ),
+    ];
+    for (args, needle) in cases {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, err) = perfusio(&a);
+        assert_eq!(code, 1, "{a:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(needle),
+            "{a:?}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{a:?}: {err}");
+    }
+    assert!(!Path::new(&p("m.json")).exists());
+}

@@ -1,0 +1,180 @@
+//! [`HybridConfig`]: everything that defines a hybrid model before it sees data.
+
+use perfusio_core::{DEFAULT_AMBR250_DESIGN_SPACE, DesignSpace, N_SPECIES, SpeciesArray};
+use perfusio_mechanistic::{KineticParams, NoiseModel};
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::InputSource;
+use crate::error::{HybridError, Result};
+use crate::mean::PriorIntegrator;
+use crate::transform::LogTransform;
+
+/// The prior mean of the model's one-day step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MeanKind {
+    /// The mechanistic one-day step (the hybrid model).
+    #[default]
+    Mechanistic,
+    /// A constant per species (the GP alone, an ablation); before any fit: persistence.
+    Constant,
+    /// Tomorrow equals today (an ablation; also the GP's prior mean if trained).
+    Persistence,
+}
+
+/// How the GP is fitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpSettings {
+    /// Rank of the task covariance's low-rank part (`B = W Wᵀ + diag(κ)`).
+    pub rank: usize,
+    /// Optimiser starts of a fit from scratch.
+    pub n_starts: usize,
+    /// Iteration cap per start (a fit that hits it is reported as not converged).
+    pub max_iters: u64,
+    /// Iteration cap of a warm-started refit.
+    pub warm_iters: u64,
+    /// Seed of the multistart draws.
+    pub seed: u64,
+    /// Whether the culture day is a kernel input. Off by default: the plant is autonomous
+    /// (its rates depend on state and controls, not on the calendar), and a day column makes
+    /// every forecast an extrapolation beyond the training days.
+    pub use_day: bool,
+    /// Give the GP the mechanism's one-day prediction as nine extra inputs (the hybrid model
+    /// only; on by default). The mechanism's error often depends more simply on its own
+    /// prediction than on the state it started from (a lactate switch that the mechanism
+    /// takes and the cell line does not is a jump in the state but a smooth function of the
+    /// predicted lactate), and the GP's prior mean is then exactly those inputs.
+    #[serde(default = "yes")]
+    pub mechanism_inputs: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for GpSettings {
+    fn default() -> Self {
+        Self {
+            rank: 2,
+            n_starts: 1,
+            max_iters: 500,
+            warm_iters: 200,
+            seed: 42,
+            use_day: false,
+            mechanism_inputs: true,
+        }
+    }
+}
+
+/// Configuration of a [`crate::HybridModel`].
+///
+/// ```
+/// use perfusio_hybrid::HybridConfig;
+/// let cfg = HybridConfig::default();
+/// cfg.check().unwrap();
+/// assert_eq!(cfg.prior_label, "CloneX");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HybridConfig {
+    /// Kinetic parameters of the mechanism inside the model (the prior).
+    pub prior: KineticParams,
+    /// Which prior mean the one-day step uses (default: the mechanism).
+    #[serde(default)]
+    pub mean: MeanKind,
+    /// Name of the prior for reports (`"CloneX"`, a plant file path…).
+    pub prior_label: String,
+    /// Species coordinates.
+    pub transform: LogTransform,
+    /// Coefficient of variation of each species' assay: the observation model of the state
+    /// filter and of the measured-value bands. Default: the ambr250 noise of
+    /// `docs/plant-model.md` (5 % VCD, 2 % Via, 7 % metabolites, 8 % titer).
+    pub observation_cv: SpeciesArray<f64>,
+    /// Control bounds (input scaling of the GP and Jacobian steps).
+    pub design_space: DesignSpace,
+    /// Culture length the day input is scaled to, days.
+    pub max_day: u32,
+    /// Where training inputs come from.
+    pub input_source: InputSource,
+    /// Prior-mean integrator.
+    pub integrator: PriorIntegrator,
+    /// GP fitting.
+    pub gp: GpSettings,
+    /// One-day transition sd in `z` of the mechanism alone, per species: the model
+    /// uncertainty before the GP has data, and the filter's process noise until then.
+    pub mechanism_sd: SpeciesArray<f64>,
+    /// Fewest one-day transitions the GP is fitted on.
+    pub min_transitions: usize,
+}
+
+impl Default for HybridConfig {
+    fn default() -> Self {
+        Self {
+            prior: KineticParams::clone_x(),
+            mean: MeanKind::Mechanistic,
+            prior_label: "CloneX".to_string(),
+            transform: LogTransform::default(),
+            observation_cv: NoiseModel::default().cv,
+            design_space: DEFAULT_AMBR250_DESIGN_SPACE,
+            max_day: 28,
+            input_source: InputSource::default(),
+            integrator: PriorIntegrator::default(),
+            gp: GpSettings::default(),
+            mechanism_sd: [0.05; N_SPECIES],
+            min_transitions: 3,
+        }
+    }
+}
+
+impl HybridConfig {
+    /// A default configuration with another mechanism as prior.
+    pub fn with_prior(prior: KineticParams, label: impl Into<String>) -> Self {
+        Self {
+            prior,
+            prior_label: label.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Checks every field; the error names it.
+    pub fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(HybridError::Config(m));
+        self.prior.check()?;
+        self.transform.check()?;
+        self.design_space
+            .check()
+            .map_err(|e| HybridError::Config(e.to_string()))?;
+        if let Some(cv) = self
+            .observation_cv
+            .iter()
+            .find(|c| !(c.is_finite() && **c >= 0.0))
+        {
+            return bad(format!("observation_cv {cv}: must be finite and >= 0"));
+        }
+        if let Some(v) = self
+            .mechanism_sd
+            .iter()
+            .find(|c| !(c.is_finite() && **c > 0.0))
+        {
+            return bad(format!("mechanism_sd {v}: must be finite and > 0"));
+        }
+        if self.max_day == 0 {
+            return bad("max_day = 0: the day input needs a positive culture length".into());
+        }
+        if self.gp.rank > N_SPECIES {
+            return bad(format!("gp.rank = {}: at most {N_SPECIES}", self.gp.rank));
+        }
+        if self.gp.n_starts == 0 {
+            return bad("gp.n_starts = 0: need at least one start".into());
+        }
+        if self.min_transitions < 2 {
+            return bad("min_transitions must be at least 2".into());
+        }
+        if !(self.integrator.rtol > 0.0
+            && self.integrator.atol > 0.0
+            && self.integrator.h_max > 0.0)
+        {
+            return bad("integrator tolerances and h_max must be positive".into());
+        }
+        Ok(())
+    }
+}

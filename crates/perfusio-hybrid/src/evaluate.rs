@@ -1,0 +1,425 @@
+//! The model-accuracy pipeline behind `perfusio evaluate`: train on a design of simulated
+//! runs, forecast held-out runs (other seeds, piecewise-constant random controls) from
+//! several start days, score each horizon, and compare four models that all start from the
+//! same filtered state estimate:
+//!
+//! | model | one-day step |
+//! |---|---|
+//! | `mechanistic` | the prior mechanism alone |
+//! | `gp` | the same GP with a constant mean per task |
+//! | `persistence` | tomorrow equals today |
+//! | `hybrid` | mechanism + GP |
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use perfusio_core::{Control, ControlArray, DesignSpace, SpeciesArray, Trajectory};
+use perfusio_mechanistic::doe::{self, TRAINING_FACTORS};
+use perfusio_mechanistic::{NoiseModel, PlantSpec, VirtualReactor, VirtualReactorConfig};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Map, Value, json};
+
+use crate::config::{HybridConfig, MeanKind};
+use crate::error::{HybridError, Result};
+use crate::forecast::{Forecast, ForecastMethod, ForecastOptions};
+use crate::metrics::{HorizonScore, ScoreAccumulator, ScoredPoint};
+use crate::model::{HybridFitReport, HybridModel};
+
+/// Training design of an evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainDesign {
+    /// The 27-run Box–Behnken training design.
+    BoxBehnken,
+    /// A maximin Latin hypercube of `n` runs over the four training factors.
+    Lhs(usize),
+}
+
+impl std::str::FromStr for TrainDesign {
+    type Err = HybridError;
+    fn from_str(s: &str) -> Result<Self> {
+        let t = s.trim().to_ascii_lowercase();
+        if t == "box-behnken" || t == "bbd" || t == "box_behnken" {
+            return Ok(Self::BoxBehnken);
+        }
+        if let Some(n) = t.strip_prefix("lhs:") {
+            let n: usize = n.parse().map_err(|_| {
+                HybridError::Config(format!(
+                    "--train {s}: the run count after lhs: must be a whole number"
+                ))
+            })?;
+            if !(2..=500).contains(&n) {
+                return Err(HybridError::Config(format!(
+                    "--train {s}: an LHS design needs 2 to 500 runs"
+                )));
+            }
+            return Ok(Self::Lhs(n));
+        }
+        Err(HybridError::Config(format!(
+            "--train {s}: use box-behnken or lhs:N"
+        )))
+    }
+}
+
+/// Everything an evaluation depends on.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    /// The plant that generates training and test data.
+    pub truth: PlantSpec,
+    /// The mechanism inside the hybrid model.
+    pub prior: PlantSpec,
+    /// Training design.
+    pub train: TrainDesign,
+    /// Held-out runs.
+    pub test_runs: usize,
+    /// Culture length, days.
+    pub days: u32,
+    /// Forecast horizons scored, days.
+    pub horizons: Vec<u32>,
+    /// Master seed (training runs use `seed + i`, test runs `seed + 10 000 + i`).
+    pub seed: u64,
+    /// Measurement noise on (the ambr250 noise model) or off.
+    pub noise: bool,
+    /// Forecast method.
+    pub method: ForecastMethod,
+    /// Monte-Carlo paths.
+    pub paths: usize,
+    /// Days between control changes of the held-out runs.
+    pub change_every: u32,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            truth: PlantSpec::preset(perfusio_mechanistic::CloneKind::CloneX),
+            prior: PlantSpec::preset(perfusio_mechanistic::CloneKind::CloneX),
+            train: TrainDesign::BoxBehnken,
+            test_runs: 10,
+            days: 28,
+            horizons: vec![1, 3, 7],
+            seed: 1,
+            noise: true,
+            method: ForecastMethod::MonteCarlo,
+            paths: 256,
+            change_every: 7,
+        }
+    }
+}
+
+impl EvalConfig {
+    /// Checks the values; the error names the option.
+    pub fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(HybridError::Config(m));
+        if self.horizons.is_empty() || self.horizons.contains(&0) {
+            return bad("--horizons: give positive day counts, e.g. 1,3,7".into());
+        }
+        let hmax = self.horizons.iter().copied().max().unwrap_or(1);
+        if self.days < hmax + 3 || self.days > 120 {
+            return bad(format!(
+                "--days {}: need at least the longest horizon + 3 ({}) and at most 120",
+                self.days,
+                hmax + 3
+            ));
+        }
+        if self.test_runs == 0 || self.test_runs > 200 {
+            return bad(format!(
+                "--test {}: use 1 to 200 held-out runs",
+                self.test_runs
+            ));
+        }
+        if self.paths < 2 {
+            return bad("forecast paths must be at least 2".into());
+        }
+        if self.change_every == 0 {
+            return bad("controls of held-out runs must change every 1 or more days".into());
+        }
+        Ok(())
+    }
+
+    /// Start days of the scored forecasts: every 3 days from day 3 while the longest
+    /// horizon still ends inside the culture.
+    pub fn start_days(&self) -> Vec<u32> {
+        let hmax = self.horizons.iter().copied().max().unwrap_or(1);
+        (3..=self.days.saturating_sub(hmax)).step_by(3).collect()
+    }
+}
+
+/// A held-out run: its noisy samples, the noise-free states and the applied controls.
+#[derive(Debug, Clone)]
+pub struct HeldOutRun {
+    /// Accepted measurements of days `0..=days`.
+    pub measured: Vec<SpeciesArray<Option<f64>>>,
+    /// Noise-free states of days `0..=days`.
+    pub truth: Vec<SpeciesArray<f64>>,
+    /// Controls applied over each day.
+    pub controls: Vec<ControlArray<f64>>,
+}
+
+fn reactor_config(cfg: &EvalConfig, seed: u64) -> VirtualReactorConfig {
+    VirtualReactorConfig {
+        clone: cfg.truth.clone,
+        params: Some(cfg.truth.params),
+        noise: if cfg.noise {
+            NoiseModel::default()
+        } else {
+            NoiseModel::none()
+        },
+        seed,
+        ..VirtualReactorConfig::default()
+    }
+}
+
+/// Random controls inside the design space, bleed drawn as a fraction of perfusion.
+pub fn random_controls(ds: &DesignSpace, rng: &mut ChaCha8Rng) -> ControlArray<f64> {
+    let mut u = [0.0; 6];
+    for c in Control::ALL {
+        let spec = ds.control(c);
+        u[c.index()] = spec.lower + rng.random::<f64>() * (spec.upper - spec.lower);
+    }
+    let perf = u[Control::PerfusionRate.index()];
+    let b = ds.control(Control::BleedRate);
+    let hi = b.upper.min(perf);
+    u[Control::BleedRate.index()] = b.lower.min(hi) + rng.random::<f64>() * (hi - b.lower.min(hi));
+    u
+}
+
+/// Simulates the held-out runs of an evaluation.
+pub fn held_out_runs(cfg: &EvalConfig) -> Result<Vec<HeldOutRun>> {
+    let ds = perfusio_core::DEFAULT_AMBR250_DESIGN_SPACE;
+    (0..cfg.test_runs)
+        .map(|i| {
+            let seed = cfg.seed.wrapping_add(10_000 + i as u64);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c0de);
+            let mut r = VirtualReactor::new(reactor_config(cfg, seed))?;
+            let mut controls = Vec::with_capacity(cfg.days as usize);
+            let mut u = random_controls(&ds, &mut rng);
+            for day in 0..cfg.days {
+                if day % cfg.change_every == 0 {
+                    u = random_controls(&ds, &mut rng);
+                }
+                r.set_setpoints(&u)?;
+                r.advance_day()?;
+                controls.push(u);
+            }
+            let mut measured = Vec::new();
+            let mut truth = Vec::new();
+            for day in 0..=cfg.days {
+                let s = r.sample(day)?;
+                measured.push(s.validate(&ds).sample.species);
+                truth.push(r.clean_state_on(day)?);
+            }
+            Ok(HeldOutRun {
+                measured,
+                truth,
+                controls,
+            })
+        })
+        .collect()
+}
+
+/// Simulates the training runs of an evaluation (noisy trajectories with their controls).
+pub fn training_runs(cfg: &EvalConfig) -> Result<Vec<Trajectory>> {
+    let runs = match &cfg.train {
+        TrainDesign::BoxBehnken => doe::training_design(),
+        TrainDesign::Lhs(n) => {
+            let d = doe::latin_hypercube(*n, TRAINING_FACTORS.len(), cfg.seed, 200)?;
+            doe::design_to_controls(&d, &TRAINING_FACTORS, &Control::defaults())?
+        }
+    };
+    Ok(doe::simulate_design(
+        &runs,
+        &reactor_config(cfg, cfg.seed),
+        cfg.days,
+    )?)
+}
+
+/// Scores of every model at every horizon, and timings.
+#[derive(Debug, Clone)]
+pub struct EvalReport {
+    /// Horizons scored.
+    pub horizons: Vec<u32>,
+    /// `models[name][horizon]`.
+    pub models: BTreeMap<String, BTreeMap<u32, HorizonScore>>,
+    /// Wall time of training the hybrid model (and the GP ablation), seconds.
+    pub train_seconds: f64,
+    /// Mean wall time of the hybrid model's forecasts of one held-out run (all start days),
+    /// milliseconds.
+    pub forecast_ms_per_run: f64,
+    /// Fit report of the hybrid model.
+    pub fit: HybridFitReport,
+    /// Whether rRMSE was scored against the noise-free truth (always, for simulated runs).
+    pub against_truth: bool,
+}
+
+impl EvalReport {
+    /// The JSON document of `perfusio evaluate --json`:
+    /// `{"horizons":[…],"models":{"hybrid":{"1":{"rrmse":{"VCD":…,…,"mean":…},
+    /// "coverage90":…,"coverage80":…,"sharpness90":…,"crps":…},…},…},
+    /// "train_seconds":…,"forecast_ms_per_run":…}`. rRMSE in %, coverages as fractions.
+    pub fn to_json(&self) -> Value {
+        let mut models = Map::new();
+        for (name, by_h) in &self.models {
+            let mut hs = Map::new();
+            for (h, s) in by_h {
+                let mut rr = Map::new();
+                for sp in perfusio_core::Species::ALL {
+                    rr.insert(sp.name().to_string(), num(s.rrmse[sp.index()]));
+                }
+                rr.insert("mean".into(), num(Some(s.rrmse_mean)));
+                hs.insert(
+                    h.to_string(),
+                    json!({
+                        "rrmse": Value::Object(rr),
+                        "coverage90": num(Some(s.coverage90)),
+                        "coverage80": num(Some(s.coverage80)),
+                        "sharpness90": num(Some(s.sharpness90)),
+                        "crps": num(Some(s.crps)),
+                    }),
+                );
+            }
+            models.insert(name.clone(), Value::Object(hs));
+        }
+        json!({
+            "horizons": self.horizons,
+            "models": Value::Object(models),
+            "train_seconds": self.train_seconds,
+            "forecast_ms_per_run": self.forecast_ms_per_run,
+        })
+    }
+}
+
+fn num(v: Option<f64>) -> Value {
+    match v {
+        Some(x) if x.is_finite() => json!(x),
+        _ => Value::Null,
+    }
+}
+
+/// The four models of the ablation, in report order.
+pub const MODEL_NAMES: [&str; 4] = ["hybrid", "mechanistic", "gp", "persistence"];
+
+/// Runs the whole pipeline. `progress` receives one line per stage.
+pub fn evaluate(cfg: &EvalConfig, progress: &mut dyn FnMut(&str)) -> Result<EvalReport> {
+    cfg.check()?;
+    progress(&format!(
+        "simulating training runs ({:?}) and {} held-out runs of {} days, truth {}",
+        cfg.train, cfg.test_runs, cfg.days, cfg.truth
+    ));
+    let train = training_runs(cfg)?;
+    let test = held_out_runs(cfg)?;
+    let base = HybridConfig {
+        max_day: cfg.days,
+        ..HybridConfig::with_prior(cfg.prior.params, cfg.prior.to_string())
+    };
+    let labelled: Vec<(Trajectory, Option<String>)> =
+        train.into_iter().map(|t| (t, None)).collect();
+    let t0 = Instant::now();
+    progress("training the hybrid model");
+    let (hybrid, fit) = HybridModel::fit_runs(base.clone(), &labelled)?;
+    progress(&format!(
+        "  {} rows, {} iterations, converged: {}, {:.2} s",
+        fit.rows,
+        fit.iterations,
+        fit.converged,
+        fit.wall_time.as_secs_f64()
+    ));
+    let train_seconds = t0.elapsed().as_secs_f64();
+    progress("training the GP-only ablation on the same rows");
+    let mut gp_only = HybridModel::with_dataset(
+        HybridConfig {
+            mean: MeanKind::Constant,
+            ..base.clone()
+        },
+        hybrid.dataset().clone(),
+    )?;
+    gp_only.retrain(false)?;
+    let mechanistic = HybridModel::new(base.clone())?;
+    let persistence = HybridModel::new(HybridConfig {
+        mean: MeanKind::Persistence,
+        ..base
+    })?;
+    let models: [(&str, &HybridModel); 4] = [
+        ("hybrid", &hybrid),
+        ("mechanistic", &mechanistic),
+        ("gp", &gp_only),
+        ("persistence", &persistence),
+    ];
+    let hmax = cfg.horizons.iter().copied().max().unwrap_or(1) as usize;
+    let starts = cfg.start_days();
+    let mut acc: BTreeMap<(usize, u32), ScoreAccumulator> = BTreeMap::new();
+    let mut hybrid_ms = 0.0;
+    for (ri, run) in test.iter().enumerate() {
+        progress(&format!(
+            "forecasting held-out run {}/{}",
+            ri + 1,
+            test.len()
+        ));
+        // one filter pass with the hybrid model: every model starts from the same estimates
+        let estimates = hybrid.filter_sequence(0, &run.measured, &run.controls)?;
+        for &s in &starts {
+            let est = &estimates[s as usize];
+            let schedule = &run.controls[s as usize..s as usize + hmax];
+            for (mi, (name, model)) in models.iter().enumerate() {
+                let opts = ForecastOptions {
+                    method: cfg.method,
+                    paths: cfg.paths,
+                    seed: cfg.seed ^ (u64::from(s) << 20) ^ ri as u64,
+                    keep_paths: true,
+                    threads: 2,
+                };
+                let t = Instant::now();
+                let f = model.forecast(est, schedule, &opts)?;
+                if *name == "hybrid" {
+                    hybrid_ms += t.elapsed().as_secs_f64() * 1e3;
+                }
+                for &h in &cfg.horizons {
+                    let day = (s + h) as usize;
+                    score(
+                        acc.entry((mi, h)).or_default(),
+                        &f,
+                        h,
+                        &run.truth[day],
+                        &run.measured[day],
+                        opts.seed,
+                    );
+                }
+            }
+        }
+    }
+    let mut out: BTreeMap<String, BTreeMap<u32, HorizonScore>> = BTreeMap::new();
+    for ((mi, h), a) in &acc {
+        if let Some(s) = a.finish() {
+            out.entry(models[*mi].0.to_string())
+                .or_default()
+                .insert(*h, s);
+        }
+    }
+    Ok(EvalReport {
+        horizons: cfg.horizons.clone(),
+        models: out,
+        train_seconds,
+        forecast_ms_per_run: hybrid_ms / test.len().max(1) as f64,
+        fit,
+        against_truth: true,
+    })
+}
+
+/// Scores forecast `f` at horizon `h` against the truth and the measurement of that day.
+fn score(
+    acc: &mut ScoreAccumulator,
+    f: &Forecast,
+    h: u32,
+    truth: &SpeciesArray<f64>,
+    measured: &SpeciesArray<Option<f64>>,
+    seed: u64,
+) {
+    let i = h as usize - 1;
+    let ens = f.measured_ensemble(i, seed);
+    let points: SpeciesArray<ScoredPoint<'_>> = std::array::from_fn(|k| ScoredPoint {
+        state_mean: f.state[i].mean[k],
+        measured_mean: f.measured[i].mean[k],
+        quantiles: std::array::from_fn(|q| f.measured[i].quantiles[q][k]),
+        ensemble: &ens[k],
+    });
+    acc.add(&points, &truth.map(Some), measured);
+}

@@ -1,0 +1,432 @@
+//! The GP's prior mean: the mechanistic one-day step, in the model's coordinates.
+
+use std::fmt;
+
+use perfusio_core::{Control, ControlArray, DesignSpace, N_CONTROLS, N_SPECIES, SpeciesArray};
+use perfusio_gp::{MeanError, PriorMean};
+use perfusio_mechanistic::ode::{Dopri5Options, PLANT_ODE_OPTIONS};
+use perfusio_mechanistic::{HOURS_PER_DAY, KineticParams, PlantModel};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::dataset::N_BASE;
+use crate::transform::LogTransform;
+
+/// Relative tolerance of the prior mean's integrator. The mean is compared with
+/// measurements whose noise is 2–8 %, so 1e-5 (against the plant's 1e-6) loses nothing
+/// measurable and makes each one-day step about 2× cheaper (see the crate benches).
+pub const PRIOR_RTOL: f64 = 1e-5;
+
+/// Forward-difference step of the Jacobian in `z` (a 0.3 % change of `s + c`). With the
+/// integrator at [`PRIOR_RTOL`], the differencing noise is about `1e-5 / 3e-3 ≈ 0.3 %` of
+/// the derivative and the truncation error of the same order: well below what linearised
+/// propagation needs (tested against central differences of a tight integration to 2 %).
+pub const FD_STEP_Z: f64 = 3e-3;
+
+/// Forward-difference step of the Jacobian in a control, as a fraction of its design range.
+pub const FD_STEP_CONTROL: f64 = 2e-3;
+
+/// Settings of the prior-mean integrator (serialised with a model so that a loaded model
+/// integrates identically).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PriorIntegrator {
+    /// Relative tolerance.
+    pub rtol: f64,
+    /// Absolute tolerance.
+    pub atol: f64,
+    /// Largest step, hours.
+    pub h_max: f64,
+}
+
+impl Default for PriorIntegrator {
+    fn default() -> Self {
+        Self {
+            rtol: PRIOR_RTOL,
+            atol: PLANT_ODE_OPTIONS.atol,
+            h_max: PLANT_ODE_OPTIONS.h_max,
+        }
+    }
+}
+
+/// The mechanistic one-day prediction as the GP's prior mean: for a base input
+/// `[z(9) at t, controls(6), day]` it returns `ln(m_k(s, u) + c_k)` for every species `k`,
+/// where `s = e^z − c` and `m` is [`PlantModel::step`] over 24 h. The GP then learns, in the
+/// same log coordinates, what the mechanism gets wrong.
+///
+/// One call integrates the ODE once for all nine species (no cache needed). Failures are
+/// reported ([`MeanError`]), never replaced by a guess. The Jacobian is by forward
+/// differences ([`FD_STEP_Z`], [`FD_STEP_CONTROL`]); the day column has no effect.
+#[derive(Clone)]
+pub struct MechanisticMean {
+    model: PlantModel,
+    transform: LogTransform,
+    control_steps: ControlArray<f64>,
+    fingerprint: String,
+}
+
+impl fmt::Debug for MechanisticMean {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MechanisticMean")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MechanisticMean {
+    /// The mean of a mechanism with `params`, in the coordinates of `transform`.
+    pub fn new(
+        params: KineticParams,
+        transform: LogTransform,
+        design_space: &DesignSpace,
+        integrator: PriorIntegrator,
+    ) -> Self {
+        let options = Dopri5Options {
+            rtol: integrator.rtol,
+            atol: integrator.atol,
+            h_max: integrator.h_max,
+            ..PLANT_ODE_OPTIONS
+        };
+        let control_steps = Control::ALL.map(|c| {
+            let spec = design_space.control(c);
+            (FD_STEP_CONTROL * (spec.upper - spec.lower)).max(1e-6)
+        });
+        let mut h = Sha256::new();
+        h.update(b"perfusio-hybrid mechanistic one-day step in z = ln(s + c), v1\n");
+        // serde_json of plain numbers cannot fail; an error would only make the fingerprint
+        // less specific, never wrong for a different mechanism.
+        h.update(serde_json::to_vec(&params).unwrap_or_default());
+        h.update(serde_json::to_vec(&transform).unwrap_or_default());
+        h.update(serde_json::to_vec(&integrator).unwrap_or_default());
+        let fingerprint = h
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        Self {
+            model: PlantModel::new(params).with_options(options),
+            transform,
+            control_steps,
+            fingerprint,
+        }
+    }
+
+    /// The kinetic parameters of the mechanism.
+    pub fn params(&self) -> &KineticParams {
+        self.model.params()
+    }
+
+    /// The one-day step in `z` from a base input (at least the 15 state and control
+    /// columns).
+    pub fn step_z(&self, x: &[f64]) -> Result<SpeciesArray<f64>, MeanError> {
+        if x.len() < N_SPECIES + N_CONTROLS {
+            return Err(MeanError(format!(
+                "base input has {} columns, need at least {}",
+                x.len(),
+                N_SPECIES + N_CONTROLS
+            )));
+        }
+        let mut z = [0.0; N_SPECIES];
+        z.copy_from_slice(&x[..N_SPECIES]);
+        let s = self.transform.to_species(&z);
+        let mut u = [0.0; N_CONTROLS];
+        u.copy_from_slice(&x[N_SPECIES..N_SPECIES + N_CONTROLS]);
+        let next = self
+            .model
+            .step(&s, &u, HOURS_PER_DAY)
+            .map_err(|e| MeanError(format!("mechanistic one-day step: {e}")))?;
+        Ok(self.transform.to_z(&next))
+    }
+}
+
+impl MechanisticMean {
+    /// The one-day step in `z` and its Jacobian with respect to the state `z_t` (forward
+    /// differences, [`FD_STEP_Z`]): 10 integrations.
+    pub fn state_jacobian(
+        &self,
+        x: &[f64],
+    ) -> Result<(SpeciesArray<f64>, [[f64; N_SPECIES]; N_SPECIES]), MeanError> {
+        let base = self.step_z(x)?;
+        let mut jac = [[0.0; N_SPECIES]; N_SPECIES];
+        let mut xp = x.to_vec();
+        for j in 0..N_SPECIES {
+            let keep = xp[j];
+            xp[j] = keep - FD_STEP_Z;
+            let pert = self.step_z(&xp)?;
+            xp[j] = keep;
+            for t in 0..N_SPECIES {
+                jac[t][j] = (base[t] - pert[t]) / FD_STEP_Z;
+            }
+        }
+        Ok((base, jac))
+    }
+}
+
+/// The GP's prior mean when the mechanism's prediction is part of the GP input (see
+/// [`crate::GpSettings::mechanism_inputs`]): the input row is
+/// `[z_t (9), controls (6), day, m(z_t, u) (9)]` and the mean is its last nine columns,
+/// the mechanistic one-day step computed once when the row was built. Its fingerprint is
+/// derived from the mechanism's, so a model cannot be handed another clone's mechanism.
+#[derive(Debug, Clone)]
+pub struct MechanismInputMean {
+    fingerprint: String,
+}
+
+impl MechanismInputMean {
+    /// The mean carried in the inputs built by `mechanism`.
+    pub fn new(mechanism: &MechanisticMean) -> Self {
+        Self {
+            fingerprint: format!("mechanism-in-input:{}", mechanism.fingerprint()),
+        }
+    }
+}
+
+impl PriorMean for MechanismInputMean {
+    fn n_tasks(&self) -> usize {
+        N_SPECIES
+    }
+
+    fn eval(&self, x: &[f64], out: &mut [f64]) -> Result<(), MeanError> {
+        if x.len() < N_BASE + N_SPECIES {
+            return Err(MeanError(format!(
+                "the input has {} columns; the mechanism's prediction needs {}",
+                x.len(),
+                N_BASE + N_SPECIES
+            )));
+        }
+        out[..N_SPECIES].copy_from_slice(&x[N_BASE..N_BASE + N_SPECIES]);
+        Ok(())
+    }
+
+    fn eval_with_jacobian(
+        &self,
+        x: &[f64],
+        out: &mut [f64],
+        jac: &mut [f64],
+    ) -> Result<bool, MeanError> {
+        self.eval(x, out)?;
+        let d = x.len();
+        jac.fill(0.0);
+        for k in 0..N_SPECIES {
+            jac[k * d + N_BASE + k] = 1.0;
+        }
+        Ok(true)
+    }
+
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+}
+
+impl PriorMean for MechanisticMean {
+    fn n_tasks(&self) -> usize {
+        N_SPECIES
+    }
+
+    fn eval(&self, x: &[f64], out: &mut [f64]) -> Result<(), MeanError> {
+        let z = self.step_z(x)?;
+        out[..N_SPECIES].copy_from_slice(&z);
+        Ok(())
+    }
+
+    fn eval_with_jacobian(
+        &self,
+        x: &[f64],
+        out: &mut [f64],
+        jac: &mut [f64],
+    ) -> Result<bool, MeanError> {
+        let d = x.len();
+        let base = self.step_z(x)?;
+        out[..N_SPECIES].copy_from_slice(&base);
+        jac.fill(0.0);
+        let mut xp = [0.0; N_BASE];
+        let n = d.min(N_BASE);
+        xp[..n].copy_from_slice(&x[..n]);
+        for j in 0..(N_SPECIES + N_CONTROLS).min(d) {
+            let h = if j < N_SPECIES {
+                FD_STEP_Z
+            } else {
+                self.control_steps[j - N_SPECIES]
+            };
+            let keep = xp[j];
+            // step towards the inside for controls at zero (feeds cannot be negative) and for
+            // bleed at its perfusion limit
+            let sign = if j >= N_SPECIES && keep - h < 0.0 {
+                1.0
+            } else {
+                -1.0
+            };
+            let sign = if j == N_SPECIES + Control::BleedRate.index() {
+                -1.0
+            } else {
+                sign
+            };
+            let sign = if j == N_SPECIES + Control::PerfusionRate.index() {
+                1.0
+            } else {
+                sign
+            };
+            xp[j] = keep + sign * h;
+            let pert = self.step_z(&xp[..n])?;
+            xp[j] = keep;
+            for t in 0..N_SPECIES {
+                jac[t * d + j] = (pert[t] - base[t]) / (sign * h);
+            }
+        }
+        Ok(true)
+    }
+
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+}
+
+/// The persistence mean `z_{t+1} = z_t` (an ablation baseline, and the one-day step of the
+/// GP-only model before it has data).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PersistenceMean;
+
+impl PriorMean for PersistenceMean {
+    fn n_tasks(&self) -> usize {
+        N_SPECIES
+    }
+
+    fn eval(&self, x: &[f64], out: &mut [f64]) -> Result<(), MeanError> {
+        if x.len() < N_SPECIES {
+            return Err(MeanError(format!(
+                "base input has {} columns, need {N_SPECIES}",
+                x.len()
+            )));
+        }
+        out[..N_SPECIES].copy_from_slice(&x[..N_SPECIES]);
+        Ok(())
+    }
+
+    fn eval_with_jacobian(
+        &self,
+        x: &[f64],
+        out: &mut [f64],
+        jac: &mut [f64],
+    ) -> Result<bool, MeanError> {
+        self.eval(x, out)?;
+        let d = x.len();
+        jac.fill(0.0);
+        for k in 0..N_SPECIES {
+            jac[k * d + k] = 1.0;
+        }
+        Ok(true)
+    }
+
+    fn fingerprint(&self) -> String {
+        "perfusio-hybrid persistence mean z(t+1) = z(t), v1".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::base_row;
+    use perfusio_core::DEFAULT_AMBR250_DESIGN_SPACE as DS;
+    use perfusio_mechanistic::initial_state;
+
+    fn mean() -> MechanisticMean {
+        MechanisticMean::new(
+            KineticParams::clone_x(),
+            LogTransform::default(),
+            &DS,
+            PriorIntegrator::default(),
+        )
+    }
+
+    fn z_row(s: &SpeciesArray<f64>, u: &ControlArray<f64>) -> [f64; N_BASE] {
+        let t = LogTransform::default();
+        base_row(&t.to_z(s), u, 3)
+    }
+
+    #[test]
+    fn equals_the_plant_step_in_log_coordinates() {
+        let m = mean();
+        let s = [5.0, 97.0, 3.0, 2.0, 1.0, 10.0, 2.0, 0.5, 150.0];
+        let u = Control::defaults();
+        let mut out = [0.0; N_SPECIES];
+        m.eval(&z_row(&s, &u), &mut out).unwrap();
+        let exact = PlantModel::new(KineticParams::clone_x())
+            .step(&s, &u, 24.0)
+            .unwrap();
+        let t = LogTransform::default();
+        for k in 0..N_SPECIES {
+            // looser integrator: agreement far inside the 2–8 % noise
+            assert!(
+                (t.s(k, out[k]) - exact[k]).abs() <= 1e-4 * exact[k].max(t.offsets[k]),
+                "species {k}: {} vs {}",
+                t.s(k, out[k]),
+                exact[k]
+            );
+        }
+    }
+
+    #[test]
+    fn jacobian_matches_central_differences() {
+        let m = mean();
+        let s = [8.0, 96.0, 2.5, 1.5, 1.2, 12.0, 2.5, 0.3, 200.0];
+        let mut u = Control::defaults();
+        u[Control::PyruvateFeed.index()] = 1.0;
+        let x = z_row(&s, &u);
+        let mut out = [0.0; N_SPECIES];
+        let mut jac = vec![0.0; N_SPECIES * N_BASE];
+        assert!(m.eval_with_jacobian(&x, &mut out, &mut jac).unwrap());
+        // independent check: central differences with a tighter integrator and a smaller step
+        let tight = MechanisticMean::new(
+            KineticParams::clone_x(),
+            LogTransform::default(),
+            &DS,
+            PriorIntegrator {
+                rtol: 1e-10,
+                atol: 1e-12,
+                h_max: 1.0,
+            },
+        );
+        for j in 0..(N_SPECIES + N_CONTROLS) {
+            let h = if j < N_SPECIES {
+                1e-4
+            } else {
+                1e-4 * m.control_steps[j - N_SPECIES] / FD_STEP_CONTROL
+            };
+            let mut xp = x;
+            let mut xm = x;
+            xp[j] += h;
+            xm[j] -= h;
+            let (p, q) = (tight.step_z(&xp).unwrap(), tight.step_z(&xm).unwrap());
+            for t in 0..N_SPECIES {
+                let c = (p[t] - q[t]) / (2.0 * h);
+                let f = jac[t * N_BASE + j];
+                assert!(
+                    (c - f).abs() <= 0.02 * c.abs() + 2e-3,
+                    "d z{t} / d x{j}: forward {f}, central {c}"
+                );
+            }
+        }
+        // the day column has no effect
+        for t in 0..N_SPECIES {
+            assert!(jac[t * N_BASE + N_BASE - 1].abs() < 1e-300);
+        }
+    }
+
+    #[test]
+    fn failures_are_reported_and_fingerprints_identify_the_mechanism() {
+        let m = mean();
+        let mut u = Control::defaults();
+        u[Control::BleedRate.index()] = 1.5; // above perfusion
+        let mut out = [0.0; N_SPECIES];
+        let e = m.eval(&z_row(&initial_state(), &u), &mut out).unwrap_err();
+        assert!(e.0.contains("bleed"), "{e}");
+        let y = MechanisticMean::new(
+            KineticParams::clone_y(),
+            LogTransform::default(),
+            &DS,
+            PriorIntegrator::default(),
+        );
+        assert_ne!(m.fingerprint(), y.fingerprint());
+        assert_eq!(m.fingerprint(), mean().fingerprint());
+        assert_eq!(m.fingerprint().len(), 64);
+    }
+}

@@ -1,0 +1,812 @@
+//! [`HybridModel`]: the mechanistic one-day step as the prior mean of a multi-task GP that
+//! learns what the mechanism gets wrong, trained offline on many runs or online, day by day.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use perfusio_core::{
+    ControlArray, N_CONTROLS, N_SPECIES, Species, SpeciesArray, Trajectory, Variable,
+};
+use perfusio_gp::kernel::{KernelSpec, Matern, Nu};
+use perfusio_gp::{ConstantMean, GpParams, MultiTaskGp, PriorMean, TaskPrediction};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{HybridConfig, MeanKind};
+use crate::dataset::{DAY_COL, Dataset, N_BASE, N_COLS, TrainingRows, base_row};
+use crate::error::{HybridError, Result};
+use crate::mean::{MechanismInputMean, MechanisticMean, PersistenceMean};
+use crate::stats::Z_QUANTILES;
+
+/// What a (re)training did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HybridFitReport {
+    /// Training rows (species × transitions with a measured target).
+    pub rows: usize,
+    /// One-day transitions.
+    pub transitions: usize,
+    /// Runs contributing.
+    pub runs: usize,
+    /// Negative log marginal likelihood of the GP (standardised units).
+    pub nlml: f64,
+    /// Optimiser iterations.
+    pub iterations: u64,
+    /// Likelihood-and-gradient evaluations.
+    pub evaluations: u64,
+    /// Whether the optimiser stopped on a tolerance (not on its iteration cap).
+    pub converged: bool,
+    /// Why the optimiser stopped.
+    pub termination: String,
+    /// Whether the fit started from the previous hyperparameters.
+    pub warm_start: bool,
+    /// Wall time of the fit (data preparation included).
+    pub wall_time: Duration,
+}
+
+/// Prediction of one species' next measured value (original units).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpeciesPrediction {
+    /// Mean.
+    pub mean: f64,
+    /// Standard deviation.
+    pub sd: f64,
+    /// Quantiles at [`Q_LEVELS`] (5, 10, 50, 90, 95 %).
+    pub quantiles: [f64; 5],
+}
+
+/// One-day-ahead prediction of every species.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NextState {
+    /// Culture day predicted.
+    pub day: u32,
+    /// Per species, canonical order.
+    pub species: SpeciesArray<SpeciesPrediction>,
+}
+
+/// Latent one-day transition in the model's coordinates (`z`): mean and covariance of
+/// `z_{t+1}` given a base input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// Mean of `z_{t+1}`.
+    pub mean: SpeciesArray<f64>,
+    /// Covariance (latent: the model's uncertainty, no measurement noise), row-major 9×9.
+    pub cov: [[f64; N_SPECIES]; N_SPECIES],
+}
+
+/// [`Transition`] with the Jacobian of the mean with respect to the state `z_t`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearisedTransition {
+    /// The transition.
+    pub transition: Transition,
+    /// `∂ mean_k / ∂ z_t,j`, row-major 9×9.
+    pub jacobian: [[f64; N_SPECIES]; N_SPECIES],
+}
+
+/// The hybrid state-space model.
+///
+/// The prior mean of the GP is the mechanism's one-day step ([`MechanisticMean`]) in log
+/// coordinates ([`crate::LogTransform`]); the GP (Matérn-5/2 over the 9 species and 6
+/// controls, multi-task over the 9 species) learns the mechanism's error from the data and
+/// stays a real prior mean at prediction time: where the GP has no data, predictions are
+/// the mechanism's. Before any fit the model *is* the mechanism, with a per-species
+/// transition uncertainty ([`HybridConfig::mechanism_sd`]).
+///
+/// A model is one JSON file ([`HybridModel::save`]): configuration (the prior's kinetic
+/// parameters included), dataset and GP (hyperparameters, normalisation, factorisation). A
+/// loaded model rebuilds its prior mean from the stored parameters, checks its fingerprint
+/// against the GP's and predicts bit-identically.
+#[derive(Debug, Clone)]
+pub struct HybridModel {
+    config: HybridConfig,
+    dataset: Dataset,
+    gp: Option<MultiTaskGp>,
+    last_fit: Option<HybridFitReport>,
+    /// The mechanism (always available, whatever the prior mean).
+    mechanism: Arc<MechanisticMean>,
+    /// The GP's prior mean (per [`HybridConfig::mean`]).
+    gp_mean: Arc<dyn PriorMean>,
+    /// The one-day step before the GP has data.
+    untrained: Arc<dyn PriorMean>,
+    /// Process variance per species (`z`): the part of the GP's fitted noise that the
+    /// measurement noise does not explain (see [`HybridModel::process_variance`]).
+    process_var: SpeciesArray<f64>,
+}
+
+/// File format tag of saved models.
+pub const MODEL_FORMAT: &str = "perfusio-hybrid/1";
+
+#[derive(Serialize, Deserialize)]
+struct ModelFile {
+    format: String,
+    config: HybridConfig,
+    dataset: Dataset,
+    gp: Option<MultiTaskGp>,
+    last_fit: Option<HybridFitReport>,
+    #[serde(default)]
+    process_var: SpeciesArray<f64>,
+}
+
+impl HybridModel {
+    /// An untrained model: the mechanism alone, with no data.
+    pub fn new(config: HybridConfig) -> Result<Self> {
+        config.check()?;
+        let mechanism = Arc::new(MechanisticMean::new(
+            config.prior,
+            config.transform,
+            &config.design_space,
+            config.integrator,
+        ));
+        let (gp_mean, untrained): (Arc<dyn PriorMean>, Arc<dyn PriorMean>) = match config.mean {
+            MeanKind::Mechanistic if config.gp.mechanism_inputs => (
+                Arc::new(MechanismInputMean::new(&mechanism)),
+                mechanism.clone(),
+            ),
+            MeanKind::Mechanistic => (mechanism.clone(), mechanism.clone()),
+            MeanKind::Constant => (Arc::new(ConstantMean(0.0)), Arc::new(PersistenceMean)),
+            MeanKind::Persistence => (Arc::new(PersistenceMean), Arc::new(PersistenceMean)),
+        };
+        Ok(Self {
+            config,
+            dataset: Dataset::default(),
+            gp: None,
+            last_fit: None,
+            mechanism,
+            gp_mean,
+            process_var: [0.0; N_SPECIES],
+            untrained,
+        })
+    }
+
+    /// Trains a model offline on many runs (for example the 27-run design): records every
+    /// run, estimates every day's state with the mechanism-only filter, and fits the GP from
+    /// scratch. `runs` pairs each trajectory with an optional cell-line label.
+    pub fn fit_runs(
+        config: HybridConfig,
+        runs: &[(Trajectory, Option<String>)],
+    ) -> Result<(Self, HybridFitReport)> {
+        let mut model = Self::new(config)?;
+        for (t, line) in runs {
+            model.dataset.add_trajectory(t, line.as_deref())?;
+        }
+        model.estimate_states()?;
+        let report = model.retrain(false)?;
+        Ok((model, report))
+    }
+
+    /// An untrained model over an existing dataset (its state estimates included), e.g. to
+    /// train another configuration on exactly the same rows. Call [`HybridModel::retrain`].
+    pub fn with_dataset(config: HybridConfig, dataset: Dataset) -> Result<Self> {
+        let mut m = Self::new(config)?;
+        m.dataset = dataset;
+        Ok(m)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HybridConfig {
+        &self.config
+    }
+
+    /// The training data.
+    pub fn dataset(&self) -> &Dataset {
+        &self.dataset
+    }
+
+    /// The fitted GP, if any.
+    pub fn gp(&self) -> Option<&MultiTaskGp> {
+        self.gp.as_ref()
+    }
+
+    /// The mechanism of the model (the prior mean of the hybrid).
+    pub fn mechanism(&self) -> &MechanisticMean {
+        &self.mechanism
+    }
+
+    /// Report of the last (re)training.
+    pub fn last_fit(&self) -> Option<&HybridFitReport> {
+        self.last_fit.as_ref()
+    }
+
+    /// Records a day's accepted measurements (see [`Dataset::record_day`]).
+    pub fn record_day(
+        &mut self,
+        run: &str,
+        line: Option<&str>,
+        day: u32,
+        measured: SpeciesArray<Option<f64>>,
+    ) -> Result<bool> {
+        self.dataset.record_day(run, line, day, measured)
+    }
+
+    /// Records the controls **applied** over `day → day + 1` (see [`Dataset::record_applied`]).
+    pub fn record_applied(
+        &mut self,
+        run: &str,
+        day: u32,
+        applied: ControlArray<f64>,
+    ) -> Result<bool> {
+        self.dataset.record_applied(run, day, applied)
+    }
+
+    /// Stores a day's state estimate (the filter's posterior mean, original units).
+    pub fn record_estimate(
+        &mut self,
+        run: &str,
+        day: u32,
+        estimate: SpeciesArray<f64>,
+    ) -> Result<()> {
+        self.dataset.set_estimate(run, day, estimate)
+    }
+
+    /// Runs the state filter over every recorded run with the current model and stores the
+    /// estimate of each day that has none (an estimate, once stored, is kept: it is what the
+    /// model knew that day).
+    pub fn estimate_states(&mut self) -> Result<()> {
+        let mut updates = Vec::new();
+        for run in self.dataset.runs() {
+            if run.days.values().all(|d| d.estimate.is_some()) {
+                continue;
+            }
+            let mut est: Option<crate::filter::StateEstimate> = None;
+            let mut prev_day_controls: Option<(u32, ControlArray<f64>)> = None;
+            for (&day, rec) in &run.days {
+                let prior = match (est.take(), prev_day_controls) {
+                    (Some(e), Some((d, u))) if d + 1 == day => Some(self.filter_predict(&e, &u)?),
+                    (Some(e), _) => Some(e.widened(day)),
+                    (None, _) => None,
+                };
+                let e = self.filter_update(prior, day, &rec.measured)?;
+                if rec.estimate.is_none() {
+                    updates.push((run.id.clone(), day, e.mean_species(&self.config.transform)));
+                }
+                prev_day_controls = rec.applied.map(|u| (day, u));
+                est = Some(e);
+            }
+        }
+        for (run, day, e) in updates {
+            self.dataset.set_estimate(&run, day, e)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the GP's inputs carry the mechanism's prediction.
+    fn augmented(&self) -> bool {
+        self.config.mean == MeanKind::Mechanistic && self.config.gp.mechanism_inputs
+    }
+
+    /// Number of base columns of the GP's inputs (16, or 25 with the mechanism's
+    /// prediction).
+    pub fn gp_base_cols(&self) -> usize {
+        if self.augmented() {
+            N_BASE + N_SPECIES
+        } else {
+            N_BASE
+        }
+    }
+
+    /// The GP's input for a base row in `z` coordinates: the row itself, followed by the
+    /// mechanism's one-day prediction when [`crate::GpSettings::mechanism_inputs`] is on.
+    pub fn gp_input(&self, x: &[f64; N_BASE]) -> Result<Vec<f64>> {
+        let mut v = x.to_vec();
+        if self.augmented() {
+            let m = self
+                .mechanism
+                .step_z(x)
+                .map_err(perfusio_gp::GpError::from)?;
+            v.extend_from_slice(&m);
+        }
+        Ok(v)
+    }
+
+    fn gp_inputs(&self, inputs: &[[f64; N_BASE]]) -> Result<Vec<f64>> {
+        let mut flat = Vec::with_capacity(inputs.len() * self.gp_base_cols());
+        for x in inputs {
+            flat.extend(self.gp_input(x)?);
+        }
+        Ok(flat)
+    }
+
+    /// Training rows in the GP's coordinates (`z` for species, the mechanism's prediction
+    /// appended when on, targets in `z`), with their number of columns.
+    fn z_rows(&self, rows: &TrainingRows) -> Result<(Vec<f64>, Vec<f64>, usize)> {
+        let tr = &self.config.transform;
+        let cols = self.gp_base_cols() + 1;
+        let mut x = Vec::with_capacity(rows.len() * cols);
+        let mut last: Option<([f64; N_BASE], Vec<f64>)> = None;
+        for r in rows.x.chunks_exact(N_COLS) {
+            let mut base = [0.0; N_BASE];
+            base.copy_from_slice(&r[..N_BASE]);
+            for (k, v) in base.iter_mut().take(N_SPECIES).enumerate() {
+                *v = tr.z(k, *v);
+            }
+            // rows of one transition share their base: one mechanism step per transition
+            let input = match &last {
+                Some((b, inp)) if b.iter().zip(&base).all(|(p, q)| p.to_bits() == q.to_bits()) => {
+                    inp.clone()
+                }
+                _ => {
+                    let inp = self.gp_input(&base)?;
+                    last = Some((base, inp.clone()));
+                    inp
+                }
+            };
+            x.extend_from_slice(&input);
+            x.push(r[N_BASE]);
+        }
+        let y = rows
+            .y
+            .iter()
+            .zip(&rows.origin)
+            .map(|(v, &(_, _, task))| tr.z(task, *v))
+            .collect();
+        Ok((x, y, cols))
+    }
+
+    /// Unit-cube bounds of the GP's base columns: species by their plausible measurement
+    /// range (in `z`), controls by the design space (the limits for a fixed control), day by
+    /// `[0, max_day]`.
+    fn input_bounds(&self) -> Vec<(f64, f64)> {
+        let ds = &self.config.design_space;
+        let tr = &self.config.transform;
+        let mut b = Vec::with_capacity(N_BASE);
+        for s in Species::ALL {
+            let r = ds.bounds(Variable::Species(s));
+            b.push(tr.z_bounds(s.index(), r.lower, r.upper));
+        }
+        for spec in ds.controls() {
+            if spec.upper > spec.lower {
+                b.push((spec.lower, spec.upper));
+            } else {
+                b.push((
+                    spec.limits.lower,
+                    spec.limits.upper.max(spec.limits.lower + 1.0),
+                ));
+            }
+        }
+        b.push((0.0, f64::from(self.config.max_day)));
+        if self.augmented() {
+            for s in Species::ALL {
+                let r = ds.bounds(Variable::Species(s));
+                b.push(tr.z_bounds(s.index(), r.lower, r.upper));
+            }
+        }
+        b
+    }
+
+    fn gp_params(&self) -> GpParams {
+        let mut active: Vec<usize> = (0..N_SPECIES + N_CONTROLS).collect();
+        if self.config.gp.use_day {
+            active.push(DAY_COL);
+        }
+        if self.augmented() {
+            active.extend(N_BASE..N_BASE + N_SPECIES);
+        }
+        let ls0 = perfusio_gp::params::default_lengthscale(active.len());
+        let kernel = KernelSpec::Matern(Matern::on_dims(Nu::FiveHalves, active, ls0));
+        let g = &self.config.gp;
+        let mean = self.gp_mean.clone();
+        GpParams::with_kernel(kernel, N_SPECIES)
+            .rank(g.rank)
+            .prior_mean(mean)
+            .input_bounds(self.input_bounds())
+            .n_starts(g.n_starts)
+            .max_iters(g.max_iters)
+            .warm_iters(g.warm_iters)
+            .seed(g.seed)
+    }
+
+    /// Refits the GP on the whole deduplicated dataset: warm-started from the current
+    /// hyperparameters when `warm` and a GP exists, from scratch otherwise. Days without a
+    /// state estimate are estimated first. With fewer than
+    /// [`HybridConfig::min_transitions`] transitions nothing is fitted
+    /// ([`HybridError::TooFewTransitions`]) and the model stays as it was.
+    pub fn retrain(&mut self, warm: bool) -> Result<HybridFitReport> {
+        let start = Instant::now();
+        self.estimate_states()?;
+        let rows = self.dataset.rows(self.config.input_source)?;
+        if rows.transitions < self.config.min_transitions {
+            return Err(HybridError::TooFewTransitions {
+                got: rows.transitions,
+                need: self.config.min_transitions,
+            });
+        }
+        let (x, y, cols) = self.z_rows(&rows)?;
+        let params = self.gp_params().check()?;
+        let warm_start = warm && self.gp.is_some();
+        let gp = match (&self.gp, warm_start) {
+            (Some(prev), true) => params.fit_warm(&x, cols, &y, prev)?,
+            _ => params.fit(&x, cols, &y)?,
+        };
+        let r = gp.report().clone();
+        let process_var = process_noise(&gp, &y, &x, cols, |k, z| {
+            self.measurement_var_z(k, self.config.transform.s(k, z))
+        });
+        let runs = {
+            let mut seen: Vec<usize> = rows.origin.iter().map(|o| o.0).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            seen.len()
+        };
+        let report = HybridFitReport {
+            rows: rows.len(),
+            transitions: rows.transitions,
+            runs,
+            nlml: r.nlml,
+            iterations: r.iterations,
+            evaluations: r.evaluations,
+            converged: r.converged,
+            termination: r.termination.name().to_string(),
+            warm_start,
+            wall_time: start.elapsed(),
+        };
+        if !report.converged {
+            tracing::warn!(
+                iterations = report.iterations,
+                termination = %report.termination,
+                "hybrid GP fit stopped before converging"
+            );
+        }
+        self.gp = Some(gp);
+        self.process_var = process_var;
+        self.last_fit = Some(report.clone());
+        Ok(report)
+    }
+
+    /// Base input in the model's coordinates from a state in `z`.
+    pub fn z_input(z: &SpeciesArray<f64>, controls: &ControlArray<f64>, day: u32) -> [f64; N_BASE] {
+        base_row(z, controls, day)
+    }
+
+    /// Latent one-day transitions at many base inputs (`z` coordinates), batched.
+    pub fn transitions(&self, inputs: &[[f64; N_BASE]]) -> Result<Vec<Transition>> {
+        match &self.gp {
+            Some(gp) => {
+                let flat = self.gp_inputs(inputs)?;
+                let preds = gp.predict_tasks(&flat, false)?;
+                Ok(preds
+                    .iter()
+                    .map(|p| self.with_process(to_transition(p)))
+                    .collect())
+            }
+            None => inputs
+                .iter()
+                .map(|x| {
+                    let mut mean = [0.0; N_SPECIES];
+                    self.untrained
+                        .eval(x, &mut mean)
+                        .map_err(perfusio_gp::GpError::from)?;
+                    Ok(Transition {
+                        mean,
+                        cov: diag(&self.config.mechanism_sd.map(|s| s * s)),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Latent transition means only (cheapest), `z` coordinates.
+    pub fn transition_means(&self, inputs: &[[f64; N_BASE]]) -> Result<Vec<SpeciesArray<f64>>> {
+        match &self.gp {
+            Some(gp) => {
+                let flat = self.gp_inputs(inputs)?;
+                let m = gp.predict_tasks_mean(&flat)?;
+                Ok(m.chunks_exact(N_SPECIES)
+                    .map(|c| std::array::from_fn(|k| c[k]))
+                    .collect())
+            }
+            None => inputs
+                .iter()
+                .map(|x| {
+                    let mut mean = [0.0; N_SPECIES];
+                    self.untrained
+                        .eval(x, &mut mean)
+                        .map_err(perfusio_gp::GpError::from)?;
+                    Ok(mean)
+                })
+                .collect(),
+        }
+    }
+
+    /// The transition at one base input and the Jacobian of its mean with respect to the
+    /// state (mechanism and GP mean together).
+    pub fn linearised_transition(&self, input: &[f64; N_BASE]) -> Result<LinearisedTransition> {
+        match &self.gp {
+            Some(gp) if self.augmented() => {
+                // chain rule through the mechanism's prediction carried in the input
+                let (m, jm) = self
+                    .mechanism
+                    .state_jacobian(input)
+                    .map_err(perfusio_gp::GpError::from)?;
+                let mut x = input.to_vec();
+                x.extend_from_slice(&m);
+                let g = gp.predict_tasks_grad(&x)?;
+                let d = N_BASE + N_SPECIES;
+                let jacobian = std::array::from_fn(|k| {
+                    std::array::from_fn(|j| {
+                        g.mean_grad[k * d + j]
+                            + (0..N_SPECIES)
+                                .map(|l| g.mean_grad[k * d + N_BASE + l] * jm[l][j])
+                                .sum::<f64>()
+                    })
+                });
+                Ok(LinearisedTransition {
+                    transition: self.with_process(to_transition(&g.prediction)),
+                    jacobian,
+                })
+            }
+            Some(gp) => {
+                let g = gp.predict_tasks_grad(input)?;
+                let d = N_BASE;
+                let jacobian =
+                    std::array::from_fn(|k| std::array::from_fn(|j| g.mean_grad[k * d + j]));
+                Ok(LinearisedTransition {
+                    transition: self.with_process(to_transition(&g.prediction)),
+                    jacobian,
+                })
+            }
+            None => {
+                let mut out = [0.0; N_SPECIES];
+                let mut jac = vec![0.0; N_SPECIES * N_BASE];
+                self.untrained
+                    .eval_with_jacobian(input, &mut out, &mut jac)
+                    .map_err(perfusio_gp::GpError::from)?;
+                let jacobian =
+                    std::array::from_fn(|k| std::array::from_fn(|j| jac[k * N_BASE + j]));
+                Ok(LinearisedTransition {
+                    transition: Transition {
+                        mean: out,
+                        cov: diag(&self.config.mechanism_sd.map(|s| s * s)),
+                    },
+                    jacobian,
+                })
+            }
+        }
+    }
+
+    /// Correlation of the model's errors at two GP inputs ([`HybridModel::gp_input`]): the
+    /// GP's input kernel on its unit-cube scaling (1 for equal inputs, decaying with their
+    /// distance in length-scales). Before the GP has data, the default kernel over the state
+    /// and control columns. Used by batch decisions to spread candidates.
+    pub fn input_correlation(&self, a: &[f64], b: &[f64]) -> f64 {
+        use perfusio_gp::Kernel;
+        let scale = |x: &[f64], bounds: &[(f64, f64)]| -> Vec<f64> {
+            x.iter()
+                .zip(bounds)
+                .map(|(v, (lo, hi))| if hi > lo { (v - lo) / (hi - lo) } else { 0.0 })
+                .collect()
+        };
+        match &self.gp {
+            Some(gp) => {
+                let bounds = gp.input_scaling();
+                gp.kernel().eval(&scale(a, &bounds), &scale(b, &bounds))
+            }
+            None => {
+                let bounds = self.input_bounds();
+                let active: Vec<usize> = (0..N_SPECIES + N_CONTROLS).collect();
+                let ls = perfusio_gp::params::default_lengthscale(active.len());
+                Matern::on_dims(Nu::FiveHalves, active, ls)
+                    .eval(&scale(a, &bounds), &scale(b, &bounds))
+            }
+        }
+    }
+
+    /// Process variance per species in `z`: how much the true one-day transition varies
+    /// beyond what the GP's mean explains. The GP's fitted noise of a species holds both
+    /// the measurement noise of its targets and this day-to-day variability of the process
+    /// (for example feeding or a cell line the mechanism does not describe); the part above
+    /// the measurement noise model is carried as transition uncertainty, so that bands do
+    /// not shrink to the measurement noise when the process is noisier than that.
+    pub fn process_variance(&self) -> &SpeciesArray<f64> {
+        &self.process_var
+    }
+
+    fn with_process(&self, mut t: Transition) -> Transition {
+        for k in 0..N_SPECIES {
+            t.cov[k][k] += self.process_var[k];
+        }
+        t
+    }
+
+    /// Variance in `z` of one measurement of species `k` whose true value is `s`.
+    pub fn measurement_var_z(&self, k: usize, s: f64) -> f64 {
+        let sd = self
+            .config
+            .transform
+            .measurement_sd_z(k, s, self.config.observation_cv[k]);
+        sd * sd
+    }
+
+    /// The next day's measured value of every species from a known state (original units),
+    /// under `controls` acting over `day → day + 1`: mean, sd and the 5/10/50/90/95 %
+    /// quantiles, measurement noise included.
+    ///
+    /// To predict from a sample, filter it first ([`HybridModel::filter_update`]) and use
+    /// [`HybridModel::forecast`] with a one-day schedule: that also carries the state's
+    /// uncertainty.
+    pub fn predict_next_state(
+        &self,
+        state: &SpeciesArray<f64>,
+        controls: &ControlArray<f64>,
+        day: u32,
+    ) -> Result<NextState> {
+        check_state(state)?;
+        let tr = &self.config.transform;
+        let z = tr.to_z(state);
+        let t = self
+            .transitions(&[Self::z_input(&z, controls, day)])?
+            .pop()
+            .ok_or_else(|| HybridError::Data("no prediction".into()))?;
+        let species = std::array::from_fn(|k| {
+            let mu = t.mean[k];
+            let s_mid = tr.s(k, mu);
+            let var = t.cov[k][k].max(0.0) + self.measurement_var_z(k, s_mid);
+            lognormal_summary(tr, k, mu, var)
+        });
+        Ok(NextState {
+            day: day + 1,
+            species,
+        })
+    }
+
+    /// SHA-256 (hex) of what determines the model's predictions: configuration, dataset and
+    /// the GP's own fingerprint (which excludes wall times).
+    pub fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(MODEL_FORMAT.as_bytes());
+        h.update(serde_json::to_vec(&self.config).unwrap_or_default());
+        h.update(serde_json::to_vec(&self.dataset).unwrap_or_default());
+        if let Some(gp) = &self.gp {
+            h.update(gp.fingerprint().as_bytes());
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The model as JSON text (see [`HybridModel::save`]).
+    pub fn to_json(&self) -> Result<String> {
+        let file = ModelFile {
+            format: MODEL_FORMAT.to_string(),
+            config: self.config.clone(),
+            dataset: self.dataset.clone(),
+            gp: self.gp.clone(),
+            last_fit: self.last_fit.clone(),
+            process_var: self.process_var,
+        };
+        serde_json::to_string(&file).map_err(|e| HybridError::ModelFile {
+            path: "(memory)".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// A model from JSON text written by [`HybridModel::to_json`]. The prior mean is rebuilt
+    /// from the stored kinetic parameters and checked against the GP's fingerprint.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let file: ModelFile = serde_json::from_str(text).map_err(|e| HybridError::ModelFile {
+            path: "(memory)".into(),
+            message: e.to_string(),
+        })?;
+        if file.format != MODEL_FORMAT {
+            return Err(HybridError::ModelFile {
+                path: "(memory)".into(),
+                message: format!(
+                    "format {:?} is not {MODEL_FORMAT:?}; it was written by another version",
+                    file.format
+                ),
+            });
+        }
+        let mut model = Self::new(file.config)?;
+        model.dataset = file.dataset;
+        model.last_fit = file.last_fit;
+        model.process_var = file.process_var;
+        if let Some(mut gp) = file.gp {
+            gp.set_prior_mean(model.gp_mean.clone())?;
+            model.gp = Some(gp);
+        }
+        Ok(model)
+    }
+
+    /// Writes the model to one JSON file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = self.to_json()?;
+        std::fs::write(path, text).map_err(|e| HybridError::ModelFile {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads a model written by [`HybridModel::save`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| HybridError::ModelFile {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::from_json(&text).map_err(|e| match e {
+            HybridError::ModelFile { message, .. } => HybridError::ModelFile {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+}
+
+fn check_state(state: &SpeciesArray<f64>) -> Result<()> {
+    if let Some(k) = state.iter().position(|v| !v.is_finite()) {
+        return Err(HybridError::Data(format!(
+            "state value of {} is not finite",
+            Species::ALL[k]
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn diag(v: &SpeciesArray<f64>) -> [[f64; N_SPECIES]; N_SPECIES] {
+    std::array::from_fn(|i| std::array::from_fn(|j| if i == j { v[i] } else { 0.0 }))
+}
+
+/// The excess of the GP's fitted noise over the mean measurement variance of each task's
+/// targets (`z`), floored at 0 and capped at the targets' own variance (a noise estimate
+/// from a handful of rows, or of a constant task, cannot claim more variability than the
+/// data show).
+fn process_noise(
+    gp: &MultiTaskGp,
+    y: &[f64],
+    x: &[f64],
+    cols: usize,
+    measurement_var: impl Fn(usize, f64) -> f64,
+) -> SpeciesArray<f64> {
+    let noise = gp.noise_variances();
+    let mut sum = [0.0; N_SPECIES];
+    let mut n = [0usize; N_SPECIES];
+    let mut s1 = [0.0; N_SPECIES];
+    let mut s2 = [0.0; N_SPECIES];
+    for (row, &target) in x.chunks_exact(cols).zip(y) {
+        let k = row[cols - 1] as usize;
+        if k < N_SPECIES {
+            sum[k] += measurement_var(k, target);
+            n[k] += 1;
+            s1[k] += target;
+            s2[k] += target * target;
+        }
+    }
+    std::array::from_fn(|k| match (noise.get(k), n[k]) {
+        (Some(v), m) if m > 1 => {
+            let m = m as f64;
+            let target_var = ((s2[k] - s1[k] * s1[k] / m) / (m - 1.0)).max(0.0);
+            (v - sum[k] / m).clamp(0.0, target_var)
+        }
+        _ => 0.0,
+    })
+}
+
+fn to_transition(p: &TaskPrediction) -> Transition {
+    Transition {
+        mean: std::array::from_fn(|k| p.mean[k]),
+        cov: std::array::from_fn(|i| std::array::from_fn(|j| p.covariance[i * N_SPECIES + j])),
+    }
+}
+
+/// Mean, sd and quantiles in original units of `s = e^z − c` with `z ~ N(mu, var)`:
+/// quantiles transform exactly (monotone map, then clipping), mean and sd from the
+/// log-normal moments.
+pub(crate) fn lognormal_summary(
+    tr: &crate::LogTransform,
+    k: usize,
+    mu: f64,
+    var: f64,
+) -> SpeciesPrediction {
+    let var = var.max(0.0);
+    let sd_z = var.sqrt();
+    let c = tr.offsets[k];
+    let m = (mu + 0.5 * var).exp();
+    let v = (var.exp() - 1.0) * (2.0 * mu + var).exp();
+    let cap = if k == Species::Via.index() {
+        100.0
+    } else {
+        f64::INFINITY
+    };
+    SpeciesPrediction {
+        mean: (m - c).clamp(0.0, cap),
+        sd: v.sqrt(),
+        quantiles: std::array::from_fn(|i| tr.s(k, mu + Z_QUANTILES[i] * sd_z)),
+    }
+}
