@@ -36,7 +36,8 @@ use perfusio_core::{
     read_validated,
 };
 use perfusio_hybrid::{
-    ForecastMethod as HybridMethod, ForecastOptions, HybridConfig, HybridModel, StateEstimate,
+    ForecastMethod as HybridMethod, ForecastOptions, GpSettings, HybridConfig, HybridModel,
+    StateEstimate,
 };
 use perfusio_mechanistic::{CloneKind, KineticParams, VirtualReactor, VirtualReactorConfig};
 
@@ -227,8 +228,14 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
     let mut controls = Setpoints::defaults(0);
     // the hybrid model: the textbook clone-X mechanism as the GP's prior mean, learned
     // online from this run's own days
+    // online, one run: the GP's noise above the measurement noise is process variability
+    // the few days cannot explain; carry it (`process_noise`), or the bands are too narrow
     let config = HybridConfig {
         max_day: args.days,
+        gp: GpSettings {
+            process_noise: true,
+            ..GpSettings::default()
+        },
         ..HybridConfig::with_prior(KineticParams::for_clone(CloneKind::CloneX), "CloneX")
     };
     let mechanism = HybridModel::new(config.clone())?;

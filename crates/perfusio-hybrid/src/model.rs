@@ -418,9 +418,13 @@ impl HybridModel {
             _ => params.fit(&x, cols, &y)?,
         };
         let r = gp.report().clone();
-        let process_var = process_noise(&gp, &y, &x, cols, |k, z| {
-            self.measurement_var_z(k, self.config.transform.s(k, z))
-        });
+        let process_var = if self.config.gp.process_noise {
+            process_noise(&gp, &y, &x, cols, |k, z| {
+                self.measurement_var_z(k, self.config.transform.s(k, z))
+            })
+        } else {
+            [0.0; N_SPECIES]
+        };
         let runs = {
             let mut seen: Vec<usize> = rows.origin.iter().map(|o| o.0).collect();
             seen.sort_unstable();
