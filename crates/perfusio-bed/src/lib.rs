@@ -104,7 +104,9 @@ pub mod space;
 pub mod special;
 
 pub use error::{BedError, Result};
-pub use policy::{BedPolicy, Decision, ObjectiveSummary, PolicyConfig};
+pub use policy::{
+    BedPolicy, Decision, DecisionTimings, ObjectiveSummary, PolicyConfig, RestartReport, Screening,
+};
 
 #[cfg(test)]
 mod auto_traits {

@@ -89,6 +89,18 @@ pub const INNER_OPTIONS: LbfgsbOptions = LbfgsbOptions {
     max_line_search: 20,
 };
 
+/// Temperature of the max over the batch in the greedy batch choice (standardised
+/// objective units): small enough that a copy of a member adds nothing.
+pub const BATCH_TAU_MAX: f64 = 1e-8;
+
+/// A batch candidate whose objective, given the members already chosen, keeps less than
+/// this fraction of its standard deviation is a copy of a member and is not chosen again
+/// (holding course excepted).
+pub const BATCH_MIN_NEW_SD: f64 = 1e-3;
+
+/// Joint acquisition values of a greedy batch step closer than this (relative) are equal.
+pub const BATCH_TIE_TOL: f64 = 1e-9;
+
 /// Most refined candidates checked on the Monte-Carlo forecast (besides holding course).
 pub const FINAL_CHECK_MAX: usize = 2;
 
@@ -101,6 +113,20 @@ pub const MIN_FEASIBILITY: f64 = 0.5;
 /// Temperature of the sigmoid that smooths outcome-constraint slacks (in units of the
 /// constrained variable's plausible range).
 pub const SLACK_TAU: f64 = 1e-3;
+
+/// How [`BedPolicy::decide`] scores its raw candidates. Refinement is always on the
+/// linearised forecast and the final choice always on the Monte-Carlo forecast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Screening {
+    /// Linearised (moment-matching) forecasts, batched: one model transition per candidate
+    /// and day.
+    #[default]
+    Linearised,
+    /// `screening_samples` Monte-Carlo paths per candidate with common random numbers:
+    /// `screening_samples` times the model calls (for comparisons).
+    MonteCarlo,
+}
 
 /// Settings of a [`BedPolicy`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,7 +141,10 @@ pub struct PolicyConfig {
     pub restarts: usize,
     /// Space-filling candidates per reactor of a batch decision ([`BedPolicy::decide_batch`]).
     pub batch_raw_samples: usize,
-    /// Scenarios of the linearised forecast used while screening and refining.
+    /// How the raw candidates are scored (default: on their linearised forecasts).
+    pub screening: Screening,
+    /// Scenarios used while screening and refining (of the linearised forecast, or Monte-Carlo
+    /// paths with [`Screening::MonteCarlo`]).
     pub screening_samples: usize,
     /// Monte-Carlo paths of the final choice.
     pub mc_samples: usize,
@@ -144,6 +173,7 @@ impl PolicyConfig {
             raw_samples: 512,
             restarts: 10,
             batch_raw_samples: 64,
+            screening: Screening::Linearised,
             screening_samples: 64,
             mc_samples: 128,
             seed: 0,
@@ -871,6 +901,123 @@ impl BedPolicy {
         }
     }
 
+    /// Scores of candidates held over the horizon, by the configured
+    /// [`PolicyConfig::screening`]: on their linearised forecasts (batched model calls per
+    /// day; Gaussian moments for analytic acquisitions, scenarios from the fixed base
+    /// samples for Monte-Carlo ones) or on `screening_samples` Monte-Carlo paths of the
+    /// hybrid model with common random numbers.
+    fn score_candidates(
+        &self,
+        model: &HybridModel,
+        state: &StateEstimate,
+        jac: &[Mat9],
+        base: &BaseSamples,
+        cands: &[ControlArray<f64>],
+        threads: usize,
+    ) -> Result<Vec<Scored>> {
+        let h = self.config.horizon_days as usize;
+        let tr = model.config().transform;
+        match self.config.screening {
+            Screening::Linearised => {
+                let pgs = linearised_paths(model, state, cands, jac, threads)?;
+                pgs.iter()
+                    .zip(cands)
+                    .map(|(pg, u)| {
+                        let schedule = vec![*u; h];
+                        if self.config.acquisition.is_monte_carlo() {
+                            Ok(self.score_paths(&pg.scenarios(base, &tr)?, &schedule))
+                        } else {
+                            Ok(self.score_gaussian(pg, &schedule, &tr))
+                        }
+                    })
+                    .collect()
+            }
+            Screening::MonteCarlo => cands
+                .iter()
+                .map(|u| {
+                    let schedule = vec![*u; h];
+                    let sc = model
+                        .sample_paths(
+                            state,
+                            &schedule,
+                            self.config.screening_samples,
+                            self.config.seed ^ 0x7363_7265_656e,
+                            threads,
+                        )
+                        .map_err(hybrid_err)?;
+                    let paths: Vec<Vec<SpeciesArray<f64>>> = sc
+                        .initial
+                        .iter()
+                        .zip(&sc.latent)
+                        .map(|(s0, rest)| {
+                            std::iter::once(*s0).chain(rest.iter().copied()).collect()
+                        })
+                        .collect();
+                    Ok(self.score_paths(&paths, &schedule))
+                })
+                .collect(),
+        }
+    }
+
+    /// The acquisition of each candidate (setpoints held over the horizon) against holding
+    /// `current`, as the screening step of [`BedPolicy::decide`] computes it (candidates are
+    /// used as given: project them into the decision space first if needed).
+    pub fn screen(
+        &self,
+        model: &HybridModel,
+        state: &StateEstimate,
+        current: &ControlArray<f64>,
+        candidates: &[ControlArray<f64>],
+    ) -> Result<Vec<f64>> {
+        let h = self.config.horizon_days as usize;
+        let space = self.decision_space(current)?;
+        let jac = self.holding_jacobians(model, state, space.current())?;
+        let base = BaseSamples::new(
+            self.config.screening_samples,
+            N_SPECIES * (h + 1),
+            self.config.seed,
+        )?;
+        let hold = self
+            .score_candidates(
+                model,
+                state,
+                &jac,
+                &base,
+                std::slice::from_ref(space.current()),
+                1,
+            )?
+            .pop()
+            .ok_or_else(|| BedError::ShapeMismatch("no holding-course scenarios".into()))?;
+        let m = self.objectives.len();
+        let hold_summary: Vec<ObjectiveSummary> = (0..m).map(|k| hold.summary(k, m)).collect();
+        Ok(self
+            .score_candidates(model, state, &jac, &base, candidates, self.config.threads)?
+            .iter()
+            .map(|c| self.acquisition_value(c, &hold, &hold_summary))
+            .collect())
+    }
+
+    /// State Jacobians of the one-day step along the holding-course mean path.
+    fn holding_jacobians(
+        &self,
+        model: &HybridModel,
+        state: &StateEstimate,
+        hold: &ControlArray<f64>,
+    ) -> Result<Vec<Mat9>> {
+        let h = self.config.horizon_days as usize;
+        let tr = model.config().transform;
+        let mut jac: Vec<Mat9> = Vec::with_capacity(h);
+        let mut mu = state.z;
+        for d in 0..h {
+            let x = HybridModel::z_input(&mu, hold, state.day + d as u32);
+            let lt = model.linearised_transition(&x).map_err(hybrid_err)?;
+            jac.push(lt.jacobian);
+            mu = lt.transition.mean;
+            tr.clamp_z(&mut mu);
+        }
+        Ok(jac)
+    }
+
     /// Chooses tomorrow's setpoints for one reactor: `state` is the filtered estimate of day
     /// `state.day`, `current` the setpoints in force. See the module docs.
     pub fn decide(
@@ -885,36 +1032,15 @@ impl BedPolicy {
         let hold_controls = space.current().to_owned();
         let tr = model.config().transform;
         // 1. linearisation along the holding-course mean path (one set of Jacobians)
-        let mut jac: Vec<Mat9> = Vec::with_capacity(h);
-        let mut mu = state.z;
-        for d in 0..h {
-            let x = HybridModel::z_input(&mu, &hold_controls, state.day + d as u32);
-            let lt = model.linearised_transition(&x).map_err(hybrid_err)?;
-            jac.push(lt.jacobian);
-            mu = lt.transition.mean;
-            tr.clamp_z(&mut mu);
-        }
+        let jac = self.holding_jacobians(model, state, &hold_controls)?;
         let mut timings = DecisionTimings {
             linearise: t0.elapsed(),
             ..DecisionTimings::default()
         };
         let dims = N_SPECIES * (h + 1);
         let base = BaseSamples::new(self.config.screening_samples, dims, self.config.seed)?;
-        // linearised scenarios of many candidates at once (batched model calls per day)
-        let analytic = !self.config.acquisition.is_monte_carlo();
         let screen = |cands: &[ControlArray<f64>], threads: usize| -> Result<Vec<Scored>> {
-            let pgs = linearised_paths(model, state, cands, &jac, threads)?;
-            pgs.iter()
-                .zip(cands)
-                .map(|(pg, u)| {
-                    let schedule = vec![*u; h];
-                    if analytic {
-                        Ok(self.score_gaussian(pg, &schedule, &tr))
-                    } else {
-                        Ok(self.score_paths(&pg.scenarios(&base, &tr)?, &schedule))
-                    }
-                })
-                .collect()
+            self.score_candidates(model, state, &jac, &base, cands, threads)
         };
         let hold_lin = screen(std::slice::from_ref(&hold_controls), 1)?
             .pop()
@@ -1149,9 +1275,15 @@ impl BedPolicy {
                 if i != 0 && c.feasible < MIN_FEASIBILITY {
                     continue;
                 }
-                let v = batch.value_with(self, model, c, &base, best, scale);
-                if v > best_v {
-                    best_v = v;
+                // holding course may be repeated; other copies of a member may not
+                let v = batch.value_with(self, model, c, &base, best, scale, i == 0);
+                // equal joint values (the batch is indifferent, e.g. when no candidate can
+                // beat its members): the candidate with the higher predicted objective
+                let tol = BATCH_TIE_TOL * best_v.abs().max(1.0);
+                let better = v > best_v + tol
+                    || (v >= best_v - tol && c.mean > r.cands[best_i].mean && v.is_finite());
+                if better {
+                    best_v = best_v.max(v);
                     best_i = i;
                 }
             }
@@ -1234,19 +1366,9 @@ impl BedPolicy {
         state: &StateEstimate,
         current: &ControlArray<f64>,
     ) -> Result<BatchReactor> {
-        let h = self.config.horizon_days as usize;
-        let tr = model.config().transform;
         let space = self.decision_space(current)?;
         let hold = *space.current();
-        let mut jac = Vec::with_capacity(h);
-        let mut mu = state.z;
-        for d in 0..h {
-            let x = HybridModel::z_input(&mu, &hold, state.day + d as u32);
-            let lt = model.linearised_transition(&x).map_err(hybrid_err)?;
-            jac.push(lt.jacobian);
-            mu = lt.transition.mean;
-            tr.clamp_z(&mut mu);
-        }
+        let jac = self.holding_jacobians(model, state, &hold)?;
         let dim = space.dim();
         let mut units: Vec<Vec<f64>> = vec![space.to_unit(&hold)?];
         if dim > 0 {
@@ -1578,8 +1700,7 @@ impl JointBatch {
             row[a] = if d > 0.0 { v / d } else { 0.0 };
             sq += row[a] * row[a];
         }
-        // jitter keeps a member perfectly correlated with an earlier one representable
-        let diag = sd * sd * (1.0 + 1e-10) - sq;
+        let diag = sd * sd - sq;
         row[k] = if diag > 0.0 { diag.sqrt() } else { 0.0 };
         row.iter().all(|v| v.is_finite()).then_some(row)
     }
@@ -1590,7 +1711,8 @@ impl JointBatch {
         (p / (1.0 - p)).ln() * McParams::default().eta
     }
 
-    /// The batch's joint acquisition with `c` added.
+    /// The batch's joint acquisition with `c` added (`-∞` for a copy of a member unless
+    /// `allow_copy`).
     fn value_with(
         &self,
         policy: &BedPolicy,
@@ -1599,11 +1721,16 @@ impl JointBatch {
         base: &BaseSamples,
         best: f64,
         scale: f64,
+        allow_copy: bool,
     ) -> f64 {
         let Some(row) = self.new_row(model, c, scale) else {
             return f64::NEG_INFINITY;
         };
         let (k, n) = (self.k + 1, self.n);
+        if !allow_copy && row[k - 1] < BATCH_MIN_NEW_SD * c.sd / scale {
+            // (nearly) a copy of a member: it adds nothing the batch does not know
+            return f64::NEG_INFINITY;
+        }
         let mut samples = vec![0.0; n * k];
         let mut slacks = vec![0.0; n * k];
         let slack = Self::member_slack(c);
@@ -1625,8 +1752,11 @@ impl JointBatch {
         ) else {
             return f64::NEG_INFINITY;
         };
+        // the choice is discrete: no smoothing of the max over the batch is needed, and a
+        // smoothed max would reward a second copy of a member (by τ ln 2)
         let params = McParams {
             beta: policy.config.ucb_beta,
+            tau_max: BATCH_TAU_MAX,
             ..McParams::default()
         };
         mc::evaluate(policy.batch_acquisition(), sm, best / scale, &[cm], &params)
