@@ -13,6 +13,7 @@ mod design_space_cmd;
 mod emulate_cmd;
 mod evaluate_cmd;
 mod plot;
+mod recommend_cmd;
 mod simulate_cmd;
 
 /// Online digital twin of a perfusion bioreactor, driven as a self-driving experiment.
@@ -34,6 +35,8 @@ enum Command {
     Simulate(simulate_cmd::Args),
     /// Score the hybrid model's forecasts on held-out simulated runs (with an ablation).
     Evaluate(evaluate_cmd::Args),
+    /// Recommend tomorrow's setpoints for a run's history (one decision of the design policy).
+    Recommend(recommend_cmd::Args),
     /// Serve simulated ambr250 reactors over OPC UA until Ctrl-C.
     Emulate(emulate_cmd::Args),
     /// Verify tamper-evident audit logs.
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate_cmd::run(&args),
         Command::Emulate(args) => emulate_cmd::run(&args),
         Command::Evaluate(args) => evaluate_cmd::run(&args),
+        Command::Recommend(args) => recommend_cmd::run(&args),
         Command::Audit(cmd) => audit_cmd::run(&cmd),
     };
     match result {
