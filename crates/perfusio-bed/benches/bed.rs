@@ -8,13 +8,13 @@
 //! * qEHVI over 128 scenarios of one candidate against a 20-point 3-D front;
 //! * base samples (256 × 200 normals) and raw candidates (512 × 6 lattice points);
 //! * the multistart maximiser on the 6-D Hartmann function (512 raw, 10 restarts);
-//! * on the online model (one 28-day run, mechanism inputs on; `fixture.rs`), with a 3-day
+//! * on the online model (one 28-day run, mechanism inputs on; `support/fixture.rs`), with a 3-day
 //!   horizon: `decide()` with 512 raw candidates and 10 restarts (LogEI and qLogEI), and
 //!   `decide_batch` for 24 reactors with qLogEI.
 //!
 //! `cargo bench -p perfusio-bed --bench bed -- policy`
 
-#[path = "fixture.rs"]
+#[path = "support/fixture.rs"]
 mod fixture;
 
 use std::hint::black_box;

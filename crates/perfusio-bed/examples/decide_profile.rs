@@ -1,7 +1,7 @@
 //! Where the time of one decision goes, on the benchmarks' online model:
 //! `cargo run --release -p perfusio-bed --example decide_profile`.
 
-#[path = "../benches/fixture.rs"]
+#[path = "../benches/support/fixture.rs"]
 mod fixture;
 
 use std::time::Instant;

@@ -522,14 +522,13 @@ impl BedPolicy {
         let mut constraint = Vec::new();
         let mut gd = [0.0; N_SPECIES];
         for con in &self.config.constraints {
-            for day in 1..pg.means.len() {
-                let v = crate::objective::variable_value(con.variable, &states[day]);
+            for (day, (st, zm)) in states.iter_mut().zip(&pg.means).enumerate().skip(1) {
+                let v = crate::objective::variable_value(con.variable, st);
                 for (k, gk) in gd.iter_mut().enumerate() {
-                    let keep = states[day][k];
-                    states[day][k] = tr.s(k, pg.means[day][k] + GAUSS_FD_STEP);
-                    *gk = (crate::objective::variable_value(con.variable, &states[day]) - v)
-                        / GAUSS_FD_STEP;
-                    states[day][k] = keep;
+                    let keep = st[k];
+                    st[k] = tr.s(k, zm[k] + GAUSS_FD_STEP);
+                    *gk = (crate::objective::variable_value(con.variable, st) - v) / GAUSS_FD_STEP;
+                    st[k] = keep;
                 }
                 let var = quad_form(&pg.cov, dims, &gd, day * N_SPECIES);
                 constraint.push(if var.is_finite() { var.max(0.0) } else { 0.0 });
@@ -678,7 +677,7 @@ impl BedPolicy {
         x0: &[f64],
         f0: f64,
         space: &DecisionSpace,
-        paths_at: &(dyn Fn(&[Vec<f64>]) -> Result<Vec<PathGaussian>> + Sync),
+        paths_at: &PathsAt<'_>,
         base: &BaseSamples,
         tr: &LogTransform,
         hold: &Scored,
@@ -760,7 +759,8 @@ impl BedPolicy {
             let inner = minimize_box(&mut neg, &xc, &lower, &upper, &INNER_OPTIONS)?;
             let predicted = -inner.value - fc;
             let scale = fc.abs().max(1.0);
-            if !(predicted > TR_GAIN_TOL * scale) {
+            // (a NaN prediction counts as no gain)
+            if predicted.is_nan() || predicted <= TR_GAIN_TOL * scale {
                 if radius >= TR_STATIONARY_RADIUS {
                     converged = true;
                     stop = "model_stationary";
@@ -1732,10 +1732,12 @@ impl JointBatch {
             let rho = model
                 .input_correlation(&self.inputs[a], &c.input)
                 .clamp(-1.0, 1.0);
-            let mut v = rho * self.sds[a] * sd;
-            for b in 0..a {
-                v -= self.l[a * self.q + b] * row[b];
-            }
+            let v = rho * self.sds[a] * sd
+                - self.l[a * self.q..a * self.q + a]
+                    .iter()
+                    .zip(&row)
+                    .map(|(l, r)| l * r)
+                    .sum::<f64>();
             let d = self.l[a * self.q + a];
             row[a] = if d > 0.0 { v / d } else { 0.0 };
             sq += row[a] * row[a];
@@ -1753,6 +1755,7 @@ impl JointBatch {
 
     /// The batch's joint acquisition with `c` added (`-∞` for a copy of a member unless
     /// `allow_copy`).
+    #[allow(clippy::too_many_arguments)]
     fn value_with(
         &self,
         policy: &BedPolicy,
@@ -1966,6 +1969,9 @@ fn linearised_paths(
     }
     Ok(out)
 }
+
+/// Exact linearised forecasts at points of the unit cube.
+type PathsAt<'a> = dyn Fn(&[Vec<f64>]) -> Result<Vec<PathGaussian>> + Sync + 'a;
 
 /// A refinement of one start: the refined point and its report.
 type Refined = (Vec<f64>, RestartReport);

@@ -120,7 +120,7 @@ fn same_seed_same_decision_and_bounds_hold() {
     }
 }
 
-#[path = "../benches/fixture.rs"]
+#[path = "../benches/support/fixture.rs"]
 #[allow(dead_code)]
 mod fixture;
 
@@ -275,8 +275,11 @@ mod admissible {
     use super::*;
     use proptest::prelude::*;
 
-    fn case() -> impl Strategy<Value = (Vec<f64>, Vec<f64>, Vec<Option<f64>>, Vec<bool>, f64, f64)>
-    {
+    /// Unit-cube current setpoints, state scales, ramp limits (fractions of the ranges),
+    /// fixed controls, the model's transition sd and the state variance.
+    type Case = (Vec<f64>, Vec<f64>, Vec<Option<f64>>, Vec<bool>, f64, f64);
+
+    fn case() -> impl Strategy<Value = Case> {
         (
             proptest::collection::vec(0.0..1.0f64, 6),
             proptest::collection::vec(0.5..1.5f64, 3),
@@ -291,8 +294,10 @@ mod admissible {
         #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
         #[test]
         fn recommendations_are_admissible((unit, scale, ramp_frac, fix, model_sd, state_var) in case()) {
-            let mut cfg_h = HybridConfig::default();
-            cfg_h.mechanism_sd = [model_sd; N_SPECIES];
+            let cfg_h = HybridConfig {
+                mechanism_sd: [model_sd; N_SPECIES],
+                ..HybridConfig::default()
+            };
             let model = HybridModel::new(cfg_h).unwrap();
             let tr = model.config().transform;
             // current setpoints: anywhere in the design space, bleed ≤ perfusion

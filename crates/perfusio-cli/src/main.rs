@@ -12,6 +12,8 @@ mod config_cmd;
 mod design_space_cmd;
 mod emulate_cmd;
 mod evaluate_cmd;
+// SVG fan charts for `perfusio forecast` (issue 10), which no subcommand draws yet
+#[allow(dead_code)]
 mod plot;
 mod recommend_cmd;
 mod simulate_cmd;
