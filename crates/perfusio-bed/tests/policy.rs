@@ -113,6 +113,15 @@ fn same_seed_same_decision_and_bounds_hold() {
         assert!(v[1] <= v[0]);
         assert!(a.reason.starts_with(acq.name()), "{}", a.reason);
         assert!((0.0..=1.0).contains(&a.probability_feasible));
+        // every restart reports how it stopped, and the phases fit in the wall time
+        assert_eq!(a.restarts.len(), 10, "{acq}");
+        assert!(
+            a.restarts
+                .iter()
+                .all(|r| r.value >= r.start_value - 1e-9 || !r.converged)
+        );
+        let t = a.timings;
+        assert!(t.linearise + t.screen + t.refine + t.final_check + t.forecast <= a.elapsed);
         eprintln!(
             "{acq}: {} ({:?}, {} screened)",
             a.reason, a.elapsed, a.screened
