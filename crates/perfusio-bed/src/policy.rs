@@ -499,15 +499,8 @@ impl BedPolicy {
         tr: &LogTransform,
     ) -> Variances {
         let dims = pg.dims();
-        let mut states: Vec<SpeciesArray<f64>> = pg
-            .means
-            .iter()
-            .map(|z| {
-                let mut z = *z;
-                tr.clamp_z(&mut z);
-                tr.to_species(&z)
-            })
-            .collect();
+        let mut states: Vec<SpeciesArray<f64>> =
+            pg.means.iter().map(|z| tr.to_species(z)).collect();
         let mut g = vec![0.0; dims];
         let objective = self
             .objectives
@@ -555,14 +548,7 @@ impl BedPolicy {
         schedule: &[ControlArray<f64>],
         tr: &LogTransform,
     ) -> Scored {
-        let states: Vec<SpeciesArray<f64>> = means
-            .iter()
-            .map(|z| {
-                let mut z = *z;
-                tr.clamp_z(&mut z);
-                tr.to_species(&z)
-            })
-            .collect();
+        let states: Vec<SpeciesArray<f64>> = means.iter().map(|z| tr.to_species(z)).collect();
         let summaries: Vec<ObjectiveSummary> = self
             .objectives
             .iter()
@@ -643,15 +629,7 @@ impl BedPolicy {
             (None, Some(sc)) => {
                 let paths: Vec<Vec<SpeciesArray<f64>>> = sc
                     .iter()
-                    .map(|p| {
-                        p.iter()
-                            .map(|z| {
-                                let mut z = *z;
-                                tr.clamp_z(&mut z);
-                                tr.to_species(&z)
-                            })
-                            .collect()
-                    })
+                    .map(|p| p.iter().map(|z| tr.to_species(z)).collect())
                     .collect();
                 self.score_paths(&paths, schedule)
             }
@@ -1864,14 +1842,7 @@ impl PathGaussian {
         Ok(self
             .scenarios_z(base)?
             .into_iter()
-            .map(|p| {
-                p.into_iter()
-                    .map(|mut z| {
-                        tr.clamp_z(&mut z);
-                        tr.to_species(&z)
-                    })
-                    .collect()
-            })
+            .map(|p| p.into_iter().map(|z| tr.to_species(&z)).collect())
             .collect())
     }
 
@@ -2021,6 +1992,10 @@ fn refine_parallel(
     parts.sort_by_key(|(i, _)| *i);
     parts.into_iter().map(|(_, r)| r).collect()
 }
+
+// Species values come from `LogTransform::to_species`, which clips every species to its
+// physical range [0, upper]: clamping `z` first (`clamp_z`) would give the same values at
+// the cost of two logarithms per species.
 
 /// `gᵀ A g` over the block of the `n × n` row-major `a` that starts at row and column
 /// `offset` (`g.len()` rows and columns), skipping zero entries of `g`.
