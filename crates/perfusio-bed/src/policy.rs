@@ -39,11 +39,11 @@
 //! linearisation, screening, refinement and the final check. On the benches' online model
 //! (one 28-day run, day 14, 3-day horizon, 512 raw candidates, 10 restarts, release build)
 //! a LogEI decision makes about 1 540 transitions screening, 1 200 refining and 1 280 in the
-//! final check (3 courses × 128 paths × 3 days, plus the start draws), and takes 163 ms of
-//! CPU time (`examples/decide_profile.rs`); the three phases take roughly equal shares.
-//! qLogEI takes 3.5× longer: its screening and refinement score 64 scenario paths per
-//! candidate instead of two moments. `decide_batch` for 24 reactors takes about 300 ms of
-//! CPU time, 80 % of it screening 65 candidates per reactor.
+//! final check (3 courses × 128 paths × 3 days, plus the start draws), and takes about
+//! 165 ms of CPU time (`examples/decide_profile.rs`); the three phases take roughly equal
+//! shares. qLogEI takes 2.6× longer: its screening and refinement score 64 scenario paths per
+//! candidate instead of two moments. `decide_batch` for 24 reactors takes about 330 ms of
+//! CPU time, 75 % of it screening 65 candidates per reactor.
 //!
 //! The incumbent of improvement-based acquisitions is the objective predicted when the
 //! current setpoints are held: "improvement" means better than staying the course. Outcome
