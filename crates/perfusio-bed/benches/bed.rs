@@ -7,7 +7,15 @@
 //! * exact hypervolume of 50-point fronts in 2 and 3 objectives;
 //! * qEHVI over 128 scenarios of one candidate against a 20-point 3-D front;
 //! * base samples (256 × 200 normals) and raw candidates (512 × 6 lattice points);
-//! * the multistart maximiser on the 6-D Hartmann function (512 raw, 10 restarts).
+//! * the multistart maximiser on the 6-D Hartmann function (512 raw, 10 restarts);
+//! * on the online model (one 28-day run, mechanism inputs on; `support/fixture.rs`), with a 3-day
+//!   horizon: `decide()` with 512 raw candidates and 10 restarts (LogEI and qLogEI), and
+//!   `decide_batch` for 24 reactors with qLogEI.
+//!
+//! `cargo bench -p perfusio-bed --bench bed -- policy`
+
+#[path = "support/fixture.rs"]
+mod fixture;
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -19,9 +27,12 @@ use perfusio_bed::mc::{
     McParams, SampleMatrix, q_expected_improvement, q_log_expected_improvement,
 };
 use perfusio_bed::multi::{ObjectiveSamples, q_expected_hypervolume_improvement};
+use perfusio_bed::objective::Harvest;
 use perfusio_bed::optimize::{MaximizeOptions, maximize};
 use perfusio_bed::qmc::{BaseSamples, uniform_points};
 use perfusio_bed::special::norm_ppf;
+use perfusio_bed::{BedPolicy, PolicyConfig};
+use perfusio_core::{Acquisition, DEFAULT_AMBR250_DESIGN_SPACE as DS};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -136,9 +147,64 @@ fn optimiser(c: &mut Criterion) {
     });
 }
 
+fn policy_for(acquisition: Acquisition) -> BedPolicy {
+    let cfg = PolicyConfig {
+        acquisition,
+        ..PolicyConfig::new(&DS)
+    };
+    BedPolicy::new(DS, vec![Box::new(Harvest::default())], cfg).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn policy(c: &mut Criterion) {
+    let (model, run) = fixture::online_model();
+    let (state, current) = fixture::day14(&model, &run);
+    let reactors = fixture::batch24(&model, &run);
+    let mut g = c.benchmark_group("policy");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(10));
+    for acq in [Acquisition::LogEI, Acquisition::QLogEI] {
+        let p = policy_for(acq);
+        g.bench_function(
+            BenchmarkId::new("decide_512raw_10restarts", acq.name()),
+            |b| {
+                b.iter(|| {
+                    p.decide(&model, black_box(&state), &current)
+                        .unwrap_or_else(|e| panic!("{e}"))
+                })
+            },
+        );
+    }
+    // the acquisition on the linearised forecast, per 64 candidates (one screening batch)
+    let space =
+        perfusio_bed::space::DecisionSpace::new(&DS, current).unwrap_or_else(|e| panic!("{e}"));
+    let cands: Vec<_> = uniform_points(64, space.dim(), 3)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .chunks_exact(space.dim())
+        .map(|u| space.to_controls(u).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    for acq in [Acquisition::LogEI, Acquisition::QLogEI] {
+        let p = policy_for(acq);
+        g.bench_function(BenchmarkId::new("screen_64_candidates", acq.name()), |b| {
+            b.iter(|| {
+                p.screen(&model, black_box(&state), &current, &cands)
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+        });
+    }
+    let p = policy_for(Acquisition::QLogEI);
+    g.bench_function("decide_batch_q24_qLogEI", |b| {
+        b.iter(|| {
+            p.decide_batch(&model, black_box(&reactors))
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = analytic, monte_carlo, hypervolumes, sampling, optimiser
+    targets = analytic, monte_carlo, hypervolumes, sampling, optimiser, policy
 }
 criterion_main!(benches);

@@ -6,7 +6,7 @@
 //! interface that knows nothing about the forecast model: objectives see one scenario
 //! (states and controls over the horizon), acquisitions see Gaussian moments or a matrix of
 //! objective samples, the optimiser sees a function on the unit cube. The policy that joins
-//! them to the hybrid model's forecasts (`BedPolicy::decide`) builds on these pieces.
+//! them to the hybrid model's forecasts ([`BedPolicy::decide`]) builds on these pieces.
 //!
 //! # Why fixed quasi-random base samples
 //! A Monte-Carlo acquisition drawn afresh at each evaluation is noisy, and a quasi-Newton
@@ -31,7 +31,8 @@
 //! | qEHVI, qNEHVI, qNParEGO | [`multi`] | [`multi::ObjectiveSamples`], [`multi::q_expected_hypervolume_improvement`], [`multi::ChebyshevScalarization`] |
 //! | objectives over forecast scenarios; outcome constraints | [`objective`] | [`objective::Objective`], [`objective::Harvest`], [`objective::Track`], [`objective::parse_objective`], [`objective::OutcomeConstraint`] |
 //! | unit cube ↔ setpoints (bleed ≤ perfusion, ramps, fixed controls) | [`space`] | [`space::DecisionSpace`] |
-//! | projected L-BFGS and the multistart maximiser | [`optimize`] | [`optimize::maximize`], [`optimize::minimize_box`] |
+//! | bounded quasi-Newton (`perfusio_gp::optim`'s L-BFGS-B) and the multistart maximiser | [`optimize`] | [`optimize::maximize`], [`optimize::minimize_box`] |
+//! | the decision over the hybrid forecast: screening, trust-region refinement, Monte-Carlo check; q-batches | [`policy`] | [`BedPolicy::decide`], [`BedPolicy::decide_batch`], [`Decision`] |
 //!
 //! # Example: one decision on a toy forecast
 //! ```
@@ -104,7 +105,9 @@ pub mod space;
 pub mod special;
 
 pub use error::{BedError, Result};
-pub use policy::{BedPolicy, Decision, ObjectiveSummary, PolicyConfig};
+pub use policy::{
+    BedPolicy, Decision, DecisionTimings, ObjectiveSummary, PolicyConfig, RestartReport, Screening,
+};
 
 #[cfg(test)]
 mod auto_traits {
@@ -134,5 +137,12 @@ mod auto_traits {
         send_sync_clone::<optimize::LbfgsbOptions>();
         send_sync_clone::<optimize::MaximizeOptions>();
         send_sync_clone::<optimize::Maximum>();
+        send_sync_clone::<PolicyConfig>();
+        send_sync_clone::<Decision>();
+        send_sync_clone::<DecisionTimings>();
+        send_sync_clone::<RestartReport>();
+        send_sync_clone::<Screening>();
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<BedPolicy>();
     }
 }

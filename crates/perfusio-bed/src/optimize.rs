@@ -2,22 +2,18 @@
 //! bounded quasi-Newton method.
 //!
 //! # The minimiser
-//! [`minimize_box`] is a projected limited-memory BFGS for box constraints in the spirit of
-//! L-BFGS-B (Byrd, Lu, Nocedal & Zhu 1995, SIAM J. Sci. Comput. 16(5):1190–1208,
-//! doi:10.1137/0916069), in the simpler form of Kim, Sra & Dhillon (2010), "Tackling
-//! box-constrained optimization via a new projected quasi-Newton approach", SIAM J. Sci.
-//! Comput. 32(6):3548–3563, doi:10.1137/08073812X:
+//! [`minimize_box`] is the workspace's one bounded quasi-Newton method,
+//! [`perfusio_gp::optim::minimize`]: L-BFGS-B (Byrd, Lu, Nocedal & Zhu 1995, SIAM J. Sci.
+//! Comput. 16(5):1190–1208, doi:10.1137/0916069) with the generalised Cauchy point, the
+//! subspace step and a Moré–Thuente line search that never leaves the box; at the few
+//! dimensions of a decision it keeps a dense self-scaling BFGS matrix. This module adapts
+//! its options and stop reasons to the acquisition setting (`f64` closures, a non-finite
+//! value at a trial point shortens the step).
 //!
-//! 1. the **active set** holds the coordinates at a bound whose gradient pushes outwards;
-//! 2. the L-BFGS two-loop recursion (Nocedal & Wright 2006, Alg. 7.4) gives a direction on
-//!    the free coordinates (steepest descent when it is not a descent direction);
-//! 3. a backtracking **Armijo search along the projection arc** `P(x + α d)` accepts
-//!    `f(x⁺) ≤ f(x) + c₁ ∇f·(x⁺ − x)`;
-//! 4. curvature pairs with `sᵀy > ε‖s‖‖y‖` update the memory.
-//!
-//! It stops when the projected gradient `‖P(x − ∇f) − x‖∞` falls below `pg_tol`, when the
-//! relative decrease falls below `f_rel_tol` (SciPy's `factr` rule), at the iteration limit,
-//! or when the line search fails. It is deterministic.
+//! It stops when the projected gradient `‖P(x − ∇f) − x‖∞` falls below `pg_tol`
+//! ([`StopReason::ProjectedGradient`]) or the relative decrease falls below `f_rel_tol`
+//! ([`StopReason::RelativeDecrease`]) — the two converged stops — or, not converged, at the
+//! iteration limit or when the line search finds no decrease. It is deterministic.
 //!
 //! # Multistart
 //! [`maximize`] follows BoTorch's `optimize_acqf` (`optim/optimize.py`): score `raw_samples`
@@ -36,7 +32,8 @@ use crate::qmc::uniform_points;
 /// Options of [`minimize_box`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LbfgsbOptions {
-    /// Number of stored curvature pairs (default 10).
+    /// Number of stored curvature pairs (default 10; problems of up to 200 variables keep
+    /// a dense BFGS matrix instead).
     pub memory: usize,
     /// Iteration limit (default 200).
     pub max_iters: usize,
@@ -44,13 +41,8 @@ pub struct LbfgsbOptions {
     pub pg_tol: f64,
     /// Tolerance on the relative decrease `(f − f⁺)/max(|f|, |f⁺|, 1)` (default 1e-12).
     pub f_rel_tol: f64,
-    /// Armijo constant `c₁` (default 1e-4).
-    pub c1: f64,
-    /// Maximum number of step halvings in one line search (default 40).
+    /// Largest number of evaluations in one line search (default 20).
     pub max_line_search: usize,
-    /// Largest sup-norm of a steepest-descent step, as a fraction of the box width
-    /// (default 0.25): the first step has no curvature information to scale it.
-    pub max_first_step: f64,
 }
 
 impl Default for LbfgsbOptions {
@@ -60,9 +52,7 @@ impl Default for LbfgsbOptions {
             max_iters: 200,
             pg_tol: 1e-8,
             f_rel_tol: 1e-12,
-            c1: 1e-4,
-            max_line_search: 40,
-            max_first_step: 0.25,
+            max_line_search: 20,
         }
     }
 }
@@ -71,16 +61,35 @@ impl Default for LbfgsbOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum StopReason {
-    /// The projected gradient is below `pg_tol` (a KKT point).
+    /// The projected gradient is below `pg_tol` (a KKT point; converged).
     ProjectedGradient,
-    /// The relative decrease fell below `f_rel_tol`.
+    /// The relative decrease fell below `f_rel_tol` (converged).
     RelativeDecrease,
-    /// `max_iters` reached.
+    /// `max_iters` (or the evaluation budget) reached first: not converged.
     MaxIterations,
-    /// No step along the projection arc decreased the objective enough.
+    /// No step along the search direction decreased the objective: not converged.
     LineSearch,
     /// The objective is not finite at the start.
     NonFiniteStart,
+}
+
+impl StopReason {
+    /// `true` for the two tolerance stops.
+    pub fn converged(self) -> bool {
+        matches!(self, Self::ProjectedGradient | Self::RelativeDecrease)
+    }
+
+    /// Stable snake-case name: `projected_gradient`, `relative_decrease`,
+    /// `max_iterations`, `line_search`, `non_finite_start`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ProjectedGradient => "projected_gradient",
+            Self::RelativeDecrease => "relative_decrease",
+            Self::MaxIterations => "max_iterations",
+            Self::LineSearch => "line_search",
+            Self::NonFiniteStart => "non_finite_start",
+        }
+    }
 }
 
 /// Result of [`minimize_box`].
@@ -124,20 +133,12 @@ fn check_box(x0: &[f64], lower: &[f64], upper: &[f64]) -> Result<()> {
     Ok(())
 }
 
-fn project(x: &mut [f64], lower: &[f64], upper: &[f64]) {
-    for ((xi, l), u) in x.iter_mut().zip(lower).zip(upper) {
-        *xi = xi.clamp(*l, *u);
-    }
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// Minimises `f` over the box `[lower, upper]` from `x0` (projected into the box).
+/// Minimises `f` over the box `[lower, upper]` from `x0` (projected into the box) with
+/// [`perfusio_gp::optim::minimize`].
 ///
 /// `f(x, grad)` returns the objective and writes its gradient into `grad`; a non-finite
-/// value counts as `+∞` (the line search backs off).
+/// value at a trial point shortens the step; at the start it is reported as
+/// [`StopReason::NonFiniteStart`].
 ///
 /// ```
 /// use perfusio_bed::optimize::{LbfgsbOptions, minimize_box};
@@ -149,6 +150,7 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 ///     a * a + 100.0 * b * b
 /// };
 /// let m = minimize_box(&mut f, &[-1.2, 1.0], &[-2.0, -2.0], &[0.5, 2.0], &LbfgsbOptions::default()).unwrap();
+/// assert!(m.stop.converged());
 /// assert!((m.x[0] - 0.5).abs() < 1e-9 && (m.x[1] - 0.25).abs() < 1e-6);
 /// ```
 pub fn minimize_box(
@@ -158,180 +160,60 @@ pub fn minimize_box(
     upper: &[f64],
     opts: &LbfgsbOptions,
 ) -> Result<Minimum> {
+    use perfusio_gp::optim::{self, OptimError, Termination};
     check_box(x0, lower, upper)?;
-    let n = x0.len();
-    let mut x = x0.to_vec();
-    project(&mut x, lower, upper);
-    let mut g = vec![0.0; n];
-    let mut evaluations = 1;
-    let mut fx = f(&x, &mut g);
-    if !fx.is_finite() || g.iter().any(|v| !v.is_finite()) {
-        return Ok(Minimum {
-            x,
-            value: fx,
-            iterations: 0,
-            evaluations,
-            stop: StopReason::NonFiniteStart,
-        });
-    }
-    let width: Vec<f64> = lower.iter().zip(upper).map(|(l, u)| u - l).collect();
-    let mut s_hist: Vec<Vec<f64>> = Vec::with_capacity(opts.memory);
-    let mut y_hist: Vec<Vec<f64>> = Vec::with_capacity(opts.memory);
-    let mut d = vec![0.0; n];
-    let mut free = vec![true; n];
-    let mut x_new = vec![0.0; n];
-    let mut g_new = vec![0.0; n];
-    let mut stop = StopReason::MaxIterations;
-    let mut iterations = 0;
-    while iterations < opts.max_iters {
-        // projected gradient and active set
-        let mut pg: f64 = 0.0;
-        for i in 0..n {
-            let step = (x[i] - g[i]).clamp(lower[i], upper[i]) - x[i];
-            pg = pg.max(step.abs());
-            free[i] = width[i] > 0.0
-                && !((x[i] <= lower[i] && g[i] > 0.0) || (x[i] >= upper[i] && g[i] < 0.0));
-        }
-        if pg <= opts.pg_tol {
-            stop = StopReason::ProjectedGradient;
-            break;
-        }
-        iterations += 1;
-        // two-loop recursion on the free coordinates
-        let masked = |v: &[f64], out: &mut Vec<f64>| {
-            out.clear();
-            out.extend(v.iter().zip(&free).map(|(x, &f)| if f { *x } else { 0.0 }));
-        };
-        let mut q = Vec::with_capacity(n);
-        masked(&g, &mut q);
-        let mut alphas = vec![0.0; s_hist.len()];
-        let mut rhos = vec![0.0; s_hist.len()];
-        let mut sm = Vec::with_capacity(n);
-        let mut ym = Vec::with_capacity(n);
-        let mut gamma = 0.0;
-        for k in (0..s_hist.len()).rev() {
-            masked(&s_hist[k], &mut sm);
-            masked(&y_hist[k], &mut ym);
-            let sy = dot(&sm, &ym);
-            if sy <= 1e-12 * dot(&sm, &sm).sqrt() * dot(&ym, &ym).sqrt() || sy <= 0.0 {
-                continue;
-            }
-            rhos[k] = 1.0 / sy;
-            if gamma <= 0.0 {
-                gamma = sy / dot(&ym, &ym);
-            }
-            alphas[k] = rhos[k] * dot(&sm, &q);
-            for (qi, yi) in q.iter_mut().zip(&ym) {
-                *qi -= alphas[k] * yi;
-            }
-        }
-        let have_curvature = gamma > 0.0;
-        if have_curvature {
-            for qi in q.iter_mut() {
-                *qi *= gamma;
-            }
-            for k in 0..s_hist.len() {
-                if rhos[k] <= 0.0 {
-                    continue;
+    let gp_opts = optim::LbfgsbOptions {
+        memory: opts.memory.max(1),
+        max_iters: opts.max_iters as u64,
+        max_evals: (opts.max_iters.max(1) * opts.max_line_search.max(1)) as u64 + 1,
+        grad_tol: opts.pg_tol,
+        rel_cost_tol: opts.f_rel_tol,
+        max_line_search: opts.max_line_search.max(1) as u64,
+        ..optim::LbfgsbOptions::default()
+    };
+    let wrapped = |x: &[f64],
+                   g: &mut [f64]|
+     -> std::result::Result<f64, std::convert::Infallible> { Ok(f(x, g)) };
+    match optim::minimize(wrapped, x0, lower, upper, &gp_opts) {
+        Ok(m) => Ok(Minimum {
+            stop: match m.termination {
+                Termination::GradientTolerance | Termination::NoVariables => {
+                    StopReason::ProjectedGradient
                 }
-                masked(&s_hist[k], &mut sm);
-                masked(&y_hist[k], &mut ym);
-                let beta = rhos[k] * dot(&ym, &q);
-                for (qi, si) in q.iter_mut().zip(&sm) {
-                    *qi += si * (alphas[k] - beta);
-                }
-            }
-        }
-        for i in 0..n {
-            d[i] = if free[i] { -q[i] } else { 0.0 };
-        }
-        let slope = dot(&g, &d);
-        let mut steepest = !have_curvature;
-        if slope >= 0.0 || !slope.is_finite() {
-            // not a descent direction: restart from steepest descent
-            for i in 0..n {
-                d[i] = if free[i] { -g[i] } else { 0.0 };
-            }
-            s_hist.clear();
-            y_hist.clear();
-            steepest = true;
-        }
-        let mut alpha = 1.0;
-        if steepest {
-            // scale the first step to at most `max_first_step` of the box
-            let dmax = d
+                Termination::CostTolerance => StopReason::RelativeDecrease,
+                Termination::LineSearchFailed => StopReason::LineSearch,
+                _ => StopReason::MaxIterations,
+            },
+            x: m.x,
+            value: m.value,
+            iterations: m.iterations as usize,
+            evaluations: m.evaluations as usize,
+        }),
+        Err(OptimError::NonFiniteStart) => {
+            let x: Vec<f64> = x0
                 .iter()
-                .zip(&width)
-                .filter(|(_, w)| **w > 0.0)
-                .map(|(di, w)| di.abs() / w)
-                .fold(0.0, f64::max);
-            if dmax > 0.0 {
-                alpha = (opts.max_first_step / dmax).min(1.0);
-            }
+                .zip(lower.iter().zip(upper))
+                .map(|(v, (l, u))| v.clamp(*l, *u))
+                .collect();
+            let mut g = vec![0.0; x.len()];
+            let value = f(&x, &mut g);
+            Ok(Minimum {
+                x,
+                value,
+                iterations: 0,
+                evaluations: 1,
+                stop: StopReason::NonFiniteStart,
+            })
         }
-        // backtracking Armijo search along the projection arc
-        let mut accepted = false;
-        let mut f_new = fx;
-        for _ in 0..opts.max_line_search {
-            for i in 0..n {
-                x_new[i] = (x[i] + alpha * d[i]).clamp(lower[i], upper[i]);
-            }
-            let moved: f64 = x_new
-                .iter()
-                .zip(&x)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
-            if moved <= 0.0 {
-                break;
-            }
-            evaluations += 1;
-            f_new = f(&x_new, &mut g_new);
-            let decrease: f64 = g
-                .iter()
-                .zip(&x_new)
-                .zip(&x)
-                .map(|((gi, a), b)| gi * (a - b))
-                .sum();
-            if f_new.is_finite()
-                && g_new.iter().all(|v| v.is_finite())
-                && f_new <= fx + opts.c1 * decrease
-            {
-                accepted = true;
-                break;
-            }
-            alpha *= 0.5;
-        }
-        if !accepted {
-            stop = StopReason::LineSearch;
-            break;
-        }
-        let s: Vec<f64> = x_new.iter().zip(&x).map(|(a, b)| a - b).collect();
-        let y: Vec<f64> = g_new.iter().zip(&g).map(|(a, b)| a - b).collect();
-        let sy = dot(&s, &y);
-        if sy > f64::EPSILON * dot(&s, &s).sqrt() * dot(&y, &y).sqrt() {
-            if s_hist.len() == opts.memory.max(1) {
-                s_hist.remove(0);
-                y_hist.remove(0);
-            }
-            s_hist.push(s);
-            y_hist.push(y);
-        }
-        let rel = (fx - f_new) / fx.abs().max(f_new.abs()).max(1.0);
-        x.copy_from_slice(&x_new);
-        g.copy_from_slice(&g_new);
-        fx = f_new;
-        if rel <= opts.f_rel_tol {
-            stop = StopReason::RelativeDecrease;
-            break;
-        }
+        Err(OptimError::InvalidProblem(reason)) => Err(BedError::InvalidParameter {
+            name: "lbfgsb",
+            reason,
+        }),
+        Err(e) => Err(BedError::InvalidParameter {
+            name: "lbfgsb",
+            reason: e.to_string(),
+        }),
     }
-    Ok(Minimum {
-        x,
-        value: fx,
-        iterations,
-        evaluations,
-        stop,
-    })
 }
 
 /// Finite-difference scheme for the gradient of an acquisition without one.

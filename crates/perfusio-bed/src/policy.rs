@@ -11,15 +11,39 @@
 //!    the candidate's own inputs and `J` the state Jacobians of the path under the current
 //!    setpoints (computed once per decision; the Jacobian changes little across candidates,
 //!    the transition covariance — where the model is unsure — is what matters). The stacked
-//!    Gaussian of the path's states over the horizon is sampled with fixed quasi-random base
-//!    samples, so objective and constraint values per scenario are deterministic, smooth
-//!    functions of the controls. The `raw_samples` space-filling candidates are scored this
-//!    way, and the best `restarts` are refined by the bounded quasi-Newton maximiser.
-//! 3. **Final choice on the full Monte-Carlo forecast.** The refined candidates and the
-//!    current setpoints are scored with `mc_samples` seeded Monte-Carlo paths of the hybrid
-//!    model (common random numbers), and the decision is the best of them by the
-//!    acquisition. Holding course is always a candidate: a recommendation is never worse
-//!    than staying the course by the acquisition's own measure.
+//!    Gaussian of the path's states over the horizon gives the objective's mean and sd
+//!    (analytic acquisitions: objective at the mean path, variance `gᵀ Σ g`) or is sampled
+//!    with fixed quasi-random base samples (Monte-Carlo acquisitions), so the acquisition is
+//!    a deterministic, smooth function of the controls. The `raw_samples` space-filling
+//!    candidates are scored this way in one batched model call per day
+//!    ([`Screening::MonteCarlo`] scores them on Monte-Carlo paths instead, for comparison).
+//! 3. **Refinement** of the best `restarts` by a trust-region method on a model of the
+//!    linearised forecast (restarts spread over `threads`): each round of a restart
+//!    costs `dim + 2` linearised forecasts, and the model — the acquisition of the
+//!    forecast interpolated linearly in the controls, objective, constraints and acquisition
+//!    kept exact — is maximised without model calls. A finite-difference quasi-Newton method
+//!    on the acquisition itself needed about 6× (LogEI) and 1.5× (qLogEI) more forecasts
+//!    on the online model of the benches, for the same decisions. Every
+//!    restart's stop is reported ([`RestartReport`]).
+//! 4. **Final choice on the full Monte-Carlo forecast.** The best [`FINAL_CHECK_MAX`]
+//!    distinct refined candidates and the current setpoints are scored with `mc_samples`
+//!    seeded Monte-Carlo paths of the hybrid model (common random numbers), and the decision
+//!    is the best of them by the acquisition; the chosen course's forecast is the reported
+//!    one. Holding course is always a candidate: a recommendation is never worse than staying
+//!    the course by the acquisition's own measure.
+//!
+//! # Where the time goes
+//! Nearly all of it is the hybrid model's one-day transition (the mechanism's ODE step,
+//! then the GP): one per candidate and day while screening and refining, one per path and
+//! day in the final check. [`Decision::timings`] splits a decision's wall time into
+//! linearisation, screening, refinement and the final check. On the benches' online model
+//! (one 28-day run, day 14, 3-day horizon, 512 raw candidates, 10 restarts, release build)
+//! a LogEI decision makes about 1 540 transitions screening, 1 200 refining and 1 280 in the
+//! final check (3 courses × 128 paths × 3 days, plus the start draws), and takes about
+//! 165 ms of CPU time (`examples/decide_profile.rs`); the three phases take roughly equal
+//! shares. qLogEI takes 2.6× longer: its screening and refinement score 64 scenario paths per
+//! candidate instead of two moments. `decide_batch` for 24 reactors takes about 330 ms of
+//! CPU time, 75 % of it screening 65 candidates per reactor.
 //!
 //! The incumbent of improvement-based acquisitions is the objective predicted when the
 //! current setpoints are held: "improvement" means better than staying the course. Outcome
@@ -49,9 +73,6 @@ use crate::space::DecisionSpace;
 /// Forward-difference step in `z` of the linearised objective's gradient.
 pub const GAUSS_FD_STEP: f64 = 1e-5;
 
-/// Forward-difference step of the refinement's gradient, in unit-cube coordinates.
-pub const FD_STEP: f64 = 1e-6;
-
 /// Local refinement of the acquisition: an acquisition that changes by less than a relative
 /// 1e-7 between iterations, or whose projected gradient is below 1e-5 per unit of the cube,
 /// has converged for any decision purpose.
@@ -60,15 +81,59 @@ pub const REFINE_OPTIONS: LbfgsbOptions = LbfgsbOptions {
     max_iters: 200,
     pg_tol: 1e-5,
     f_rel_tol: 1e-7,
-    c1: 1e-4,
-    max_line_search: 40,
-    max_first_step: 0.25,
+    max_line_search: 20,
 };
 
-/// Iteration cap of a batch member's local refinement (the greedy choice already placed it
-/// near a good point; the cap keeps 24 reactors within the batch budget and is reported by
-/// the optimiser like any stop).
-pub const BATCH_REFINE_ITERS: usize = 20;
+/// Secant step of the refinement's model, in unit-cube coordinates (a thousandth of each
+/// control's range: below anything an operator would set, above the integrator's noise).
+pub const MODEL_STEP: f64 = 1e-3;
+
+/// Forward-difference step of the refinement's inner maximisation (on the model, which
+/// makes no model call and has no integrator noise).
+pub const INNER_FD_STEP: f64 = 1e-7;
+
+/// Initial trust-region radius (sup-norm, unit cube).
+pub const TR_INITIAL_RADIUS: f64 = 0.2;
+
+/// Smallest trust-region radius at which a model that predicts no gain means convergence
+/// (5 % of every control's range).
+pub const TR_STATIONARY_RADIUS: f64 = 0.05;
+
+/// Largest trust-region radius.
+pub const TR_MAX_RADIUS: f64 = 0.5;
+
+/// Relative gain (of `max(|acquisition|, 1)`) below which a refinement has converged.
+pub const TR_GAIN_TOL: f64 = 1e-4;
+
+/// Most trust-region rounds of one refinement (reported as not converged when reached).
+pub const TR_MAX_ROUNDS: usize = 30;
+
+/// Options of the inner maximisation on the refinement's model.
+pub const INNER_OPTIONS: LbfgsbOptions = LbfgsbOptions {
+    memory: 10,
+    max_iters: 50,
+    pg_tol: 1e-7,
+    f_rel_tol: 1e-10,
+    max_line_search: 20,
+};
+
+/// Temperature of the max over the batch in the greedy batch choice (standardised
+/// objective units): small enough that a copy of a member adds nothing.
+pub const BATCH_TAU_MAX: f64 = 1e-8;
+
+/// A batch candidate whose objective, given the members already chosen, keeps less than
+/// this fraction of its standard deviation is a copy of a member and is not chosen again
+/// (holding course excepted).
+pub const BATCH_MIN_NEW_SD: f64 = 1e-3;
+
+/// Joint acquisition values of a greedy batch step closer than this (relative) are equal.
+pub const BATCH_TIE_TOL: f64 = 1e-9;
+
+/// Most refined candidates checked on the Monte-Carlo forecast (besides holding course).
+pub const FINAL_CHECK_MAX: usize = 2;
+
+/// Refined points closer than this in every unit-cube coordinate are one finalist.
+pub const FINALIST_TOL: f64 = 1e-3;
 
 /// Smallest probability of feasibility a recommendation may have.
 pub const MIN_FEASIBILITY: f64 = 0.5;
@@ -76,6 +141,20 @@ pub const MIN_FEASIBILITY: f64 = 0.5;
 /// Temperature of the sigmoid that smooths outcome-constraint slacks (in units of the
 /// constrained variable's plausible range).
 pub const SLACK_TAU: f64 = 1e-3;
+
+/// How [`BedPolicy::decide`] scores its raw candidates. Refinement is always on the
+/// linearised forecast and the final choice always on the Monte-Carlo forecast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Screening {
+    /// Linearised (moment-matching) forecasts, batched: one model transition per candidate
+    /// and day.
+    #[default]
+    Linearised,
+    /// `screening_samples` Monte-Carlo paths per candidate with common random numbers:
+    /// `screening_samples` times the model calls (for comparisons).
+    MonteCarlo,
+}
 
 /// Settings of a [`BedPolicy`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,7 +167,12 @@ pub struct PolicyConfig {
     pub raw_samples: usize,
     /// Best raw candidates refined by the local optimiser.
     pub restarts: usize,
-    /// Scenarios of the linearised forecast used while screening and refining.
+    /// Space-filling candidates per reactor of a batch decision ([`BedPolicy::decide_batch`]).
+    pub batch_raw_samples: usize,
+    /// How the raw candidates are scored (default: on their linearised forecasts).
+    pub screening: Screening,
+    /// Scenarios used while screening and refining (of the linearised forecast, or Monte-Carlo
+    /// paths with [`Screening::MonteCarlo`]).
     pub screening_samples: usize,
     /// Monte-Carlo paths of the final choice.
     pub mc_samples: usize,
@@ -108,7 +192,7 @@ pub struct PolicyConfig {
 
 impl PolicyConfig {
     /// Defaults for a design space: LogEI, 3-day horizon, 512 raw candidates, 10 restarts,
-    /// 64 screening scenarios, 128 Monte-Carlo paths, seed 0, β = 1, viability ≥ the design
+    /// 64 candidates per reactor of a batch, 64 screening scenarios, 128 Monte-Carlo paths, seed 0, β = 1, viability ≥ the design
     /// space's floor, no ramp limits, nothing fixed, 2 threads.
     pub fn new(design: &DesignSpace) -> Self {
         Self {
@@ -116,6 +200,8 @@ impl PolicyConfig {
             horizon_days: 3,
             raw_samples: 512,
             restarts: 10,
+            batch_raw_samples: 64,
+            screening: Screening::Linearised,
             screening_samples: 64,
             mc_samples: 128,
             seed: 0,
@@ -144,6 +230,12 @@ impl PolicyConfig {
                     "need raw_samples ({}) >= restarts ({}) >= 1",
                     self.raw_samples, self.restarts
                 ),
+            );
+        }
+        if self.batch_raw_samples == 0 {
+            return bad(
+                "batch_raw_samples",
+                "need at least one candidate per reactor of a batch".into(),
             );
         }
         if self.screening_samples < 8 || self.mc_samples < 8 {
@@ -207,6 +299,42 @@ pub struct Decision {
     pub screened: usize,
     /// Candidates scored on the Monte-Carlo forecast.
     pub finalists: usize,
+    /// Where the time went.
+    pub timings: DecisionTimings,
+    /// How each local refinement ended (empty for batch members that were not refined).
+    pub restarts: Vec<RestartReport>,
+}
+
+/// Wall time of the phases of a decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct DecisionTimings {
+    /// Linearisation along the holding course (Jacobians).
+    pub linearise: Duration,
+    /// Scoring the raw candidates.
+    pub screen: Duration,
+    /// Local refinement of the best raw candidates.
+    pub refine: Duration,
+    /// Monte-Carlo check of the finalists against holding course.
+    pub final_check: Duration,
+    /// The reported forecast under the recommendation.
+    pub forecast: Duration,
+}
+
+/// How one local refinement of the acquisition ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestartReport {
+    /// Acquisition at the start (the raw candidate).
+    pub start_value: f64,
+    /// Acquisition at the end.
+    pub value: f64,
+    /// Iterations taken.
+    pub iterations: usize,
+    /// Acquisition evaluations (gradient evaluations included).
+    pub evaluations: usize,
+    /// Whether it stopped on a tolerance (not on its iteration cap or a failed line search).
+    pub converged: bool,
+    /// Why it stopped.
+    pub stop: String,
 }
 
 /// The design policy: objectives, constraints and acquisition over a design space.
@@ -350,60 +478,95 @@ impl BedPolicy {
     /// linearised forecast: objective mean at the mean path, variance `gᵀ Σ g` with `g` the
     /// forward-difference gradient of the objective with respect to the path in `z`;
     /// feasibility the product over days of the Gaussian probability that each constrained
-    /// value (linearised the same way) is inside its bounds.
+    /// value (linearised the same way, over that day's species only) is inside its bounds.
     fn score_gaussian(
         &self,
         pg: &PathGaussian,
         schedule: &[ControlArray<f64>],
         tr: &LogTransform,
     ) -> Scored {
+        let v = self.path_variances(pg, schedule, tr);
+        self.score_moments(&pg.means, &v, schedule, tr)
+    }
+
+    /// Variances of the objectives and of each constrained value on each day (constraint
+    /// major, days `1..=H`) under a linearised forecast. One objective call per path
+    /// coordinate, no allocation per call.
+    fn path_variances(
+        &self,
+        pg: &PathGaussian,
+        schedule: &[ControlArray<f64>],
+        tr: &LogTransform,
+    ) -> Variances {
         let dims = pg.dims();
-        let mean_states: Vec<SpeciesArray<f64>> =
+        let mut states: Vec<SpeciesArray<f64>> =
             pg.means.iter().map(|z| tr.to_species(z)).collect();
-        let eval_at = |f: &dyn Fn(&[SpeciesArray<f64>]) -> f64| -> (f64, Vec<f64>) {
-            let f0 = f(&mean_states);
-            let mut g = vec![0.0; dims];
-            let mut zs = pg.means.clone();
-            for i in 0..dims {
-                let (d, k) = (i / N_SPECIES, i % N_SPECIES);
-                let keep = zs[d][k];
-                zs[d][k] = keep + GAUSS_FD_STEP;
-                let states: Vec<SpeciesArray<f64>> = zs.iter().map(|z| tr.to_species(z)).collect();
-                g[i] = (f(&states) - f0) / GAUSS_FD_STEP;
-                zs[d][k] = keep;
-            }
-            (f0, g)
-        };
-        let quad = |g: &[f64]| -> f64 {
-            let mut v = 0.0;
-            for i in 0..dims {
-                if g[i] == 0.0 {
-                    continue;
-                }
-                for j in 0..dims {
-                    v += g[i] * pg.cov[i * dims + j] * g[j];
-                }
-            }
-            v.max(0.0)
-        };
-        let summaries: Vec<ObjectiveSummary> = self
+        let mut g = vec![0.0; dims];
+        let objective = self
             .objectives
             .iter()
             .map(|o| {
-                let (m, g) = eval_at(&|st: &[SpeciesArray<f64>]| o.value(st, schedule));
+                let f0 = o.value(&states, schedule);
+                for (i, gi) in g.iter_mut().enumerate() {
+                    let (d, k) = (i / N_SPECIES, i % N_SPECIES);
+                    let keep = states[d][k];
+                    states[d][k] = tr.s(k, pg.means[d][k] + GAUSS_FD_STEP);
+                    *gi = (o.value(&states, schedule) - f0) / GAUSS_FD_STEP;
+                    states[d][k] = keep;
+                }
+                let var = quad_form(&pg.cov, dims, &g, 0);
+                if var.is_finite() { var.max(0.0) } else { 0.0 }
+            })
+            .collect();
+        let mut constraint = Vec::new();
+        let mut gd = [0.0; N_SPECIES];
+        for con in &self.config.constraints {
+            for (day, (st, zm)) in states.iter_mut().zip(&pg.means).enumerate().skip(1) {
+                let v = crate::objective::variable_value(con.variable, st);
+                for (k, gk) in gd.iter_mut().enumerate() {
+                    let keep = st[k];
+                    st[k] = tr.s(k, zm[k] + GAUSS_FD_STEP);
+                    *gk = (crate::objective::variable_value(con.variable, st) - v) / GAUSS_FD_STEP;
+                    st[k] = keep;
+                }
+                let var = quad_form(&pg.cov, dims, &gd, day * N_SPECIES);
+                constraint.push(if var.is_finite() { var.max(0.0) } else { 0.0 });
+            }
+        }
+        Variances {
+            objective,
+            constraint,
+        }
+    }
+
+    /// Scores a mean path (in `z`) with given variances: objective means and constrained
+    /// values are exact functions of the mean path, the variances are taken as given.
+    fn score_moments(
+        &self,
+        means: &[SpeciesArray<f64>],
+        var: &Variances,
+        schedule: &[ControlArray<f64>],
+        tr: &LogTransform,
+    ) -> Scored {
+        let states: Vec<SpeciesArray<f64>> = means.iter().map(|z| tr.to_species(z)).collect();
+        let summaries: Vec<ObjectiveSummary> = self
+            .objectives
+            .iter()
+            .zip(&var.objective)
+            .map(|(o, v)| {
+                let f0 = o.value(&states, schedule);
                 ObjectiveSummary {
-                    mean: if m.is_finite() { m } else { f64::MIN / 4.0 },
-                    sd: quad(&g).sqrt(),
+                    mean: if f0.is_finite() { f0 } else { f64::MIN / 4.0 },
+                    sd: v.max(0.0).sqrt(),
                 }
             })
             .collect();
         let mut p_feas = 1.0;
+        let mut cv = var.constraint.iter();
         for con in &self.config.constraints {
-            for day in 1..pg.means.len() {
-                let (v, g) = eval_at(&|st: &[SpeciesArray<f64>]| {
-                    crate::objective::variable_value(con.variable, &st[day])
-                });
-                let sd = quad(&g).sqrt().max(1e-12);
+            for st in states.iter().skip(1) {
+                let v = crate::objective::variable_value(con.variable, st);
+                let sd = cv.next().copied().unwrap_or(0.0).max(0.0).sqrt().max(1e-12);
                 let mut p = 1.0;
                 if let Some(lo) = con.lower {
                     p -= crate::special::norm_cdf((lo - v) / sd);
@@ -411,7 +574,11 @@ impl BedPolicy {
                 if let Some(hi) = con.upper {
                     p -= crate::special::norm_cdf((v - hi) / sd);
                 }
-                p_feas *= p.clamp(0.0, 1.0);
+                p_feas *= if p.is_finite() {
+                    p.clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
             }
         }
         Scored {
@@ -421,6 +588,234 @@ impl BedPolicy {
             n: 1,
             gaussian: Some((summaries, p_feas)),
         }
+    }
+
+    /// What the refinement needs to know exactly at one point: the mean path and the
+    /// variances (analytic acquisitions) or the scenario paths in `z` (Monte Carlo).
+    fn local_info(
+        &self,
+        pg: &PathGaussian,
+        schedule: &[ControlArray<f64>],
+        base: &BaseSamples,
+        tr: &LogTransform,
+    ) -> Result<LocalInfo> {
+        if self.config.acquisition.is_monte_carlo() {
+            Ok(LocalInfo {
+                means: pg.means.clone(),
+                var: None,
+                scenarios: Some(pg.scenarios_z(base)?),
+            })
+        } else {
+            Ok(LocalInfo {
+                means: pg.means.clone(),
+                var: Some(self.path_variances(pg, schedule, tr)),
+                scenarios: None,
+            })
+        }
+    }
+
+    /// The acquisition of a point from its [`LocalInfo`] (exact, or interpolated by the
+    /// refinement's model).
+    fn local_value(
+        &self,
+        info: &LocalInfo,
+        schedule: &[ControlArray<f64>],
+        tr: &LogTransform,
+        hold: &Scored,
+        hold_summary: &[ObjectiveSummary],
+    ) -> f64 {
+        let scored = match (&info.var, &info.scenarios) {
+            (Some(v), _) => self.score_moments(&info.means, v, schedule, tr),
+            (None, Some(sc)) => {
+                let paths: Vec<Vec<SpeciesArray<f64>>> = sc
+                    .iter()
+                    .map(|p| p.iter().map(|z| tr.to_species(z)).collect())
+                    .collect();
+                self.score_paths(&paths, schedule)
+            }
+            (None, None) => return f64::NEG_INFINITY,
+        };
+        self.acquisition_value(&scored, hold, hold_summary)
+    }
+
+    /// Trust-region refinement of one start on the linearised forecast.
+    ///
+    /// Each round evaluates the linearised forecast exactly at the centre and at one
+    /// secant point per coordinate ([`MODEL_STEP`]); the model is the acquisition of the
+    /// forecast interpolated linearly in the controls (mean path and variances, or every
+    /// scenario path), with the objective, the constraints and the acquisition themselves
+    /// kept exact. The model is maximised inside the box and the trust region without any
+    /// model call; the step is accepted when the exact acquisition improves by at least a
+    /// tenth of the predicted gain. The refinement has converged when the model predicts a
+    /// gain below [`TR_GAIN_TOL`] (relative) anywhere in a trust region of radius at least
+    /// [`TR_STATIONARY_RADIUS`] (`model_stationary`), or an accepted step gained less than
+    /// that (`relative_gain`). It stops unconverged when the trust region shrinks below
+    /// [`MODEL_STEP`] while the model still predicts a gain, or the wider region's predicted
+    /// gain does not materialise while the smaller one predicts none
+    /// (`below_secant_resolution`: a kink, such as a species reaching its bound or the
+    /// mechanism switching branch, that the linear model cannot resolve), or after
+    /// [`TR_MAX_ROUNDS`] rounds (`round_cap`).
+    #[allow(clippy::too_many_arguments)]
+    fn refine_trust_region(
+        &self,
+        x0: &[f64],
+        f0: f64,
+        space: &DecisionSpace,
+        paths_at: &PathsAt<'_>,
+        base: &BaseSamples,
+        tr: &LogTransform,
+        hold: &Scored,
+        hold_summary: &[ObjectiveSummary],
+    ) -> Result<(Vec<f64>, RestartReport)> {
+        let dim = x0.len();
+        let h = self.config.horizon_days as usize;
+        let schedule_of =
+            |x: &[f64]| -> Result<Vec<ControlArray<f64>>> { Ok(vec![space.to_controls(x)?; h]) };
+        let mut xc = x0.to_vec();
+        let mut fc = f0;
+        let mut radius = TR_INITIAL_RADIUS;
+        let mut evaluations = 0usize;
+        let mut iterations = 0usize;
+        let mut stop = "round_cap";
+        let mut converged = false;
+        let mut widened = false;
+        // exact information at the centre and its secant points
+        let mut centre: Option<(LocalInfo, Vec<LocalInfo>, Vec<f64>)> = None;
+        while iterations < TR_MAX_ROUNDS {
+            if centre.is_none() {
+                let mut pts = vec![xc.clone()];
+                let mut steps = Vec::with_capacity(dim);
+                for j in 0..dim {
+                    let mut y = xc.clone();
+                    let st = if xc[j] + MODEL_STEP <= 1.0 {
+                        MODEL_STEP
+                    } else {
+                        -MODEL_STEP
+                    };
+                    y[j] += st;
+                    steps.push(st);
+                    pts.push(y);
+                }
+                evaluations += pts.len();
+                let pgs = paths_at(&pts)?;
+                let mut infos = Vec::with_capacity(pts.len());
+                for (pg, x) in pgs.iter().zip(&pts) {
+                    infos.push(self.local_info(pg, &schedule_of(x)?, base, tr)?);
+                }
+                let c = infos.remove(0);
+                fc = self.local_value(&c, &schedule_of(&xc)?, tr, hold, hold_summary);
+                if !fc.is_finite() {
+                    stop = "non_finite";
+                    break;
+                }
+                centre = Some((c, infos, steps));
+            }
+            let Some((c, nbrs, steps)) = &centre else {
+                break;
+            };
+            iterations += 1;
+            let model = |x: &[f64]| -> f64 {
+                let delta: Vec<f64> = (0..dim).map(|j| (x[j] - xc[j]) / steps[j]).collect();
+                let info = c.interpolate(nbrs, &delta);
+                match schedule_of(x) {
+                    Ok(sch) => self.local_value(&info, &sch, tr, hold, hold_summary),
+                    Err(_) => f64::NEG_INFINITY,
+                }
+            };
+            let lower: Vec<f64> = xc.iter().map(|v| (v - radius).max(0.0)).collect();
+            let upper: Vec<f64> = xc.iter().map(|v| (v + radius).min(1.0)).collect();
+            let mut neg = |x: &[f64], g: &mut [f64]| -> f64 {
+                let v = model(x);
+                let mut y = x.to_vec();
+                for j in 0..dim {
+                    let st = if x[j] + INNER_FD_STEP <= upper[j] {
+                        INNER_FD_STEP
+                    } else {
+                        -INNER_FD_STEP
+                    };
+                    y[j] = x[j] + st;
+                    let d = (model(&y) - v) / st;
+                    g[j] = if d.is_finite() { -d } else { 0.0 };
+                    y[j] = x[j];
+                }
+                if v.is_finite() { -v } else { f64::INFINITY }
+            };
+            let inner = minimize_box(&mut neg, &xc, &lower, &upper, &INNER_OPTIONS)?;
+            let predicted = -inner.value - fc;
+            let scale = fc.abs().max(1.0);
+            // (a NaN prediction counts as no gain)
+            if predicted.is_nan() || predicted <= TR_GAIN_TOL * scale {
+                if radius >= TR_STATIONARY_RADIUS {
+                    converged = true;
+                    stop = "model_stationary";
+                    break;
+                }
+                if !widened {
+                    // no gain in a small region says little: look again in a wider one
+                    // (the model is unchanged, so this costs no model call)
+                    radius = TR_STATIONARY_RADIUS;
+                    widened = true;
+                    continue;
+                }
+                // the wider region's predicted gain did not materialise, the small one
+                // predicts none: a kink the secant model cannot resolve
+                stop = "below_secant_resolution";
+                break;
+            }
+            // the exact acquisition at the model's maximiser
+            evaluations += 1;
+            let xn = inner.x;
+            let pg = paths_at(std::slice::from_ref(&xn))?;
+            let sch = schedule_of(&xn)?;
+            let fnew = match pg.first() {
+                Some(pg) => {
+                    let info = self.local_info(pg, &sch, base, tr)?;
+                    self.local_value(&info, &sch, tr, hold, hold_summary)
+                }
+                None => f64::NEG_INFINITY,
+            };
+            let rho = (fnew - fc) / predicted;
+            let step = xn
+                .iter()
+                .zip(&xc)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            if fnew.is_finite() && rho >= 0.1 {
+                let rel = (fnew - fc) / scale;
+                xc = xn;
+                fc = fnew;
+                centre = None;
+                widened = false;
+                if rho >= 0.75 && step >= 0.99 * radius {
+                    radius = (2.0 * radius).min(TR_MAX_RADIUS);
+                }
+                if rel <= TR_GAIN_TOL {
+                    converged = true;
+                    stop = "relative_gain";
+                    break;
+                }
+            } else {
+                radius = 0.25 * step.max(radius * 0.25).min(radius);
+                if radius < MODEL_STEP {
+                    // the model still predicts a gain that the acquisition does not give at
+                    // the secants' own scale: a kink (e.g. a species reaching its bound or
+                    // the mechanism switching branch) the linear model cannot resolve
+                    stop = "below_secant_resolution";
+                    break;
+                }
+            }
+        }
+        Ok((
+            xc,
+            RestartReport {
+                start_value: f0,
+                value: fc,
+                iterations,
+                evaluations,
+                converged,
+                stop: stop.to_string(),
+            },
+        ))
     }
 
     /// Acquisition value of a candidate's scenarios against the holding-course scenarios.
@@ -530,6 +925,123 @@ impl BedPolicy {
         }
     }
 
+    /// Scores of candidates held over the horizon, by the configured
+    /// [`PolicyConfig::screening`]: on their linearised forecasts (batched model calls per
+    /// day; Gaussian moments for analytic acquisitions, scenarios from the fixed base
+    /// samples for Monte-Carlo ones) or on `screening_samples` Monte-Carlo paths of the
+    /// hybrid model with common random numbers.
+    fn score_candidates(
+        &self,
+        model: &HybridModel,
+        state: &StateEstimate,
+        jac: &[Mat9],
+        base: &BaseSamples,
+        cands: &[ControlArray<f64>],
+        threads: usize,
+    ) -> Result<Vec<Scored>> {
+        let h = self.config.horizon_days as usize;
+        let tr = model.config().transform;
+        match self.config.screening {
+            Screening::Linearised => {
+                let pgs = linearised_paths(model, state, cands, jac, threads)?;
+                pgs.iter()
+                    .zip(cands)
+                    .map(|(pg, u)| {
+                        let schedule = vec![*u; h];
+                        if self.config.acquisition.is_monte_carlo() {
+                            Ok(self.score_paths(&pg.scenarios(base, &tr)?, &schedule))
+                        } else {
+                            Ok(self.score_gaussian(pg, &schedule, &tr))
+                        }
+                    })
+                    .collect()
+            }
+            Screening::MonteCarlo => cands
+                .iter()
+                .map(|u| {
+                    let schedule = vec![*u; h];
+                    let sc = model
+                        .sample_paths(
+                            state,
+                            &schedule,
+                            self.config.screening_samples,
+                            self.config.seed ^ 0x7363_7265_656e,
+                            threads,
+                        )
+                        .map_err(hybrid_err)?;
+                    let paths: Vec<Vec<SpeciesArray<f64>>> = sc
+                        .initial
+                        .iter()
+                        .zip(&sc.latent)
+                        .map(|(s0, rest)| {
+                            std::iter::once(*s0).chain(rest.iter().copied()).collect()
+                        })
+                        .collect();
+                    Ok(self.score_paths(&paths, &schedule))
+                })
+                .collect(),
+        }
+    }
+
+    /// The acquisition of each candidate (setpoints held over the horizon) against holding
+    /// `current`, as the screening step of [`BedPolicy::decide`] computes it (candidates are
+    /// used as given: project them into the decision space first if needed).
+    pub fn screen(
+        &self,
+        model: &HybridModel,
+        state: &StateEstimate,
+        current: &ControlArray<f64>,
+        candidates: &[ControlArray<f64>],
+    ) -> Result<Vec<f64>> {
+        let h = self.config.horizon_days as usize;
+        let space = self.decision_space(current)?;
+        let jac = self.holding_jacobians(model, state, space.current())?;
+        let base = BaseSamples::new(
+            self.config.screening_samples,
+            N_SPECIES * (h + 1),
+            self.config.seed,
+        )?;
+        let hold = self
+            .score_candidates(
+                model,
+                state,
+                &jac,
+                &base,
+                std::slice::from_ref(space.current()),
+                1,
+            )?
+            .pop()
+            .ok_or_else(|| BedError::ShapeMismatch("no holding-course scenarios".into()))?;
+        let m = self.objectives.len();
+        let hold_summary: Vec<ObjectiveSummary> = (0..m).map(|k| hold.summary(k, m)).collect();
+        Ok(self
+            .score_candidates(model, state, &jac, &base, candidates, self.config.threads)?
+            .iter()
+            .map(|c| self.acquisition_value(c, &hold, &hold_summary))
+            .collect())
+    }
+
+    /// State Jacobians of the one-day step along the holding-course mean path.
+    fn holding_jacobians(
+        &self,
+        model: &HybridModel,
+        state: &StateEstimate,
+        hold: &ControlArray<f64>,
+    ) -> Result<Vec<Mat9>> {
+        let h = self.config.horizon_days as usize;
+        let tr = model.config().transform;
+        let mut jac: Vec<Mat9> = Vec::with_capacity(h);
+        let mut mu = state.z;
+        for d in 0..h {
+            let x = HybridModel::z_input(&mu, hold, state.day + d as u32);
+            let lt = model.linearised_transition(&x).map_err(hybrid_err)?;
+            jac.push(lt.jacobian);
+            mu = lt.transition.mean;
+            tr.clamp_z(&mut mu);
+        }
+        Ok(jac)
+    }
+
     /// Chooses tomorrow's setpoints for one reactor: `state` is the filtered estimate of day
     /// `state.day`, `current` the setpoints in force. See the module docs.
     pub fn decide(
@@ -544,35 +1056,17 @@ impl BedPolicy {
         let hold_controls = space.current().to_owned();
         let tr = model.config().transform;
         // 1. linearisation along the holding-course mean path (one set of Jacobians)
-        let mut jac: Vec<Mat9> = Vec::with_capacity(h);
-        let mut mu = state.z;
-        for d in 0..h {
-            let x = HybridModel::z_input(&mu, &hold_controls, state.day + d as u32);
-            let lt = model.linearised_transition(&x).map_err(hybrid_err)?;
-            jac.push(lt.jacobian);
-            mu = lt.transition.mean;
-            tr.clamp_z(&mut mu);
-        }
+        let jac = self.holding_jacobians(model, state, &hold_controls)?;
+        let mut timings = DecisionTimings {
+            linearise: t0.elapsed(),
+            ..DecisionTimings::default()
+        };
         let dims = N_SPECIES * (h + 1);
         let base = BaseSamples::new(self.config.screening_samples, dims, self.config.seed)?;
-        let _ = dims;
-        // linearised scenarios of many candidates at once (batched model calls per day)
-        let analytic = !self.config.acquisition.is_monte_carlo();
-        let screen = |cands: &[ControlArray<f64>]| -> Result<Vec<Scored>> {
-            let pgs = linearised_paths(model, state, cands, &jac, self.config.threads)?;
-            pgs.iter()
-                .zip(cands)
-                .map(|(pg, u)| {
-                    let schedule = vec![*u; h];
-                    if analytic {
-                        Ok(self.score_gaussian(pg, &schedule, &tr))
-                    } else {
-                        Ok(self.score_paths(&pg.scenarios(&base, &tr)?, &schedule))
-                    }
-                })
-                .collect()
+        let screen = |cands: &[ControlArray<f64>], threads: usize| -> Result<Vec<Scored>> {
+            self.score_candidates(model, state, &jac, &base, cands, threads)
         };
-        let hold_lin = screen(std::slice::from_ref(&hold_controls))?
+        let hold_lin = screen(std::slice::from_ref(&hold_controls), 1)?
             .pop()
             .ok_or_else(|| BedError::ShapeMismatch("no holding-course scenarios".into()))?;
         let m = self.objectives.len();
@@ -581,14 +1075,16 @@ impl BedPolicy {
         // 2. screening + refinement on the linearised forecast
         let dim = space.dim();
         let mut screened = 0usize;
-        let mut finalists_unit: Vec<Vec<f64>> = Vec::new();
+        let mut finalists_unit: Vec<(f64, Vec<f64>)> = Vec::new();
+        let mut restarts = Vec::new();
+        let t_screen = Instant::now();
         if dim > 0 {
-            let acq_many = |xs: &[Vec<f64>]| -> Result<Vec<f64>> {
+            let acq_many = |xs: &[Vec<f64>], threads: usize| -> Result<Vec<f64>> {
                 let us: Vec<ControlArray<f64>> = xs
                     .iter()
                     .map(|x| space.to_controls(x))
                     .collect::<Result<_>>()?;
-                Ok(screen(&us)?
+                Ok(screen(&us, threads)?
                     .iter()
                     .map(|c| self.acquisition_value(c, &hold_lin, &hold_lin_summary))
                     .collect())
@@ -596,85 +1092,73 @@ impl BedPolicy {
             let raw = uniform_points(self.config.raw_samples, dim, self.config.seed)?;
             let mut starts: Vec<Vec<f64>> = raw.chunks_exact(dim).map(<[f64]>::to_vec).collect();
             starts.push(space.to_unit(&hold_controls)?);
-            let values = acq_many(&starts)?;
+            let values = acq_many(&starts, self.config.threads)?;
             screened += starts.len();
             let mut order: Vec<usize> = (0..starts.len())
                 .filter(|&i| values[i].is_finite())
                 .collect();
             order.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
-            let lower = vec![0.0; dim];
-            let upper = vec![1.0; dim];
-            for &i in order.iter().take(self.config.restarts) {
-                let mut evals = 0usize;
-                // value and forward-difference gradient in one batched model call
-                let mut neg = |x: &[f64], g: &mut [f64]| -> f64 {
-                    let mut pts = Vec::with_capacity(dim + 1);
-                    pts.push(x.to_vec());
-                    let mut steps = Vec::with_capacity(dim);
-                    for j in 0..dim {
-                        let mut y = x.to_vec();
-                        let h = if x[j] + FD_STEP <= 1.0 {
-                            FD_STEP
-                        } else {
-                            -FD_STEP
-                        };
-                        y[j] += h;
-                        steps.push(h);
-                        pts.push(y);
-                    }
-                    evals += pts.len();
-                    match acq_many(&pts) {
-                        Ok(v) if v[0].is_finite() => {
-                            for j in 0..dim {
-                                let d = (v[j + 1] - v[0]) / steps[j];
-                                g[j] = if d.is_finite() { -d } else { 0.0 };
-                            }
-                            -v[0]
-                        }
-                        _ => {
-                            g.fill(0.0);
-                            f64::INFINITY
-                        }
-                    }
-                };
-                let m = minimize_box(&mut neg, &starts[i], &lower, &upper, &REFINE_OPTIONS)?;
-                tracing::debug!(start = i, iterations = m.iterations, evaluations = evals, stop = ?m.stop, "acquisition restart");
-                screened += evals;
-                finalists_unit.push(if -m.value >= values[i] {
-                    m.x
-                } else {
-                    starts[i].clone()
-                });
+            timings.screen = t_screen.elapsed();
+            let t_refine = Instant::now();
+            let chosen: Vec<(Vec<f64>, f64)> = order
+                .iter()
+                .take(self.config.restarts)
+                .map(|&i| (starts[i].clone(), values[i]))
+                .collect();
+            let paths_at = |xs: &[Vec<f64>]| -> Result<Vec<PathGaussian>> {
+                let us: Vec<ControlArray<f64>> = xs
+                    .iter()
+                    .map(|x| space.to_controls(x))
+                    .collect::<Result<_>>()?;
+                linearised_paths(model, state, &us, &jac, 1)
+            };
+            let refined = refine_parallel(&chosen, dim, self.config.threads, &|x0, v0| {
+                self.refine_trust_region(
+                    x0,
+                    v0,
+                    &space,
+                    &paths_at,
+                    &base,
+                    &tr,
+                    &hold_lin,
+                    &hold_lin_summary,
+                )
+            })?;
+            for (x, r) in refined {
+                tracing::debug!(start = r.start_value, value = r.value, iterations = r.iterations, evaluations = r.evaluations, stop = %r.stop, "acquisition restart");
+                screened += r.evaluations;
+                finalists_unit.push((r.value, x));
+                restarts.push(r);
             }
+            timings.refine = t_refine.elapsed();
         }
         // 3. final choice on the Monte-Carlo forecast (common random numbers)
+        let t_final = Instant::now();
+        // distinct refined points, best (linearised acquisition) first, at most
+        // `FINAL_CHECK_MAX`; restarts that met at one optimum are one finalist
+        finalists_unit.sort_by(|a, b| b.0.total_cmp(&a.0));
         let mut finalists: Vec<ControlArray<f64>> = vec![hold_controls];
-        for x in &finalists_unit {
+        let mut kept: Vec<&Vec<f64>> = Vec::new();
+        for (_, x) in &finalists_unit {
+            if kept.len() >= FINAL_CHECK_MAX {
+                break;
+            }
+            let near = kept.iter().any(|k| {
+                k.iter()
+                    .zip(x)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f64::max)
+                    <= FINALIST_TOL
+            });
             let u = space.to_controls(x)?;
-            if !finalists.iter().any(|f| same(f, &u)) {
+            if !near && !finalists.iter().any(|f| same(f, &u)) {
+                kept.push(x);
                 finalists.push(u);
             }
         }
         let mc_seed = self.config.seed ^ 0x6d63_5f70_6174_6873;
-        let mut scored = Vec::with_capacity(finalists.len());
-        for u in &finalists {
-            let sc = model
-                .sample_paths(
-                    state,
-                    &vec![*u; h],
-                    self.config.mc_samples,
-                    mc_seed,
-                    self.config.threads,
-                )
-                .map_err(hybrid_err)?;
-            let paths: Vec<Vec<SpeciesArray<f64>>> = sc
-                .initial
-                .iter()
-                .zip(&sc.latent)
-                .map(|(s0, rest)| std::iter::once(*s0).chain(rest.iter().copied()).collect())
-                .collect();
-            scored.push(self.score_paths(&paths, &vec![*u; h]));
-        }
+        let (scored, mut forecasts) =
+            self.monte_carlo_forecasts(model, state, &finalists, mc_seed)?;
         let hold_summary: Vec<ObjectiveSummary> = (0..m).map(|k| scored[0].summary(k, m)).collect();
         let values: Vec<f64> = scored
             .iter()
@@ -689,19 +1173,8 @@ impl BedPolicy {
             }
         }
         let chosen = finalists[pick];
-        let forecast = model
-            .forecast(
-                state,
-                &vec![chosen; h],
-                &ForecastOptions {
-                    method: ForecastMethod::MonteCarlo,
-                    paths: self.config.mc_samples,
-                    seed: mc_seed,
-                    keep_paths: true,
-                    threads: self.config.threads,
-                },
-            )
-            .map_err(hybrid_err)?;
+        let forecast = forecasts.swap_remove(pick);
+        timings.final_check = t_final.elapsed();
         let recommended: Vec<ObjectiveSummary> =
             (0..m).map(|k| scored[pick].summary(k, m)).collect();
         let reason = self.reason(
@@ -727,23 +1200,31 @@ impl BedPolicy {
             reason,
             screened,
             finalists: finalists.len(),
+            timings,
+            restarts,
         })
     }
 
     /// Decisions for several reactors that share one model, as one q-batch.
     ///
-    /// Each reactor's candidates are scored on its own linearised forecast (see
-    /// [`BedPolicy::decide`]); the batch is then chosen greedily, reactor by reactor, by the
-    /// joint Monte-Carlo log expected improvement of the batch so far plus the candidate
-    /// (qLogEI over a multivariate normal of the reactors' objectives, fixed quasi-random
-    /// base samples). The objectives' correlations come from the model: two candidates whose
-    /// first-day inputs are close share the model's error there
-    /// ([`HybridModel::input_correlation`]), so a candidate next to one already in the batch
-    /// adds little joint improvement and the batch spreads over the design space. The
-    /// incumbent is the best holding-course objective over the reactors (they run the same
-    /// process). Every reactor's holding course is one of its candidates. Each chosen
-    /// candidate is then refined locally with the others fixed, and its forecast and
-    /// objectives are reported from seeded Monte-Carlo paths.
+    /// Each reactor's candidates — its holding course and [`PolicyConfig::batch_raw_samples`]
+    /// space-filling points of its own decision space — are scored on its own linearised
+    /// forecast (see [`BedPolicy::decide`]; reactors are spread over
+    /// [`PolicyConfig::threads`]). The batch is then chosen greedily, reactor by reactor, by
+    /// the joint Monte-Carlo acquisition (qLogEI unless another Monte-Carlo acquisition is
+    /// configured) of the batch so far plus the candidate: the reactors' objectives are
+    /// jointly normal with the linearised means and sds, and correlated through the model
+    /// (two candidates whose first-day inputs are close share the model's error there,
+    /// [`HybridModel::input_correlation`]); fixed quasi-random base samples; each member
+    /// weighted by its probability of feasibility. A candidate next to one already in the
+    /// batch therefore adds little joint improvement and the batch spreads over the design
+    /// space. The incumbent is the best holding-course objective over the reactors (they run
+    /// the same process). Adding a member only appends a row to the Cholesky factor of the
+    /// batch covariance, so each greedy step costs `O(q²)` per candidate.
+    ///
+    /// Batch members are not refined locally, and their forecasts and objective summaries
+    /// are the linearised (moment-matching) ones: the Monte-Carlo check of
+    /// [`BedPolicy::decide`] for every reactor would cost more than the whole batch budget.
     pub fn decide_batch(
         &self,
         model: &HybridModel,
@@ -759,41 +1240,41 @@ impl BedPolicy {
                 reason: "batch decisions take a single-objective acquisition".into(),
             });
         }
-        let h = self.config.horizon_days as usize;
-        let tr = model.config().transform;
-        let m = self.objectives.len();
-        let mut rs: Vec<BatchReactor> = Vec::with_capacity(reactors.len());
-        let mut screened = 0usize;
-        for (state, current) in reactors {
-            let space = self.decision_space(current)?;
-            let hold = *space.current();
-            let mut jac = Vec::with_capacity(h);
-            let mut mu = state.z;
-            for d in 0..h {
-                let x = HybridModel::z_input(&mu, &hold, state.day + d as u32);
-                let lt = model.linearised_transition(&x).map_err(hybrid_err)?;
-                jac.push(lt.jacobian);
-                mu = lt.transition.mean;
-                tr.clamp_z(&mut mu);
-            }
-            let dim = space.dim();
-            let mut units: Vec<Vec<f64>> = vec![space.to_unit(&hold)?];
-            if dim > 0 {
-                units.extend(
-                    uniform_points(self.config.raw_samples, dim, self.config.seed)?
-                        .chunks_exact(dim)
-                        .map(<[f64]>::to_vec),
-                );
-            }
-            let mut r = BatchReactor {
-                space,
-                jac,
-                cands: Vec::with_capacity(units.len()),
-            };
-            self.add_batch_candidates(model, state, &mut r, &units)?;
-            screened += units.len();
-            rs.push(r);
-        }
+        let mut timings = DecisionTimings::default();
+        // 1. every reactor's candidates on its own linearised forecast, reactors in parallel
+        let q = reactors.len();
+        let threads = self.config.threads.clamp(1, q);
+        let per_reactor = |j: usize| -> Result<BatchReactor> {
+            let (state, current) = &reactors[j];
+            self.batch_reactor(model, state, current)
+        };
+        let mut parts: Vec<(usize, Result<BatchReactor>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let f = &per_reactor;
+                    s.spawn(move || {
+                        (t..q)
+                            .step_by(threads)
+                            .map(|j| (j, f(j)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![(0, Err(BedError::Model("a batch worker panicked".into())))]
+                    })
+                })
+                .collect()
+        });
+        parts.sort_by_key(|(j, _)| *j);
+        let rs: Vec<BatchReactor> = parts.into_iter().map(|(_, r)| r).collect::<Result<_>>()?;
+        let screened: usize = rs.iter().map(|r| r.cands.len()).sum();
+        timings.screen = t0.elapsed();
+        // 2. greedy joint choice
+        let t_greedy = Instant::now();
         let best = rs
             .iter()
             .map(|r| r.cands[0].mean)
@@ -804,186 +1285,130 @@ impl BedPolicy {
             .fold(0.0f64, f64::max)
             .max(1e-6 * best.abs())
             .max(1e-12);
-        let q = rs.len();
         let base = BaseSamples::new(
             self.config.screening_samples.max(64),
             q,
             self.config.seed ^ 0x6261_7463_6821,
         )?;
-        let joint = |members: &[&BatchCandidate]| -> f64 {
-            self.joint_acquisition(model, members, &base, best, scale)
-        };
-        // greedy choice, reactor by reactor
+        let mut batch = JointBatch::new(base.n_samples(), q);
         let mut chosen: Vec<usize> = Vec::with_capacity(q);
-        for j in 0..q {
-            let mut members: Vec<&BatchCandidate> = chosen
-                .iter()
-                .enumerate()
-                .map(|(r, &c)| &rs[r].cands[c])
-                .collect();
+        let mut joint_value = f64::NEG_INFINITY;
+        for (j, r) in rs.iter().enumerate() {
             let (mut best_i, mut best_v) = (0, f64::NEG_INFINITY);
-            for (i, c) in rs[j].cands.iter().enumerate() {
+            for (i, c) in r.cands.iter().enumerate() {
                 if i != 0 && c.feasible < MIN_FEASIBILITY {
                     continue;
                 }
-                members.push(c);
-                let v = joint(&members);
-                members.pop();
-                if v > best_v {
-                    best_v = v;
+                // holding course may be repeated; other copies of a member may not
+                let v = batch.value_with(self, model, c, &base, best, scale, i == 0);
+                // equal joint values (the batch is indifferent, e.g. when no candidate can
+                // beat its members): the candidate with the higher predicted objective
+                let tol = BATCH_TIE_TOL * best_v.abs().max(1.0);
+                let better = v > best_v + tol
+                    || (v >= best_v - tol && c.mean > r.cands[best_i].mean && v.is_finite());
+                if better {
+                    best_v = best_v.max(v);
                     best_i = i;
                 }
             }
+            batch.push(model, &r.cands[best_i], &base, j, scale)?;
             chosen.push(best_i);
+            joint_value = best_v;
         }
-        // local refinement of each choice with the others fixed
-        for j in 0..q {
-            let dim = rs[j].space.dim();
-            if dim == 0 || chosen[j] == 0 {
-                continue;
-            }
-            let state = &reactors[j].0;
-            let start = rs[j].cands[chosen[j]].unit.clone();
-            let mut evals = 0usize;
-            let refined = {
-                let others: Vec<&BatchCandidate> = chosen
-                    .iter()
-                    .enumerate()
-                    .filter(|(r, _)| *r != j)
-                    .map(|(r, &c)| &rs[r].cands[c])
-                    .collect();
-                let rj = &rs[j];
-                let mut neg = |xu: &[f64], g: &mut [f64]| -> f64 {
-                    let mut pts = vec![xu.to_vec()];
-                    let mut steps = Vec::with_capacity(dim);
-                    for a in 0..dim {
-                        let mut y = xu.to_vec();
-                        let hh = if xu[a] + FD_STEP <= 1.0 {
-                            FD_STEP
-                        } else {
-                            -FD_STEP
-                        };
-                        y[a] += hh;
-                        steps.push(hh);
-                        pts.push(y);
-                    }
-                    evals += pts.len();
-                    let Ok(cands) = self.batch_candidates(model, state, rj, &pts) else {
-                        g.fill(0.0);
-                        return f64::INFINITY;
-                    };
-                    let vals: Vec<f64> = cands
-                        .iter()
-                        .map(|c| {
-                            let mut members = others.clone();
-                            members.push(c);
-                            joint(&members)
-                        })
-                        .collect();
-                    if !vals[0].is_finite() {
-                        g.fill(0.0);
-                        return f64::INFINITY;
-                    }
-                    for a in 0..dim {
-                        let d = (vals[a + 1] - vals[0]) / steps[a];
-                        g[a] = if d.is_finite() { -d } else { 0.0 };
-                    }
-                    -vals[0]
-                };
-                let opts = LbfgsbOptions {
-                    max_iters: BATCH_REFINE_ITERS,
-                    ..REFINE_OPTIONS
-                };
-                minimize_box(&mut neg, &start, &vec![0.0; dim], &vec![1.0; dim], &opts)?
-            };
-            screened += evals;
-            let before = rs[j].cands.len();
-            self.add_batch_candidates(model, state, &mut rs[j], &[refined.x])?;
-            if rs[j].cands[before].feasible >= MIN_FEASIBILITY {
-                let value_with = |c: usize| {
-                    let members: Vec<&BatchCandidate> = chosen
-                        .iter()
-                        .enumerate()
-                        .map(|(r, &k)| {
-                            if r == j {
-                                &rs[r].cands[c]
-                            } else {
-                                &rs[r].cands[k]
-                            }
-                        })
-                        .collect();
-                    joint(&members)
-                };
-                if value_with(before) > value_with(chosen[j]) {
-                    chosen[j] = before;
-                }
-            }
-        }
-        let members: Vec<&BatchCandidate> = chosen
-            .iter()
-            .enumerate()
-            .map(|(r, &c)| &rs[r].cands[c])
-            .collect();
-        let joint_value = joint(&members);
-        // the decisions, with Monte-Carlo forecasts of the chosen setpoints
-        let mc_seed = self.config.seed ^ 0x6d63_5f70_6174_6873;
+        timings.refine = t_greedy.elapsed();
+        // 3. the members' forecasts (moment matching) and decisions
+        let t_forecast = Instant::now();
+        let h = self.config.horizon_days as usize;
+        let mm = ForecastOptions {
+            method: ForecastMethod::MomentMatching,
+            paths: self.config.mc_samples,
+            seed: self.config.seed ^ 0x6d63_5f70_6174_6873,
+            keep_paths: false,
+            threads: 1,
+        };
         let mut out = Vec::with_capacity(q);
         for (j, (state, current)) in reactors.iter().enumerate() {
-            let u = rs[j].cands[chosen[j]].controls;
-            let hold = *rs[j].space.current();
-            let (rec, feasible) = self.monte_carlo_summary(model, state, &u, mc_seed)?;
-            let (holding, _) = self.monte_carlo_summary(model, state, &hold, mc_seed)?;
-            let is_hold = chosen[j] == 0 || same(&u, &hold);
+            let c = &rs[j].cands[chosen[j]];
+            let hold_c = &rs[j].cands[0];
+            let hold_u = *rs[j].space.current();
+            let is_hold = chosen[j] == 0 || same(&c.controls, &hold_u);
             let forecast = model
-                .forecast(
-                    state,
-                    &vec![u; h],
-                    &ForecastOptions {
-                        method: ForecastMethod::MonteCarlo,
-                        paths: self.config.mc_samples,
-                        seed: mc_seed,
-                        keep_paths: true,
-                        threads: self.config.threads,
-                    },
-                )
+                .forecast(state, &vec![c.controls; h], &mm)
                 .map_err(hybrid_err)?;
+            let rec = vec![ObjectiveSummary {
+                mean: c.mean,
+                sd: c.sd,
+            }];
+            let holding = vec![ObjectiveSummary {
+                mean: hold_c.mean,
+                sd: hold_c.sd,
+            }];
             out.push(Decision {
                 day: state.day,
-                setpoints: Setpoints::new(state.day, u),
+                setpoints: Setpoints::new(state.day, c.controls),
                 current: *current,
                 hold: is_hold,
-                acquisition: self.config.acquisition,
+                acquisition: self.batch_acquisition(),
                 acquisition_value: joint_value,
                 objectives: self.objectives.iter().map(|o| o.name()).collect(),
-                reason: self.reason(is_hold, joint_value, &rec, &holding, feasible),
+                reason: self.reason(is_hold, joint_value, &rec, &holding, c.feasible),
                 recommended: rec,
                 holding,
-                probability_feasible: feasible,
+                probability_feasible: c.feasible,
                 forecast,
                 elapsed: Duration::ZERO,
                 screened,
-                finalists: q,
+                finalists: 0,
+                timings: DecisionTimings::default(),
+                restarts: Vec::new(),
             });
         }
-        let _ = m;
+        timings.forecast = t_forecast.elapsed();
         let elapsed = t0.elapsed();
         for d in &mut out {
             d.elapsed = elapsed;
+            d.timings = timings;
         }
         Ok(out)
     }
 
-    /// Linearised scores of unit-cube points of one reactor, appended to its candidates.
-    fn add_batch_candidates(
+    /// The Monte-Carlo acquisition of batch decisions: the configured one when it is a
+    /// Monte-Carlo acquisition, qLogEI otherwise.
+    fn batch_acquisition(&self) -> Acquisition {
+        if self.config.acquisition.is_monte_carlo() {
+            self.config.acquisition
+        } else {
+            Acquisition::QLogEI
+        }
+    }
+
+    /// One reactor of a batch: its decision space, holding-course Jacobians and linearised
+    /// candidates (index 0 = holding course).
+    fn batch_reactor(
         &self,
         model: &HybridModel,
         state: &StateEstimate,
-        r: &mut BatchReactor,
-        units: &[Vec<f64>],
-    ) -> Result<()> {
-        let new = self.batch_candidates(model, state, r, units)?;
-        r.cands.extend(new);
-        Ok(())
+        current: &ControlArray<f64>,
+    ) -> Result<BatchReactor> {
+        let space = self.decision_space(current)?;
+        let hold = *space.current();
+        let jac = self.holding_jacobians(model, state, &hold)?;
+        let dim = space.dim();
+        let mut units: Vec<Vec<f64>> = vec![space.to_unit(&hold)?];
+        if dim > 0 {
+            units.extend(
+                uniform_points(self.config.batch_raw_samples, dim, self.config.seed)?
+                    .chunks_exact(dim)
+                    .map(<[f64]>::to_vec),
+            );
+        }
+        let mut r = BatchReactor {
+            space,
+            jac,
+            cands: Vec::new(),
+        };
+        r.cands = self.batch_candidates(model, state, &r, &units)?;
+        Ok(r)
     }
 
     fn batch_candidates(
@@ -1000,15 +1425,13 @@ impl BedPolicy {
             .iter()
             .map(|u| r.space.to_controls(u))
             .collect::<Result<_>>()?;
-        let pgs = linearised_paths(model, state, &controls, &r.jac, self.config.threads)?;
+        let pgs = linearised_paths(model, state, &controls, &r.jac, 1)?;
         pgs.iter()
             .zip(controls)
-            .zip(units)
-            .map(|((pg, u), unit)| {
+            .map(|(pg, u)| {
                 let sc = self.score_gaussian(pg, &vec![u; h], &tr);
                 let g = sc.summary(0, m);
                 Ok(BatchCandidate {
-                    unit: unit.clone(),
                     controls: u,
                     mean: g.mean,
                     sd: g.sd.max(1e-12),
@@ -1021,103 +1444,63 @@ impl BedPolicy {
             .collect()
     }
 
-    /// qLogEI (or the configured Monte-Carlo acquisition) of a batch whose objectives are
-    /// jointly normal: means and sds of the members, correlations from the model's input
-    /// kernel; each member's contribution weighted by its probability of feasibility.
-    fn joint_acquisition(
-        &self,
-        model: &HybridModel,
-        members: &[&BatchCandidate],
-        base: &BaseSamples,
-        best: f64,
-        scale: f64,
-    ) -> f64 {
-        let k = members.len();
-        if k == 0 {
-            return f64::NEG_INFINITY;
-        }
-        let mut cov = vec![0.0; k * k];
-        for a in 0..k {
-            for b in 0..=a {
-                let rho = if a == b {
-                    1.0
-                } else {
-                    model
-                        .input_correlation(&members[a].input, &members[b].input)
-                        .clamp(-1.0, 1.0)
-                };
-                let v = rho * members[a].sd * members[b].sd;
-                cov[a * k + b] = v;
-                cov[b * k + a] = v;
-            }
-        }
-        let Some(l) = cholesky_jitter(&mut cov, k) else {
-            return f64::NEG_INFINITY;
-        };
-        let n = base.n_samples();
-        let mut samples = vec![0.0; n * k];
-        let mut slacks = vec![0.0; n * k];
-        for (s, row) in base.rows().enumerate() {
-            for a in 0..k {
-                let mut v = members[a].mean;
-                for b in 0..=a {
-                    v += l[a * k + b] * row[b];
-                }
-                samples[s * k + a] = v / scale;
-                // feasibility as a deterministic slack: logit of the member's probability
-                let p = members[a].feasible.clamp(1e-12, 1.0 - 1e-12);
-                slacks[s * k + a] = (p / (1.0 - p)).ln() * McParams::default().eta;
-            }
-        }
-        let (Ok(sm), Ok(cm)) = (
-            SampleMatrix::new(&samples, n, k),
-            SampleMatrix::new(&slacks, n, k),
-        ) else {
-            return f64::NEG_INFINITY;
-        };
-        let acq = if self.config.acquisition.is_monte_carlo() {
-            self.config.acquisition
-        } else {
-            Acquisition::QLogEI
-        };
-        let params = McParams {
-            beta: self.config.ucb_beta,
-            ..McParams::default()
-        };
-        mc::evaluate(acq, sm, best / scale, &[cm], &params).unwrap_or(f64::NEG_INFINITY)
-    }
-
-    /// Objective summaries and the fraction of feasible paths under `u` held over the
-    /// horizon, from seeded Monte-Carlo paths.
-    fn monte_carlo_summary(
+    /// Scores and Monte-Carlo forecasts of several courses of action held over the horizon,
+    /// with common random numbers: the same start draws and innovations for every course
+    /// ([`HybridModel::sample_paths`] draws depend only on the seed). The start draws come
+    /// from a one-day run of the same seed, the paths from the forecasts themselves, so each
+    /// course costs one forecast.
+    fn monte_carlo_forecasts(
         &self,
         model: &HybridModel,
         state: &StateEstimate,
-        u: &ControlArray<f64>,
+        courses: &[ControlArray<f64>],
         seed: u64,
-    ) -> Result<(Vec<ObjectiveSummary>, f64)> {
+    ) -> Result<(Vec<Scored>, Vec<Forecast>)> {
         let h = self.config.horizon_days as usize;
-        let m = self.objectives.len();
-        let sc = model
+        let n = self.config.mc_samples;
+        let Some(first) = courses.first() else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let initial = model
             .sample_paths(
                 state,
-                &vec![*u; h],
-                self.config.mc_samples,
+                std::slice::from_ref(first),
+                n,
                 seed,
                 self.config.threads,
             )
-            .map_err(hybrid_err)?;
-        let paths: Vec<Vec<SpeciesArray<f64>>> = sc
-            .initial
-            .iter()
-            .zip(&sc.latent)
-            .map(|(s0, rest)| std::iter::once(*s0).chain(rest.iter().copied()).collect())
-            .collect();
-        let scored = self.score_paths(&paths, &vec![*u; h]);
-        Ok((
-            (0..m).map(|k| scored.summary(k, m)).collect(),
-            scored.feasible,
-        ))
+            .map_err(hybrid_err)?
+            .initial;
+        let mut scored = Vec::with_capacity(courses.len());
+        let mut forecasts = Vec::with_capacity(courses.len());
+        for u in courses {
+            let schedule = vec![*u; h];
+            let f = model
+                .forecast(
+                    state,
+                    &schedule,
+                    &ForecastOptions {
+                        method: ForecastMethod::MonteCarlo,
+                        paths: n,
+                        seed,
+                        keep_paths: true,
+                        threads: self.config.threads,
+                    },
+                )
+                .map_err(hybrid_err)?;
+            let latent = f
+                .paths
+                .as_ref()
+                .ok_or_else(|| BedError::Model("the forecast kept no paths".into()))?;
+            let paths: Vec<Vec<SpeciesArray<f64>>> = initial
+                .iter()
+                .zip(latent)
+                .map(|(s0, rest)| std::iter::once(*s0).chain(rest.iter().copied()).collect())
+                .collect();
+            scored.push(self.score_paths(&paths, &schedule));
+            forecasts.push(f);
+        }
+        Ok((scored, forecasts))
     }
 
     fn reason(
@@ -1193,13 +1576,249 @@ struct BatchReactor {
 
 /// A candidate of a batch decision on its linearised forecast.
 struct BatchCandidate {
-    unit: Vec<f64>,
     controls: ControlArray<f64>,
     mean: f64,
     sd: f64,
     feasible: f64,
     /// The first day's GP input, for the model's correlations.
     input: Vec<f64>,
+}
+
+/// Variances of a linearised forecast: of each objective, and of each constrained value
+/// on each day (constraint major, days `1..=H`).
+#[derive(Debug, Clone)]
+struct Variances {
+    objective: Vec<f64>,
+    constraint: Vec<f64>,
+}
+
+/// What the refinement knows at one point: the mean path in `z`, and the variances
+/// (analytic acquisitions) or the scenario paths in `z` (Monte-Carlo acquisitions).
+#[derive(Debug, Clone)]
+struct LocalInfo {
+    means: Vec<SpeciesArray<f64>>,
+    var: Option<Variances>,
+    scenarios: Option<Vec<Vec<SpeciesArray<f64>>>>,
+}
+
+impl LocalInfo {
+    /// `self + Σ_j delta_j (nbrs_j − self)`: the linear interpolation through the secant
+    /// points (`delta_j` in units of secant step `j`).
+    fn interpolate(&self, nbrs: &[LocalInfo], delta: &[f64]) -> LocalInfo {
+        let lin = |c: f64, get: &dyn Fn(&LocalInfo) -> f64| -> f64 {
+            c + nbrs
+                .iter()
+                .zip(delta)
+                .map(|(n, d)| d * (get(n) - c))
+                .sum::<f64>()
+        };
+        let others: Vec<&[SpeciesArray<f64>]> = nbrs.iter().map(|n| n.means.as_slice()).collect();
+        let means = interpolate_path(&self.means, &others, delta);
+        let var = self.var.as_ref().map(|v| Variances {
+            objective: (0..v.objective.len())
+                .map(|i| {
+                    lin(v.objective[i], &|n| {
+                        n.var.as_ref().map_or(v.objective[i], |w| w.objective[i])
+                    })
+                })
+                .collect(),
+            constraint: (0..v.constraint.len())
+                .map(|i| {
+                    lin(v.constraint[i], &|n| {
+                        n.var.as_ref().map_or(v.constraint[i], |w| w.constraint[i])
+                    })
+                })
+                .collect(),
+        });
+        let scenarios = self.scenarios.as_ref().map(|sc| {
+            sc.iter()
+                .enumerate()
+                .map(|(s, p)| {
+                    let others: Vec<&[SpeciesArray<f64>]> = nbrs
+                        .iter()
+                        .map(|n| {
+                            n.scenarios
+                                .as_ref()
+                                .map_or(p.as_slice(), |x| x[s].as_slice())
+                        })
+                        .collect();
+                    interpolate_path(p, &others, delta)
+                })
+                .collect()
+        });
+        LocalInfo {
+            means,
+            var,
+            scenarios,
+        }
+    }
+}
+
+/// `c + Σ_j delta_j (others_j − c)` for paths of species arrays.
+fn interpolate_path(
+    c: &[SpeciesArray<f64>],
+    others: &[&[SpeciesArray<f64>]],
+    delta: &[f64],
+) -> Vec<SpeciesArray<f64>> {
+    let mut out = c.to_vec();
+    for (n, d) in others.iter().zip(delta) {
+        if *d == 0.0 {
+            continue;
+        }
+        for (o, (p, q)) in out.iter_mut().zip(n.iter().zip(c)) {
+            for k in 0..N_SPECIES {
+                o[k] += d * (p[k] - q[k]);
+            }
+        }
+    }
+    out
+}
+
+/// The members chosen so far in a greedy batch: the Cholesky factor of their objectives'
+/// covariance (standardised), their scenario values and feasibility slacks under the fixed
+/// base samples. Adding a member appends one row to each.
+struct JointBatch {
+    n: usize,
+    /// Lower Cholesky factor, `k × k` in a `q × q` buffer.
+    l: Vec<f64>,
+    q: usize,
+    /// The members' GP inputs and sds (standardised).
+    inputs: Vec<Vec<f64>>,
+    sds: Vec<f64>,
+    /// `samples[s * q + a]`, `slacks[s * q + a]`.
+    samples: Vec<f64>,
+    slacks: Vec<f64>,
+    k: usize,
+}
+
+impl JointBatch {
+    fn new(n: usize, q: usize) -> Self {
+        Self {
+            n,
+            l: vec![0.0; q * q],
+            q,
+            inputs: Vec::with_capacity(q),
+            sds: Vec::with_capacity(q),
+            samples: vec![0.0; n * q],
+            slacks: vec![0.0; n * q],
+            k: 0,
+        }
+    }
+
+    /// The new member's row of the Cholesky factor (`k + 1` values), or `None` when the
+    /// batch covariance would not be positive definite.
+    fn new_row(&self, model: &HybridModel, c: &BatchCandidate, scale: f64) -> Option<Vec<f64>> {
+        let k = self.k;
+        let sd = c.sd / scale;
+        let mut row = vec![0.0; k + 1];
+        let mut sq = 0.0;
+        for a in 0..k {
+            let rho = model
+                .input_correlation(&self.inputs[a], &c.input)
+                .clamp(-1.0, 1.0);
+            let v = rho * self.sds[a] * sd
+                - self.l[a * self.q..a * self.q + a]
+                    .iter()
+                    .zip(&row)
+                    .map(|(l, r)| l * r)
+                    .sum::<f64>();
+            let d = self.l[a * self.q + a];
+            row[a] = if d > 0.0 { v / d } else { 0.0 };
+            sq += row[a] * row[a];
+        }
+        let diag = sd * sd - sq;
+        row[k] = if diag > 0.0 { diag.sqrt() } else { 0.0 };
+        row.iter().all(|v| v.is_finite()).then_some(row)
+    }
+
+    fn member_slack(c: &BatchCandidate) -> f64 {
+        // feasibility as a deterministic slack: logit of the member's probability
+        let p = c.feasible.clamp(1e-12, 1.0 - 1e-12);
+        (p / (1.0 - p)).ln() * McParams::default().eta
+    }
+
+    /// The batch's joint acquisition with `c` added (`-∞` for a copy of a member unless
+    /// `allow_copy`).
+    #[allow(clippy::too_many_arguments)]
+    fn value_with(
+        &self,
+        policy: &BedPolicy,
+        model: &HybridModel,
+        c: &BatchCandidate,
+        base: &BaseSamples,
+        best: f64,
+        scale: f64,
+        allow_copy: bool,
+    ) -> f64 {
+        let Some(row) = self.new_row(model, c, scale) else {
+            return f64::NEG_INFINITY;
+        };
+        let (k, n) = (self.k + 1, self.n);
+        if !allow_copy && row[k - 1] < BATCH_MIN_NEW_SD * c.sd / scale {
+            // (nearly) a copy of a member: it adds nothing the batch does not know
+            return f64::NEG_INFINITY;
+        }
+        let mut samples = vec![0.0; n * k];
+        let mut slacks = vec![0.0; n * k];
+        let slack = Self::member_slack(c);
+        for (s, eps) in base.rows().enumerate() {
+            samples[s * k..s * k + k - 1]
+                .copy_from_slice(&self.samples[s * self.q..s * self.q + k - 1]);
+            slacks[s * k..s * k + k - 1]
+                .copy_from_slice(&self.slacks[s * self.q..s * self.q + k - 1]);
+            let mut v = c.mean / scale;
+            for b in 0..k {
+                v += row[b] * eps[b];
+            }
+            samples[s * k + k - 1] = v;
+            slacks[s * k + k - 1] = slack;
+        }
+        let (Ok(sm), Ok(cm)) = (
+            SampleMatrix::new(&samples, n, k),
+            SampleMatrix::new(&slacks, n, k),
+        ) else {
+            return f64::NEG_INFINITY;
+        };
+        // the choice is discrete: no smoothing of the max over the batch is needed, and a
+        // smoothed max would reward a second copy of a member (by τ ln 2)
+        let params = McParams {
+            beta: policy.config.ucb_beta,
+            tau_max: BATCH_TAU_MAX,
+            ..McParams::default()
+        };
+        mc::evaluate(policy.batch_acquisition(), sm, best / scale, &[cm], &params)
+            .unwrap_or(f64::NEG_INFINITY)
+    }
+
+    /// Appends `c` as member `j` (= the current size).
+    fn push(
+        &mut self,
+        model: &HybridModel,
+        c: &BatchCandidate,
+        base: &BaseSamples,
+        j: usize,
+        scale: f64,
+    ) -> Result<()> {
+        let row = self.new_row(model, c, scale).ok_or_else(|| {
+            BedError::Model("the batch covariance is not positive definite".into())
+        })?;
+        let k = self.k;
+        debug_assert_eq!(j, k);
+        self.l[k * self.q..k * self.q + k + 1].copy_from_slice(&row);
+        let slack = Self::member_slack(c);
+        for (s, eps) in base.rows().enumerate() {
+            let mut v = c.mean / scale;
+            for b in 0..=k {
+                v += row[b] * eps[b];
+            }
+            self.samples[s * self.q + k] = v;
+            self.slacks[s * self.q + k] = slack;
+        }
+        self.inputs.push(c.input.clone());
+        self.sds.push(c.sd / scale);
+        self.k += 1;
+        Ok(())
+    }
 }
 
 /// The linearised forecast of one candidate: the mean path in `z` (day 0 = today) and the
@@ -1220,6 +1839,15 @@ impl PathGaussian {
         base: &BaseSamples,
         tr: &LogTransform,
     ) -> Result<Vec<Vec<SpeciesArray<f64>>>> {
+        Ok(self
+            .scenarios_z(base)?
+            .into_iter()
+            .map(|p| p.into_iter().map(|z| tr.to_species(&z)).collect())
+            .collect())
+    }
+
+    /// Scenarios `means + L ε_s` from the base samples, in `z` (not clamped).
+    fn scenarios_z(&self, base: &BaseSamples) -> Result<Vec<Vec<SpeciesArray<f64>>>> {
         let dims = self.dims();
         let mut a = self.cov.clone();
         let l = cholesky_jitter(&mut a, dims).ok_or_else(|| {
@@ -1239,12 +1867,7 @@ impl PathGaussian {
                 self.means
                     .iter()
                     .enumerate()
-                    .map(|(d, m)| {
-                        let mut zd: SpeciesArray<f64> =
-                            std::array::from_fn(|k| m[k] + z[d * N_SPECIES + k]);
-                        tr.clamp_z(&mut zd);
-                        tr.to_species(&zd)
-                    })
+                    .map(|(d, m)| std::array::from_fn(|k| m[k] + z[d * N_SPECIES + k]))
                     .collect(),
             );
         }
@@ -1322,6 +1945,70 @@ fn linearised_paths(
         });
     }
     Ok(out)
+}
+
+/// Exact linearised forecasts at points of the unit cube.
+type PathsAt<'a> = dyn Fn(&[Vec<f64>]) -> Result<Vec<PathGaussian>> + Sync + 'a;
+
+/// A refinement of one start: the refined point and its report.
+type Refined = (Vec<f64>, RestartReport);
+
+/// Runs `refine` on every `(start, value)` on up to `threads` threads (restart `i` on thread
+/// `i mod threads`); the results, in the order of `starts`, do not depend on the count.
+fn refine_parallel(
+    starts: &[(Vec<f64>, f64)],
+    dim: usize,
+    threads: usize,
+    refine: &(dyn Fn(&[f64], f64) -> Result<Refined> + Sync),
+) -> Result<Vec<Refined>> {
+    let threads = threads.clamp(1, starts.len().max(1));
+    if dim == 0 || starts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let run = |t: usize| -> Vec<(usize, Result<Refined>)> {
+        (t..starts.len())
+            .step_by(threads)
+            .map(|i| (i, refine(&starts[i].0, starts[i].1)))
+            .collect()
+    };
+    let mut parts: Vec<(usize, Result<Refined>)> = if threads == 1 {
+        run(0)
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads).map(|t| s.spawn(move || run(t))).collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![(
+                            0,
+                            Err(BedError::Model("a refinement worker panicked".into())),
+                        )]
+                    })
+                })
+                .collect()
+        })
+    };
+    parts.sort_by_key(|(i, _)| *i);
+    parts.into_iter().map(|(_, r)| r).collect()
+}
+
+// Species values come from `LogTransform::to_species`, which clips every species to its
+// physical range [0, upper]: clamping `z` first (`clamp_z`) would give the same values at
+// the cost of two logarithms per species.
+
+/// `gᵀ A g` over the block of the `n × n` row-major `a` that starts at row and column
+/// `offset` (`g.len()` rows and columns), skipping zero entries of `g`.
+fn quad_form(a: &[f64], n: usize, g: &[f64], offset: usize) -> f64 {
+    let mut v = 0.0;
+    for (i, gi) in g.iter().enumerate() {
+        if *gi == 0.0 {
+            continue;
+        }
+        let row = &a[(offset + i) * n + offset..(offset + i) * n + offset + g.len()];
+        v += gi * row.iter().zip(g).map(|(x, y)| x * y).sum::<f64>();
+    }
+    v
 }
 
 /// In-place lower Cholesky of a symmetric PSD `n × n` matrix with escalating diagonal jitter.

@@ -14,6 +14,7 @@ mod emulate_cmd;
 mod evaluate_cmd;
 mod forecast_cmd;
 mod plot;
+mod recommend_cmd;
 mod runs;
 mod simulate_cmd;
 mod train_cmd;
@@ -41,6 +42,8 @@ enum Command {
     Train(train_cmd::Args),
     /// Forecast a run from its history with a trained model (CSV and SVG fan charts).
     Forecast(forecast_cmd::Args),
+    /// Recommend tomorrow's setpoints for a run's history (one decision of the design policy).
+    Recommend(recommend_cmd::Args),
     /// Serve simulated ambr250 reactors over OPC UA until Ctrl-C.
     Emulate(emulate_cmd::Args),
     /// Verify tamper-evident audit logs.
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Evaluate(args) => evaluate_cmd::run(&args),
         Command::Train(args) => train_cmd::run(&args),
         Command::Forecast(args) => forecast_cmd::run(&args),
+        Command::Recommend(args) => recommend_cmd::run(&args),
         Command::Audit(cmd) => audit_cmd::run(&cmd),
     };
     match result {

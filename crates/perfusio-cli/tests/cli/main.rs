@@ -6,6 +6,7 @@ mod audit_verify;
 mod basic;
 mod emulate;
 mod model;
+mod recommend;
 mod simulate;
 
 /// Runs the built `perfusio` binary; returns its exit code, stdout and stderr.

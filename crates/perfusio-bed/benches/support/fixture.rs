@@ -1,0 +1,57 @@
+//! The online model of the benchmarks: one 28-day run of the virtual reactor
+//! (CloneY plant, CloneX prior, mechanism inputs on), filtered up to day 14, and a
+//! 24-reactor batch of states along that run. Shared by the benches and the profiling
+//! example (`#[path]`-included).
+
+use perfusio_core::{ControlArray, Trajectory};
+use perfusio_hybrid::{HybridConfig, HybridModel, StateEstimate};
+use perfusio_mechanistic::{CloneKind, VirtualReactorConfig, doe};
+
+/// One 28-day run of the CloneY plant (seed 11).
+pub(crate) fn online_run() -> Trajectory {
+    let cfg = VirtualReactorConfig {
+        clone: CloneKind::CloneY,
+        seed: 11,
+        ..VirtualReactorConfig::default()
+    };
+    doe::simulate_design(&doe::training_design()[..1], &cfg, 28)
+        .unwrap_or_else(|e| panic!("simulation: {e}"))
+        .remove(0)
+}
+
+/// The online model (fitted on the whole run) and the run.
+pub(crate) fn online_model() -> (HybridModel, Trajectory) {
+    let run = online_run();
+    let (m, _) = HybridModel::fit_runs(HybridConfig::default(), &[(run.clone(), None)])
+        .unwrap_or_else(|e| panic!("fit: {e}"));
+    (m, run)
+}
+
+/// Filtered estimates of days `0..=last` and the controls applied on each day.
+pub(crate) fn filtered(
+    model: &HybridModel,
+    run: &Trajectory,
+    last: usize,
+) -> (Vec<StateEstimate>, Vec<ControlArray<f64>>) {
+    let measured: Vec<_> = run.rows().iter().map(|r| r.species).collect();
+    let controls: Vec<_> = run.rows().iter().map(|r| r.controls).collect();
+    let est = model
+        .filter_sequence(0, &measured[..=last], &controls[..=last])
+        .unwrap_or_else(|e| panic!("filter: {e}"));
+    (est, controls[..=last].to_vec())
+}
+
+/// The estimate on day 14 and the setpoints in force.
+pub(crate) fn day14(model: &HybridModel, run: &Trajectory) -> (StateEstimate, ControlArray<f64>) {
+    let (est, controls) = filtered(model, run, 14);
+    (est[14].clone(), controls[14])
+}
+
+/// 24 reactors: the run's estimates on days 4..=27, each with its own setpoints.
+pub(crate) fn batch24(
+    model: &HybridModel,
+    run: &Trajectory,
+) -> Vec<(StateEstimate, ControlArray<f64>)> {
+    let (est, controls) = filtered(model, run, 27);
+    (4..28).map(|d| (est[d].clone(), controls[d])).collect()
+}
