@@ -283,8 +283,8 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
             let dt = t0.elapsed();
             fit_ms.push(dt.as_secs_f64() * 1e3);
             let rep = fitted.report();
-            // The model's identity: the GP's fingerprint (hyperparameters, data, scaling,
-            // prior mean; not the wall time).
+            // The model's identity: what determines its predictions (hyperparameters, data,
+            // input map, prior mean), not its wall time.
             model_sha256 = fitted.fingerprint();
             audit.append(Entry::new(
                 day,
@@ -296,7 +296,7 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
                     iterations: rep.iterations,
                     evaluations: rep.evaluations,
                     converged: rep.converged,
-                    termination: format!("{:?}", rep.termination),
+                    termination: rep.termination.name().into(),
                     warm_start: gp.is_some(),
                     duration_s: dt.as_secs_f64(),
                     calibrated: Default::default(),

@@ -65,6 +65,11 @@ pub const REFINE_OPTIONS: LbfgsbOptions = LbfgsbOptions {
     max_first_step: 0.25,
 };
 
+/// Iteration cap of a batch member's local refinement (the greedy choice already placed it
+/// near a good point; the cap keeps 24 reactors within the batch budget and is reported by
+/// the optimiser like any stop).
+pub const BATCH_REFINE_ITERS: usize = 20;
+
 /// Smallest probability of feasibility a recommendation may have.
 pub const MIN_FEASIBILITY: f64 = 0.5;
 
@@ -634,12 +639,6 @@ impl BedPolicy {
                 };
                 let m = minimize_box(&mut neg, &starts[i], &lower, &upper, &REFINE_OPTIONS)?;
                 tracing::debug!(start = i, iterations = m.iterations, evaluations = evals, stop = ?m.stop, "acquisition restart");
-                if std::env::var_os("PERFUSIO_DEBUG_BED").is_some() {
-                    eprintln!(
-                        "restart {i}: {} iterations, {evals} evals, {:?}, {} -> {}",
-                        m.iterations, m.stop, values[i], -m.value
-                    );
-                }
                 screened += evals;
                 finalists_unit.push(if -m.value >= values[i] {
                     m.x
@@ -731,6 +730,361 @@ impl BedPolicy {
         })
     }
 
+    /// Decisions for several reactors that share one model, as one q-batch.
+    ///
+    /// Each reactor's candidates are scored on its own linearised forecast (see
+    /// [`BedPolicy::decide`]); the batch is then chosen greedily, reactor by reactor, by the
+    /// joint Monte-Carlo log expected improvement of the batch so far plus the candidate
+    /// (qLogEI over a multivariate normal of the reactors' objectives, fixed quasi-random
+    /// base samples). The objectives' correlations come from the model: two candidates whose
+    /// first-day inputs are close share the model's error there
+    /// ([`HybridModel::input_correlation`]), so a candidate next to one already in the batch
+    /// adds little joint improvement and the batch spreads over the design space. The
+    /// incumbent is the best holding-course objective over the reactors (they run the same
+    /// process). Every reactor's holding course is one of its candidates. Each chosen
+    /// candidate is then refined locally with the others fixed, and its forecast and
+    /// objectives are reported from seeded Monte-Carlo paths.
+    pub fn decide_batch(
+        &self,
+        model: &HybridModel,
+        reactors: &[(StateEstimate, ControlArray<f64>)],
+    ) -> Result<Vec<Decision>> {
+        let t0 = Instant::now();
+        if reactors.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.config.acquisition.is_multi_objective() {
+            return Err(BedError::InvalidParameter {
+                name: "acquisition",
+                reason: "batch decisions take a single-objective acquisition".into(),
+            });
+        }
+        let h = self.config.horizon_days as usize;
+        let tr = model.config().transform;
+        let m = self.objectives.len();
+        let mut rs: Vec<BatchReactor> = Vec::with_capacity(reactors.len());
+        let mut screened = 0usize;
+        for (state, current) in reactors {
+            let space = self.decision_space(current)?;
+            let hold = *space.current();
+            let mut jac = Vec::with_capacity(h);
+            let mut mu = state.z;
+            for d in 0..h {
+                let x = HybridModel::z_input(&mu, &hold, state.day + d as u32);
+                let lt = model.linearised_transition(&x).map_err(hybrid_err)?;
+                jac.push(lt.jacobian);
+                mu = lt.transition.mean;
+                tr.clamp_z(&mut mu);
+            }
+            let dim = space.dim();
+            let mut units: Vec<Vec<f64>> = vec![space.to_unit(&hold)?];
+            if dim > 0 {
+                units.extend(
+                    uniform_points(self.config.raw_samples, dim, self.config.seed)?
+                        .chunks_exact(dim)
+                        .map(<[f64]>::to_vec),
+                );
+            }
+            let mut r = BatchReactor {
+                space,
+                jac,
+                cands: Vec::with_capacity(units.len()),
+            };
+            self.add_batch_candidates(model, state, &mut r, &units)?;
+            screened += units.len();
+            rs.push(r);
+        }
+        let best = rs.iter().map(|r| r.cands[0].mean).fold(f64::NEG_INFINITY, f64::max);
+        let scale = rs
+            .iter()
+            .map(|r| r.cands[0].sd)
+            .fold(0.0f64, f64::max)
+            .max(1e-6 * best.abs())
+            .max(1e-12);
+        let q = rs.len();
+        let base = BaseSamples::new(
+            self.config.screening_samples.max(64),
+            q,
+            self.config.seed ^ 0x6261_7463_6821,
+        )?;
+        let joint = |members: &[&BatchCandidate]| -> f64 {
+            self.joint_acquisition(model, members, &base, best, scale)
+        };
+        // greedy choice, reactor by reactor
+        let mut chosen: Vec<usize> = Vec::with_capacity(q);
+        for j in 0..q {
+            let mut members: Vec<&BatchCandidate> =
+                chosen.iter().enumerate().map(|(r, &c)| &rs[r].cands[c]).collect();
+            let (mut best_i, mut best_v) = (0, f64::NEG_INFINITY);
+            for (i, c) in rs[j].cands.iter().enumerate() {
+                if i != 0 && c.feasible < MIN_FEASIBILITY {
+                    continue;
+                }
+                members.push(c);
+                let v = joint(&members);
+                members.pop();
+                if v > best_v {
+                    best_v = v;
+                    best_i = i;
+                }
+            }
+            chosen.push(best_i);
+        }
+        // local refinement of each choice with the others fixed
+        for j in 0..q {
+            let dim = rs[j].space.dim();
+            if dim == 0 || chosen[j] == 0 {
+                continue;
+            }
+            let state = &reactors[j].0;
+            let start = rs[j].cands[chosen[j]].unit.clone();
+            let mut evals = 0usize;
+            let refined = {
+                let others: Vec<&BatchCandidate> = chosen
+                    .iter()
+                    .enumerate()
+                    .filter(|(r, _)| *r != j)
+                    .map(|(r, &c)| &rs[r].cands[c])
+                    .collect();
+                let rj = &rs[j];
+                let mut neg = |xu: &[f64], g: &mut [f64]| -> f64 {
+                    let mut pts = vec![xu.to_vec()];
+                    let mut steps = Vec::with_capacity(dim);
+                    for a in 0..dim {
+                        let mut y = xu.to_vec();
+                        let hh = if xu[a] + FD_STEP <= 1.0 { FD_STEP } else { -FD_STEP };
+                        y[a] += hh;
+                        steps.push(hh);
+                        pts.push(y);
+                    }
+                    evals += pts.len();
+                    let Ok(cands) = self.batch_candidates(model, state, rj, &pts) else {
+                        g.fill(0.0);
+                        return f64::INFINITY;
+                    };
+                    let vals: Vec<f64> = cands
+                        .iter()
+                        .map(|c| {
+                            let mut members = others.clone();
+                            members.push(c);
+                            joint(&members)
+                        })
+                        .collect();
+                    if !vals[0].is_finite() {
+                        g.fill(0.0);
+                        return f64::INFINITY;
+                    }
+                    for a in 0..dim {
+                        let d = (vals[a + 1] - vals[0]) / steps[a];
+                        g[a] = if d.is_finite() { -d } else { 0.0 };
+                    }
+                    -vals[0]
+                };
+                let opts = LbfgsbOptions {
+                    max_iters: BATCH_REFINE_ITERS,
+                    ..REFINE_OPTIONS
+                };
+                minimize_box(&mut neg, &start, &vec![0.0; dim], &vec![1.0; dim], &opts)?
+            };
+            screened += evals;
+            let before = rs[j].cands.len();
+            self.add_batch_candidates(model, state, &mut rs[j], &[refined.x])?;
+            if rs[j].cands[before].feasible >= MIN_FEASIBILITY {
+                let value_with = |c: usize| {
+                    let members: Vec<&BatchCandidate> = chosen
+                        .iter()
+                        .enumerate()
+                        .map(|(r, &k)| if r == j { &rs[r].cands[c] } else { &rs[r].cands[k] })
+                        .collect();
+                    joint(&members)
+                };
+                if value_with(before) > value_with(chosen[j]) {
+                    chosen[j] = before;
+                }
+            }
+        }
+        let members: Vec<&BatchCandidate> =
+            chosen.iter().enumerate().map(|(r, &c)| &rs[r].cands[c]).collect();
+        let joint_value = joint(&members);
+        // the decisions, with Monte-Carlo forecasts of the chosen setpoints
+        let mc_seed = self.config.seed ^ 0x6d63_5f70_6174_6873;
+        let mut out = Vec::with_capacity(q);
+        for (j, (state, current)) in reactors.iter().enumerate() {
+            let u = rs[j].cands[chosen[j]].controls;
+            let hold = *rs[j].space.current();
+            let (rec, feasible) = self.monte_carlo_summary(model, state, &u, mc_seed)?;
+            let (holding, _) = self.monte_carlo_summary(model, state, &hold, mc_seed)?;
+            let is_hold = chosen[j] == 0 || same(&u, &hold);
+            let forecast = model
+                .forecast(
+                    state,
+                    &vec![u; h],
+                    &ForecastOptions {
+                        method: ForecastMethod::MonteCarlo,
+                        paths: self.config.mc_samples,
+                        seed: mc_seed,
+                        keep_paths: true,
+                        threads: self.config.threads,
+                    },
+                )
+                .map_err(hybrid_err)?;
+            out.push(Decision {
+                day: state.day,
+                setpoints: Setpoints::new(state.day, u),
+                current: *current,
+                hold: is_hold,
+                acquisition: self.config.acquisition,
+                acquisition_value: joint_value,
+                objectives: self.objectives.iter().map(|o| o.name()).collect(),
+                reason: self.reason(is_hold, joint_value, &rec, &holding, feasible),
+                recommended: rec,
+                holding,
+                probability_feasible: feasible,
+                forecast,
+                elapsed: Duration::ZERO,
+                screened,
+                finalists: q,
+            });
+        }
+        let _ = m;
+        let elapsed = t0.elapsed();
+        for d in &mut out {
+            d.elapsed = elapsed;
+        }
+        Ok(out)
+    }
+
+    /// Linearised scores of unit-cube points of one reactor, appended to its candidates.
+    fn add_batch_candidates(
+        &self,
+        model: &HybridModel,
+        state: &StateEstimate,
+        r: &mut BatchReactor,
+        units: &[Vec<f64>],
+    ) -> Result<()> {
+        let new = self.batch_candidates(model, state, r, units)?;
+        r.cands.extend(new);
+        Ok(())
+    }
+
+    fn batch_candidates(
+        &self,
+        model: &HybridModel,
+        state: &StateEstimate,
+        r: &BatchReactor,
+        units: &[Vec<f64>],
+    ) -> Result<Vec<BatchCandidate>> {
+        let h = self.config.horizon_days as usize;
+        let tr = model.config().transform;
+        let m = self.objectives.len();
+        let controls: Vec<ControlArray<f64>> =
+            units.iter().map(|u| r.space.to_controls(u)).collect::<Result<_>>()?;
+        let pgs = linearised_paths(model, state, &controls, &r.jac, self.config.threads)?;
+        pgs.iter()
+            .zip(controls)
+            .zip(units)
+            .map(|((pg, u), unit)| {
+                let sc = self.score_gaussian(pg, &vec![u; h], &tr);
+                let g = sc.summary(0, m);
+                Ok(BatchCandidate {
+                    unit: unit.clone(),
+                    controls: u,
+                    mean: g.mean,
+                    sd: g.sd.max(1e-12),
+                    feasible: sc.feasible,
+                    input: model
+                        .gp_input(&HybridModel::z_input(&state.z, &u, state.day))
+                        .map_err(hybrid_err)?,
+                })
+            })
+            .collect()
+    }
+
+    /// qLogEI (or the configured Monte-Carlo acquisition) of a batch whose objectives are
+    /// jointly normal: means and sds of the members, correlations from the model's input
+    /// kernel; each member's contribution weighted by its probability of feasibility.
+    fn joint_acquisition(
+        &self,
+        model: &HybridModel,
+        members: &[&BatchCandidate],
+        base: &BaseSamples,
+        best: f64,
+        scale: f64,
+    ) -> f64 {
+        let k = members.len();
+        if k == 0 {
+            return f64::NEG_INFINITY;
+        }
+        let mut cov = vec![0.0; k * k];
+        for a in 0..k {
+            for b in 0..=a {
+                let rho = if a == b {
+                    1.0
+                } else {
+                    model.input_correlation(&members[a].input, &members[b].input).clamp(-1.0, 1.0)
+                };
+                let v = rho * members[a].sd * members[b].sd;
+                cov[a * k + b] = v;
+                cov[b * k + a] = v;
+            }
+        }
+        let Some(l) = cholesky_jitter(&mut cov, k) else {
+            return f64::NEG_INFINITY;
+        };
+        let n = base.n_samples();
+        let mut samples = vec![0.0; n * k];
+        let mut slacks = vec![0.0; n * k];
+        for (s, row) in base.rows().enumerate() {
+            for a in 0..k {
+                let mut v = members[a].mean;
+                for b in 0..=a {
+                    v += l[a * k + b] * row[b];
+                }
+                samples[s * k + a] = v / scale;
+                // feasibility as a deterministic slack: logit of the member's probability
+                let p = members[a].feasible.clamp(1e-12, 1.0 - 1e-12);
+                slacks[s * k + a] = (p / (1.0 - p)).ln() * McParams::default().eta;
+            }
+        }
+        let (Ok(sm), Ok(cm)) = (SampleMatrix::new(&samples, n, k), SampleMatrix::new(&slacks, n, k)) else {
+            return f64::NEG_INFINITY;
+        };
+        let acq = if self.config.acquisition.is_monte_carlo() {
+            self.config.acquisition
+        } else {
+            Acquisition::QLogEI
+        };
+        let params = McParams {
+            beta: self.config.ucb_beta,
+            ..McParams::default()
+        };
+        mc::evaluate(acq, sm, best / scale, &[cm], &params).unwrap_or(f64::NEG_INFINITY)
+    }
+
+    /// Objective summaries and the fraction of feasible paths under `u` held over the
+    /// horizon, from seeded Monte-Carlo paths.
+    fn monte_carlo_summary(
+        &self,
+        model: &HybridModel,
+        state: &StateEstimate,
+        u: &ControlArray<f64>,
+        seed: u64,
+    ) -> Result<(Vec<ObjectiveSummary>, f64)> {
+        let h = self.config.horizon_days as usize;
+        let m = self.objectives.len();
+        let sc = model
+            .sample_paths(state, &vec![*u; h], self.config.mc_samples, seed, self.config.threads)
+            .map_err(hybrid_err)?;
+        let paths: Vec<Vec<SpeciesArray<f64>>> = sc
+            .initial
+            .iter()
+            .zip(&sc.latent)
+            .map(|(s0, rest)| std::iter::once(*s0).chain(rest.iter().copied()).collect())
+            .collect();
+        let scored = self.score_paths(&paths, &vec![*u; h]);
+        Ok(((0..m).map(|k| scored.summary(k, m)).collect(), scored.feasible))
+    }
+
     fn reason(
         &self,
         hold: bool,
@@ -792,6 +1146,25 @@ fn smooth_feasibility(slacks: &[Vec<f64>], n: usize) -> f64 {
         total += p;
     }
     total / n.max(1) as f64
+}
+
+/// One reactor of a batch decision: its decision space, holding-course Jacobians and the
+/// candidates scored so far (index 0 = holding course).
+struct BatchReactor {
+    space: DecisionSpace,
+    jac: Vec<Mat9>,
+    cands: Vec<BatchCandidate>,
+}
+
+/// A candidate of a batch decision on its linearised forecast.
+struct BatchCandidate {
+    unit: Vec<f64>,
+    controls: ControlArray<f64>,
+    mean: f64,
+    sd: f64,
+    feasible: f64,
+    /// The first day's GP input, for the model's correlations.
+    input: Vec<f64>,
 }
 
 /// The linearised forecast of one candidate: the mean path in `z` (day 0 = today) and the

@@ -455,14 +455,63 @@ pub(crate) fn task_matrix(theta: &[f64], lay: &Layout) -> Mat<f64> {
     })
 }
 
+/// Work (multiply-adds or kernel evaluations) above which a step is split over
+/// [`THREADS`] threads; below it, spawning costs more than it saves.
+pub(crate) const PAR_MIN_WORK: usize = 4_000_000;
+/// Threads used for the large steps of a fit or a prediction (the kernel matrix, its
+/// gradient contraction, the large matrix products and triangular solves).
+pub(crate) const THREADS: usize = 2;
+
+/// Run `f` over the rows `0..n` of a triangular loop (row `i` costs `i + 1`), split over
+/// [`THREADS`] scoped threads when `work` is large: rows `i` and `n − 1 − i` pair up to
+/// equal cost and the pairs are dealt out in turn. Returns one result per thread.
+fn par_rows<R: Send>(n: usize, work: usize, f: impl Fn(&[usize]) -> R + Sync) -> Vec<R> {
+    if work < PAR_MIN_WORK || n < 2 * THREADS {
+        let all: Vec<usize> = (0..n).collect();
+        return vec![f(&all)];
+    }
+    let mut sets: Vec<Vec<usize>> = vec![Vec::new(); THREADS];
+    for i in 0..n.div_ceil(2) {
+        let set = &mut sets[i % THREADS];
+        set.push(i);
+        if n - 1 - i != i {
+            set.push(n - 1 - i);
+        }
+    }
+    let f = &f;
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = sets[1..]
+            .iter()
+            .map(|set| sc.spawn(move || f(set)))
+            .collect();
+        let mut out = vec![f(&sets[0])];
+        for h in handles {
+            match h.join() {
+                Ok(r) => out.push(r),
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        }
+        out
+    })
+}
+
 /// Base kernel matrix over the unique training inputs.
 pub(crate) fn kx_matrix<K: Kernel>(k: &K, ts: &TrainSet) -> Mat<f64> {
     let n = ts.n_base;
+    let work = n * n / 2 * ts.d.max(1);
+    let parts = par_rows(n, work, |rows| {
+        let mut vals = Vec::new();
+        for &i in rows {
+            let xi = ts.base_row(i);
+            for j in 0..=i {
+                vals.push((i, j, k.eval(xi, ts.base_row(j))));
+            }
+        }
+        vals
+    });
     let mut m = Mat::<f64>::zeros(n, n);
-    for i in 0..n {
-        let xi = ts.base_row(i);
-        for j in 0..=i {
-            let v = k.eval(xi, ts.base_row(j));
+    for part in parts {
+        for (i, j, v) in part {
             m[(i, j)] = v;
             m[(j, i)] = v;
         }
@@ -470,35 +519,175 @@ pub(crate) fn kx_matrix<K: Kernel>(k: &K, ts: &TrainSet) -> Mat<f64> {
     m
 }
 
-/// `out[p] = Σ_ij G[i,j] ∂K_x[i,j]/∂θ_p` for symmetric `G`, one pass over the pairs.
+/// `out[p] = Σ_ij G[i,j] ∂K_x[i,j]/∂θ_p` for symmetric `G` given by its lower triangle,
+/// one pass over the pairs.
 pub(crate) fn contract<K: Kernel>(k: &K, ts: &TrainSet, g: MatRef<'_, f64>, out: &mut [f64]) {
     let np = k.n_params();
-    let mut buf = vec![0.0; np];
-    for i in 0..ts.n_base {
-        let xi = ts.base_row(i);
-        for j in 0..=i {
-            let w = if i == j {
-                g[(i, i)]
-            } else {
-                g[(i, j)] + g[(j, i)]
-            };
-            if w == 0.0 {
-                continue;
+    let n = ts.n_base;
+    let work = n * n / 2 * ts.d.max(1);
+    let parts = par_rows(n, work, |rows| {
+        let mut acc = vec![0.0; np];
+        let mut buf = vec![0.0; np];
+        for &i in rows {
+            let xi = ts.base_row(i);
+            for j in 0..=i {
+                // G is symmetric: only its lower triangle is read
+                let w = if i == j { g[(i, i)] } else { 2.0 * g[(i, j)] };
+                if w == 0.0 {
+                    continue;
+                }
+                k.eval_grad(xi, ts.base_row(j), &mut buf);
+                for (o, b) in acc.iter_mut().zip(&buf) {
+                    *o += w * b;
+                }
             }
-            k.eval_grad(xi, ts.base_row(j), &mut buf);
-            for (o, b) in out.iter_mut().zip(&buf) {
-                *o += w * b;
-            }
+        }
+        acc
+    });
+    for part in parts {
+        for (o, v) in out.iter_mut().zip(part) {
+            *o += v;
         }
     }
 }
 
 /// Cross kernel between `m` normalised test inputs (row-major) and the training bases.
 pub(crate) fn cross<K: Kernel>(k: &K, test: &[f64], m: usize, ts: &TrainSet) -> Mat<f64> {
-    let d = ts.d;
-    Mat::from_fn(m, ts.n_base, |a, i| {
-        k.eval(&test[a * d..(a + 1) * d], ts.base_row(i))
-    })
+    let (d, n) = (ts.d, ts.n_base);
+    let mut out = Mat::<f64>::zeros(m, n);
+    // a kernel evaluation costs about d multiply-adds and an exponential
+    if m * n * (d + 20) < PAR_MIN_WORK || m < 2 * THREADS {
+        for a in 0..m {
+            let xa = &test[a * d..(a + 1) * d];
+            for i in 0..n {
+                out[(a, i)] = k.eval(xa, ts.base_row(i));
+            }
+        }
+        return out;
+    }
+    let h = m / 2;
+    let (top, bottom) = out.as_mut().split_at_row_mut(h);
+    let fill = |mut part: MatMut<'_, f64>, from: usize| {
+        for a in 0..part.nrows() {
+            let xa = &test[(from + a) * d..(from + a + 1) * d];
+            for i in 0..n {
+                part[(a, i)] = k.eval(xa, ts.base_row(i));
+            }
+        }
+    };
+    std::thread::scope(|sc| {
+        sc.spawn(|| fill(bottom, h));
+        fill(top, 0);
+    });
+    out
+}
+
+/// `dst (+)= alpha · lhs · rhs`, the columns of `dst` split over [`THREADS`] threads when
+/// the product is large.
+pub(crate) fn gemm(
+    dst: MatMut<'_, f64>,
+    add: bool,
+    lhs: MatRef<'_, f64>,
+    rhs: MatRef<'_, f64>,
+    alpha: f64,
+) {
+    let acc = if add {
+        faer::Accum::Add
+    } else {
+        faer::Accum::Replace
+    };
+    let (m, n, k) = (dst.nrows(), dst.ncols(), lhs.ncols());
+    if m * n * k < PAR_MIN_WORK || n < 2 * THREADS {
+        faer::linalg::matmul::matmul(dst, acc, lhs, rhs, alpha, Par::Seq);
+        return;
+    }
+    let mid = n / 2;
+    let (left, right) = dst.split_at_col_mut(mid);
+    let (rl, rr) = (rhs.subcols(0, mid), rhs.subcols(mid, n - mid));
+    std::thread::scope(|sc| {
+        sc.spawn(move || faer::linalg::matmul::matmul(left, acc, lhs, rl, alpha, Par::Seq));
+        faer::linalg::matmul::matmul(right, acc, lhs, rr, alpha, Par::Seq);
+    });
+}
+
+/// The lower triangle (diagonal included) of `dst (+)= alpha · lhs · rhs` for a square
+/// `dst`; the upper triangle is left untouched. When large, the work is split in two equal
+/// halves over two threads: the two diagonal blocks, and the off-diagonal block.
+pub(crate) fn gemm_lower(
+    dst: MatMut<'_, f64>,
+    add: bool,
+    lhs: MatRef<'_, f64>,
+    rhs: MatRef<'_, f64>,
+    alpha: f64,
+) {
+    use faer::linalg::matmul::triangular::{BlockStructure, matmul};
+    let acc = if add {
+        faer::Accum::Add
+    } else {
+        faer::Accum::Replace
+    };
+    let (n, k) = (dst.nrows(), lhs.ncols());
+    let tri = |d: MatMut<'_, f64>, l: MatRef<'_, f64>, r: MatRef<'_, f64>| {
+        matmul(
+            d,
+            BlockStructure::TriangularLower,
+            acc,
+            l,
+            BlockStructure::Rectangular,
+            r,
+            BlockStructure::Rectangular,
+            alpha,
+            Par::Seq,
+        );
+    };
+    if n * n * k / 2 < PAR_MIN_WORK || n < 4 {
+        tri(dst, lhs, rhs);
+        return;
+    }
+    let h = n / 2;
+    let (d11, _, d21, d22) = dst.split_at_mut(h, h);
+    let (l1, l2) = (lhs.subrows(0, h), lhs.subrows(h, n - h));
+    let (r1, r2) = (rhs.subcols(0, h), rhs.subcols(h, n - h));
+    std::thread::scope(|sc| {
+        sc.spawn(move || {
+            tri(d11, l1, r1);
+            tri(d22, l2, r2);
+        });
+        faer::linalg::matmul::matmul(d21, acc, l2, r1, alpha, Par::Seq);
+    });
+}
+
+/// Copy the lower triangle of a square matrix onto its upper triangle.
+pub(crate) fn symmetrise_from_lower(m: &mut Mat<f64>) {
+    for j in 0..m.ncols() {
+        for i in 0..j {
+            m[(i, j)] = m[(j, i)];
+        }
+    }
+}
+
+/// `lhs · rhs` (see [`gemm`]).
+pub(crate) fn mul(lhs: MatRef<'_, f64>, rhs: MatRef<'_, f64>) -> Mat<f64> {
+    let mut out = Mat::<f64>::zeros(lhs.nrows(), rhs.ncols());
+    gemm(out.as_mut(), false, lhs, rhs, 1.0);
+    out
+}
+
+/// Solve `L X = B` in place for lower-triangular `L`, the columns of `B` split over
+/// [`THREADS`] threads when large.
+pub(crate) fn solve_lower(l: MatRef<'_, f64>, b: MatMut<'_, f64>) {
+    let (n, k) = (l.nrows(), b.ncols());
+    if n * n * k / 2 < PAR_MIN_WORK || k < 2 * THREADS {
+        faer::linalg::triangular_solve::solve_lower_triangular_in_place(l, b, Par::Seq);
+        return;
+    }
+    let (left, right) = b.split_at_col_mut(k / 2);
+    std::thread::scope(|sc| {
+        sc.spawn(move || {
+            faer::linalg::triangular_solve::solve_lower_triangular_in_place(l, left, Par::Seq)
+        });
+        faer::linalg::triangular_solve::solve_lower_triangular_in_place(l, right, Par::Seq);
+    });
 }
 
 /// Cholesky with bounded jitter escalation. Returns the lower factor and the absolute
@@ -682,16 +871,6 @@ fn sym_eigen(m: &Mat<f64>, what: &'static str) -> Result<(Mat<f64>, Vec<f64>)> {
     Ok((e.U().to_owned(), vals))
 }
 
-/// `dst (+)= alpha · lhs · rhs`.
-fn gemm(dst: MatMut<'_, f64>, add: bool, lhs: MatRef<'_, f64>, rhs: MatRef<'_, f64>, alpha: f64) {
-    let acc = if add {
-        faer::Accum::Add
-    } else {
-        faer::Accum::Replace
-    };
-    faer::linalg::matmul::matmul(dst, acc, lhs, rhs, alpha, Par::Seq);
-}
-
 /// Kronecker path: `K = K_x ⊗ B + I ⊗ D`, whitened by `D^{-1/2}` and solved through the
 /// eigendecompositions of `K_x` (N×N) and `D^{-1/2} B D^{-1/2}` (T×T), with the
 /// missing-cell correction of [`GapParts`] when the grid has empty cells.
@@ -743,6 +922,7 @@ pub(crate) fn kron_parts<K: Kernel>(
         p.gap = Some(gap);
         logdet_gap = ld;
     }
+
     let mut quad = 0.0;
     for i in 0..n {
         for j in 0..t {
@@ -800,6 +980,7 @@ fn gap_parts(p: &mut KronParts, cells: &[(usize, usize)]) -> Result<(GapParts, f
     })?;
     let ls = llt.L();
     let logdet_s: f64 = 2.0 * (0..m).map(|a| ls[(a, a)].ln()).sum::<f64>();
+
     // α ← α − U S⁻¹ α_M, with U S⁻¹ α_M = Qx Δ Qb ᵀ / σ, Δ[k,u] = Σ_a w_a Qx[i_a,k] Qb[t_a,u] / (σ_{t_a} s_ku)
     let r: Vec<f64> = cells.iter().map(|&(i, tt)| p.a[(i, tt)]).collect();
     let w = chol_solve(ls, &r);
@@ -821,6 +1002,7 @@ fn gap_parts(p: &mut KronParts, cells: &[(usize, usize)]) -> Result<(GapParts, f
             p.a[(i, v)] -= corr[(i, v)] / p.sd[v];
         }
     }
+
     // Ẑ = L_S⁻¹ Z̃ᵀ
     let mut zt = vec![0.0; m * n * t];
     for u in 0..t {
@@ -832,11 +1014,9 @@ fn gap_parts(p: &mut KronParts, cells: &[(usize, usize)]) -> Result<(GapParts, f
             }
         }
     }
-    faer::linalg::triangular_solve::solve_lower_triangular_in_place(
-        ls,
-        MatMut::from_column_major_slice_mut(&mut zt, m, n * t),
-        Par::Seq,
-    );
+
+    solve_lower(ls, MatMut::from_column_major_slice_mut(&mut zt, m, n * t));
+
     Ok((
         GapParts {
             cells: cells.to_vec(),
@@ -879,23 +1059,34 @@ pub(crate) fn eval_kron<K: Kernel>(
         let s = |i: usize, j: usize| p.lx[i] * p.lb[j] + 1.0;
         // base kernel: G_x = Q_x (diag(c) − Σ_u λb_u Ẑ_uᵀẐ_u) Q_xᵀ − A B Aᵀ
         let mut inner = Mat::<f64>::zeros(n, n);
-        for i in 0..n {
-            inner[(i, i)] = (0..t).map(|j| p.lb[j] / s(i, j)).sum();
-        }
         if let Some(g) = &p.gap {
+            // Σ_u λb_u Ẑ_uᵀẐ_u as one product of the stacked, scaled blocks (m·T × N)
+            let m = g.m();
+            let mut zs = Mat::<f64>::zeros(m * t, n);
             for u in 0..t {
-                if p.lb[u] > 0.0 {
-                    let zb = g.block(n, u);
-                    gemm(inner.as_mut(), true, zb.transpose(), zb, -p.lb[u]);
+                let w = p.lb[u].sqrt();
+                let zb = g.block(n, u);
+                for k in 0..n {
+                    for c in 0..m {
+                        zs[(u * m + c, k)] = w * zb[(c, k)];
+                    }
                 }
             }
+            gemm_lower(inner.as_mut(), false, zs.transpose(), zs.as_ref(), -1.0);
+            symmetrise_from_lower(&mut inner);
         }
-        let qi: Mat<f64> = p.qx.as_ref() * inner.as_ref();
-        let mut gx: Mat<f64> = qi.as_ref() * p.qx.transpose();
+        for i in 0..n {
+            inner[(i, i)] += (0..t).map(|j| p.lb[j] / s(i, j)).sum::<f64>();
+        }
+        let qi = mul(p.qx.as_ref(), inner.as_ref());
+        // G_x is symmetric and `contract` reads its lower triangle only
+        let mut gx = Mat::<f64>::zeros(n, n);
+        gemm_lower(gx.as_mut(), false, qi.as_ref(), p.qx.transpose(), 1.0);
         let ab: Mat<f64> = p.a.as_ref() * p.b.as_ref();
-        gemm(gx.as_mut(), true, ab.as_ref(), p.a.transpose(), -1.0);
+        gemm_lower(gx.as_mut(), true, ab.as_ref(), p.a.transpose(), -1.0);
         let mut gk = vec![0.0; lay.nk];
         contract(k, ts, gx.as_ref(), &mut gk);
+
         for (g, v) in grad.iter_mut().zip(&gk) {
             *g = 0.5 * v;
         }
@@ -1070,7 +1261,7 @@ pub(crate) fn build_posterior<K: Kernel>(
                 let m = g.m();
                 let zw: Mat<f64> = g.zr(n, t) * wv.as_ref();
                 let zmat = Mat::from_fn(n, t * m, |kk, col| zw[(col % m + m * kk, col / m)]);
-                let gh: Mat<f64> = kp.qx.as_ref() * zmat.as_ref();
+                let gh = mul(kp.qx.as_ref(), zmat.as_ref());
                 (Some(to_vec(gh.as_ref())), m, SolverPath::KroneckerWithGaps)
             }
         };

@@ -22,17 +22,25 @@
 //! round-off (tested).
 //!
 //! # Why the fit converges
-//! Hyperparameters are fitted by MAP with the box-constrained quasi-Newton method L-BFGS-B
-//! ([`optim`]): log length-scales, `W`, log κ and log noise are optimised directly inside
-//! their bounds, which the optimiser handles (a variable at a bound is held there while its
-//! gradient pushes outward), instead of through a logistic squashing whose vanishing
-//! gradient near a bound made parameters crawl for thousands of iterations. The fit starts
-//! from the prior mode of the length-scales and a task covariance estimated from the
-//! residuals' cross-task correlation, minimises the objective per observation, and stops
+//! Hyperparameters are fitted by MAP with a box-constrained quasi-Newton method
+//! ([`optim`]: generalised Cauchy point, subspace minimisation and a Moré–Thuente line
+//! search, with a dense self-scaling BFGS matrix for up to 200 parameters). Log
+//! length-scales, `W`, log κ and log noise are optimised directly inside their bounds, which
+//! the optimiser handles (a variable at a bound is held there while its gradient pushes
+//! outward), instead of through a logistic squashing whose vanishing gradient near a bound
+//! made parameters crawl for thousands of iterations. A task whose training residuals are
+//! all equal (a species never fed) is held out of the optimisation, since its likelihood
+//! grows without bound as its signal and noise go to 0. The fit starts from the prior mode
+//! of the length-scales and a task covariance estimated from the residuals' cross-task
+//! correlation (a large fit from a fit on a subset of its inputs, a warm refit from the
+//! previous optimum and its curvature), minimises the objective per observation, and stops
 //! on a projected-gradient or relative-decrease tolerance (SciPy's defaults). A weak prior
 //! on each task's signal variance `B_tt` removes the steep-trend optimum that predicts
-//! badly ([`HyperPriors`]). [`FitReport::converged`] is `true` only when a tolerance
-//! stopped the fit; [`FitReport::termination`] says why it stopped otherwise.
+//! badly, and a noise floor of 1 % of the residual variance keeps the GP from interpolating
+//! noise-free stretches ([`HyperPriors`], [`FitOptions`]). [`FitReport::converged`] is
+//! `true` only when a tolerance stopped the fit; [`FitReport::termination`] says why it
+//! stopped otherwise. README.md quotes the measured iteration counts, timings and held-out
+//! accuracy.
 //!
 //! | feature | where |
 //! |---|---|

@@ -131,6 +131,21 @@ pub enum Termination {
 }
 
 impl Termination {
+    /// Stable snake-case name for logs and audit records: `gradient_tolerance`,
+    /// `cost_tolerance`, `iteration_cap`, `evaluation_cap`, `line_search_failed`,
+    /// `no_variables`, `not_run`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::GradientTolerance => "gradient_tolerance",
+            Self::CostTolerance => "cost_tolerance",
+            Self::IterationCap => "iteration_cap",
+            Self::EvaluationCap => "evaluation_cap",
+            Self::LineSearchFailed => "line_search_failed",
+            Self::NoVariables => "no_variables",
+            Self::NotRun => "not_run",
+        }
+    }
+
     /// `true` for the tolerance rules, `false` when a budget or a failure stopped it.
     pub fn converged(self) -> bool {
         matches!(
@@ -171,6 +186,10 @@ pub struct Minimum {
     pub evaluations: u64,
     /// Why it stopped.
     pub termination: Termination,
+    /// The final dense BFGS approximation of the Hessian (`n × n` row-major) when the dense
+    /// model was used, for warm-starting a related problem with
+    /// [`minimize_with_hessian`]; `None` with the limited-memory model.
+    pub hessian: Option<Vec<f64>>,
 }
 
 /// Errors of [`minimize`]. Failures after the start are not errors: the best point so far
@@ -1081,11 +1100,29 @@ fn dcstep(
 /// non-finite value at a trial point of a line search shortens the step; at the start it is
 /// an [`OptimError`]. See the [module documentation](self) for the method and stopping rule.
 pub fn minimize<F, E>(
+    f: F,
+    x0: &[f64],
+    lower: &[f64],
+    upper: &[f64],
+    opts: &LbfgsbOptions,
+) -> Result<Minimum, OptimError<E>>
+where
+    F: FnMut(&[f64], &mut [f64]) -> Result<f64, E>,
+{
+    minimize_with_hessian(f, x0, lower, upper, opts, None)
+}
+
+/// [`minimize`] warm-started with a Hessian approximation (`n × n` row-major, e.g. the
+/// [`Minimum::hessian`] of a previous run on a related problem) instead of the identity.
+/// It is used by the dense model only and ignored if its size or values are unusable; the
+/// self-scaling of the first update corrects its overall scale.
+pub fn minimize_with_hessian<F, E>(
     mut f: F,
     x0: &[f64],
     lower: &[f64],
     upper: &[f64],
     opts: &LbfgsbOptions,
+    hessian: Option<&[f64]>,
 ) -> Result<Minimum, OptimError<E>>
 where
     F: FnMut(&[f64], &mut [f64]) -> Result<f64, E>,
@@ -1136,6 +1173,7 @@ where
         iterations,
         evaluations,
         termination,
+        hessian: None,
     };
     if n == 0 {
         return Ok(done(
@@ -1163,35 +1201,28 @@ where
         return Ok(done(x, fx, g, pg, 0, evaluations, Termination::NotRun));
     }
     let mut mem = if n <= opts.dense_max_vars {
-        Model::Dense(Dense::new(n))
+        let mut d = Dense::new(n);
+        if let Some(h) = hessian
+            && h.len() == n * n
+            && h.iter().all(|v| v.is_finite())
+        {
+            // a warm start: the curvature of a previous, related problem
+            d.b = h.to_vec();
+            d.pairs = 1;
+        }
+        Model::Dense(d)
     } else {
         Model::Limited(Memory::new(opts.memory))
     };
     let mut iterations = 0u64;
     let mut xt = vec![0.0; n];
     let mut gt = vec![0.0; n];
-    loop {
+    let termination = loop {
         if iterations >= opts.max_iters {
-            return Ok(done(
-                x,
-                fx,
-                g,
-                pg,
-                iterations,
-                evaluations,
-                Termination::IterationCap,
-            ));
+            break Termination::IterationCap;
         }
         if evaluations >= opts.max_evals {
-            return Ok(done(
-                x,
-                fx,
-                g,
-                pg,
-                iterations,
-                evaluations,
-                Termination::EvaluationCap,
-            ));
+            break Termination::EvaluationCap;
         }
         let xbar = mem.step_target(&x, &g, lower, upper);
         let d: Vec<f64> = xbar.iter().zip(&x).map(|(a, b)| a - b).collect();
@@ -1204,15 +1235,7 @@ where
                 mem.reset();
                 continue;
             }
-            return Ok(done(
-                x,
-                fx,
-                g,
-                pg,
-                iterations,
-                evaluations,
-                Termination::LineSearchFailed,
-            ));
+            break Termination::LineSearchFailed;
         }
         // largest feasible step along d (x̄ is feasible, so at least 1)
         let mut stpmax = f64::INFINITY;
@@ -1285,15 +1308,7 @@ where
                 mem.reset();
                 continue;
             }
-            return Ok(done(
-                x,
-                fx,
-                g,
-                pg,
-                iterations,
-                evaluations,
-                Termination::LineSearchFailed,
-            ));
+            break Termination::LineSearchFailed;
         };
         let same_point = (0..n)
             .all(|i| xt[i].to_bits() == (x[i] + stp_ok * d[i]).clamp(lower[i], upper[i]).to_bits());
@@ -1305,15 +1320,7 @@ where
             match f(&xt, &mut gt) {
                 Ok(v) if v.is_finite() && gt.iter().all(|v| v.is_finite()) => {}
                 _ => {
-                    return Ok(done(
-                        x,
-                        fx,
-                        g,
-                        pg,
-                        iterations,
-                        evaluations,
-                        Termination::LineSearchFailed,
-                    ));
+                    break Termination::LineSearchFailed;
                 }
             }
         }
@@ -1335,26 +1342,10 @@ where
             "L-BFGS-B iteration"
         );
         if pg <= opts.grad_tol {
-            return Ok(done(
-                x,
-                fx,
-                g,
-                pg,
-                iterations,
-                evaluations,
-                Termination::GradientTolerance,
-            ));
+            break Termination::GradientTolerance;
         }
         if (f_old - fx) <= opts.rel_cost_tol * f_old.abs().max(fx.abs()).max(1.0) {
-            return Ok(done(
-                x,
-                fx,
-                g,
-                pg,
-                iterations,
-                evaluations,
-                Termination::CostTolerance,
-            ));
+            break Termination::CostTolerance;
         }
         let sy = dot(&s, &y);
         // skip the update when the curvature condition fails (sᵀy ≤ ε·(−gₖᵀs))
@@ -1364,7 +1355,20 @@ where
                 "singular middle matrix; memory reset"
             );
         }
-    }
+    };
+    Ok(Minimum {
+        x,
+        value: fx,
+        grad: g,
+        projected_grad_norm: pg,
+        iterations,
+        evaluations,
+        termination,
+        hessian: match mem {
+            Model::Dense(d) => Some(d.b),
+            Model::Limited(_) => None,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -1507,6 +1511,7 @@ mod tests {
         };
         let r = minimize(rosen, &[-1.2, 1.0], &[-inf; 2], &[inf; 2], &opts).unwrap();
         assert_eq!(r.termination, Termination::IterationCap);
+        assert_eq!(r.termination.name(), "iteration_cap");
         assert!(!r.termination.converged());
         assert_eq!(r.iterations, 3);
         let opts = LbfgsbOptions {

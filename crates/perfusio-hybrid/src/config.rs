@@ -39,6 +39,17 @@ pub struct GpSettings {
     /// (its rates depend on state and controls, not on the calendar), and a day column makes
     /// every forecast an extrapolation beyond the training days.
     pub use_day: bool,
+    /// Give the GP the mechanism's one-day prediction as nine extra inputs (the hybrid model
+    /// only; on by default). The mechanism's error often depends more simply on its own
+    /// prediction than on the state it started from (a lactate switch that the mechanism
+    /// takes and the cell line does not is a jump in the state but a smooth function of the
+    /// predicted lactate), and the GP's prior mean is then exactly those inputs.
+    #[serde(default = "yes")]
+    pub mechanism_inputs: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for GpSettings {
@@ -50,6 +61,7 @@ impl Default for GpSettings {
             warm_iters: 200,
             seed: 42,
             use_day: false,
+            mechanism_inputs: true,
         }
     }
 }

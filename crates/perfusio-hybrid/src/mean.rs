@@ -138,6 +138,85 @@ impl MechanisticMean {
     }
 }
 
+impl MechanisticMean {
+    /// The one-day step in `z` and its Jacobian with respect to the state `z_t` (forward
+    /// differences, [`FD_STEP_Z`]): 10 integrations.
+    pub fn state_jacobian(
+        &self,
+        x: &[f64],
+    ) -> Result<(SpeciesArray<f64>, [[f64; N_SPECIES]; N_SPECIES]), MeanError> {
+        let base = self.step_z(x)?;
+        let mut jac = [[0.0; N_SPECIES]; N_SPECIES];
+        let mut xp = x.to_vec();
+        for j in 0..N_SPECIES {
+            let keep = xp[j];
+            xp[j] = keep - FD_STEP_Z;
+            let pert = self.step_z(&xp)?;
+            xp[j] = keep;
+            for t in 0..N_SPECIES {
+                jac[t][j] = (base[t] - pert[t]) / FD_STEP_Z;
+            }
+        }
+        Ok((base, jac))
+    }
+}
+
+/// The GP's prior mean when the mechanism's prediction is part of the GP input (see
+/// [`crate::GpSettings::mechanism_inputs`]): the input row is
+/// `[z_t (9), controls (6), day, m(z_t, u) (9)]` and the mean is its last nine columns,
+/// the mechanistic one-day step computed once when the row was built. Its fingerprint is
+/// derived from the mechanism's, so a model cannot be handed another clone's mechanism.
+#[derive(Debug, Clone)]
+pub struct MechanismInputMean {
+    fingerprint: String,
+}
+
+impl MechanismInputMean {
+    /// The mean carried in the inputs built by `mechanism`.
+    pub fn new(mechanism: &MechanisticMean) -> Self {
+        Self {
+            fingerprint: format!("mechanism-in-input:{}", mechanism.fingerprint()),
+        }
+    }
+}
+
+impl PriorMean for MechanismInputMean {
+    fn n_tasks(&self) -> usize {
+        N_SPECIES
+    }
+
+    fn eval(&self, x: &[f64], out: &mut [f64]) -> Result<(), MeanError> {
+        if x.len() < N_BASE + N_SPECIES {
+            return Err(MeanError(format!(
+                "the input has {} columns; the mechanism's prediction needs {}",
+                x.len(),
+                N_BASE + N_SPECIES
+            )));
+        }
+        out[..N_SPECIES].copy_from_slice(&x[N_BASE..N_BASE + N_SPECIES]);
+        Ok(())
+    }
+
+    fn eval_with_jacobian(
+        &self,
+        x: &[f64],
+        out: &mut [f64],
+        jac: &mut [f64],
+    ) -> Result<bool, MeanError> {
+        self.eval(x, out)?;
+        let d = x.len();
+        jac.fill(0.0);
+        for k in 0..N_SPECIES {
+            jac[k * d + N_BASE + k] = 1.0;
+        }
+        Ok(true)
+    }
+
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+}
+
 impl PriorMean for MechanisticMean {
     fn n_tasks(&self) -> usize {
         N_SPECIES

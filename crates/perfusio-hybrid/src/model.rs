@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{HybridConfig, MeanKind};
 use crate::dataset::{DAY_COL, Dataset, N_BASE, N_COLS, TrainingRows, base_row};
 use crate::error::{HybridError, Result};
-use crate::mean::{MechanisticMean, PersistenceMean};
+use crate::mean::{MechanismInputMean, MechanisticMean, PersistenceMean};
 use crate::stats::Z_QUANTILES;
 
 /// What a (re)training did.
@@ -133,6 +133,10 @@ impl HybridModel {
             config.integrator,
         ));
         let (gp_mean, untrained): (Arc<dyn PriorMean>, Arc<dyn PriorMean>) = match config.mean {
+            MeanKind::Mechanistic if config.gp.mechanism_inputs => (
+                Arc::new(MechanismInputMean::new(&mechanism)),
+                mechanism.clone(),
+            ),
             MeanKind::Mechanistic => (mechanism.clone(), mechanism.clone()),
             MeanKind::Constant => (Arc::new(ConstantMean(0.0)), Arc::new(PersistenceMean)),
             MeanKind::Persistence => (Arc::new(PersistenceMean), Arc::new(PersistenceMean)),
@@ -259,14 +263,69 @@ impl HybridModel {
         Ok(())
     }
 
-    /// Training rows in the model's coordinates (`z` for species, targets in `z`).
-    fn z_rows(&self, rows: &TrainingRows) -> (Vec<f64>, Vec<f64>) {
+    /// Whether the GP's inputs carry the mechanism's prediction.
+    fn augmented(&self) -> bool {
+        self.config.mean == MeanKind::Mechanistic && self.config.gp.mechanism_inputs
+    }
+
+    /// Number of base columns of the GP's inputs (16, or 25 with the mechanism's
+    /// prediction).
+    pub fn gp_base_cols(&self) -> usize {
+        if self.augmented() {
+            N_BASE + N_SPECIES
+        } else {
+            N_BASE
+        }
+    }
+
+    /// The GP's input for a base row in `z` coordinates: the row itself, followed by the
+    /// mechanism's one-day prediction when [`crate::GpSettings::mechanism_inputs`] is on.
+    pub fn gp_input(&self, x: &[f64; N_BASE]) -> Result<Vec<f64>> {
+        let mut v = x.to_vec();
+        if self.augmented() {
+            let m = self
+                .mechanism
+                .step_z(x)
+                .map_err(perfusio_gp::GpError::from)?;
+            v.extend_from_slice(&m);
+        }
+        Ok(v)
+    }
+
+    fn gp_inputs(&self, inputs: &[[f64; N_BASE]]) -> Result<Vec<f64>> {
+        let mut flat = Vec::with_capacity(inputs.len() * self.gp_base_cols());
+        for x in inputs {
+            flat.extend(self.gp_input(x)?);
+        }
+        Ok(flat)
+    }
+
+    /// Training rows in the GP's coordinates (`z` for species, the mechanism's prediction
+    /// appended when on, targets in `z`), with their number of columns.
+    fn z_rows(&self, rows: &TrainingRows) -> Result<(Vec<f64>, Vec<f64>, usize)> {
         let tr = &self.config.transform;
-        let mut x = rows.x.clone();
-        for r in x.chunks_exact_mut(N_COLS) {
-            for (k, v) in r.iter_mut().take(N_SPECIES).enumerate() {
+        let cols = self.gp_base_cols() + 1;
+        let mut x = Vec::with_capacity(rows.len() * cols);
+        let mut last: Option<([f64; N_BASE], Vec<f64>)> = None;
+        for r in rows.x.chunks_exact(N_COLS) {
+            let mut base = [0.0; N_BASE];
+            base.copy_from_slice(&r[..N_BASE]);
+            for (k, v) in base.iter_mut().take(N_SPECIES).enumerate() {
                 *v = tr.z(k, *v);
             }
+            // rows of one transition share their base: one mechanism step per transition
+            let input = match &last {
+                Some((b, inp)) if b.iter().zip(&base).all(|(p, q)| p.to_bits() == q.to_bits()) => {
+                    inp.clone()
+                }
+                _ => {
+                    let inp = self.gp_input(&base)?;
+                    last = Some((base, inp.clone()));
+                    inp
+                }
+            };
+            x.extend_from_slice(&input);
+            x.push(r[N_BASE]);
         }
         let y = rows
             .y
@@ -274,7 +333,7 @@ impl HybridModel {
             .zip(&rows.origin)
             .map(|(v, &(_, _, task))| tr.z(task, *v))
             .collect();
-        (x, y)
+        Ok((x, y, cols))
     }
 
     /// Unit-cube bounds of the GP's base columns: species by their plausible measurement
@@ -299,6 +358,12 @@ impl HybridModel {
             }
         }
         b.push((0.0, f64::from(self.config.max_day)));
+        if self.augmented() {
+            for s in Species::ALL {
+                let r = ds.bounds(Variable::Species(s));
+                b.push(tr.z_bounds(s.index(), r.lower, r.upper));
+            }
+        }
         b
     }
 
@@ -306,6 +371,9 @@ impl HybridModel {
         let mut active: Vec<usize> = (0..N_SPECIES + N_CONTROLS).collect();
         if self.config.gp.use_day {
             active.push(DAY_COL);
+        }
+        if self.augmented() {
+            active.extend(N_BASE..N_BASE + N_SPECIES);
         }
         let ls0 = perfusio_gp::params::default_lengthscale(active.len());
         let kernel = KernelSpec::Matern(Matern::on_dims(Nu::FiveHalves, active, ls0));
@@ -336,12 +404,12 @@ impl HybridModel {
                 need: self.config.min_transitions,
             });
         }
-        let (x, y) = self.z_rows(&rows);
+        let (x, y, cols) = self.z_rows(&rows)?;
         let params = self.gp_params().check()?;
         let warm_start = warm && self.gp.is_some();
         let gp = match (&self.gp, warm_start) {
-            (Some(prev), true) => params.fit_warm(&x, N_COLS, &y, prev)?,
-            _ => params.fit(&x, N_COLS, &y)?,
+            (Some(prev), true) => params.fit_warm(&x, cols, &y, prev)?,
+            _ => params.fit(&x, cols, &y)?,
         };
         let r = gp.report().clone();
         let runs = {
@@ -383,7 +451,7 @@ impl HybridModel {
     pub fn transitions(&self, inputs: &[[f64; N_BASE]]) -> Result<Vec<Transition>> {
         match &self.gp {
             Some(gp) => {
-                let flat: Vec<f64> = inputs.iter().flatten().copied().collect();
+                let flat = self.gp_inputs(inputs)?;
                 let preds = gp.predict_tasks(&flat, false)?;
                 Ok(preds.iter().map(to_transition).collect())
             }
@@ -407,7 +475,7 @@ impl HybridModel {
     pub fn transition_means(&self, inputs: &[[f64; N_BASE]]) -> Result<Vec<SpeciesArray<f64>>> {
         match &self.gp {
             Some(gp) => {
-                let flat: Vec<f64> = inputs.iter().flatten().copied().collect();
+                let flat = self.gp_inputs(inputs)?;
                 let m = gp.predict_tasks_mean(&flat)?;
                 Ok(m.chunks_exact(N_SPECIES)
                     .map(|c| std::array::from_fn(|k| c[k]))
@@ -430,6 +498,29 @@ impl HybridModel {
     /// state (mechanism and GP mean together).
     pub fn linearised_transition(&self, input: &[f64; N_BASE]) -> Result<LinearisedTransition> {
         match &self.gp {
+            Some(gp) if self.augmented() => {
+                // chain rule through the mechanism's prediction carried in the input
+                let (m, jm) = self
+                    .mechanism
+                    .state_jacobian(input)
+                    .map_err(perfusio_gp::GpError::from)?;
+                let mut x = input.to_vec();
+                x.extend_from_slice(&m);
+                let g = gp.predict_tasks_grad(&x)?;
+                let d = N_BASE + N_SPECIES;
+                let jacobian = std::array::from_fn(|k| {
+                    std::array::from_fn(|j| {
+                        g.mean_grad[k * d + j]
+                            + (0..N_SPECIES)
+                                .map(|l| g.mean_grad[k * d + N_BASE + l] * jm[l][j])
+                                .sum::<f64>()
+                    })
+                });
+                Ok(LinearisedTransition {
+                    transition: to_transition(&g.prediction),
+                    jacobian,
+                })
+            }
             Some(gp) => {
                 let g = gp.predict_tasks_grad(input)?;
                 let d = N_BASE;
@@ -455,6 +546,33 @@ impl HybridModel {
                     },
                     jacobian,
                 })
+            }
+        }
+    }
+
+    /// Correlation of the model's errors at two GP inputs ([`HybridModel::gp_input`]): the
+    /// GP's input kernel on its unit-cube scaling (1 for equal inputs, decaying with their
+    /// distance in length-scales). Before the GP has data, the default kernel over the state
+    /// and control columns. Used by batch decisions to spread candidates.
+    pub fn input_correlation(&self, a: &[f64], b: &[f64]) -> f64 {
+        use perfusio_gp::Kernel;
+        let scale = |x: &[f64], bounds: &[(f64, f64)]| -> Vec<f64> {
+            x.iter()
+                .zip(bounds)
+                .map(|(v, (lo, hi))| if hi > lo { (v - lo) / (hi - lo) } else { 0.0 })
+                .collect()
+        };
+        match &self.gp {
+            Some(gp) => {
+                let bounds = gp.input_scaling();
+                gp.kernel().eval(&scale(a, &bounds), &scale(b, &bounds))
+            }
+            None => {
+                let bounds = self.input_bounds();
+                let active: Vec<usize> = (0..N_SPECIES + N_CONTROLS).collect();
+                let ls = perfusio_gp::params::default_lengthscale(active.len());
+                Matern::on_dims(Nu::FiveHalves, active, ls)
+                    .eval(&scale(a, &bounds), &scale(b, &bounds))
             }
         }
     }

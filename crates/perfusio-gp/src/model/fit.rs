@@ -5,7 +5,7 @@
 //! objective per observation, `(NLML(θ) − ln p(θ)) / n`, so that the tolerances mean the
 //! same on 50 and on 7 000 rows.
 
-use super::{FitReport, MultiTaskGp};
+use super::{Curvature, FitReport, MultiTaskGp};
 use crate::engine::{self, LOG_KAPPA_BOUNDS, Layout, Normaliser, SolverPath, TrainSet, W_BOUNDS};
 use crate::error::{GpError, Result};
 use crate::kernel::{Kernel, ParamKind};
@@ -21,6 +21,146 @@ enum Start<'a, K: Kernel> {
     Scratch,
     /// From a previous model's hyperparameters and input map, one start.
     Warm(&'a MultiTaskGp<K>),
+}
+
+/// What every start of a fit shares: the model structure, the options, the active
+/// hyperparameters and their bounds.
+struct Problem<'a, K: Kernel + Clone> {
+    kernel: &'a K,
+    lay: Layout,
+    opts: &'a FitOptions,
+    kinds: &'a [ParamKind],
+    ls_prior: Option<(f64, f64)>,
+    active: &'a [usize],
+    lo: &'a [f64],
+    hi: &'a [f64],
+}
+
+/// Outcome of [`Problem::run`].
+struct Run {
+    minimum: Minimum,
+    theta: Vec<f64>,
+    best_start: usize,
+    starts: usize,
+    iterations: u64,
+    evaluations: u64,
+    jitter: f64,
+}
+
+impl<K: Kernel + Clone> Problem<'_, K> {
+    /// Minimise the objective on `ts` from `theta0` (and `n_starts − 1` random starts
+    /// around it), keeping the best start.
+    fn run(
+        &self,
+        ts: &TrainSet,
+        grid: Option<&engine::Grid>,
+        theta0: &[f64],
+        n_starts: usize,
+        max_iters: u64,
+        hessian: Option<&[f64]>,
+    ) -> Result<Run> {
+        let mut obj = Objective::new(self, ts, grid, theta0);
+        let lbfgsb = LbfgsbOptions {
+            memory: self.opts.lbfgs_memory,
+            max_iters,
+            max_evals: max_iters
+                .saturating_mul(optim::DEFAULT_MAX_LINE_SEARCH)
+                .saturating_add(1),
+            grad_tol: self.opts.grad_tol,
+            rel_cost_tol: self.opts.cost_tol,
+            max_line_search: optim::DEFAULT_MAX_LINE_SEARCH,
+            dense_max_vars: self.opts.dense_max_vars,
+        };
+        let u0: Vec<f64> = self.active.iter().map(|&a| theta0[a]).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(self.opts.seed);
+        let mut best: Option<(Minimum, usize)> = None;
+        let mut iterations = 0;
+        let mut last_err = String::new();
+        let starts = if self.active.is_empty() { 1 } else { n_starts };
+        for s in 0..starts {
+            let us = if s == 0 {
+                u0.clone()
+            } else {
+                random_start(self.active, self.lo, self.hi, theta0, &self.lay, &mut rng)
+            };
+            let res = optim::minimize_with_hessian(
+                |u: &[f64], g: &mut [f64]| obj.eval_active(u, g),
+                &us,
+                self.lo,
+                self.hi,
+                &lbfgsb,
+                if s == 0 { hessian } else { None },
+            );
+            match res {
+                Ok(m) => {
+                    iterations += m.iterations;
+                    tracing::debug!(
+                        start = s,
+                        termination = %m.termination,
+                        iterations = m.iterations,
+                        evaluations = m.evaluations,
+                        objective_per_obs = m.value,
+                        projected_grad = m.projected_grad_norm,
+                        "GP hyperparameter start finished"
+                    );
+                    if best.as_ref().is_none_or(|(b, _)| m.value < b.value) {
+                        best = Some((m, s));
+                    }
+                }
+                Err(OptimError::Objective(e)) => {
+                    tracing::debug!(start = s, error = %e, "GP start failed at its first point");
+                    last_err = e.to_string();
+                }
+                Err(e) => {
+                    tracing::debug!(start = s, error = %e, "GP start failed");
+                    last_err = e.to_string();
+                }
+            }
+        }
+        let Some((minimum, best_start)) = best else {
+            return Err(GpError::Optimisation(last_err));
+        };
+        Ok(Run {
+            theta: obj.theta_of(&minimum.x),
+            minimum,
+            best_start,
+            starts,
+            iterations,
+            evaluations: obj.evals,
+            jitter: obj.jitter,
+        })
+    }
+}
+
+/// The training rows of about `target` of the distinct base inputs, evenly spread (every
+/// k-th input in order of appearance), with the full set's standardisation.
+fn subset(ts: &TrainSet, target: usize) -> TrainSet {
+    let stride = ts.n_base.div_ceil(target.max(1)).max(1);
+    let mut new_index = vec![usize::MAX; ts.n_base];
+    let mut base = Vec::new();
+    let mut n_base = 0;
+    for i in (0..ts.n_base).step_by(stride) {
+        new_index[i] = n_base;
+        base.extend_from_slice(ts.base_row(i));
+        n_base += 1;
+    }
+    let mut out = TrainSet {
+        base,
+        n_base,
+        row_base: Vec::new(),
+        row_task: Vec::new(),
+        z: Vec::new(),
+        ..ts.clone()
+    };
+    for r in 0..ts.n() {
+        let b = new_index[ts.row_base[r]];
+        if b != usize::MAX {
+            out.row_base.push(b);
+            out.row_task.push(ts.row_task[r]);
+            out.z.push(ts.z[r]);
+        }
+    }
+    out
 }
 
 /// The MAP objective over the active hyperparameters.
@@ -39,7 +179,29 @@ struct Objective<'a, K: Kernel + Clone> {
     jitter: f64,
 }
 
-impl<K: Kernel + Clone> Objective<'_, K> {
+impl<'a, K: Kernel + Clone> Objective<'a, K> {
+    fn new(
+        problem: &'a Problem<'a, K>,
+        ts: &'a TrainSet,
+        grid: Option<&'a engine::Grid>,
+        theta: &[f64],
+    ) -> Self {
+        Self {
+            kernel: problem.kernel.clone(),
+            ts,
+            grid,
+            lay: problem.lay,
+            opts: problem.opts,
+            kinds: problem.kinds.to_vec(),
+            ls_prior: problem.ls_prior,
+            active: problem.active.to_vec(),
+            theta: theta.to_vec(),
+            n_obs: ts.n() as f64,
+            evals: 0,
+            jitter: 0.0,
+        }
+    }
+
     /// Full θ with the active entries replaced by `u`.
     fn theta_of(&self, u: &[f64]) -> Vec<f64> {
         let mut th = self.theta.clone();
@@ -415,91 +577,79 @@ impl<K: Kernel + Clone> GpValidParams<K> {
             .priors
             .lengthscale
             .map(|(mu, s)| (mu.unwrap_or(2f64.sqrt() + 0.5 * (d.max(1) as f64).ln()), s));
-        let mut obj = Objective {
-            kernel: p.kernel.clone(),
-            ts: &ts,
-            grid: grid.as_ref(),
+        let kinds: Vec<ParamKind> = info.iter().map(|i| i.kind).collect();
+        let problem = Problem {
+            kernel: &p.kernel,
             lay,
             opts,
-            kinds: info.iter().map(|i| i.kind).collect(),
+            kinds: &kinds,
             ls_prior,
-            active: active.clone(),
-            theta: theta0.clone(),
-            n_obs: ts.n() as f64,
-            evals: 0,
-            jitter: 0.0,
+            active: &active,
+            lo: &lo,
+            hi: &hi,
         };
-        let lbfgsb = LbfgsbOptions {
-            memory: opts.lbfgs_memory,
-            max_iters,
-            max_evals: max_iters
-                .saturating_mul(optim::DEFAULT_MAX_LINE_SEARCH)
-                .saturating_add(1),
-            grad_tol: opts.grad_tol,
-            rel_cost_tol: opts.cost_tol,
-            max_line_search: optim::DEFAULT_MAX_LINE_SEARCH,
-            dense_max_vars: opts.dense_max_vars,
-        };
-        let u0: Vec<f64> = active.iter().map(|&a| theta0[a]).collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-        let mut best: Option<(Minimum, usize)> = None;
-        let mut iterations = 0;
-        let mut last_err = String::new();
-        let starts = if active.is_empty() { 1 } else { n_starts };
-        for s in 0..starts {
-            let us = if s == 0 {
-                u0.clone()
-            } else {
-                random_start(&active, &lo, &hi, &theta0, &lay, &mut rng)
-            };
-            let res = optim::minimize(
-                |u: &[f64], g: &mut [f64]| obj.eval_active(u, g),
-                &us,
-                &lo,
-                &hi,
-                &lbfgsb,
-            );
-            match res {
-                Ok(m) => {
-                    iterations += m.iterations;
+        // a large fit starts from a fit on an evenly spread subset of its inputs
+        let mut subset_evaluations = 0;
+        if matches!(start, Start::Scratch)
+            && ts.n_base >= crate::params::SUBSET_START_MIN_INPUTS
+            && !active.is_empty()
+            && max_iters > 0
+        {
+            let sub = subset(&ts, crate::params::SUBSET_START_INPUTS);
+            let sub_grid = engine::grid_for(&sub, opts);
+            match problem.run(&sub, sub_grid.as_ref(), &theta0, 1, max_iters, None) {
+                Ok(r) => {
+                    subset_evaluations = r.evaluations;
                     tracing::debug!(
-                        start = s,
-                        termination = %m.termination,
-                        iterations = m.iterations,
-                        evaluations = m.evaluations,
-                        objective_per_obs = m.value,
-                        projected_grad = m.projected_grad_norm,
-                        "GP hyperparameter start finished"
+                        inputs = sub.n_base,
+                        evaluations = r.evaluations,
+                        termination = %r.minimum.termination,
+                        "GP subset start fitted"
                     );
-                    if best.as_ref().is_none_or(|(b, _)| m.value < b.value) {
-                        best = Some((m, s));
-                    }
-                }
-                Err(OptimError::Objective(e)) => {
-                    tracing::debug!(start = s, error = %e, "GP start failed at its first point");
-                    last_err = e.to_string();
+                    theta0 = r.theta;
                 }
                 Err(e) => {
-                    tracing::debug!(start = s, error = %e, "GP start failed");
-                    last_err = e.to_string();
+                    tracing::debug!(error = %e, "GP subset start failed; starting from the default point")
                 }
             }
         }
-        let Some((m, best_start)) = best else {
-            return Err(GpError::Optimisation(last_err));
+        // a warm refit also starts from the previous fit's curvature
+        let warm_hessian = match &start {
+            Start::Warm(prev) => prev
+                .curvature
+                .as_ref()
+                .filter(|c| c.active == active)
+                .map(|c| c.hessian.as_slice()),
+            Start::Scratch => None,
         };
-        let theta = obj.theta_of(&m.x);
-        let (_, objective, _) = obj.eval_theta(&theta)?;
+        let run = problem.run(
+            &ts,
+            grid.as_ref(),
+            &theta0,
+            n_starts,
+            max_iters,
+            warm_hessian,
+        )?;
+        let (m, best_start, iterations, starts) =
+            (run.minimum, run.best_start, run.iterations, run.starts);
+        let theta = run.theta;
+        let objective = m.value * ts.n() as f64;
+        let evaluations = run.evaluations;
         let mut kernel = p.kernel.clone();
         kernel.set_params(&theta[..lay.nk])?;
         let (post, path, nlml, jit) = engine::build_posterior(&kernel, &ts, &theta, &lay, opts)?;
-        let jitter = obj.jitter.max(jit);
+        let jitter = run.jitter.max(jit);
         let termination = m.termination;
+        let curvature = m.hessian.clone().map(|hessian| Curvature {
+            active: active.clone(),
+            hessian,
+        });
         let report = FitReport {
             nlml,
             objective,
             iterations,
-            evaluations: obj.evals,
+            evaluations,
+            subset_evaluations,
             wall_time: t_start.elapsed(),
             converged: termination.converged(),
             termination,
@@ -533,6 +683,7 @@ impl<K: Kernel + Clone> GpValidParams<K> {
             mean_fingerprint: p.prior_mean.fingerprint(),
             mean_constant: p.prior_mean.as_constant(),
             mean: Some(p.prior_mean.clone()),
+            curvature,
         })
     }
 }

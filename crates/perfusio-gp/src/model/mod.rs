@@ -37,6 +37,11 @@ pub struct FitReport {
     pub iterations: u64,
     /// Objective evaluations (value + gradient) over all starts.
     pub evaluations: u64,
+    /// Evaluations of the subset fit that a large fit starts from (0 when none; see
+    /// [`crate::params::SUBSET_START_MIN_INPUTS`]). Each costs a small fraction of a full
+    /// evaluation.
+    #[serde(default)]
+    pub subset_evaluations: u64,
     /// Wall-clock time of the fit, including data preparation and the final factorisation.
     pub wall_time: Duration,
     /// Whether the winning start stopped on a tolerance (not on a limit or a failure).
@@ -134,6 +139,20 @@ pub struct MultiTaskGp<K: Kernel = KernelSpec> {
     pub(crate) mean_constant: Option<f64>,
     #[serde(skip)]
     pub(crate) mean: Option<Arc<dyn PriorMean>>,
+    /// The optimiser's final curvature, which warm-starts the next refit (not part of
+    /// what determines predictions).
+    #[serde(default)]
+    pub(crate) curvature: Option<Curvature>,
+}
+
+/// Dense BFGS approximation of the objective's Hessian over the active hyperparameters at
+/// the end of a fit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Curvature {
+    /// Indices into θ of the optimised hyperparameters.
+    pub(crate) active: Vec<usize>,
+    /// `active.len()²` values, row-major.
+    pub(crate) hessian: Vec<f64>,
 }
 
 impl<K: Kernel + Clone> MultiTaskGp<K> {

@@ -134,7 +134,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
     /// Latent mean in standardised units, `m × T`.
     fn latent_mean(&self, q: &Query) -> Mat<f64> {
         let p = engine::from_vec(&self.post.p, self.ts.n_base, self.lay.t);
-        q.kxs.as_ref() * p
+        engine::mul(q.kxs.as_ref(), p)
     }
 
     /// Latent covariance of the tasks at each query input, standardised units:
@@ -165,7 +165,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
             } => {
                 let qx = engine::from_vec(qx, nb, nb);
                 let mtt = engine::from_vec(mtt, nb, t * t);
-                let um: Mat<f64> = q.kxs.as_ref() * qx;
+                let um = engine::mul(q.kxs.as_ref(), qx);
                 let um2 = Mat::from_fn(m, nb, |p, i| um[(p, i)] * um[(p, i)]);
                 if diag_only {
                     let rm = Mat::from_fn(nb, t, |i, tt| mtt[(i, tt * t + tt)]);
@@ -176,7 +176,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
                         }
                     }
                 } else {
-                    let c: Mat<f64> = um2.as_ref() * mtt;
+                    let c = engine::mul(um2.as_ref(), mtt);
                     for p in 0..m {
                         for col in 0..t * t {
                             out[p * t * t + col] -= c[(p, col)];
@@ -186,7 +186,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
                 if let Some(gh) = gap {
                     let mg = *n_gap;
                     let gh = engine::from_vec(gh, nb, t * mg);
-                    let z: Mat<f64> = q.kxs.as_ref() * gh;
+                    let z = engine::mul(q.kxs.as_ref(), gh);
                     for p in 0..m {
                         for t1 in 0..t {
                             // the empty cells carry no information: their correction
@@ -218,7 +218,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
                     } else {
                         (0, t * nb)
                     };
-                    let y: Mat<f64> = q.kxs.as_ref() * rows.subcols(cols_from, cols_n);
+                    let y = engine::mul(q.kxs.as_ref(), rows.subcols(cols_from, cols_n));
                     for p in 0..m {
                         if diag_only {
                             let s: f64 = (0..nb).map(|j| y[(p, j)] * q.kxs[(p, j)]).sum();
