@@ -77,7 +77,11 @@ fn set_aside(audit: &Path) -> anyhow::Result<()> {
             .as_secs();
         let old = PathBuf::from(format!("{}.{stamp}.old", audit.display()));
         std::fs::rename(audit, &old)?;
-        println!("an earlier {} was moved to {}", audit.display(), old.display());
+        println!(
+            "an earlier {} was moved to {}",
+            audit.display(),
+            old.display()
+        );
     }
     Ok(())
 }
@@ -99,7 +103,9 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "wrote {} (days 0..=14) with daily samples of 10 process variables:\n  {}",
         csv.display(),
-        VARIABLES.map(|(h, what)| format!("{h} ({what})")).join("\n  ")
+        VARIABLES
+            .map(|(h, what)| format!("{h} ({what})"))
+            .join("\n  ")
     );
     let log = out.join("my_data.setpoints.csv");
     let _ = std::fs::remove_file(&log);
@@ -135,19 +141,22 @@ async fn main() -> anyhow::Result<()> {
         let band = d
             .forecast_band(Species::Titer, 7)
             .map_or("-".into(), |(lo, _, hi)| format!("{lo:.0}–{hi:.0}"));
-        let (decided, reason) = d.decision.as_ref().map_or(("-".into(), String::new()), |x| {
-            let g = |c: Control| x.controls.get(c.name()).copied().unwrap_or(f64::NAN);
-            (
-                format!(
-                    "{:.2}/{:.2}/{:.1}/{:.1}",
-                    g(Control::PerfusionRate),
-                    g(Control::BleedRate),
-                    g(Control::GlucoseSetpoint),
-                    g(Control::Temperature)
-                ),
-                x.reason.clone(),
-            )
-        });
+        let (decided, reason) = d
+            .decision
+            .as_ref()
+            .map_or(("-".into(), String::new()), |x| {
+                let g = |c: Control| x.controls.get(c.name()).copied().unwrap_or(f64::NAN);
+                (
+                    format!(
+                        "{:.2}/{:.2}/{:.1}/{:.1}",
+                        g(Control::PerfusionRate),
+                        g(Control::BleedRate),
+                        g(Control::GlucoseSetpoint),
+                        g(Control::Temperature)
+                    ),
+                    x.reason.clone(),
+                )
+            });
         let outcome = if d.written.is_some() {
             "written"
         } else if d.withheld.is_some() {
@@ -172,7 +181,10 @@ async fn main() -> anyhow::Result<()> {
             short(&reason, 70)
         );
     }
-    println!("\n{}: {} on day {}", report.run_id, report.reason, report.last_day);
+    println!(
+        "\n{}: {} on day {}",
+        report.run_id, report.reason, report.last_day
+    );
     println!(
         "{} decisions, {} written, {} withheld, {} retrains (days {}), {} alarms",
         report.decisions(),
@@ -188,7 +200,10 @@ async fn main() -> anyhow::Result<()> {
             .join(", "),
         report.alarms_raised()
     );
-    println!("the twin's {} days took {loop_s:.2} s", report.days.len() - 1);
+    println!(
+        "the twin's {} days took {loop_s:.2} s",
+        report.days.len() - 1
+    );
 
     let verified = verify_file(
         &audit,

@@ -794,7 +794,10 @@ impl BedPolicy {
             screened += units.len();
             rs.push(r);
         }
-        let best = rs.iter().map(|r| r.cands[0].mean).fold(f64::NEG_INFINITY, f64::max);
+        let best = rs
+            .iter()
+            .map(|r| r.cands[0].mean)
+            .fold(f64::NEG_INFINITY, f64::max);
         let scale = rs
             .iter()
             .map(|r| r.cands[0].sd)
@@ -813,8 +816,11 @@ impl BedPolicy {
         // greedy choice, reactor by reactor
         let mut chosen: Vec<usize> = Vec::with_capacity(q);
         for j in 0..q {
-            let mut members: Vec<&BatchCandidate> =
-                chosen.iter().enumerate().map(|(r, &c)| &rs[r].cands[c]).collect();
+            let mut members: Vec<&BatchCandidate> = chosen
+                .iter()
+                .enumerate()
+                .map(|(r, &c)| &rs[r].cands[c])
+                .collect();
             let (mut best_i, mut best_v) = (0, f64::NEG_INFINITY);
             for (i, c) in rs[j].cands.iter().enumerate() {
                 if i != 0 && c.feasible < MIN_FEASIBILITY {
@@ -852,7 +858,11 @@ impl BedPolicy {
                     let mut steps = Vec::with_capacity(dim);
                     for a in 0..dim {
                         let mut y = xu.to_vec();
-                        let hh = if xu[a] + FD_STEP <= 1.0 { FD_STEP } else { -FD_STEP };
+                        let hh = if xu[a] + FD_STEP <= 1.0 {
+                            FD_STEP
+                        } else {
+                            -FD_STEP
+                        };
                         y[a] += hh;
                         steps.push(hh);
                         pts.push(y);
@@ -894,7 +904,13 @@ impl BedPolicy {
                     let members: Vec<&BatchCandidate> = chosen
                         .iter()
                         .enumerate()
-                        .map(|(r, &k)| if r == j { &rs[r].cands[c] } else { &rs[r].cands[k] })
+                        .map(|(r, &k)| {
+                            if r == j {
+                                &rs[r].cands[c]
+                            } else {
+                                &rs[r].cands[k]
+                            }
+                        })
                         .collect();
                     joint(&members)
                 };
@@ -903,8 +919,11 @@ impl BedPolicy {
                 }
             }
         }
-        let members: Vec<&BatchCandidate> =
-            chosen.iter().enumerate().map(|(r, &c)| &rs[r].cands[c]).collect();
+        let members: Vec<&BatchCandidate> = chosen
+            .iter()
+            .enumerate()
+            .map(|(r, &c)| &rs[r].cands[c])
+            .collect();
         let joint_value = joint(&members);
         // the decisions, with Monte-Carlo forecasts of the chosen setpoints
         let mc_seed = self.config.seed ^ 0x6d63_5f70_6174_6873;
@@ -977,8 +996,10 @@ impl BedPolicy {
         let h = self.config.horizon_days as usize;
         let tr = model.config().transform;
         let m = self.objectives.len();
-        let controls: Vec<ControlArray<f64>> =
-            units.iter().map(|u| r.space.to_controls(u)).collect::<Result<_>>()?;
+        let controls: Vec<ControlArray<f64>> = units
+            .iter()
+            .map(|u| r.space.to_controls(u))
+            .collect::<Result<_>>()?;
         let pgs = linearised_paths(model, state, &controls, &r.jac, self.config.threads)?;
         pgs.iter()
             .zip(controls)
@@ -1021,7 +1042,9 @@ impl BedPolicy {
                 let rho = if a == b {
                     1.0
                 } else {
-                    model.input_correlation(&members[a].input, &members[b].input).clamp(-1.0, 1.0)
+                    model
+                        .input_correlation(&members[a].input, &members[b].input)
+                        .clamp(-1.0, 1.0)
                 };
                 let v = rho * members[a].sd * members[b].sd;
                 cov[a * k + b] = v;
@@ -1046,7 +1069,10 @@ impl BedPolicy {
                 slacks[s * k + a] = (p / (1.0 - p)).ln() * McParams::default().eta;
             }
         }
-        let (Ok(sm), Ok(cm)) = (SampleMatrix::new(&samples, n, k), SampleMatrix::new(&slacks, n, k)) else {
+        let (Ok(sm), Ok(cm)) = (
+            SampleMatrix::new(&samples, n, k),
+            SampleMatrix::new(&slacks, n, k),
+        ) else {
             return f64::NEG_INFINITY;
         };
         let acq = if self.config.acquisition.is_monte_carlo() {
@@ -1073,7 +1099,13 @@ impl BedPolicy {
         let h = self.config.horizon_days as usize;
         let m = self.objectives.len();
         let sc = model
-            .sample_paths(state, &vec![*u; h], self.config.mc_samples, seed, self.config.threads)
+            .sample_paths(
+                state,
+                &vec![*u; h],
+                self.config.mc_samples,
+                seed,
+                self.config.threads,
+            )
             .map_err(hybrid_err)?;
         let paths: Vec<Vec<SpeciesArray<f64>>> = sc
             .initial
@@ -1082,7 +1114,10 @@ impl BedPolicy {
             .map(|(s0, rest)| std::iter::once(*s0).chain(rest.iter().copied()).collect())
             .collect();
         let scored = self.score_paths(&paths, &vec![*u; h]);
-        Ok(((0..m).map(|k| scored.summary(k, m)).collect(), scored.feasible))
+        Ok((
+            (0..m).map(|k| scored.summary(k, m)).collect(),
+            scored.feasible,
+        ))
     }
 
     fn reason(

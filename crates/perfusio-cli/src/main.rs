@@ -12,7 +12,7 @@ mod config_cmd;
 mod design_space_cmd;
 mod emulate_cmd;
 mod evaluate_cmd;
-mod plot;
+mod run_cmd;
 mod simulate_cmd;
 
 /// Online digital twin of a perfusion bioreactor, driven as a self-driving experiment.
@@ -36,6 +36,9 @@ enum Command {
     Evaluate(evaluate_cmd::Args),
     /// Serve simulated ambr250 reactors over OPC UA until Ctrl-C.
     Emulate(emulate_cmd::Args),
+    /// Run the digital twin's closed loop (read, learn, forecast, decide, write or withhold,
+    /// audit) over a file, the virtual reactor or an OPC UA reactor.
+    Run(Box<run_cmd::Args>),
     /// Verify tamper-evident audit logs.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Emulate(args) => emulate_cmd::run(&args),
         Command::Evaluate(args) => evaluate_cmd::run(&args),
         Command::Audit(cmd) => audit_cmd::run(&cmd),
+        Command::Run(args) => run_cmd::run(&args),
     };
     match result {
         Ok(code) => code,
