@@ -1,4 +1,8 @@
 //! Integration tests of the twin: one test binary, one module per concern.
 
+mod alarms;
 mod common;
 mod daily_loop;
+mod faults;
+mod resume;
+mod withheld;
