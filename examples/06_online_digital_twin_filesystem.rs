@@ -15,7 +15,8 @@
 //!    draws the forecast fan chart and the setpoint history as SVG.
 //!
 //! ```sh
-//! cargo run -p perfusio-examples --example 06_online_digital_twin_filesystem
+//! cargo run --release -p perfusio-examples --example 06_online_digital_twin_filesystem
+//! cargo run --release -p perfusio-examples --example 06_online_digital_twin_filesystem -- --days 7
 //! ```
 //! Outputs: `./audit.jsonl` and `./t06_output/` (the CSV, its setpoint log, the charts).
 
@@ -44,21 +45,21 @@ const VARIABLES: [(&str, &str); 10] = [
     ("VCV", "viable cell volume, %"),
 ];
 
-/// Writes days 0..=14 of a noisy clone-Y culture at the default controls.
-fn write_synthetic_csv(path: &Path) -> anyhow::Result<()> {
+/// Writes days `0..=days` of a noisy clone-Y culture at the default controls.
+fn write_synthetic_csv(path: &Path, days: u32) -> anyhow::Result<()> {
     let mut r = VirtualReactor::new(VirtualReactorConfig {
         clone: CloneKind::CloneY,
         seed: 6,
         ..VirtualReactorConfig::default()
     })?;
-    r.advance_to(14)?;
+    r.advance_to(days)?;
     let mut text = String::from("day");
     for (h, _) in VARIABLES {
         write!(text, ",{h}")?;
     }
     text.push('\n');
     let cell = |v: Option<f64>| v.map_or_else(String::new, |x| format!("{x:.6}"));
-    for day in 0..=14 {
+    for day in 0..=days {
         let s = r.sample(day)?;
         write!(text, "{day}")?;
         for sp in Species::ALL {
@@ -94,14 +95,37 @@ fn short(s: &str, n: usize) -> String {
     }
 }
 
+/// What the example did (for its smoke test).
+#[derive(Debug)]
+struct Outcome {
+    report: RunReport,
+    records: u64,
+    charts: Vec<PathBuf>,
+    setpoint_log: PathBuf,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let out = PathBuf::from("t06_output");
+    let days = match std::env::args().nth(1).as_deref() {
+        Some("--days") => std::env::args()
+            .nth(2)
+            .context("--days needs a number")?
+            .parse()
+            .context("--days")?,
+        Some(other) => anyhow::bail!("unknown option {other} (the only one is --days N)"),
+        None => 14,
+    };
+    run(Path::new("."), days).await.map(|_| ())
+}
+
+/// The tutorial in `dir` (the working directory of `main`) over `days` culture days.
+async fn run(dir: &Path, days: u32) -> anyhow::Result<Outcome> {
+    let out = dir.join("t06_output");
     std::fs::create_dir_all(&out)?;
     let csv = out.join("my_data.csv");
-    write_synthetic_csv(&csv)?;
+    write_synthetic_csv(&csv, days)?;
     println!(
-        "wrote {} (days 0..=14) with daily samples of 10 process variables:\n  {}",
+        "wrote {} (days 0..={days}) with daily samples of 10 process variables:\n  {}",
         csv.display(),
         VARIABLES
             .map(|(h, what)| format!("{h} ({what})"))
@@ -109,13 +133,13 @@ async fn main() -> anyhow::Result<()> {
     );
     let log = out.join("my_data.setpoints.csv");
     let _ = std::fs::remove_file(&log);
-    let audit = PathBuf::from("audit.jsonl");
+    let audit = dir.join("audit.jsonl");
     set_aside(&audit)?;
 
     // the tutorial's key code
     let connector = FilesystemStore::from_path(&csv)?;
     let run_cfg = RunConfig {
-        duration_days: 14,
+        duration_days: days,
         sampling_interval_hours: 24.0,
         retrain_every: 3,
         acquisition: Acquisition::LogEI,
@@ -127,7 +151,11 @@ async fn main() -> anyhow::Result<()> {
         "\nallow_write is on: a CSV connector writes setpoints only to its own log, {}",
         log.display()
     );
-    let twin = DigitalTwin::new(connector, DEFAULT_AMBR250_DESIGN_SPACE, run_cfg)?;
+    // as `DigitalTwin::new`, with the audit log in `dir` (`new` puts it in the working
+    // directory, which is `dir` when this runs as the example)
+    let twin = DigitalTwin::builder(connector, DEFAULT_AMBR250_DESIGN_SPACE, run_cfg)
+        .audit_path(&audit)
+        .build()?;
     let t0 = Instant::now();
     let report = twin.run().await?;
     let loop_s = t0.elapsed().as_secs_f64();
@@ -219,11 +247,13 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("  check it independently: python3 docs/verify_audit.py audit.jsonl");
 
+    let mut charts = Vec::new();
     for s in [Species::Titer, Species::VCD] {
         if let Some(chart) = FanChart::from_report(&report, s) {
             let path = out.join(format!("forecast_{}.svg", s.name()));
             std::fs::write(&path, fan_chart_svg(&chart)?)?;
             println!("forecast fan chart: {}", path.display());
+            charts.push(path);
         }
     }
     let path = out.join("setpoints.svg");
@@ -232,5 +262,41 @@ async fn main() -> anyhow::Result<()> {
         setpoint_history_svg(&report.applied(), &DEFAULT_AMBR250_DESIGN_SPACE)?,
     )?;
     println!("setpoint history:   {}", path.display());
-    Ok(())
+    charts.push(path);
+    Ok(Outcome {
+        report,
+        records: verified.records,
+        charts,
+        setpoint_log: log,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's main command, for four culture days in a scratch directory: the loop
+    /// runs every step, writes through the CSV connector's setpoint log, retrains on day 3,
+    /// and its audit log verifies.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn t06_runs_end_to_end_for_a_few_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = run(dir.path(), 4).await.unwrap();
+        let r = &o.report;
+        assert!(r.completed, "{}", r.reason);
+        assert_eq!(r.days.len(), 5);
+        assert_eq!((r.decisions(), r.written(), r.withheld()), (4, 4, 0));
+        assert_eq!(r.retrains(), 1);
+        assert!(r.days[3].retrained.is_some());
+        // run_started, 5 sample_read, 4 x (forecast, decision, setpoint_written),
+        // 1 model_retrained, run_finished, plus any rejections, alarms and waits
+        assert!(o.records >= 1 + 5 + 12 + 1 + 1, "{} records", o.records);
+        let rows = std::fs::read_to_string(&o.setpoint_log).unwrap();
+        assert_eq!(rows.lines().count(), 1 + 4, "{rows}");
+        assert_eq!(o.charts.len(), 3);
+        for c in &o.charts {
+            let svg = std::fs::read_to_string(c).unwrap();
+            assert!(svg.contains("<svg"), "{}", c.display());
+        }
+    }
 }
