@@ -5,6 +5,7 @@ use std::process::Command;
 mod audit_verify;
 mod basic;
 mod emulate;
+mod run;
 mod simulate;
 
 /// Runs the built `perfusio` binary; returns its exit code, stdout and stderr.
