@@ -4,5 +4,6 @@ mod alarms;
 mod common;
 mod daily_loop;
 mod faults;
+mod restart;
 mod resume;
 mod withheld;
