@@ -364,24 +364,25 @@ impl BedPolicy {
             let f0 = f(&mean_states);
             let mut g = vec![0.0; dims];
             let mut zs = pg.means.clone();
-            for i in 0..dims {
+            for (i, gi) in g.iter_mut().enumerate() {
                 let (d, k) = (i / N_SPECIES, i % N_SPECIES);
                 let keep = zs[d][k];
                 zs[d][k] = keep + GAUSS_FD_STEP;
                 let states: Vec<SpeciesArray<f64>> = zs.iter().map(|z| tr.to_species(z)).collect();
-                g[i] = (f(&states) - f0) / GAUSS_FD_STEP;
+                *gi = (f(&states) - f0) / GAUSS_FD_STEP;
                 zs[d][k] = keep;
             }
             (f0, g)
         };
         let quad = |g: &[f64]| -> f64 {
             let mut v = 0.0;
-            for i in 0..dims {
-                if g[i] == 0.0 {
+            for (i, &gi) in g.iter().enumerate().take(dims) {
+                if gi == 0.0 {
                     continue;
                 }
-                for j in 0..dims {
-                    v += g[i] * pg.cov[i * dims + j] * g[j];
+                let row = &pg.cov[i * dims..(i + 1) * dims];
+                for (c, gj) in row.iter().zip(g) {
+                    v += gi * c * gj;
                 }
             }
             v.max(0.0)

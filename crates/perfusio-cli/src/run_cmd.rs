@@ -72,12 +72,8 @@ pub(crate) struct Args {
     pki_dir: PathBuf,
 }
 
-/// The connector chosen on the command line.
-enum Chosen {
-    File(FilesystemStore),
-    Virtual(Arc<VirtualReactorConnector>),
-    OpcUa(OpcUaConnector),
-}
+/// The connector chosen on the command line, and the simulated plant when it is one.
+type Chosen = (Arc<dyn Connector>, Option<Arc<VirtualReactorConnector>>);
 
 fn connector(args: &Args, seed: u64) -> anyhow::Result<Chosen> {
     let spec = args.connector.trim();
@@ -85,13 +81,13 @@ fn connector(args: &Args, seed: u64) -> anyhow::Result<Chosen> {
         if path.is_empty() {
             bail!("--connector file:PATH needs a path, e.g. file:culture.csv");
         }
-        return Ok(Chosen::File(FilesystemStore::from_path(path)?));
+        return Ok((Arc::new(FilesystemStore::from_path(path)?), None));
     }
     if let Some(url) = spec.strip_prefix("opcua:") {
         let mut cfg = OpcUaConfig::new(url, NodeMap::ambr250("R01"));
         cfg.pki_dir.clone_from(&args.pki_dir);
         cfg.check()?;
-        return Ok(Chosen::OpcUa(OpcUaConnector::new(cfg)?));
+        return Ok((Arc::new(OpcUaConnector::new(cfg)?), None));
     }
     if spec.eq_ignore_ascii_case("virtual") {
         let plant = PlantSpec::from_arg(&args.truth).context("--truth")?;
@@ -101,7 +97,8 @@ fn connector(args: &Args, seed: u64) -> anyhow::Result<Chosen> {
             seed,
             ..VirtualReactorConfig::default()
         })?;
-        return Ok(Chosen::Virtual(Arc::new(vr)));
+        let vr = Arc::new(vr);
+        return Ok((vr.clone(), Some(vr)));
     }
     bail!("--connector {spec}: expected file:PATH, virtual or opcua:URL")
 }
@@ -240,12 +237,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         };
         let mut cfg = cfg;
         cfg.seed = Some(seed);
-        let chosen = connector(args, seed)?;
-        let (shared, plant): (Arc<dyn Connector>, _) = match chosen {
-            Chosen::File(c) => (Arc::new(c), None),
-            Chosen::OpcUa(c) => (Arc::new(c), None),
-            Chosen::Virtual(v) => (v.clone() as Arc<dyn Connector>, Some(v)),
-        };
+        let (shared, plant) = connector(args, seed)?;
         let cancel = CancelToken::new();
         let mut b = DigitalTwin::builder_shared(shared, DEFAULT_AMBR250_DESIGN_SPACE, cfg)
             .objective_spec(args.objective.clone(), args.medium_cost)

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use perfusio_core::{Control, ControlArray, DesignSpace, N_SPECIES, SpeciesArray, Trajectory};
+use perfusio_core::{Control, ControlArray, DesignSpace, SpeciesArray, Trajectory};
 use perfusio_mechanistic::doe::{self, TRAINING_FACTORS};
 use perfusio_mechanistic::{NoiseModel, PlantSpec, VirtualReactor, VirtualReactorConfig};
 use rand::{RngExt, SeedableRng};
@@ -421,21 +421,5 @@ fn score(
         quantiles: std::array::from_fn(|q| f.measured[i].quantiles[q][k]),
         ensemble: &ens[k],
     });
-    if std::env::var_os("PERFUSIO_DEBUG_EVAL").is_some() {
-        for k in 0..N_SPECIES {
-            let mx = ens[k].iter().cloned().fold(0.0f64, f64::max);
-            if mx > 1e4 * (truth[k] + 1.0) {
-                eprintln!(
-                    "h {h} species {k}: ensemble max {mx:e}, truth {}, start day {}, mean {}, q {:?}",
-                    truth[k],
-                    f.start_day,
-                    f.measured[i].mean[k],
-                    (0..5)
-                        .map(|q| f.measured[i].quantiles[q][k])
-                        .collect::<Vec<_>>()
-                );
-            }
-        }
-    }
     acc.add(&points, &truth.map(Some), measured);
 }

@@ -89,8 +89,11 @@ fn complete_days(path: &Path, records: &[Record]) -> Result<(usize, Vec<DayRecor
     Ok((start, days))
 }
 
+/// Accepted measurements of the species and the controls a sample reports.
+type Measured = (SpeciesArray<Option<f64>>, [Option<f64>; 6]);
+
 /// The accepted measurements and the reported controls of a recorded sample.
-fn measured_of(d: &DayRecord) -> Option<(SpeciesArray<Option<f64>>, [Option<f64>; 6])> {
+fn measured_of(d: &DayRecord) -> Option<Measured> {
     let s = d.sample.as_ref()?;
     let mut m = [None; N_SPECIES];
     for sp in Species::ALL {

@@ -531,7 +531,7 @@ enum Flow {
 
 /// What waiting for a sample gave.
 enum Read {
-    Sample(ValidatedSample, Duration, u32),
+    Sample(Box<ValidatedSample>, Duration, u32),
     NotYet(ConnectorError),
     Failed(ConnectorError, Duration, u32),
     Cancelled,
@@ -804,7 +804,7 @@ impl Runner {
                 () = self.twin.cancel.cancelled() => return Read::Cancelled,
             };
             match got {
-                Ok(v) => return Read::Sample(v, start.elapsed(), attempts),
+                Ok(v) => return Read::Sample(Box::new(v), start.elapsed(), attempts),
                 Err(e) if e.is_transient() => {
                     let left = budget.saturating_sub(start.elapsed());
                     if left.is_zero() {
@@ -1080,7 +1080,7 @@ impl Runner {
 /// Whether day `day` retrains: every `retrain_every` days from day `retrain_every` on,
 /// before the last day.
 pub(crate) fn retrain_due(cfg: &RunConfig, day: CultureDay) -> bool {
-    day > 0 && day < cfg.duration_days && day % cfg.retrain_every == 0
+    day > 0 && day < cfg.duration_days && day.is_multiple_of(cfg.retrain_every)
 }
 
 /// The controls applied after a write: the confirmed ones at their read-back value, the
