@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use perfusio_core::{DEFAULT_AMBR250_DESIGN_SPACE, MAX_DURATION_DAYS, Setpoints, Species};
 use perfusio_hybrid::{ForecastMethod, ForecastOptions, HybridModel};
 
-use crate::plot::{FanChart, fan_chart_svg};
 use crate::runs::read_run;
+use perfusio_twin::plot::{FanChart, fan_chart_svg};
 
 /// Arguments of `perfusio forecast`.
 #[derive(Debug, clap::Args)]

@@ -13,8 +13,8 @@ mod design_space_cmd;
 mod emulate_cmd;
 mod evaluate_cmd;
 mod forecast_cmd;
-mod plot;
 mod recommend_cmd;
+mod run_cmd;
 mod runs;
 mod simulate_cmd;
 mod train_cmd;
@@ -46,6 +46,9 @@ enum Command {
     Recommend(recommend_cmd::Args),
     /// Serve simulated ambr250 reactors over OPC UA until Ctrl-C.
     Emulate(emulate_cmd::Args),
+    /// Run the digital twin's closed loop (read, learn, forecast, decide, write or withhold,
+    /// audit) over a file, the virtual reactor or an OPC UA reactor.
+    Run(Box<run_cmd::Args>),
     /// Verify tamper-evident audit logs.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Forecast(args) => forecast_cmd::run(&args),
         Command::Recommend(args) => recommend_cmd::run(&args),
         Command::Audit(cmd) => audit_cmd::run(&cmd),
+        Command::Run(args) => run_cmd::run(&args),
     };
     match result {
         Ok(code) => code,

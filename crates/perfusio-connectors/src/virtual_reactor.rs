@@ -289,4 +289,21 @@ impl<P: Plant> Connector for VirtualReactorConnector<P> {
     fn describe(&self) -> String {
         format!("virtual reactor {} ({})", self.id, self.kind)
     }
+
+    /// Replays the setpoints written before a restart: the plant simulates up to each one's
+    /// day under the previous setpoints and then holds it, exactly as the writes did the
+    /// first time, so a plant rebuilt from the same configuration ends where the
+    /// interrupted run left it. Setpoints of days the plant has already simulated are
+    /// skipped (the past is never rewritten); a value the plant refuses is an error.
+    async fn restore(&self, written: &[Setpoints]) -> Result<(), ConnectorError> {
+        let mut p = self.lock()?;
+        for sp in written {
+            if sp.day < p.day() {
+                continue;
+            }
+            p.advance_to(sp.day)?;
+            p.set_setpoints(&sp.values)?;
+        }
+        Ok(())
+    }
 }

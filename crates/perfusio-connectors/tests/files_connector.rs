@@ -143,8 +143,8 @@ mod dialects {
         let t = parse("day,VCD\r\n0,1\r\n1,2\r\n2,x\r\n").unwrap();
         let r = &t.validated(2, &DS).unwrap().rejections[0];
         assert_eq!(cell_of(&r.origin), (4, "VCD"));
-        let e = parse("day,VCD\r\n0,1\r\n\r\n1\r\n").unwrap_err();
-        assert!(matches!(e, FileError::RaggedRow { row: 4, .. }), "{e}");
+        let t = parse("day,VCD\r\n0,1\r\n\r\n1\r\n").unwrap();
+        assert_eq!(t.malformed(1).map(|m| m.row), Some(4));
     }
 
     #[test]
@@ -473,8 +473,24 @@ mod malformed {
     }
 
     #[test]
-    fn ragged_rows() {
-        let e = parse("day,VCD,glucose\n0,1,2\n1,2\n").unwrap_err();
+    fn ragged_rows_are_confined_to_their_day() {
+        // issue 12: a malformed line spoils its own day, not the file
+        let t = parse("day,VCD,glucose\n0,1,2\n1,2\n2,3,4\n").unwrap();
+        assert_eq!(t.days().collect::<Vec<_>>(), [0, 1, 2]);
+        let m = t.malformed(1).unwrap();
+        assert_eq!((m.row, m.expected, m.found), (3, 3, 2));
+        assert_eq!(
+            m.to_string(),
+            "line 3 has 2 fields, but the header has 3; none of the day's values can be \
+             attributed to a column, so the day is skipped (check for a missing or extra separator)"
+        );
+        assert!(t.raw(1).is_none());
+        assert!(t.malformed(0).is_none() && t.malformed(2).is_none());
+        assert!(t.validated(2, &DS).unwrap().rejections.is_empty());
+        let t = parse("day,VCD\n0,1,2\n").unwrap();
+        assert_eq!(t.malformed(0).map(|m| m.found), Some(3));
+        // a ragged line whose day cannot be read still fails the file, naming the line
+        let e = parse("day,VCD,glucose\n0,1,2\n,2\n").unwrap_err();
         assert!(
             matches!(
                 e,
@@ -487,26 +503,23 @@ mod malformed {
             ),
             "{e}"
         );
-        let e = parse("day,VCD\n0,1,2\n").unwrap_err();
-        assert!(
-            matches!(
-                e,
-                FileError::RaggedRow {
-                    row: 2,
-                    expected: 2,
-                    found: 3,
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        // days stay ordered: a ragged line with a repeated day is a duplicate
+        assert!(matches!(
+            parse("day,VCD\n0,1\n0,1,2\n").unwrap_err(),
+            FileError::DuplicateDay { .. }
+        ));
+        // long layout: the day of the ragged line is unreadable, the others are not
+        let t = parse("day,species,value\n0,VCD,1\n1,VCD\n1,Glc,5\n2,VCD,3\n").unwrap();
+        assert_eq!(t.malformed(1).map(|m| m.row), Some(3));
+        assert!(t.malformed(2).is_none());
         // an unterminated short last line is tolerated only when asked (follow mode)
         let mut o = ParseOptions::default();
         o.tolerate_partial_last_line = true;
         let t = parse_with("day,VCD,glucose\n0,1,2\n1,2", &o).unwrap();
         assert_eq!(t.len(), 1);
         assert!(t.report().ignored_partial_line);
-        assert!(parse_with("day,VCD,glucose\n0,1\n1,2,3\n", &o).is_err());
+        let t = parse_with("day,VCD,glucose\n0,1\n1,2,3\n", &o).unwrap();
+        assert!(t.malformed(0).is_some() && t.malformed(1).is_none());
     }
 
     #[test]
@@ -702,8 +715,29 @@ mod store {
         );
         let v = read_validated(&store, 2, &DS).await.unwrap();
         assert_eq!(cell_of(&v.rejections[0].origin), (4, "VCD"));
-        // a ragged row breaks the file: every read reports its line, health says why
-        std::fs::write(&path, "day,VCD\n0,0.5\n1,0.75\n2,1,3\n").unwrap();
+        // a ragged row spoils its own day only (issue 12): reading it is a data error
+        // naming the file, day and line; the days around it read as before
+        std::fs::write(&path, "day,VCD\n0,0.5\n1,0.75\n2,1,3\n3,1.1\n").unwrap();
+        assert_relative_eq!(
+            read(&store, 1).await.unwrap().get(Species::VCD).unwrap(),
+            0.75
+        );
+        match read(&store, 2).await.unwrap_err() {
+            ConnectorError::Data { context, message } => {
+                assert!(context.ends_with("c.csv day 2"), "{context}");
+                assert!(message.starts_with("line 4 has 3 fields"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!read(&store, 2).await.unwrap_err().is_transient());
+        assert_relative_eq!(
+            read(&store, 3).await.unwrap().get(Species::VCD).unwrap(),
+            1.1
+        );
+        assert!(store.health().await.is_ok());
+        // a ragged row without a readable day breaks the file: every read reports its
+        // line, health says why
+        std::fs::write(&path, "day,VCD\n0,0.5\n1,0.75\n,1,3\n").unwrap();
         let e = read(&store, 1).await.unwrap_err();
         match e {
             ConnectorError::Data { context, .. } => assert_eq!(context, "line 4"),

@@ -273,3 +273,32 @@ async fn a_write_the_plant_refuses_is_rejected_per_control_with_the_reason() {
         .unwrap_err();
     assert!(matches!(e, ConnectorError::Rejected(_)), "{e}");
 }
+
+#[tokio::test]
+async fn restore_replays_written_setpoints_onto_a_fresh_plant() {
+    // the interrupted run: two writes, then the process dies on day 7
+    let first = VirtualReactorConnector::new(config(5)).unwrap();
+    let writes = [
+        Setpoints::defaults(2).with(Control::PerfusionRate, 1.6),
+        Setpoints::defaults(5).with(Control::Temperature, 35.5),
+    ];
+    read(&first, 0).await;
+    for w in &writes {
+        read(&first, w.day).await;
+        first.write_setpoints(w).await.unwrap();
+    }
+    let day7 = read(&first, 7).await;
+    // a new process: the same configuration, the writes replayed from the audit log
+    let second = VirtualReactorConnector::new(config(5)).unwrap();
+    second.restore(&writes).await.unwrap();
+    assert_eq!(second.day(), 5);
+    assert_eq!(read(&second, 7).await, day7);
+    let (a, b) = (first.snapshot().unwrap(), second.snapshot().unwrap());
+    assert_eq!(a.clean_history(), b.clean_history());
+    assert_eq!(a.applied_controls(), b.applied_controls());
+    // days already simulated are skipped, not rewritten; a refused value is an error
+    second.restore(&writes).await.unwrap();
+    assert_eq!(second.day(), 7);
+    let bad = [Setpoints::defaults(8).with(Control::Agitation, 5000.0)];
+    assert!(second.restore(&bad).await.is_err());
+}

@@ -89,6 +89,16 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
 
     /// Human-readable description (kind, endpoint or path); never contains secrets.
     fn describe(&self) -> String;
+
+    /// Called once when a twin resumes a run from its audit log in a new process, with the
+    /// setpoints it wrote before, in day order. A connector whose plant lives in this
+    /// process (a simulator) replays them so that the plant is where the interrupted run
+    /// left it; a real reactor or a file kept its own state, so the default does nothing.
+    /// Never re-send the setpoints to real hardware from here.
+    async fn restore(&self, written: &[Setpoints]) -> Result<(), ConnectorError> {
+        let _ = written;
+        Ok(())
+    }
 }
 
 /// Reads culture day `day` from `connector` and validates it against `design_space`: the

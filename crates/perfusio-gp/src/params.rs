@@ -110,7 +110,7 @@ impl Tuning {
 ///   Gamma(shape 2, rate 1), mode 1, mean 2, 95 % of its mass below 4.7. Outputs are
 ///   standardised per task, so a signal variance far above 1 only buys a steep,
 ///   long-length-scale trend that extrapolates badly. Without it, 28-point × 9-task fits
-///   on 16 inputs (one simulated run each, examples `gp_heldout`) reach `max diag(B)` of
+///   on 16 inputs (one simulated run each) reach `max diag(B)` of
 ///   18–41; with it at most 4.8, at the same or slightly better held-out accuracy.
 ///
 /// Each prior density is evaluated on the natural parameter (ℓ, σ² or `B_tt`) and added to

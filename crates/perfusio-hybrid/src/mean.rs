@@ -255,8 +255,9 @@ impl PriorMean for MechanisticMean {
             } else {
                 -1.0
             };
+            // (the bleed steps down to stay below the perfusion rate, up when it is at zero)
             let sign = if j == N_SPECIES + Control::BleedRate.index() {
-                -1.0
+                if keep - h < 0.0 { 1.0 } else { -1.0 }
             } else {
                 sign
             };
@@ -362,6 +363,21 @@ mod tests {
                 exact[k]
             );
         }
+    }
+
+    #[test]
+    fn jacobian_at_zero_bleed_steps_inside_the_hard_limits() {
+        // regression (issue 12): a culture file with bleed_rate = 0 stepped the bleed to
+        // -0.0005 and failed the whole fit
+        let m = mean();
+        let s = [5.0, 97.0, 3.0, 2.0, 1.0, 10.0, 2.0, 0.5, 150.0];
+        let mut u = Control::defaults();
+        u[Control::BleedRate.index()] = 0.0;
+        let x = z_row(&s, &u);
+        let mut out = [0.0; N_SPECIES];
+        let mut jac = vec![0.0; N_SPECIES * N_BASE];
+        assert!(m.eval_with_jacobian(&x, &mut out, &mut jac).unwrap());
+        assert!(jac.iter().all(|v| v.is_finite()));
     }
 
     #[test]

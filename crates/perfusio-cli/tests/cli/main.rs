@@ -7,6 +7,7 @@ mod basic;
 mod emulate;
 mod model;
 mod recommend;
+mod run;
 mod simulate;
 
 /// Runs the built `perfusio` binary; returns its exit code, stdout and stderr.

@@ -1,5 +1,5 @@
 //! CSV reading: dialect detection (`,` / `;` / tab, decimal comma), UTF-8 BOM, CRLF and
-//! quoted fields (through the `csv` crate), ragged rows as typed errors.
+//! quoted fields (through the `csv` crate); ragged rows are confined to their day by the table.
 
 use std::path::Path;
 
@@ -53,6 +53,10 @@ impl RawTable for CsvTable {
             Some([]) => Cell::Missing,
             Some(b) => Cell::Text(String::from_utf8_lossy(b)),
         }
+    }
+    fn ragged(&self, row: usize) -> Option<usize> {
+        let n = self.records.get(row)?.len();
+        (n != self.headers.len()).then_some(n)
     }
 }
 
@@ -140,14 +144,8 @@ pub(crate) fn parse_csv(bytes: &[u8], path: &Path, options: &ParseOptions) -> Re
             ignored_partial_line = true;
             break;
         }
-        if record.len() != headers.len() {
-            return Err(FileError::RaggedRow {
-                path: path.to_path_buf(),
-                row: line,
-                expected: headers.len(),
-                found: record.len(),
-            });
-        }
+        // a ragged line is kept: the table confines it to its day (or, when its day cannot be
+        // read, reports it as a whole-file error)
         records.push(record.clone());
         lines.push(line);
     }

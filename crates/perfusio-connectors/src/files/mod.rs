@@ -30,8 +30,10 @@
 //!   then `NotYetAvailable`. A missing or empty file and an unterminated last line (a writer
 //!   mid-append) count as "not yet".
 //! * **Errors**: [`FileError`] is for what is wrong with the file as a whole (no day
-//!   column, a bad or repeated day, a ragged row) and names its line and column; it converts
-//!   into [`perfusio_core::ConnectorError`] (`Io` or `Data`).
+//!   column, a bad or repeated day, a ragged row whose day cannot be read) and names its
+//!   line and column; it converts into [`perfusio_core::ConnectorError`] (`Io` or `Data`).
+//!   A ragged row whose day can be read spoils that day only ([`MalformedRow`]): reading it
+//!   gives a `Data` error naming the line, and the other days read as usual.
 //! * **Writing**: [`write_samples_csv`] writes samples in the wide layout this reader reads
 //!   back to the same values (the `perfusio simulate` output).
 //! * **Setpoints**: `write_setpoints` appends one row per write to a CSV log (header on
@@ -58,5 +60,5 @@ pub use polars_source::{read_parquet, table_from_dataframe};
 pub use setpoint_log::{SetpointLogEntry, read_setpoint_log, sanitize_cell, setpoint_log_header};
 pub use store::{FilesystemStore, load_file};
 pub use table::{
-    CultureTable, DayRecord, LoadReport, UnitConversion, VIABILITY_FRACTION_THRESHOLD,
+    CultureTable, DayRecord, LoadReport, MalformedRow, UnitConversion, VIABILITY_FRACTION_THRESHOLD,
 };

@@ -125,6 +125,33 @@ impl FilesystemStore {
         Ok(store)
     }
 
+    /// The store of the T06 tutorial: `path` (CSV, or Parquet with feature `polars`) read now
+    /// with the default parse options, and setpoints appended to `<stem>.setpoints.csv` next
+    /// to it (so writing setpoints works out of the box). A missing or malformed file fails
+    /// here, naming the line and column.
+    ///
+    /// ```
+    /// use perfusio_connectors::files::FilesystemStore;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("my_data.csv");
+    /// std::fs::write(&path, "day,VCD\n0,0.5\n").unwrap();
+    /// let store = FilesystemStore::from_path(&path).unwrap();
+    /// assert_eq!(store.config().setpoint_log.as_deref(), Some(dir.path().join("my_data.setpoints.csv").as_path()));
+    /// assert!(FilesystemStore::from_path(dir.path().join("missing.csv")).is_err());
+    /// ```
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let stem = path.file_stem().map_or_else(
+            || "culture".to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        let log = path.with_file_name(format!("{stem}.setpoints.csv"));
+        Self::open(
+            FileStoreConfig::new(path).with_setpoint_log(log),
+            DesignSpace::default(),
+        )
+    }
+
     /// A store over an already parsed table (e.g. from a polars DataFrame); it is never
     /// re-read. `config` supplies the setpoint log and reactor identifier.
     pub fn from_table(
@@ -270,6 +297,12 @@ impl FilesystemStore {
         loop {
             let table = self.refresh().await?;
             if let Some(t) = &table {
+                if let Some(problem) = t.malformed(day) {
+                    return Err(ConnectorError::Data {
+                        context: format!("{} day {day}", self.config.path.display()),
+                        message: problem.to_string(),
+                    });
+                }
                 if let Some(r) = self.take_raw(t, day) {
                     return Ok(r);
                 }

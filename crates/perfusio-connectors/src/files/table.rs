@@ -47,6 +47,36 @@ pub(crate) trait RawTable {
     fn line(&self, row: usize) -> u64;
     /// The cell at (`row`, `col`).
     fn cell(&self, row: usize, col: usize) -> Cell<'_>;
+    /// The number of fields of data row `row` when it differs from the header's (a ragged
+    /// CSV line), else `None`.
+    fn ragged(&self, _row: usize) -> Option<usize> {
+        None
+    }
+}
+
+/// A line whose number of fields differs from the header's: its values cannot be
+/// attributed to columns, so the whole day it names is unreadable (the other days are not
+/// affected). [`CultureTable::malformed`] reports it; reading the day through the connector
+/// gives a [`perfusio_core::ConnectorError::Data`] with this text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedRow {
+    /// 1-based line.
+    pub row: u64,
+    /// Fields in the header.
+    pub expected: usize,
+    /// Fields on the line.
+    pub found: usize,
+}
+
+impl fmt::Display for MalformedRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "line {} has {} fields, but the header has {}; none of the day's values can be \
+             attributed to a column, so the day is skipped (check for a missing or extra separator)",
+            self.row, self.found, self.expected
+        )
+    }
 }
 
 /// Where a value came from.
@@ -124,6 +154,7 @@ pub struct DayRecord {
     pub row: u64,
     unreadable: Vec<(Quantity, String)>,
     cells: [Option<CellRef>; N_QUANTITIES],
+    malformed: Option<MalformedRow>,
 }
 
 impl DayRecord {
@@ -136,13 +167,20 @@ impl DayRecord {
     pub fn unreadable(&self) -> &[(Quantity, String)] {
         &self.unreadable
     }
+
+    /// The ragged line that made this day unreadable, if any (its values are then absent).
+    pub fn malformed(&self) -> Option<&MalformedRow> {
+        self.malformed.as_ref()
+    }
 }
 
 /// A culture file parsed into day-indexed records.
 ///
-/// Whole-file problems (no day column, duplicate or decreasing days, ragged rows) are
-/// [`FileError`]s; a value that is not a plausible number is not: it is kept as read and
-/// rejected, with its line and column, when the day is validated.
+/// Whole-file problems (no day column, duplicate or decreasing days) are [`FileError`]s; a
+/// value that is not a plausible number is not: it is kept as read and rejected, with its
+/// line and column, when the day is validated. A ragged line (too many or too few fields)
+/// whose day can still be read makes only that day unreadable
+/// ([`CultureTable::malformed`]); one whose day cannot be read is a [`FileError::RaggedRow`].
 ///
 /// ```
 /// use perfusio_connectors::files::{CultureTable, ParseOptions};
@@ -209,10 +247,19 @@ impl CultureTable {
         &self.report
     }
 
+    /// The ragged line that makes `day` unreadable, if any.
+    pub fn malformed(&self, day: CultureDay) -> Option<&MalformedRow> {
+        self.get(day).and_then(DayRecord::malformed)
+    }
+
     /// The reading of `day` exactly as in the file (canonical units), every value with its
-    /// line and column; `None` when the day is absent.
+    /// line and column; `None` when the day is absent or unreadable
+    /// ([`CultureTable::malformed`]).
     pub fn raw(&self, day: CultureDay) -> Option<RawReading> {
         let rec = self.get(day)?;
+        if rec.malformed.is_some() {
+            return None;
+        }
         let mut raw = RawReading::new(day);
         raw.timestamp = rec.sample.timestamp;
         raw.reactor_id.clone_from(&rec.sample.reactor_id);
@@ -321,6 +368,30 @@ impl<T: RawTable> Reader<'_, T> {
         self.src.headers().get(col).cloned().unwrap_or_default()
     }
 
+    /// The ragged-line problem of data row `row`, if its field count differs from the
+    /// header's.
+    fn malformed(&self, row: usize) -> Option<MalformedRow> {
+        self.src.ragged(row).map(|found| MalformedRow {
+            row: self.src.line(row),
+            expected: self.src.headers().len(),
+            found,
+        })
+    }
+
+    /// The day of data row `row`; a ragged row whose day cannot be read is a
+    /// [`FileError::RaggedRow`] (the whole file), any other bad day an invalid day.
+    fn day_of(&self, row: usize, col: usize) -> Result<CultureDay> {
+        self.day(row, col).map_err(|e| match self.malformed(row) {
+            Some(m) => FileError::RaggedRow {
+                path: self.path.to_path_buf(),
+                row: m.row,
+                expected: m.expected,
+                found: m.found,
+            },
+            None => e,
+        })
+    }
+
     fn day(&self, row: usize, col: usize) -> Result<CultureDay> {
         let invalid = |reason: &'static str| FileError::InvalidDay {
             path: self.path.to_path_buf(),
@@ -379,6 +450,7 @@ struct DayAcc {
     values: [Option<RawValue>; N_QUANTITIES],
     cells: [Option<CellRef>; N_QUANTITIES],
     timestamp: Option<OffsetDateTime>,
+    malformed: Option<MalformedRow>,
 }
 
 impl DayAcc {
@@ -388,6 +460,7 @@ impl DayAcc {
             values: std::array::from_fn(|_| None),
             cells: [None; N_QUANTITIES],
             timestamp: None,
+            malformed: None,
         }
     }
 
@@ -412,6 +485,7 @@ impl DayAcc {
             row: self.row,
             unreadable,
             cells: self.cells,
+            malformed: self.malformed,
         }
     }
 }
@@ -514,9 +588,13 @@ fn read_long<T: RawTable>(
     let mut map: BTreeMap<CultureDay, DayAcc> = BTreeMap::new();
     let mut unknown = BTreeSet::new();
     for row in 0..r.src.n_rows() {
-        let day = r.day(row, cols.day)?;
+        let day = r.day_of(row, cols.day)?;
         let line = r.src.line(row);
         let acc = map.entry(day).or_insert_with(|| DayAcc::new(line));
+        if let Some(m) = r.malformed(row) {
+            acc.malformed.get_or_insert(m);
+            continue;
+        }
         if let Some(c) = cols.timestamp
             && acc.timestamp.is_none()
         {
@@ -569,9 +647,14 @@ fn read_wide<T: RawTable>(r: &Reader<'_, T>, cols: &Columns) -> Result<Days> {
     let mut days: Days = Vec::with_capacity(r.src.n_rows());
     for row in 0..r.src.n_rows() {
         let line = r.src.line(row);
-        let day = r.day(row, cols.day)?;
+        let day = r.day_of(row, cols.day)?;
         check_day_order(r, cols.day, &days, day, line)?;
         let mut acc = DayAcc::new(line);
+        if let Some(m) = r.malformed(row) {
+            acc.malformed = Some(m);
+            days.push((day, acc));
+            continue;
+        }
         for &(c, s) in &slot_cols {
             if let Some(v) = r.value(row, c) {
                 acc.set(

@@ -1,5 +1,8 @@
 //! Integration tests of perfusio-hybrid (one binary, a module per concern).
 
+// the tests index several per-species arrays with one day or species index
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 mod errors;
 mod filter;

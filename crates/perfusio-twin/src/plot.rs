@@ -1,10 +1,15 @@
-//! SVG fan charts of forecasts (plotters' SVG backend, no JavaScript, no fonts to install).
+//! SVG charts (plotters' SVG backend: no JavaScript, no fonts to install): forecast fan
+//! charts with the observations over them, and the history of the applied setpoints.
 
+use perfusio_core::{Control, ControlArray, CultureDay, Species};
 use plotters::prelude::*;
+
+use crate::error::{Result, TwinError};
+use crate::report::RunReport;
 
 /// One species' forecast with the observations to draw over it.
 #[derive(Debug, Clone)]
-pub(crate) struct FanChart {
+pub struct FanChart {
     /// Title (species and unit).
     pub title: String,
     /// Y-axis label.
@@ -18,7 +23,7 @@ pub(crate) struct FanChart {
 }
 
 /// Renders the chart as an SVG document.
-pub(crate) fn fan_chart_svg(c: &FanChart) -> anyhow::Result<String> {
+pub fn fan_chart_svg(c: &FanChart) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (720, 420)).into_drawing_area();
@@ -102,8 +107,94 @@ fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
         })
 }
 
-fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("drawing the chart: {e}")
+fn err<E: std::fmt::Display>(e: E) -> TwinError {
+    TwinError::Output {
+        context: "drawing the chart".into(),
+        message: e.to_string(),
+    }
+}
+
+impl FanChart {
+    /// The fan chart of species `s` from the report's last forecast (its latent-state
+    /// quantiles), with every day's accepted measurement over it; `None` when the run made
+    /// no forecast.
+    pub fn from_report(report: &RunReport, s: Species) -> Option<Self> {
+        let f = report.last_forecast.as_ref()?;
+        let k = s.index();
+        Some(Self {
+            title: format!(
+                "{} ({}), forecast from day {}",
+                s.description(),
+                s.name(),
+                f.start_day
+            ),
+            unit: s.unit().to_string(),
+            days: f.state.iter().map(|b| f64::from(b.day)).collect(),
+            q: std::array::from_fn(|i| f.state.iter().map(|b| b.quantiles[i][k]).collect()),
+            observed: report
+                .days
+                .iter()
+                .filter_map(|d| d.species(s).map(|v| (f64::from(d.day), v)))
+                .collect(),
+        })
+    }
+}
+
+/// The applied setpoints of a run, one line per control scaled to its design range
+/// (0 = lower end, 1 = upper end), as an SVG document.
+pub fn setpoint_history_svg(
+    applied: &[(CultureDay, ControlArray<f64>)],
+    design_space: &perfusio_core::DesignSpace,
+) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (720, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let x1 = applied.last().map_or(1.0, |(d, _)| f64::from(*d) + 1.0);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "applied setpoints (share of each design range)",
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..x1, -0.05..1.05)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("culture day")
+            .y_desc("0 = lower, 1 = upper end")
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(err)?;
+        for (i, c) in Control::ALL.iter().enumerate() {
+            let r = design_space.control(*c).design_range();
+            let width = (r.upper - r.lower).max(f64::EPSILON);
+            let colour = Palette99::pick(i).to_rgba();
+            // a step line: each day's value holds over day → day + 1
+            let mut pts = Vec::with_capacity(2 * applied.len());
+            for (d, a) in applied {
+                let y = ((a[c.index()] - r.lower) / width).clamp(-0.05, 1.05);
+                pts.push((f64::from(*d), y));
+                pts.push((f64::from(*d) + 1.0, y));
+            }
+            chart
+                .draw_series(LineSeries::new(pts, colour.stroke_width(2)))
+                .map_err(err)?
+                .label(c.name())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], colour));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK.mix(0.3))
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
 }
 
 #[cfg(test)]
@@ -134,5 +225,15 @@ mod tests {
         );
         assert!(svg.matches("<polygon").count() >= 2);
         assert!(svg.contains("Titer"));
+    }
+
+    #[test]
+    fn setpoint_history_draws_one_line_per_control() {
+        let ds = perfusio_core::DEFAULT_AMBR250_DESIGN_SPACE;
+        let applied = vec![(0, Control::defaults()), (1, Control::defaults())];
+        let svg = setpoint_history_svg(&applied, &ds).unwrap();
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.matches("<polyline").count() >= 6, "{svg}");
+        assert!(svg.contains("perfusion_rate") && svg.contains("pyruvate_feed"));
     }
 }

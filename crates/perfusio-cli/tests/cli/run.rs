@@ -1,0 +1,154 @@
+//! `perfusio run`: the closed loop on the virtual reactor, its summary JSON, and `kill -9`
+//! followed by `--resume` giving the same result as no crash.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use perfusio_core::RunConfig;
+use serde_json::Value;
+
+use crate::perfusio;
+
+const KEYS: [&str; 16] = [
+    "run_id",
+    "days_completed",
+    "objective",
+    "objective_value",
+    "harvest_mg_per_l",
+    "medium_l_per_l",
+    "setpoints",
+    "min_viability",
+    "decisions",
+    "written",
+    "withheld",
+    "alarms",
+    "retrains",
+    "audit_head",
+    "seconds",
+    "true_states",
+];
+
+/// A quick run configuration file (fewer candidates and paths than the defaults).
+fn quick_toml(dir: &Path) -> String {
+    let cfg = RunConfig {
+        duration_days: 6,
+        forecast_horizon_days: 7,
+        mc_samples: 32,
+        raw_samples: 64,
+        optimizer_restarts: 2,
+        ..RunConfig::default()
+    };
+    let path = dir.join("run.toml");
+    std::fs::write(&path, cfg.to_toml_string().unwrap()).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn args<'a>(config: &'a str, audit: &'a str, summary: &'a str) -> Vec<&'a str> {
+    vec![
+        "run",
+        "--connector",
+        "virtual",
+        "--truth",
+        "CloneY",
+        "--prior",
+        "CloneX",
+        "--config",
+        config,
+        "--seed",
+        "9",
+        "--objective",
+        "harvest",
+        "--medium-cost",
+        "20",
+        "--allow-write",
+        "--audit",
+        audit,
+        "--summary-json",
+        summary,
+    ]
+}
+
+fn summary(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn run_kill_9_and_resume_ends_like_a_run_without_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = quick_toml(dir.path());
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (a_audit, a_sum, b_audit, b_sum) = (p("a.jsonl"), p("a.json"), p("b.jsonl"), p("b.json"));
+
+    // without a crash
+    let (code, out, err) = perfusio(&args(&config, &a_audit, &a_sum));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("completed on day 6"), "{out}");
+    let a = summary(Path::new(&a_sum));
+    let obj = a.as_object().unwrap();
+    for k in KEYS {
+        assert!(obj.contains_key(k), "summary lacks {k}: {a}");
+    }
+    assert_eq!(obj.len(), 16, "exactly the summary keys: {a}");
+    assert_eq!(a["days_completed"], 6);
+    assert_eq!(a["decisions"], 6);
+    assert_eq!(a["written"], 6);
+    assert_eq!(a["withheld"], 0);
+    assert_eq!(a["retrains"], 1);
+    assert_eq!(a["objective"], "harvest (medium cost 20)");
+    assert_eq!(a["setpoints"].as_array().unwrap().len(), 6);
+    assert_eq!(a["true_states"].as_array().unwrap().len(), 7);
+    assert_eq!(a["setpoints"][0]["day"], 0);
+    assert!(a["setpoints"][0]["perfusion_rate"].is_f64());
+    assert!(a["true_states"][6]["Titer"].as_f64().unwrap() > 0.0);
+
+    // killed (SIGKILL) in the middle of day 3, after its forecast
+    let mut child = Command::new(env!("CARGO_BIN_EXE_perfusio"))
+        .args(args(&config, &b_audit, &b_sum))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&b_audit).unwrap_or_default();
+        if text
+            .lines()
+            .any(|l| l.contains("\"kind\":\"forecast\"") && l.contains("\"day\":3.0,"))
+        {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(50), "day 3 never came");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&b_audit).unwrap();
+    assert!(
+        !text.contains("run_finished"),
+        "the run ended before the kill"
+    );
+
+    let mut resume = args(&config, &b_audit, &b_sum);
+    resume.push("--resume");
+    let (code, out, err) = perfusio(&resume);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let b = summary(Path::new(&b_sum));
+    // the same setpoints, plant states and objective, from day 0
+    assert_eq!(a["setpoints"], b["setpoints"]);
+    assert_eq!(a["true_states"], b["true_states"]);
+    assert_eq!(a["objective_value"], b["objective_value"]);
+    assert_eq!(b["days_completed"], 6);
+    let (code, out, err) = perfusio(&["audit", "verify", &b_audit]);
+    assert_eq!(code, 0, "{out}\n{err}");
+}
+
+#[test]
+fn run_rejects_an_unknown_connector() {
+    let (code, _, err) = perfusio(&["run", "--connector", "serial:/dev/ttyS0"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("expected file:PATH, virtual or opcua:URL"),
+        "{err}"
+    );
+}

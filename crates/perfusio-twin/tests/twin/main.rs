@@ -1,0 +1,9 @@
+//! Integration tests of the twin: one test binary, one module per concern.
+
+mod alarms;
+mod common;
+mod daily_loop;
+mod faults;
+mod restart;
+mod resume;
+mod withheld;
