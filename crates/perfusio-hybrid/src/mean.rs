@@ -186,15 +186,7 @@ impl PriorMean for MechanismInputMean {
     }
 
     fn eval(&self, x: &[f64], out: &mut [f64]) -> Result<(), MeanError> {
-        if x.len() < N_BASE + N_SPECIES {
-            return Err(MeanError(format!(
-                "the input has {} columns; the mechanism's prediction needs {}",
-                x.len(),
-                N_BASE + N_SPECIES
-            )));
-        }
-        out[..N_SPECIES].copy_from_slice(&x[N_BASE..N_BASE + N_SPECIES]);
-        Ok(())
+        column_block(x, N_BASE, out, None)
     }
 
     fn eval_with_jacobian(
@@ -203,12 +195,7 @@ impl PriorMean for MechanismInputMean {
         out: &mut [f64],
         jac: &mut [f64],
     ) -> Result<bool, MeanError> {
-        self.eval(x, out)?;
-        let d = x.len();
-        jac.fill(0.0);
-        for k in 0..N_SPECIES {
-            jac[k * d + N_BASE + k] = 1.0;
-        }
+        column_block(x, N_BASE, out, Some(jac))?;
         Ok(true)
     }
 
@@ -292,14 +279,7 @@ impl PriorMean for PersistenceMean {
     }
 
     fn eval(&self, x: &[f64], out: &mut [f64]) -> Result<(), MeanError> {
-        if x.len() < N_SPECIES {
-            return Err(MeanError(format!(
-                "base input has {} columns, need {N_SPECIES}",
-                x.len()
-            )));
-        }
-        out[..N_SPECIES].copy_from_slice(&x[..N_SPECIES]);
-        Ok(())
+        column_block(x, 0, out, None)
     }
 
     fn eval_with_jacobian(
@@ -308,12 +288,7 @@ impl PriorMean for PersistenceMean {
         out: &mut [f64],
         jac: &mut [f64],
     ) -> Result<bool, MeanError> {
-        self.eval(x, out)?;
-        let d = x.len();
-        jac.fill(0.0);
-        for k in 0..N_SPECIES {
-            jac[k * d + k] = 1.0;
-        }
+        column_block(x, 0, out, Some(jac))?;
         Ok(true)
     }
 
@@ -322,12 +297,62 @@ impl PriorMean for PersistenceMean {
     }
 }
 
+/// A mean that is the nine input columns from `first` on (the persistence mean: the state;
+/// the mechanism-input mean: the mechanism's prediction carried in the row), with its
+/// Jacobian (row-major `9 × x.len()`, ones on that block) when asked for.
+fn column_block(
+    x: &[f64],
+    first: usize,
+    out: &mut [f64],
+    jac: Option<&mut [f64]>,
+) -> Result<(), MeanError> {
+    let block = x.get(first..first + N_SPECIES).ok_or_else(|| {
+        MeanError(format!(
+            "the input has {} columns; this mean reads columns {first}..{}",
+            x.len(),
+            first + N_SPECIES
+        ))
+    })?;
+    out[..N_SPECIES].copy_from_slice(block);
+    if let Some(jac) = jac {
+        let d = x.len();
+        jac.fill(0.0);
+        for k in 0..N_SPECIES {
+            jac[k * d + first + k] = 1.0;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dataset::base_row;
     use perfusio_core::DEFAULT_AMBR250_DESIGN_SPACE as DS;
     use perfusio_mechanistic::initial_state;
+
+    #[test]
+    fn column_means_copy_their_block_with_a_unit_jacobian_and_refuse_short_rows() {
+        let x: Vec<f64> = (0..N_BASE + N_SPECIES).map(|i| i as f64 * 0.5).collect();
+        let d = x.len();
+        let m = MechanismInputMean::new(&mean());
+        for (p, first) in [(&PersistenceMean as &dyn PriorMean, 0), (&m, N_BASE)] {
+            let mut out = [0.0; N_SPECIES];
+            let mut jac = vec![7.0; N_SPECIES * d];
+            assert!(p.eval_with_jacobian(&x, &mut out, &mut jac).unwrap());
+            for k in 0..N_SPECIES {
+                assert_eq!(out[k].to_bits(), x[first + k].to_bits());
+                for j in 0..d {
+                    let want = if j == first + k { 1.0 } else { 0.0 };
+                    assert_eq!(jac[k * d + j].to_bits(), f64::to_bits(want), "{k},{j}");
+                }
+            }
+        }
+        let mut out = [0.0; N_SPECIES];
+        let err = m.eval(&x[..N_BASE], &mut out).unwrap_err();
+        assert!(err.0.contains("reads columns 16..25"), "{err}");
+        assert!(PersistenceMean.eval(&x[..3], &mut out).is_err());
+    }
 
     fn mean() -> MechanisticMean {
         MechanisticMean::new(
