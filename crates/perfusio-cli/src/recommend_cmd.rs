@@ -14,6 +14,8 @@
 //! refinement: `start_value`, `value`, `iterations`, `evaluations`, `converged`, `stop`);
 //! `rejected` (values of the history that validation rejected, `"day D: reason"`).
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -79,15 +81,16 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let policy = BedPolicy::new(design, vec![objective], cfg)?;
     let decision = policy.decide(&model, &state, &current)?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&to_json(&decision, &rejected))?
-        );
+    let text = if args.json {
+        serde_json::to_string_pretty(&to_json(&decision, &rejected))? + "\n"
     } else {
-        print_text(&decision, &rejected);
+        render_text(&decision, &rejected)
+    };
+    // a reader that stops early (`| head`) is not an error
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The filtered estimate of the history's last day, the controls in force then, and the
@@ -181,11 +184,17 @@ fn to_json(d: &Decision, rejected: &[String]) -> Value {
     })
 }
 
-fn print_text(d: &Decision, rejected: &[String]) {
-    println!("day {}: {}", d.day, d.reason);
-    println!("{:<18} {:>12} {:>12}", "control", "current", "recommended");
+fn render_text(d: &Decision, rejected: &[String]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "day {}: {}", d.day, d.reason);
+    let _ = writeln!(
+        out,
+        "{:<18} {:>12} {:>12}",
+        "control", "current", "recommended"
+    );
     for c in Control::ALL {
-        println!(
+        let _ = writeln!(
+            out,
             "{:<18} {:>12.4} {:>12.4}  {}",
             c.name(),
             d.current[c.index()],
@@ -194,7 +203,8 @@ fn print_text(d: &Decision, rejected: &[String]) {
         );
     }
     if let (Some(r), Some(h)) = (d.recommended.first(), d.holding.first()) {
-        println!(
+        let _ = writeln!(
+            out,
             "{}: {:.2} ± {:.2} recommended, {:.2} ± {:.2} holding course",
             d.objectives.first().map_or("objective", String::as_str),
             r.mean,
@@ -203,7 +213,8 @@ fn print_text(d: &Decision, rejected: &[String]) {
             h.sd
         );
     }
-    println!(
+    let _ = writeln!(
+        out,
         "{} {:.4}; P(feasible) {:.2}; {:.0} ms",
         d.acquisition,
         d.acquisition_value,
@@ -211,6 +222,7 @@ fn print_text(d: &Decision, rejected: &[String]) {
         d.elapsed.as_secs_f64() * 1e3
     );
     for r in rejected {
-        println!("rejected: {r}");
+        let _ = writeln!(out, "rejected: {r}");
     }
+    out
 }
