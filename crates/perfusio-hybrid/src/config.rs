@@ -182,9 +182,10 @@ impl HybridConfig {
         }
         if !(self.integrator.rtol > 0.0
             && self.integrator.atol > 0.0
-            && self.integrator.h_max > 0.0)
+            && self.integrator.h_max > 0.0
+            && self.integrator.h_init.is_none_or(|h| h > 0.0))
         {
-            return bad("integrator tolerances and h_max must be positive".into());
+            return bad("integrator tolerances, h_max and h_init must be positive".into());
         }
         Ok(())
     }
