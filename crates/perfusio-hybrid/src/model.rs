@@ -725,7 +725,7 @@ impl HybridModel {
             seen.dedup();
             seen.len()
         };
-        let report = HybridFitReport {
+        let mut report = HybridFitReport {
             rows: rows.len(),
             transitions: rows.transitions,
             runs,
@@ -740,7 +740,6 @@ impl HybridModel {
             calibration: None,
             calibration_skipped: step.skipped,
         };
-        let mut report = report;
         if !report.converged {
             tracing::warn!(
                 iterations = report.iterations,
