@@ -63,6 +63,11 @@ pub(crate) fn calibration_arg(arg: Option<&str>) -> anyhow::Result<Option<Calibr
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let prior = PlantSpec::from_arg(&args.prior).map_err(|e| anyhow::anyhow!("--prior {e}"))?;
+    let calibrate = if args.no_calibrate {
+        None
+    } else {
+        Some(calibration_arg(args.calibrate.as_deref())?.unwrap_or_default())
+    };
     if let Some(l) = &args.line
         && l.trim().is_empty()
     {
@@ -83,11 +88,6 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         args.runs.display(),
         t0.elapsed().as_secs_f64()
     );
-    let calibrate = if args.no_calibrate {
-        None
-    } else {
-        Some(calibration_arg(args.calibrate.as_deref())?.unwrap_or_default())
-    };
     let config = HybridConfig {
         max_day: max_day.max(1),
         calibrate,

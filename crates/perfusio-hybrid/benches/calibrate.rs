@@ -5,6 +5,9 @@
 //! Data: clone X with μ_max ×1.3, q_glc,max ×0.8, q_gln,max ×1.2, K_d ×0.8, β_P ×1.3, the
 //! ambr250 noise (seed 1), 28 days; prior clone X; default calibration settings.
 //!
+//! Medians measured on the shared 2-core machine while another evaluation ran on it:
+//! offline 13.4 s (4 rounds at most; above the 5 s target), online 40 ms.
+//!
 //! `cargo bench -p perfusio-hybrid --bench calibrate`
 
 use std::hint::black_box;

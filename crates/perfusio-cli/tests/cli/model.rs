@@ -267,7 +267,7 @@ fn train_calibrates_the_named_parameters_and_writes_the_report() {
         &p("fit.json"),
     ]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("calibration: 44 transitions"), "{err}");
+    assert!(err.contains("calibration: 48 transitions"), "{err}");
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p("fit.json")).unwrap()).unwrap();
     let cal = &doc["fit"]["calibration"];
