@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use perfusio_core::Species;
 use perfusio_hybrid::ForecastMethod;
-use perfusio_hybrid::evaluate::{EvalConfig, EvalReport, MODEL_NAMES, TrainDesign, evaluate};
+use perfusio_hybrid::evaluate::{
+    CALIBRATED_MODEL_NAMES, EvalConfig, EvalReport, MODEL_NAMES, TrainDesign, evaluate,
+};
 use perfusio_mechanistic::PlantSpec;
 
 /// Arguments of `perfusio evaluate`. Values are parsed here so that every invalid value
@@ -46,6 +48,11 @@ pub(crate) struct Args {
     /// Write the scores as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also calibrate the mechanism on the training runs and score `mechanistic-calibrated`
+    /// and `hybrid-calibrated`: the bare flag calibrates mu_max, q_glc_max, q_gln_max, k_d
+    /// and beta_p; a comma-separated list of kinetic-parameter names chooses others.
+    #[arg(long, value_name = "NAMES", num_args = 0..=1, default_missing_value = "")]
+    calibrate: Option<String>,
 }
 
 fn parse<T: std::str::FromStr>(option: &str, value: &str) -> anyhow::Result<T> {
@@ -83,6 +90,7 @@ pub(crate) fn config(args: &Args) -> anyhow::Result<EvalConfig> {
         seed: parse("--seed", &args.seed)?,
         noise,
         method,
+        calibrate: crate::train_cmd::calibration_arg(args.calibrate.as_deref())?,
         ..EvalConfig::default()
     };
     cfg.check().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -132,13 +140,13 @@ fn table(cfg: &EvalConfig, r: &EvalReport) -> String {
     );
     for h in &r.horizons {
         s += &format!(
-            "\nhorizon {h} d     {:>8} {:>7} {:>7} {:>8} {:>7}\n",
-            "rRMSE %", "cov90", "cov80", "sharp90", "CRPS %"
+            "\nhorizon {h} d{:12}{:>8} {:>7} {:>7} {:>8} {:>7}\n",
+            "", "rRMSE %", "cov90", "cov80", "sharp90", "CRPS %"
         );
-        for name in MODEL_NAMES {
-            if let Some(sc) = r.models.get(name).and_then(|m| m.get(h)) {
+        for name in MODEL_NAMES.iter().chain(&CALIBRATED_MODEL_NAMES) {
+            if let Some(sc) = r.models.get(*name).and_then(|m| m.get(h)) {
                 s += &format!(
-                    "{name:<13} {:>8} {:>7} {:>7} {:>8} {:>7}\n",
+                    "{name:<22} {:>8} {:>7} {:>7} {:>8} {:>7}\n",
                     fmt(sc.rrmse_mean, 2),
                     fmt(sc.coverage90, 3),
                     fmt(sc.coverage80, 3),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use perfusio_hybrid::{HybridConfig, HybridModel};
+use perfusio_hybrid::{CalibrationConfig, HybridConfig, HybridModel};
 use perfusio_mechanistic::PlantSpec;
 
 use crate::runs::read_run_dir;
@@ -27,10 +27,47 @@ pub(crate) struct Args {
     /// Where to write the trained model (JSON).
     #[arg(long)]
     out: PathBuf,
+    /// Calibrate these kinetic parameters of the mechanism before the GP is fitted
+    /// (comma-separated field names of a plant file). The bare flag, like no flag at all,
+    /// calibrates the default subset: mu_max, q_glc_max, q_gln_max, k_d, beta_p.
+    #[arg(long, value_name = "NAMES", num_args = 0..=1, default_missing_value = "")]
+    calibrate: Option<String>,
+    /// Keep the prior's kinetic parameters as they are (no calibration).
+    #[arg(long, conflicts_with = "calibrate")]
+    no_calibrate: bool,
+    /// Write the fit report, with the calibration report (estimates, standard errors,
+    /// correlations, identifiability flags), as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// The calibration of `--calibrate [NAMES]`: `None` when the flag is absent, the default
+/// subset for the bare flag, the named parameters otherwise (unknown names are an error
+/// that lists the valid ones).
+pub(crate) fn calibration_arg(arg: Option<&str>) -> anyhow::Result<Option<CalibrationConfig>> {
+    let Some(list) = arg else {
+        return Ok(None);
+    };
+    let names: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Ok(Some(CalibrationConfig::default()));
+    }
+    CalibrationConfig::with_parameters(&names)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("--calibrate {list}: {e}"))
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let prior = PlantSpec::from_arg(&args.prior).map_err(|e| anyhow::anyhow!("--prior {e}"))?;
+    let calibrate = if args.no_calibrate {
+        None
+    } else {
+        Some(calibration_arg(args.calibrate.as_deref())?.unwrap_or_default())
+    };
     if let Some(l) = &args.line
         && l.trim().is_empty()
     {
@@ -53,6 +90,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     );
     let config = HybridConfig {
         max_day: max_day.max(1),
+        calibrate,
         ..HybridConfig::with_prior(prior.params, prior.source.clone())
     };
     let mut model = HybridModel::new(config)?;
@@ -74,10 +112,22 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
              no design.csv row); their transitions are not used"
         );
     }
-    eprintln!("estimating every day's state with the mechanism-only filter …");
-    model.estimate_states()?;
-    eprintln!("fitting the multi-task GP …");
-    let rep = model.retrain(false).context("training the hybrid model")?;
+    eprintln!(
+        "{}estimating every day's state with the mechanism-only filter and fitting the \
+         multi-task GP …",
+        if model.config().calibrate.is_some() {
+            "calibrating the mechanism, "
+        } else {
+            ""
+        }
+    );
+    let rep = model.fit_offline().context("training the hybrid model")?;
+    if let Some(c) = &rep.calibration {
+        eprint!("{}", c.table());
+    }
+    if let Some(why) = &rep.calibration_skipped {
+        eprintln!("warning: {why}");
+    }
     eprintln!(
         "trained on {} rows: NLML {:.2}, {} iterations, {} ({}), {:.1} s",
         rep.rows,
@@ -91,6 +141,15 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         rep.termination,
         rep.wall_time.as_secs_f64()
     );
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "model": args.out.display().to_string(),
+            "fingerprint": model.fingerprint(),
+            "fit": rep,
+        });
+        let text = serde_json::to_string_pretty(&doc)? + "\n";
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     model
         .save(&args.out)
         .with_context(|| format!("cannot write {}", args.out.display()))?;

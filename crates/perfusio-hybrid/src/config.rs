@@ -4,6 +4,7 @@ use perfusio_core::{DEFAULT_AMBR250_DESIGN_SPACE, DesignSpace, N_SPECIES, Specie
 use perfusio_mechanistic::{KineticParams, NoiseModel};
 use serde::{Deserialize, Serialize};
 
+use crate::calibrate::CalibrationConfig;
 use crate::dataset::InputSource;
 use crate::error::{HybridError, Result};
 use crate::mean::PriorIntegrator;
@@ -115,6 +116,16 @@ pub struct HybridConfig {
     pub mechanism_sd: SpeciesArray<f64>,
     /// Fewest one-day transitions the GP is fitted on.
     pub min_transitions: usize,
+    /// Calibration of the mechanism's kinetic parameters before the GP is fitted
+    /// ([`crate::calibrate`]); `None` keeps the prior as it is. On by default
+    /// (`Some(CalibrationConfig::default())`: μ_max, q_glc,max, q_gln,max, K_d, β_P): the
+    /// offline fit ([`crate::HybridModel::fit_runs`], [`crate::HybridModel::fit_offline`])
+    /// calibrates from the prior, and online retraining re-calibrates every
+    /// [`CalibrationConfig::every_retrains`] warm retrains, warm-started. Only the
+    /// mechanistic mean is calibrated. A configuration (or model file) without this field
+    /// reads as `None`: models written before calibration existed stay as they were.
+    #[serde(default)]
+    pub calibrate: Option<CalibrationConfig>,
 }
 
 impl Default for HybridConfig {
@@ -132,6 +143,7 @@ impl Default for HybridConfig {
             gp: GpSettings::default(),
             mechanism_sd: [0.05; N_SPECIES],
             min_transitions: 3,
+            calibrate: Some(CalibrationConfig::default()),
         }
     }
 }
@@ -176,6 +188,9 @@ impl HybridConfig {
         }
         if self.gp.n_starts == 0 {
             return bad("gp.n_starts = 0: need at least one start".into());
+        }
+        if let Some(c) = &self.calibrate {
+            c.check()?;
         }
         if self.min_transitions < 2 {
             return bad("min_transitions must be at least 2".into());

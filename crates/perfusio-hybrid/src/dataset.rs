@@ -267,6 +267,16 @@ impl Dataset {
         Ok(())
     }
 
+    /// Removes every stored state estimate (they are derived data: the offline fit
+    /// re-estimates the states once the mechanism is calibrated).
+    pub(crate) fn clear_estimates(&mut self) {
+        for r in &mut self.runs {
+            for d in r.days.values_mut() {
+                d.estimate = None;
+            }
+        }
+    }
+
     /// Adds a whole trajectory (each row's controls are those applied that day). Days
     /// already recorded identically are skipped. Returns the number of new days.
     pub fn add_trajectory(&mut self, t: &Trajectory, line: Option<&str>) -> Result<usize> {

@@ -47,6 +47,17 @@ pub enum HybridError {
         /// What went wrong.
         message: String,
     },
+    /// A kinetic parameter name that [`perfusio_mechanistic::KineticParams`] does not have.
+    #[error("unknown kinetic parameter {name:?}; valid names: {valid}")]
+    UnknownParameter {
+        /// The name given.
+        name: String,
+        /// Every valid name, comma-separated.
+        valid: String,
+    },
+    /// The calibration of the mechanism failed (the message says where).
+    #[error("calibration of the mechanism: {0}")]
+    Calibration(String),
     /// A covariance matrix was not positive definite even after jitter.
     #[error("{0}: covariance is not positive definite")]
     NotPositiveDefinite(&'static str),

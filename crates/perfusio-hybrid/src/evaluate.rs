@@ -9,6 +9,12 @@
 //! | `gp` | the same GP with a constant mean per task |
 //! | `persistence` | tomorrow equals today |
 //! | `hybrid` | mechanism + GP |
+//! | `mechanistic-calibrated` | the mechanism with its parameters calibrated on the training runs ([`EvalConfig::calibrate`]) |
+//! | `hybrid-calibrated` | the calibrated mechanism + GP ([`EvalConfig::calibrate`]) |
+//!
+//! `hybrid` and `mechanistic` are never calibrated, whatever [`HybridConfig::calibrate`]
+//! defaults to, so that the calibrated entries are compared with the prior as it is. Every
+//! model starts from the uncalibrated hybrid model's filtered estimates.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -20,6 +26,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value, json};
 
+use crate::calibrate::{CalibrationConfig, CalibrationReport};
 use crate::config::{HybridConfig, MeanKind};
 use crate::error::{HybridError, Result};
 use crate::forecast::{Forecast, ForecastMethod, ForecastOptions};
@@ -86,6 +93,11 @@ pub struct EvalConfig {
     pub paths: usize,
     /// Days between control changes of the held-out runs.
     pub change_every: u32,
+    /// Also score the calibrated mechanism and the hybrid model on it
+    /// (`mechanistic-calibrated`, `hybrid-calibrated`), calibrated with these settings on
+    /// the training runs only. `None` (default): the four uncalibrated models only; the
+    /// `hybrid` and `mechanistic` entries are always uncalibrated.
+    pub calibrate: Option<CalibrationConfig>,
 }
 
 impl Default for EvalConfig {
@@ -102,6 +114,7 @@ impl Default for EvalConfig {
             method: ForecastMethod::MonteCarlo,
             paths: 256,
             change_every: 7,
+            calibrate: None,
         }
     }
 }
@@ -249,6 +262,8 @@ pub struct EvalReport {
     pub fit: HybridFitReport,
     /// Whether rRMSE was scored against the noise-free truth (always, for simulated runs).
     pub against_truth: bool,
+    /// The calibration behind the calibrated entries, when asked for.
+    pub calibration: Option<CalibrationReport>,
 }
 
 impl EvalReport {
@@ -279,12 +294,19 @@ impl EvalReport {
             }
             models.insert(name.clone(), Value::Object(hs));
         }
-        json!({
+        let mut doc = json!({
             "horizons": self.horizons,
             "models": Value::Object(models),
             "train_seconds": self.train_seconds,
             "forecast_ms_per_run": self.forecast_ms_per_run,
-        })
+        });
+        if let (Some(c), Some(obj)) = (&self.calibration, doc.as_object_mut()) {
+            obj.insert(
+                "calibration".into(),
+                serde_json::to_value(c).unwrap_or(Value::Null),
+            );
+        }
+        doc
     }
 }
 
@@ -298,6 +320,9 @@ fn num(v: Option<f64>) -> Value {
 /// The four models of the ablation, in report order.
 pub const MODEL_NAMES: [&str; 4] = ["hybrid", "mechanistic", "gp", "persistence"];
 
+/// The entries added by [`EvalConfig::calibrate`], in report order.
+pub const CALIBRATED_MODEL_NAMES: [&str; 2] = ["hybrid-calibrated", "mechanistic-calibrated"];
+
 /// Runs the whole pipeline. `progress` receives one line per stage.
 pub fn evaluate(cfg: &EvalConfig, progress: &mut dyn FnMut(&str)) -> Result<EvalReport> {
     cfg.check()?;
@@ -309,6 +334,7 @@ pub fn evaluate(cfg: &EvalConfig, progress: &mut dyn FnMut(&str)) -> Result<Eval
     let test = held_out_runs(cfg)?;
     let base = HybridConfig {
         max_day: cfg.days,
+        calibrate: None,
         ..HybridConfig::with_prior(cfg.prior.params, cfg.prior.to_string())
     };
     let labelled: Vec<(Trajectory, Option<String>)> =
@@ -336,14 +362,43 @@ pub fn evaluate(cfg: &EvalConfig, progress: &mut dyn FnMut(&str)) -> Result<Eval
     let mechanistic = HybridModel::new(base.clone())?;
     let persistence = HybridModel::new(HybridConfig {
         mean: MeanKind::Persistence,
-        ..base
+        ..base.clone()
     })?;
-    let models: [(&str, &HybridModel); 4] = [
+    let calibrated = match &cfg.calibrate {
+        Some(c) => {
+            progress(
+                "calibrating the mechanism on the training runs and training the hybrid model on it",
+            );
+            let (h, fit) = HybridModel::fit_runs(
+                HybridConfig {
+                    calibrate: Some(c.clone()),
+                    ..base.clone()
+                },
+                &labelled,
+            )?;
+            if let Some(r) = &fit.calibration {
+                progress(&r.table());
+            } else if let Some(why) = &fit.calibration_skipped {
+                progress(why);
+            }
+            let mech = HybridModel::new(HybridConfig {
+                prior: *h.mechanism_params(),
+                ..base.clone()
+            })?;
+            Some((h, mech, fit.calibration))
+        }
+        None => None,
+    };
+    let mut models: Vec<(&str, &HybridModel)> = vec![
         ("hybrid", &hybrid),
         ("mechanistic", &mechanistic),
         ("gp", &gp_only),
         ("persistence", &persistence),
     ];
+    if let Some((h, m, _)) = &calibrated {
+        models.push((CALIBRATED_MODEL_NAMES[0], h));
+        models.push((CALIBRATED_MODEL_NAMES[1], m));
+    }
     let hmax = cfg.horizons.iter().copied().max().unwrap_or(1) as usize;
     let starts = cfg.start_days();
     let mut acc: BTreeMap<(usize, u32), ScoreAccumulator> = BTreeMap::new();
@@ -401,6 +456,7 @@ pub fn evaluate(cfg: &EvalConfig, progress: &mut dyn FnMut(&str)) -> Result<Eval
         forecast_ms_per_run: hybrid_ms / test.len().max(1) as f64,
         fit,
         against_truth: true,
+        calibration: calibrated.and_then(|c| c.2),
     })
 }
 

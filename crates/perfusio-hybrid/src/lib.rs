@@ -15,6 +15,7 @@
 //! | one-day prediction with quantiles | [`HybridModel::predict_next_state`] |
 //! | Monte-Carlo and moment-matching forecasts | [`HybridModel::forecast`] |
 //! | rRMSE, coverage, sharpness, CRPS | [`metrics`] |
+//! | calibrating the mechanism's kinetic parameters (weighted least squares, bounded Levenberg–Marquardt on argmin) | [`calibrate`], [`Calibrator`] |
 //! | the accuracy pipeline of `perfusio evaluate` | [`evaluate`] |
 //!
 //! ## Why log coordinates
@@ -61,6 +62,7 @@
 #![deny(clippy::float_cmp)]
 #![allow(clippy::needless_range_loop)]
 
+pub mod calibrate;
 mod config;
 mod dataset;
 mod error;
@@ -73,6 +75,10 @@ mod model;
 mod stats;
 mod transform;
 
+pub use calibrate::{
+    CalibratedParameter, Calibration, CalibrationConfig, CalibrationData, CalibrationReport,
+    Calibrator, DEFAULT_PARAMETERS,
+};
 pub use config::{GpSettings, HybridConfig, MeanKind};
 pub use dataset::{
     DAY_COL, Dataset, DayRecord, InputSource, N_BASE, N_COLS, RunRecord, TrainingRows,

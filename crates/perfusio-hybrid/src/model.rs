@@ -1,6 +1,7 @@
 //! [`HybridModel`]: the mechanistic one-day step as the prior mean of a multi-task GP that
 //! learns what the mechanism gets wrong, trained offline on many runs or online, day by day.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,11 +11,13 @@ use perfusio_core::{
 };
 use perfusio_gp::kernel::{KernelSpec, Matern, Nu};
 use perfusio_gp::{ConstantMean, GpParams, MultiTaskGp, PriorMean, TaskPrediction};
+use perfusio_mechanistic::KineticParams;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::calibrate::{Calibration, CalibrationData, CalibrationReport, Calibrator};
 use crate::config::{HybridConfig, MeanKind};
-use crate::dataset::{DAY_COL, Dataset, N_BASE, N_COLS, TrainingRows, base_row};
+use crate::dataset::{DAY_COL, Dataset, InputSource, N_BASE, N_COLS, TrainingRows, base_row};
 use crate::error::{HybridError, Result};
 use crate::mean::{MechanismInputMean, MechanisticMean, PersistenceMean};
 use crate::stats::Z_QUANTILES;
@@ -40,8 +43,19 @@ pub struct HybridFitReport {
     pub termination: String,
     /// Whether the fit started from the previous hyperparameters.
     pub warm_start: bool,
-    /// Wall time of the fit (data preparation included).
+    /// Wall time of the fit (data preparation and calibration included).
     pub wall_time: Duration,
+    /// The calibrated kinetic parameters in force after this (re)training, by name (empty
+    /// when the mechanism was never calibrated): what a `model_retrained` record names.
+    #[serde(default)]
+    pub calibrated: BTreeMap<String, f64>,
+    /// The calibration run by this (re)training, if one ran.
+    #[serde(default)]
+    pub calibration: Option<CalibrationReport>,
+    /// Why a calibration that was due did not run or was not used (too few transitions, a
+    /// failure online), if so.
+    #[serde(default)]
+    pub calibration_skipped: Option<String>,
 }
 
 /// Prediction of one species' next measured value (original units).
@@ -111,6 +125,41 @@ pub struct HybridModel {
     /// Process variance per species (`z`): the part of the GP's fitted noise that the
     /// measurement noise does not explain (see [`HybridModel::process_variance`]).
     process_var: SpeciesArray<f64>,
+    /// The calibrated kinetic parameters of the mechanism (`None`: the prior as configured).
+    calibrated_params: Option<KineticParams>,
+    /// Report of the last calibration that was used.
+    calibration: Option<CalibrationReport>,
+    /// Warm retrains since the last calibration (online schedule).
+    retrains_since_calibration: u32,
+}
+
+/// The three prior means of a model whose mechanism has `params`.
+type Means = (Arc<MechanisticMean>, Arc<dyn PriorMean>, Arc<dyn PriorMean>);
+
+fn build_means(config: &HybridConfig, params: KineticParams) -> Means {
+    let mechanism = Arc::new(MechanisticMean::new(
+        params,
+        config.transform,
+        &config.design_space,
+        config.integrator,
+    ));
+    let (gp_mean, untrained): (Arc<dyn PriorMean>, Arc<dyn PriorMean>) = match config.mean {
+        MeanKind::Mechanistic if config.gp.mechanism_inputs => (
+            Arc::new(MechanismInputMean::new(&mechanism)),
+            mechanism.clone(),
+        ),
+        MeanKind::Mechanistic => (mechanism.clone(), mechanism.clone()),
+        MeanKind::Constant => (Arc::new(ConstantMean(0.0)), Arc::new(PersistenceMean)),
+        MeanKind::Persistence => (Arc::new(PersistenceMean), Arc::new(PersistenceMean)),
+    };
+    (mechanism, gp_mean, untrained)
+}
+
+/// What the calibration step of a (re)training produced.
+#[derive(Default)]
+struct CalibrationStep {
+    run: Option<Calibration>,
+    skipped: Option<String>,
 }
 
 /// File format tag of saved models.
@@ -125,27 +174,19 @@ struct ModelFile {
     last_fit: Option<HybridFitReport>,
     #[serde(default)]
     process_var: SpeciesArray<f64>,
+    #[serde(default)]
+    calibrated_params: Option<KineticParams>,
+    #[serde(default)]
+    calibration: Option<CalibrationReport>,
+    #[serde(default)]
+    retrains_since_calibration: u32,
 }
 
 impl HybridModel {
     /// An untrained model: the mechanism alone, with no data.
     pub fn new(config: HybridConfig) -> Result<Self> {
         config.check()?;
-        let mechanism = Arc::new(MechanisticMean::new(
-            config.prior,
-            config.transform,
-            &config.design_space,
-            config.integrator,
-        ));
-        let (gp_mean, untrained): (Arc<dyn PriorMean>, Arc<dyn PriorMean>) = match config.mean {
-            MeanKind::Mechanistic if config.gp.mechanism_inputs => (
-                Arc::new(MechanismInputMean::new(&mechanism)),
-                mechanism.clone(),
-            ),
-            MeanKind::Mechanistic => (mechanism.clone(), mechanism.clone()),
-            MeanKind::Constant => (Arc::new(ConstantMean(0.0)), Arc::new(PersistenceMean)),
-            MeanKind::Persistence => (Arc::new(PersistenceMean), Arc::new(PersistenceMean)),
-        };
+        let (mechanism, gp_mean, untrained) = build_means(&config, config.prior);
         Ok(Self {
             config,
             dataset: Dataset::default(),
@@ -155,6 +196,9 @@ impl HybridModel {
             gp_mean,
             process_var: [0.0; N_SPECIES],
             untrained,
+            calibrated_params: None,
+            calibration: None,
+            retrains_since_calibration: 0,
         })
     }
 
@@ -169,9 +213,232 @@ impl HybridModel {
         for (t, line) in runs {
             model.dataset.add_trajectory(t, line.as_deref())?;
         }
-        model.estimate_states()?;
-        let report = model.retrain(false)?;
+        let report = model.fit_offline()?;
         Ok((model, report))
+    }
+
+    /// The offline fit of the recorded data: with [`HybridConfig::calibrate`] on, the
+    /// offline calibration ([`HybridModel::calibrate_offline`]); then the states are
+    /// estimated with the (calibrated) mechanism and the GP is fitted from scratch. With
+    /// fewer transitions than the calibration needs, it is skipped and the report says so.
+    /// On an error the model is left as it was.
+    pub fn fit_offline(&mut self) -> Result<HybridFitReport> {
+        let start = Instant::now();
+        let backup = (self.dataset.clone(), self.means(), self.calibrated_params);
+        let result = (|| {
+            let step = self.offline_calibration()?;
+            self.estimate_states()?;
+            self.fit_gp(false, start, step)
+        })();
+        if result.is_err() {
+            let (dataset, means, params) = backup;
+            self.dataset = dataset;
+            self.set_means(means);
+            self.calibrated_params = params;
+        }
+        result
+    }
+
+    /// Calibrates the mechanism on the recorded data in rounds, without fitting the GP
+    /// (what [`HybridModel::fit_offline`] does first). Each round calibrates from the
+    /// previous round's estimate, with the input-noise weights and corrections refreshed
+    /// there; with filtered inputs ([`crate::CalibrationConfig::input_source`]) each round
+    /// first re-estimates every day's state with the mechanism-only filter of the current
+    /// parameters (estimates are derived data offline). Afterwards every state is
+    /// re-estimated with the calibrated mechanism. The rounds stop when no parameter moved by more than
+    /// [`crate::CalibrationConfig::round_tol`] standard errors, or after
+    /// [`crate::CalibrationConfig::rounds`]. Returns the last round's report (`rounds`
+    /// and `wall_time` cover them all), or `None` when calibration is off or the data are
+    /// too few. The GP, if any, is left as it was: retrain it.
+    pub fn calibrate_offline(&mut self) -> Result<Option<CalibrationReport>> {
+        let step = self.offline_calibration()?;
+        Ok(step.run.map(|c| {
+            self.calibrated_params = Some(c.params);
+            self.calibration = Some(c.report.clone());
+            self.retrains_since_calibration = 0;
+            c.report
+        }))
+    }
+
+    /// The rounds of [`HybridModel::calibrate_offline`]; the model's means follow the
+    /// estimates, the calibration is committed by the caller. The stored estimates are those
+    /// of the last mechanism.
+    fn offline_calibration(&mut self) -> Result<CalibrationStep> {
+        let Some(cfg) = self.config.calibrate.clone() else {
+            return Ok(CalibrationStep::default());
+        };
+        if self.config.mean != MeanKind::Mechanistic {
+            return Ok(CalibrationStep::default());
+        }
+        let t0 = Instant::now();
+        let calibrator = Calibrator::new(&self.config, &cfg)?;
+        let mut last: Option<Calibration> = None;
+        let mut rounds = 0;
+        let refilter = cfg.input_source == InputSource::Filtered;
+        for round in 0..cfg.rounds {
+            // with measured inputs the estimates only fill missing species
+            self.estimate_states()?;
+            let data = self.calibration_data();
+            let start = *self.mechanism.params();
+            let warm = round > 0 || self.calibrated_params.is_some();
+            let c = match calibrator.run(&data, &start, warm) {
+                Ok(c) => c,
+                Err(e @ HybridError::TooFewTransitions { .. }) => {
+                    return Ok(CalibrationStep {
+                        run: None,
+                        skipped: Some(format!("calibration skipped: {e}")),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            rounds += 1;
+            let moved = c
+                .report
+                .parameters
+                .iter()
+                .map(|p| match p.std_error {
+                    Some(se) if se > 0.0 => (p.estimate / p.start).ln().abs() / (se / p.estimate),
+                    _ => 0.0,
+                })
+                .fold(0.0, f64::max);
+            self.set_means(build_means(&self.config, c.params));
+            if refilter {
+                self.dataset.clear_estimates();
+            }
+            last = Some(c);
+            if moved <= cfg.round_tol {
+                break;
+            }
+        }
+        if !refilter && last.is_some() {
+            // the GP trains on estimates of the calibrated mechanism
+            self.dataset.clear_estimates();
+        }
+        self.estimate_states()?;
+        Ok(CalibrationStep {
+            run: last.map(|mut c| {
+                c.report.rounds = rounds;
+                c.report.wall_time = t0.elapsed();
+                if !c.report.converged {
+                    tracing::warn!(
+                        iterations = c.report.iterations,
+                        termination = %c.report.termination,
+                        "calibration of the mechanism stopped before converging"
+                    );
+                }
+                c
+            }),
+            skipped: None,
+        })
+    }
+
+    fn means(&self) -> Means {
+        (
+            self.mechanism.clone(),
+            self.gp_mean.clone(),
+            self.untrained.clone(),
+        )
+    }
+
+    fn set_means(&mut self, (mechanism, gp_mean, untrained): Means) {
+        self.mechanism = mechanism;
+        self.gp_mean = gp_mean;
+        self.untrained = untrained;
+    }
+
+    /// The kinetic parameters of the mechanism in force: the calibrated ones, or the prior.
+    pub fn mechanism_params(&self) -> &KineticParams {
+        self.mechanism.params()
+    }
+
+    /// Whether the mechanism has been calibrated.
+    pub fn is_calibrated(&self) -> bool {
+        self.calibrated_params.is_some()
+    }
+
+    /// Report of the last calibration in use (estimates, standard errors, correlations).
+    pub fn calibration(&self) -> Option<&CalibrationReport> {
+        self.calibration.as_ref()
+    }
+
+    /// The calibrated parameters by name (empty when not calibrated).
+    pub fn calibrated_values(&self) -> BTreeMap<String, f64> {
+        match (&self.calibration, self.calibrated_params) {
+            (Some(r), Some(p)) => r
+                .parameters
+                .iter()
+                .filter_map(|c| p.get(&c.name).map(|v| (c.name.clone(), v)))
+                .collect(),
+            _ => BTreeMap::new(),
+        }
+    }
+
+    /// The residual data of a calibration on the recorded dataset (see
+    /// [`CalibrationData::from_dataset`]).
+    pub fn calibration_data(&self) -> CalibrationData {
+        CalibrationData::from_dataset(
+            &self.dataset,
+            &self.config.transform,
+            &self.config.observation_cv,
+            self.config
+                .calibrate
+                .as_ref()
+                .map_or(InputSource::Filtered, |c| c.input_source),
+        )
+    }
+
+    /// Runs the calibration when one is due: always from scratch (`warm == false`, or no GP
+    /// yet), every [`crate::CalibrationConfig::every_retrains`] warm retrains otherwise
+    /// (and at the first warm retrain with enough data if never calibrated). Too few
+    /// transitions skip it; online (warm) a failure is logged and skipped too, offline it is
+    /// an error.
+    fn calibration_step(&mut self, warm: bool) -> Result<CalibrationStep> {
+        let Some(cfg) = self.config.calibrate.clone() else {
+            return Ok(CalibrationStep::default());
+        };
+        if self.config.mean != MeanKind::Mechanistic {
+            return Ok(CalibrationStep::default());
+        }
+        let online = warm && self.gp.is_some();
+        if online {
+            self.retrains_since_calibration = self.retrains_since_calibration.saturating_add(1);
+            if self.calibrated_params.is_some()
+                && self.retrains_since_calibration < cfg.every_retrains
+            {
+                return Ok(CalibrationStep::default());
+            }
+        }
+        let calibrator = Calibrator::new(&self.config, &cfg)?;
+        let data = self.calibration_data();
+        let start = *self.mechanism.params();
+        match calibrator.run(&data, &start, self.calibrated_params.is_some()) {
+            Ok(c) => {
+                if !c.report.converged {
+                    tracing::warn!(
+                        iterations = c.report.iterations,
+                        termination = %c.report.termination,
+                        "calibration of the mechanism stopped before converging"
+                    );
+                }
+                Ok(CalibrationStep {
+                    run: Some(c),
+                    skipped: None,
+                })
+            }
+            Err(e @ HybridError::TooFewTransitions { .. }) => Ok(CalibrationStep {
+                run: None,
+                skipped: Some(format!("calibration skipped: {e}")),
+            }),
+            Err(e) if online => {
+                tracing::warn!(error = %e, "calibration failed; keeping the mechanism");
+                self.retrains_since_calibration = 0;
+                Ok(CalibrationStep {
+                    run: None,
+                    skipped: Some(format!("calibration failed, mechanism kept: {e}")),
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// An untrained model over an existing dataset (its state estimates included), e.g. to
@@ -400,9 +667,36 @@ impl HybridModel {
     /// state estimate are estimated first. With fewer than
     /// [`HybridConfig::min_transitions`] transitions nothing is fitted
     /// ([`HybridError::TooFewTransitions`]) and the model stays as it was.
+    ///
+    /// With [`HybridConfig::calibrate`] on, the mechanism is calibrated first when due (see
+    /// [`HybridModel::fit_offline`] for the offline path): from scratch at every
+    /// `retrain(false)`, every [`crate::CalibrationConfig::every_retrains`] warm retrains
+    /// online, warm-started from the current parameters. The stored state estimates are
+    /// kept (they are what the model knew on their day).
     pub fn retrain(&mut self, warm: bool) -> Result<HybridFitReport> {
         let start = Instant::now();
         self.estimate_states()?;
+        let backup = (self.means(), self.calibrated_params);
+        let step = self.calibration_step(warm)?;
+        if let Some(c) = &step.run {
+            self.set_means(build_means(&self.config, c.params));
+        }
+        let result = self.fit_gp(warm, start, step);
+        if result.is_err() {
+            let (means, params) = backup;
+            self.set_means(means);
+            self.calibrated_params = params;
+        }
+        result
+    }
+
+    /// Fits the GP with the current means, and commits the calibration of `step` with it.
+    fn fit_gp(
+        &mut self,
+        warm: bool,
+        start: Instant,
+        step: CalibrationStep,
+    ) -> Result<HybridFitReport> {
         let rows = self.dataset.rows(self.config.input_source)?;
         if rows.transitions < self.config.min_transitions {
             return Err(HybridError::TooFewTransitions {
@@ -431,7 +725,7 @@ impl HybridModel {
             seen.dedup();
             seen.len()
         };
-        let report = HybridFitReport {
+        let mut report = HybridFitReport {
             rows: rows.len(),
             transitions: rows.transitions,
             runs,
@@ -442,6 +736,9 @@ impl HybridModel {
             termination: r.termination.name().to_string(),
             warm_start,
             wall_time: start.elapsed(),
+            calibrated: BTreeMap::new(),
+            calibration: None,
+            calibration_skipped: step.skipped,
         };
         if !report.converged {
             tracing::warn!(
@@ -452,6 +749,14 @@ impl HybridModel {
         }
         self.gp = Some(gp);
         self.process_var = process_var;
+        if let Some(c) = step.run {
+            self.calibrated_params = Some(c.params);
+            self.calibration = Some(c.report.clone());
+            self.retrains_since_calibration = 0;
+            report.calibration = Some(c.report);
+        }
+        report.calibrated = self.calibrated_values();
+        report.wall_time = start.elapsed();
         self.last_fit = Some(report.clone());
         Ok(report)
     }
@@ -662,6 +967,12 @@ impl HybridModel {
         if let Some(gp) = &self.gp {
             h.update(gp.fingerprint().as_bytes());
         }
+        // only calibrated models hash their parameters: uncalibrated fingerprints are
+        // those of models written before calibration existed
+        if let Some(p) = &self.calibrated_params {
+            h.update(b"calibrated mechanism\n");
+            h.update(serde_json::to_vec(p).unwrap_or_default());
+        }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 
@@ -674,6 +985,9 @@ impl HybridModel {
             gp: self.gp.clone(),
             last_fit: self.last_fit.clone(),
             process_var: self.process_var,
+            calibrated_params: self.calibrated_params,
+            calibration: self.calibration.clone(),
+            retrains_since_calibration: self.retrains_since_calibration,
         };
         serde_json::to_string(&file).map_err(|e| HybridError::ModelFile {
             path: "(memory)".into(),
@@ -701,6 +1015,13 @@ impl HybridModel {
         model.dataset = file.dataset;
         model.last_fit = file.last_fit;
         model.process_var = file.process_var;
+        if let Some(p) = file.calibrated_params {
+            p.check()?;
+            model.set_means(build_means(&model.config, p));
+            model.calibrated_params = Some(p);
+        }
+        model.calibration = file.calibration;
+        model.retrains_since_calibration = file.retrains_since_calibration;
         if let Some(mut gp) = file.gp {
             gp.set_prior_mean(model.gp_mean.clone())?;
             model.gp = Some(gp);

@@ -234,3 +234,99 @@ fn train_and_forecast_reject_bad_input_with_one_line() {
     }
     assert!(!Path::new(&p("m.json")).exists());
 }
+
+#[test]
+fn train_calibrates_the_named_parameters_and_writes_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let p = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let (code, _, err) = perfusio(&[
+        "simulate",
+        "--design",
+        "lhs",
+        "--runs",
+        "4",
+        "--days",
+        "12",
+        "--seed",
+        "5",
+        "--out",
+        runs.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let runs = runs.to_str().unwrap();
+    let (code, _, err) = perfusio(&[
+        "train",
+        "--runs",
+        runs,
+        "--out",
+        &p("m.json"),
+        "--calibrate",
+        "mu_max,K_D",
+        "--json",
+        &p("fit.json"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("calibration: 48 transitions"), "{err}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("fit.json")).unwrap()).unwrap();
+    let cal = &doc["fit"]["calibration"];
+    let names: Vec<&str> = cal["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["mu_max", "k_d"]);
+    assert_eq!(cal["correlation"].as_array().unwrap().len(), 2);
+    let calibrated = doc["fit"]["calibrated"].as_object().unwrap();
+    assert_eq!(calibrated.len(), 2);
+    assert!(calibrated["mu_max"].as_f64().unwrap() > 0.0);
+
+    // the bare flag: the default five; --no-calibrate: none
+    let (code, _, err) = perfusio(&[
+        "train",
+        "--runs",
+        runs,
+        "--out",
+        &p("m2.json"),
+        "--calibrate",
+        "--json",
+        &p("f2.json"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("f2.json")).unwrap()).unwrap();
+    assert_eq!(doc["fit"]["calibrated"].as_object().unwrap().len(), 5);
+    let (code, _, err) = perfusio(&[
+        "train",
+        "--runs",
+        runs,
+        "--out",
+        &p("m3.json"),
+        "--no-calibrate",
+        "--json",
+        &p("f3.json"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("f3.json")).unwrap()).unwrap();
+    assert!(doc["fit"]["calibration"].is_null());
+
+    // an unknown name: one line naming the valid ones
+    let (code, _, err) = perfusio(&[
+        "train",
+        "--runs",
+        runs,
+        "--out",
+        &p("m4.json"),
+        "--calibrate",
+        "mu_max,growth",
+    ]);
+    assert_ne!(code, 0);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--calibrate mu_max,growth: unknown kinetic parameter \"growth\"; valid names: mu_max, k_glc"),
+        "{err}"
+    );
+}

@@ -3,6 +3,7 @@
 // the tests index several per-species arrays with one day or species index
 #![allow(clippy::needless_range_loop)]
 
+mod calibrate;
 mod common;
 mod errors;
 mod filter;
