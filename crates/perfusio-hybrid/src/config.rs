@@ -120,8 +120,9 @@ pub struct HybridConfig {
     /// ([`crate::calibrate`]); `None` keeps the prior as it is. On by default
     /// (`Some(CalibrationConfig::default())`: μ_max, q_glc,max, q_gln,max, K_d, β_P): the
     /// offline fit ([`crate::HybridModel::fit_runs`], [`crate::HybridModel::fit_offline`])
-    /// calibrates from the prior, and online retraining re-calibrates every
-    /// [`CalibrationConfig::every_retrains`] warm retrains, warm-started. Only the
+    /// calibrates from the prior, and online retraining of a calibrated model re-calibrates
+    /// every [`CalibrationConfig::every_retrains`] warm retrains, warm-started (a cold-start
+    /// online model keeps its prior mechanism). Only the
     /// mechanistic mean is calibrated. A configuration (or model file) without this field
     /// reads as `None`: models written before calibration existed stay as they were.
     #[serde(default)]

@@ -387,11 +387,13 @@ impl HybridModel {
         )
     }
 
-    /// Runs the calibration when one is due: always from scratch (`warm == false`, or no GP
-    /// yet), every [`crate::CalibrationConfig::every_retrains`] warm retrains otherwise
-    /// (and at the first warm retrain with enough data if never calibrated). Too few
-    /// transitions skip it; online (warm) a failure is logged and skipped too, offline it is
-    /// an error.
+    /// Runs the calibration when one is due: always from scratch (`warm == false`); online
+    /// (`warm`), every [`crate::CalibrationConfig::every_retrains`] warm retrains of a model
+    /// whose mechanism was calibrated before (offline, or loaded calibrated). A cold-start
+    /// online model keeps its prior mechanism: on held-out clone-Y runs the calibrated
+    /// hybrid forecast worse than the uncalibrated one (3-day rRMSE 7.14 % against 6.64 %),
+    /// so the twin does not re-fit the mechanism from its first days. Too few transitions
+    /// skip it; online a failure is logged and skipped too, offline it is an error.
     fn calibration_step(&mut self, warm: bool) -> Result<CalibrationStep> {
         let Some(cfg) = self.config.calibrate.clone() else {
             return Ok(CalibrationStep::default());
@@ -399,12 +401,12 @@ impl HybridModel {
         if self.config.mean != MeanKind::Mechanistic {
             return Ok(CalibrationStep::default());
         }
-        let online = warm && self.gp.is_some();
-        if online {
+        if warm {
+            if self.calibrated_params.is_none() {
+                return Ok(CalibrationStep::default());
+            }
             self.retrains_since_calibration = self.retrains_since_calibration.saturating_add(1);
-            if self.calibrated_params.is_some()
-                && self.retrains_since_calibration < cfg.every_retrains
-            {
+            if self.retrains_since_calibration < cfg.every_retrains {
                 return Ok(CalibrationStep::default());
             }
         }
@@ -429,7 +431,7 @@ impl HybridModel {
                 run: None,
                 skipped: Some(format!("calibration skipped: {e}")),
             }),
-            Err(e) if online => {
+            Err(e) if warm => {
                 tracing::warn!(error = %e, "calibration failed; keeping the mechanism");
                 self.retrains_since_calibration = 0;
                 Ok(CalibrationStep {
