@@ -1122,8 +1122,33 @@ fn retrained_event(r: &perfusio_hybrid::HybridFitReport, sha: String) -> ModelRe
         termination: snake(&r.termination),
         warm_start: r.warm_start,
         duration_s: r.wall_time.as_secs_f64(),
-        calibrated: BTreeMap::new(),
+        calibrated: calibrated_event(r),
     }
+}
+
+/// The kinetic parameters in force after a (re)training, with the standard errors of the
+/// calibration when this retraining ran one (empty for an uncalibrated mechanism).
+fn calibrated_event(
+    r: &perfusio_hybrid::HybridFitReport,
+) -> BTreeMap<String, perfusio_audit::event::CalibratedParameter> {
+    r.calibrated
+        .iter()
+        .map(|(name, value)| {
+            let std_error = r.calibration.as_ref().and_then(|c| {
+                c.parameters
+                    .iter()
+                    .find(|p| &p.name == name)
+                    .and_then(|p| p.std_error)
+            });
+            (
+                name.clone(),
+                perfusio_audit::event::CalibratedParameter {
+                    value: *value,
+                    std_error: std_error.filter(|v| v.is_finite()),
+                },
+            )
+        })
+        .collect()
 }
 
 /// `GradientTolerance` → `gradient_tolerance`.

@@ -1,6 +1,7 @@
 //! Integration tests of the twin: one test binary, one module per concern.
 
 mod alarms;
+mod calibrated;
 mod common;
 mod daily_loop;
 mod faults;
