@@ -36,9 +36,9 @@ fn retrain(c: &mut Criterion) {
     for days in [14u32, 28] {
         let run = design(1, days, 11);
         g.bench_function(format!("online {days} days, from scratch"), |b| {
-            b.iter(|| HybridModel::fit_runs(HybridConfig::default(), black_box(&run)).expect("fit"))
+            b.iter(|| HybridModel::fit_runs(HybridConfig::online(), black_box(&run)).expect("fit"))
         });
-        let (model, report) = HybridModel::fit_runs(HybridConfig::default(), &run).expect("fit");
+        let (model, report) = HybridModel::fit_runs(HybridConfig::online(), &run).expect("fit");
         assert!(report.converged, "the online fit must converge: {report:?}");
         g.bench_function(format!("online {days} days, warm"), |b| {
             b.iter_batched(
@@ -66,7 +66,7 @@ fn retrain(c: &mut Criterion) {
 
 fn decide(c: &mut Criterion) {
     let run = design(1, 14, 11);
-    let (model, _) = HybridModel::fit_runs(HybridConfig::default(), &run).expect("fit");
+    let (model, _) = HybridModel::fit_runs(HybridConfig::online(), &run).expect("fit");
     let rows = run[0].0.rows();
     let measured: Vec<_> = rows.iter().map(|r| r.species).collect();
     let controls: Vec<_> = rows.iter().map(|r| r.controls).collect();

@@ -29,7 +29,7 @@ pub(crate) fn design(truth: CloneKind, n: usize, seed: u64) -> Vec<(Trajectory, 
 /// An online model: one 28-day run (the twin's own data).
 fn online() -> (HybridModel, Trajectory) {
     let runs = design(CloneKind::CloneY, 1, 11);
-    let (m, _) = HybridModel::fit_runs(HybridConfig::default(), &runs).expect("fit");
+    let (m, _) = HybridModel::fit_runs(HybridConfig::online(), &runs).expect("fit");
     (m, runs[0].0.clone())
 }
 
@@ -39,7 +39,7 @@ fn benches(c: &mut Criterion) {
 
     let one = design(CloneKind::CloneY, 1, 11);
     g.bench_function("online retrain 28 days, from scratch", |b| {
-        b.iter(|| HybridModel::fit_runs(HybridConfig::default(), black_box(&one)).expect("fit"))
+        b.iter(|| HybridModel::fit_runs(HybridConfig::online(), black_box(&one)).expect("fit"))
     });
     let (model, run) = online();
     g.bench_function("online retrain 28 days, warm", |b| {

@@ -150,6 +150,16 @@ impl Default for HybridConfig {
 }
 
 impl HybridConfig {
+    /// The configuration of a model learned online from one run's own days (the twin's
+    /// default): the defaults without the offline calibration, so the mechanism stays the
+    /// prior (online re-calibration applies only to models calibrated before).
+    pub fn online() -> Self {
+        Self {
+            calibrate: None,
+            ..Self::default()
+        }
+    }
+
     /// A default configuration with another mechanism as prior.
     pub fn with_prior(prior: KineticParams, label: impl Into<String>) -> Self {
         Self {

@@ -491,7 +491,7 @@ impl DigitalTwin {
         };
         match &self.model {
             ModelSource::Default => fresh(
-                HybridConfig::default(),
+                HybridConfig::online(),
                 "hybrid model, CloneX mechanism, learned online".into(),
             ),
             ModelSource::Config(c) => {

@@ -22,7 +22,7 @@ pub(crate) fn online_run() -> Trajectory {
 /// The online model (fitted on the whole run) and the run.
 pub(crate) fn online_model() -> (HybridModel, Trajectory) {
     let run = online_run();
-    let (m, _) = HybridModel::fit_runs(HybridConfig::default(), &[(run.clone(), None)])
+    let (m, _) = HybridModel::fit_runs(HybridConfig::online(), &[(run.clone(), None)])
         .unwrap_or_else(|e| panic!("fit: {e}"));
     (m, run)
 }

@@ -17,7 +17,7 @@ fn fixture(dir: &std::path::Path) -> (String, String) {
     let run = doe::simulate_design(&doe::training_design()[..1], &cfg, 28)
         .unwrap()
         .remove(0);
-    let (model, _) = HybridModel::fit_runs(HybridConfig::default(), &[(run, None)]).unwrap();
+    let (model, _) = HybridModel::fit_runs(HybridConfig::online(), &[(run, None)]).unwrap();
     let model_path = dir.join("model.json");
     model.save(&model_path).unwrap();
     let history = dir.join("run.csv");
