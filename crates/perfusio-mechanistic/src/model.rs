@@ -59,6 +59,39 @@ pub struct Rates {
     pub consuming_lactate: bool,
 }
 
+/// The terms of the rates that depend on the controls and parameters only (temperature
+/// and agitation effects, dilution rates): constant over an integration step.
+#[derive(Debug, Clone, Copy)]
+struct ControlTerms {
+    mu_max_t: f64,
+    beta_t: f64,
+    f_o2: f64,
+    k_d: f64,
+    d_perfusion: f64,
+    d_bleed: f64,
+}
+
+impl ControlTerms {
+    fn new(p: &KineticParams, controls: &ControlArray<f64>) -> Self {
+        let temp = controls[Control::Temperature.index()];
+        let rpm = controls[Control::Agitation.index()].max(0.0);
+        // (E) temperature and agitation effects; the max(.,0) guards are inactive inside
+        // the design-space limits.
+        let mu_max_t = (p.mu_max * (1.0 - p.mu_temp_coeff * (p.t_ref - temp))).max(0.0);
+        let beta_t = (p.beta_p * (1.0 + p.beta_temp_coeff * (p.t_ref - temp))).max(0.0);
+        let f_o2 = (rpm / p.o2_limit_rpm).min(1.0);
+        let k_shear = p.shear_death_per_100rpm * (rpm - p.shear_limit_rpm).max(0.0) / 100.0;
+        Self {
+            mu_max_t,
+            beta_t,
+            f_o2,
+            k_d: (p.k_d + p.k_t * (temp - p.t_ref)).max(0.0) + k_shear,
+            d_perfusion: controls[Control::PerfusionRate.index()] / HOURS_PER_DAY,
+            d_bleed: controls[Control::BleedRate.index()] / HOURS_PER_DAY,
+        }
+    }
+}
+
 /// The CHO perfusion plant model of `docs/plant-model.md`: kinetics, mass balances and an
 /// adaptive Dormand–Prince integrator. Immutable and cheap to clone; every method takes
 /// `&self` and allocates nothing except [`PlantModel::simulate`]'s output vector.
@@ -121,6 +154,18 @@ impl PlantModel {
         controls: &ControlArray<f64>,
         glc_below_switch: bool,
     ) -> Rates {
+        self.rates_with(&ControlTerms::new(&self.params, controls), state, glc_below_switch)
+    }
+
+    /// [`PlantModel::rates_on_branch`] with the control-only terms computed once (they are
+    /// constant over an integration step): the same operations in the same order, so the
+    /// result is bit-identical.
+    fn rates_with(
+        &self,
+        c: &ControlTerms,
+        state: &SpeciesArray<f64>,
+        glc_below_switch: bool,
+    ) -> Rates {
         let p = &self.params;
         let vcd = state[Species::VCD.index()].max(0.0);
         let glc = state[Species::Glc.index()].max(0.0);
@@ -128,19 +173,9 @@ impl PlantModel {
         let lac = state[Species::Lac.index()].max(0.0);
         let amm = state[Species::Amm.index()].max(0.0);
         let pyr = state[Species::Pyr.index()].max(0.0);
-        let temp = controls[Control::Temperature.index()];
-        let rpm = controls[Control::Agitation.index()].max(0.0);
         let x = vcd * CELLS_PER_L_PER_VCD;
 
-        // (E) temperature and agitation effects; the max(.,0) guards are inactive inside
-        // the design-space limits.
-        let mu_max_t = (p.mu_max * (1.0 - p.mu_temp_coeff * (p.t_ref - temp))).max(0.0);
-        let beta_t = (p.beta_p * (1.0 + p.beta_temp_coeff * (p.t_ref - temp))).max(0.0);
-        let f_o2 = (rpm / p.o2_limit_rpm).min(1.0);
-        let k_shear = p.shear_death_per_100rpm * (rpm - p.shear_limit_rpm).max(0.0) / 100.0;
-
-        let mu = mu_max_t * glc / (p.k_glc + glc) * gln / (p.k_gln + gln) * f_o2;
-        let k_d = (p.k_d + p.k_t * (temp - p.t_ref)).max(0.0) + k_shear;
+        let mu = c.mu_max_t * glc / (p.k_glc + glc) * gln / (p.k_gln + gln) * c.f_o2;
         let growth = mu / p.mu_max;
         let q_glc = (p.q_glc_max * (growth + p.glc_uptake_offset) + p.m_glc) * x;
         let q_gln = p.q_gln_max * (growth + p.gln_uptake_offset) * x;
@@ -152,12 +187,12 @@ impl PlantModel {
         };
         let q_amm = p.alpha_amm * q_gln - p.k_pyr * pyr * amm;
         let q_glu = p.glu_yield_gln * q_gln;
-        let q_mab = (p.alpha_p * mu + beta_t) * x;
+        let q_mab = (p.alpha_p * mu + c.beta_t) * x;
         Rates {
             mu,
-            k_d,
-            d_perfusion: controls[Control::PerfusionRate.index()] / HOURS_PER_DAY,
-            d_bleed: controls[Control::BleedRate.index()] / HOURS_PER_DAY,
+            k_d: c.k_d,
+            d_perfusion: c.d_perfusion,
+            d_bleed: c.d_bleed,
             q_glc,
             q_gln,
             q_glu,
@@ -188,7 +223,20 @@ impl PlantModel {
         glc_below_switch: bool,
         out: &mut SpeciesArray<f64>,
     ) {
-        let r = self.rates_on_branch(state, controls, glc_below_switch);
+        let terms = ControlTerms::new(&self.params, controls);
+        self.rhs_with(&terms, state, controls, glc_below_switch, out);
+    }
+
+    /// [`PlantModel::rhs_on_branch`] with the control-only terms computed once.
+    fn rhs_with(
+        &self,
+        terms: &ControlTerms,
+        state: &SpeciesArray<f64>,
+        controls: &ControlArray<f64>,
+        glc_below_switch: bool,
+        out: &mut SpeciesArray<f64>,
+    ) {
+        let r = self.rates_with(terms, state, glc_below_switch);
         let s = state.map(|v| v.max(0.0));
         let dp = r.d_perfusion;
         let glc_feed = controls[Control::GlucoseSetpoint.index()];
@@ -235,9 +283,10 @@ impl PlantModel {
         }
         let glc_switch = self.params.glc_switch;
         let switches = self.params.consumes_lactate;
+        let terms = ControlTerms::new(&self.params, controls);
         let (mut y, stats) = integrate_switched(
             |_t, y: &[f64; N_SPECIES], below: bool, dy: &mut [f64; N_SPECIES]| {
-                self.rhs_on_branch(y, controls, below, dy);
+                self.rhs_with(&terms, y, controls, below, dy);
             },
             // the lactate switch: glucose crossing glc_switch (clone X only)
             |y: &[f64; N_SPECIES]| {
