@@ -154,7 +154,11 @@ impl PlantModel {
         controls: &ControlArray<f64>,
         glc_below_switch: bool,
     ) -> Rates {
-        self.rates_with(&ControlTerms::new(&self.params, controls), state, glc_below_switch)
+        self.rates_with(
+            &ControlTerms::new(&self.params, controls),
+            state,
+            glc_below_switch,
+        )
     }
 
     /// [`PlantModel::rates_on_branch`] with the control-only terms computed once (they are
