@@ -83,17 +83,17 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let mut emulator = Emulator::start(config, plants).await?;
         let ids = emulator.reactor_ids();
-        println!(
+        crate::say(format!(
             "ambr250 emulator: {} reactors ({}) at {}",
             ids.len(),
             ids.join(", "),
             emulator.endpoint_url()
-        );
+        ));
         if let Some(first) = ids.first() {
-            println!(
+            crate::say(format!(
                 "nodes: e.g. {} (one folder per reactor); Ctrl-C stops",
                 NodeMap::ambr250(first).species[&perfusio_core::Species::VCD]
-            );
+            ));
         }
         let interrupted = tokio::select! {
             r = tokio::signal::ctrl_c() => {
@@ -106,7 +106,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             }
         };
         if interrupted {
-            println!("stopping");
+            crate::say("stopping");
             emulator.stop().await;
         }
         anyhow::Ok(ExitCode::SUCCESS)

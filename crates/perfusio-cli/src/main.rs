@@ -19,6 +19,14 @@ mod runs;
 mod simulate_cmd;
 mod train_cmd;
 
+/// Writes one line of informational output to stdout. A reader that went away (`| head`)
+/// or any other write error never stops the command: what the command records (audit
+/// log, files) does not depend on its terminal output.
+pub(crate) fn say(text: impl std::fmt::Display) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
 /// Online digital twin of a perfusion bioreactor, driven as a self-driving experiment.
 #[derive(Debug, Parser)]
 #[command(name = "perfusio", version, about, propagate_version = true)]

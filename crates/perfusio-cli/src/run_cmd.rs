@@ -148,7 +148,7 @@ impl Progress {
     fn line(&self, text: String) {
         match &self.bar {
             Some(bar) => bar.println(text),
-            None => println!("{text}"),
+            None => crate::say(text),
         }
     }
 }
@@ -260,7 +260,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         });
         let report = twin.run().await?;
         ctrl_c.abort();
-        println!("{report}");
+        crate::say(&report);
         let true_states = match &plant {
             Some(v) => Some(v.snapshot()?.clean_history().to_vec()),
             None => None,

@@ -152,3 +152,32 @@ fn run_rejects_an_unknown_connector() {
         "{err}"
     );
 }
+
+/// A reader that stops after the first line (`perfusio run … | head -1`) neither panics
+/// the run nor cuts it short: the run completes and its audit log verifies.
+#[test]
+fn run_survives_a_reader_that_closes_the_pipe() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let config = quick_toml(dir.path());
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (audit, sum) = (p("a.jsonl"), p("a.json"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_perfusio"))
+        .args(args(&config, &audit, &sum))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let stdout = child.stdout.take().unwrap();
+    BufReader::new(stdout).read_line(&mut first).unwrap();
+    // the reader is dropped here: every later line meets a closed pipe
+    assert!(!first.is_empty());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(summary(Path::new(&sum))["days_completed"], 6);
+    let (code, out, err) = perfusio(&["audit", "verify", &audit]);
+    assert_eq!(code, 0, "{out}\n{err}");
+}
