@@ -66,6 +66,9 @@ fn parse_args() -> anyhow::Result<Args> {
             ),
         }
     }
+    if a.lhs == 0 || a.seeds == 0 || a.days == 0 {
+        bail!("--lhs, --seeds and --days must be at least 1");
+    }
     Ok(a)
 }
 
@@ -170,7 +173,9 @@ fn main() -> anyhow::Result<()> {
         scored.push((unit, plant.constant(&controls(&unit)?)?));
     }
     scored.sort_by(|x, y| y.1.total_cmp(&x.1));
-    let lhs_best = scored[0];
+    let lhs_best = *scored
+        .first()
+        .context("the Latin hypercube has no points")?;
     let mut best = (lhs_best.0, lhs_best.1);
     let mut refinements = Vec::new();
     for (unit, v) in scored.iter().take(5) {

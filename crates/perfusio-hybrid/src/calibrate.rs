@@ -880,18 +880,7 @@ impl Calibrator {
     /// The weighted residuals at `params` (every transition, every observed next-day
     /// species, in dataset order): `(y − m(params)) / σ` in `z`.
     pub fn residuals(&self, data: &CalibrationData, params: &KineticParams) -> Result<Vec<f64>> {
-        let (sd, shift) = self.residual_sd(data, params)?;
-        let problem = ResidualProblem {
-            cal: self,
-            data,
-            start: *params,
-            sd: &sd,
-            shift: &shift,
-        };
-        let mean = problem.mean(*params);
-        let mut out = problem.evaluate(&[mean])?;
-        out.pop()
-            .ok_or_else(|| HybridError::Calibration("no residuals evaluated".into()))
+        self.with_problem(data, params, |problem| problem.residuals_of(*params))
     }
 
     /// The Jacobian of the weighted residuals with respect to the log-parameters
@@ -902,14 +891,6 @@ impl Calibrator {
         data: &CalibrationData,
         params: &KineticParams,
     ) -> Result<Vec<Vec<f64>>> {
-        let (sd, shift) = self.residual_sd(data, params)?;
-        let problem = ResidualProblem {
-            cal: self,
-            data,
-            start: *params,
-            sd: &sd,
-            shift: &shift,
-        };
         let theta: Vec<f64> = self
             .names
             .iter()
@@ -919,11 +900,28 @@ impl Calibrator {
                 (v / p0).ln()
             })
             .collect();
-        let r0 = problem
-            .evaluate(&[problem.mean(*params)])?
-            .pop()
-            .unwrap_or_default();
-        problem.jacobian_from(&theta, &r0)
+        self.with_problem(data, params, |problem| {
+            let r0 = problem.residuals_of(*params)?;
+            problem.jacobian_from(&theta, &r0)
+        })
+    }
+
+    /// Runs `f` on the least-squares problem at `params` (its residual sds and input-noise
+    /// shifts evaluated there).
+    fn with_problem<T>(
+        &self,
+        data: &CalibrationData,
+        params: &KineticParams,
+        f: impl FnOnce(&ResidualProblem<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let (sd, shift) = self.residual_sd(data, params)?;
+        f(&ResidualProblem {
+            cal: self,
+            data,
+            start: *params,
+            sd: &sd,
+            shift: &shift,
+        })
     }
 }
 
@@ -1012,6 +1010,13 @@ struct ResidualProblem<'a> {
 }
 
 impl ResidualProblem<'_> {
+    /// The weighted residuals at `params`.
+    fn residuals_of(&self, params: KineticParams) -> Result<Vec<f64>> {
+        self.evaluate(&[self.mean(params)])?
+            .pop()
+            .ok_or_else(|| HybridError::Calibration("no residuals evaluated".into()))
+    }
+
     fn params_at(&self, theta: &[f64]) -> Result<KineticParams> {
         let mut p = self.start;
         for (j, n) in self.cal.names.iter().enumerate() {
@@ -1093,10 +1098,7 @@ impl ResidualProblem<'_> {
     }
 
     fn residuals_at(&self, theta: &[f64]) -> Result<Vec<f64>> {
-        let m = self.mean(self.params_at(theta)?);
-        self.evaluate(&[m])?
-            .pop()
-            .ok_or_else(|| HybridError::Calibration("no residuals evaluated".into()))
+        self.residuals_of(self.params_at(theta)?)
     }
 
     /// Forward-difference Jacobian at `theta` with the residuals `r0` there; each step goes
