@@ -67,6 +67,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod alarm;
+pub mod campaign_files;
 mod cancel;
 mod error;
 mod hash;
