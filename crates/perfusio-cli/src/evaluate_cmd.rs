@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 use perfusio_core::Species;
 use perfusio_hybrid::ForecastMethod;
 use perfusio_hybrid::evaluate::{
-    CALIBRATED_MODEL_NAMES, EvalConfig, EvalReport, MODEL_NAMES, TrainDesign, evaluate,
+    CALIBRATED_MODEL_NAMES, EvalConfig, EvalReport, MODEL_NAMES, TRANSFER_MODEL_NAMES, TrainDesign,
+    TransferConfig, evaluate,
 };
 use perfusio_mechanistic::PlantSpec;
 
@@ -53,6 +54,19 @@ pub(crate) struct Args {
     /// and beta_p; a comma-separated list of kinetic-parameter names chooses others.
     #[arg(long, value_name = "NAMES", num_args = 0..=1, default_missing_value = "")]
     calibrate: Option<String>,
+    /// Also score learning across cell lines: train one model on the 27-run design of this
+    /// plant (CloneX, CloneY or a plant file) plus the first --transfer-days days of
+    /// --transfer-runs runs of the --truth plant, and score it (`transfer`) with the source
+    /// plant's runs alone (`source-only`) and the target's few days alone (`target-only`) on
+    /// the held-out --truth runs.
+    #[arg(long, value_name = "CLONE|FILE.toml")]
+    transfer_from: Option<String>,
+    /// Runs of the --truth plant's design whose first days the transfer models see.
+    #[arg(long, default_value = "3", requires = "transfer_from")]
+    transfer_runs: String,
+    /// Days of those runs that the transfer models see (day 0 to this day).
+    #[arg(long, default_value = "7", requires = "transfer_from")]
+    transfer_days: String,
 }
 
 fn parse<T: std::str::FromStr>(option: &str, value: &str) -> anyhow::Result<T> {
@@ -91,6 +105,15 @@ pub(crate) fn config(args: &Args) -> anyhow::Result<EvalConfig> {
         noise,
         method,
         calibrate: crate::train_cmd::calibration_arg(args.calibrate.as_deref())?,
+        transfer: match &args.transfer_from {
+            Some(src) => Some(TransferConfig {
+                source: PlantSpec::from_arg(src)
+                    .map_err(|e| anyhow::anyhow!("--transfer-from {e}"))?,
+                target_runs: parse("--transfer-runs", &args.transfer_runs)?,
+                target_days: parse("--transfer-days", &args.transfer_days)?,
+            }),
+            None => None,
+        },
         ..EvalConfig::default()
     };
     cfg.check().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -143,7 +166,11 @@ fn table(cfg: &EvalConfig, r: &EvalReport) -> String {
             "\nhorizon {h} d{:12}{:>8} {:>7} {:>7} {:>8} {:>7}\n",
             "", "rRMSE %", "cov90", "cov80", "sharp90", "CRPS %"
         );
-        for name in MODEL_NAMES.iter().chain(&CALIBRATED_MODEL_NAMES) {
+        for name in MODEL_NAMES
+            .iter()
+            .chain(&CALIBRATED_MODEL_NAMES)
+            .chain(&TRANSFER_MODEL_NAMES)
+        {
             if let Some(sc) = r.models.get(*name).and_then(|m| m.get(h)) {
                 s += &format!(
                     "{name:<22} {:>8} {:>7} {:>7} {:>8} {:>7}\n",

@@ -39,6 +39,11 @@ pub(crate) struct Args {
     /// Seed of the Monte-Carlo draws.
     #[arg(long, default_value = "0")]
     seed: String,
+    /// Cell line of the run, for a model trained on several lines (`perfusio train --runs A
+    /// --line X --runs B --line Y`). A line the model was not trained on is forecast as an
+    /// unseen line: only what the lines share, with the extra uncertainty of the rest.
+    #[arg(long)]
+    line: Option<String>,
     /// Output directory: `forecast.csv` and `<species>.svg`.
     #[arg(long)]
     out: PathBuf,
@@ -65,8 +70,20 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .method
         .parse()
         .map_err(|_| anyhow::anyhow!("--method {}: use mc or mm", args.method))?;
-    let model = HybridModel::load(&args.model)
+    let mut model = HybridModel::load(&args.model)
         .map_err(|e| anyhow::anyhow!("--model {}: {e}", args.model.display()))?;
+    if let Some(line) = &args.line {
+        match model.select_line(Some(line)) {
+            perfusio_hybrid::LineChoice::Unseen => eprintln!(
+                "warning: --line {line}: the model was trained on {}; forecasting it as an unseen line (shared knowledge only, wider bands)",
+                model.lines().join(", ")
+            ),
+            perfusio_hybrid::LineChoice::NoEmbedding => eprintln!(
+                "note: --line {line}: the model was trained on one line; the label has no effect"
+            ),
+            perfusio_hybrid::LineChoice::Known(_) => {}
+        }
+    }
 
     // the controls of the forecast: history's last applied value, then the overrides
     let defaults = Setpoints::defaults(0).values;

@@ -16,14 +16,22 @@ use crate::runs::read_run_dir;
 pub(crate) struct Args {
     /// Directory of runs in the layout `perfusio simulate --design … --out DIR` writes (one
     /// CSV per run plus `design.csv`; control columns in a run's CSV take precedence).
-    #[arg(long)]
-    runs: PathBuf,
+    /// Repeat it, each with its own --line, to train one model on several cell lines: the
+    /// line then enters the GP as a learned embedding, and run ids become `LINE/ID`.
+    #[arg(long, required = true)]
+    runs: Vec<PathBuf>,
     /// The mechanism inside the hybrid model: CloneX, CloneY or a plant file (TOML).
     #[arg(long, default_value = "CloneX")]
     prior: String,
-    /// Cell-line label recorded with every run.
+    /// Cell-line label of the runs of the --runs directory at the same position (give none,
+    /// or one per --runs).
     #[arg(long)]
-    line: Option<String>,
+    line: Vec<String>,
+    /// Extend this saved model instead of starting a new one: the new runs are added to its
+    /// data (new lines get their own embedding position) and the GP is refitted warm-started
+    /// from the model's hyperparameters; the prior and calibration flags are the model's.
+    #[arg(long, value_name = "MODEL.json", conflicts_with_all = ["calibrate", "no_calibrate"])]
+    extend: Option<PathBuf>,
     /// Where to write the trained model (JSON).
     #[arg(long)]
     out: PathBuf,
@@ -68,41 +76,62 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         Some(calibration_arg(args.calibrate.as_deref())?.unwrap_or_default())
     };
-    if let Some(l) = &args.line
-        && l.trim().is_empty()
-    {
+    if args.line.iter().any(|l| l.trim().is_empty()) {
         bail!("--line: the cell-line label must not be empty");
     }
+    if !args.line.is_empty() && args.line.len() != args.runs.len() {
+        bail!(
+            "--line: give one --line per --runs ({} --runs, {} --line)",
+            args.runs.len(),
+            args.line.len()
+        );
+    }
     let t0 = Instant::now();
-    let runs = read_run_dir(&args.runs).map_err(|e| anyhow::anyhow!("--runs {e:#}"))?;
-    let max_day = runs
+    let mut groups = Vec::with_capacity(args.runs.len());
+    for (i, dir) in args.runs.iter().enumerate() {
+        let runs = read_run_dir(dir).map_err(|e| anyhow::anyhow!("--runs {e:#}"))?;
+        let rejected: usize = runs.iter().map(|r| r.rejected).sum();
+        eprintln!(
+            "read {} runs ({} days, {rejected} values rejected at validation) from {} in {:.1} s",
+            runs.len(),
+            runs.iter().map(|r| r.days.len()).sum::<usize>(),
+            dir.display(),
+            t0.elapsed().as_secs_f64()
+        );
+        groups.push((args.line.get(i).cloned(), runs));
+    }
+    let max_day = groups
         .iter()
-        .filter_map(|r| r.days.last().map(|d| d.0))
+        .flat_map(|(_, runs)| runs.iter().filter_map(|r| r.days.last().map(|d| d.0)))
         .max()
         .unwrap_or(0);
-    let rejected: usize = runs.iter().map(|r| r.rejected).sum();
-    eprintln!(
-        "read {} runs ({} days, {rejected} values rejected at validation) from {} in {:.1} s",
-        runs.len(),
-        runs.iter().map(|r| r.days.len()).sum::<usize>(),
-        args.runs.display(),
-        t0.elapsed().as_secs_f64()
-    );
-    let config = HybridConfig {
-        max_day: max_day.max(1),
-        calibrate,
-        ..HybridConfig::with_prior(prior.params, prior.source.clone())
+    let mut model = match &args.extend {
+        Some(path) => {
+            HybridModel::load(path).with_context(|| format!("--extend {}", path.display()))?
+        }
+        None => HybridModel::new(HybridConfig {
+            max_day: max_day.max(1),
+            calibrate,
+            ..HybridConfig::with_prior(prior.params, prior.source.clone())
+        })?,
     };
-    let mut model = HybridModel::new(config)?;
+    let several = groups.len() > 1 || args.extend.is_some();
     let mut missing_controls = 0usize;
-    for r in &runs {
-        for (day, measured, applied) in &r.days {
-            model.record_day(&r.id, args.line.as_deref(), *day, *measured)?;
-            match applied {
-                Some(u) => {
-                    model.record_applied(&r.id, *day, *u)?;
+    for (line, runs) in &groups {
+        for r in runs {
+            // one directory's run ids are unique; across directories they may repeat
+            let id = match (several, line) {
+                (true, Some(l)) => format!("{l}/{}", r.id),
+                _ => r.id.clone(),
+            };
+            for (day, measured, applied) in &r.days {
+                model.record_day(&id, line.as_deref(), *day, *measured)?;
+                match applied {
+                    Some(u) => {
+                        model.record_applied(&id, *day, *u)?;
+                    }
+                    None => missing_controls += 1,
                 }
-                None => missing_controls += 1,
             }
         }
     }
@@ -121,7 +150,19 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             ""
         }
     );
-    let rep = model.fit_offline().context("training the hybrid model")?;
+    let rep = if args.extend.is_some() {
+        model
+            .retrain(true)
+            .context("extending the hybrid model (warm-started)")?
+    } else {
+        model.fit_offline().context("training the hybrid model")?
+    };
+    if !model.lines().is_empty() {
+        eprintln!(
+            "cell lines (learned embedding): {}",
+            model.lines().join(", ")
+        );
+    }
     if let Some(c) = &rep.calibration {
         eprint!("{}", c.table());
     }

@@ -468,6 +468,263 @@ impl Linear {
     }
 }
 
+/// Bounds of an embedding coordinate (unit-free; at a distance of 3
+/// two levels are practically independent, `exp(−4.5) ≈ 0.011`).
+pub const EMBEDDING_COORD_BOUNDS: (f64, f64) = (-3.0, 3.0);
+/// Bounds of the logit of the shared fraction of a [`LevelEmbedding`]: a ∈ [0.0025, 0.9975].
+pub const SHARED_LOGIT_BOUNDS: (f64, f64) = (-6.0, 6.0);
+
+/// Bounds of the log scale of one level of a [`LevelEmbedding`]: a factor e^±3 in sd.
+pub const LEVEL_LOG_SCALE_BOUNDS: (f64, f64) = (-3.0, 3.0);
+
+/// A kernel over a categorical column (for example the cell line): a coregionalisation
+/// over the levels whose correlation comes from a learned embedding. Each level `l` has a
+/// position `e_l ∈ ℝ^q` and a log scale `σ_l`, and
+///
+/// `k(x, y) = exp(σ_{l(x)} + σ_{l(y)}) · (a + (1 − a) · exp(−½ ‖e_{l(x)} − e_{l(y)}‖²))`,
+///
+/// with `a = 1/(1 + e^{−s})` the shared fraction. Between two levels the correlation is at
+/// least `a` and closer to 1 the nearer their positions: levels that behave alike move
+/// together when the positions are fitted by marginal likelihood with the other
+/// hyperparameters (an entity embedding). The scales let one level deviate more than
+/// another (a cell line the prior mean describes well next to one it does not). Multiply
+/// it with a kernel over the other inputs so that a level borrows strength from the others
+/// in proportion to how alike they are.
+///
+/// The column holds the level index `0..n_levels` (give it the input bounds `(0, 1)` so the
+/// model's unit-cube map leaves it unchanged). Any other value (negative, too large, not
+/// an integer) is an **unseen** level: its correlation with every known level is `a` and
+/// its scale the largest known one, so a prediction for it keeps only the shared part of
+/// what was learned and carries the rest as extra uncertainty.
+///
+/// Parameters (in order): `s`, the `q` coordinates of level 0, of level 1, …, then the log
+/// scales of the levels.
+///
+/// ```
+/// use perfusio_gp::kernel::{Kernel, LevelEmbedding};
+/// let k = LevelEmbedding::new(0, 3, 2);
+/// assert!((k.eval(&[1.0], &[1.0]) - 1.0).abs() < 1e-12);
+/// let cross = k.eval(&[0.0], &[2.0]);
+/// assert!(cross < 1.0 && cross > k.shared_fraction());
+/// // an unseen level (-1) keeps only the shared part
+/// assert!((k.eval(&[-1.0], &[0.0]) - k.shared_fraction()).abs() < 1e-12);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LevelEmbedding {
+    /// Input column holding the level index.
+    pub column: usize,
+    /// Number of known levels.
+    pub n_levels: usize,
+    /// Dimension `q` of the positions.
+    pub dims: usize,
+    /// Logit of the shared fraction `a`.
+    pub shared_logit: f64,
+    /// Positions, level-major (`n_levels · dims`).
+    pub coords: Vec<f64>,
+    /// Log scale (sd) of each level.
+    pub log_scales: Vec<f64>,
+}
+
+impl LevelEmbedding {
+    /// `n_levels` levels of dimension `dims` in column `column`, spread on a circle (a
+    /// line for `dims == 1`) of radius 0.5 — distinct starts, since equal positions have
+    /// a zero gradient — with shared fraction ½ and unit scales.
+    pub fn new(column: usize, n_levels: usize, dims: usize) -> Self {
+        let mut coords = vec![0.0; n_levels * dims];
+        for l in 0..n_levels {
+            let phi = std::f64::consts::TAU * l as f64 / n_levels.max(1) as f64;
+            if dims >= 1 {
+                coords[l * dims] = 0.5 * phi.cos();
+            }
+            if dims >= 2 {
+                coords[l * dims + 1] = 0.5 * phi.sin();
+            }
+        }
+        Self {
+            column,
+            n_levels,
+            dims,
+            shared_logit: 0.0,
+            coords,
+            log_scales: vec![0.0; n_levels],
+        }
+    }
+
+    /// The shared fraction `a` (the correlation of an unseen level with a known one).
+    pub fn shared_fraction(&self) -> f64 {
+        1.0 / (1.0 + (-self.shared_logit).exp())
+    }
+
+    /// Position of level `l`, if known.
+    pub fn position(&self, l: usize) -> Option<&[f64]> {
+        (l < self.n_levels).then(|| &self.coords[l * self.dims..(l + 1) * self.dims])
+    }
+
+    /// The correlation of two known levels.
+    pub fn correlation(&self, a: usize, b: usize) -> Option<f64> {
+        let (pa, pb) = (self.position(a)?, self.position(b)?);
+        let d2: f64 = pa.iter().zip(pb).map(|(x, y)| (x - y) * (x - y)).sum();
+        let sh = self.shared_fraction();
+        Some(sh + (1.0 - sh) * (-0.5 * d2).exp())
+    }
+
+    /// The same kernel with one more level, placed at the mean of the known positions
+    /// plus a small offset (a zero distance has a zero gradient) with the largest known
+    /// scale, so that a model can be extended with a new level and warm-started.
+    pub fn with_new_level(&self) -> Self {
+        let mut k = self.clone();
+        let q = self.dims;
+        let mut centre = vec![0.0; q];
+        for l in 0..self.n_levels {
+            for (c, v) in centre.iter_mut().zip(&self.coords[l * q..(l + 1) * q]) {
+                *c += v / self.n_levels as f64;
+            }
+        }
+        if let Some(c) = centre.first_mut() {
+            *c += 0.25;
+        }
+        k.coords.extend(centre);
+        k.log_scales.push(self.unseen_log_scale().1);
+        k.n_levels += 1;
+        k
+    }
+
+    /// `(level, log scale)` of the largest known scale: an unseen level's (0 without levels).
+    fn unseen_log_scale(&self) -> (Option<usize>, f64) {
+        let mut best = (None, 0.0);
+        for (l, &v) in self.log_scales.iter().enumerate() {
+            if best.0.is_none() || v > best.1 {
+                best = (Some(l), v);
+            }
+        }
+        best
+    }
+
+    /// Returns `k(x, y)`; the input gradient is zero (a categorical column).
+    fn add_grad_x(&self, x: &[f64], y: &[f64], _scale: f64, _grad: &mut [f64]) -> f64 {
+        self.eval(x, y)
+    }
+
+    /// The level of an input value, `None` for an unseen level.
+    fn level(&self, v: f64) -> Option<usize> {
+        let r = v.round();
+        ((v - r).abs() < 1e-9 && r >= 0.0 && r < self.n_levels as f64).then_some(r as usize)
+    }
+
+    /// Log scale of an input value and the level it belongs to (for an unseen value, the
+    /// level whose scale it takes).
+    fn scale_of(&self, v: f64) -> (Option<usize>, f64) {
+        match self.level(v) {
+            Some(l) => (Some(l), self.log_scales[l]),
+            None => self.unseen_log_scale(),
+        }
+    }
+
+    /// `(ρ, levels)`: the correlation part and the two levels when both are known and
+    /// differ.
+    fn rho(&self, x: &[f64], y: &[f64]) -> (f64, Option<(usize, usize)>) {
+        let (vx, vy) = (x[self.column], y[self.column]);
+        match (self.level(vx), self.level(vy)) {
+            (Some(a), Some(b)) if a == b => (1.0, None),
+            (Some(a), Some(b)) => {
+                let q = self.dims;
+                let d2: f64 = (0..q)
+                    .map(|j| {
+                        let d = self.coords[a * q + j] - self.coords[b * q + j];
+                        d * d
+                    })
+                    .sum();
+                ((-0.5 * d2).exp(), Some((a, b)))
+            }
+            // an unseen level is itself (the same value) and nothing else
+            (None, None) if vx.to_bits() == vy.to_bits() => (1.0, None),
+            _ => (0.0, None),
+        }
+    }
+}
+
+impl Kernel for LevelEmbedding {
+    fn n_params(&self) -> usize {
+        1 + self.coords.len() + self.log_scales.len()
+    }
+    fn params(&self) -> Vec<f64> {
+        let mut p = vec![self.shared_logit];
+        p.extend_from_slice(&self.coords);
+        p.extend_from_slice(&self.log_scales);
+        p
+    }
+    fn set_params(&mut self, p: &[f64]) -> Result<()> {
+        check_len(p, self.n_params())?;
+        let nc = self.coords.len();
+        self.shared_logit = p[0];
+        self.coords.copy_from_slice(&p[1..1 + nc]);
+        self.log_scales.copy_from_slice(&p[1 + nc..]);
+        Ok(())
+    }
+    fn param_info(&self) -> Vec<ParamInfo> {
+        let mut v = vec![ParamInfo {
+            name: "embedding.shared_logit".into(),
+            kind: ParamKind::Other,
+            bounds: SHARED_LOGIT_BOUNDS,
+        }];
+        for l in 0..self.n_levels {
+            for j in 0..self.dims {
+                v.push(ParamInfo {
+                    name: format!("embedding.level[{l}][{j}]"),
+                    kind: ParamKind::Other,
+                    bounds: EMBEDDING_COORD_BOUNDS,
+                });
+            }
+        }
+        for l in 0..self.n_levels {
+            v.push(ParamInfo {
+                name: format!("embedding.log_scale[{l}]"),
+                kind: ParamKind::Other,
+                bounds: LEVEL_LOG_SCALE_BOUNDS,
+            });
+        }
+        v
+    }
+    fn min_input_dim(&self) -> usize {
+        self.column + 1
+    }
+    fn eval(&self, x: &[f64], y: &[f64]) -> f64 {
+        let a = self.shared_fraction();
+        let s = (self.scale_of(x[self.column]).1 + self.scale_of(y[self.column]).1).exp();
+        s * (a + (1.0 - a) * self.rho(x, y).0)
+    }
+    fn eval_grad(&self, x: &[f64], y: &[f64], grad: &mut [f64]) -> f64 {
+        let a = self.shared_fraction();
+        let (rho, pair) = self.rho(x, y);
+        let (lx, sx) = self.scale_of(x[self.column]);
+        let (ly, sy) = self.scale_of(y[self.column]);
+        let s = (sx + sy).exp();
+        let c = a + (1.0 - a) * rho;
+        let k = s * c;
+        grad.fill(0.0);
+        grad[0] = s * a * (1.0 - a) * (1.0 - rho);
+        let q = self.dims;
+        if let Some((la, lb)) = pair {
+            for j in 0..q {
+                let d = self.coords[la * q + j] - self.coords[lb * q + j];
+                // ∂ρ/∂e_a = −ρ (e_a − e_b), ∂ρ/∂e_b = +ρ (e_a − e_b)
+                grad[1 + la * q + j] = -s * (1.0 - a) * rho * d;
+                grad[1 + lb * q + j] = s * (1.0 - a) * rho * d;
+            }
+        }
+        let off = 1 + self.coords.len();
+        for l in [lx, ly].into_iter().flatten() {
+            grad[off + l] += k;
+        }
+        k
+    }
+    fn eval_grad_x(&self, x: &[f64], y: &[f64], grad: &mut [f64]) -> f64 {
+        // categorical: no gradient along the level column
+        grad.fill(0.0);
+        self.eval(x, y)
+    }
+}
+
 /// Serialisable kernel expression: the built-in kernels and their scale, sum and product.
 ///
 /// This is the default kernel type of the model and what persistence stores. Build
@@ -481,6 +738,8 @@ pub enum KernelSpec {
     Matern(Matern),
     /// Linear kernel.
     Linear(Linear),
+    /// Learned embedding of a categorical column.
+    LevelEmbedding(LevelEmbedding),
     /// `σ² · k`, parameter `log σ²` first, then the inner kernel's.
     Scale {
         /// log σ².
@@ -502,6 +761,11 @@ impl From<Rbf> for KernelSpec {
 impl From<Matern> for KernelSpec {
     fn from(k: Matern) -> Self {
         Self::Matern(k)
+    }
+}
+impl From<LevelEmbedding> for KernelSpec {
+    fn from(k: LevelEmbedding) -> Self {
+        Self::LevelEmbedding(k)
     }
 }
 impl From<Linear> for KernelSpec {
@@ -537,6 +801,7 @@ impl Kernel for KernelSpec {
             Self::Rbf(k) => k.n_params(),
             Self::Matern(k) => k.n_params(),
             Self::Linear(k) => k.n_params(),
+            Self::LevelEmbedding(k) => k.n_params(),
             Self::Scale { inner, .. } => 1 + inner.n_params(),
             Self::Sum(v) | Self::Product(v) => v.iter().map(Kernel::n_params).sum(),
         }
@@ -546,6 +811,7 @@ impl Kernel for KernelSpec {
             Self::Rbf(k) => k.params(),
             Self::Matern(k) => k.params(),
             Self::Linear(k) => k.params(),
+            Self::LevelEmbedding(k) => k.params(),
             Self::Scale {
                 log_variance,
                 inner,
@@ -563,6 +829,7 @@ impl Kernel for KernelSpec {
             Self::Rbf(k) => k.set_params(p),
             Self::Matern(k) => k.set_params(p),
             Self::Linear(k) => k.set_params(p),
+            Self::LevelEmbedding(k) => k.set_params(p),
             Self::Scale {
                 log_variance,
                 inner,
@@ -586,6 +853,7 @@ impl Kernel for KernelSpec {
             Self::Rbf(k) => k.param_info(),
             Self::Matern(k) => k.param_info(),
             Self::Linear(k) => k.param_info(),
+            Self::LevelEmbedding(k) => k.param_info(),
             Self::Scale { inner, .. } => {
                 let mut v = vec![ParamInfo {
                     name: "scale.log_variance".into(),
@@ -603,6 +871,7 @@ impl Kernel for KernelSpec {
             Self::Rbf(k) => k.min_input_dim(),
             Self::Matern(k) => k.min_input_dim(),
             Self::Linear(k) => k.min_input_dim(),
+            Self::LevelEmbedding(k) => k.min_input_dim(),
             Self::Scale { inner, .. } => inner.min_input_dim(),
             Self::Sum(v) | Self::Product(v) => {
                 v.iter().map(Kernel::min_input_dim).max().unwrap_or(0)
@@ -614,6 +883,7 @@ impl Kernel for KernelSpec {
             Self::Rbf(k) => k.eval(x, y),
             Self::Matern(k) => k.eval(x, y),
             Self::Linear(k) => k.eval(x, y),
+            Self::LevelEmbedding(k) => k.eval(x, y),
             Self::Scale {
                 log_variance,
                 inner,
@@ -627,6 +897,7 @@ impl Kernel for KernelSpec {
             Self::Rbf(k) => k.eval_grad(x, y, grad),
             Self::Matern(k) => k.eval_grad(x, y, grad),
             Self::Linear(k) => k.eval_grad(x, y, grad),
+            Self::LevelEmbedding(k) => k.eval_grad(x, y, grad),
             Self::Scale {
                 log_variance,
                 inner,
@@ -695,6 +966,7 @@ impl KernelSpec {
             Self::Rbf(k) => k.add_grad_x(x, y, scale, grad),
             Self::Matern(k) => k.add_grad_x(x, y, scale, grad),
             Self::Linear(k) => k.add_grad_x(x, y, scale, grad),
+            Self::LevelEmbedding(k) => k.add_grad_x(x, y, scale, grad),
             Self::Scale {
                 log_variance,
                 inner,
@@ -939,5 +1211,51 @@ mod tests {
         let k2: KernelSpec = serde_json::from_str(&s).unwrap();
         let (a, b) = ([0.1, 0.7], [0.4, 0.2]);
         assert_eq!(k.eval(&a, &b).to_bits(), k2.eval(&a, &b).to_bits());
+    }
+
+    #[test]
+    fn level_embedding_gradients_match_finite_differences() {
+        let mut k = LevelEmbedding::new(1, 3, 2);
+        k.shared_logit = 0.3;
+        k.coords = vec![0.1, -0.4, 0.9, 0.2, -0.5, 0.7];
+        k.log_scales = vec![0.2, -0.3, 0.5];
+        let spec = KernelSpec::product(vec![
+            KernelSpec::Matern(Matern::on_dims(Nu::FiveHalves, vec![0], 0.4)),
+            KernelSpec::LevelEmbedding(k.clone()),
+        ]);
+        for (x, y) in [
+            ([0.2, 0.0], [0.5, 2.0]),
+            ([0.2, 1.0], [0.5, 1.0]),
+            ([0.2, -1.0], [0.5, 1.0]),
+            ([0.7, 2.0], [0.1, 1.0]),
+        ] {
+            check(&spec, &x, &y).unwrap();
+            check(&KernelSpec::LevelEmbedding(k.clone()), &x, &y).unwrap();
+        }
+        // closed form between levels 0 and 1:
+        // e^(0.2 − 0.3) (a + (1 − a) exp(−½ ((0.1−0.9)² + (−0.4−0.2)²)))
+        let a = 1.0 / (1.0 + (-0.3f64).exp());
+        let want = (-0.1f64).exp() * (a + (1.0 - a) * (-0.5f64 * (0.64 + 0.36)).exp());
+        assert!((k.eval(&[0.0, 0.0], &[0.0, 1.0]) - want).abs() < 1e-14);
+        assert!((k.eval(&[0.0, 2.0], &[0.0, 2.0]) - 1.0f64.exp()).abs() < 1e-14);
+        // unseen levels take the largest scale (level 2's, 0.5): itself e^1, a known level
+        // a · e^(0.5 + σ_l); a non-integer value is unseen too
+        assert!((k.eval(&[0.0, -1.0], &[0.0, -1.0]) - 1.0f64.exp()).abs() < 1e-14);
+        assert!((k.eval(&[0.0, 7.0], &[0.0, 2.0]) - a * 1.0f64.exp()).abs() < 1e-14);
+        assert!((k.eval(&[0.0, 0.5], &[0.0, 0.0]) - a * 0.7f64.exp()).abs() < 1e-14);
+        assert!((k.correlation(0, 1).unwrap() - want / (-0.1f64).exp()).abs() < 1e-14);
+    }
+
+    #[test]
+    fn a_new_level_extends_the_parameters_and_keeps_the_old_ones() {
+        let k = LevelEmbedding::new(0, 2, 2);
+        let k3 = k.with_new_level();
+        assert_eq!(k3.n_levels, 3);
+        assert_eq!(k3.n_params(), k.n_params() + 3);
+        assert_eq!(&k3.coords[..4], &k.coords[..]);
+        assert_eq!(&k3.log_scales[..2], &k.log_scales[..]);
+        // the new level is known now, and distinct from the others
+        let v = k3.eval(&[2.0], &[0.0]);
+        assert!(v < 1.0 && v > k3.shared_fraction(), "{v}");
     }
 }

@@ -117,7 +117,7 @@ pub mod surrogate;
 
 pub use engine::{MAX_GAP_FRACTION, SolverPath};
 pub use error::{GpError, Result};
-pub use kernel::{Kernel, KernelSpec, Linear, Matern, Nu, Rbf};
+pub use kernel::{Kernel, KernelSpec, LevelEmbedding, Linear, Matern, Nu, Rbf};
 pub use mean::{ConstantMean, FnMean, MeanError, PriorMean};
 pub use model::{
     FitReport, JointPrediction, MultiTaskGp, Prediction, TaskPrediction, TaskPredictionGrad,

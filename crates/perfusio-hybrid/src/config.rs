@@ -57,10 +57,22 @@ pub struct GpSettings {
     /// coverage of the daily-loop example from 0.75 to 0.84.
     #[serde(default)]
     pub process_noise: bool,
+    /// Dimension of the learned cell-line embedding (0 turns it off). When the training
+    /// runs carry two or more cell-line labels, the GP's input kernel is multiplied by a
+    /// [`perfusio_gp::LevelEmbedding`] over the line: each line gets a position in this
+    /// many dimensions, fitted by marginal likelihood with the other hyperparameters, and
+    /// lines that behave alike share what the model learned in proportion to how close
+    /// they are. Runs without a label form one line of their own. Default 2.
+    #[serde(default = "two")]
+    pub line_embedding_dims: usize,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn two() -> usize {
+    2
 }
 
 impl Default for GpSettings {
@@ -74,6 +86,7 @@ impl Default for GpSettings {
             use_day: false,
             mechanism_inputs: true,
             process_noise: false,
+            line_embedding_dims: 2,
         }
     }
 }
@@ -196,6 +209,12 @@ impl HybridConfig {
         }
         if self.gp.rank > N_SPECIES {
             return bad(format!("gp.rank = {}: at most {N_SPECIES}", self.gp.rank));
+        }
+        if self.gp.line_embedding_dims > 4 {
+            return bad(format!(
+                "gp.line_embedding_dims = {}: use 0 (off) to 4",
+                self.gp.line_embedding_dims
+            ));
         }
         if self.gp.n_starts == 0 {
             return bad("gp.n_starts = 0: need at least one start".into());

@@ -9,6 +9,15 @@ pub enum HybridError {
     /// An invalid configuration value; the message names it and says what is accepted.
     #[error("invalid hybrid-model configuration: {0}")]
     Config(String),
+    /// A cell line the model was not trained on was required
+    /// ([`crate::HybridModel::require_line`]).
+    #[error("cell line `{label}` is not in the model's training data (known: {})", known.join(", "))]
+    UnknownLine {
+        /// The label asked for.
+        label: String,
+        /// The lines the model knows.
+        known: Vec<String>,
+    },
     /// Input data that cannot be used (wrong length, non-finite value, day out of order…).
     #[error("invalid data: {0}")]
     Data(String),

@@ -98,7 +98,28 @@ pub struct EvalConfig {
     /// the training runs only. `None` (default): the four uncalibrated models only; the
     /// `hybrid` and `mechanistic` entries are always uncalibrated.
     pub calibrate: Option<CalibrationConfig>,
+    /// Also score learning across cell lines (`transfer`, `source-only`, `target-only`).
+    pub transfer: Option<TransferConfig>,
 }
+
+/// The transfer experiment of an evaluation: a source plant's full design and a few days
+/// of a few runs of the target (the `--truth` plant).
+#[derive(Debug, Clone)]
+pub struct TransferConfig {
+    /// The plant whose 27-run design is the earlier campaign.
+    pub source: PlantSpec,
+    /// Runs of the target's design whose first days are known.
+    pub target_runs: usize,
+    /// Days of those runs that are known (day 0 to this day).
+    pub target_days: u32,
+}
+
+/// The entries added by [`EvalConfig::transfer`], in report order.
+pub const TRANSFER_MODEL_NAMES: [&str; 3] = ["transfer", "source-only", "target-only"];
+
+/// Line labels of the transfer experiment.
+const SOURCE_LINE: &str = "source";
+const TARGET_LINE: &str = "target";
 
 impl Default for EvalConfig {
     fn default() -> Self {
@@ -115,6 +136,7 @@ impl Default for EvalConfig {
             paths: 256,
             change_every: 7,
             calibrate: None,
+            transfer: None,
         }
     }
 }
@@ -146,6 +168,20 @@ impl EvalConfig {
         if self.change_every == 0 {
             return bad("controls of held-out runs must change every 1 or more days".into());
         }
+        if let Some(t) = &self.transfer {
+            if t.target_runs == 0 || t.target_runs > 27 {
+                return bad(format!(
+                    "--transfer-runs {}: use 1 to 27 runs of the target's design",
+                    t.target_runs
+                ));
+            }
+            if t.target_days < 2 || t.target_days > self.days {
+                return bad(format!(
+                    "--transfer-days {}: use 2 to --days ({})",
+                    t.target_days, self.days
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -169,9 +205,13 @@ pub struct HeldOutRun {
 }
 
 fn reactor_config(cfg: &EvalConfig, seed: u64) -> VirtualReactorConfig {
+    plant_config(cfg, &cfg.truth, seed)
+}
+
+fn plant_config(cfg: &EvalConfig, plant: &PlantSpec, seed: u64) -> VirtualReactorConfig {
     VirtualReactorConfig {
-        clone: cfg.truth.clone,
-        params: Some(cfg.truth.params),
+        clone: plant.clone,
+        params: Some(plant.params),
         noise: if cfg.noise {
             NoiseModel::default()
         } else {
@@ -244,6 +284,44 @@ pub fn training_runs(cfg: &EvalConfig) -> Result<Vec<Trajectory>> {
         &reactor_config(cfg, cfg.seed),
         cfg.days,
     )?)
+}
+
+/// The runs of the transfer experiment, labelled by line: the source plant's design (full
+/// length, seed `seed + 20 000`) and the first `target_days` days of the first
+/// `target_runs` runs of the target's design (the evaluation's own training runs).
+pub fn transfer_runs(
+    cfg: &EvalConfig,
+    t: &TransferConfig,
+    target_design: &[Trajectory],
+) -> Result<(
+    Vec<(Trajectory, Option<String>)>,
+    Vec<(Trajectory, Option<String>)>,
+)> {
+    let runs = match &cfg.train {
+        TrainDesign::BoxBehnken => doe::training_design(),
+        TrainDesign::Lhs(n) => {
+            let d = doe::latin_hypercube(*n, TRAINING_FACTORS.len(), cfg.seed, 200)?;
+            doe::design_to_controls(&d, &TRAINING_FACTORS, &Control::defaults())?
+        }
+    };
+    let source_cfg = plant_config(cfg, &t.source, cfg.seed.wrapping_add(20_000));
+    let source = doe::simulate_design(&runs, &source_cfg, cfg.days)?
+        .into_iter()
+        .map(|mut r| {
+            r.run_id = format!("{SOURCE_LINE}-{}", r.run_id);
+            (r, Some(SOURCE_LINE.to_string()))
+        })
+        .collect();
+    let mut target = Vec::new();
+    for r in target_design.iter().take(t.target_runs) {
+        let mut cut = Trajectory::new(format!("{TARGET_LINE}-{}", r.run_id));
+        for row in r.rows().iter().filter(|row| row.day <= t.target_days) {
+            cut.push(row.day, row.species, row.controls)
+                .map_err(|e| HybridError::Data(e.to_string()))?;
+        }
+        target.push((cut, Some(TARGET_LINE.to_string())));
+    }
+    Ok((source, target))
 }
 
 /// Scores of every model at every horizon, and timings.
@@ -338,7 +416,7 @@ pub fn evaluate(cfg: &EvalConfig, progress: &mut dyn FnMut(&str)) -> Result<Eval
         ..HybridConfig::with_prior(cfg.prior.params, cfg.prior.to_string())
     };
     let labelled: Vec<(Trajectory, Option<String>)> =
-        train.into_iter().map(|t| (t, None)).collect();
+        train.iter().cloned().map(|t| (t, None)).collect();
     let t0 = Instant::now();
     progress("training the hybrid model");
     let (hybrid, fit) = HybridModel::fit_runs(base.clone(), &labelled)?;
@@ -389,6 +467,36 @@ pub fn evaluate(cfg: &EvalConfig, progress: &mut dyn FnMut(&str)) -> Result<Eval
         }
         None => None,
     };
+    let transfer = match &cfg.transfer {
+        Some(t) => {
+            let (source, target) = transfer_runs(cfg, t, &train)?;
+            progress(&format!(
+                "transfer: {} runs of {} and days 0-{} of {} runs of {}",
+                source.len(),
+                t.source,
+                t.target_days,
+                target.len(),
+                cfg.truth
+            ));
+            let mut joint_runs = source.clone();
+            joint_runs.extend(target.iter().cloned());
+            progress("training the joint model (both lines, learned line embedding)");
+            let (mut joint, f) = HybridModel::fit_runs(base.clone(), &joint_runs)?;
+            joint.select_line(Some(TARGET_LINE));
+            progress(&format!(
+                "  {} rows, {} iterations, converged: {}, {:.2} s",
+                f.rows,
+                f.iterations,
+                f.converged,
+                f.wall_time.as_secs_f64()
+            ));
+            progress("training the source-only and target-only models");
+            let (source_only, _) = HybridModel::fit_runs(base.clone(), &source)?;
+            let (target_only, _) = HybridModel::fit_runs(base.clone(), &target)?;
+            Some([joint, source_only, target_only])
+        }
+        None => None,
+    };
     let mut models: Vec<(&str, &HybridModel)> = vec![
         ("hybrid", &hybrid),
         ("mechanistic", &mechanistic),
@@ -398,6 +506,11 @@ pub fn evaluate(cfg: &EvalConfig, progress: &mut dyn FnMut(&str)) -> Result<Eval
     if let Some((h, m, _)) = &calibrated {
         models.push((CALIBRATED_MODEL_NAMES[0], h));
         models.push((CALIBRATED_MODEL_NAMES[1], m));
+    }
+    if let Some(t) = &transfer {
+        for (name, m) in TRANSFER_MODEL_NAMES.iter().zip(t) {
+            models.push((name, m));
+        }
     }
     let hmax = cfg.horizons.iter().copied().max().unwrap_or(1) as usize;
     let starts = cfg.start_days();

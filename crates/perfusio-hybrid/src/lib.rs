@@ -92,8 +92,8 @@ pub use mean::{
     PRIOR_RTOL, PersistenceMean, PriorIntegrator,
 };
 pub use model::{
-    HybridFitReport, HybridModel, LinearisedTransition, MODEL_FORMAT, NextState, SpeciesPrediction,
-    Transition,
+    HybridFitReport, HybridModel, LineChoice, LinearisedTransition, MODEL_FORMAT, NextState,
+    SpeciesPrediction, Transition, UNLABELLED_LINE,
 };
 pub use stats::{Mat9, Q_LEVELS, Z_QUANTILES};
 pub use transform::{DEFAULT_OFFSETS, LogTransform, default_upper};

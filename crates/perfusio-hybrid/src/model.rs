@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use perfusio_core::{
     ControlArray, N_CONTROLS, N_SPECIES, Species, SpeciesArray, Trajectory, Variable,
 };
-use perfusio_gp::kernel::{KernelSpec, Matern, Nu};
+use perfusio_gp::kernel::{Kernel, KernelSpec, LevelEmbedding, Matern, Nu};
 use perfusio_gp::{ConstantMean, GpParams, MultiTaskGp, PriorMean, TaskPrediction};
 use perfusio_mechanistic::KineticParams;
 use serde::{Deserialize, Serialize};
@@ -131,6 +131,30 @@ pub struct HybridModel {
     calibration: Option<CalibrationReport>,
     /// Warm retrains since the last calibration (online schedule).
     retrains_since_calibration: u32,
+    /// Cell lines of the GP's line embedding, in level order (empty: no embedding).
+    lines: Vec<String>,
+    /// The line predictions are made for (`None`: an unseen line).
+    prediction_line: Option<String>,
+}
+
+/// Line label of runs recorded without one, when the model learns across lines.
+pub const UNLABELLED_LINE: &str = "(unlabelled)";
+
+fn r_line(label: Option<&str>) -> &str {
+    label.unwrap_or(UNLABELLED_LINE)
+}
+
+/// Which line a model's predictions are for ([`HybridModel::select_line`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineChoice {
+    /// The model has no line embedding (fewer than two lines in its data): every run is
+    /// predicted alike.
+    NoEmbedding,
+    /// A line of the training data, at this level of the embedding.
+    Known(usize),
+    /// A line without data: predictions keep the part of what was learned that all lines
+    /// share and carry the rest as extra uncertainty (see [`perfusio_gp::LevelEmbedding`]).
+    Unseen,
 }
 
 /// The three prior means of a model whose mechanism has `params`.
@@ -180,6 +204,10 @@ struct ModelFile {
     calibration: Option<CalibrationReport>,
     #[serde(default)]
     retrains_since_calibration: u32,
+    #[serde(default)]
+    lines: Vec<String>,
+    #[serde(default)]
+    prediction_line: Option<String>,
 }
 
 impl HybridModel {
@@ -199,6 +227,8 @@ impl HybridModel {
             calibrated_params: None,
             calibration: None,
             retrains_since_calibration: 0,
+            lines: Vec::new(),
+            prediction_line: None,
         })
     }
 
@@ -443,6 +473,18 @@ impl HybridModel {
         }
     }
 
+    /// Records more runs (each with an optional cell-line label; a trajectory's own clone
+    /// label is used when none is given) for the next [`HybridModel::retrain`]: for example
+    /// a saved model of lines A and B extended with line C's runs and retrained warm.
+    /// Returns how many new days were recorded (days already recorded are no-ops).
+    pub fn add_runs(&mut self, runs: &[(Trajectory, Option<String>)]) -> Result<usize> {
+        let mut added = 0;
+        for (t, line) in runs {
+            added += self.dataset.add_trajectory(t, line.as_deref())?;
+        }
+        Ok(added)
+    }
+
     /// An untrained model over an existing dataset (its state estimates included), e.g. to
     /// train another configuration on exactly the same rows. Call [`HybridModel::retrain`].
     pub fn with_dataset(config: HybridConfig, dataset: Dataset) -> Result<Self> {
@@ -546,16 +588,103 @@ impl HybridModel {
     /// Number of base columns of the GP's inputs (16, or 25 with the mechanism's
     /// prediction).
     pub fn gp_base_cols(&self) -> usize {
-        if self.augmented() {
+        let mut d = if self.augmented() {
             N_BASE + N_SPECIES
         } else {
             N_BASE
+        };
+        if self.embedding_on() {
+            d += 1;
         }
+        d
+    }
+
+    /// Whether the GP's inputs end with the cell line's level.
+    fn embedding_on(&self) -> bool {
+        self.config.gp.line_embedding_dims > 0 && self.lines.len() >= 2
+    }
+
+    /// The cell lines the model has learned (level order; empty without an embedding).
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+
+    /// The line predictions are made for (`None`: an unseen line).
+    pub fn prediction_line(&self) -> Option<&str> {
+        self.prediction_line.as_deref()
+    }
+
+    /// Chooses the cell line that predictions, filters and forecasts are for, and says
+    /// what the model knows of it. A label the model was not trained on is allowed: it is
+    /// predicted as an unseen line (shared knowledge only, with the extra uncertainty of
+    /// the line-specific part); use [`HybridModel::require_line`] to refuse it instead.
+    /// `None` selects an unseen line. The choice is saved with the model.
+    pub fn select_line(&mut self, label: Option<&str>) -> LineChoice {
+        self.prediction_line = label.map(str::to_string);
+        self.line_choice()
+    }
+
+    /// What the model knows of its prediction line.
+    pub fn line_choice(&self) -> LineChoice {
+        if !self.embedding_on() {
+            return LineChoice::NoEmbedding;
+        }
+        match self
+            .prediction_line
+            .as_deref()
+            .and_then(|l| self.lines.iter().position(|k| k == l))
+        {
+            Some(i) => LineChoice::Known(i),
+            None => LineChoice::Unseen,
+        }
+    }
+
+    /// The embedding level of a line the model was trained on, or
+    /// [`HybridError::UnknownLine`] naming the known lines.
+    pub fn require_line(&self, label: &str) -> Result<usize> {
+        self.lines
+            .iter()
+            .position(|k| k == label)
+            .ok_or_else(|| HybridError::UnknownLine {
+                label: label.to_string(),
+                known: self.lines.clone(),
+            })
+    }
+
+    /// The level code of a line in the GP's input: its index, −1 when unseen.
+    fn line_code(&self, label: Option<&str>) -> f64 {
+        let label = label.unwrap_or("");
+        self.lines
+            .iter()
+            .position(|k| k == label)
+            .map_or(-1.0, |i| i as f64)
+    }
+
+    /// The lines of the dataset in level order: the model's current lines first, then new
+    /// labels in order of first appearance.
+    fn dataset_lines(&self) -> Vec<String> {
+        let mut lines = self.lines.clone();
+        for r in self.dataset.runs() {
+            let l = r_line(r.line.as_deref());
+            if !lines.iter().any(|k| k == l) {
+                lines.push(l.to_string());
+            }
+        }
+        lines
     }
 
     /// The GP's input for a base row in `z` coordinates: the row itself, followed by the
     /// mechanism's one-day prediction when [`crate::GpSettings::mechanism_inputs`] is on.
     pub fn gp_input(&self, x: &[f64; N_BASE]) -> Result<Vec<f64>> {
+        let mut v = self.gp_input_core(x)?;
+        if self.embedding_on() {
+            v.push(self.line_code(self.prediction_line.as_deref()));
+        }
+        Ok(v)
+    }
+
+    /// The GP's input without the line column.
+    fn gp_input_core(&self, x: &[f64; N_BASE]) -> Result<Vec<f64>> {
         let mut v = x.to_vec();
         if self.augmented() {
             let m = self
@@ -582,7 +711,7 @@ impl HybridModel {
         let cols = self.gp_base_cols() + 1;
         let mut x = Vec::with_capacity(rows.len() * cols);
         let mut last: Option<([f64; N_BASE], Vec<f64>)> = None;
-        for r in rows.x.chunks_exact(N_COLS) {
+        for (r, origin) in rows.x.chunks_exact(N_COLS).zip(&rows.origin) {
             let mut base = [0.0; N_BASE];
             base.copy_from_slice(&r[..N_BASE]);
             for (k, v) in base.iter_mut().take(N_SPECIES).enumerate() {
@@ -594,12 +723,16 @@ impl HybridModel {
                     inp.clone()
                 }
                 _ => {
-                    let inp = self.gp_input(&base)?;
+                    let inp = self.gp_input_core(&base)?;
                     last = Some((base, inp.clone()));
                     inp
                 }
             };
             x.extend_from_slice(&input);
+            if self.embedding_on() {
+                let run = &self.dataset.runs()[origin.0];
+                x.push(self.line_code(Some(r_line(run.line.as_deref()))));
+            }
             x.push(r[N_BASE]);
         }
         let y = rows
@@ -639,6 +772,10 @@ impl HybridModel {
                 b.push(tr.z_bounds(s.index(), r.lower, r.upper));
             }
         }
+        if self.embedding_on() {
+            // the level index, left as it is by the unit-cube map
+            b.push((0.0, 1.0));
+        }
         b
     }
 
@@ -651,7 +788,23 @@ impl HybridModel {
             active.extend(N_BASE..N_BASE + N_SPECIES);
         }
         let ls0 = perfusio_gp::params::default_lengthscale(active.len());
-        let kernel = KernelSpec::Matern(Matern::on_dims(Nu::FiveHalves, active, ls0));
+        let matern = KernelSpec::Matern(Matern::on_dims(Nu::FiveHalves, active, ls0));
+        let kernel = if self.embedding_on() {
+            KernelSpec::product(vec![
+                matern,
+                KernelSpec::LevelEmbedding(LevelEmbedding::new(
+                    self.gp_base_cols() - 1,
+                    self.lines.len(),
+                    self.config.gp.line_embedding_dims,
+                )),
+            ])
+        } else {
+            matern
+        };
+        self.gp_params_with(kernel)
+    }
+
+    fn gp_params_with(&self, kernel: KernelSpec) -> GpParams {
         let g = &self.config.gp;
         let mean = self.gp_mean.clone();
         GpParams::with_kernel(kernel, N_SPECIES)
@@ -706,12 +859,19 @@ impl HybridModel {
                 need: self.config.min_transitions,
             });
         }
-        let (x, y, cols) = self.z_rows(&rows)?;
-        let params = self.gp_params().check()?;
-        let warm_start = warm && self.gp.is_some();
-        let gp = match (&self.gp, warm_start) {
-            (Some(prev), true) => params.fit_warm(&x, cols, &y, prev)?,
-            _ => params.fit(&x, cols, &y)?,
+        let mut new_lines = self.dataset_lines();
+        if new_lines.len() < 2 || self.config.gp.line_embedding_dims == 0 {
+            // one line: no embedding, and nothing recorded (old fingerprints stay)
+            new_lines.clear();
+        }
+        let old_lines = std::mem::replace(&mut self.lines, new_lines);
+        let fitted = self.fit_gp_rows(&rows, warm);
+        let (gp, y, x, cols, warm_start) = match fitted {
+            Ok(v) => v,
+            Err(e) => {
+                self.lines = old_lines;
+                return Err(e);
+            }
         };
         let r = gp.report().clone();
         let process_var = if self.config.gp.process_noise {
@@ -761,6 +921,97 @@ impl HybridModel {
         report.wall_time = start.elapsed();
         self.last_fit = Some(report.clone());
         Ok(report)
+    }
+
+    /// The GP fitted to `rows` with the model's current lines: warm-started from the
+    /// current GP when `warm`, also when the lines grew (the learned kernel keeps its
+    /// values and each new line gets a position next to the others; one start, the full
+    /// iteration budget). Returns the GP, the targets, the inputs, their column count and
+    /// whether it was warm-started.
+    #[allow(clippy::type_complexity)]
+    fn fit_gp_rows(
+        &self,
+        rows: &TrainingRows,
+        warm: bool,
+    ) -> Result<(MultiTaskGp, Vec<f64>, Vec<f64>, usize, bool)> {
+        let (x, y, cols) = self.z_rows(rows)?;
+        let params = self.gp_params();
+        let warm_start = warm && self.gp.is_some();
+        let gp = match (&self.gp, warm_start) {
+            (Some(prev), true) if prev.n_cols() == cols && self.same_lines(prev.kernel()) => {
+                params.check()?.fit_warm(&x, cols, &y, prev)?
+            }
+            (Some(prev), true) => {
+                let kernel = self.grown_kernel(prev.kernel())?;
+                let nk = prev.kernel().n_params();
+                let th = prev.hyperparameters();
+                let (t, r) = (N_SPECIES, self.config.gp.rank);
+                let w = th[nk..nk + t * r].to_vec();
+                let kappa = th[nk + t * r..nk + t * r + t]
+                    .iter()
+                    .map(|v| v.exp())
+                    .collect();
+                let noise = th[nk + t * r + t..nk + t * r + 2 * t]
+                    .iter()
+                    .map(|v| v.exp())
+                    .collect();
+                self.gp_params_with(kernel)
+                    .n_starts(1)
+                    .task_init(w, kappa, noise)
+                    .check()?
+                    .fit(&x, cols, &y)?
+            }
+            _ => params.check()?.fit(&x, cols, &y)?,
+        };
+        Ok((gp, y, x, cols, warm_start))
+    }
+
+    /// Whether a fitted kernel has the model's current lines (none, or as many levels).
+    fn same_lines(&self, k: &KernelSpec) -> bool {
+        match k {
+            KernelSpec::Product(parts) => match parts.as_slice() {
+                [_, KernelSpec::LevelEmbedding(e)] => e.n_levels == self.lines.len(),
+                _ => false,
+            },
+            _ => !self.embedding_on(),
+        }
+    }
+
+    /// The previous GP's learned kernel for the model's current lines: its embedding grown
+    /// by the new lines, or (when it had none) multiplied by a new embedding.
+    fn grown_kernel(&self, prev: &KernelSpec) -> Result<KernelSpec> {
+        let n = self.lines.len();
+        let fresh = || {
+            LevelEmbedding::new(
+                self.gp_base_cols() - 1,
+                n,
+                self.config.gp.line_embedding_dims,
+            )
+        };
+        match prev {
+            KernelSpec::Product(parts) => match parts.as_slice() {
+                [m, KernelSpec::LevelEmbedding(e)] if e.n_levels <= n => {
+                    let mut e = e.clone();
+                    while e.n_levels < n {
+                        e = e.with_new_level();
+                    }
+                    Ok(KernelSpec::product(vec![
+                        m.clone(),
+                        KernelSpec::LevelEmbedding(e),
+                    ]))
+                }
+                _ => Err(HybridError::Config(
+                    "the model's GP kernel cannot be extended to new cell lines".into(),
+                )),
+            },
+            m @ KernelSpec::Matern(_) if self.embedding_on() => Ok(KernelSpec::product(vec![
+                m.clone(),
+                KernelSpec::LevelEmbedding(fresh()),
+            ])),
+            _ => Err(HybridError::Config(
+                "the model's GP kernel cannot be extended to new cell lines".into(),
+            )),
+        }
     }
 
     /// Base input in the model's coordinates from a state in `z`.
@@ -830,8 +1081,11 @@ impl HybridModel {
                     .map_err(perfusio_gp::GpError::from)?;
                 let mut x = input.to_vec();
                 x.extend_from_slice(&m);
+                if self.embedding_on() {
+                    x.push(self.line_code(self.prediction_line.as_deref()));
+                }
                 let g = gp.predict_tasks_grad(&x)?;
-                let d = N_BASE + N_SPECIES;
+                let d = x.len();
                 let jacobian = std::array::from_fn(|k| {
                     std::array::from_fn(|j| {
                         g.mean_grad[k * d + j]
@@ -846,8 +1100,9 @@ impl HybridModel {
                 })
             }
             Some(gp) => {
-                let g = gp.predict_tasks_grad(input)?;
-                let d = N_BASE;
+                let x = self.gp_input(input)?;
+                let g = gp.predict_tasks_grad(&x)?;
+                let d = x.len();
                 let jacobian =
                     std::array::from_fn(|k| std::array::from_fn(|j| g.mean_grad[k * d + j]));
                 Ok(LinearisedTransition {
@@ -971,6 +1226,11 @@ impl HybridModel {
         }
         // only calibrated models hash their parameters: uncalibrated fingerprints are
         // those of models written before calibration existed
+        // only models that learn across lines hash them (as above, for old fingerprints)
+        if !self.lines.is_empty() {
+            h.update(b"cell lines\n");
+            h.update(serde_json::to_vec(&(&self.lines, &self.prediction_line)).unwrap_or_default());
+        }
         if let Some(p) = &self.calibrated_params {
             h.update(b"calibrated mechanism\n");
             h.update(serde_json::to_vec(p).unwrap_or_default());
@@ -990,6 +1250,8 @@ impl HybridModel {
             calibrated_params: self.calibrated_params,
             calibration: self.calibration.clone(),
             retrains_since_calibration: self.retrains_since_calibration,
+            lines: self.lines.clone(),
+            prediction_line: self.prediction_line.clone(),
         };
         serde_json::to_string(&file).map_err(|e| HybridError::ModelFile {
             path: "(memory)".into(),
@@ -1024,6 +1286,8 @@ impl HybridModel {
         }
         model.calibration = file.calibration;
         model.retrains_since_calibration = file.retrains_since_calibration;
+        model.lines = file.lines;
+        model.prediction_line = file.prediction_line;
         if let Some(mut gp) = file.gp {
             gp.set_prior_mean(model.gp_mean.clone())?;
             model.gp = Some(gp);

@@ -330,3 +330,93 @@ fn train_calibrates_the_named_parameters_and_writes_the_report() {
         "{err}"
     );
 }
+
+#[test]
+fn train_learns_several_lines_and_extends_a_saved_model_with_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = |name: &str, clone: &str, seed: &str| {
+        let out = dir.path().join(name);
+        let (code, _, err) = perfusio(&[
+            "simulate",
+            "--design",
+            "lhs",
+            "--runs",
+            "3",
+            "--days",
+            "8",
+            "--clone",
+            clone,
+            "--seed",
+            seed,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let (x, y, z) = (
+        sim("x", "CloneX", "1"),
+        sim("y", "CloneY", "2"),
+        sim("z", "CloneY", "3"),
+    );
+    let model = dir.path().join("xy.json");
+    let (code, _, err) = perfusio(&[
+        "train",
+        "--runs",
+        x.to_str().unwrap(),
+        "--line",
+        "X",
+        "--runs",
+        y.to_str().unwrap(),
+        "--line",
+        "Y",
+        "--no-calibrate",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("cell lines (learned embedding): X, Y"),
+        "{err}"
+    );
+    let extended = dir.path().join("xyz.json");
+    let (code, _, err) = perfusio(&[
+        "train",
+        "--extend",
+        model.to_str().unwrap(),
+        "--runs",
+        z.to_str().unwrap(),
+        "--line",
+        "Z",
+        "--json",
+        dir.path().join("fit.json").to_str().unwrap(),
+        "--out",
+        extended.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("cell lines (learned embedding): X, Y, Z"),
+        "{err}"
+    );
+    let fit: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("fit.json")).unwrap())
+            .unwrap();
+    assert_eq!(fit["fit"]["warm_start"], serde_json::json!(true), "{fit}");
+    // one --line per --runs, or none
+    let (code, _, err) = perfusio(&[
+        "train",
+        "--runs",
+        x.to_str().unwrap(),
+        "--runs",
+        y.to_str().unwrap(),
+        "--line",
+        "X",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with("error: --line: give one --line per --runs"),
+        "{err}"
+    );
+}

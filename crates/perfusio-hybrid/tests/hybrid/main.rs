@@ -6,7 +6,9 @@
 mod calibrate;
 mod common;
 mod errors;
+mod evaluate;
 mod filter;
 mod forecast;
+mod lines;
 mod persistence;
 mod process;

@@ -1,0 +1,135 @@
+//! Learning across cell lines: the line embedding, unseen lines, save/load and extension.
+
+use perfusio_core::Trajectory;
+use perfusio_gp::KernelSpec;
+use perfusio_hybrid::{HybridConfig, HybridError, HybridModel, LineChoice};
+use perfusio_mechanistic::CloneKind;
+
+use crate::common::{defaults, design_runs};
+
+const STATE: [f64; 9] = [5.0, 97.0, 3.0, 2.0, 1.0, 9.0, 2.0, 0.0, 120.0];
+
+fn labelled(runs: Vec<Trajectory>, line: &str) -> Vec<(Trajectory, Option<String>)> {
+    // run ids are per design: prefix them with the line so the runs stay distinct
+    runs.into_iter()
+        .map(|mut t| {
+            t.run_id = format!("{line}-{}", t.run_id);
+            (t, Some(line.into()))
+        })
+        .collect()
+}
+
+fn config() -> HybridConfig {
+    HybridConfig {
+        calibrate: None,
+        max_day: 14,
+        ..HybridConfig::default()
+    }
+}
+
+/// Clone X (4 runs) and clone Y (4 runs), 14 days each, as lines "X" and "Y".
+fn two_lines() -> HybridModel {
+    let mut runs = labelled(design_runs(4, 14, CloneKind::CloneX, 5), "X");
+    runs.extend(labelled(design_runs(4, 14, CloneKind::CloneY, 6), "Y"));
+    let (m, report) = HybridModel::fit_runs(config(), &runs).unwrap();
+    assert!(report.converged, "{report:?}");
+    m
+}
+
+fn embedding(m: &HybridModel) -> perfusio_gp::LevelEmbedding {
+    match m.gp().unwrap().kernel() {
+        KernelSpec::Product(parts) => match &parts[1] {
+            KernelSpec::LevelEmbedding(e) => e.clone(),
+            other => panic!("no embedding: {other:?}"),
+        },
+        other => panic!("no product kernel: {other:?}"),
+    }
+}
+
+#[test]
+fn two_lines_learn_one_embedding_that_round_trips() {
+    let mut m = two_lines();
+    assert_eq!(m.lines(), ["X", "Y"]);
+    let e = embedding(&m);
+    assert_eq!((e.n_levels, e.dims), (2, 2));
+    assert_eq!(m.select_line(Some("Y")), LineChoice::Known(1));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.json");
+    m.save(&path).unwrap();
+    let loaded = HybridModel::load(&path).unwrap();
+    assert_eq!(loaded.lines(), m.lines());
+    assert_eq!(loaded.prediction_line(), Some("Y"));
+    assert_eq!(embedding(&loaded), e);
+    assert_eq!(loaded.fingerprint(), m.fingerprint());
+    let a = m.predict_next_state(&STATE, &defaults(), 6).unwrap();
+    let b = loaded.predict_next_state(&STATE, &defaults(), 6).unwrap();
+    for k in 0..9 {
+        assert_eq!(a.species[k].mean.to_bits(), b.species[k].mean.to_bits());
+        assert_eq!(a.species[k].sd.to_bits(), b.species[k].sd.to_bits());
+    }
+}
+
+#[test]
+fn an_unseen_line_is_predicted_with_extra_uncertainty_or_refused_by_name() {
+    let mut m = two_lines();
+    assert_eq!(m.select_line(Some("Y")), LineChoice::Known(1));
+    let known = m.predict_next_state(&STATE, &defaults(), 6).unwrap();
+    assert_eq!(m.select_line(Some("Z")), LineChoice::Unseen);
+    let unseen = m.predict_next_state(&STATE, &defaults(), 6).unwrap();
+    // the line-specific part of the learned correction is uncertain for a new line
+    let wider = (0..9)
+        .filter(|&k| unseen.species[k].sd > known.species[k].sd * (1.0 + 1e-9))
+        .count();
+    assert!(wider >= 7, "only {wider} of 9 species got wider bands");
+    for k in 0..9 {
+        assert!(unseen.species[k].mean.is_finite() && unseen.species[k].sd.is_finite());
+    }
+    match m.require_line("Z") {
+        Err(HybridError::UnknownLine { label, known }) => {
+            assert_eq!(label, "Z");
+            assert_eq!(known, ["X", "Y"]);
+        }
+        other => panic!("expected UnknownLine, got {other:?}"),
+    }
+    assert_eq!(m.require_line("X").unwrap(), 0);
+}
+
+#[test]
+fn one_line_has_no_embedding_and_the_old_kernel() {
+    let runs = labelled(design_runs(3, 10, CloneKind::CloneX, 5), "X");
+    let (mut m, _) = HybridModel::fit_runs(config(), &runs).unwrap();
+    assert!(m.lines().is_empty());
+    assert!(matches!(m.gp().unwrap().kernel(), KernelSpec::Matern(_)));
+    assert_eq!(m.select_line(Some("Q")), LineChoice::NoEmbedding);
+    assert_eq!(m.gp_base_cols(), 25);
+}
+
+#[test]
+fn a_saved_two_line_model_is_extended_with_a_third_line_warm() {
+    let m = two_lines();
+    let e2 = embedding(&m);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.json");
+    m.save(&path).unwrap();
+    let mut loaded = HybridModel::load(&path).unwrap();
+    let added = loaded
+        .add_runs(&labelled(design_runs(3, 7, CloneKind::CloneY, 9), "C"))
+        .unwrap();
+    assert_eq!(added, 3 * 8);
+    let report = loaded.retrain(true).unwrap();
+    assert!(report.warm_start && report.converged, "{report:?}");
+    assert_eq!(loaded.lines(), ["X", "Y", "C"]);
+    let e3 = embedding(&loaded);
+    assert_eq!(e3.n_levels, 3);
+    assert!(e3.coords.iter().all(|v| v.is_finite()));
+    // from scratch, the same data take more optimiser iterations than the warm extension
+    let mut scratch = HybridModel::with_dataset(config(), loaded.dataset().clone()).unwrap();
+    let r0 = scratch.retrain(false).unwrap();
+    assert!(
+        report.iterations < r0.iterations,
+        "warm {} vs scratch {} iterations (old positions {:?})",
+        report.iterations,
+        r0.iterations,
+        e2.coords
+    );
+}
