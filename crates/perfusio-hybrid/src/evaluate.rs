@@ -286,6 +286,9 @@ pub fn training_runs(cfg: &EvalConfig) -> Result<Vec<Trajectory>> {
     )?)
 }
 
+/// A run with its cell-line label.
+pub type LabelledRun = (Trajectory, Option<String>);
+
 /// The runs of the transfer experiment, labelled by line: the source plant's design (full
 /// length, seed `seed + 20 000`) and the first `target_days` days of the first
 /// `target_runs` runs of the target's design (the evaluation's own training runs).
@@ -293,10 +296,7 @@ pub fn transfer_runs(
     cfg: &EvalConfig,
     t: &TransferConfig,
     target_design: &[Trajectory],
-) -> Result<(
-    Vec<(Trajectory, Option<String>)>,
-    Vec<(Trajectory, Option<String>)>,
-)> {
+) -> Result<(Vec<LabelledRun>, Vec<LabelledRun>)> {
     let runs = match &cfg.train {
         TrainDesign::BoxBehnken => doe::training_design(),
         TrainDesign::Lhs(n) => {
