@@ -23,7 +23,7 @@ pub const CHART_SPECIES: [Species; 4] = [Species::VCD, Species::Via, Species::Gl
 const OBSERVED: RGBColor = RGBColor(17, 17, 17);
 const OBSERVED_HEX: &str = "#111111";
 const BAND: RGBColor = RGBColor(31, 119, 180);
-const SIZE: (u32, u32) = (560, 320);
+const SIZE: (u32, u32) = (400, 270);
 
 /// One species of one reactor, ready to draw.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,7 +146,8 @@ pub fn fan_chart_svg(d: &FanData, species: Species) -> Result<String> {
             .draw()
             .map_err(chart_err)?;
         if !d.forecast.is_empty() {
-            let bands: [(fn(&Band) -> f64, fn(&Band) -> f64, f64); 2] =
+            type Quantile = fn(&Band) -> f64;
+            let bands: [(Quantile, Quantile, f64); 2] =
                 [(|b| b.q05, |b| b.q95, 0.18), (|b| b.q25, |b| b.q75, 0.32)];
             for (lo, hi, alpha) in bands {
                 let mut poly: Vec<(f64, f64)> =
@@ -232,13 +233,41 @@ pub fn setpoint_steps(entries: &[SetpointEntry]) -> Vec<(CultureDay, ControlArra
         .collect()
 }
 
-/// The setpoint history as an SVG element (each control scaled to its design range), or
-/// `None` when no setpoints were applied yet.
-pub fn setpoint_history_svg(entries: &[SetpointEntry], ds: &DesignSpace) -> Result<Option<String>> {
+/// One full control vector per day, from the first entry's day through `until` (at least the
+/// last entry's day), each entry holding until the next one; at most
+/// [`MAX_DURATION_DAYS`](perfusio_core::MAX_DURATION_DAYS) + 1 days.
+pub fn daily_setpoints(
+    entries: &[SetpointEntry],
+    until: CultureDay,
+) -> Vec<(CultureDay, ControlArray<f64>)> {
+    let steps = setpoint_steps(entries);
+    let Some(&(first, _)) = steps.first() else {
+        return Vec::new();
+    };
+    let last = steps.last().map_or(first, |s| s.0).max(until);
+    let last = last.min(first.saturating_add(perfusio_core::MAX_DURATION_DAYS));
+    let mut out = Vec::new();
+    let mut i = 0;
+    for day in first..=last {
+        while i + 1 < steps.len() && steps[i + 1].0 <= day {
+            i += 1;
+        }
+        out.push((day, steps[i].1));
+    }
+    out
+}
+
+/// The setpoint history through day `until` as an SVG element (each control scaled to its
+/// design range), or `None` when no setpoints were applied yet.
+pub fn setpoint_history_svg(
+    entries: &[SetpointEntry],
+    until: CultureDay,
+    ds: &DesignSpace,
+) -> Result<Option<String>> {
     if entries.is_empty() {
         return Ok(None);
     }
-    let svg = perfusio_twin::plot::setpoint_history_svg(&setpoint_steps(entries), ds)
+    let svg = perfusio_twin::plot::setpoint_history_svg(&daily_setpoints(entries, until), ds)
         .map_err(chart_err)?;
     Ok(Some(tag_svg(
         &svg,
@@ -312,7 +341,22 @@ mod tests {
         };
         let steps = setpoint_steps(&[e(0, "perfusion_rate", 1.5), e(2, "bleed_rate", 0.2)]);
         assert_eq!(steps.len(), 2);
-        assert_eq!(steps[1].1[Control::PerfusionRate.index()], 1.5);
-        assert_eq!(steps[1].1[Control::BleedRate.index()], 0.2);
+        assert!((steps[1].1[Control::PerfusionRate.index()] - 1.5).abs() < 1e-12);
+        assert!((steps[1].1[Control::BleedRate.index()] - 0.2).abs() < 1e-12);
+        let daily = daily_setpoints(
+            &[e(1, "perfusion_rate", 1.5), e(3, "perfusion_rate", 1.8)],
+            5,
+        );
+        let days: Vec<u32> = daily.iter().map(|d| d.0).collect();
+        assert_eq!(days, vec![1, 2, 3, 4, 5]);
+        let perf: Vec<f64> = daily
+            .iter()
+            .map(|d| d.1[Control::PerfusionRate.index()])
+            .collect();
+        let want = [1.5, 1.5, 1.8, 1.8, 1.8];
+        assert!(
+            perf.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12),
+            "{perf:?}"
+        );
     }
 }

@@ -48,7 +48,7 @@ main{padding:0 1em 2em}
 section{background:#fff;border-radius:6px;margin:1em 0;padding:.6em 1em;box-shadow:0 1px 2px #0002}
 table{border-collapse:collapse;margin:.4em 0}td,th{border:1px solid #ccc;padding:.15em .5em;text-align:right}
 th{background:#eef}td.l,th.l{text-align:left}
-.charts{display:flex;flex-wrap:wrap;gap:.5em}.charts svg{max-width:100%;height:auto}
+.charts{display:flex;flex-wrap:wrap;gap:.5em}.charts figure{margin:0}.charts svg{max-width:100%;height:auto}
 .flash{padding:.5em 1em;margin:1em;border-radius:4px}.ok{background:#dfd}.err{background:#fdd}
 .alarm-critical{color:#a00;font-weight:bold}.alarm-warning{color:#a60}
 .missing{color:#999}form{display:inline-block;margin:.2em .5em .2em 0}
@@ -410,7 +410,7 @@ fn reactor_html(
         }
         h.push_str("</figure>");
     }
-    match setpoint_history_svg(&r.setpoints, ds) {
+    match setpoint_history_svg(&r.setpoints, s.day, ds) {
         Ok(Some(svg)) => {
             let _ = write!(h, "<figure data-chart=\"setpoints\">{svg}</figure>");
         }
