@@ -43,7 +43,7 @@ fn num(v: f64) -> String {
 const STYLE: &str = "
 body{font-family:system-ui,sans-serif;margin:0;background:#f4f5f7;color:#222}
 header{background:#1f3b57;color:#fff;padding:.6em 1em;display:flex;gap:1em;align-items:center;flex-wrap:wrap}
-header h1{font-size:1.2em;margin:0}header a,header button{color:#fff}
+header h1{font-size:1.2em;margin:0}header a{color:#fff}header button{color:#fff;background:transparent;border:1px solid #fff;border-radius:3px;cursor:pointer}
 main{padding:0 1em 2em}
 section{background:#fff;border-radius:6px;margin:1em 0;padding:.6em 1em;box-shadow:0 1px 2px #0002}
 table{border-collapse:collapse;margin:.4em 0}td,th{border:1px solid #ccc;padding:.15em .5em;text-align:right}

@@ -2,14 +2,23 @@
 //!
 //! When no Chromium is installed the tests print that they were skipped and why, and pass;
 //! `.ci/run` installs it. `PERFUSIO_CHROMIUM` names another binary. With
-//! `PERFUSIO_UPDATE_SCREENSHOT=1` the screenshot is also saved as `docs/dashboard.png`.
+//! `PERFUSIO_UPDATE_SCREENSHOT=1` the logged-in operator's screenshot is also saved as
+//! `docs/dashboard.png`.
+//!
+//! The operator test drives the page through the DevTools protocol ([`crate::cdp`]) and plays
+//! the campaign's part by writing the snapshot and the outcome itself; with a running
+//! `Campaign` on the same directory (started next to [`start_dashboard`]) the same steps show
+//! that an approve changes what the reactor receives.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use perfusio_twin::campaign_files::read_actions;
+use perfusio_twin::campaign_files::{
+    ActionKind, ActionOutcome, append_outcome, read_actions, write_snapshot,
+};
 
+use crate::cdp::Browser;
 use crate::common::*;
 
 /// The Chromium binary, or why there is none.
@@ -139,11 +148,6 @@ async fn headless_chromium_renders_the_charts_and_shows_a_missing_value_as_a_gap
         "{} bytes",
         png.len()
     );
-    if std::env::var_os("PERFUSIO_UPDATE_SCREENSHOT").is_some() {
-        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/dashboard.png");
-        std::fs::write(&out, &png).unwrap();
-        eprintln!("saved {}", out.display());
-    }
     d.stop().await;
 }
 
@@ -182,5 +186,92 @@ async fn a_post_from_a_browser_without_a_session_is_refused_and_appends_nothing(
     .await;
     assert!(dom.contains("log in to act"), "the refusal page: {dom}");
     assert!(read_actions(dir.path()).unwrap().is_empty());
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_logs_in_approves_in_the_browser_and_the_page_follows_the_campaign() {
+    let bin = match chromium() {
+        Ok(b) => b,
+        Err(why) => return skip(&why),
+    };
+    let dir = fixture_dir();
+    let d = start_dashboard(dir.path(), users()).await;
+    let url = d.url();
+    let campaign = dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let profile = tempfile::tempdir().unwrap();
+        let mut b = Browser::start(&bin, profile.path());
+        let wait = Duration::from_secs(20);
+
+        // log in through the form
+        b.navigate(&format!("{url}login"));
+        b.wait_for(
+            "document.readyState === 'complete' && !!document.querySelector('input[name=password]')",
+            wait,
+        );
+        b.eval(&format!(
+            "document.querySelector('input[name=user]').value = '{USER}'; \
+             document.querySelector('input[name=password]').value = {PASSWORD:?}; \
+             document.querySelector('form').submit(); true"
+        ));
+        b.wait_for(
+            "location.pathname === '/' && document.readyState === 'complete' && !!document.getElementById('user')",
+            wait,
+        );
+        // the page's own script ran (the CSP allows it by its hash) and counted the charts
+        b.wait_for("document.body.getAttribute('data-charts-rendered') === '10'", wait);
+        assert_eq!(
+            b.eval("document.querySelectorAll('section[data-reactor=\"R01\"] figure[data-species=\"Titer\"] circle.observed-point').length"),
+            serde_json::json!(6)
+        );
+        if std::env::var_os("PERFUSIO_UPDATE_SCREENSHOT").is_some() {
+            let png = b.screenshot();
+            assert!(png.starts_with(b"\x89PNG"));
+            let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/dashboard.png");
+            std::fs::write(&out, &png).unwrap();
+            eprintln!("saved {}", out.display());
+        }
+
+        // approve R01's recommendation with the button
+        b.eval("document.querySelector('section[data-reactor=\"R01\"] form.approve button').click(); true");
+        b.wait_for(
+            "!!document.getElementById('flash') && document.getElementById('flash').textContent.includes('recorded: approve for R01 day 7')",
+            wait,
+        );
+        let actions = read_actions(&campaign).unwrap();
+        assert_eq!(actions.len(), 1);
+        let a = &actions[0];
+        assert_eq!(
+            (a.actor.as_str(), a.reactor.as_str(), a.day, &a.kind),
+            (USER, "R01", 7, &ActionKind::Approve)
+        );
+
+        // the campaign applies it and moves on: the open page follows without a reload
+        b.eval("window.__same_page = true; true");
+        let mut s = fixture_snapshot();
+        s.day = 7;
+        s.reactors[0].pending = None;
+        write_snapshot(&campaign, &s).unwrap();
+        append_outcome(
+            &campaign,
+            &ActionOutcome {
+                action: a.id.clone(),
+                accepted: true,
+                reason: "applied from day 7".into(),
+                at: "2026-12-02T08:30:00Z".into(),
+            },
+        )
+        .unwrap();
+        b.wait_for(
+            "document.getElementById('campaign').textContent.includes('day 7 ') && \
+             !document.querySelector('section[data-reactor=\"R01\"] .pending') && \
+             document.getElementById('outcomes').textContent.includes('applied from day 7')",
+            wait,
+        );
+        assert_eq!(b.eval("window.__same_page === true"), serde_json::json!(true));
+    })
+    .await
+    .unwrap();
     d.stop().await;
 }

@@ -2,5 +2,6 @@
 //! headless Chromium when it is installed.
 
 mod browser;
+mod cdp;
 mod common;
 mod http;
