@@ -184,12 +184,23 @@ pub fn build_action(
                 full[c.index()] = *v;
             }
             check_inside(&full, ds, "the edit")?;
-            ActionKind::Edit {
-                values: edits
-                    .into_iter()
-                    .map(|(c, v)| (c.name().to_string(), v))
-                    .collect(),
+            // name only what differs from the recommendation: the rest keeps it
+            let recommended = crate::charts::controls_of(&pending.recommended);
+            let changed: BTreeMap<String, f64> = edits
+                .into_iter()
+                .filter(|(c, v)| {
+                    recommended
+                        .get(c)
+                        .is_none_or(|r| (r - v).abs() > 1e-12 * r.abs().max(1.0))
+                })
+                .map(|(c, v)| (c.name().to_string(), v))
+                .collect();
+            if changed.is_empty() {
+                return refuse(
+                    "the edit changes no value of the recommendation; approve it instead",
+                );
             }
+            ActionKind::Edit { values: changed }
         }
         "glucose_bolus" => {
             let v = form.number("mmol_per_l", "the bolus (mmol/L)")?;

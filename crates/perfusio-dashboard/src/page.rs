@@ -367,13 +367,14 @@ fn reactor_html(
             hidden(h, csrf, "edit", &r.id, p.day);
             let rec = controls_of(&p.recommended);
             let cur = controls_of(&p.current);
+            h.push_str("<p>Values that differ from the recommendation replace it; an empty field keeps it.</p>");
             for c in Control::ALL {
                 let spec = ds.control(c);
                 let v = rec
                     .get(&c)
                     .or_else(|| cur.get(&c))
-                    .copied()
-                    .unwrap_or_else(|| c.default_value());
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
                 let _ = write!(
                     h,
                     "<label>{} [{}] ({}–{}) <input type=\"text\" name=\"c:{}\" value=\"{}\"></label> ",

@@ -489,3 +489,40 @@ async fn a_password_is_never_logged_stored_or_echoed() {
         assert!(!log.contains(&secret.replace('&', "%26")));
     }
 }
+
+#[tokio::test]
+async fn a_24_reactor_campaign_renders_every_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = fixture_snapshot();
+    let template = s.reactors[0].clone();
+    s.day = 27;
+    s.reactors = (1..=24)
+        .map(|i| {
+            let mut r = template.clone();
+            r.id = format!("R{i:02}");
+            r.observations = (0..28)
+                .map(|day| {
+                    let mut o = template.observations[usize::from(day % 7 == 3)].clone();
+                    o.day = day;
+                    o
+                })
+                .collect();
+            r
+        })
+        .collect();
+    write_snapshot(dir.path(), &s).unwrap();
+    let d = start_dashboard(dir.path(), users()).await;
+    let (cookie, _) = login(d.addr).await;
+    let start = std::time::Instant::now();
+    let r = request(d.addr, "GET", "/", Some(&cookie), None).await;
+    let took = start.elapsed();
+    eprintln!(
+        "24 reactors x 28 days: page of {} kB in {took:.2?}",
+        r.body.len() / 1024
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.matches("<svg class=\"chart\"").count(), 96);
+    assert_eq!(r.body.matches("<svg class=\"chart setpoints\"").count(), 24);
+    assert_eq!(r.body.matches("class=\"approve\"").count(), 24);
+    d.stop().await;
+}
