@@ -65,7 +65,7 @@ use std::path::PathBuf;
 use perfusio_core::{DEFAULT_AMBR250_DESIGN_SPACE, DesignSpace};
 
 pub use error::{DashboardError, Result};
-pub use server::{DashboardState, MAX_BODY_BYTES, router};
+pub use server::{DashboardState, MAX_BODY_BYTES, MAX_CONCURRENT_LOGINS, router};
 pub use users::{PasswordHash, Users, hash_password};
 
 /// The default listen address: loopback, port 8080.

@@ -348,11 +348,12 @@ fn reactor_html(
         let _ = write!(
             h,
             "<div class=\"pending\" data-day=\"{}\"><h3>pending recommendation for day {}</h3>\
-             <p>reason: {}</p><p>deadline <b>{}</b>; at the deadline: <b>{}</b></p>",
+             <p>reason: {}</p><p>deadline <b>{}</b>{}; at the deadline: <b>{}</b></p>",
             p.day,
             p.day,
             escape(&p.reason),
             escape(&p.deadline),
+            deadline_note(&p.deadline),
             escape(&p.at_deadline)
         );
         controls_table(h, &[("now", &p.current), ("recommended", &p.recommended)]);
@@ -498,6 +499,21 @@ fn reactor_html(
     h.push_str("</section>");
 }
 
+/// How long until an RFC 3339 deadline, or that it has passed; empty when it does not parse.
+fn deadline_note(deadline: &str) -> String {
+    use time::format_description::well_known::Rfc3339;
+    let Ok(t) = time::OffsetDateTime::parse(deadline, &Rfc3339) else {
+        return String::new();
+    };
+    let left = t - time::OffsetDateTime::now_utc();
+    if left.is_negative() {
+        " <span class=\"alarm-warning\">(passed)</span>".into()
+    } else {
+        let m = left.whole_minutes();
+        format!(" (in {} h {:02} min)", m / 60, m % 60)
+    }
+}
+
 fn describe(kind: &ActionKind) -> String {
     let vals = |m: &std::collections::BTreeMap<String, f64>| {
         m.iter()
@@ -578,6 +594,13 @@ mod tests {
             escape("<a href=\"x\">'&'</a>"),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
         );
+    }
+
+    #[test]
+    fn a_deadline_says_whether_it_passed() {
+        assert!(deadline_note("2000-01-01T00:00:00Z").contains("passed"));
+        assert!(deadline_note("2999-01-01T00:00:00Z").starts_with(" (in "));
+        assert_eq!(deadline_note("tomorrow"), "");
     }
 
     #[test]

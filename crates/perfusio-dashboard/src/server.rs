@@ -38,6 +38,9 @@ use crate::users::{Users, random_hex, valid_user_name};
 pub const MAX_BODY_BYTES: usize = 64 << 10;
 /// Added to every refused login, to slow down guessing.
 const LOGIN_FAILURE_DELAY: Duration = Duration::from_millis(200);
+/// The most password checks that run at once (each costs [`crate::users::DEFAULT_ROUNDS`]
+/// hashes); more logins wait their turn.
+pub const MAX_CONCURRENT_LOGINS: usize = 2;
 
 /// What the routes share: the campaign directory, the users, the design space and the
 /// sessions. Cheap to clone.
@@ -52,6 +55,7 @@ struct Inner {
     users: Users,
     design_space: DesignSpace,
     sessions: Sessions,
+    logins: tokio::sync::Semaphore,
     /// Accept any `Host` header (the listener is not on loopback).
     any_host: bool,
     csp: String,
@@ -93,6 +97,7 @@ impl DashboardState {
                 users,
                 design_space,
                 sessions: Sessions::default(),
+                logins: tokio::sync::Semaphore::new(MAX_CONCURRENT_LOGINS),
                 any_host,
                 csp,
             }),
@@ -279,6 +284,9 @@ async fn login(State(st): State<DashboardState>, Form(form): Form<LoginForm>) ->
     let can_login = !st.inner.users.is_empty();
     let user = form.user.trim().to_string();
     let ok = if valid_user_name(&user) && form.password.expose().len() <= 1024 {
+        let Ok(_permit) = st.inner.logins.acquire().await else {
+            return internal("the login queue is closed");
+        };
         let st2 = st.clone();
         let (u, pw) = (user.clone(), form.password);
         tokio::task::spawn_blocking(move || st2.inner.users.verify(&u, &pw))
