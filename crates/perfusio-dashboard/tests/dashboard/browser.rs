@@ -38,8 +38,11 @@ fn chromium() -> Result<PathBuf, String> {
     Err("no `chromium` or `chromium-browser` on PATH (install it with `apt-get install -y chromium`, as .ci/run does)".into())
 }
 
+/// Says that a browser test was skipped and why, on the process's stderr itself (the test
+/// harness captures `eprintln!` of passing tests, not direct writes), so `cargo test` shows it.
 fn skip(why: &str) {
-    eprintln!("SKIPPED browser test: {why}");
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED browser test: {why}");
 }
 
 /// Runs headless Chromium with `args` (and a fresh profile), killing it after 90 s; returns
