@@ -526,3 +526,89 @@ async fn a_24_reactor_campaign_renders_every_chart() {
     assert_eq!(r.body.matches("class=\"approve\"").count(), 24);
     d.stop().await;
 }
+
+#[tokio::test]
+async fn a_non_loopback_address_needs_permission_and_is_logged_as_a_warning() {
+    let dir = fixture_dir();
+    let mut config = perfusio_dashboard::DashboardConfig::new(dir.path());
+    config.listen = "0.0.0.0:0".parse().unwrap();
+    match perfusio_dashboard::Dashboard::bind(config.clone()).await {
+        Err(perfusio_dashboard::DashboardError::NotLoopback(_)) => {}
+        other => panic!("expected NotLoopback, got {other:?}"),
+    }
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    config.allow_non_loopback = true;
+    let d = perfusio_dashboard::Dashboard::bind(config).await.unwrap();
+    let port = d.local_addr().port();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(d.run_until(async {
+        let _ = rx.await;
+    }));
+    // any Host header is answered when remote access was allowed
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let r = request_with_host(
+        addr,
+        "dashboard.lab.example:8080",
+        "GET",
+        "/version",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let _ = tx.send(());
+    task.await.unwrap().unwrap();
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        log.contains("WARN") && log.contains("non-loopback address"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn edits_are_checked_against_the_configured_design_space() {
+    use perfusio_core::{Control, DEFAULT_AMBR250_DESIGN_SPACE};
+    let dir = fixture_dir();
+    let mut config = perfusio_dashboard::DashboardConfig::new(dir.path());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.users = users();
+    config.design_space = DEFAULT_AMBR250_DESIGN_SPACE
+        .with_control_range(Control::PerfusionRate, 0.5, 1.8)
+        .unwrap();
+    let d = perfusio_dashboard::Dashboard::bind(config).await.unwrap();
+    let addr = d.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(d.run_until(async {
+        let _ = rx.await;
+    }));
+    let (cookie, csrf) = login(addr).await;
+    let r = request(
+        addr,
+        "POST",
+        "/action",
+        Some(&cookie),
+        Some(&[
+            ("csrf", &csrf),
+            ("kind", "edit"),
+            ("reactor", "R01"),
+            ("day", "7"),
+            ("c:perfusion_rate", "1.9"),
+        ]),
+    )
+    .await;
+    assert_eq!(r.status, 422);
+    assert!(
+        r.body.contains("perfusion_rate = 1.9 vvd is above 1.8"),
+        "{}",
+        r.body
+    );
+    assert!(read_actions(dir.path()).unwrap().is_empty());
+    let _ = tx.send(());
+    task.await.unwrap().unwrap();
+}
