@@ -29,7 +29,9 @@
 //! hyper and tokio, which the workspace already builds; `plotters` draws the SVG, as
 //! `perfusio-twin`'s `plot` feature does; `sha2` hashes passwords (already used for the audit
 //! chain); `getrandom` gives the operating system's randomness for tokens and salts; `toml`
-//! reads the users file; `time` writes the action times.
+//! reads the users file; `serde_json` reads the tails of the action and outcome logs; `time`
+//! writes the action times. A `tower-http` layer, TLS, and a JavaScript charting library were
+//! left out on purpose: the page is small, local and must work offline.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), perfusio_dashboard::DashboardError> {
