@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod audit_cmd;
 mod config_cmd;
+mod dashboard_cmd;
 mod design_space_cmd;
 mod emulate_cmd;
 mod evaluate_cmd;
@@ -60,6 +61,9 @@ enum Command {
     /// Verify tamper-evident audit logs.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Serve the local web dashboard of a campaign directory (live charts, approvals,
+    /// manual interventions); `dashboard hash-password` makes users-file entries.
+    Dashboard(dashboard_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
         Command::Recommend(args) => recommend_cmd::run(&args),
         Command::Audit(cmd) => audit_cmd::run(&cmd),
         Command::Run(args) => run_cmd::run(&args),
+        Command::Dashboard(args) => dashboard_cmd::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -4,6 +4,7 @@ use std::process::Command;
 
 mod audit_verify;
 mod basic;
+mod dashboard;
 mod emulate;
 mod model;
 mod recommend;

@@ -1,0 +1,280 @@
+//! Headless Chromium (the Debian package, `/usr/bin/chromium`) against a running dashboard.
+//!
+//! When no Chromium is installed the tests print that they were skipped and why, and pass;
+//! `.ci/run` installs it. `PERFUSIO_CHROMIUM` names another binary. With
+//! `PERFUSIO_UPDATE_SCREENSHOT=1` the logged-in operator's screenshot is also saved as
+//! `docs/dashboard.png`.
+//!
+//! The operator test drives the page through the DevTools protocol ([`crate::cdp`]) and plays
+//! the campaign's part by writing the snapshot and the outcome itself; with a running
+//! `Campaign` on the same directory (started next to [`start_dashboard`]) the same steps show
+//! that an approve changes what the reactor receives.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use perfusio_twin::campaign_files::{
+    ActionKind, ActionOutcome, append_outcome, read_actions, write_snapshot,
+};
+
+use crate::cdp::Browser;
+use crate::common::*;
+
+/// The Chromium binary, or why there is none.
+fn chromium() -> Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("PERFUSIO_CHROMIUM") {
+        return Ok(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for name in ["chromium", "chromium-browser"] {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err("no `chromium` or `chromium-browser` on PATH (install it with `apt-get install -y chromium`, as .ci/run does)".into())
+}
+
+/// Says that a browser test was skipped and why, on the process's stderr itself (the test
+/// harness captures `eprintln!` of passing tests, not direct writes), so `cargo test` shows it.
+fn skip(why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED browser test: {why}");
+}
+
+/// Runs headless Chromium with `args` (and a fresh profile), killing it after 90 s; returns
+/// its stdout.
+fn run_chromium(bin: &Path, profile: &Path, args: &[String]) -> String {
+    let mut child = Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-extensions",
+            "--disable-background-networking",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut s).unwrap();
+        s
+    });
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish within 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    reader.join().unwrap()
+}
+
+async fn chromium_async(bin: PathBuf, profile: PathBuf, args: Vec<String>) -> String {
+    tokio::task::spawn_blocking(move || run_chromium(&bin, &profile, &args))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_chromium_renders_the_charts_and_shows_a_missing_value_as_a_gap() {
+    let bin = match chromium() {
+        Ok(b) => b,
+        Err(why) => return skip(&why),
+    };
+    let dir = fixture_dir();
+    let d = start_dashboard(dir.path(), users()).await;
+    let profile = tempfile::tempdir().unwrap();
+
+    let dom = chromium_async(
+        bin.clone(),
+        profile.path().to_path_buf(),
+        vec![
+            "--virtual-time-budget=3000".into(),
+            "--dump-dom".into(),
+            d.url(),
+        ],
+    )
+    .await;
+    assert!(
+        dom.contains("<main id=\"live\""),
+        "no dashboard in the DOM: {dom}"
+    );
+    // the page's script counted the charts that have a laid-out, non-empty box
+    assert!(
+        dom.contains("data-charts-rendered=\"10\""),
+        "8 fan charts + 2 setpoint histories should render: {}",
+        &dom[..dom.len().min(600)]
+    );
+    assert_eq!(dom.matches("<svg class=\"chart\"").count(), 8);
+    // R01's titer has no value on day 3: 6 markers and the line in two pieces
+    let titer = figure(&dom, "R01", "Titer");
+    assert_eq!(titer.matches("class=\"observed-point\"").count(), 6);
+    assert_eq!(titer.matches("class=\"observed-line\"").count(), 2);
+    let t2 = figure(&dom, "R02", "Titer");
+    assert_eq!(t2.matches("class=\"observed-point\"").count(), 7);
+    assert_eq!(t2.matches("class=\"observed-line\"").count(), 1);
+
+    let shot_dir = tempfile::tempdir().unwrap();
+    let shot = shot_dir.path().join("dashboard.png");
+    chromium_async(
+        bin,
+        profile.path().to_path_buf(),
+        vec![
+            "--virtual-time-budget=3000".into(),
+            "--window-size=1280,1900".into(),
+            format!("--screenshot={}", shot.display()),
+            d.url(),
+        ],
+    )
+    .await;
+    let png = std::fs::read(&shot).expect("chromium wrote a screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_from_a_browser_without_a_session_is_refused_and_appends_nothing() {
+    let bin = match chromium() {
+        Ok(b) => b,
+        Err(why) => return skip(&why),
+    };
+    let dir = fixture_dir();
+    let d = start_dashboard(dir.path(), users()).await;
+    let profile = tempfile::tempdir().unwrap();
+    // a page elsewhere that submits an approve to the dashboard as soon as it loads
+    let attacker = tempfile::tempdir().unwrap();
+    let page = attacker.path().join("forge.html");
+    std::fs::write(
+        &page,
+        format!(
+            "<!DOCTYPE html><html><body><form id=\"f\" method=\"post\" action=\"{}action\">\
+             <input name=\"csrf\" value=\"guess\"><input name=\"kind\" value=\"approve\">\
+             <input name=\"reactor\" value=\"R01\"><input name=\"day\" value=\"7\"></form>\
+             <script>document.getElementById('f').submit();</script></body></html>",
+            d.url()
+        ),
+    )
+    .unwrap();
+    let dom = chromium_async(
+        bin,
+        profile.path().to_path_buf(),
+        vec![
+            "--virtual-time-budget=3000".into(),
+            "--dump-dom".into(),
+            format!("file://{}", page.display()),
+        ],
+    )
+    .await;
+    assert!(dom.contains("log in to act"), "the refusal page: {dom}");
+    assert!(read_actions(dir.path()).unwrap().is_empty());
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_logs_in_approves_in_the_browser_and_the_page_follows_the_campaign() {
+    let bin = match chromium() {
+        Ok(b) => b,
+        Err(why) => return skip(&why),
+    };
+    let dir = fixture_dir();
+    let d = start_dashboard(dir.path(), users()).await;
+    let url = d.url();
+    let campaign = dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let profile = tempfile::tempdir().unwrap();
+        let mut b = Browser::start(&bin, profile.path());
+        let wait = Duration::from_secs(20);
+
+        // log in through the form
+        b.navigate(&format!("{url}login"));
+        b.wait_for(
+            "document.readyState === 'complete' && !!document.querySelector('input[name=password]')",
+            wait,
+        );
+        b.eval(&format!(
+            "document.querySelector('input[name=user]').value = '{USER}'; \
+             document.querySelector('input[name=password]').value = {PASSWORD:?}; \
+             document.querySelector('form').submit(); true"
+        ));
+        b.wait_for(
+            "location.pathname === '/' && document.readyState === 'complete' && !!document.getElementById('user')",
+            wait,
+        );
+        // the page's own script ran (the CSP allows it by its hash) and counted the charts
+        b.wait_for("document.body.getAttribute('data-charts-rendered') === '10'", wait);
+        assert_eq!(
+            b.eval("document.querySelectorAll('section[data-reactor=\"R01\"] figure[data-species=\"Titer\"] circle.observed-point').length"),
+            serde_json::json!(6)
+        );
+        if std::env::var_os("PERFUSIO_UPDATE_SCREENSHOT").is_some() {
+            let png = b.screenshot();
+            assert!(png.starts_with(b"\x89PNG"));
+            let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/dashboard.png");
+            std::fs::write(&out, &png).unwrap();
+            eprintln!("saved {}", out.display());
+        }
+
+        // approve R01's recommendation with the button
+        b.eval("document.querySelector('section[data-reactor=\"R01\"] form.approve button').click(); true");
+        b.wait_for(
+            "!!document.getElementById('flash') && document.getElementById('flash').textContent.includes('recorded: approve for R01 day 7')",
+            wait,
+        );
+        let actions = read_actions(&campaign).unwrap();
+        assert_eq!(actions.len(), 1);
+        let a = &actions[0];
+        assert_eq!(
+            (a.actor.as_str(), a.reactor.as_str(), a.day, &a.kind),
+            (USER, "R01", 7, &ActionKind::Approve)
+        );
+
+        // the campaign applies it and moves on: the open page follows without a reload
+        b.eval("window.__same_page = true; true");
+        let mut s = fixture_snapshot();
+        s.day = 7;
+        s.reactors[0].pending = None;
+        write_snapshot(&campaign, &s).unwrap();
+        append_outcome(
+            &campaign,
+            &ActionOutcome {
+                action: a.id.clone(),
+                accepted: true,
+                reason: "applied from day 7".into(),
+                at: "2026-12-02T08:30:00Z".into(),
+            },
+        )
+        .unwrap();
+        b.wait_for(
+            "document.getElementById('campaign').textContent.includes('day 7 ') && \
+             !document.querySelector('section[data-reactor=\"R01\"] .pending') && \
+             document.getElementById('outcomes').textContent.includes('applied from day 7')",
+            wait,
+        );
+        assert_eq!(b.eval("window.__same_page === true"), serde_json::json!(true));
+    })
+    .await
+    .unwrap();
+    d.stop().await;
+}
