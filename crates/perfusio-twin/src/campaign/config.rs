@@ -68,6 +68,11 @@ pub struct CampaignConfig {
     /// Outcome constraints (default: viability at least the design space's floor).
     #[serde(default)]
     pub constraints: Option<Vec<ConstraintSpec>>,
+    /// Days over which the best constant operating point is evaluated from the day-0
+    /// state (default: the run's `duration_days`), e.g. 28 to rank points for a 28-day
+    /// production run after a 14-day campaign.
+    #[serde(default)]
+    pub best_point_days: Option<u32>,
     /// Operator approval of the daily recommendations.
     #[serde(default)]
     pub approval: ApprovalConfig,
@@ -349,6 +354,14 @@ impl CampaignConfig {
             c.variable
                 .parse::<Variable>()
                 .map_err(|e| CampaignError::invalid("constraints.variable", e.to_string()))?;
+        }
+        if let Some(d) = self.best_point_days
+            && !(1..=perfusio_core::MAX_DURATION_DAYS).contains(&d)
+        {
+            return Err(CampaignError::invalid(
+                "best_point_days",
+                format!("{d}: give 1 to {} days", perfusio_core::MAX_DURATION_DAYS),
+            ));
         }
         self.run
             .validate()

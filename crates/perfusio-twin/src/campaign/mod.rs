@@ -41,8 +41,8 @@ use perfusio_audit::{Actor, AuditHandle, AuditWriter, Entry, Event, WriterOption
 use perfusio_bed::BedPolicy;
 use perfusio_bed::objective::{Objective, OutcomeConstraint, parse_objective};
 use perfusio_core::{
-    Connector, Control, ControlArray, CultureDay, DEFAULT_AMBR250_DESIGN_SPACE, DesignSpace,
-    N_SPECIES, Pacing, Setpoints, Species, SpeciesArray, Variable,
+    Addition, Connector, Control, ControlArray, CultureDay, DEFAULT_AMBR250_DESIGN_SPACE,
+    DesignSpace, N_SPECIES, Pacing, Setpoints, Species, SpeciesArray, Variable,
 };
 use perfusio_hybrid::{Forecast, ForecastMethod, ForecastOptions, HybridConfig, HybridModel};
 use perfusio_mechanistic::{PlantSpec, VirtualReactorConfig};
@@ -598,10 +598,8 @@ struct Shared {
 /// What the operators did to one reactor on one day before it learned.
 #[derive(Debug, Default, Clone)]
 struct Interventions {
-    /// Species changes after the sample (bolus).
-    delta: Option<SpeciesArray<f64>>,
-    /// Media exchange fractions (applied to the estimate after learning).
-    exchange: Vec<f64>,
+    /// Additions after the sample (boluses, media exchanges), in the order they were made.
+    additions: Vec<Addition>,
     /// Setpoints an operator imposed for the day, and who.
     override_values: Option<(ControlArray<f64>, String)>,
 }
@@ -654,7 +652,10 @@ impl Runner {
         )?);
         let mut hc = c.hybrid.clone();
         hc.design_space = c.design_space.clone();
-        hc.max_day = hc.max_day.max(run_cfg.duration_days);
+        hc.max_day = hc
+            .max_day
+            .max(run_cfg.duration_days)
+            .max(c.config.best_point_days.unwrap_or(0));
         hc.gp.seed = derive_seed(seed, "gp", 0);
         let model = HybridModel::new(hc)?;
         let model_sha = model.fingerprint();
@@ -1022,7 +1023,7 @@ impl Runner {
         let inter = interventions.clone();
         let (learned, day0) = self
             .with_shared(move |s| -> Result<_> {
-                let gln_feed = s.model.mechanism_params().gln_feed;
+                let tr = s.model.config().transform;
                 for i in 0..s.states.len() {
                     if !active[i] {
                         continue;
@@ -1031,25 +1032,17 @@ impl Runner {
                     if let Some(r) = &reported[i] {
                         s.states[i].take_reported(r);
                     }
-                    let mut delta = inter[i].delta.unwrap_or([0.0; N_SPECIES]);
-                    if !inter[i].exchange.is_empty() {
-                        let tr = s.model.config().transform;
-                        if let Some(est) = s.states[i].estimate() {
-                            let mut x = est.mean_species(&tr);
-                            for (k, v) in x.iter_mut().enumerate() {
-                                *v += delta[k];
-                            }
-                            let glc_feed = s.states[i].current()[Control::GlucoseSetpoint.index()];
-                            for f in &inter[i].exchange {
-                                let before = x;
-                                exchange(&mut x, *f, glc_feed, gln_feed);
-                                for k in 0..N_SPECIES {
-                                    delta[k] += x[k] - before[k];
-                                }
-                            }
-                        }
+                    if inter[i].additions.is_empty() {
+                        continue;
                     }
-                    if delta.iter().any(|d| *d != 0.0) {
+                    if let Some(est) = s.states[i].estimate() {
+                        let before = est.mean_species(&tr);
+                        let mut after = before;
+                        for a in &inter[i].additions {
+                            a.apply(&mut after);
+                        }
+                        let delta: SpeciesArray<f64> =
+                            std::array::from_fn(|k| after[k] - before[k]);
                         s.states[i].added(&mut s.model, day, delta, ms[i].is_some())?;
                     }
                 }
@@ -1413,9 +1406,12 @@ impl Runner {
         out: &mut [Interventions],
     ) -> Result<()> {
         let actions = self.triage(day, false).await?;
-        let currents: Vec<ControlArray<f64>> = {
+        let (currents, gln_feed): (Vec<ControlArray<f64>>, f64) = {
             let s = self.shared()?;
-            s.states.iter().map(|st| *st.current()).collect()
+            (
+                s.states.iter().map(|st| *st.current()).collect(),
+                s.model.mechanism_params().gln_feed,
+            )
         };
         for a in actions {
             let Some(i) = self.units.iter().position(|u| u.id == a.reactor) else {
@@ -1449,20 +1445,27 @@ impl Runner {
                         continue;
                     }
                     let g = mmol_per_l * GLUCOSE_G_PER_MMOL;
-                    let d = out[i].delta.get_or_insert([0.0; N_SPECIES]);
-                    d[Species::Glc.index()] += g;
-                    self.answer(
-                        &a,
-                        true,
-                        format!(
-                            "glucose bolus of {mmol_per_l} mmol/L (+{g:.3} g/L) after the day-{day} \
-                             sample: the day's transition starts from the sample plus it"
-                        ),
-                        BTreeMap::from([("mmol_per_l".to_string(), *mmol_per_l)]),
-                        none(),
-                        BTreeMap::from([("Glc_added_g_per_l".to_string(), g)]),
-                    )
-                    .await?;
+                    let addition = Addition::GlucoseBolus { g_per_l: g };
+                    let values = BTreeMap::from([("mmol_per_l".to_string(), *mmol_per_l)]);
+                    match self.physically(i, day, &addition).await {
+                        Ok(how) => {
+                            out[i].additions.push(addition);
+                            self.answer(
+                                &a,
+                                true,
+                                format!(
+                                    "glucose bolus of {mmol_per_l} mmol/L (+{g:.3} g/L) after the \
+                                     day-{day} sample, {how}: the day's transition starts from \
+                                     the sample plus it"
+                                ),
+                                values,
+                                none(),
+                                BTreeMap::from([("Glc_added_g_per_l".to_string(), g)]),
+                            )
+                            .await?;
+                        }
+                        Err(why) => self.answer(&a, false, why, values, none(), none()).await?,
+                    }
                 }
                 ActionKind::MediaExchange { fraction } => {
                     if !(fraction.is_finite() && *fraction > 0.0 && *fraction <= 1.0) {
@@ -1477,21 +1480,34 @@ impl Runner {
                         .await?;
                         continue;
                     }
-                    out[i].exchange.push(*fraction);
-                    self.answer(
-                        &a,
-                        true,
-                        format!(
-                            "media exchange of {:.0} % of the volume after the day-{day} sample: \
-                             glucose and glutamine move toward the medium, other metabolites and \
-                             titer are diluted, cells are retained",
-                            fraction * 100.0
-                        ),
-                        BTreeMap::from([("fraction".to_string(), *fraction)]),
-                        none(),
-                        none(),
-                    )
-                    .await?;
+                    let addition = Addition::MediaExchange {
+                        fraction: *fraction,
+                        glucose: currents[i][Control::GlucoseSetpoint.index()],
+                        glutamine: gln_feed,
+                    };
+                    let values = BTreeMap::from([("fraction".to_string(), *fraction)]);
+                    match self.physically(i, day, &addition).await {
+                        Ok(how) => {
+                            out[i].additions.push(addition);
+                            self.answer(
+                                &a,
+                                true,
+                                format!(
+                                    "media exchange of {:.0} % of the volume after the day-{day} \
+                                     sample, {how}: glucose and glutamine move toward the medium \
+                                     (glucose {:.2} g/L, glutamine {gln_feed:.2} mmol/L), other \
+                                     metabolites and titer are diluted, cells are retained",
+                                    fraction * 100.0,
+                                    currents[i][Control::GlucoseSetpoint.index()]
+                                ),
+                                values,
+                                none(),
+                                none(),
+                            )
+                            .await?;
+                        }
+                        Err(why) => self.answer(&a, false, why, values, none(), none()).await?,
+                    }
                 }
                 ActionKind::ExtraSample { values } => {
                     let mut parsed = Vec::new();
@@ -1583,6 +1599,23 @@ impl Runner {
             }
         }
         Ok(())
+    }
+
+    /// Gives an addition to the reactor's plant: `Ok("the virtual reactor received it")`,
+    /// `Ok("made by hand at the reactor")` when the connector only records it, `Err(why)`
+    /// when the plant refused it (then the model does not use it either).
+    async fn physically(
+        &self,
+        i: usize,
+        day: CultureDay,
+        addition: &Addition,
+    ) -> std::result::Result<&'static str, String> {
+        let u = &self.units[i];
+        match u.connector.add(day, addition).await {
+            Ok(true) => Ok("received by the simulated plant"),
+            Ok(false) => Ok("made by hand at the reactor"),
+            Err(e) => Err(format!("{} refused the addition: {e}", u.describe)),
+        }
     }
 
     /// Publishes the pending recommendations and waits for the operators until every one is
@@ -1921,7 +1954,12 @@ impl Runner {
                 pool.push(*c);
             }
         }
-        let days = self.c.config.run.duration_days.max(1) as usize;
+        let days = self
+            .c
+            .config
+            .best_point_days
+            .unwrap_or(self.c.config.run.duration_days)
+            .max(1) as usize;
         let objective = self.c.objective.clone();
         let seed = derive_seed(self.seed, "best", self.day);
         let owner: Vec<(ControlArray<f64>, String)> = self
@@ -2011,21 +2049,6 @@ fn action_name(kind: &ActionKind) -> &'static str {
     }
 }
 
-/// A media exchange of `fraction` of the volume: glucose and glutamine move toward the
-/// medium's (`glc_feed` g/L, `gln_feed` mmol/L), glutamate, lactate, ammonium, pyruvate and
-/// titer are diluted, cells (VCD, viability) are retained.
-fn exchange(x: &mut SpeciesArray<f64>, fraction: f64, glc_feed: f64, gln_feed: f64) {
-    for s in Species::ALL {
-        let k = s.index();
-        x[k] = match s {
-            Species::VCD | Species::Via => x[k],
-            Species::Glc => (1.0 - fraction) * x[k] + fraction * glc_feed,
-            Species::Gln => (1.0 - fraction) * x[k] + fraction * gln_feed,
-            _ => (1.0 - fraction) * x[k],
-        };
-    }
-}
-
 /// The snapshot's bands of a forecast: q05/q25/q50/q75/q95 of its latent paths, every
 /// species, every forecast day.
 fn bands_of(f: &Forecast) -> ForecastBands {
@@ -2077,17 +2100,6 @@ fn bands_of(f: &Forecast) -> ForecastBands {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_exchange_dilutes_metabolites_and_keeps_cells() {
-        let mut x = [10.0, 95.0, 1.0, 2.0, 3.0, 40.0, 5.0, 1.0, 500.0];
-        exchange(&mut x, 0.5, 5.0, 4.0);
-        assert!((x[0] - 10.0).abs() < 1e-12 && (x[1] - 95.0).abs() < 1e-12);
-        assert!((x[2] - 3.0).abs() < 1e-12);
-        assert!((x[3] - 3.0).abs() < 1e-12);
-        assert!((x[5] - 20.0).abs() < 1e-12);
-        assert!((x[8] - 250.0).abs() < 1e-12);
-    }
 
     #[test]
     fn edits_outside_the_design_space_are_refused_with_the_reason() {

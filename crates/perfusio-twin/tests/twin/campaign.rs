@@ -37,6 +37,7 @@ fn config(dir: &Path, n: usize, days: u32) -> CampaignConfig {
         objective: "harvest".into(),
         medium_cost: 0.0,
         constraints: None,
+        best_point_days: None,
         approval: Default::default(),
         run,
         reactors: (1..=n)
@@ -454,6 +455,21 @@ async fn interventions_are_audited_used_and_never_dropped() {
     assert_eq!(r1[0].1.action, "glucose_bolus");
     assert_eq!(r1[0].0, "operator:ana");
     assert!((r1[0].1.after["Glc_added_g_per_l"] - 1.80156).abs() < 1e-9);
+    assert!(
+        r1[0].1.reason.contains("received by the simulated plant"),
+        "{}",
+        r1[0].1.reason
+    );
+    // the virtual reactor received the bolus: its day-1 state is the same plant's without
+    // it (same seed, same day-0 setpoints) plus 10 mmol/L of glucose
+    let got = plants[0].snapshot().unwrap();
+    let mut reference = virtual_reactor(1).snapshot().unwrap();
+    reference.set_setpoints(&got.applied_controls()[0]).unwrap();
+    reference.advance_day().unwrap();
+    let g = Species::Glc.index();
+    let diff = got.clean_history()[1][g] - reference.clean_history()[1][g];
+    assert!((diff - 1.80156).abs() < 1e-9, "{diff}");
+    assert!((got.clean_history()[1][0] - reference.clean_history()[1][0]).abs() < 1e-12);
     let r2 = operator_actions(&log(d, "R02"));
     assert_eq!(
         r2.iter().map(|a| a.1.action.as_str()).collect::<Vec<_>>(),
