@@ -136,6 +136,13 @@ pub enum ConnectorSpec {
         endpoint: String,
         /// The reactor's folder on the server.
         folder: String,
+        /// The client's PKI directory (default: `OUTPUT_DIR/pki`).
+        #[serde(default)]
+        pki_dir: Option<PathBuf>,
+        /// Trust the server's certificate on first use (default: no; put it in
+        /// `PKI/trusted/` instead).
+        #[serde(default)]
+        trust_on_first_use: bool,
     },
 }
 
@@ -148,7 +155,9 @@ impl ConnectorSpec {
                 None => format!("virtual {truth}"),
             },
             Self::File { path } => format!("file {}", path.display()),
-            Self::Opcua { endpoint, folder } => format!("{endpoint}/{folder}"),
+            Self::Opcua {
+                endpoint, folder, ..
+            } => format!("{endpoint}/{folder}"),
         }
     }
 }
@@ -303,10 +312,13 @@ impl CampaignConfig {
             cfg.output_dir = base.join(&cfg.output_dir);
         }
         for r in &mut cfg.reactors {
-            if let ConnectorSpec::File { path } = &mut r.connector
-                && path.is_relative()
-            {
-                *path = base.join(&*path);
+            match &mut r.connector {
+                ConnectorSpec::File { path }
+                | ConnectorSpec::Opcua {
+                    pki_dir: Some(path),
+                    ..
+                } if path.is_relative() => *path = base.join(&*path),
+                _ => {}
             }
         }
         Ok(cfg)

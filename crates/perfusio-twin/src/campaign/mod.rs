@@ -271,7 +271,11 @@ impl Campaign {
         let seed = config.seed();
         let mut connectors: Vec<Arc<dyn Connector>> = Vec::new();
         for (i, r) in config.reactors.iter().enumerate() {
-            connectors.push(connector_of(r, derive_seed(seed, "plant", i as u32))?);
+            connectors.push(connector_of(
+                r,
+                derive_seed(seed, "plant", i as u32),
+                &config.output_dir,
+            )?);
         }
         Self::with_connectors(config, connectors)
     }
@@ -404,7 +408,11 @@ impl Campaign {
     }
 }
 
-fn connector_of(r: &ReactorConfig, derived_seed: u64) -> Result<Arc<dyn Connector>> {
+fn connector_of(
+    r: &ReactorConfig,
+    derived_seed: u64,
+    output_dir: &Path,
+) -> Result<Arc<dyn Connector>> {
     match &r.connector {
         ConnectorSpec::Virtual { truth, seed } => {
             let plant = PlantSpec::from_arg(truth)?;
@@ -423,21 +431,31 @@ fn connector_of(r: &ReactorConfig, derived_seed: u64) -> Result<Arc<dyn Connecto
             perfusio_connectors::files::FilesystemStore::from_path(path)?,
         )),
         #[cfg(feature = "opcua")]
-        ConnectorSpec::Opcua { endpoint, folder } => {
+        ConnectorSpec::Opcua {
+            endpoint,
+            folder,
+            pki_dir,
+            trust_on_first_use,
+        } => {
             use perfusio_connectors::opcua::{NodeMap, OpcUaConfig, OpcUaConnector};
-            let cfg = OpcUaConfig::new(endpoint.clone(), NodeMap::ambr250(folder));
+            let mut cfg = OpcUaConfig::new(endpoint.clone(), NodeMap::ambr250(folder));
+            cfg.pki_dir = pki_dir.clone().unwrap_or_else(|| output_dir.join("pki"));
+            cfg.trust_on_first_use = *trust_on_first_use;
             cfg.check()?;
             Ok(Arc::new(OpcUaConnector::new(cfg)?))
         }
         #[cfg(not(feature = "opcua"))]
-        ConnectorSpec::Opcua { .. } => Err(CampaignError::invalid(
-            "reactors.connector",
-            format!(
-                "reactor {}: OPC UA needs perfusio-twin's `opcua` feature",
-                r.id
-            ),
-        )
-        .into()),
+        ConnectorSpec::Opcua { .. } => {
+            let _ = output_dir;
+            Err(CampaignError::invalid(
+                "reactors.connector",
+                format!(
+                    "reactor {}: OPC UA needs perfusio-twin's `opcua` feature",
+                    r.id
+                ),
+            )
+            .into())
+        }
     }
 }
 

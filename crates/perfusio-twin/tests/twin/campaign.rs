@@ -634,3 +634,111 @@ fn twenty_five_reactors_or_none_is_a_typed_error() {
     let cfg = config(dir.path(), 24, 2);
     Campaign::from_config(cfg).unwrap();
 }
+
+#[test]
+fn the_readme_example_configuration_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/campaign.example.toml");
+    let cfg = CampaignConfig::from_file(&path).unwrap();
+    assert_eq!(cfg.reactors.len(), 6);
+    assert!(cfg.output_dir.ends_with("campaign-out"));
+    assert_eq!(cfg.approval.mode, ApprovalMode::Auto);
+    assert_eq!(cfg.run.duration_days, 14);
+    assert!((cfg.medium_cost - 400.0).abs() < 1e-12);
+    assert_eq!(cfg.prior.as_deref(), Some("CloneX"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_folders_of_one_opcua_server_on_loopback_run_as_a_campaign() {
+    use perfusio_connectors::opcua::{
+        Emulator, EmulatorConfig, NodeMap, OpcUaConfig, OpcUaConnector,
+    };
+    use perfusio_connectors::virtual_reactor::virtual_plants;
+    let dir = tempfile::tempdir().unwrap();
+    let emulator = Emulator::start(
+        EmulatorConfig {
+            pki_dir: dir.path().join("pki-server"),
+            ..EmulatorConfig::default()
+        },
+        virtual_plants(3, 4).unwrap(),
+    )
+    .await
+    .unwrap();
+    let url = emulator.endpoint_url().to_string();
+    let mut cfg = config(dir.path(), 2, 2);
+    let mut conns: Vec<Arc<dyn Connector>> = Vec::new();
+    for r in &mut cfg.reactors {
+        r.connector = ConnectorSpec::Opcua {
+            endpoint: url.clone(),
+            folder: r.id.clone(),
+            pki_dir: None,
+            trust_on_first_use: true,
+        };
+        let mut c = OpcUaConfig::new(url.clone(), NodeMap::ambr250(&r.id));
+        c.pki_dir = dir.path().join("pki-client");
+        c.trust_on_first_use = true;
+        conns.push(Arc::new(OpcUaConnector::new(c).unwrap()));
+    }
+    let emu = Arc::new(emulator);
+    // the server's day moves on once the campaign has finished the current one (a live
+    // server only holds the current day)
+    let ticker = {
+        let emu = emu.clone();
+        let out = dir.path().to_path_buf();
+        tokio::spawn(async move {
+            for day in 0..2usize {
+                loop {
+                    let done = read_snapshot(&out).ok().flatten().is_some_and(|s| {
+                        s.reactors.iter().all(|r| r.observations.len() > day)
+                            && s.reactors.iter().all(|r| r.pending.is_none())
+                            && s.day as usize == day
+                    });
+                    if done {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                emu.advance_days(1).unwrap();
+            }
+        })
+    };
+    let report = Campaign::with_connectors(cfg, conns)
+        .unwrap()
+        .sample_wait(Duration::from_secs(10))
+        .run()
+        .await
+        .unwrap();
+    ticker.await.unwrap();
+    assert_eq!(report.finished.as_deref(), Some("completed"));
+    for id in ["R01", "R02"] {
+        let recs = log(dir.path(), id);
+        let kinds: Vec<(f64, &str, &serde_json::Value)> = recs
+            .iter()
+            .map(|r| (r.day, r.kind.as_str(), &r.payload))
+            .collect();
+        assert_eq!(
+            recs.iter().filter(|r| r.kind == "sample_read").count(),
+            3,
+            "{kinds:#?}"
+        );
+        let written: Vec<SetpointWritten> = recs
+            .iter()
+            .filter(|r| r.kind == "setpoint_written")
+            .map(|r| r.payload_as().unwrap())
+            .collect();
+        assert_eq!(written.len(), 2);
+        for w in &written {
+            assert!(
+                w.receipt
+                    .controls
+                    .iter()
+                    .all(|c| c.status == perfusio_core::WriteStatus::Confirmed),
+                "{id}: {w:?}"
+            );
+        }
+        assert!(recs.iter().all(|r| r.reactor_id == id));
+    }
+    if let Ok(emu) = Arc::try_unwrap(emu) {
+        emu.stop().await;
+    }
+}
