@@ -1397,6 +1397,10 @@ impl Runner {
             } else if !is_approval && !approvals {
                 out.push(a);
                 continue;
+            } else if approvals {
+                // an intervention while the day's recommendations wait
+                out.push(a);
+                continue;
             } else {
                 None
             };
@@ -1619,6 +1623,118 @@ impl Runner {
         Ok(())
     }
 
+    /// An intervention that arrives while day `day`'s recommendations wait (after the day's
+    /// learning step): a setpoint override settles the reactor's day; a bolus or a media
+    /// exchange reaches the plant and the model's state and data at once; an extra sample is
+    /// refused (the day's observation was learned from already).
+    async fn late_intervention(
+        &mut self,
+        day: CultureDay,
+        i: usize,
+        a: &OperatorAction,
+        current: &ControlArray<f64>,
+        resolutions: &mut [Option<Resolution>],
+    ) -> Result<()> {
+        let none = BTreeMap::new;
+        let gln_feed = self.shared()?.model.mechanism_params().gln_feed;
+        let addition = match &a.kind {
+            ActionKind::SetpointOverride { values } => {
+                match controls_from_names(&self.c.design_space, current, values) {
+                    Ok(v) => {
+                        resolutions[i] = Some(Resolution::Apply {
+                            values: v,
+                            source: format!("operator:{}", a.actor),
+                        });
+                        self.units[i].pending = None;
+                        self.answer(
+                            a,
+                            true,
+                            format!(
+                                "setpoint override from day {day}: replaces the waiting \
+                                 recommendation"
+                            ),
+                            values.clone(),
+                            control_map(current),
+                            control_map(&v),
+                        )
+                        .await?;
+                    }
+                    Err(why) => {
+                        self.answer(a, false, why, values.clone(), control_map(current), none())
+                            .await?;
+                    }
+                }
+                return Ok(());
+            }
+            ActionKind::ExtraSample { values } => {
+                let reason = format!(
+                    "day {day}'s observation of {} has been learned from already; an extra \
+                     sample enters the model when it is recorded before the day's learning step",
+                    a.reactor
+                );
+                return self
+                    .answer(a, false, reason, values.clone(), none(), none())
+                    .await;
+            }
+            ActionKind::GlucoseBolus { mmol_per_l }
+                if mmol_per_l.is_finite() && *mmol_per_l > 0.0 && *mmol_per_l <= 500.0 =>
+            {
+                Addition::GlucoseBolus {
+                    g_per_l: mmol_per_l * GLUCOSE_G_PER_MMOL,
+                }
+            }
+            ActionKind::MediaExchange { fraction }
+                if fraction.is_finite() && *fraction > 0.0 && *fraction <= 1.0 =>
+            {
+                Addition::MediaExchange {
+                    fraction: *fraction,
+                    glucose: current[Control::GlucoseSetpoint.index()],
+                    glutamine: gln_feed,
+                }
+            }
+            _ => {
+                let reason = "a bolus is > 0 and ≤ 500 mmol/L, an exchanged fraction in (0, 1]";
+                return self
+                    .answer(a, false, reason.into(), none(), none(), none())
+                    .await;
+            }
+        };
+        match self.physically(i, day, &addition).await {
+            Ok(how) => {
+                let recorded = self.units[i]
+                    .days
+                    .last()
+                    .is_some_and(|d| d.day == day && d.sample.is_some());
+                self.with_shared(move |s| -> Result<()> {
+                    let tr = s.model.config().transform;
+                    if let Some(est) = s.states[i].estimate() {
+                        let before = est.mean_species(&tr);
+                        let mut after = before;
+                        addition.apply(&mut after);
+                        let delta: SpeciesArray<f64> =
+                            std::array::from_fn(|k| after[k] - before[k]);
+                        s.states[i].added(&mut s.model, day, delta, recorded)?;
+                    }
+                    Ok(())
+                })
+                .await??;
+                self.answer(
+                    a,
+                    true,
+                    format!(
+                        "{addition:?} after the day-{day} sample, {how}; made after the day's \
+                         decision, it enters the model's state and the day's transition now"
+                    ),
+                    none(),
+                    none(),
+                    none(),
+                )
+                .await
+            }
+            Err(why) => self.answer(a, false, why, none(), none(), none()).await,
+        }
+    }
+
     /// Gives an addition to the reactor's plant: `Ok("the virtual reactor received it")`,
     /// `Ok("made by hand at the reactor")` when the connector only records it, `Err(why)`
     /// when the plant refused it (then the model does not use it either).
@@ -1661,8 +1777,16 @@ impl Runner {
                 let Some(i) = self.units.iter().position(|u| u.id == a.reactor) else {
                     continue;
                 };
-                let Some(rec) = recommended[i] else { continue };
                 let before = control_map(&currents[i]);
+                if !matches!(
+                    a.kind,
+                    ActionKind::Approve | ActionKind::Edit { .. } | ActionKind::Reject { .. }
+                ) {
+                    self.late_intervention(day, i, &a, &currents[i], resolutions)
+                        .await?;
+                    continue;
+                }
+                let Some(rec) = recommended[i] else { continue };
                 match &a.kind {
                     ActionKind::Approve => {
                         resolutions[i] = Some(Resolution::Apply {

@@ -213,8 +213,8 @@ async fn four_reactors_share_one_model_spread_out_and_every_log_verifies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_recommendation_waits_for_approval_edits_are_checked_and_the_deadline_holds() {
     let dir = tempfile::tempdir().unwrap();
-    let (plants, conns) = plants(2);
-    let mut cfg = config(dir.path(), 2, 1);
+    let (plants, conns) = plants(3);
+    let mut cfg = config(dir.path(), 3, 1);
     cfg.approval.mode = ApprovalMode::Required;
     cfg.approval.deadline = Duration::from_secs(6);
     cfg.approval.at_deadline = AtDeadline::Hold;
@@ -270,8 +270,31 @@ async fn a_pending_recommendation_waits_for_approval_edits_are_checked_and_the_d
     );
     // an approval of a reactor that is not in the campaign is refused too
     append_action(dir.path(), &action("ana-2", "R09", 0, ActionKind::Approve)).unwrap();
-    // approve R01; nobody acts on R02 until the deadline (hold)
+    // approve R01; nobody acts on R02 until the deadline (hold); R03 is overridden and
+    // gets a bolus while its recommendation waits
     append_action(dir.path(), &action("ana-3", "R01", 0, ActionKind::Approve)).unwrap();
+    append_action(
+        dir.path(),
+        &action(
+            "ana-4",
+            "R03",
+            0,
+            ActionKind::GlucoseBolus { mmol_per_l: 5.0 },
+        ),
+    )
+    .unwrap();
+    append_action(
+        dir.path(),
+        &action(
+            "ana-5",
+            "R03",
+            0,
+            ActionKind::SetpointOverride {
+                values: BTreeMap::from([("temperature".to_string(), 35.0)]),
+            },
+        ),
+    )
+    .unwrap();
     let report = run.await.unwrap().unwrap();
     assert_eq!(report.finished.as_deref(), Some("completed"));
     let recommended: Vec<f64> = Control::ALL
@@ -293,7 +316,18 @@ async fn a_pending_recommendation_waits_for_approval_edits_are_checked_and_the_d
     let by_id = |id: &str| outcomes.iter().find(|o| o.action == id).unwrap();
     assert!(!by_id("ana-2").accepted && by_id("ana-2").reason.contains("R09"));
     assert!(by_id("ana-3").accepted);
-    assert_eq!(outcomes.len(), 3, "each action answered once");
+    assert!(by_id("ana-4").accepted, "{}", by_id("ana-4").reason);
+    assert!(by_id("ana-5").accepted, "{}", by_id("ana-5").reason);
+    assert_eq!(outcomes.len(), 5, "each action answered once");
+    let r3 = plants[2].snapshot().unwrap();
+    let mut expected = Control::defaults();
+    expected[Control::Temperature.index()] = 35.0;
+    assert_eq!(r3.applied_controls()[0], expected, "R03 ran the override");
+    let acts = operator_actions(&log(dir.path(), "R03"));
+    assert_eq!(
+        acts.iter().map(|a| a.1.action.as_str()).collect::<Vec<_>>(),
+        ["glucose_bolus", "setpoint_override"]
+    );
     // the audit: the operator's actions with the actor, the deadline's hold by the system
     let r1 = log(dir.path(), "R01");
     let acts = operator_actions(&r1);
