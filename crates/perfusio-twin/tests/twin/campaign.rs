@@ -158,8 +158,27 @@ async fn four_reactors_share_one_model_spread_out_and_every_log_verifies() {
     let snap = read_snapshot(dir.path()).unwrap().unwrap();
     assert_eq!(snap.status, "completed");
     assert_eq!(snap.reactors.len(), 4);
+    let mut gaps = 0;
     for r in &snap.reactors {
         assert_eq!(r.observations.len(), 5);
+        // each observation is the recorded sample, a value that was not measured is None
+        let samples: Vec<perfusio_audit::event::SampleRead> = log(dir.path(), &r.id)
+            .iter()
+            .filter(|x| x.kind == "sample_read")
+            .map(|x| x.payload_as().unwrap())
+            .collect();
+        for (o, s) in r.observations.iter().zip(&samples) {
+            for (name, v) in &o.values {
+                assert_eq!(
+                    *v,
+                    s.values.get(name).copied().flatten(),
+                    "{} day {}",
+                    r.id,
+                    o.day
+                );
+                gaps += usize::from(v.is_none());
+            }
+        }
         assert!(r.observations.iter().all(|o| o.values.len() == N_SPECIES));
         let f = r.forecast.as_ref().unwrap();
         assert_eq!(f.from_day, 3);
@@ -175,6 +194,10 @@ async fn four_reactors_share_one_model_spread_out_and_every_log_verifies() {
         assert_eq!(r.setpoints[0].source, "initial");
         assert!(r.setpoints[1..].iter().all(|e| e.source == "twin"));
     }
+    assert!(
+        gaps > 0,
+        "the noisy virtual reactors miss some values; they must show as None"
+    );
     let moved = snap
         .reactors
         .iter()
