@@ -13,7 +13,7 @@
 
 use anyhow::{Context, bail};
 use perfusio_twin::campaign_files::read_snapshot;
-use perfusio_twin::layers::bed::objective::{Objective, parse_objective};
+use perfusio_twin::layers::bed::objective::parse_objective;
 use perfusio_twin::layers::core::{Control, ControlArray};
 use perfusio_twin::layers::mechanistic::{PlantSpec, VirtualReactor, VirtualReactorConfig, doe};
 use serde_json::json;
