@@ -528,6 +528,55 @@ pub struct Custom {
     pub data: Value,
 }
 
+/// Payload of [`Event::OperatorAction`]: what an operator did to one reactor, and what it
+/// changed. The record's `actor` member names the operator (`operator:<name>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorAction {
+    /// Id of the action (as in the campaign's `actions.jsonl`).
+    pub action_id: String,
+    /// What was done: `approve`, `edit`, `reject`, `deadline_hold`, `deadline_apply`,
+    /// `glucose_bolus`, `extra_sample`, `media_exchange`, `setpoint_override`.
+    pub action: String,
+    /// When the operator did it (ISO 8601, UTC), as they recorded it.
+    pub requested_at: String,
+    /// Whether it took effect.
+    pub accepted: bool,
+    /// What it did, or why it was refused.
+    pub reason: String,
+    /// The values the operator gave (controls, species or amounts by name), if any.
+    #[serde(default)]
+    pub values: BTreeMap<String, f64>,
+    /// The setpoints in force (or the state) before the action, by name.
+    #[serde(default)]
+    pub before: BTreeMap<String, f64>,
+    /// The setpoints (or the state) after the action, by name; empty when refused.
+    #[serde(default)]
+    pub after: BTreeMap<String, f64>,
+}
+
+fn check_operator_action(p: &OperatorAction) -> Result<()> {
+    if p.action_id.trim().is_empty() || p.action.trim().is_empty() {
+        return Err(invalid(
+            "operator_action",
+            "action_id and action must be non-empty".into(),
+        ));
+    }
+    if let Some((k, v)) = p
+        .values
+        .iter()
+        .chain(&p.before)
+        .chain(&p.after)
+        .find(|(_, v)| !v.is_finite())
+    {
+        return Err(invalid(
+            "operator_action",
+            format!("{k} is {v}; values must be finite"),
+        ));
+    }
+    Ok(())
+}
+
 fn invalid(kind: &'static str, detail: String) -> AuditError {
     AuditError::InvalidPayload { kind, detail }
 }
@@ -689,6 +738,9 @@ event_kinds! {
     LogRecovered = "log_recovered";
     /// An application-specific event.
     Custom = "custom";
+    /// An operator acted on a reactor (approve, edit, reject, an intervention); the record's
+    /// actor is the operator.
+    OperatorAction = "operator_action", check = check_operator_action;
 }
 
 impl std::fmt::Display for EventKind {
@@ -711,7 +763,7 @@ mod tests {
             assert_eq!(EventKind::parse(k.as_str()), Some(k));
             assert_eq!(k.to_string(), k.as_str());
         }
-        assert_eq!(EventKind::ALL.len(), 14);
+        assert_eq!(EventKind::ALL.len(), 15);
         assert_eq!(EventKind::ALL[0], EventKind::RunStarted);
         assert_eq!(EventKind::ALL[13], EventKind::Custom);
         assert_eq!(EventKind::parse("unknown"), None);

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod audit_cmd;
+mod campaign_cmd;
 mod config_cmd;
 mod dashboard_cmd;
 mod design_space_cmd;
@@ -64,6 +65,19 @@ enum Command {
     /// Serve the local web dashboard of a campaign directory (live charts, approvals,
     /// manual interventions); `dashboard hash-password` makes users-file entries.
     Dashboard(dashboard_cmd::Args),
+    /// Campaigns of 1–24 reactors over one shared model: `campaign run CONFIG.toml`,
+    /// `campaign report DIR`.
+    #[command(subcommand)]
+    Campaign(campaign_cmd::CampaignCommand),
+    /// Approve a campaign's pending recommendation for one reactor and day.
+    Approve(campaign_cmd::DecisionArgs),
+    /// Edit a pending recommendation (CONTROL=VALUE…, inside the design space) and apply it.
+    Edit(campaign_cmd::DecisionArgs),
+    /// Reject a pending recommendation: the reactor keeps its setpoints.
+    Reject(campaign_cmd::DecisionArgs),
+    /// Record a manual intervention on a campaign's reactor: glucose-bolus=MMOL_PER_L,
+    /// media-exchange=FRACTION, sample SPECIES=VALUE…, setpoint CONTROL=VALUE….
+    Intervene(campaign_cmd::InterveneArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +105,11 @@ fn main() -> ExitCode {
         Command::Audit(cmd) => audit_cmd::run(&cmd),
         Command::Run(args) => run_cmd::run(&args),
         Command::Dashboard(args) => dashboard_cmd::run(&args),
+        Command::Campaign(cmd) => campaign_cmd::run(&cmd),
+        Command::Approve(args) => campaign_cmd::decide(campaign_cmd::Verdict::Approve, &args),
+        Command::Edit(args) => campaign_cmd::decide(campaign_cmd::Verdict::Edit, &args),
+        Command::Reject(args) => campaign_cmd::decide(campaign_cmd::Verdict::Reject, &args),
+        Command::Intervene(args) => campaign_cmd::intervene(&args),
     };
     match result {
         Ok(code) => code,

@@ -5,8 +5,8 @@
 use std::sync::{Mutex, MutexGuard};
 
 use perfusio_core::{
-    Connector, ConnectorError, ControlArray, ControlReceipt, CultureDay, DesignSpace, Health,
-    Origin, RawReading, Sample, Setpoints, WriteReceipt, WriteStatus, async_trait,
+    Addition, Connector, ConnectorError, ControlArray, ControlReceipt, CultureDay, DesignSpace,
+    Health, Origin, RawReading, Sample, Setpoints, WriteReceipt, WriteStatus, async_trait,
 };
 use perfusio_mechanistic::{MechError, VirtualReactor, VirtualReactorConfig};
 
@@ -36,6 +36,12 @@ pub trait Plant: Send + Sync + std::fmt::Debug {
     fn setpoints(&self) -> ControlArray<f64>;
     /// Replaces the setpoints from the current day on; refuses what it cannot apply.
     fn set_setpoints(&mut self, values: &ControlArray<f64>) -> Result<(), ConnectorError>;
+    /// Applies a manual addition to the current day's state; `Ok(false)` (the default) when
+    /// this plant cannot receive one.
+    fn add(&mut self, addition: &Addition) -> Result<bool, ConnectorError> {
+        let _ = addition;
+        Ok(false)
+    }
 }
 
 fn mech_error(context: String, e: MechError) -> ConnectorError {
@@ -74,6 +80,13 @@ impl Plant for VirtualReactor {
     fn set_setpoints(&mut self, values: &ControlArray<f64>) -> Result<(), ConnectorError> {
         VirtualReactor::set_setpoints(self, values)
             .map_err(|e| mech_error("setting setpoints".into(), e))
+    }
+    fn add(&mut self, addition: &Addition) -> Result<bool, ConnectorError> {
+        let mut state = self.clean_state();
+        addition.apply(&mut state);
+        self.replace_current_state(state)
+            .map_err(|e| mech_error(format!("adding {addition:?}"), e))?;
+        Ok(true)
     }
 }
 
@@ -275,6 +288,24 @@ impl<P: Plant> Connector for VirtualReactorConnector<P> {
                 .map(|(c, v)| ControlReceipt::from_readback(c, v, Some(held[c.index()]), &target))
                 .collect(),
         ))
+    }
+
+    async fn add(&self, day: CultureDay, addition: &Addition) -> Result<bool, ConnectorError> {
+        addition.check().map_err(|message| ConnectorError::Data {
+            context: format!("virtual reactor {}", self.id),
+            message,
+        })?;
+        let mut p = self.lock()?;
+        if p.day() != day {
+            return Err(ConnectorError::Data {
+                context: format!("virtual reactor {}", self.id),
+                message: format!(
+                    "an addition after the day-{day} sample, but the reactor is at day {}",
+                    p.day()
+                ),
+            });
+        }
+        p.add(addition)
     }
 
     async fn health(&self) -> Health {

@@ -99,6 +99,98 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
         let _ = written;
         Ok(())
     }
+
+    /// Gives the plant a manual addition made after day `day`'s sample (a glucose bolus, a
+    /// media exchange). A real reactor or a file received it by hand (the operator did it),
+    /// so the default does nothing and returns `Ok(false)`; a simulator applies it to its
+    /// state and returns `Ok(true)`.
+    async fn add(&self, day: CultureDay, addition: &Addition) -> Result<bool, ConnectorError> {
+        let _ = (day, addition);
+        Ok(false)
+    }
+}
+
+/// A manual addition to a culture, made after a day's sample.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Addition {
+    /// Glucose added: its concentration rises by `g_per_l`.
+    GlucoseBolus {
+        /// Concentration increase, g/L.
+        g_per_l: f64,
+    },
+    /// `fraction` of the working volume exchanged for fresh medium, cells retained.
+    MediaExchange {
+        /// Fraction in (0, 1].
+        fraction: f64,
+        /// Glucose of the fresh medium, g/L.
+        glucose: f64,
+        /// Glutamine of the fresh medium, mmol/L.
+        glutamine: f64,
+    },
+}
+
+impl Addition {
+    /// Checks the amounts: a bolus > 0, a fraction in (0, 1], medium concentrations ≥ 0,
+    /// everything finite.
+    pub fn check(&self) -> Result<(), String> {
+        let ok = match *self {
+            Self::GlucoseBolus { g_per_l } => g_per_l.is_finite() && g_per_l > 0.0,
+            Self::MediaExchange {
+                fraction,
+                glucose,
+                glutamine,
+            } => {
+                fraction.is_finite()
+                    && fraction > 0.0
+                    && fraction <= 1.0
+                    && glucose.is_finite()
+                    && glucose >= 0.0
+                    && glutamine.is_finite()
+                    && glutamine >= 0.0
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("invalid addition {self:?}"))
+        }
+    }
+
+    /// The state after the addition: a bolus raises glucose; an exchange moves glucose and
+    /// glutamine toward the medium's, dilutes glutamate, lactate, ammonium, pyruvate and
+    /// titer, and keeps the cells (VCD, viability).
+    ///
+    /// ```
+    /// use perfusio_core::{Addition, Species};
+    /// let mut s = [10.0, 95.0, 1.0, 2.0, 3.0, 40.0, 5.0, 1.0, 500.0];
+    /// Addition::MediaExchange { fraction: 0.5, glucose: 5.0, glutamine: 4.0 }.apply(&mut s);
+    /// assert_eq!((s[Species::Glc.index()], s[Species::Lac.index()], s[Species::VCD.index()]), (3.0, 20.0, 10.0));
+    /// Addition::GlucoseBolus { g_per_l: 0.5 }.apply(&mut s);
+    /// assert_eq!(s[Species::Glc.index()], 3.5);
+    /// ```
+    pub fn apply(&self, state: &mut crate::SpeciesArray<f64>) {
+        use crate::Species;
+        match *self {
+            Self::GlucoseBolus { g_per_l } => state[Species::Glc.index()] += g_per_l,
+            Self::MediaExchange {
+                fraction,
+                glucose,
+                glutamine,
+            } => {
+                for s in Species::ALL {
+                    let k = s.index();
+                    state[k] = match s {
+                        Species::VCD | Species::Via => state[k],
+                        Species::Glc => (1.0 - fraction) * state[k] + fraction * glucose,
+                        Species::Gln => (1.0 - fraction) * state[k] + fraction * glutamine,
+                        _ => (1.0 - fraction) * state[k],
+                    };
+                }
+            }
+        }
+    }
 }
 
 /// Reads culture day `day` from `connector` and validates it against `design_space`: the

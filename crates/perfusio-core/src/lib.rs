@@ -71,7 +71,8 @@ pub type CultureDay = u32;
 
 pub use config::{Acquisition, MAX_DURATION_DAYS, Pacing, RunConfig};
 pub use connector::{
-    Connector, ConnectorError, ControlReceipt, Health, WriteReceipt, WriteStatus, read_validated,
+    Addition, Connector, ConnectorError, ControlReceipt, Health, WriteReceipt, WriteStatus,
+    read_validated,
 };
 pub use controls::{Control, ControlArray, N_CONTROLS, Setpoints};
 pub use design_space::{

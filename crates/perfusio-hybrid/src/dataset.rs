@@ -36,6 +36,11 @@ pub struct DayRecord {
     pub estimate: Option<SpeciesArray<f64>>,
     /// Controls applied over `day → day + 1`, once known.
     pub applied: Option<ControlArray<f64>>,
+    /// What was added to the culture after the day's sample and before `day → day + 1`
+    /// (e.g. a glucose bolus), per species in original units: the day's transition starts
+    /// from the sampled state plus this. `None` = nothing added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added: Option<SpeciesArray<f64>>,
 }
 
 /// One run: an id, an optional cell-line label and its days.
@@ -208,6 +213,7 @@ impl Dataset {
                         measured,
                         estimate: None,
                         applied: None,
+                        added: None,
                     },
                 );
                 Ok(true)
@@ -264,6 +270,33 @@ impl Dataset {
             .get_mut(&day)
             .ok_or_else(|| HybridError::Data(format!("run {run}: day {day} is not recorded")))?;
         d.estimate = Some(estimate);
+        Ok(())
+    }
+
+    /// Records an addition to the culture of a recorded day, after its sample (a glucose
+    /// bolus, a media exchange expressed as the change of each species): the day's
+    /// transition starts from the sampled (or estimated) state plus `delta`. Additions of
+    /// the same day accumulate. A non-finite change, or a day that is not recorded, is an
+    /// error.
+    pub fn record_addition(&mut self, run: &str, day: u32, delta: SpeciesArray<f64>) -> Result<()> {
+        if delta.iter().any(|v| !v.is_finite()) {
+            return Err(HybridError::Data(format!(
+                "run {run}, day {day}: an addition must be finite"
+            )));
+        }
+        let i = self
+            .run_index(run)
+            .ok_or_else(|| HybridError::Data(format!("unknown run {run}")))?;
+        let d = self.runs[i].days.get_mut(&day).ok_or_else(|| {
+            HybridError::Data(format!(
+                "run {run}: day {day} is not recorded; record its sample before an addition"
+            ))
+        })?;
+        let mut total = d.added.unwrap_or([0.0; N_SPECIES]);
+        for (t, v) in total.iter_mut().zip(delta) {
+            *t += v;
+        }
+        d.added = Some(total);
         Ok(())
     }
 
@@ -325,6 +358,11 @@ impl Dataset {
                             )));
                         }
                     };
+                }
+                if let Some(added) = rec.added {
+                    for (x, a) in state.iter_mut().zip(added) {
+                        *x = (*x + a).max(0.0);
+                    }
                 }
                 out.push(Transition {
                     run: ri,
@@ -415,6 +453,38 @@ mod tests {
         for (i, &(_, day, _)) in rows.origin.iter().enumerate() {
             assert!((rows.y[i] - (f64::from(day) + 2.0)).abs() < 1e-12);
         }
+    }
+
+    #[test]
+    fn an_addition_moves_the_transitions_input_not_its_target() {
+        let mut d = Dataset::default();
+        for day in 0..3 {
+            d.record_day("r", None, day, full(f64::from(day) + 1.0))
+                .unwrap();
+            d.set_estimate("r", day, [f64::from(day) + 1.0; N_SPECIES])
+                .unwrap();
+            d.record_applied("r", day, Control::defaults()).unwrap();
+        }
+        let mut bolus = [0.0; N_SPECIES];
+        bolus[2] = 0.9;
+        d.record_addition("r", 1, bolus).unwrap();
+        d.record_addition("r", 1, bolus).unwrap();
+        assert!(d.record_addition("r", 7, bolus).is_err());
+        bolus[0] = f64::NAN;
+        assert!(d.record_addition("r", 1, bolus).is_err());
+        for source in [InputSource::Measured, InputSource::Filtered] {
+            let t = d.transitions(source).unwrap();
+            let t1 = t.iter().find(|t| t.day == 1).unwrap();
+            assert!((t1.state[2] - (2.0 + 1.8)).abs() < 1e-12);
+            assert!((t1.state[0] - 2.0).abs() < 1e-12);
+            assert_eq!(t1.next[2], Some(3.0));
+            let t0 = t.iter().find(|t| t.day == 0).unwrap();
+            assert!((t0.state[2] - 1.0).abs() < 1e-12);
+        }
+        // a dataset without additions serialises as before (no `added` member)
+        let mut plain = Dataset::default();
+        plain.record_day("r", None, 0, full(1.0)).unwrap();
+        assert!(!serde_json::to_string(&plain).unwrap().contains("added"));
     }
 
     #[test]

@@ -539,6 +539,12 @@ impl HybridModel {
         self.dataset.record_applied(run, day, applied)
     }
 
+    /// Records an addition to the culture after a day's sample (see
+    /// [`Dataset::record_addition`]): that day's transition starts from the sample plus it.
+    pub fn record_addition(&mut self, run: &str, day: u32, delta: SpeciesArray<f64>) -> Result<()> {
+        self.dataset.record_addition(run, day, delta)
+    }
+
     /// Stores a day's state estimate (the filter's posterior mean, original units).
     pub fn record_estimate(
         &mut self,

@@ -231,6 +231,28 @@ impl VirtualReactor {
         *self.history.last().unwrap_or(&self.config.initial_state)
     }
 
+    /// Replaces the noise-free state of the current day (a manual addition after the day's
+    /// sample: a bolus, a media exchange); the next day is integrated from it. The state
+    /// must be finite and non-negative, viability at most 100 %.
+    pub fn replace_current_state(&mut self, state: SpeciesArray<f64>) -> Result<()> {
+        check_state(&state)?;
+        for s in Species::ALL {
+            let v = state[s.index()];
+            if v < 0.0 || (s == Species::Via && v > 100.0) {
+                return Err(MechError::InvalidState {
+                    species: s,
+                    value: v,
+                    reason: "values must be >= 0 (viability at most 100 %)",
+                });
+            }
+        }
+        match self.history.last_mut() {
+            Some(last) => *last = state,
+            None => self.history.push(state),
+        }
+        Ok(())
+    }
+
     /// Noise-free states of days `0..=day()`.
     pub fn clean_history(&self) -> &[SpeciesArray<f64>] {
         &self.history

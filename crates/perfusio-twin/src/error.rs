@@ -78,6 +78,9 @@ pub enum TwinError {
         /// Why it failed.
         message: String,
     },
+    /// A campaign's configuration, directory or an operator's request is invalid.
+    #[error(transparent)]
+    Campaign(Box<crate::campaign::CampaignError>),
     /// A background computation (fit, forecast, decision) panicked or was aborted.
     #[error("background task failed: {0}")]
     Task(String),

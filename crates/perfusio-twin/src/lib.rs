@@ -37,6 +37,13 @@
 //! with exactly the setpoints and final state of an uninterrupted one. See the `resume`
 //! module docs for what "complete day" means.
 //!
+//! ## Campaigns
+//! [`campaign::Campaign`] drives 1–24 reactors, each with its own connector and audit log,
+//! over one shared hybrid model, with one q-batch decision per day, operator approval
+//! (`auto` or `required` with a deadline) and manual interventions; it publishes the
+//! directory contract of [`campaign_files`] for a dashboard. Configured in TOML
+//! ([`campaign::CampaignConfig`]).
+//!
 //! ## Why a facade
 //! Only this crate is a stability boundary; the layer crates may change between minor
 //! versions. Numeric layers stay synchronous; this crate depends on tokio with the `rt`,
@@ -67,6 +74,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod alarm;
+pub mod campaign;
 pub mod campaign_files;
 mod cancel;
 mod error;
@@ -104,6 +112,10 @@ pub mod layers {
 
 /// What a user of the twin needs, for `use perfusio_twin::prelude::*`.
 pub mod prelude {
+    pub use crate::campaign::{
+        ApprovalMode, AtDeadline, Campaign, CampaignConfig, CampaignError, CampaignReport,
+        ConnectorSpec,
+    };
     pub use crate::{
         AlarmRule, CancelToken, DayRecord, DigitalTwin, DigitalTwinBuilder, Observer, RunReport,
         RunSummary, TwinError,

@@ -27,6 +27,27 @@ pub struct Learned {
     pub retrain_skipped: Option<String>,
 }
 
+/// One warm retraining of `model` on its deduplicated dataset (the twin's, and a campaign's
+/// shared model once all its reactors have learned the day): too few transitions, or a fit
+/// that fails, keeps the previous model and says why.
+pub(crate) fn retrain_model(model: &mut HybridModel, day: CultureDay) -> Learned {
+    let mut learned = Learned {
+        retrained: None,
+        retrain_skipped: None,
+    };
+    match model.retrain(true) {
+        Ok(r) => learned.retrained = Some(r),
+        Err(e @ HybridError::TooFewTransitions { .. }) => {
+            learned.retrain_skipped = Some(e.to_string());
+        }
+        Err(e) => {
+            tracing::warn!(day, error = %e, "retraining failed; keeping the previous model");
+            learned.retrain_skipped = Some(format!("retraining failed: {e}"));
+        }
+    }
+    learned
+}
+
 impl ReactorState {
     /// A reactor of run `run` whose setpoints in force are `initial`, watched by `rules`.
     pub fn new(run: impl Into<String>, initial: ControlArray<f64>, rules: Vec<AlarmRule>) -> Self {
@@ -98,18 +119,34 @@ impl ReactorState {
             retrain_skipped: None,
         };
         if retrain {
-            match model.retrain(true) {
-                Ok(r) => learned.retrained = Some(r),
-                Err(e @ HybridError::TooFewTransitions { .. }) => {
-                    learned.retrain_skipped = Some(e.to_string());
-                }
-                Err(e) => {
-                    tracing::warn!(day, error = %e, "retraining failed; keeping the previous model");
-                    learned.retrain_skipped = Some(format!("retraining failed: {e}"));
-                }
-            }
+            learned = retrain_model(model, day);
         }
         Ok(learned)
+    }
+
+    /// Records what was added to the culture after day `day`'s sample (a bolus, a media
+    /// exchange, as the change of each species in original units): the filter's estimate
+    /// moves by it (its uncertainty stays), and, when the day's sample was recorded, the
+    /// day's transition in the model's dataset starts from the sample plus it.
+    pub fn added(
+        &mut self,
+        model: &mut HybridModel,
+        day: CultureDay,
+        delta: SpeciesArray<f64>,
+        sample_recorded: bool,
+    ) -> Result<()> {
+        let tr = model.config().transform;
+        if let Some(est) = self.estimate.as_mut().filter(|e| e.day == day) {
+            let mut s = est.mean_species(&tr);
+            for (x, d) in s.iter_mut().zip(delta) {
+                *x = (*x + d).max(0.0);
+            }
+            est.z = tr.to_z(&s);
+        }
+        if sample_recorded {
+            model.record_addition(&self.run, day, delta)?;
+        }
+        Ok(())
     }
 
     /// Ends day `day`: `applied` acted over `day → day + 1`. It becomes the setpoints in

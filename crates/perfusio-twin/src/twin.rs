@@ -44,7 +44,7 @@ pub const RETRY_INITIAL: Duration = Duration::from_millis(25);
 /// Largest delay between two retries.
 pub const RETRY_CAP: Duration = Duration::from_secs(5);
 /// Threads of the Monte-Carlo forecasts and decisions (results do not depend on it).
-const THREADS: usize = 2;
+pub(crate) const THREADS: usize = 2;
 
 /// Where the model comes from.
 #[derive(Debug)]
@@ -458,26 +458,14 @@ impl DigitalTwin {
 
     /// The design policy with the seed derived from the run's.
     pub(crate) fn policy(&self, seed: u64) -> Result<BedPolicy> {
-        let c = &self.config;
-        let mut pc = PolicyConfig {
-            acquisition: c.acquisition,
-            horizon_days: c.decision_horizon_days,
-            raw_samples: c.raw_samples as usize,
-            restarts: c.optimizer_restarts as usize,
-            mc_samples: c.mc_samples as usize,
-            seed: derive_seed(seed, "policy", 0),
-            fixed: self.fixed.clone(),
-            threads: THREADS,
-            ..PolicyConfig::new(&self.design_space)
-        };
-        if let Some(cons) = &self.constraints {
-            pc.constraints = cons.clone();
-        }
-        Ok(BedPolicy::new(
-            self.design_space.clone(),
-            vec![Box::new(SharedObjective(self.objective.clone()))],
-            pc,
-        )?)
+        build_policy(
+            &self.config,
+            &self.design_space,
+            self.objective.clone(),
+            self.constraints.as_deref(),
+            &self.fixed,
+            seed,
+        )
     }
 
     /// The model the run starts from (a fresh one for the default and configured sources;
@@ -530,7 +518,7 @@ enum Flow {
 }
 
 /// What waiting for a sample gave.
-enum Read {
+pub(crate) enum Read {
     Sample(Box<ValidatedSample>, Duration, u32),
     NotYet(ConnectorError),
     Failed(ConnectorError, Duration, u32),
@@ -794,33 +782,14 @@ impl Runner {
 
     /// Reads day `day`, retrying transient failures with backoff within `budget`.
     async fn read(&self, day: CultureDay, budget: Duration) -> Read {
-        let start = Instant::now();
-        let mut delay = RETRY_INITIAL;
-        let mut attempts = 0u32;
-        loop {
-            attempts += 1;
-            let got = tokio::select! {
-                r = read_validated(&*self.twin.connector, day, &self.twin.design_space) => r,
-                () = self.twin.cancel.cancelled() => return Read::Cancelled,
-            };
-            match got {
-                Ok(v) => return Read::Sample(Box::new(v), start.elapsed(), attempts),
-                Err(e) if e.is_transient() => {
-                    let left = budget.saturating_sub(start.elapsed());
-                    if left.is_zero() {
-                        return match e {
-                            ConnectorError::NotYetAvailable { .. } => Read::NotYet(e),
-                            other => Read::Failed(other, start.elapsed(), attempts),
-                        };
-                    }
-                    if !self.twin.cancel.sleep(delay.min(left)).await {
-                        return Read::Cancelled;
-                    }
-                    delay = (delay * 2).min(RETRY_CAP);
-                }
-                Err(e) => return Read::Failed(e, start.elapsed(), attempts),
-            }
-        }
+        read_with_retry(
+            &*self.twin.connector,
+            &self.twin.design_space,
+            &self.twin.cancel,
+            day,
+            budget,
+        )
+        .await
     }
 
     /// Writes setpoints, retrying transient failures with backoff within `budget`.
@@ -829,26 +798,7 @@ impl Runner {
         setpoints: &Setpoints,
         budget: Duration,
     ) -> std::result::Result<WriteReceipt, Option<(ConnectorError, u32)>> {
-        let start = Instant::now();
-        let mut delay = RETRY_INITIAL;
-        let mut attempts = 0u32;
-        loop {
-            attempts += 1;
-            match self.twin.connector.write_setpoints(setpoints).await {
-                Ok(r) => return Ok(r),
-                Err(e) if e.is_transient() => {
-                    let left = budget.saturating_sub(start.elapsed());
-                    if left.is_zero() {
-                        return Err(Some((e, attempts)));
-                    }
-                    if !self.twin.cancel.sleep(delay.min(left)).await {
-                        return Err(None);
-                    }
-                    delay = (delay * 2).min(RETRY_CAP);
-                }
-                Err(e) => return Err(Some((e, attempts))),
-            }
-        }
+        write_with_retry(&*self.twin.connector, &self.twin.cancel, setpoints, budget).await
     }
 
     /// One culture day; the last day (`final_day`) is read and learned from only.
@@ -1077,6 +1027,105 @@ impl Runner {
     }
 }
 
+/// The design policy of a run configuration, with the seed derived from the run's (shared
+/// by the twin and the campaign).
+pub(crate) fn build_policy(
+    c: &RunConfig,
+    design_space: &DesignSpace,
+    objective: Arc<dyn Objective>,
+    constraints: Option<&[OutcomeConstraint]>,
+    fixed: &[Control],
+    seed: u64,
+) -> Result<BedPolicy> {
+    let mut pc = PolicyConfig {
+        acquisition: c.acquisition,
+        horizon_days: c.decision_horizon_days,
+        raw_samples: c.raw_samples as usize,
+        restarts: c.optimizer_restarts as usize,
+        mc_samples: c.mc_samples as usize,
+        seed: derive_seed(seed, "policy", 0),
+        fixed: fixed.to_vec(),
+        threads: THREADS,
+        ..PolicyConfig::new(design_space)
+    };
+    if let Some(cons) = constraints {
+        pc.constraints = cons.to_vec();
+    }
+    Ok(BedPolicy::new(
+        design_space.clone(),
+        vec![Box::new(SharedObjective(objective))],
+        pc,
+    )?)
+}
+
+/// Reads and validates day `day` from `connector`, retrying transient failures with
+/// backoff within `budget` (shared by the twin and the campaign).
+pub(crate) async fn read_with_retry(
+    connector: &dyn Connector,
+    design_space: &DesignSpace,
+    cancel: &CancelToken,
+    day: CultureDay,
+    budget: Duration,
+) -> Read {
+    let start = Instant::now();
+    let mut delay = RETRY_INITIAL;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let got = tokio::select! {
+            r = read_validated(connector, day, design_space) => r,
+            () = cancel.cancelled() => return Read::Cancelled,
+        };
+        match got {
+            Ok(v) => return Read::Sample(Box::new(v), start.elapsed(), attempts),
+            Err(e) if e.is_transient() => {
+                let left = budget.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    return match e {
+                        ConnectorError::NotYetAvailable { .. } => Read::NotYet(e),
+                        other => Read::Failed(other, start.elapsed(), attempts),
+                    };
+                }
+                if !cancel.sleep(delay.min(left)).await {
+                    return Read::Cancelled;
+                }
+                delay = (delay * 2).min(RETRY_CAP);
+            }
+            Err(e) => return Read::Failed(e, start.elapsed(), attempts),
+        }
+    }
+}
+
+/// Writes setpoints, retrying transient failures with backoff within `budget`; `Err(None)`
+/// when cancelled, else the last error and the attempts.
+pub(crate) async fn write_with_retry(
+    connector: &dyn Connector,
+    cancel: &CancelToken,
+    setpoints: &Setpoints,
+    budget: Duration,
+) -> std::result::Result<WriteReceipt, Option<(ConnectorError, u32)>> {
+    let start = Instant::now();
+    let mut delay = RETRY_INITIAL;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        match connector.write_setpoints(setpoints).await {
+            Ok(r) => return Ok(r),
+            Err(e) if e.is_transient() => {
+                let left = budget.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    return Err(Some((e, attempts)));
+                }
+                if !cancel.sleep(delay.min(left)).await {
+                    return Err(None);
+                }
+                delay = (delay * 2).min(RETRY_CAP);
+            }
+            Err(e) => return Err(Some((e, attempts))),
+        }
+    }
+}
+
 /// Whether day `day` retrains: every `retrain_every` days from day `retrain_every` on,
 /// before the last day.
 pub(crate) fn retrain_due(cfg: &RunConfig, day: CultureDay) -> bool {
@@ -1110,7 +1159,7 @@ pub(crate) fn sample_payload(sample: &Sample, source: &str) -> SampleRead {
     p
 }
 
-fn retrained_event(r: &perfusio_hybrid::HybridFitReport, sha: String) -> ModelRetrained {
+pub(crate) fn retrained_event(r: &perfusio_hybrid::HybridFitReport, sha: String) -> ModelRetrained {
     ModelRetrained {
         model_sha256: sha,
         rows: r.rows as u64,
@@ -1167,7 +1216,7 @@ fn snake(s: &str) -> String {
     out
 }
 
-fn finite(v: f64) -> f64 {
+pub(crate) fn finite(v: f64) -> f64 {
     if v.is_finite() {
         v
     } else if v > 0.0 {
@@ -1177,7 +1226,11 @@ fn finite(v: f64) -> f64 {
     }
 }
 
-fn forecast_event(f: &Forecast, forecast_sha256: String, model_sha256: String) -> ForecastEvent {
+pub(crate) fn forecast_event(
+    f: &Forecast,
+    forecast_sha256: String,
+    model_sha256: String,
+) -> ForecastEvent {
     let horizon = f.horizon() as u32;
     let days_ahead: Vec<u32> = FORECAST_DAYS_AHEAD
         .iter()
@@ -1222,7 +1275,7 @@ fn forecast_event(f: &Forecast, forecast_sha256: String, model_sha256: String) -
     }
 }
 
-fn decision_event(d: &Decision) -> DecisionEvent {
+pub(crate) fn decision_event(d: &Decision) -> DecisionEvent {
     let est = |s: Option<&perfusio_bed::ObjectiveSummary>| {
         s.map_or(ObjectiveEstimate { mean: 0.0, sd: 0.0 }, |s| {
             ObjectiveEstimate {
@@ -1249,7 +1302,7 @@ fn decision_event(d: &Decision) -> DecisionEvent {
 }
 
 /// The versions of the layers (one workspace version for all).
-fn crate_versions() -> Value {
+pub(crate) fn crate_versions() -> Value {
     let v = env!("CARGO_PKG_VERSION");
     json!({
         "perfusio-twin": v, "perfusio-core": v, "perfusio-mechanistic": v,
@@ -1260,8 +1313,8 @@ fn crate_versions() -> Value {
 
 /// Serialisation into a JSON value without failing (a value that cannot be serialised is
 /// recorded as its error message).
-mod erased {
-    pub(super) trait Ser {
+pub(crate) mod erased {
+    pub(crate) trait Ser {
         fn value(&self) -> serde_json::Value;
     }
     impl<T: serde::Serialize> Ser for T {

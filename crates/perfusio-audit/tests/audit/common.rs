@@ -217,6 +217,16 @@ pub(crate) fn one_of_each() -> Vec<Event> {
             name: "note".into(),
             data: json!({"text": "héllo ✓", "n": [1, 2.5, null]}),
         }),
+        Event::OperatorAction(OperatorAction {
+            action_id: "ana-1".into(),
+            action: "edit".into(),
+            requested_at: "2026-11-07T08:00:00Z".into(),
+            accepted: false,
+            reason: "perfusion_rate 9 is outside the design space [0.5, 2]".into(),
+            values: map(&[("perfusion_rate", 9.0)]),
+            before: map(&[("perfusion_rate", 1.0)]),
+            after: BTreeMap::new(),
+        }),
     ];
     // The list must cover every kind exactly once.
     let kinds: Vec<EventKind> = events.iter().map(Event::kind).collect();

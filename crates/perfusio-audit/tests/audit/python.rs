@@ -158,7 +158,7 @@ fn python_script_verifies_a_log_of_every_payload() {
         .head;
     let (ok, out) = run(py, &[&path, Path::new(&head)]);
     assert!(ok, "{out}");
-    assert_eq!(out.trim(), format!("OK 14 records, head hash {head}"));
+    assert_eq!(out.trim(), format!("OK 15 records, head hash {head}"));
     // A changed receipt status is caught by the Python verifier too.
     let text = std::fs::read_to_string(&path).unwrap();
     let edited = text.replacen(r#""status":"rejected""#, r#""status":"confirmed""#, 1);

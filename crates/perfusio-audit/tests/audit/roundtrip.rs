@@ -181,7 +181,7 @@ fn every_payload_decodes_as_its_type_after_verification() {
     let events = one_of_each();
     let path = crate::common::write_events(dir.path(), "audit.jsonl", &events);
     let (report, records) = read_verified(&path).unwrap();
-    assert_eq!(report.records, 14);
+    assert_eq!(report.records, 15);
     for (r, e) in records.iter().zip(&events) {
         match e.kind() {
             EventKind::RunStarted => typed(r, e, Event::RunStarted),
@@ -198,6 +198,7 @@ fn every_payload_decodes_as_its_type_after_verification() {
             EventKind::ConnectorError => typed(r, e, Event::ConnectorError),
             EventKind::LogRecovered => typed(r, e, Event::LogRecovered),
             EventKind::Custom => typed(r, e, Event::Custom),
+            EventKind::OperatorAction => typed(r, e, Event::OperatorAction),
             other => panic!("kind {other} has no case in this test"),
         }
     }

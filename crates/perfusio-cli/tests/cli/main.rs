@@ -4,6 +4,7 @@ use std::process::Command;
 
 mod audit_verify;
 mod basic;
+mod campaign;
 mod dashboard;
 mod emulate;
 mod model;

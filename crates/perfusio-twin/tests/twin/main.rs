@@ -2,6 +2,7 @@
 
 mod alarms;
 mod calibrated;
+mod campaign;
 mod common;
 mod daily_loop;
 mod faults;

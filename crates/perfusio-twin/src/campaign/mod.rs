@@ -1,0 +1,2262 @@
+//! [`Campaign`]: up to 24 reactors driven together as one self-driving experiment.
+//!
+//! Every reactor has its own connector (the virtual reactor, a culture file, one folder of an
+//! OPC UA server) and its own audit log (`DIR/R07/audit.jsonl`, verifiable on its own); all
+//! of them feed **one** shared hybrid model (pooled data, each reactor its own run id), and
+//! each day's decisions are one q-batch over the reactors
+//! ([`BedPolicy::decide_batch`](perfusio_bed::BedPolicy::decide_batch)), so that the reactors
+//! spread over the design space. A day of the campaign:
+//!
+//! 1. read and validate every reactor's sample concurrently (`sample_read`, one
+//!    `sample_rejected` per rejected value, `connector_error` when a read fails);
+//! 2. take the operators' interventions of the day (glucose bolus, extra sample, media
+//!    exchange, setpoint override; `operator_action`);
+//! 3. learn: each reactor's filter and the shared dataset (the same learning step as the
+//!    twin, [`ReactorState::learn`]); every `retrain_every` days one warm retraining of the
+//!    shared model (`model_retrained` in every reactor's log);
+//! 4. forecast every reactor (`forecast`), alarms per reactor (`alarm`);
+//! 5. one batch decision (`decision` per reactor);
+//! 6. approval: applied at once (`auto`), or published as pending and waiting for approve,
+//!    edit or reject until the deadline, then hold or apply (`required`; `operator_action`);
+//! 7. write where writing is on (`setpoint_written`), else `setpoint_withheld` with why.
+//!
+//! After each day the campaign publishes `snapshot.json` (see [`crate::campaign_files`]) and
+//! the index `campaign.json` ([`CampaignIndex`]: the configuration, the reactors' logs, and
+//! the head hash of every reactor's log after every day). Operators' actions come from
+//! `actions.jsonl` and each gets one answer in `outcomes.jsonl`.
+
+mod config;
+mod report;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use perfusio_audit::event::{
+    ConnectorError as ConnectorErrorEvent, Custom, OperatorAction as OperatorActionEvent,
+    RunFinished, RunStarted, SampleRejected, SetpointWithheld, SetpointWritten, setpoint_map,
+};
+use perfusio_audit::{Actor, AuditHandle, AuditWriter, Entry, Event, WriterOptions};
+use perfusio_bed::BedPolicy;
+use perfusio_bed::objective::{Objective, OutcomeConstraint, parse_objective};
+use perfusio_core::{
+    Addition, Connector, Control, ControlArray, CultureDay, DEFAULT_AMBR250_DESIGN_SPACE,
+    DesignSpace, N_SPECIES, Pacing, Setpoints, Species, SpeciesArray, Variable,
+};
+use perfusio_hybrid::{Forecast, ForecastMethod, ForecastOptions, HybridConfig, HybridModel};
+use perfusio_mechanistic::{PlantSpec, VirtualReactorConfig};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::alarm::AlarmRule;
+use crate::campaign_files::{
+    self, ActionKind, ActionOutcome, ActiveAlarm, Band, BestPoint, CampaignFileError,
+    CampaignSnapshot, ForecastBands, Observation, OperatorAction, PendingRecommendation,
+    ReactorSnapshot, SetpointEntry,
+};
+use crate::cancel::CancelToken;
+use crate::error::{Result, TwinError};
+use crate::hash::derive_seed;
+use crate::reactor::{ReactorState, retrain_model};
+use crate::report::DayRecord;
+use crate::twin::{
+    DEFAULT_SAMPLE_WAIT, Read, STEP_FAILED, THREADS, WAIT_EVENT, applied_after, build_policy,
+    crate_versions, decision_event, erased::Ser as _, forecast_event, read_with_retry, retrain_due,
+    retrained_event, sample_payload, write_with_retry,
+};
+
+pub use config::{
+    ApprovalConfig, ApprovalMode, AtDeadline, CampaignConfig, ConnectorSpec, ConstraintSpec,
+    MAX_REACTORS, ReactorConfig, parse_duration,
+};
+pub use report::{CampaignReport, ReactorOutcome, SpeciesAccuracy};
+
+/// File name of the campaign index inside a campaign directory.
+pub const INDEX_FILE: &str = "campaign.json";
+/// Glucose: g/L per mmol/L (molar mass 180.156 g/mol).
+pub const GLUCOSE_G_PER_MMOL: f64 = 0.180_156;
+/// Paths of the Monte-Carlo evaluation of the best point.
+const BEST_PATHS: usize = 64;
+/// Candidates kept from one day to the next for the best point.
+const BEST_KEEP: usize = 8;
+
+/// What is wrong with a campaign's configuration, or with an operator's request to it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CampaignError {
+    /// A campaign drives 1 to [`MAX_REACTORS`] reactors.
+    #[error("a campaign drives 1 to {MAX_REACTORS} reactors, not {n}")]
+    ReactorCount {
+        /// Reactors configured.
+        n: usize,
+    },
+    /// The TOML is not a campaign (an unknown field is named in `field`).
+    #[error("campaign configuration: {message}")]
+    Toml {
+        /// The parser's message (it names the field and the line).
+        message: String,
+        /// The unknown field, when that is the problem.
+        field: Option<String>,
+    },
+    /// A setting is invalid.
+    #[error("campaign setting `{name}`: {reason}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// A file could not be read or written.
+    #[error("{}: {message}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The contract files of the campaign directory.
+    #[error(transparent)]
+    Files(#[from] CampaignFileError),
+}
+
+impl CampaignError {
+    pub(crate) fn invalid(name: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            name,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The index of a campaign directory (`campaign.json`): the configuration, the reactors and
+/// their logs, and the head hash of every reactor's log at the end of every day — what ties
+/// the reactors' independent audit trails together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignIndex {
+    /// Campaign name.
+    pub name: String,
+    /// The configuration it runs.
+    pub config: CampaignConfig,
+    /// The seed in force.
+    pub seed: u64,
+    /// When it started (ISO 8601, UTC).
+    pub started_at: String,
+    /// The reactors, in configuration order.
+    pub reactors: Vec<IndexReactor>,
+    /// One entry per completed day.
+    pub days: Vec<IndexDay>,
+    /// `None` while running; how it ended otherwise.
+    #[serde(default)]
+    pub finished: Option<String>,
+}
+
+/// One reactor of a [`CampaignIndex`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexReactor {
+    /// Reactor id.
+    pub id: String,
+    /// The run id of its log and of its data in the shared model.
+    pub run_id: String,
+    /// Its audit log, relative to the campaign directory.
+    pub audit: String,
+    /// Its connector, for display.
+    pub connector: String,
+}
+
+/// The heads of the reactors' logs after one day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexDay {
+    /// Culture day.
+    pub day: u32,
+    /// Reactor id → hash of the last record of its log after the day.
+    pub heads: BTreeMap<String, String>,
+}
+
+impl CampaignIndex {
+    /// Reads `DIR/campaign.json`.
+    pub fn read(dir: &Path) -> std::result::Result<Self, CampaignError> {
+        let path = dir.join(INDEX_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| CampaignError::Io {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        serde_json::from_str(&text).map_err(|e| CampaignError::Io {
+            path,
+            message: format!("not a campaign index: {e}"),
+        })
+    }
+
+    fn write(&self, dir: &Path) -> std::result::Result<(), CampaignError> {
+        let path = dir.join(INDEX_FILE);
+        let tmp = dir.join(format!("{INDEX_FILE}.tmp"));
+        let io = |p: &Path, e: std::io::Error| CampaignError::Io {
+            path: p.to_path_buf(),
+            message: e.to_string(),
+        };
+        let text = serde_json::to_string_pretty(self).map_err(|e| CampaignError::Io {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(&tmp, text).map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))
+    }
+}
+
+/// What a campaign tells its caller after each day.
+#[derive(Debug, Clone)]
+pub struct CampaignDay {
+    /// Culture day.
+    pub day: CultureDay,
+    /// Reactors that had a sample.
+    pub sampled: usize,
+    /// Reactors whose setpoints were written.
+    pub written: usize,
+    /// Reactors whose recommendation was withheld or held.
+    pub held: usize,
+    /// Whether the shared model was retrained.
+    pub retrained: bool,
+    /// Active alarms over all reactors.
+    pub alarms: usize,
+    /// Wall time of the day's computation (learning, retraining, forecasts, batch decision),
+    /// without reading, writing and waiting for operators.
+    pub compute: Duration,
+    /// The best point so far.
+    pub best: Option<BestPoint>,
+}
+
+/// Follows a campaign (e.g. the CLI's progress lines). Methods are called from the
+/// campaign's task and must not block.
+pub trait CampaignObserver: Send + Sync + std::fmt::Debug {
+    /// A day ended.
+    fn day_completed(&self, _day: &CampaignDay) {}
+}
+
+#[derive(Debug)]
+struct NoCampaignObserver;
+impl CampaignObserver for NoCampaignObserver {}
+
+/// A campaign of 1–24 reactors over one shared model (see the module docs).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), perfusio_twin::TwinError> {
+/// use perfusio_twin::campaign::{Campaign, CampaignConfig};
+/// let cfg = CampaignConfig::from_file("campaign.toml".as_ref())?;
+/// let report = Campaign::from_config(cfg)?.run().await?;
+/// println!("{report}");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Campaign {
+    config: CampaignConfig,
+    design_space: DesignSpace,
+    connectors: Vec<Arc<dyn Connector>>,
+    objective: Arc<dyn Objective>,
+    constraints: Option<Vec<OutcomeConstraint>>,
+    hybrid: HybridConfig,
+    alarm_rules: Vec<AlarmRule>,
+    cancel: CancelToken,
+    sample_wait: Duration,
+    poll: Duration,
+    observer: Arc<dyn CampaignObserver>,
+}
+
+impl Campaign {
+    /// A campaign whose connectors are built from the configuration (virtual reactors,
+    /// culture files, OPC UA folders; the last needs the `opcua` feature).
+    pub fn from_config(config: CampaignConfig) -> Result<Self> {
+        config.check()?;
+        let seed = config.seed();
+        let mut connectors: Vec<Arc<dyn Connector>> = Vec::new();
+        for (i, r) in config.reactors.iter().enumerate() {
+            connectors.push(connector_of(
+                r,
+                derive_seed(seed, "plant", i as u32),
+                &config.output_dir,
+            )?);
+        }
+        Self::with_connectors(config, connectors)
+    }
+
+    /// A campaign over connectors the caller made (one per configured reactor, in order),
+    /// e.g. virtual reactors it keeps handles to. The configuration's connector specs are
+    /// then only descriptions.
+    pub fn with_connectors(
+        config: CampaignConfig,
+        connectors: Vec<Arc<dyn Connector>>,
+    ) -> Result<Self> {
+        config.check()?;
+        if connectors.len() != config.reactors.len() {
+            return Err(CampaignError::invalid(
+                "reactors",
+                format!(
+                    "{} reactors configured but {} connectors given",
+                    config.reactors.len(),
+                    connectors.len()
+                ),
+            )
+            .into());
+        }
+        let design_space = DEFAULT_AMBR250_DESIGN_SPACE;
+        let objective: Arc<dyn Objective> =
+            Arc::from(parse_objective(&config.objective, config.medium_cost)?);
+        let constraints = match &config.constraints {
+            None => None,
+            Some(list) => Some(
+                list.iter()
+                    .map(|c| {
+                        let v: Variable =
+                            c.variable.parse().map_err(|e: perfusio_core::CoreError| {
+                                CampaignError::invalid("constraints.variable", e.to_string())
+                            })?;
+                        Ok(OutcomeConstraint::new(v, c.min, c.max)?)
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+        };
+        let hybrid = match &config.prior {
+            Some(p) => {
+                let spec = PlantSpec::from_arg(p)?;
+                HybridConfig::with_prior(spec.params, spec.source)
+            }
+            None => HybridConfig::online(),
+        };
+        if config.run.decision_horizon_days > 28 {
+            return Err(CampaignError::invalid(
+                "run.decision_horizon_days",
+                "the design policy looks at most 28 days ahead",
+            )
+            .into());
+        }
+        let alarm_rules = AlarmRule::defaults(&design_space);
+        Ok(Self {
+            config,
+            design_space,
+            connectors,
+            objective,
+            constraints,
+            hybrid,
+            alarm_rules,
+            cancel: CancelToken::new(),
+            sample_wait: DEFAULT_SAMPLE_WAIT,
+            poll: Duration::from_millis(200),
+            observer: Arc::new(NoCampaignObserver),
+        })
+    }
+
+    /// A token that cancels the campaign cleanly (keep a clone).
+    #[must_use]
+    pub fn cancel_token(mut self, token: CancelToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// The observer told about every day.
+    #[must_use]
+    pub fn observer(mut self, observer: impl CampaignObserver + 'static) -> Self {
+        self.observer = Arc::new(observer);
+        self
+    }
+
+    /// How long a campaign paced as fast as possible waits for a sample that is not there
+    /// yet (default [`DEFAULT_SAMPLE_WAIT`]).
+    #[must_use]
+    pub fn sample_wait(mut self, wait: Duration) -> Self {
+        self.sample_wait = wait;
+        self
+    }
+
+    /// How often `actions.jsonl` is polled while recommendations wait (default 200 ms).
+    #[must_use]
+    pub fn action_poll(mut self, every: Duration) -> Self {
+        self.poll = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Replaces the alarm rules (default [`AlarmRule::defaults`]).
+    pub fn alarm_rules(mut self, rules: Vec<AlarmRule>) -> Result<Self> {
+        for r in &rules {
+            r.check()?;
+        }
+        self.alarm_rules = rules;
+        Ok(self)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CampaignConfig {
+        &self.config
+    }
+
+    /// The design space every reactor shares.
+    pub fn design_space(&self) -> &DesignSpace {
+        &self.design_space
+    }
+
+    /// Runs the campaign to its end (or until the data end or it is cancelled) and returns
+    /// the report built from its directory. A directory that already holds a campaign is
+    /// refused (each reactor's log must start empty).
+    pub async fn run(self) -> Result<CampaignReport> {
+        let dir = self.config.output_dir.clone();
+        let mut runner = Runner::start(self).await?;
+        let ending = runner.run_days().await;
+        let finish = runner.finish(&ending).await;
+        ending?;
+        finish?;
+        CampaignReport::from_dir(&dir)
+    }
+}
+
+fn connector_of(
+    r: &ReactorConfig,
+    derived_seed: u64,
+    output_dir: &Path,
+) -> Result<Arc<dyn Connector>> {
+    match &r.connector {
+        ConnectorSpec::Virtual { truth, seed } => {
+            let plant = PlantSpec::from_arg(truth)?;
+            let vr = perfusio_connectors::virtual_reactor::VirtualReactorConnector::new(
+                VirtualReactorConfig {
+                    clone: plant.clone,
+                    params: Some(plant.params),
+                    seed: seed.unwrap_or(derived_seed),
+                    reactor_id: r.id.clone(),
+                    ..VirtualReactorConfig::default()
+                },
+            )?;
+            Ok(Arc::new(vr))
+        }
+        ConnectorSpec::File { path } => Ok(Arc::new(
+            perfusio_connectors::files::FilesystemStore::from_path(path)?,
+        )),
+        #[cfg(feature = "opcua")]
+        ConnectorSpec::Opcua {
+            endpoint,
+            folder,
+            pki_dir,
+            trust_on_first_use,
+        } => {
+            use perfusio_connectors::opcua::{NodeMap, OpcUaConfig, OpcUaConnector};
+            let mut cfg = OpcUaConfig::new(endpoint.clone(), NodeMap::ambr250(folder));
+            cfg.pki_dir = pki_dir.clone().unwrap_or_else(|| output_dir.join("pki"));
+            cfg.trust_on_first_use = *trust_on_first_use;
+            cfg.check()?;
+            Ok(Arc::new(OpcUaConnector::new(cfg)?))
+        }
+        #[cfg(not(feature = "opcua"))]
+        ConnectorSpec::Opcua { .. } => {
+            let _ = output_dir;
+            Err(CampaignError::invalid(
+                "reactors.connector",
+                format!(
+                    "reactor {}: OPC UA needs perfusio-twin's `opcua` feature",
+                    r.id
+                ),
+            )
+            .into())
+        }
+    }
+}
+
+impl From<CampaignError> for TwinError {
+    fn from(e: CampaignError) -> Self {
+        TwinError::Campaign(Box::new(e))
+    }
+}
+
+impl From<CampaignFileError> for TwinError {
+    fn from(e: CampaignFileError) -> Self {
+        TwinError::Campaign(Box::new(CampaignError::Files(e)))
+    }
+}
+
+fn now_iso() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+fn control_map(values: &ControlArray<f64>) -> BTreeMap<String, f64> {
+    Control::ALL
+        .iter()
+        .map(|c| (c.name().to_string(), values[c.index()]))
+        .collect()
+}
+
+/// Parses control names (canonical or alias) → values onto `base`; every value must be
+/// finite and the result inside the design space (soft ranges included).
+pub fn controls_from_names(
+    design_space: &DesignSpace,
+    base: &ControlArray<f64>,
+    values: &BTreeMap<String, f64>,
+) -> std::result::Result<ControlArray<f64>, String> {
+    let mut out = *base;
+    for (name, v) in values {
+        let c: Control = name.parse().map_err(|e| format!("{e}"))?;
+        if !v.is_finite() {
+            return Err(format!("{name} = {v} is not a finite number"));
+        }
+        out[c.index()] = *v;
+    }
+    let violations = design_space.check_setpoints(&out);
+    if violations.is_empty() {
+        Ok(out)
+    } else {
+        Err(format!(
+            "outside the design space: {}",
+            violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    }
+}
+
+/// One reactor of a running campaign.
+#[derive(Debug)]
+struct Unit {
+    id: String,
+    run_id: String,
+    connector: Arc<dyn Connector>,
+    describe: String,
+    audit: AuditHandle,
+    audit_rel: String,
+    head: String,
+    days: Vec<DayRecord>,
+    observations: Vec<Observation>,
+    setpoints: Vec<SetpointEntry>,
+    forecast: Option<ForecastBands>,
+    pending: Option<PendingRecommendation>,
+    alarms: BTreeMap<String, ActiveAlarm>,
+    ended: Option<String>,
+}
+
+impl Unit {
+    async fn record(&mut self, day: CultureDay, event: impl Into<Event>) -> Result<()> {
+        self.record_as(day, event, Actor::System).await
+    }
+
+    async fn record_as(
+        &mut self,
+        day: CultureDay,
+        event: impl Into<Event>,
+        actor: Actor,
+    ) -> Result<()> {
+        let event = event.into();
+        let entry = Entry {
+            actor,
+            ..Entry::new(day, event.clone())
+        };
+        let receipt = self.audit.append(entry).await?;
+        self.head = receipt.hash;
+        if let Some(d) = self.days.last_mut().filter(|d| d.day == day) {
+            d.push(&event);
+        }
+        if let Event::Alarm(a) = &event {
+            let key = format!(
+                "{}|{}",
+                a.species.as_deref().unwrap_or("?"),
+                a.threshold.unwrap_or(f64::NAN)
+            );
+            match a.state {
+                perfusio_audit::event::AlarmState::Raised => {
+                    self.alarms.insert(
+                        key,
+                        ActiveAlarm {
+                            variable: a.species.clone().unwrap_or_default(),
+                            severity: format!("{:?}", a.severity).to_lowercase(),
+                            message: a.message.clone(),
+                            since_day: day,
+                        },
+                    );
+                }
+                _ => {
+                    self.alarms.remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn step_failed(&mut self, day: CultureDay, step: &str, message: &str) -> Result<()> {
+        tracing::warn!(reactor = %self.id, day, step, message, "campaign step did not complete");
+        self.record(
+            day,
+            Custom {
+                name: STEP_FAILED.into(),
+                data: json!({ "step": step, "message": message }),
+            },
+        )
+        .await
+    }
+
+    fn snapshot(&self) -> ReactorSnapshot {
+        ReactorSnapshot {
+            id: self.id.clone(),
+            connector: self.describe.clone(),
+            audit: self.audit_rel.clone(),
+            observations: self.observations.clone(),
+            forecast: self.forecast.clone(),
+            setpoints: self.setpoints.clone(),
+            pending: self.pending.clone(),
+            alarms: self.alarms.values().cloned().collect(),
+        }
+    }
+}
+
+/// The shared model and every reactor's state, moved together onto the blocking pool.
+#[derive(Debug)]
+struct Shared {
+    model: HybridModel,
+    states: Vec<ReactorState>,
+}
+
+/// What the operators did to one reactor on one day before it learned.
+#[derive(Debug, Default, Clone)]
+struct Interventions {
+    /// Additions after the sample (boluses, media exchanges), in the order they were made.
+    additions: Vec<Addition>,
+    /// Setpoints an operator imposed for the day, and who.
+    override_values: Option<(ControlArray<f64>, String)>,
+}
+
+/// How one reactor's day ends.
+#[derive(Debug, Clone)]
+enum Resolution {
+    Apply {
+        values: ControlArray<f64>,
+        source: String,
+    },
+    Hold {
+        reason: String,
+    },
+}
+
+struct Runner {
+    c: Campaign,
+    dir: PathBuf,
+    seed: u64,
+    policy: Arc<BedPolicy>,
+    shared: Option<Box<Shared>>,
+    units: Vec<Unit>,
+    index: CampaignIndex,
+    answered: BTreeSet<String>,
+    day: CultureDay,
+    status: String,
+    best: Option<BestPoint>,
+    best_pool: Vec<ControlArray<f64>>,
+    day0: Option<perfusio_hybrid::StateEstimate>,
+}
+
+impl Runner {
+    async fn start(c: Campaign) -> Result<Self> {
+        let dir = c.config.output_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| CampaignError::Io {
+            path: dir.clone(),
+            message: e.to_string(),
+        })?;
+        let seed = c.config.seed();
+        let mut run_cfg = c.config.run.clone();
+        run_cfg.seed = Some(seed);
+        let policy = Arc::new(build_policy(
+            &run_cfg,
+            &c.design_space,
+            c.objective.clone(),
+            c.constraints.as_deref(),
+            &[],
+            seed,
+        )?);
+        let mut hc = c.hybrid.clone();
+        hc.design_space = c.design_space.clone();
+        hc.max_day = hc
+            .max_day
+            .max(run_cfg.duration_days)
+            .max(c.config.best_point_days.unwrap_or(0));
+        hc.gp.seed = derive_seed(seed, "gp", 0);
+        let model = HybridModel::new(hc)?;
+        let model_sha = model.fingerprint();
+        let initial = Control::defaults();
+        let mut units = Vec::new();
+        let mut states = Vec::new();
+        for (r, conn) in c.config.reactors.iter().zip(&c.connectors) {
+            let rel = format!("{}/audit.jsonl", r.id);
+            let path = dir.join(&rel);
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+                return Err(TwinError::AuditExists {
+                    path,
+                    records: perfusio_audit::read_records(dir.join(&rel))?.count() as u64,
+                    run_id: format!("{}-{}", c.config.name, r.id),
+                });
+            }
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| CampaignError::Io {
+                    path: parent.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+            }
+            let run_id = format!("{}-{}", c.config.name, r.id);
+            let (writer, _) =
+                AuditWriter::open(&path, WriterOptions::new(run_id.clone(), r.id.clone()))?;
+            let audit = AuditHandle::spawn(writer)?;
+            let describe = format!("{} ({})", conn.describe(), r.connector.describe());
+            states.push(ReactorState::new(
+                run_id.clone(),
+                initial,
+                c.alarm_rules.clone(),
+            ));
+            units.push(Unit {
+                id: r.id.clone(),
+                run_id,
+                connector: conn.clone(),
+                describe,
+                audit,
+                audit_rel: rel,
+                head: String::new(),
+                days: Vec::new(),
+                observations: Vec::new(),
+                setpoints: vec![SetpointEntry {
+                    day: 0,
+                    values: control_map(&initial),
+                    source: "initial".into(),
+                }],
+                forecast: None,
+                pending: None,
+                alarms: BTreeMap::new(),
+                ended: None,
+            });
+        }
+        let answered = campaign_files::read_outcomes(&dir)?
+            .into_iter()
+            .map(|o| o.action)
+            .collect();
+        let index = CampaignIndex {
+            name: c.config.name.clone(),
+            config: c.config.clone(),
+            seed,
+            started_at: now_iso(),
+            reactors: units
+                .iter()
+                .map(|u| IndexReactor {
+                    id: u.id.clone(),
+                    run_id: u.run_id.clone(),
+                    audit: u.audit_rel.clone(),
+                    connector: u.describe.clone(),
+                })
+                .collect(),
+            days: Vec::new(),
+            finished: None,
+        };
+        let mut runner = Self {
+            dir,
+            seed,
+            policy,
+            shared: Some(Box::new(Shared { model, states })),
+            units,
+            index,
+            answered,
+            day: 0,
+            status: "running".into(),
+            best: None,
+            best_pool: Vec::new(),
+            day0: None,
+            c,
+        };
+        for i in 0..runner.units.len() {
+            let u = &mut runner.units[i];
+            let health = u.connector.health().await;
+            let mut settings = BTreeMap::new();
+            settings.insert("campaign".into(), Value::from(runner.c.config.name.clone()));
+            settings.insert(
+                "campaign_index".into(),
+                Value::from(format!("../{INDEX_FILE}")),
+            );
+            settings.insert("reactor".into(), Value::from(u.id.clone()));
+            settings.insert(
+                "reactors".into(),
+                Value::from(runner.c.config.reactors.len()),
+            );
+            settings.insert("run_config".into(), run_cfg.value());
+            settings.insert("design_space".into(), runner.c.design_space.value());
+            settings.insert("objective".into(), Value::from(runner.c.objective.name()));
+            settings.insert("approval".into(), runner.c.config.approval.value());
+            settings.insert("connector".into(), Value::from(u.describe.clone()));
+            settings.insert("connector_health".into(), Value::from(health.to_string()));
+            settings.insert(
+                "model".into(),
+                Value::from(format!(
+                    "shared hybrid model, {} mechanism, learned online from {} reactors",
+                    runner.c.hybrid.prior_label,
+                    runner.c.config.reactors.len()
+                )),
+            );
+            settings.insert("model_sha256".into(), Value::from(model_sha.clone()));
+            settings.insert(
+                "initial_setpoints".into(),
+                setpoint_map(&Setpoints::new(0, initial)).value(),
+            );
+            settings.insert("crate_versions".into(), crate_versions());
+            u.record(
+                0,
+                RunStarted {
+                    software: format!("perfusio-twin {} campaign", env!("CARGO_PKG_VERSION")),
+                    seed: Some(seed),
+                    settings,
+                },
+            )
+            .await?;
+        }
+        runner.index.write(&runner.dir)?;
+        runner.publish()?;
+        Ok(runner)
+    }
+
+    fn shared(&mut self) -> Result<&mut Shared> {
+        self.shared.as_deref_mut().ok_or_else(|| {
+            TwinError::Task("the shared model was lost by an earlier failure".into())
+        })
+    }
+
+    async fn with_shared<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Shared) -> T + Send + 'static,
+    ) -> Result<T> {
+        let mut s = self.shared.take().ok_or_else(|| {
+            TwinError::Task("the shared model was lost by an earlier failure".into())
+        })?;
+        let (s, out) = tokio::task::spawn_blocking(move || {
+            let out = f(&mut s);
+            (s, out)
+        })
+        .await?;
+        self.shared = Some(s);
+        Ok(out)
+    }
+
+    fn publish(&self) -> Result<()> {
+        let snap = CampaignSnapshot {
+            campaign: self.c.config.name.clone(),
+            day: self.day,
+            updated_at: now_iso(),
+            status: self.status.clone(),
+            approval: self.c.config.approval.mode.as_str().into(),
+            objective: self.c.config.objective.clone(),
+            reactors: self.units.iter().map(Unit::snapshot).collect(),
+            best_point: self.best.clone(),
+        };
+        campaign_files::write_snapshot(&self.dir, &snap)?;
+        Ok(())
+    }
+
+    async fn run_days(&mut self) -> Result<()> {
+        let last = self.c.config.run.duration_days;
+        let interval = Duration::from_secs_f64(self.c.config.run.sampling_interval_hours * 3600.0);
+        let anchor = Instant::now();
+        let mut day: CultureDay = 0;
+        while day <= last {
+            let budget = match self.c.config.run.pacing {
+                Pacing::RealTime => {
+                    let due = anchor + interval * day;
+                    let now = Instant::now();
+                    if due > now && !self.c.cancel.sleep(due - now).await {
+                        self.status = "cancelled".into();
+                        return Ok(());
+                    }
+                    (anchor + interval * (day + 1))
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1))
+                }
+                Pacing::AsFastAsPossible => self.c.sample_wait,
+            };
+            if self.c.cancel.is_cancelled() {
+                self.status = "cancelled".into();
+                return Ok(());
+            }
+            self.day = day;
+            if !self.run_day(day, day == last, budget).await? {
+                return Ok(());
+            }
+            day += 1;
+        }
+        self.status = "completed".into();
+        Ok(())
+    }
+
+    /// Ends every log with `run_finished`, closes them, writes the final index and snapshot.
+    async fn finish(&mut self, ending: &Result<()>) -> Result<()> {
+        let (completed, reason) = match ending {
+            Err(e) => {
+                self.status = format!("stopped: {e}");
+                (false, format!("stopped by an error: {e}"))
+            }
+            Ok(()) if self.status == "completed" => (true, "completed".to_string()),
+            Ok(()) => (false, self.status.clone()),
+        };
+        for u in &mut self.units {
+            let last_day = u
+                .days
+                .iter()
+                .rev()
+                .find(|d| d.is_complete())
+                .map_or(0, |d| d.day);
+            let reason = match (&u.ended, completed) {
+                (Some(why), _) => why.clone(),
+                _ => reason.clone(),
+            };
+            u.record(
+                last_day,
+                RunFinished {
+                    completed: completed && u.ended.is_none(),
+                    reason,
+                    last_day,
+                },
+            )
+            .await?;
+            u.audit.close().await?;
+        }
+        self.index.finished = Some(self.status.clone());
+        if let Some(d) = self.index.days.last_mut() {
+            for u in &self.units {
+                d.heads.insert(u.id.clone(), u.head.clone());
+            }
+        }
+        self.index.write(&self.dir)?;
+        for u in &mut self.units {
+            u.pending = None;
+        }
+        self.publish()
+    }
+
+    /// One day of every reactor; `false` when the campaign ends early (data ended for all
+    /// reactors, or cancelled).
+    async fn run_day(
+        &mut self,
+        day: CultureDay,
+        final_day: bool,
+        budget: Duration,
+    ) -> Result<bool> {
+        let n = self.units.len();
+        for u in &mut self.units {
+            u.days.push(DayRecord::new(day));
+        }
+        // 1. read every reactor concurrently
+        let mut set = tokio::task::JoinSet::new();
+        for (i, u) in self.units.iter().enumerate() {
+            if u.ended.is_some() {
+                continue;
+            }
+            let conn = u.connector.clone();
+            let ds = self.c.design_space.clone();
+            let cancel = self.c.cancel.clone();
+            set.spawn(async move { (i, read_with_retry(&*conn, &ds, &cancel, day, budget).await) });
+        }
+        let mut reads: Vec<Option<Read>> = (0..n).map(|_| None).collect();
+        while let Some(r) = set.join_next().await {
+            let (i, read) = r?;
+            reads[i] = Some(read);
+        }
+        let mut measured: Vec<Option<SpeciesArray<Option<f64>>>> = vec![None; n];
+        let mut reported: Vec<Option<ControlArray<Option<f64>>>> = vec![None; n];
+        for (i, read) in reads.into_iter().enumerate() {
+            let u = &mut self.units[i];
+            match read {
+                None => {}
+                Some(Read::Sample(v, waited, attempts)) => {
+                    if attempts > 1 {
+                        u.record(
+                            day,
+                            Custom {
+                                name: WAIT_EVENT.into(),
+                                data: json!({
+                                    "operation": "read_raw",
+                                    "waited_s": waited.as_secs_f64(),
+                                    "attempts": attempts,
+                                }),
+                            },
+                        )
+                        .await?;
+                    }
+                    let payload = sample_payload(&v.sample, &u.describe);
+                    u.record(day, payload).await?;
+                    for r in &v.rejections {
+                        u.record(day, SampleRejected::from(r)).await?;
+                    }
+                    measured[i] = Some(v.sample.species);
+                    reported[i] = Some(v.sample.controls);
+                }
+                Some(Read::NotYet(e)) => {
+                    u.days.pop();
+                    u.ended = Some(match day.checked_sub(1) {
+                        Some(prev) => format!("data ended on day {prev}"),
+                        None => format!("no data: {e}"),
+                    });
+                }
+                Some(Read::Failed(e, waited, attempts)) => {
+                    u.record(
+                        day,
+                        ConnectorErrorEvent {
+                            connector: u.describe.clone(),
+                            operation: "read_raw".into(),
+                            message: format!(
+                                "{e} ({attempts} attempt{} over {:.1} s); day {day} goes without a sample",
+                                if attempts == 1 { "" } else { "s" },
+                                waited.as_secs_f64()
+                            ),
+                            retryable: false,
+                        },
+                    )
+                    .await?;
+                }
+                Some(Read::Cancelled) => {
+                    self.status = "cancelled".into();
+                    return Ok(false);
+                }
+            }
+        }
+        if self.units.iter().all(|u| u.ended.is_some()) {
+            self.status = format!("data ended on day {}", day.saturating_sub(1));
+            return Ok(false);
+        }
+        // 2. the operators' interventions of the day
+        let mut interventions: Vec<Interventions> = vec![Interventions::default(); n];
+        self.take_interventions(day, &mut measured, &mut interventions)
+            .await?;
+        for (i, u) in self.units.iter_mut().enumerate() {
+            if let Some(m) = &measured[i] {
+                u.observations.push(Observation {
+                    day,
+                    values: Species::ALL
+                        .iter()
+                        .map(|s| (s.name().to_string(), m[s.index()]))
+                        .collect(),
+                });
+            }
+        }
+        // 3. learn; one retraining of the shared model when due
+        let t_compute = Instant::now();
+        let retrain = retrain_due(&self.c.config.run, day);
+        let active: Vec<bool> = self.units.iter().map(|u| u.ended.is_none()).collect();
+        let ms = measured.clone();
+        let inter = interventions.clone();
+        let (learned, day0) = self
+            .with_shared(move |s| -> Result<_> {
+                let tr = s.model.config().transform;
+                for i in 0..s.states.len() {
+                    if !active[i] {
+                        continue;
+                    }
+                    s.states[i].learn(&mut s.model, day, ms[i].as_ref(), false)?;
+                    if let Some(r) = &reported[i] {
+                        s.states[i].take_reported(r);
+                    }
+                    if inter[i].additions.is_empty() {
+                        continue;
+                    }
+                    if let Some(est) = s.states[i].estimate() {
+                        let before = est.mean_species(&tr);
+                        let mut after = before;
+                        for a in &inter[i].additions {
+                            a.apply(&mut after);
+                        }
+                        let delta: SpeciesArray<f64> =
+                            std::array::from_fn(|k| after[k] - before[k]);
+                        s.states[i].added(&mut s.model, day, delta, ms[i].is_some())?;
+                    }
+                }
+                let learned = retrain.then(|| {
+                    let l = retrain_model(&mut s.model, day);
+                    let sha = l.retrained.is_some().then(|| s.model.fingerprint());
+                    (l, sha)
+                });
+                let day0 = if day == 0 {
+                    s.states.iter().find_map(|st| st.estimate().cloned())
+                } else {
+                    None
+                };
+                Ok((learned, day0))
+            })
+            .await??;
+        if day0.is_some() {
+            self.day0 = day0;
+        }
+        let mut retrained = false;
+        if let Some((l, sha)) = learned {
+            for u in self.units.iter_mut().filter(|u| u.ended.is_none()) {
+                match (&l.retrained, &sha) {
+                    (Some(r), Some(sha)) => {
+                        retrained = true;
+                        u.record(day, retrained_event(r, sha.clone())).await?;
+                    }
+                    _ => {
+                        let why = l.retrain_skipped.clone().unwrap_or_default();
+                        u.step_failed(day, "retrain", &why).await?;
+                    }
+                }
+            }
+        }
+        let mut compute = t_compute.elapsed();
+        let mut summary = CampaignDay {
+            day,
+            sampled: measured.iter().filter(|m| m.is_some()).count(),
+            written: 0,
+            held: 0,
+            retrained,
+            alarms: 0,
+            compute,
+            best: None,
+        };
+        if final_day {
+            self.end_day(day, &mut summary)?;
+            return Ok(true);
+        }
+        // 4. forecasts under the setpoints in force, alarms
+        let t_compute = Instant::now();
+        let horizon = self.c.config.run.forecast_horizon_days as usize;
+        let paths = self.c.config.run.mc_samples as usize;
+        let seeds: Vec<u64> = self
+            .units
+            .iter()
+            .map(|u| derive_seed(self.seed, &format!("forecast-{}", u.id), day))
+            .collect();
+        let decided_mask: Vec<bool> = (0..n)
+            .map(|i| measured[i].is_some() && self.units[i].ended.is_none())
+            .collect();
+        let mask = decided_mask.clone();
+        let forecasts = self
+            .with_shared(move |s| {
+                let model = &s.model;
+                let jobs: Vec<(usize, perfusio_hybrid::StateEstimate, ControlArray<f64>)> = s
+                    .states
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask[*i])
+                    .filter_map(|(i, st)| st.estimate().map(|e| (i, e.clone(), *st.current())))
+                    .collect();
+                let threads = THREADS.min(jobs.len()).max(1);
+                let mut out: Vec<(usize, std::result::Result<Forecast, String>)> =
+                    std::thread::scope(|sc| {
+                        let handles: Vec<_> = (0..threads)
+                            .map(|t| {
+                                let jobs = &jobs;
+                                let seeds = &seeds;
+                                sc.spawn(move || {
+                                    jobs.iter()
+                                        .skip(t)
+                                        .step_by(threads)
+                                        .map(|(i, est, cur)| {
+                                            let opts = ForecastOptions {
+                                                method: ForecastMethod::MonteCarlo,
+                                                paths,
+                                                seed: seeds[*i],
+                                                keep_paths: true,
+                                                threads: 1,
+                                            };
+                                            (
+                                                *i,
+                                                model
+                                                    .forecast(est, &vec![*cur; horizon], &opts)
+                                                    .map_err(|e| e.to_string()),
+                                            )
+                                        })
+                                        .collect::<Vec<_>>()
+                                })
+                            })
+                            .collect();
+                        handles
+                            .into_iter()
+                            .flat_map(|h| h.join().unwrap_or_default())
+                            .collect()
+                    });
+                out.sort_by_key(|(i, _)| *i);
+                let sha = model.fingerprint();
+                out.into_iter()
+                    .map(|(i, f)| {
+                        let f = f.map(|f| {
+                            let alarms = s.states[i].alarms_mut().evaluate(&f);
+                            (crate::hash::forecast_sha256(&f), f, alarms)
+                        });
+                        (i, f, sha.clone())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await?;
+        compute += t_compute.elapsed();
+        for (i, f, model_sha) in forecasts {
+            let u = &mut self.units[i];
+            match f {
+                Ok((fsha, f, alarms)) => {
+                    u.record(day, forecast_event(&f, fsha, model_sha)).await?;
+                    for a in alarms {
+                        u.record(day, a).await?;
+                    }
+                    u.forecast = Some(bands_of(&f));
+                }
+                Err(e) => u.step_failed(day, "forecast", &e).await?,
+            }
+        }
+        // 5. one batch decision over the reactors with a sample
+        let t_compute = Instant::now();
+        let policy = self.policy.clone();
+        let mask = decided_mask.clone();
+        let decided = self
+            .with_shared(move |s| {
+                let idx: Vec<usize> = (0..s.states.len())
+                    .filter(|i| mask[*i] && s.states[*i].estimate().is_some())
+                    .collect();
+                let inputs: Vec<_> = idx
+                    .iter()
+                    .filter_map(|i| {
+                        s.states[*i]
+                            .estimate()
+                            .map(|e| (e.clone(), *s.states[*i].current()))
+                    })
+                    .collect();
+                policy
+                    .decide_batch(&s.model, &inputs)
+                    .map(|d| idx.into_iter().zip(d).collect::<Vec<_>>())
+            })
+            .await?;
+        compute += t_compute.elapsed();
+        let mut resolutions: Vec<Option<Resolution>> = vec![None; n];
+        let mut recommended: Vec<Option<ControlArray<f64>>> = vec![None; n];
+        let currents: Vec<ControlArray<f64>> = {
+            let s = self.shared()?;
+            s.states.iter().map(|st| *st.current()).collect()
+        };
+        match decided {
+            Ok(list) => {
+                for (i, d) in list {
+                    let u = &mut self.units[i];
+                    u.record(day, decision_event(&d)).await?;
+                    recommended[i] = Some(d.setpoints.values);
+                    u.pending = Some(PendingRecommendation {
+                        day,
+                        recommended: control_map(&d.setpoints.values),
+                        current: control_map(&currents[i]),
+                        reason: d.reason.clone(),
+                        deadline: String::new(),
+                        at_deadline: self.c.config.approval.at_deadline.as_str().into(),
+                    });
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for i in (0..n).filter(|i| decided_mask[*i]) {
+                    self.units[i].step_failed(day, "decide", &why).await?;
+                    resolutions[i] = Some(Resolution::Hold {
+                        reason: format!("no decision ({why}): holding the setpoints in force"),
+                    });
+                }
+            }
+        }
+        // the best constant operating point so far, under the shared model
+        let t_best = Instant::now();
+        self.update_best(&recommended, &currents).await?;
+        tracing::debug!(day, best_s = t_best.elapsed().as_secs_f64(), "best point");
+        summary.compute = compute;
+        // operator overrides replace the day's decision
+        for i in 0..n {
+            if let Some((values, actor)) = &interventions[i].override_values {
+                self.units[i].pending = None;
+                resolutions[i] = Some(Resolution::Apply {
+                    values: *values,
+                    source: format!("operator:{actor}"),
+                });
+            }
+        }
+        // 6. approval
+        match self.c.config.approval.mode {
+            ApprovalMode::Auto => {
+                for i in 0..n {
+                    if let (None, Some(r)) = (&resolutions[i], recommended[i]) {
+                        self.units[i].pending = None;
+                        resolutions[i] = Some(Resolution::Apply {
+                            values: r,
+                            source: "twin".into(),
+                        });
+                    }
+                }
+            }
+            ApprovalMode::Required => {
+                self.await_approval(day, &recommended, &currents, &mut resolutions)
+                    .await?;
+            }
+        }
+        // 7. write or withhold
+        self.apply(day, &recommended, &currents, resolutions, &mut summary)
+            .await?;
+        self.end_day(day, &mut summary)?;
+        Ok(true)
+    }
+
+    /// Index, snapshot and observer at the end of a day.
+    fn end_day(&mut self, day: CultureDay, summary: &mut CampaignDay) -> Result<()> {
+        self.index.days.push(IndexDay {
+            day,
+            heads: self
+                .units
+                .iter()
+                .map(|u| (u.id.clone(), u.head.clone()))
+                .collect(),
+        });
+        self.index.write(&self.dir)?;
+        self.publish()?;
+        summary.alarms = self.units.iter().map(|u| u.alarms.len()).sum();
+        summary.best = self.best.clone();
+        self.c.observer.day_completed(summary);
+        Ok(())
+    }
+
+    /// Reads `actions.jsonl` and returns the actions not answered yet.
+    fn new_actions(&self) -> Result<Vec<OperatorAction>> {
+        Ok(campaign_files::read_actions(&self.dir)?
+            .into_iter()
+            .filter(|a| !self.answered.contains(&a.id))
+            .collect())
+    }
+
+    /// Answers an action once: `outcomes.jsonl` and, for a known reactor, its audit log
+    /// with the operator as actor.
+    #[allow(clippy::too_many_arguments)]
+    async fn answer(
+        &mut self,
+        a: &OperatorAction,
+        accepted: bool,
+        reason: String,
+        values: BTreeMap<String, f64>,
+        before: BTreeMap<String, f64>,
+        after: BTreeMap<String, f64>,
+    ) -> Result<()> {
+        if let Some(u) = self.units.iter_mut().find(|u| u.id == a.reactor) {
+            let actor = Actor::operator(a.actor.clone())
+                .unwrap_or_else(|_| Actor::Operator(format!("unnamed ({:?})", a.actor.trim())));
+            u.record_as(
+                self.day,
+                OperatorActionEvent {
+                    action_id: a.id.clone(),
+                    action: action_name(&a.kind).into(),
+                    requested_at: a.at.clone(),
+                    accepted,
+                    reason: reason.clone(),
+                    values,
+                    before,
+                    after,
+                },
+                actor,
+            )
+            .await?;
+        }
+        campaign_files::append_outcome(
+            &self.dir,
+            &ActionOutcome {
+                action: a.id.clone(),
+                accepted,
+                reason,
+                at: now_iso(),
+            },
+        )?;
+        self.answered.insert(a.id.clone());
+        Ok(())
+    }
+
+    /// Refuses actions that cannot apply any more (unknown reactor, a past day, an
+    /// approval for a day that has no pending recommendation); keeps future-day actions.
+    /// Returns the actions of `day` that concern known reactors.
+    async fn triage(&mut self, day: CultureDay, approvals: bool) -> Result<Vec<OperatorAction>> {
+        let mut out = Vec::new();
+        for a in self.new_actions()? {
+            let is_approval = matches!(
+                a.kind,
+                ActionKind::Approve | ActionKind::Edit { .. } | ActionKind::Reject { .. }
+            );
+            let unit = self.units.iter().position(|u| u.id == a.reactor);
+            let refuse = if unit.is_none() {
+                Some(format!(
+                    "reactor {} is not part of campaign {}",
+                    a.reactor, self.c.config.name
+                ))
+            } else if a.day < day {
+                Some(format!(
+                    "day {} is over (the campaign is on day {day}); nothing changes the past",
+                    a.day
+                ))
+            } else if a.day > day {
+                None
+            } else if is_approval && approvals {
+                let has_pending = unit.is_some_and(|i| self.units[i].pending.is_some());
+                if has_pending {
+                    out.push(a);
+                    continue;
+                }
+                Some(format!(
+                    "reactor {} has no recommendation waiting for day {day} (decided already, \
+                     no sample, or approval is auto)",
+                    a.reactor
+                ))
+            } else if !is_approval && !approvals {
+                out.push(a);
+                continue;
+            } else if approvals {
+                // an intervention while the day's recommendations wait
+                out.push(a);
+                continue;
+            } else {
+                None
+            };
+            if let Some(reason) = refuse {
+                self.answer(
+                    &a,
+                    false,
+                    reason,
+                    BTreeMap::new(),
+                    BTreeMap::new(),
+                    BTreeMap::new(),
+                )
+                .await?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The interventions of `day` (bolus, extra sample, exchange, override): validated,
+    /// answered and audited before the day's learning step.
+    async fn take_interventions(
+        &mut self,
+        day: CultureDay,
+        measured: &mut [Option<SpeciesArray<Option<f64>>>],
+        out: &mut [Interventions],
+    ) -> Result<()> {
+        let actions = self.triage(day, false).await?;
+        let (currents, gln_feed): (Vec<ControlArray<f64>>, f64) = {
+            let s = self.shared()?;
+            (
+                s.states.iter().map(|st| *st.current()).collect(),
+                s.model.mechanism_params().gln_feed,
+            )
+        };
+        for a in actions {
+            let Some(i) = self.units.iter().position(|u| u.id == a.reactor) else {
+                continue;
+            };
+            if self.units[i].ended.is_some() {
+                self.answer(
+                    &a,
+                    false,
+                    format!("reactor {} has no more data; it is not running", a.reactor),
+                    BTreeMap::new(),
+                    BTreeMap::new(),
+                    BTreeMap::new(),
+                )
+                .await?;
+                continue;
+            }
+            let none = BTreeMap::new;
+            match &a.kind {
+                ActionKind::GlucoseBolus { mmol_per_l } => {
+                    if !(mmol_per_l.is_finite() && *mmol_per_l > 0.0 && *mmol_per_l <= 500.0) {
+                        self.answer(
+                            &a,
+                            false,
+                            format!("a glucose bolus is > 0 and ≤ 500 mmol/L, not {mmol_per_l}"),
+                            BTreeMap::from([("mmol_per_l".to_string(), *mmol_per_l)]),
+                            none(),
+                            none(),
+                        )
+                        .await?;
+                        continue;
+                    }
+                    let g = mmol_per_l * GLUCOSE_G_PER_MMOL;
+                    let addition = Addition::GlucoseBolus { g_per_l: g };
+                    let values = BTreeMap::from([("mmol_per_l".to_string(), *mmol_per_l)]);
+                    match self.physically(i, day, &addition).await {
+                        Ok(how) => {
+                            out[i].additions.push(addition);
+                            self.answer(
+                                &a,
+                                true,
+                                format!(
+                                    "glucose bolus of {mmol_per_l} mmol/L (+{g:.3} g/L) after the \
+                                     day-{day} sample, {how}: the day's transition starts from \
+                                     the sample plus it"
+                                ),
+                                values,
+                                none(),
+                                BTreeMap::from([("Glc_added_g_per_l".to_string(), g)]),
+                            )
+                            .await?;
+                        }
+                        Err(why) => self.answer(&a, false, why, values, none(), none()).await?,
+                    }
+                }
+                ActionKind::MediaExchange { fraction } => {
+                    if !(fraction.is_finite() && *fraction > 0.0 && *fraction <= 1.0) {
+                        self.answer(
+                            &a,
+                            false,
+                            format!("a media exchange fraction is in (0, 1], not {fraction}"),
+                            BTreeMap::from([("fraction".to_string(), *fraction)]),
+                            none(),
+                            none(),
+                        )
+                        .await?;
+                        continue;
+                    }
+                    let addition = Addition::MediaExchange {
+                        fraction: *fraction,
+                        glucose: currents[i][Control::GlucoseSetpoint.index()],
+                        glutamine: gln_feed,
+                    };
+                    let values = BTreeMap::from([("fraction".to_string(), *fraction)]);
+                    match self.physically(i, day, &addition).await {
+                        Ok(how) => {
+                            out[i].additions.push(addition);
+                            self.answer(
+                                &a,
+                                true,
+                                format!(
+                                    "media exchange of {:.0} % of the volume after the day-{day} \
+                                     sample, {how}: glucose and glutamine move toward the medium \
+                                     (glucose {:.2} g/L, glutamine {gln_feed:.2} mmol/L), other \
+                                     metabolites and titer are diluted, cells are retained",
+                                    fraction * 100.0,
+                                    currents[i][Control::GlucoseSetpoint.index()]
+                                ),
+                                values,
+                                none(),
+                                none(),
+                            )
+                            .await?;
+                        }
+                        Err(why) => self.answer(&a, false, why, values, none(), none()).await?,
+                    }
+                }
+                ActionKind::ExtraSample { values } => {
+                    let mut parsed = Vec::new();
+                    let mut problem = None;
+                    for (name, v) in values {
+                        match Species::lookup(name) {
+                            Some(s) if v.is_finite() && s.bounds().contains(*v) => {
+                                parsed.push((s, *v));
+                            }
+                            Some(s) => {
+                                problem = Some(format!(
+                                    "{name} = {v} is outside the plausible range of {} ({:?})",
+                                    s.name(),
+                                    s.bounds()
+                                ));
+                            }
+                            None => {
+                                problem = Some(format!(
+                                    "{name} is not a species ({})",
+                                    Species::valid_names()
+                                ));
+                            }
+                        }
+                    }
+                    if parsed.is_empty() && problem.is_none() {
+                        problem = Some("an extra sample needs at least one value".into());
+                    }
+                    if let Some(p) = problem {
+                        self.answer(&a, false, p, values.clone(), none(), none())
+                            .await?;
+                        continue;
+                    }
+                    let m = measured[i].get_or_insert([None; N_SPECIES]);
+                    let before: BTreeMap<String, f64> = Species::ALL
+                        .iter()
+                        .filter_map(|s| m[s.index()].map(|v| (s.name().to_string(), v)))
+                        .collect();
+                    for (s, v) in &parsed {
+                        m[s.index()] = Some(*v);
+                    }
+                    let after: BTreeMap<String, f64> = Species::ALL
+                        .iter()
+                        .filter_map(|s| m[s.index()].map(|v| (s.name().to_string(), v)))
+                        .collect();
+                    self.answer(
+                        &a,
+                        true,
+                        format!(
+                            "extra sample of day {day}: {} value(s) enter the day's observation",
+                            parsed.len()
+                        ),
+                        values.clone(),
+                        before,
+                        after,
+                    )
+                    .await?;
+                }
+                ActionKind::SetpointOverride { values } => {
+                    match controls_from_names(&self.c.design_space, &currents[i], values) {
+                        Ok(v) => {
+                            out[i].override_values = Some((v, a.actor.clone()));
+                            self.answer(
+                                &a,
+                                true,
+                                format!(
+                                    "setpoint override from day {day}: replaces the day's \
+                                     recommendation"
+                                ),
+                                values.clone(),
+                                control_map(&currents[i]),
+                                control_map(&v),
+                            )
+                            .await?;
+                        }
+                        Err(why) => {
+                            self.answer(
+                                &a,
+                                false,
+                                why,
+                                values.clone(),
+                                control_map(&currents[i]),
+                                none(),
+                            )
+                            .await?;
+                        }
+                    }
+                }
+                ActionKind::Approve | ActionKind::Edit { .. } | ActionKind::Reject { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// An intervention that arrives while day `day`'s recommendations wait (after the day's
+    /// learning step): a setpoint override settles the reactor's day; a bolus or a media
+    /// exchange reaches the plant and the model's state and data at once; an extra sample is
+    /// refused (the day's observation was learned from already).
+    async fn late_intervention(
+        &mut self,
+        day: CultureDay,
+        i: usize,
+        a: &OperatorAction,
+        current: &ControlArray<f64>,
+        resolutions: &mut [Option<Resolution>],
+    ) -> Result<()> {
+        let none = BTreeMap::new;
+        let gln_feed = self.shared()?.model.mechanism_params().gln_feed;
+        let addition = match &a.kind {
+            ActionKind::SetpointOverride { values } => {
+                match controls_from_names(&self.c.design_space, current, values) {
+                    Ok(v) => {
+                        resolutions[i] = Some(Resolution::Apply {
+                            values: v,
+                            source: format!("operator:{}", a.actor),
+                        });
+                        self.units[i].pending = None;
+                        self.answer(
+                            a,
+                            true,
+                            format!(
+                                "setpoint override from day {day}: replaces the waiting \
+                                 recommendation"
+                            ),
+                            values.clone(),
+                            control_map(current),
+                            control_map(&v),
+                        )
+                        .await?;
+                    }
+                    Err(why) => {
+                        self.answer(a, false, why, values.clone(), control_map(current), none())
+                            .await?;
+                    }
+                }
+                return Ok(());
+            }
+            ActionKind::ExtraSample { values } => {
+                let reason = format!(
+                    "day {day}'s observation of {} has been learned from already; an extra \
+                     sample enters the model when it is recorded before the day's learning step",
+                    a.reactor
+                );
+                return self
+                    .answer(a, false, reason, values.clone(), none(), none())
+                    .await;
+            }
+            ActionKind::GlucoseBolus { mmol_per_l }
+                if mmol_per_l.is_finite() && *mmol_per_l > 0.0 && *mmol_per_l <= 500.0 =>
+            {
+                Addition::GlucoseBolus {
+                    g_per_l: mmol_per_l * GLUCOSE_G_PER_MMOL,
+                }
+            }
+            ActionKind::MediaExchange { fraction }
+                if fraction.is_finite() && *fraction > 0.0 && *fraction <= 1.0 =>
+            {
+                Addition::MediaExchange {
+                    fraction: *fraction,
+                    glucose: current[Control::GlucoseSetpoint.index()],
+                    glutamine: gln_feed,
+                }
+            }
+            _ => {
+                let reason = "a bolus is > 0 and ≤ 500 mmol/L, an exchanged fraction in (0, 1]";
+                return self
+                    .answer(a, false, reason.into(), none(), none(), none())
+                    .await;
+            }
+        };
+        match self.physically(i, day, &addition).await {
+            Ok(how) => {
+                let recorded = self.units[i]
+                    .days
+                    .last()
+                    .is_some_and(|d| d.day == day && d.sample.is_some());
+                self.with_shared(move |s| -> Result<()> {
+                    let tr = s.model.config().transform;
+                    if let Some(est) = s.states[i].estimate() {
+                        let before = est.mean_species(&tr);
+                        let mut after = before;
+                        addition.apply(&mut after);
+                        let delta: SpeciesArray<f64> =
+                            std::array::from_fn(|k| after[k] - before[k]);
+                        s.states[i].added(&mut s.model, day, delta, recorded)?;
+                    }
+                    Ok(())
+                })
+                .await??;
+                self.answer(
+                    a,
+                    true,
+                    format!(
+                        "{addition:?} after the day-{day} sample, {how}; made after the day's \
+                         decision, it enters the model's state and the day's transition now"
+                    ),
+                    none(),
+                    none(),
+                    none(),
+                )
+                .await
+            }
+            Err(why) => self.answer(a, false, why, none(), none(), none()).await,
+        }
+    }
+
+    /// Gives an addition to the reactor's plant: `Ok("the virtual reactor received it")`,
+    /// `Ok("made by hand at the reactor")` when the connector only records it, `Err(why)`
+    /// when the plant refused it (then the model does not use it either).
+    async fn physically(
+        &self,
+        i: usize,
+        day: CultureDay,
+        addition: &Addition,
+    ) -> std::result::Result<&'static str, String> {
+        let u = &self.units[i];
+        match u.connector.add(day, addition).await {
+            Ok(true) => Ok("received by the simulated plant"),
+            Ok(false) => Ok("made by hand at the reactor"),
+            Err(e) => Err(format!("{} refused the addition: {e}", u.describe)),
+        }
+    }
+
+    /// Publishes the pending recommendations and waits for the operators until every one is
+    /// resolved or the deadline passes; then holds or applies the rest as configured.
+    async fn await_approval(
+        &mut self,
+        day: CultureDay,
+        recommended: &[Option<ControlArray<f64>>],
+        currents: &[ControlArray<f64>],
+        resolutions: &mut [Option<Resolution>],
+    ) -> Result<()> {
+        let deadline_in = self.c.config.approval.deadline;
+        let deadline_at = OffsetDateTime::now_utc() + deadline_in;
+        let deadline_text = deadline_at.format(&Rfc3339).unwrap_or_else(|_| now_iso());
+        for (i, u) in self.units.iter_mut().enumerate() {
+            match (&resolutions[i], &mut u.pending) {
+                (None, Some(p)) => p.deadline.clone_from(&deadline_text),
+                (_, p) => *p = None,
+            }
+        }
+        self.publish()?;
+        let until = Instant::now() + deadline_in;
+        loop {
+            for a in self.triage(day, true).await? {
+                let Some(i) = self.units.iter().position(|u| u.id == a.reactor) else {
+                    continue;
+                };
+                let before = control_map(&currents[i]);
+                if !matches!(
+                    a.kind,
+                    ActionKind::Approve | ActionKind::Edit { .. } | ActionKind::Reject { .. }
+                ) {
+                    self.late_intervention(day, i, &a, &currents[i], resolutions)
+                        .await?;
+                    continue;
+                }
+                let Some(rec) = recommended[i] else { continue };
+                match &a.kind {
+                    ActionKind::Approve => {
+                        resolutions[i] = Some(Resolution::Apply {
+                            values: rec,
+                            source: format!("operator:{}", a.actor),
+                        });
+                        self.units[i].pending = None;
+                        self.answer(
+                            &a,
+                            true,
+                            format!("approved: the day-{day} recommendation is applied"),
+                            BTreeMap::new(),
+                            before,
+                            control_map(&rec),
+                        )
+                        .await?;
+                    }
+                    ActionKind::Edit { values } => {
+                        match controls_from_names(&self.c.design_space, &rec, values) {
+                            Ok(v) => {
+                                resolutions[i] = Some(Resolution::Apply {
+                                    values: v,
+                                    source: format!("operator:{}", a.actor),
+                                });
+                                self.units[i].pending = None;
+                                self.answer(
+                                    &a,
+                                    true,
+                                    format!("edited: the edited day-{day} setpoints are applied"),
+                                    values.clone(),
+                                    before,
+                                    control_map(&v),
+                                )
+                                .await?;
+                            }
+                            Err(why) => {
+                                self.answer(
+                                    &a,
+                                    false,
+                                    format!("edit refused, the recommendation still waits: {why}"),
+                                    values.clone(),
+                                    before,
+                                    BTreeMap::new(),
+                                )
+                                .await?;
+                            }
+                        }
+                    }
+                    ActionKind::Reject { reason } => {
+                        let why = reason.clone().unwrap_or_else(|| "no reason given".into());
+                        resolutions[i] = Some(Resolution::Hold {
+                            reason: format!(
+                                "rejected by operator {} ({why}): the reactor keeps its setpoints",
+                                a.actor
+                            ),
+                        });
+                        self.units[i].pending = None;
+                        self.answer(
+                            &a,
+                            true,
+                            format!("rejected: the setpoints in force stay ({why})"),
+                            BTreeMap::new(),
+                            before.clone(),
+                            before,
+                        )
+                        .await?;
+                    }
+                    _ => {}
+                }
+            }
+            self.publish()?;
+            let waiting = self.units.iter().any(|u| u.pending.is_some());
+            if !waiting {
+                return Ok(());
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if !self.c.cancel.sleep(self.c.poll.min(left)).await {
+                break;
+            }
+        }
+        // the deadline passed (or the campaign is cancelled): hold or apply as configured
+        let apply = self.c.config.approval.at_deadline == AtDeadline::Apply
+            && !self.c.cancel.is_cancelled();
+        for i in 0..self.units.len() {
+            if self.units[i].pending.take().is_none() {
+                continue;
+            }
+            let Some(rec) = recommended[i] else { continue };
+            let before = control_map(&currents[i]);
+            let (name, reason, after) = if apply {
+                resolutions[i] = Some(Resolution::Apply {
+                    values: rec,
+                    source: "deadline".into(),
+                });
+                (
+                    "deadline_apply",
+                    format!(
+                        "no operator acted within {:.0} s: the recommendation is applied \
+                         (at_deadline = apply)",
+                        deadline_in.as_secs_f64()
+                    ),
+                    control_map(&rec),
+                )
+            } else {
+                let reason = if self.c.cancel.is_cancelled() {
+                    "cancelled while waiting for approval: the setpoints in force stay".to_string()
+                } else {
+                    format!(
+                        "no operator acted within {:.0} s: the setpoints in force stay \
+                         (at_deadline = hold)",
+                        deadline_in.as_secs_f64()
+                    )
+                };
+                resolutions[i] = Some(Resolution::Hold {
+                    reason: reason.clone(),
+                });
+                ("deadline_hold", reason, before.clone())
+            };
+            let action_id = format!("deadline-{}-{day}", self.units[i].id);
+            self.units[i]
+                .record(
+                    day,
+                    OperatorActionEvent {
+                        action_id,
+                        action: name.into(),
+                        requested_at: now_iso(),
+                        accepted: true,
+                        reason,
+                        values: BTreeMap::new(),
+                        before,
+                        after,
+                    },
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes (concurrently) what is applied, withholds the rest, and ends every reactor's
+    /// day in the shared state.
+    async fn apply(
+        &mut self,
+        day: CultureDay,
+        recommended: &[Option<ControlArray<f64>>],
+        currents: &[ControlArray<f64>],
+        resolutions: Vec<Option<Resolution>>,
+        summary: &mut CampaignDay,
+    ) -> Result<()> {
+        let n = self.units.len();
+        let allow_write = self.c.config.run.allow_write;
+        let mut set = tokio::task::JoinSet::new();
+        for (i, r) in resolutions.iter().enumerate() {
+            if let (true, Some(Resolution::Apply { values, .. })) = (allow_write, r) {
+                let conn = self.units[i].connector.clone();
+                let cancel = self.c.cancel.clone();
+                let sp = Setpoints::new(day, *values);
+                set.spawn(async move {
+                    let got = write_with_retry(&*conn, &cancel, &sp, Duration::from_secs(30)).await;
+                    (i, got)
+                });
+            }
+        }
+        let mut receipts: Vec<Option<_>> = (0..n).map(|_| None).collect();
+        while let Some(r) = set.join_next().await {
+            let (i, got) = r?;
+            receipts[i] = Some(got);
+        }
+        let mut applied_all: Vec<Option<(ControlArray<f64>, String)>> = vec![None; n];
+        for (i, r) in resolutions.into_iter().enumerate() {
+            let u = &mut self.units[i];
+            if u.ended.is_some() || u.days.last().is_none_or(|d| d.day != day) {
+                continue;
+            }
+            let current = currents[i];
+            let (applied, source) = match r {
+                None => {
+                    let reason = format!("no sample for day {day}: holding the setpoints in force");
+                    u.record(
+                        day,
+                        SetpointWithheld::new(&Setpoints::new(day, current), reason),
+                    )
+                    .await?;
+                    summary.held += 1;
+                    (current, "hold".to_string())
+                }
+                Some(Resolution::Hold { reason }) => {
+                    let sp = recommended[i].unwrap_or(current);
+                    u.record(day, SetpointWithheld::new(&Setpoints::new(day, sp), reason))
+                        .await?;
+                    summary.held += 1;
+                    (current, "hold".to_string())
+                }
+                Some(Resolution::Apply { values, source }) if !allow_write => {
+                    let reason = format!(
+                        "writing is off (allow_write = false): {source} setpoints recorded, \
+                         nothing sent to {}",
+                        u.describe
+                    );
+                    u.record(
+                        day,
+                        SetpointWithheld::new(&Setpoints::new(day, values), reason),
+                    )
+                    .await?;
+                    summary.held += 1;
+                    (current, "hold".to_string())
+                }
+                Some(Resolution::Apply { values, source }) => match receipts[i].take() {
+                    Some(Ok(receipt)) => {
+                        let written = SetpointWritten::new(u.describe.clone(), receipt);
+                        let applied = applied_after(&current, &written);
+                        u.record(day, written).await?;
+                        summary.written += 1;
+                        (applied, source)
+                    }
+                    Some(Err(Some((e, attempts)))) => {
+                        u.record(
+                            day,
+                            ConnectorErrorEvent {
+                                connector: u.describe.clone(),
+                                operation: "write_setpoints".into(),
+                                message: format!("{e} ({attempts} attempts)"),
+                                retryable: false,
+                            },
+                        )
+                        .await?;
+                        let reason =
+                            format!("the write failed ({e}); the reactor keeps its setpoints");
+                        u.record(
+                            day,
+                            SetpointWithheld::new(&Setpoints::new(day, values), reason),
+                        )
+                        .await?;
+                        summary.held += 1;
+                        (current, "hold".to_string())
+                    }
+                    Some(Err(None)) | None => {
+                        let reason = "cancelled before the write: the reactor keeps its setpoints"
+                            .to_string();
+                        u.record(
+                            day,
+                            SetpointWithheld::new(&Setpoints::new(day, values), reason),
+                        )
+                        .await?;
+                        summary.held += 1;
+                        (current, "hold".to_string())
+                    }
+                },
+            };
+            if let Some(d) = u.days.last_mut() {
+                d.applied = Some(applied);
+            }
+            let changed = u
+                .setpoints
+                .last()
+                .is_none_or(|e| e.values != control_map(&applied));
+            if changed {
+                u.setpoints.push(SetpointEntry {
+                    day,
+                    values: control_map(&applied),
+                    source: source.clone(),
+                });
+            }
+            applied_all[i] = Some((applied, source));
+        }
+        let recorded: Vec<bool> = self
+            .units
+            .iter()
+            .map(|u| {
+                u.days
+                    .last()
+                    .is_some_and(|d| d.day == day && d.sample.is_some())
+            })
+            .collect();
+        self.with_shared(move |s| -> Result<()> {
+            for (i, a) in applied_all.into_iter().enumerate() {
+                if let Some((applied, _)) = a {
+                    s.states[i].applied(&mut s.model, day, applied, recorded[i])?;
+                }
+            }
+            Ok(())
+        })
+        .await??;
+        Ok(())
+    }
+
+    /// The best constant operating point so far: the candidates (today's recommendations,
+    /// the setpoints in force, the best few of earlier days) are run constant from the
+    /// day-0 state over the culture under the shared model; the best by mean objective is
+    /// scored again with Monte-Carlo paths for its mean and sd.
+    async fn update_best(
+        &mut self,
+        recommended: &[Option<ControlArray<f64>>],
+        currents: &[ControlArray<f64>],
+    ) -> Result<()> {
+        let Some(start) = self.day0.clone() else {
+            return Ok(());
+        };
+        let mut pool = self.best_pool.clone();
+        for c in recommended.iter().flatten().chain(currents) {
+            if !pool
+                .iter()
+                .any(|p| p.iter().zip(c).all(|(a, b)| (a - b).abs() < 1e-9))
+            {
+                pool.push(*c);
+            }
+        }
+        let days = self
+            .c
+            .config
+            .best_point_days
+            .unwrap_or(self.c.config.run.duration_days)
+            .max(1) as usize;
+        let objective = self.c.objective.clone();
+        let seed = derive_seed(self.seed, "best", self.day);
+        let owner: Vec<(ControlArray<f64>, String)> = self
+            .units
+            .iter()
+            .zip(currents)
+            .map(|(u, c)| (*c, u.id.clone()))
+            .collect();
+        let scored = self
+            .with_shared(move |s| {
+                let mm = ForecastOptions {
+                    method: ForecastMethod::MomentMatching,
+                    paths: 2,
+                    seed,
+                    keep_paths: false,
+                    threads: 1,
+                };
+                let mut scored: Vec<(f64, ControlArray<f64>)> = pool
+                    .iter()
+                    .filter_map(|c| {
+                        let f = s.model.forecast(&start, &vec![*c; days], &mm).ok()?;
+                        let states: Vec<SpeciesArray<f64>> =
+                            f.state.iter().map(|b| b.mean).collect();
+                        let v = objective.value(&states, &vec![*c; days]);
+                        v.is_finite().then_some((v, *c))
+                    })
+                    .collect();
+                scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+                let best = scored.first().and_then(|(_, c)| {
+                    let mc = ForecastOptions {
+                        method: ForecastMethod::MonteCarlo,
+                        paths: BEST_PATHS,
+                        seed,
+                        keep_paths: true,
+                        threads: THREADS,
+                    };
+                    let f = s.model.forecast(&start, &vec![*c; days], &mc).ok()?;
+                    let values: Vec<f64> = f
+                        .paths
+                        .as_ref()?
+                        .iter()
+                        .map(|p| objective.value(p, &vec![*c; days]))
+                        .filter(|v| v.is_finite())
+                        .collect();
+                    let n = values.len() as f64;
+                    if n < 2.0 {
+                        return None;
+                    }
+                    let mean = values.iter().sum::<f64>() / n;
+                    let sd =
+                        (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+                    Some((*c, mean, sd))
+                });
+                let keep: Vec<ControlArray<f64>> =
+                    scored.iter().take(BEST_KEEP).map(|(_, c)| *c).collect();
+                (best, keep)
+            })
+            .await?;
+        let (best, keep) = scored;
+        self.best_pool = keep;
+        if let Some((c, mean, sd)) = best {
+            let reactor = owner
+                .iter()
+                .find(|(o, _)| o.iter().zip(&c).all(|(a, b)| (a - b).abs() < 1e-9))
+                .map(|(_, id)| id.clone());
+            self.best = Some(BestPoint {
+                controls: control_map(&c),
+                objective_mean: mean,
+                objective_sd: sd,
+                reactor,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The audit name of an action kind.
+fn action_name(kind: &ActionKind) -> &'static str {
+    match kind {
+        ActionKind::Approve => "approve",
+        ActionKind::Edit { .. } => "edit",
+        ActionKind::Reject { .. } => "reject",
+        ActionKind::GlucoseBolus { .. } => "glucose_bolus",
+        ActionKind::ExtraSample { .. } => "extra_sample",
+        ActionKind::MediaExchange { .. } => "media_exchange",
+        ActionKind::SetpointOverride { .. } => "setpoint_override",
+    }
+}
+
+/// The snapshot's bands of a forecast: q05/q25/q50/q75/q95 of its latent paths, every
+/// species, every forecast day.
+fn bands_of(f: &Forecast) -> ForecastBands {
+    let days: Vec<u32> = (1..=f.horizon() as u32).map(|h| f.start_day + h).collect();
+    let mut species = BTreeMap::new();
+    for s in Species::ALL {
+        let k = s.index();
+        let bands: Vec<Band> = (0..f.horizon())
+            .map(|h| {
+                let mut v: Vec<f64> = f
+                    .paths
+                    .as_ref()
+                    .map(|p| {
+                        p.iter()
+                            .filter_map(|path| path.get(h).map(|x| x[k]))
+                            .filter(|x| x.is_finite())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                v.sort_by(f64::total_cmp);
+                let q = |p: f64| -> f64 {
+                    if v.is_empty() {
+                        return f.state[h].mean[k];
+                    }
+                    let pos = p * (v.len() - 1) as f64;
+                    let lo = pos.floor() as usize;
+                    let hi = pos.ceil() as usize;
+                    let w = pos - lo as f64;
+                    v[lo] * (1.0 - w) + v[hi] * w
+                };
+                Band {
+                    q05: q(0.05),
+                    q25: q(0.25),
+                    q50: q(0.5),
+                    q75: q(0.75),
+                    q95: q(0.95),
+                }
+            })
+            .collect();
+        species.insert(s.name().to_string(), bands);
+    }
+    ForecastBands {
+        from_day: f.start_day,
+        days,
+        species,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edits_outside_the_design_space_are_refused_with_the_reason() {
+        let ds = DEFAULT_AMBR250_DESIGN_SPACE;
+        let base = Control::defaults();
+        let bad = BTreeMap::from([("perfusion_rate".to_string(), 99.0)]);
+        let why = controls_from_names(&ds, &base, &bad).unwrap_err();
+        assert!(
+            why.contains("perfusion_rate") || why.contains("perfusion"),
+            "{why}"
+        );
+        let unknown = BTreeMap::from([("sugar".to_string(), 1.0)]);
+        assert!(controls_from_names(&ds, &base, &unknown).is_err());
+        let ok = BTreeMap::from([("temperature".to_string(), 36.0)]);
+        let v = controls_from_names(&ds, &base, &ok).unwrap();
+        assert!((v[Control::Temperature.index()] - 36.0).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,371 @@
+//! [`CampaignReport`]: what a campaign found, read back from its directory (the index, the
+//! snapshot and every reactor's verified audit log), so a finished, a running and a crashed
+//! campaign are reported the same way.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use perfusio_audit::{Event, read_verified};
+use perfusio_bed::objective::parse_objective;
+use perfusio_core::{Control, ControlArray, N_SPECIES, Species, SpeciesArray};
+use serde::Serialize;
+
+use super::CampaignIndex;
+use crate::campaign_files::{self, BestPoint};
+use crate::error::Result;
+use crate::report::DayRecord;
+
+/// What a campaign found.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignReport {
+    /// Campaign name.
+    pub name: String,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// How it ended (`None`: still running, or it crashed).
+    pub finished: Option<String>,
+    /// Days completed (entries of the index).
+    pub days: usize,
+    /// The objective in the CLI's spelling, with the medium cost.
+    pub objective: String,
+    /// `auto` or `required`.
+    pub approval: String,
+    /// The best constant operating point found: its predicted objective under the shared
+    /// model, run constant from the day-0 state over the culture.
+    pub best_point: Option<BestPoint>,
+    /// One entry per reactor.
+    pub reactors: Vec<ReactorOutcome>,
+    /// The shared model's one-day-ahead accuracy on the campaign's own data: every live
+    /// forecast's day+1 band against the next day's accepted measurement.
+    pub accuracy: Vec<SpeciesAccuracy>,
+}
+
+/// What one reactor did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReactorOutcome {
+    /// Reactor id.
+    pub id: String,
+    /// Connector, for display.
+    pub connector: String,
+    /// Audit log, relative to the campaign directory.
+    pub audit: String,
+    /// Records in its log (it verified: a log that does not verify is an error).
+    pub records: u64,
+    /// Hash of its last record.
+    pub head: String,
+    /// Whether the head equals the one the index recorded for its last day.
+    pub head_matches_index: bool,
+    /// Days with a complete record (written or withheld).
+    pub days_completed: usize,
+    /// The latest sample (species name → value; `None` = not measured).
+    pub latest: BTreeMap<String, Option<f64>>,
+    /// The setpoints applied last (control name → value).
+    pub last_applied: BTreeMap<String, f64>,
+    /// The objective of its observed trajectory (missing values carried forward), under the
+    /// controls it applied.
+    pub observed_objective: Option<f64>,
+    /// Setpoints written.
+    pub written: usize,
+    /// Recommendations withheld or held.
+    pub withheld: usize,
+    /// Operator actions in its log (interventions and approvals, accepted or refused).
+    pub operator_actions: usize,
+    /// Alarms raised.
+    pub alarms_raised: usize,
+}
+
+/// One-day-ahead accuracy of one species.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpeciesAccuracy {
+    /// Species name.
+    pub species: String,
+    /// Forecast/measurement pairs.
+    pub n: usize,
+    /// RMSE of the median over the mean measurement.
+    pub rrmse: f64,
+    /// Share of measurements inside the 90 % band (q05–q95).
+    pub coverage90: f64,
+}
+
+impl CampaignReport {
+    /// Reads a campaign directory: `campaign.json`, `snapshot.json` and every reactor's
+    /// audit log, which must verify.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let index = CampaignIndex::read(dir)?;
+        let snapshot = campaign_files::read_snapshot(dir)?;
+        let cfg = &index.config;
+        let objective = parse_objective(&cfg.objective, cfg.medium_cost).ok();
+        let mut reactors = Vec::new();
+        let mut pairs: Vec<Vec<(f64, f64, f64, f64)>> = vec![Vec::new(); N_SPECIES];
+        for r in &index.reactors {
+            let path = dir.join(&r.audit);
+            let (report, records) = read_verified(&path)?;
+            let mut days: Vec<DayRecord> = Vec::new();
+            let mut operator_actions = 0;
+            for rec in &records {
+                let event = rec.event()?;
+                if matches!(event, Event::OperatorAction(_)) {
+                    operator_actions += 1;
+                }
+                if matches!(
+                    event,
+                    Event::RunStarted(_) | Event::RunFinished(_) | Event::RunResumed(_)
+                ) {
+                    continue;
+                }
+                let day = rec.day.max(0.0) as u32;
+                match days.last_mut() {
+                    Some(d) if d.day == day => d.push(&event),
+                    _ => {
+                        let mut d = DayRecord::new(day);
+                        d.push(&event);
+                        days.push(d);
+                    }
+                }
+            }
+            let value = |d: &DayRecord, s: Species| -> Option<f64> {
+                d.sample.as_ref()?.values.get(s.name()).copied().flatten()
+            };
+            // one-day-ahead pairs
+            for w in days.windows(2) {
+                let (d, next) = (&w[0], &w[1]);
+                let Some(f) = &d.forecast else { continue };
+                if next.day != d.day + 1 || f.days_ahead.first() != Some(&1) {
+                    continue;
+                }
+                for s in Species::ALL {
+                    let (Some(b), Some(y)) = (f.bands.get(s.name()), value(next, s)) else {
+                        continue;
+                    };
+                    if let (Some(q05), Some(q50), Some(q95)) =
+                        (b.q05.first(), b.q50.first(), b.q95.first())
+                    {
+                        pairs[s.index()].push((*q05, *q50, *q95, y));
+                    }
+                }
+            }
+            let latest = days
+                .iter()
+                .rev()
+                .find_map(|d| d.sample.as_ref())
+                .map(|s| {
+                    Species::ALL
+                        .iter()
+                        .map(|sp| {
+                            (
+                                sp.name().to_string(),
+                                s.values.get(sp.name()).copied().flatten(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let applied: Vec<(u32, ControlArray<f64>)> = days
+                .iter()
+                .filter_map(|d| {
+                    let a = d.written.as_ref().map(|w| {
+                        let mut v = Control::defaults();
+                        for c in &w.receipt.controls {
+                            v[c.control.index()] = c.readback.unwrap_or(c.requested);
+                        }
+                        v
+                    });
+                    a.map(|a| (d.day, a))
+                })
+                .collect();
+            let last_applied = applied
+                .last()
+                .map(|(_, a)| {
+                    Control::ALL
+                        .iter()
+                        .map(|c| (c.name().to_string(), a[c.index()]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            // the observed trajectory with carried-forward values, under the applied controls
+            let observed_objective = objective.as_ref().and_then(|obj| {
+                let mut state: Option<SpeciesArray<f64>> = None;
+                let mut control = Control::defaults();
+                let mut states = Vec::new();
+                let mut schedule = Vec::new();
+                for d in &days {
+                    let mut s = state.unwrap_or([0.0; N_SPECIES]);
+                    let mut any = false;
+                    for sp in Species::ALL {
+                        if let Some(v) = value(d, sp) {
+                            s[sp.index()] = v;
+                            any = true;
+                        }
+                    }
+                    if !any && state.is_none() {
+                        continue;
+                    }
+                    if state.is_some() {
+                        states.push(s);
+                        schedule.push(control);
+                    }
+                    state = Some(s);
+                    if let Some((_, a)) = applied.iter().find(|(day, _)| *day == d.day) {
+                        control = *a;
+                    }
+                }
+                if states.is_empty() {
+                    return None;
+                }
+                let v = obj.value(&states, &schedule);
+                v.is_finite().then_some(v)
+            });
+            let head = records.last().map(|r| r.hash.clone()).unwrap_or_default();
+            let indexed = index
+                .days
+                .last()
+                .and_then(|d| d.heads.get(&r.id))
+                .cloned()
+                .unwrap_or_default();
+            reactors.push(ReactorOutcome {
+                id: r.id.clone(),
+                connector: r.connector.clone(),
+                audit: r.audit.clone(),
+                records: report.records,
+                head_matches_index: indexed == head,
+                head,
+                days_completed: days.iter().filter(|d| d.is_complete()).count(),
+                latest,
+                last_applied,
+                observed_objective,
+                written: days.iter().filter(|d| d.written.is_some()).count(),
+                withheld: days.iter().filter(|d| d.withheld.is_some()).count(),
+                operator_actions,
+                alarms_raised: days
+                    .iter()
+                    .flat_map(|d| &d.alarms)
+                    .filter(|a| a.state == perfusio_audit::event::AlarmState::Raised)
+                    .count(),
+            });
+        }
+        let accuracy = Species::ALL
+            .iter()
+            .filter_map(|s| {
+                let p = &pairs[s.index()];
+                if p.is_empty() {
+                    return None;
+                }
+                let n = p.len() as f64;
+                let mean_y = p.iter().map(|x| x.3.abs()).sum::<f64>() / n;
+                let mse = p.iter().map(|x| (x.1 - x.3).powi(2)).sum::<f64>() / n;
+                let inside = p.iter().filter(|x| x.0 <= x.3 && x.3 <= x.2).count() as f64;
+                Some(SpeciesAccuracy {
+                    species: s.name().to_string(),
+                    n: p.len(),
+                    rrmse: if mean_y > 0.0 {
+                        mse.sqrt() / mean_y
+                    } else {
+                        f64::NAN
+                    },
+                    coverage90: inside / n,
+                })
+            })
+            .collect();
+        Ok(Self {
+            name: index.name.clone(),
+            dir: dir.to_path_buf(),
+            finished: index.finished.clone(),
+            days: index.days.len(),
+            objective: if cfg.medium_cost > 0.0 {
+                format!("{} (medium cost {})", cfg.objective, cfg.medium_cost)
+            } else {
+                cfg.objective.clone()
+            },
+            approval: cfg.approval.mode.as_str().into(),
+            best_point: snapshot.and_then(|s| s.best_point),
+            reactors,
+            accuracy,
+        })
+    }
+}
+
+impl fmt::Display for CampaignReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "campaign {} ({} reactors, {} days, objective {}, approval {}): {}",
+            self.name,
+            self.reactors.len(),
+            self.days,
+            self.objective,
+            self.approval,
+            self.finished.as_deref().unwrap_or("not finished")
+        )?;
+        match &self.best_point {
+            Some(b) => {
+                write!(
+                    f,
+                    "best operating point: predicted objective {:.0} ± {:.0}{}\n ",
+                    b.objective_mean,
+                    b.objective_sd,
+                    b.reactor
+                        .as_deref()
+                        .map_or(String::new(), |r| format!(" (run by {r})"))
+                )?;
+                for c in Control::ALL {
+                    if let Some(v) = b.controls.get(c.name()) {
+                        write!(f, " {}={v:.3}", c.name())?;
+                    }
+                }
+                writeln!(f)?;
+            }
+            None => writeln!(f, "best operating point: none yet")?,
+        }
+        writeln!(
+            f,
+            "{:<6} {:>5} {:>7} {:>8} {:>7} {:>6} {:>6} {:>7} {:>9} {:>6}",
+            "reactor",
+            "days",
+            "written",
+            "withheld",
+            "actions",
+            "VCD",
+            "Via",
+            "Titer",
+            "objective",
+            "log"
+        )?;
+        for r in &self.reactors {
+            let v = |s: Species| {
+                r.latest
+                    .get(s.name())
+                    .copied()
+                    .flatten()
+                    .map_or_else(|| "-".to_string(), |x| format!("{x:.1}"))
+            };
+            writeln!(
+                f,
+                "{:<7} {:>5} {:>7} {:>8} {:>7} {:>6} {:>6} {:>7} {:>9} {:>6}",
+                r.id,
+                r.days_completed,
+                r.written,
+                r.withheld,
+                r.operator_actions,
+                v(Species::VCD),
+                v(Species::Via),
+                v(Species::Titer),
+                r.observed_objective
+                    .map_or_else(|| "-".to_string(), |x| format!("{x:.0}")),
+                if r.head_matches_index { "ok" } else { "head?" }
+            )?;
+        }
+        writeln!(
+            f,
+            "shared model, one day ahead on the campaign's own data (rRMSE, 90 % coverage):"
+        )?;
+        for a in &self.accuracy {
+            writeln!(
+                f,
+                "  {:<6} n={:<4} rRMSE {:.3}  coverage {:.2}",
+                a.species, a.n, a.rrmse, a.coverage90
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,801 @@
+//! Campaigns: several virtual reactors over one shared model, the batch, approval,
+//! interventions, the configuration's typed errors.
+
+// setpoints are copied from the recommendation to the plant, never recomputed: the tests
+// compare them exactly
+#![allow(clippy::float_cmp)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use perfusio_audit::Record;
+use perfusio_audit::event::{OperatorAction as OperatorActionEvent, SetpointWritten};
+use perfusio_connectors::virtual_reactor::VirtualReactorConnector;
+use perfusio_core::{Connector, Control, N_SPECIES, Species};
+use perfusio_twin::campaign::{
+    ApprovalMode, AtDeadline, Campaign, CampaignConfig, CampaignError, CampaignIndex,
+    CampaignReport, ConnectorSpec, ReactorConfig,
+};
+use perfusio_twin::campaign_files::{
+    ActionKind, OperatorAction, append_action, read_outcomes, read_snapshot,
+};
+use perfusio_twin::{ReactorState, TwinError};
+
+use crate::common::{quick_config, records, virtual_reactor};
+
+fn config(dir: &Path, n: usize, days: u32) -> CampaignConfig {
+    let mut run = quick_config(days, 11);
+    run.allow_write = true;
+    run.forecast_horizon_days = 5;
+    CampaignConfig {
+        name: "t".into(),
+        output_dir: dir.to_path_buf(),
+        seed: Some(11),
+        prior: None,
+        objective: "harvest".into(),
+        medium_cost: 0.0,
+        constraints: None,
+        best_point_days: None,
+        approval: Default::default(),
+        run,
+        reactors: (1..=n)
+            .map(|i| ReactorConfig {
+                id: format!("R{i:02}"),
+                connector: ConnectorSpec::Virtual {
+                    truth: "CloneX".into(),
+                    seed: Some(i as u64),
+                },
+            })
+            .collect(),
+    }
+}
+
+type Plants = Vec<Arc<VirtualReactorConnector>>;
+
+fn plants(n: usize) -> (Plants, Vec<Arc<dyn Connector>>) {
+    let p: Plants = (1..=n)
+        .map(|i| Arc::new(virtual_reactor(i as u64)))
+        .collect();
+    let c = p.iter().map(|p| p.clone() as Arc<dyn Connector>).collect();
+    (p, c)
+}
+
+fn log(dir: &Path, id: &str) -> Vec<Record> {
+    records(&dir.join(id).join("audit.jsonl"))
+}
+
+fn operator_actions(recs: &[Record]) -> Vec<(String, OperatorActionEvent)> {
+    recs.iter()
+        .filter(|r| r.kind == "operator_action")
+        .map(|r| (r.actor.as_string(), r.payload_as().unwrap()))
+        .collect()
+}
+
+fn action(id: &str, reactor: &str, day: u32, kind: ActionKind) -> OperatorAction {
+    OperatorAction {
+        id: id.into(),
+        actor: "ana".into(),
+        at: "2026-12-02T08:00:00Z".into(),
+        reactor: reactor.into(),
+        day,
+        kind,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_reactors_share_one_model_spread_out_and_every_log_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plants, conns) = plants(4);
+    let cfg = config(dir.path(), 4, 4);
+    let report = Campaign::with_connectors(cfg, conns)
+        .unwrap()
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.finished.as_deref(), Some("completed"));
+    assert_eq!(report.reactors.len(), 4);
+    assert_eq!(report.days, 5);
+    // every reactor's log verifies on its own, and its head is the index's
+    let index = CampaignIndex::read(dir.path()).unwrap();
+    assert_eq!(index.days.len(), 5);
+    for (r, p) in report.reactors.iter().zip(&plants) {
+        let recs = log(dir.path(), &r.id);
+        assert!(r.head_matches_index, "{}", r.id);
+        assert_eq!(recs.first().unwrap().kind, "run_started");
+        assert_eq!(recs.last().unwrap().kind, "run_finished");
+        assert_eq!(recs.iter().filter(|x| x.kind == "sample_read").count(), 5);
+        assert_eq!(recs.iter().filter(|x| x.kind == "decision").count(), 4);
+        assert_eq!(
+            recs.iter().filter(|x| x.kind == "setpoint_written").count(),
+            4
+        );
+        // the shared model retrained on day 3, recorded in every log with one hash
+        assert_eq!(
+            recs.iter().filter(|x| x.kind == "model_retrained").count(),
+            1
+        );
+        assert!(recs.iter().all(|x| x.reactor_id == r.id));
+        // the plant received what the log says was written on day 3
+        let last_written: SetpointWritten = recs
+            .iter()
+            .rfind(|x| x.kind == "setpoint_written")
+            .unwrap()
+            .payload_as()
+            .unwrap();
+        let applied = p.snapshot().unwrap().applied_controls()[3];
+        for c in &last_written.receipt.controls {
+            assert!((applied[c.control.index()] - c.requested).abs() < 1e-9);
+        }
+    }
+    let shas: Vec<String> = report
+        .reactors
+        .iter()
+        .map(|r| {
+            let recs = log(dir.path(), &r.id);
+            let x = recs.iter().find(|x| x.kind == "model_retrained").unwrap();
+            x.payload["model_sha256"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(shas.windows(2).all(|w| w[0] == w[1]), "{shas:?}");
+    // the batch spreads the reactors: day-0 decisions are not all the same point
+    let day0: Vec<Vec<f64>> = plants
+        .iter()
+        .map(|p| p.snapshot().unwrap().applied_controls()[0].to_vec())
+        .collect();
+    let distinct = day0
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| {
+            !day0[..*i]
+                .iter()
+                .any(|b| a.iter().zip(b.iter()).all(|(x, y)| (x - y).abs() < 1e-9))
+        })
+        .count();
+    assert!(distinct >= 3, "day-0 batch: {day0:?}");
+    // the snapshot: observations with gaps as None, bands for every species, best point
+    let snap = read_snapshot(dir.path()).unwrap().unwrap();
+    assert_eq!(snap.status, "completed");
+    assert_eq!(snap.reactors.len(), 4);
+    let mut gaps = 0;
+    for r in &snap.reactors {
+        assert_eq!(r.observations.len(), 5);
+        // each observation is the recorded sample, a value that was not measured is None
+        let samples: Vec<perfusio_audit::event::SampleRead> = log(dir.path(), &r.id)
+            .iter()
+            .filter(|x| x.kind == "sample_read")
+            .map(|x| x.payload_as().unwrap())
+            .collect();
+        for (o, s) in r.observations.iter().zip(&samples) {
+            for (name, v) in &o.values {
+                assert_eq!(
+                    *v,
+                    s.values.get(name).copied().flatten(),
+                    "{} day {}",
+                    r.id,
+                    o.day
+                );
+                gaps += usize::from(v.is_none());
+            }
+        }
+        assert!(r.observations.iter().all(|o| o.values.len() == N_SPECIES));
+        let f = r.forecast.as_ref().unwrap();
+        assert_eq!(f.from_day, 3);
+        assert_eq!(f.days, vec![4, 5, 6, 7, 8]);
+        assert_eq!(f.species.len(), N_SPECIES);
+        for bands in f.species.values() {
+            assert_eq!(bands.len(), 5);
+            for b in bands {
+                assert!(b.q05 <= b.q25 && b.q25 <= b.q50 && b.q50 <= b.q75 && b.q75 <= b.q95);
+            }
+        }
+        assert!(r.pending.is_none());
+        assert_eq!(r.setpoints[0].source, "initial");
+        assert!(r.setpoints[1..].iter().all(|e| e.source == "twin"));
+    }
+    assert!(
+        gaps > 0,
+        "the noisy virtual reactors miss some values; they must show as None"
+    );
+    let moved = snap
+        .reactors
+        .iter()
+        .filter(|r| r.setpoints.len() >= 2)
+        .count();
+    assert!(
+        moved >= 3,
+        "reactors that left the initial setpoints: {moved}"
+    );
+    let best = snap.best_point.unwrap();
+    assert!(best.objective_mean.is_finite() && best.objective_mean > 0.0);
+    assert!(best.objective_sd >= 0.0);
+    assert_eq!(best.controls.len(), Control::ALL.len());
+    // the report: the model's accuracy on the campaign's own data
+    let vcd = report
+        .accuracy
+        .iter()
+        .find(|a| a.species == Species::VCD.name())
+        .unwrap();
+    // one pair per next-day VCD measurement (a missing one is a gap, not a zero)
+    let measured_next: usize = snap
+        .reactors
+        .iter()
+        .flat_map(|r| &r.observations)
+        .filter(|o| o.day >= 1 && o.values["VCD"].is_some())
+        .count();
+    assert!(measured_next >= 12);
+    assert_eq!(vcd.n, measured_next);
+    assert!(vcd.rrmse.is_finite() && vcd.rrmse < 0.5, "{vcd:?}");
+    assert!((0.0..=1.0).contains(&vcd.coverage90));
+    let again = CampaignReport::from_dir(dir.path()).unwrap();
+    assert_eq!(again.reactors.len(), 4);
+    assert!(report.to_string().contains("best operating point"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_recommendation_waits_for_approval_edits_are_checked_and_the_deadline_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plants, conns) = plants(3);
+    let mut cfg = config(dir.path(), 3, 1);
+    cfg.approval.mode = ApprovalMode::Required;
+    cfg.approval.deadline = Duration::from_secs(6);
+    cfg.approval.at_deadline = AtDeadline::Hold;
+    let campaign = Campaign::with_connectors(cfg, conns)
+        .unwrap()
+        .action_poll(Duration::from_millis(20));
+    let run = tokio::spawn(campaign.run());
+    // wait for the day-0 recommendations to be published as pending
+    let snap = loop {
+        if let Some(s) = read_snapshot(dir.path()).unwrap()
+            && s.reactors.iter().all(|r| r.pending.is_some())
+        {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let pending = snap.reactors[0].pending.clone().unwrap();
+    assert_eq!(pending.day, 0);
+    assert_eq!(pending.at_deadline, "hold");
+    assert!(!pending.reason.is_empty());
+    // nothing was written while it waits
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for p in &plants {
+        assert_eq!(p.snapshot().unwrap().setpoints(), Control::defaults());
+    }
+    // an edit outside the design space is refused with the reason; the recommendation waits
+    let bad = BTreeMap::from([("perfusion_rate".to_string(), 50.0)]);
+    append_action(
+        dir.path(),
+        &action("ana-1", "R01", 0, ActionKind::Edit { values: bad }),
+    )
+    .unwrap();
+    let refused = loop {
+        if let Some(o) = read_outcomes(dir.path())
+            .unwrap()
+            .into_iter()
+            .find(|o| o.action == "ana-1")
+        {
+            break o;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!refused.accepted);
+    assert!(
+        refused.reason.contains("design space"),
+        "{}",
+        refused.reason
+    );
+    assert!(refused.reason.contains("perfusion"), "{}", refused.reason);
+    assert_eq!(
+        plants[0].snapshot().unwrap().setpoints(),
+        Control::defaults()
+    );
+    // an approval of a reactor that is not in the campaign is refused too
+    append_action(dir.path(), &action("ana-2", "R09", 0, ActionKind::Approve)).unwrap();
+    // approve R01; nobody acts on R02 until the deadline (hold); R03 is overridden and
+    // gets a bolus while its recommendation waits
+    append_action(dir.path(), &action("ana-3", "R01", 0, ActionKind::Approve)).unwrap();
+    append_action(
+        dir.path(),
+        &action(
+            "ana-4",
+            "R03",
+            0,
+            ActionKind::GlucoseBolus { mmol_per_l: 5.0 },
+        ),
+    )
+    .unwrap();
+    append_action(
+        dir.path(),
+        &action(
+            "ana-5",
+            "R03",
+            0,
+            ActionKind::SetpointOverride {
+                values: BTreeMap::from([("temperature".to_string(), 35.0)]),
+            },
+        ),
+    )
+    .unwrap();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.finished.as_deref(), Some("completed"));
+    let recommended: Vec<f64> = Control::ALL
+        .iter()
+        .map(|c| pending.recommended[c.name()])
+        .collect();
+    let r01 = plants[0].snapshot().unwrap().applied_controls()[0];
+    assert_eq!(
+        r01.to_vec(),
+        recommended,
+        "R01 received the approved values"
+    );
+    assert_eq!(
+        plants[1].snapshot().unwrap().applied_controls()[0],
+        Control::defaults(),
+        "R02 held at the deadline"
+    );
+    let outcomes = read_outcomes(dir.path()).unwrap();
+    let by_id = |id: &str| outcomes.iter().find(|o| o.action == id).unwrap();
+    assert!(!by_id("ana-2").accepted && by_id("ana-2").reason.contains("R09"));
+    assert!(by_id("ana-3").accepted);
+    assert!(by_id("ana-4").accepted, "{}", by_id("ana-4").reason);
+    assert!(by_id("ana-5").accepted, "{}", by_id("ana-5").reason);
+    assert_eq!(outcomes.len(), 5, "each action answered once");
+    let r3 = plants[2].snapshot().unwrap();
+    let mut expected = Control::defaults();
+    expected[Control::Temperature.index()] = 35.0;
+    assert_eq!(r3.applied_controls()[0], expected, "R03 ran the override");
+    let acts = operator_actions(&log(dir.path(), "R03"));
+    assert_eq!(
+        acts.iter().map(|a| a.1.action.as_str()).collect::<Vec<_>>(),
+        ["glucose_bolus", "setpoint_override"]
+    );
+    // the audit: the operator's actions with the actor, the deadline's hold by the system
+    let r1 = log(dir.path(), "R01");
+    let acts = operator_actions(&r1);
+    assert_eq!(acts.len(), 2);
+    assert_eq!(acts[0].0, "operator:ana");
+    assert_eq!(
+        (acts[0].1.action.as_str(), acts[0].1.accepted),
+        ("edit", false)
+    );
+    assert!(acts[0].1.reason.contains("design space"));
+    assert_eq!(acts[0].1.values["perfusion_rate"], 50.0);
+    assert_eq!(
+        (acts[1].1.action.as_str(), acts[1].1.accepted),
+        ("approve", true)
+    );
+    assert_eq!(
+        acts[1].1.before["perfusion_rate"],
+        Control::defaults()[Control::PerfusionRate.index()]
+    );
+    assert_eq!(
+        acts[1].1.after["perfusion_rate"],
+        pending.recommended["perfusion_rate"]
+    );
+    assert!(r1.iter().any(|r| r.kind == "setpoint_written"));
+    let r2 = log(dir.path(), "R02");
+    let acts = operator_actions(&r2);
+    assert_eq!(acts.len(), 1);
+    assert_eq!(acts[0].0, "system");
+    assert_eq!(acts[0].1.action, "deadline_hold");
+    assert!(!r2.iter().any(|r| r.kind == "setpoint_written"));
+    assert!(r2.iter().any(|r| r.kind == "setpoint_withheld"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_deadline_apply_writes_the_recommendation_and_reject_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plants, conns) = plants(2);
+    let mut cfg = config(dir.path(), 2, 1);
+    cfg.approval.mode = ApprovalMode::Required;
+    cfg.approval.deadline = Duration::from_millis(1500);
+    cfg.approval.at_deadline = AtDeadline::Apply;
+    // R02's rejection is there before the recommendation: it is kept for its day
+    append_action(
+        dir.path(),
+        &action(
+            "ben-1",
+            "R02",
+            0,
+            ActionKind::Reject {
+                reason: Some("too bold".into()),
+            },
+        ),
+    )
+    .unwrap();
+    let report = Campaign::with_connectors(cfg, conns)
+        .unwrap()
+        .action_poll(Duration::from_millis(20))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.finished.as_deref(), Some("completed"));
+    let r1 = log(dir.path(), "R01");
+    let acts = operator_actions(&r1);
+    assert_eq!(acts.len(), 1);
+    assert_eq!(
+        (acts[0].0.as_str(), acts[0].1.action.as_str()),
+        ("system", "deadline_apply")
+    );
+    let written: SetpointWritten = r1
+        .iter()
+        .find(|r| r.kind == "setpoint_written")
+        .unwrap()
+        .payload_as()
+        .unwrap();
+    let applied = plants[0].snapshot().unwrap().applied_controls()[0];
+    for c in &written.receipt.controls {
+        assert!((applied[c.control.index()] - c.requested).abs() < 1e-9);
+    }
+    let r2 = log(dir.path(), "R02");
+    let acts = operator_actions(&r2);
+    assert_eq!(acts.len(), 1);
+    assert_eq!(acts[0].0, "operator:ana");
+    assert_eq!(
+        (acts[0].1.action.as_str(), acts[0].1.accepted),
+        ("reject", true)
+    );
+    assert!(acts[0].1.reason.contains("too bold"));
+    assert_eq!(
+        plants[1].snapshot().unwrap().applied_controls()[0],
+        Control::defaults()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interventions_are_audited_used_and_never_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plants, conns) = plants(2);
+    let cfg = config(dir.path(), 2, 2);
+    let d = dir.path();
+    append_action(
+        d,
+        &action(
+            "i-1",
+            "R01",
+            1,
+            ActionKind::GlucoseBolus { mmol_per_l: 10.0 },
+        ),
+    )
+    .unwrap();
+    append_action(
+        d,
+        &action(
+            "i-2",
+            "R02",
+            1,
+            ActionKind::ExtraSample {
+                values: BTreeMap::from([("lactate".to_string(), 12.5)]),
+            },
+        ),
+    )
+    .unwrap();
+    append_action(
+        d,
+        &action(
+            "i-3",
+            "R02",
+            1,
+            ActionKind::SetpointOverride {
+                values: BTreeMap::from([("temperature".to_string(), 35.0)]),
+            },
+        ),
+    )
+    .unwrap();
+    append_action(
+        d,
+        &action("i-4", "R01", 1, ActionKind::MediaExchange { fraction: 1.7 }),
+    )
+    .unwrap();
+    append_action(
+        d,
+        &action("i-5", "R01", 9, ActionKind::MediaExchange { fraction: 0.2 }),
+    )
+    .unwrap();
+    Campaign::with_connectors(cfg, conns)
+        .unwrap()
+        .run()
+        .await
+        .unwrap();
+    let outcomes = read_outcomes(d).unwrap();
+    let by_id = |id: &str| outcomes.iter().find(|o| o.action == id).unwrap().clone();
+    assert!(by_id("i-1").accepted);
+    assert!(by_id("i-2").accepted);
+    assert!(by_id("i-3").accepted);
+    assert!(!by_id("i-4").accepted && by_id("i-4").reason.contains("(0, 1]"));
+    // a day the campaign never reached stays unanswered, in actions.jsonl
+    assert!(outcomes.iter().all(|o| o.action != "i-5"));
+    let r1 = operator_actions(&log(d, "R01"));
+    assert_eq!(r1.len(), 2);
+    assert_eq!(r1[0].1.action, "glucose_bolus");
+    assert_eq!(r1[0].0, "operator:ana");
+    assert!((r1[0].1.after["Glc_added_g_per_l"] - 1.80156).abs() < 1e-9);
+    assert!(
+        r1[0].1.reason.contains("received by the simulated plant"),
+        "{}",
+        r1[0].1.reason
+    );
+    // the virtual reactor received the bolus: its day-1 state is the same plant's without
+    // it (same seed, same day-0 setpoints) plus 10 mmol/L of glucose
+    let got = plants[0].snapshot().unwrap();
+    let mut reference = virtual_reactor(1).snapshot().unwrap();
+    reference.set_setpoints(&got.applied_controls()[0]).unwrap();
+    reference.advance_day().unwrap();
+    let g = Species::Glc.index();
+    let diff = got.clean_history()[1][g] - reference.clean_history()[1][g];
+    assert!((diff - 1.80156).abs() < 1e-9, "{diff}");
+    assert!((got.clean_history()[1][0] - reference.clean_history()[1][0]).abs() < 1e-12);
+    let r2 = operator_actions(&log(d, "R02"));
+    assert_eq!(
+        r2.iter().map(|a| a.1.action.as_str()).collect::<Vec<_>>(),
+        ["extra_sample", "setpoint_override"]
+    );
+    // the extra sample is in the day's observation, the override is what the reactor got
+    let snap = read_snapshot(d).unwrap().unwrap();
+    let day1 = &snap.reactors[1].observations[1];
+    assert_eq!(day1.values["Lac"], Some(12.5));
+    let t = plants[1].snapshot().unwrap().applied_controls()[1][Control::Temperature.index()];
+    assert!((t - 35.0).abs() < 1e-12);
+    assert!(
+        snap.reactors[1]
+            .setpoints
+            .iter()
+            .any(|e| e.day == 1 && e.source == "operator:ana")
+    );
+}
+
+#[test]
+fn a_bolus_changes_the_state_the_next_transition_starts_from() {
+    use perfusio_hybrid::{HybridConfig, HybridModel, InputSource};
+    let mut model = HybridModel::new(HybridConfig::online()).unwrap();
+    let mut st = ReactorState::new("r", Control::defaults(), Vec::new());
+    let plant = virtual_reactor(3);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let s0 = rt.block_on(plant.read_raw(0)).unwrap();
+    let s0 = s0
+        .validate(&perfusio_core::DEFAULT_AMBR250_DESIGN_SPACE)
+        .sample;
+    let s1 = rt.block_on(plant.read_raw(1)).unwrap();
+    let s1 = s1
+        .validate(&perfusio_core::DEFAULT_AMBR250_DESIGN_SPACE)
+        .sample;
+    st.learn(&mut model, 0, Some(&s0.species), false).unwrap();
+    let est_before = st
+        .estimate()
+        .unwrap()
+        .mean_species(&model.config().transform);
+    let mut bolus = [0.0; N_SPECIES];
+    bolus[Species::Glc.index()] = 10.0 * perfusio_twin::campaign::GLUCOSE_G_PER_MMOL;
+    st.added(&mut model, 0, bolus, true).unwrap();
+    let est_after = st
+        .estimate()
+        .unwrap()
+        .mean_species(&model.config().transform);
+    let g = Species::Glc.index();
+    assert!((est_after[g] - est_before[g] - 1.80156).abs() < 1e-6);
+    st.applied(&mut model, 0, Control::defaults(), true)
+        .unwrap();
+    st.learn(&mut model, 1, Some(&s1.species), false).unwrap();
+    for source in [InputSource::Measured, InputSource::Filtered] {
+        let t = model.dataset().transitions(source).unwrap();
+        assert_eq!(t.len(), 1);
+        let start = match source {
+            InputSource::Measured => s0.species[g].unwrap(),
+            _ => est_before[g],
+        };
+        assert!(
+            (t[0].state[g] - (start + 1.80156)).abs() < 1e-6,
+            "{source:?}"
+        );
+        assert_eq!(
+            t[0].next[g], s1.species[g],
+            "the target stays the measurement"
+        );
+    }
+}
+
+#[test]
+fn unknown_fields_and_bad_values_in_the_toml_are_typed_errors() {
+    let base = r#"
+        name = "c"
+        output_dir = "out"
+        [[reactors]]
+        id = "R01"
+        connector = { kind = "virtual", truth = "CloneY" }
+    "#;
+    CampaignConfig::from_toml_str(base).unwrap();
+    let cases = [
+        (format!("colour = \"red\"\n{base}"), Some("colour")),
+        (
+            base.replace("truth = \"CloneY\"", "truth = \"CloneY\", speed = 3"),
+            Some("speed"),
+        ),
+        (
+            format!("{base}\n[approval]\nmode = \"required\"\ndeadlin = \"3m\"\n"),
+            Some("deadlin"),
+        ),
+        (
+            format!("{base}\n[run]\nduration_dayz = 3\n"),
+            Some("duration_dayz"),
+        ),
+    ];
+    for (text, field) in cases {
+        match CampaignConfig::from_toml_str(&text) {
+            Err(CampaignError::Toml { field: f, message }) => {
+                assert_eq!(f.as_deref(), field, "{message}");
+                assert!(message.contains(field.unwrap()), "{message}");
+            }
+            other => panic!("expected a TOML error, got {other:?}"),
+        }
+    }
+    let bad_mode = format!("{base}\n[approval]\nmode = \"sometimes\"\n");
+    assert!(matches!(
+        CampaignConfig::from_toml_str(&bad_mode),
+        Err(CampaignError::Toml { .. })
+    ));
+    let bad_deadline = format!("{base}\n[approval]\ndeadline = \"soon\"\n");
+    match CampaignConfig::from_toml_str(&bad_deadline) {
+        Err(CampaignError::Toml { message, .. }) => assert!(message.contains("soon"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    let twice = format!(
+        "{base}\n[[reactors]]\nid = \"R01\"\nconnector = {{ kind = \"file\", path = \"x.csv\" }}\n"
+    );
+    assert!(matches!(
+        CampaignConfig::from_toml_str(&twice),
+        Err(CampaignError::Invalid {
+            name: "reactors.id",
+            ..
+        })
+    ));
+    let cost = base.replace("name = \"c\"", "name = \"c\"\nmedium_cost = -1.0");
+    assert!(matches!(
+        CampaignConfig::from_toml_str(&cost),
+        Err(CampaignError::Invalid {
+            name: "medium_cost",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn twenty_five_reactors_or_none_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 25, 2);
+    match Campaign::from_config(cfg) {
+        Err(TwinError::Campaign(e)) => {
+            assert!(matches!(*e, CampaignError::ReactorCount { n: 25 }), "{e}");
+        }
+        other => panic!("expected a reactor-count error, got {other:?}"),
+    }
+    let mut toml = String::from("name = \"c\"\noutput_dir = \"o\"\n");
+    for i in 1..=25 {
+        toml.push_str(&format!(
+            "[[reactors]]\nid = \"R{i:02}\"\nconnector = {{ kind = \"virtual\", truth = \"CloneX\" }}\n"
+        ));
+    }
+    assert!(matches!(
+        CampaignConfig::from_toml_str(&toml),
+        Err(CampaignError::ReactorCount { n: 25 })
+    ));
+    let none = "name = \"c\"\noutput_dir = \"o\"\nreactors = []\n";
+    assert!(matches!(
+        CampaignConfig::from_toml_str(none),
+        Err(CampaignError::ReactorCount { n: 0 })
+    ));
+    // 24 is fine
+    let cfg = config(dir.path(), 24, 2);
+    Campaign::from_config(cfg).unwrap();
+}
+
+#[test]
+fn the_readme_example_configuration_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/campaign.example.toml");
+    let cfg = CampaignConfig::from_file(&path).unwrap();
+    assert_eq!(cfg.reactors.len(), 6);
+    assert!(cfg.output_dir.ends_with("campaign-out"));
+    assert_eq!(cfg.approval.mode, ApprovalMode::Auto);
+    assert_eq!(cfg.run.duration_days, 14);
+    assert!((cfg.medium_cost - 400.0).abs() < 1e-12);
+    assert_eq!(cfg.prior.as_deref(), Some("CloneX"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_folders_of_one_opcua_server_on_loopback_run_as_a_campaign() {
+    use perfusio_connectors::opcua::{
+        Emulator, EmulatorConfig, NodeMap, OpcUaConfig, OpcUaConnector,
+    };
+    use perfusio_connectors::virtual_reactor::virtual_plants;
+    let dir = tempfile::tempdir().unwrap();
+    let emulator = Emulator::start(
+        EmulatorConfig {
+            pki_dir: dir.path().join("pki-server"),
+            ..EmulatorConfig::default()
+        },
+        virtual_plants(3, 4).unwrap(),
+    )
+    .await
+    .unwrap();
+    let url = emulator.endpoint_url().to_string();
+    let mut cfg = config(dir.path(), 2, 2);
+    let mut conns: Vec<Arc<dyn Connector>> = Vec::new();
+    for r in &mut cfg.reactors {
+        r.connector = ConnectorSpec::Opcua {
+            endpoint: url.clone(),
+            folder: r.id.clone(),
+            pki_dir: None,
+            trust_on_first_use: true,
+        };
+        let mut c = OpcUaConfig::new(url.clone(), NodeMap::ambr250(&r.id));
+        c.pki_dir = dir.path().join("pki-client");
+        c.trust_on_first_use = true;
+        conns.push(Arc::new(OpcUaConnector::new(c).unwrap()));
+    }
+    let emu = Arc::new(emulator);
+    // the server's day moves on once the campaign has finished the current one (a live
+    // server only holds the current day)
+    let ticker = {
+        let emu = emu.clone();
+        let out = dir.path().to_path_buf();
+        tokio::spawn(async move {
+            for day in 0..2usize {
+                loop {
+                    let done = read_snapshot(&out).ok().flatten().is_some_and(|s| {
+                        s.reactors.iter().all(|r| r.observations.len() > day)
+                            && s.reactors.iter().all(|r| r.pending.is_none())
+                            && s.day as usize == day
+                    });
+                    if done {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                emu.advance_days(1).unwrap();
+            }
+        })
+    };
+    let report = Campaign::with_connectors(cfg, conns)
+        .unwrap()
+        .sample_wait(Duration::from_secs(10))
+        .run()
+        .await
+        .unwrap();
+    ticker.await.unwrap();
+    assert_eq!(report.finished.as_deref(), Some("completed"));
+    for id in ["R01", "R02"] {
+        let recs = log(dir.path(), id);
+        let kinds: Vec<(f64, &str, &serde_json::Value)> = recs
+            .iter()
+            .map(|r| (r.day, r.kind.as_str(), &r.payload))
+            .collect();
+        assert_eq!(
+            recs.iter().filter(|r| r.kind == "sample_read").count(),
+            3,
+            "{kinds:#?}"
+        );
+        let written: Vec<SetpointWritten> = recs
+            .iter()
+            .filter(|r| r.kind == "setpoint_written")
+            .map(|r| r.payload_as().unwrap())
+            .collect();
+        assert_eq!(written.len(), 2);
+        for w in &written {
+            assert!(
+                w.receipt
+                    .controls
+                    .iter()
+                    .all(|c| c.status == perfusio_core::WriteStatus::Confirmed),
+                "{id}: {w:?}"
+            );
+        }
+        assert!(recs.iter().all(|r| r.reactor_id == id));
+    }
+    if let Ok(emu) = Arc::try_unwrap(emu) {
+        emu.stop().await;
+    }
+}
