@@ -5,10 +5,10 @@
 //! `PERFUSIO_UPDATE_SCREENSHOT=1` the logged-in operator's screenshot is also saved as
 //! `docs/dashboard.png`.
 //!
-//! The operator test drives the page through the DevTools protocol ([`crate::cdp`]) and plays
-//! the campaign's part by writing the snapshot and the outcome itself; with a running
-//! `Campaign` on the same directory (started next to [`start_dashboard`]) the same steps show
-//! that an approve changes what the reactor receives.
+//! The operator tests drive the page through the DevTools protocol ([`crate::cdp`]): one plays
+//! the campaign's part by writing the snapshot and the outcome itself; the other runs a real
+//! `Campaign` of virtual reactors on the directory and shows that an approve in the browser
+//! changes what the reactor receives.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -276,5 +276,261 @@ async fn an_operator_logs_in_approves_in_the_browser_and_the_page_follows_the_ca
     })
     .await
     .unwrap();
+    d.stop().await;
+}
+
+/// A real two-reactor campaign with approval required runs on the directory the dashboard
+/// serves. On the first day whose recommendation for R01 differs from what R01 runs on
+/// (earlier days are approved through the action log), the operator approves it with the
+/// page's button, and the virtual reactor then runs on exactly the recommended setpoints;
+/// R02's recommendations are rejected through the action log, and it keeps the defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// setpoints are copied from the recommendation to the plant, never recomputed: compared exactly
+#[allow(clippy::float_cmp)]
+async fn approving_in_the_browser_changes_what_the_campaigns_reactor_receives() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use perfusio_twin::campaign::{
+        ApprovalMode, AtDeadline, Campaign, CampaignConfig, ConnectorSpec, ReactorConfig,
+    };
+    use perfusio_twin::campaign_files::{
+        OperatorAction, append_action, read_outcomes, read_snapshot,
+    };
+    use perfusio_twin::layers::core::{Acquisition, Connector, Control, RunConfig};
+    use perfusio_twin::prelude::{VirtualReactorConfig, VirtualReactorConnector};
+
+    /// Setpoints by control name over `base` for the controls not named.
+    fn controls_of(named: &BTreeMap<String, f64>, base: &[f64; 6]) -> [f64; 6] {
+        let mut out = *base;
+        for c in Control::ALL {
+            if let Some(v) = named.get(c.name()) {
+                out[c.index()] = *v;
+            }
+        }
+        out
+    }
+    fn settle(id: String, reactor: &str, day: u32, kind: ActionKind) -> OperatorAction {
+        OperatorAction {
+            id,
+            actor: "ben".into(),
+            at: "2026-12-02T08:00:00Z".into(),
+            reactor: reactor.into(),
+            day,
+            kind,
+        }
+    }
+    const DAYS: u32 = 4;
+
+    let bin = match chromium() {
+        Ok(b) => b,
+        Err(why) => return skip(&why),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let plants: Vec<Arc<VirtualReactorConnector>> = (1..=2)
+        .map(|seed| {
+            Arc::new(
+                VirtualReactorConnector::new(VirtualReactorConfig {
+                    seed,
+                    ..VirtualReactorConfig::default()
+                })
+                .unwrap(),
+            )
+        })
+        .collect();
+    let mut cfg = CampaignConfig {
+        name: "browser".into(),
+        output_dir: dir.path().to_path_buf(),
+        seed: Some(3),
+        prior: None,
+        objective: "harvest".into(),
+        medium_cost: 0.0,
+        constraints: None,
+        best_point_days: None,
+        approval: Default::default(),
+        run: RunConfig {
+            duration_days: DAYS,
+            allow_write: true,
+            acquisition: Acquisition::LogEI,
+            forecast_horizon_days: 5,
+            mc_samples: 32,
+            raw_samples: 64,
+            optimizer_restarts: 2,
+            seed: Some(3),
+            ..RunConfig::default()
+        },
+        reactors: (1..=2)
+            .map(|i| ReactorConfig {
+                id: format!("R{i:02}"),
+                connector: ConnectorSpec::Virtual {
+                    truth: "CloneX".into(),
+                    seed: Some(i),
+                },
+            })
+            .collect(),
+    };
+    cfg.approval.mode = ApprovalMode::Required;
+    cfg.approval.deadline = Duration::from_secs(120);
+    cfg.approval.at_deadline = AtDeadline::Hold;
+    let conns = plants
+        .iter()
+        .map(|p| p.clone() as Arc<dyn Connector>)
+        .collect();
+    let campaign = Campaign::with_connectors(cfg, conns)
+        .unwrap()
+        .action_poll(Duration::from_millis(50));
+    let run = tokio::spawn(campaign.run());
+    let defaults = Control::defaults();
+
+    // waits for the pending recommendations of `day` (false when the run ended first)
+    let dir_path = dir.path().to_path_buf();
+    let pending_of = |day: u32| {
+        let dir = dir_path.clone();
+        async move {
+            let start = Instant::now();
+            loop {
+                if let Some(s) = read_snapshot(&dir).unwrap()
+                    && s.reactors
+                        .iter()
+                        .all(|r| r.pending.as_ref().is_some_and(|p| p.day == day))
+                {
+                    return s;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(90),
+                    "no pending recommendations for day {day}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // nothing is written before an operator acts: R02 is rejected, and R01 approved through
+    // the log until its recommendation is a change
+    let mut day = 0;
+    let (recommended, browser_day) = loop {
+        let snap = pending_of(day).await;
+        assert_eq!(plants[1].snapshot().unwrap().setpoints(), defaults);
+        append_action(
+            dir.path(),
+            &settle(
+                format!("ben-R02-{day}"),
+                "R02",
+                day,
+                ActionKind::Reject { reason: None },
+            ),
+        )
+        .unwrap();
+        let pending = snap.reactors[0].pending.clone().unwrap();
+        if pending.recommended != pending.current {
+            assert_eq!(
+                plants[0].snapshot().unwrap().setpoints(),
+                controls_of(&pending.current, &defaults),
+                "R01 runs on its current setpoints while the recommendation waits"
+            );
+            break (pending.recommended, day);
+        }
+        append_action(
+            dir.path(),
+            &settle(format!("ben-R01-{day}"), "R01", day, ActionKind::Approve),
+        )
+        .unwrap();
+        day += 1;
+        assert!(
+            day < DAYS,
+            "no recommendation for R01 changed anything in {DAYS} days"
+        );
+    };
+
+    let d = start_dashboard(dir.path(), users()).await;
+    let url = d.url();
+    let campaign_dir = dir.path().to_path_buf();
+    let action_id = tokio::task::spawn_blocking(move || {
+        let profile = tempfile::tempdir().unwrap();
+        let mut b = Browser::start(&bin, profile.path());
+        let wait = Duration::from_secs(30);
+        b.navigate(&format!("{url}login"));
+        b.wait_for(
+            "document.readyState === 'complete' && !!document.querySelector('input[name=password]')",
+            wait,
+        );
+        b.eval(&format!(
+            "document.querySelector('input[name=user]').value = '{USER}'; \
+             document.querySelector('input[name=password]').value = {PASSWORD:?}; \
+             document.querySelector('form').submit(); true"
+        ));
+        b.wait_for(
+            "location.pathname === '/' && document.readyState === 'complete' && \
+             !!document.querySelector('section[data-reactor=\"R01\"] form.approve button')",
+            wait,
+        );
+        b.eval("document.querySelector('section[data-reactor=\"R01\"] form.approve button').click(); true");
+        b.wait_for(
+            &format!(
+                "!!document.getElementById('flash') && document.getElementById('flash').textContent.includes('recorded: approve for R01 day {browser_day}')"
+            ),
+            wait,
+        );
+        let actions = read_actions(&campaign_dir).unwrap();
+        let mine: Vec<_> = actions.iter().filter(|a| a.actor == USER).collect();
+        assert_eq!(mine.len(), 1);
+        assert_eq!(
+            (mine[0].reactor.as_str(), mine[0].day, &mine[0].kind),
+            ("R01", browser_day, &ActionKind::Approve)
+        );
+        mine[0].id.clone()
+    })
+    .await
+    .unwrap();
+
+    // the campaign answers the approval and writes R01's recommendation to the reactor
+    let start = Instant::now();
+    loop {
+        if let Some(o) = read_outcomes(dir.path())
+            .unwrap()
+            .into_iter()
+            .find(|o| o.action == action_id)
+        {
+            assert!(o.accepted, "{o:?}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no answer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let approved = controls_of(&recommended, &defaults);
+    assert_ne!(approved, defaults);
+    let start = Instant::now();
+    while plants[0].snapshot().unwrap().setpoints() != approved {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "R01 runs on {:?}, not the approved {approved:?}",
+            plants[0].snapshot().unwrap().setpoints()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // the later days are rejected for both: R01 keeps what was approved
+    for d in browser_day + 1..DAYS {
+        pending_of(d).await;
+        for r in ["R01", "R02"] {
+            append_action(
+                dir.path(),
+                &settle(
+                    format!("ben-{r}-late-{d}"),
+                    r,
+                    d,
+                    ActionKind::Reject { reason: None },
+                ),
+            )
+            .unwrap();
+        }
+    }
+    let report = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the campaign finishes once every day is settled")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.finished.as_deref(), Some("completed"));
+    assert_eq!(plants[0].snapshot().unwrap().setpoints(), approved);
+    assert_eq!(plants[1].snapshot().unwrap().setpoints(), defaults);
     d.stop().await;
 }
