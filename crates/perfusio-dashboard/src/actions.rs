@@ -282,19 +282,6 @@ pub fn build_action(
     })
 }
 
-/// The short name of an action kind, as the forms spell it.
-pub fn kind_name(kind: &ActionKind) -> &'static str {
-    match kind {
-        ActionKind::Approve => "approve",
-        ActionKind::Edit { .. } => "edit",
-        ActionKind::Reject { .. } => "reject",
-        ActionKind::GlucoseBolus { .. } => "glucose_bolus",
-        ActionKind::ExtraSample { .. } => "extra_sample",
-        ActionKind::MediaExchange { .. } => "media_exchange",
-        ActionKind::SetpointOverride { .. } => "setpoint_override",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::actions::{ActionForm, Refusal, build_action, kind_name};
+use crate::actions::{ActionForm, Refusal, build_action};
 use crate::error::{DashboardError, Result};
 use crate::files;
 use crate::page::{self, LiveData, Viewer};
@@ -422,7 +422,7 @@ async fn action(
     match outcome {
         Ok(Ok(a)) => {
             tracing::info!(
-                user = %a.actor, reactor = %a.reactor, day = a.day, kind = kind_name(&a.kind), id = %a.id,
+                user = %a.actor, reactor = %a.reactor, day = a.day, kind = a.kind.name(), id = %a.id,
                 "operator action recorded"
             );
             st.inner.sessions.set_flash(
@@ -430,7 +430,7 @@ async fn action(
                 true,
                 format!(
                     "recorded: {} for {} day {} (id {}); the campaign's answer appears below",
-                    kind_name(&a.kind),
+                    a.kind.name(),
                     a.reactor,
                     a.day,
                     a.id

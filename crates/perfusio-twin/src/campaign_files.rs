@@ -226,6 +226,22 @@ pub enum ActionKind {
     },
 }
 
+impl ActionKind {
+    /// The kind's name as `actions.jsonl`, the audit and the dashboard's forms spell it
+    /// (`"approve"`, `"glucose_bolus"`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Edit { .. } => "edit",
+            Self::Reject { .. } => "reject",
+            Self::GlucoseBolus { .. } => "glucose_bolus",
+            Self::ExtraSample { .. } => "extra_sample",
+            Self::MediaExchange { .. } => "media_exchange",
+            Self::SetpointOverride { .. } => "setpoint_override",
+        }
+    }
+}
+
 /// One line of `actions.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OperatorAction {

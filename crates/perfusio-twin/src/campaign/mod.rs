@@ -1335,7 +1335,7 @@ impl Runner {
                 self.day,
                 OperatorActionEvent {
                     action_id: a.id.clone(),
-                    action: action_name(&a.kind).into(),
+                    action: a.kind.name().into(),
                     requested_at: a.at.clone(),
                     accepted,
                     reason: reason.clone(),
@@ -2175,19 +2175,6 @@ impl Runner {
             });
         }
         Ok(())
-    }
-}
-
-/// The audit name of an action kind.
-fn action_name(kind: &ActionKind) -> &'static str {
-    match kind {
-        ActionKind::Approve => "approve",
-        ActionKind::Edit { .. } => "edit",
-        ActionKind::Reject { .. } => "reject",
-        ActionKind::GlucoseBolus { .. } => "glucose_bolus",
-        ActionKind::ExtraSample { .. } => "extra_sample",
-        ActionKind::MediaExchange { .. } => "media_exchange",
-        ActionKind::SetpointOverride { .. } => "setpoint_override",
     }
 }
 
