@@ -303,17 +303,21 @@ pub(crate) fn intervene(args: &InterveneArgs) -> anyhow::Result<ExitCode> {
         Ok(v)
     };
     let kind = if let Some(v) = first.strip_prefix("glucose-bolus=") {
-        let mmol_per_l = number(v, "glucose-bolus (mmol/L)")?;
-        if mmol_per_l <= 0.0 {
-            bail!("glucose-bolus={mmol_per_l}: a bolus adds glucose (> 0 mmol/L)");
+        let kind = ActionKind::GlucoseBolus {
+            mmol_per_l: number(v, "glucose-bolus (mmol/L)")?,
+        };
+        if let Err(why) = kind.check_amount() {
+            bail!("glucose-bolus={v}: {why}");
         }
-        ActionKind::GlucoseBolus { mmol_per_l }
+        kind
     } else if let Some(v) = first.strip_prefix("media-exchange=") {
-        let fraction = number(v, "media-exchange (fraction of the volume)")?;
-        if !(fraction > 0.0 && fraction <= 1.0) {
-            bail!("media-exchange={fraction}: the fraction exchanged is in (0, 1]");
+        let kind = ActionKind::MediaExchange {
+            fraction: number(v, "media-exchange (fraction of the volume)")?,
+        };
+        if let Err(why) = kind.check_amount() {
+            bail!("media-exchange={v}: {why}");
         }
-        ActionKind::MediaExchange { fraction }
+        kind
     } else if first == "sample" {
         if rest.is_empty() {
             bail!("`sample` needs at least one SPECIES=VALUE");

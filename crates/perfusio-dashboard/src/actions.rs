@@ -16,8 +16,8 @@ use crate::charts::setpoint_steps;
 pub const MAX_FIELDS: usize = 64;
 /// The longest free text (a rejection reason) kept, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
-/// The largest glucose bolus accepted (mmol/L added).
-pub const MAX_BOLUS_MMOL_PER_L: f64 = 100.0;
+/// The largest glucose bolus accepted (mmol/L added): the campaign's own rule.
+pub use perfusio_twin::campaign_files::MAX_GLUCOSE_BOLUS_MMOL_PER_L as MAX_BOLUS_MMOL_PER_L;
 
 /// A refused form: the reason, for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,19 +204,15 @@ pub fn build_action(
         }
         "glucose_bolus" => {
             let v = form.number("mmol_per_l", "the bolus (mmol/L)")?;
-            if v <= 0.0 || v > MAX_BOLUS_MMOL_PER_L {
-                return refuse(format!(
-                    "a glucose bolus must add more than 0 and at most {MAX_BOLUS_MMOL_PER_L} mmol/L, not {v}"
-                ));
-            }
-            ActionKind::GlucoseBolus { mmol_per_l: v }
+            let kind = ActionKind::GlucoseBolus { mmol_per_l: v };
+            kind.check_amount().map_err(Refusal)?;
+            kind
         }
         "media_exchange" => {
             let v = form.number("fraction", "the exchanged fraction")?;
-            if v <= 0.0 || v > 1.0 {
-                return refuse(format!("the exchanged fraction must be in (0, 1], not {v}"));
-            }
-            ActionKind::MediaExchange { fraction: v }
+            let kind = ActionKind::MediaExchange { fraction: v };
+            kind.check_amount().map_err(Refusal)?;
+            kind
         }
         "extra_sample" => {
             let mut values = BTreeMap::new();

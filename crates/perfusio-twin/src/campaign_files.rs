@@ -226,7 +226,40 @@ pub enum ActionKind {
     },
 }
 
+/// Largest glucose bolus an operator can record, mmol/L of working volume (18 g/L: far
+/// above any feeding step; a larger value is a typing error).
+pub const MAX_GLUCOSE_BOLUS_MMOL_PER_L: f64 = 100.0;
+
 impl ActionKind {
+    /// Checks the amounts of a manual addition, the one rule for every way an action comes
+    /// in (CLI, dashboard, the campaign itself): a glucose bolus adds more than 0 and at most
+    /// [`MAX_GLUCOSE_BOLUS_MMOL_PER_L`], a media exchange replaces a fraction in (0, 1].
+    /// Other kinds are checked against the design space or the species' ranges where they
+    /// are used. The error says what is accepted.
+    ///
+    /// ```
+    /// use perfusio_twin::campaign_files::ActionKind;
+    /// assert!(ActionKind::GlucoseBolus { mmol_per_l: 5.0 }.check_amount().is_ok());
+    /// assert!(ActionKind::GlucoseBolus { mmol_per_l: 500.0 }.check_amount().is_err());
+    /// assert!(ActionKind::MediaExchange { fraction: 0.0 }.check_amount().is_err());
+    /// ```
+    pub fn check_amount(&self) -> Result<(), String> {
+        match *self {
+            Self::GlucoseBolus { mmol_per_l: v }
+                if !(v.is_finite() && v > 0.0 && v <= MAX_GLUCOSE_BOLUS_MMOL_PER_L) =>
+            {
+                Err(format!(
+                    "a glucose bolus adds more than 0 and at most \
+                     {MAX_GLUCOSE_BOLUS_MMOL_PER_L} mmol/L, not {v}"
+                ))
+            }
+            Self::MediaExchange { fraction: v } if !(v.is_finite() && v > 0.0 && v <= 1.0) => Err(
+                format!("a media exchange replaces a fraction in (0, 1] of the volume, not {v}"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// The kind's name as `actions.jsonl`, the audit and the dashboard's forms spell it
     /// (`"approve"`, `"glucose_bolus"`, …).
     pub fn name(&self) -> &'static str {

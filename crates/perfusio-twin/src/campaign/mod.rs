@@ -1454,11 +1454,11 @@ impl Runner {
             let none = BTreeMap::new;
             match &a.kind {
                 ActionKind::GlucoseBolus { mmol_per_l } => {
-                    if !(mmol_per_l.is_finite() && *mmol_per_l > 0.0 && *mmol_per_l <= 500.0) {
+                    if let Err(why) = a.kind.check_amount() {
                         self.answer(
                             &a,
                             false,
-                            format!("a glucose bolus is > 0 and ≤ 500 mmol/L, not {mmol_per_l}"),
+                            why,
                             BTreeMap::from([("mmol_per_l".to_string(), *mmol_per_l)]),
                             none(),
                             none(),
@@ -1490,11 +1490,11 @@ impl Runner {
                     }
                 }
                 ActionKind::MediaExchange { fraction } => {
-                    if !(fraction.is_finite() && *fraction > 0.0 && *fraction <= 1.0) {
+                    if let Err(why) = a.kind.check_amount() {
                         self.answer(
                             &a,
                             false,
-                            format!("a media exchange fraction is in (0, 1], not {fraction}"),
+                            why,
                             BTreeMap::from([("fraction".to_string(), *fraction)]),
                             none(),
                             none(),
