@@ -205,6 +205,14 @@ fn submit(t: &Target, kind: ActionKind) -> anyhow::Result<ExitCode> {
                 .join(", ")
         );
     }
+    if let Some(how) = &index.finished {
+        // recorded all the same (an action is never lost), but no running campaign answers it
+        eprintln!(
+            "warning: campaign {} has finished ({how}): the action is recorded, but no campaign \
+             will answer it",
+            index.name
+        );
+    }
     let actor = actor(t)?;
     let now = OffsetDateTime::now_utc();
     let action = OperatorAction {

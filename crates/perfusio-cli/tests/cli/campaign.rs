@@ -170,6 +170,8 @@ fn a_campaign_runs_reports_and_takes_operator_actions_from_the_command_line() {
     for args in &ok {
         let (code, stdout, stderr) = perfusio(args);
         assert_eq!(code, 0, "{args:?}: {stderr}");
+        // the campaign above has finished: the operator is told that nothing will answer
+        assert!(stderr.contains("has finished (completed)"), "{stderr}");
         assert!(stdout.contains("recorded for"), "{stdout}");
     }
     let actions = perfusio_twin::campaign_files::read_actions(&out).unwrap();
