@@ -32,6 +32,11 @@ pub trait Surrogate: Send + Sync + fmt::Debug {
     fn predict_tasks_mean(&self, base: &[f64]) -> Result<Vec<f64>>;
     /// Latent joint prediction at one base input with mean and variance gradients.
     fn predict_tasks_grad(&self, base: &[f64]) -> Result<TaskPredictionGrad>;
+    /// Latent joint prediction at one base input with the mean gradient only (no variance
+    /// gradients: `variance_grad` may be empty). Default: [`Surrogate::predict_tasks_grad`].
+    fn predict_tasks_mean_grad(&self, base: &[f64]) -> Result<TaskPredictionGrad> {
+        self.predict_tasks_grad(base)
+    }
     /// Report of the last fit (converged or not, and why).
     fn report(&self) -> &FitReport;
     /// SHA-256 hex of everything that determines the predictions (not the wall time).
@@ -80,6 +85,9 @@ impl<K: Kernel + Clone + Serialize> Surrogate for MultiTaskGp<K> {
     }
     fn predict_tasks_grad(&self, base: &[f64]) -> Result<TaskPredictionGrad> {
         MultiTaskGp::predict_tasks_grad(self, base)
+    }
+    fn predict_tasks_mean_grad(&self, base: &[f64]) -> Result<TaskPredictionGrad> {
+        MultiTaskGp::predict_tasks_mean_grad(self, base)
     }
     fn report(&self) -> &FitReport {
         MultiTaskGp::report(self)

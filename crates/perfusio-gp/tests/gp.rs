@@ -1255,6 +1255,11 @@ mod grads {
         let (t, d) = (gp.n_tasks(), base.len());
         let g = gp.predict_tasks_grad(base).unwrap();
         let p = &gp.predict_tasks(base, false).unwrap()[0];
+        // the mean-only variant: the same prediction and mean gradient, no variance gradient
+        let gm = gp.predict_tasks_mean_grad(base).unwrap();
+        prop_assert_eq!(&gm.prediction, &g.prediction);
+        prop_assert_eq!(&gm.mean_grad, &g.mean_grad);
+        prop_assert!(gm.variance_grad.is_empty());
         for k in 0..t {
             prop_assert!(
                 (g.prediction.mean[k] - p.mean[k]).abs() <= 1e-12 * p.mean[k].abs().max(1.0)

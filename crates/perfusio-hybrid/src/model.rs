@@ -1090,7 +1090,7 @@ impl HybridModel {
                 if self.embedding_on() {
                     x.push(self.line_code(self.prediction_line.as_deref()));
                 }
-                let g = gp.predict_tasks_grad(&x)?;
+                let g = gp.predict_tasks_mean_grad(&x)?;
                 let d = x.len();
                 let jacobian = std::array::from_fn(|k| {
                     std::array::from_fn(|j| {
@@ -1107,7 +1107,7 @@ impl HybridModel {
             }
             Some(gp) => {
                 let x = self.gp_input(input)?;
-                let g = gp.predict_tasks_grad(&x)?;
+                let g = gp.predict_tasks_mean_grad(&x)?;
                 let d = x.len();
                 let jacobian =
                     std::array::from_fn(|k| std::array::from_fn(|j| g.mean_grad[k * d + j]));
