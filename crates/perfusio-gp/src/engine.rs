@@ -557,27 +557,14 @@ pub(crate) fn cross<K: Kernel>(k: &K, test: &[f64], m: usize, ts: &TrainSet) -> 
     let mut out = Mat::<f64>::zeros(m, n);
     // a kernel evaluation costs about d multiply-adds and an exponential
     if m * n * (d + 20) < PAR_MIN_WORK || m < 2 * THREADS {
-        for a in 0..m {
-            let xa = &test[a * d..(a + 1) * d];
-            for i in 0..n {
-                out[(a, i)] = k.eval(xa, ts.base_row(i));
-            }
-        }
+        k.cross_block(&test[..m * d], &ts.base, d, out.as_mut());
         return out;
     }
     let h = m / 2;
     let (top, bottom) = out.as_mut().split_at_row_mut(h);
-    let fill = |mut part: MatMut<'_, f64>, from: usize| {
-        for a in 0..part.nrows() {
-            let xa = &test[(from + a) * d..(from + a + 1) * d];
-            for i in 0..n {
-                part[(a, i)] = k.eval(xa, ts.base_row(i));
-            }
-        }
-    };
     std::thread::scope(|sc| {
-        sc.spawn(|| fill(bottom, h));
-        fill(top, 0);
+        sc.spawn(|| k.cross_block(&test[h * d..m * d], &ts.base, d, bottom));
+        k.cross_block(&test[..h * d], &ts.base, d, top);
     });
     out
 }
