@@ -514,12 +514,17 @@ impl BedPolicy {
                     *gi = (o.value(&states, schedule) - f0) / GAUSS_FD_STEP;
                     states[d][k] = keep;
                 }
-                let var = quad_form(&pg.cov, dims, &g, 0);
+                let var = pg.linear_variance(&g);
                 if var.is_finite() { var.max(0.0) } else { 0.0 }
             })
             .collect();
         let mut constraint = Vec::new();
         let mut gd = [0.0; N_SPECIES];
+        let marginals = if self.config.constraints.is_empty() {
+            Vec::new()
+        } else {
+            pg.marginals()
+        };
         for con in &self.config.constraints {
             for (day, (st, zm)) in states.iter_mut().zip(&pg.means).enumerate().skip(1) {
                 let v = crate::objective::variable_value(con.variable, st);
@@ -529,7 +534,7 @@ impl BedPolicy {
                     *gk = (crate::objective::variable_value(con.variable, st) - v) / GAUSS_FD_STEP;
                     st[k] = keep;
                 }
-                let var = quad_form(&pg.cov, dims, &gd, day * N_SPECIES);
+                let var = quad9(&marginals[day], &gd);
                 constraint.push(if var.is_finite() { var.max(0.0) } else { 0.0 });
             }
         }
@@ -1822,15 +1827,103 @@ impl JointBatch {
 }
 
 /// The linearised forecast of one candidate: the mean path in `z` (day 0 = today) and the
-/// stacked covariance of the path's states, row-major `(9(H+1))²`.
+/// linear recursion of its deviations, `e_0 ~ N(0, P)`, `e_{d+1} = J_d e_d + w_d` with
+/// `w_d ~ N(0, C_d)`. The stacked covariance of the path's states (`(9(H+1))²`) is built
+/// only where scenarios need it ([`PathGaussian::cov`]); the variances that scoring needs come
+/// from the recursion directly ([`PathGaussian::linear_variance`],
+/// [`PathGaussian::marginals`]), `O(H)` instead of `O(H²)` 9 × 9 products.
 struct PathGaussian {
     means: Vec<SpeciesArray<f64>>,
-    cov: Vec<f64>,
+    /// `P`, the covariance of today's state.
+    start: Mat9,
+    /// `J_d`, `H` of them (shared by the candidates of one decision).
+    jac: std::sync::Arc<Vec<Mat9>>,
+    /// `C_d`, the candidate's latent transition covariances, `H` of them.
+    noise: Vec<Mat9>,
 }
 
 impl PathGaussian {
     fn dims(&self) -> usize {
         N_SPECIES * self.means.len()
+    }
+
+    /// The stacked covariance, row-major `(9(H+1))²`: `Σ_00 = P`,
+    /// `Σ_{d+1,d+1} = J_d Σ_dd J_dᵀ + C_d`, `Σ_{d+1,j} = J_d Σ_dj`.
+    fn cov(&self) -> Vec<f64> {
+        let t = N_SPECIES;
+        let h = self.noise.len();
+        let dims = self.dims();
+        let mut big = vec![0.0; dims * dims];
+        for i in 0..t {
+            for j in 0..t {
+                big[i * dims + j] = self.start[i][j];
+            }
+        }
+        for d in 0..h {
+            let jd = &self.jac[d];
+            for blk in 0..=d {
+                for i in 0..t {
+                    for j in 0..t {
+                        let mut v = 0.0;
+                        for k in 0..t {
+                            v += jd[i][k] * big[(d * t + k) * dims + blk * t + j];
+                        }
+                        big[((d + 1) * t + i) * dims + blk * t + j] = v;
+                        big[(blk * t + j) * dims + (d + 1) * t + i] = v;
+                    }
+                }
+            }
+            for i in 0..t {
+                for j in 0..t {
+                    let mut v = 0.0;
+                    for k in 0..t {
+                        v += big[((d + 1) * t + i) * dims + d * t + k] * jd[j][k];
+                    }
+                    big[((d + 1) * t + i) * dims + (d + 1) * t + j] = v + self.noise[d][i][j];
+                }
+            }
+        }
+        big
+    }
+
+    /// `gᵀ Σ g` for a gradient `g` over the stacked path (`9(H+1)` values) by the adjoint
+    /// recursion `λ_H = g_H`, `λ_d = g_d + J_dᵀ λ_{d+1}`:
+    /// `gᵀ Σ g = λ_0ᵀ P λ_0 + Σ_d λ_{d+1}ᵀ C_d λ_{d+1}`.
+    fn linear_variance(&self, g: &[f64]) -> f64 {
+        let t = N_SPECIES;
+        let h = self.noise.len();
+        let block = |d: usize| -> SpeciesArray<f64> {
+            std::array::from_fn(|k| g.get(d * t + k).copied().unwrap_or(0.0))
+        };
+        let mut lambda = block(h);
+        let mut var = 0.0;
+        for d in (0..h).rev() {
+            var += quad9(&self.noise[d], &lambda);
+            let jd = &self.jac[d];
+            let gd = block(d);
+            lambda =
+                std::array::from_fn(|k| gd[k] + (0..t).map(|i| jd[i][k] * lambda[i]).sum::<f64>());
+        }
+        var + quad9(&self.start, &lambda)
+    }
+
+    /// The covariance of each day's state, days `0..=H`: `P_0 = P`,
+    /// `P_{d+1} = J_d P_d J_dᵀ + C_d`.
+    fn marginals(&self) -> Vec<Mat9> {
+        let mut out = Vec::with_capacity(self.noise.len() + 1);
+        let mut p = self.start;
+        out.push(p);
+        for (jd, c) in self.jac.iter().zip(&self.noise) {
+            let mut next = sandwich9(jd, &p);
+            for i in 0..N_SPECIES {
+                for j in 0..N_SPECIES {
+                    next[i][j] += c[i][j];
+                }
+            }
+            p = next;
+            out.push(p);
+        }
+        out
     }
 
     /// Scenarios `means + L ε_s` from the base samples, in original units.
@@ -1849,7 +1942,7 @@ impl PathGaussian {
     /// Scenarios `means + L ε_s` from the base samples, in `z` (not clamped).
     fn scenarios_z(&self, base: &BaseSamples) -> Result<Vec<Vec<SpeciesArray<f64>>>> {
         let dims = self.dims();
-        let mut a = self.cov.clone();
+        let mut a = self.cov();
         let l = cholesky_jitter(&mut a, dims).ok_or_else(|| {
             BedError::Model("linearised forecast covariance is not positive definite".into())
         })?;
@@ -1889,7 +1982,7 @@ fn linearised_paths(
     let h = jac.len();
     let tr = model.config().transform;
     let nc = cands.len();
-    let t = N_SPECIES;
+    let shared = std::sync::Arc::new(jac.to_vec());
     let mut means: Vec<Vec<SpeciesArray<f64>>> = vec![vec![state.z]; nc];
     let mut covs: Vec<Vec<Mat9>> = vec![Vec::with_capacity(h); nc];
     for d in 0..h {
@@ -1906,45 +1999,16 @@ fn linearised_paths(
             covs[c].push(tr_c.cov);
         }
     }
-    let dims = t * (h + 1);
-    let mut out = Vec::with_capacity(nc);
-    for c in 0..nc {
-        let mut big = vec![0.0; dims * dims];
-        for i in 0..t {
-            for j in 0..t {
-                big[i * dims + j] = state.cov[i][j];
-            }
-        }
-        for d in 0..h {
-            let jd = &jac[d];
-            for blk in 0..=d {
-                for i in 0..t {
-                    for j in 0..t {
-                        let mut v = 0.0;
-                        for k in 0..t {
-                            v += jd[i][k] * big[(d * t + k) * dims + blk * t + j];
-                        }
-                        big[((d + 1) * t + i) * dims + blk * t + j] = v;
-                        big[(blk * t + j) * dims + (d + 1) * t + i] = v;
-                    }
-                }
-            }
-            for i in 0..t {
-                for j in 0..t {
-                    let mut v = 0.0;
-                    for k in 0..t {
-                        v += big[((d + 1) * t + i) * dims + d * t + k] * jd[j][k];
-                    }
-                    big[((d + 1) * t + i) * dims + (d + 1) * t + j] = v + covs[c][d][i][j];
-                }
-            }
-        }
-        out.push(PathGaussian {
-            means: std::mem::take(&mut means[c]),
-            cov: big,
-        });
-    }
-    Ok(out)
+    Ok(means
+        .into_iter()
+        .zip(covs)
+        .map(|(means, noise)| PathGaussian {
+            means,
+            start: state.cov,
+            jac: std::sync::Arc::clone(&shared),
+            noise,
+        })
+        .collect())
 }
 
 /// Exact linearised forecasts at points of the unit cube.
@@ -1999,6 +2063,24 @@ fn refine_parallel(
 
 /// `gᵀ A g` over the block of the `n × n` row-major `a` that starts at row and column
 /// `offset` (`g.len()` rows and columns), skipping zero entries of `g`.
+/// `vᵀ A v` for a 9 × 9 `A`.
+fn quad9(a: &Mat9, v: &SpeciesArray<f64>) -> f64 {
+    (0..N_SPECIES)
+        .map(|i| v[i] * (0..N_SPECIES).map(|j| a[i][j] * v[j]).sum::<f64>())
+        .sum()
+}
+
+/// `J P Jᵀ` for 9 × 9 matrices.
+fn sandwich9(j: &Mat9, p: &Mat9) -> Mat9 {
+    let jp: Mat9 = std::array::from_fn(|a| {
+        std::array::from_fn(|b| (0..N_SPECIES).map(|k| j[a][k] * p[k][b]).sum())
+    });
+    std::array::from_fn(|a| {
+        std::array::from_fn(|b| (0..N_SPECIES).map(|k| jp[a][k] * j[b][k]).sum())
+    })
+}
+
+#[cfg(test)]
 fn quad_form(a: &[f64], n: usize, g: &[f64], offset: usize) -> f64 {
     let mut v = 0.0;
     for (i, gi) in g.iter().enumerate() {
@@ -2050,4 +2132,77 @@ fn cholesky_jitter(a: &mut [f64], n: usize) -> Option<Vec<f64>> {
         jitter = mean_diag.max(1e-300) * 1e-12 * 100f64.powi(attempt);
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic numbers in (-1, 1).
+    fn numbers(seed: u64) -> impl FnMut() -> f64 {
+        let mut x = seed;
+        move || {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((x >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        }
+    }
+
+    fn psd(next: &mut impl FnMut() -> f64) -> Mat9 {
+        let a: Mat9 = std::array::from_fn(|_| std::array::from_fn(|_| next()));
+        std::array::from_fn(|i| {
+            std::array::from_fn(|j| {
+                (0..N_SPECIES).map(|k| a[i][k] * a[j][k]).sum::<f64>()
+                    + if i == j { 0.1 } else { 0.0 }
+            })
+        })
+    }
+
+    /// The recursions give what the stacked covariance gives, for a 6-day path.
+    #[test]
+    fn path_variances_from_the_recursion_match_the_stacked_covariance() {
+        let mut next = numbers(7);
+        let h = 6;
+        let jac: Vec<Mat9> = (0..h)
+            .map(|_| std::array::from_fn(|_| std::array::from_fn(|_| 0.5 * next())))
+            .collect();
+        let pg = PathGaussian {
+            means: vec![[0.0; N_SPECIES]; h + 1],
+            start: psd(&mut next),
+            jac: std::sync::Arc::new(jac),
+            noise: (0..h).map(|_| psd(&mut next)).collect(),
+        };
+        let dims = pg.dims();
+        let big = pg.cov();
+        for trial in 0..5 {
+            let g: Vec<f64> = (0..dims)
+                .map(|i| {
+                    if trial == 0 && i < dims - 9 {
+                        0.0
+                    } else {
+                        next()
+                    }
+                })
+                .collect();
+            let want = quad_form(&big, dims, &g, 0);
+            let got = pg.linear_variance(&g);
+            assert!(
+                (got - want).abs() <= 1e-10 * want.abs(),
+                "trial {trial}: {got} vs {want}"
+            );
+        }
+        for (d, p) in pg.marginals().iter().enumerate() {
+            for i in 0..N_SPECIES {
+                for j in 0..N_SPECIES {
+                    let want = big[(d * N_SPECIES + i) * dims + d * N_SPECIES + j];
+                    assert!(
+                        (p[i][j] - want).abs() <= 1e-10 * want.abs().max(1.0),
+                        "day {d} [{i}][{j}]: {} vs {want}",
+                        p[i][j]
+                    );
+                }
+            }
+        }
+    }
 }
