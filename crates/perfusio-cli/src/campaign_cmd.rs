@@ -95,7 +95,7 @@ struct Lines;
 impl CampaignObserver for Lines {
     fn day_completed(&self, d: &CampaignDay) {
         crate::say(format!(
-            "day {:>3}: {} sampled, {} written, {} held{}{}, compute {:.2} s{}",
+            "day {:>3}: {} sampled, {} written, {} held{}{}, compute {:.2} s (learn {:.2}, retrain {:.2}, forecast {:.2}, decide {:.2}, best {:.2}){}",
             d.day,
             d.sampled,
             d.written,
@@ -107,6 +107,11 @@ impl CampaignObserver for Lines {
                 String::new()
             },
             d.compute.as_secs_f64(),
+            d.timings.learn.as_secs_f64(),
+            d.timings.retrain.as_secs_f64(),
+            d.timings.forecast.as_secs_f64(),
+            d.timings.decide.as_secs_f64(),
+            d.timings.best.as_secs_f64(),
             d.best.as_ref().map_or(String::new(), |b| format!(
                 ", best point {:.0} ± {:.0}",
                 b.objective_mean, b.objective_sd

@@ -184,6 +184,34 @@ impl Forecast {
         }
         out
     }
+
+    /// Draws of the latent state on every forecast day, `draws[p][h]` on day
+    /// `start + 1 + h` (original units): the Monte-Carlo paths when kept, else `n` seeded
+    /// draws from each day's moment-matched Gaussian. A moment-matched forecast has no joint
+    /// law across days, so its draws are per-day marginals (each day drawn independently):
+    /// use them for what looks at one day at a time (bands, alarm probabilities), never as
+    /// trajectories. Empty when the forecast kept neither.
+    pub fn latent_draws(&self, n: usize, seed: u64) -> Vec<Vec<SpeciesArray<f64>>> {
+        if let Some(paths) = &self.paths {
+            return paths.clone();
+        }
+        let Some(moments) = &self.moments else {
+            return Vec::new();
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut out: Vec<Vec<SpeciesArray<f64>>> = vec![Vec::with_capacity(moments.len()); n];
+        for (mu, cov) in moments {
+            let Some(l) = cholesky9(cov) else {
+                return Vec::new();
+            };
+            for path in &mut out {
+                let e = lower_mul(&l, &normal9(&mut rng));
+                let z: SpeciesArray<f64> = std::array::from_fn(|k| mu[k] + e[k]);
+                path.push(self.transform.to_species(&z));
+            }
+        }
+        out
+    }
 }
 
 fn normal9(rng: &mut ChaCha8Rng) -> [f64; N_SPECIES] {

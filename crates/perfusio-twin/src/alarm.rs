@@ -11,6 +11,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TwinError};
 
+/// Draws per forecast day behind the alarm probabilities of a moment-matched forecast.
+pub(crate) const ALARM_DRAWS: usize = 256;
+
+/// Seed of those draws (with the forecast's start day mixed in), so that the same
+/// forecast always raises the same alarms.
+const ALARM_SEED: u64 = 0x616c_6172_6d73;
+
 /// A rule on the forecast of one variable: raise an alarm when, on some day within
 /// `lead_days` of the forecast, the variable is below `lower` (or above `upper`) with at
 /// least `probability`. Equivalently: the `probability` quantile of that day's forecast is
@@ -207,12 +214,23 @@ impl AlarmTracker {
         self.active.len()
     }
 
-    /// Evaluates every rule on a Monte-Carlo forecast (its latent state paths) and returns
-    /// the alarm records to write: one `raised` for each condition that appeared, one
-    /// `cleared` for each that went. A forecast without paths changes nothing.
+    /// Evaluates every rule on a forecast and returns the alarm records to write: one
+    /// `raised` for each condition that appeared, one `cleared` for each that went. The
+    /// probabilities come from the latent state paths of a Monte-Carlo forecast, or from
+    /// 256 seeded draws of each day of a moment-matched one
+    /// ([`Forecast::latent_draws`]). A forecast with neither changes nothing.
     pub fn evaluate(&mut self, forecast: &Forecast) -> Vec<Alarm> {
-        let Some(paths) = forecast.paths.as_ref().filter(|p| !p.is_empty()) else {
-            return Vec::new();
+        let drawn;
+        let paths = match forecast.paths.as_ref().filter(|p| !p.is_empty()) {
+            Some(p) => p,
+            None => {
+                drawn =
+                    forecast.latent_draws(ALARM_DRAWS, ALARM_SEED ^ u64::from(forecast.start_day));
+                if drawn.is_empty() {
+                    return Vec::new();
+                }
+                &drawn
+            }
         };
         let n = paths.len() as f64;
         let mut out = Vec::new();

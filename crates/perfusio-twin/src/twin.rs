@@ -1266,7 +1266,10 @@ pub(crate) fn forecast_event(
     ForecastEvent {
         from_day: f.start_day,
         horizon_days: horizon,
-        method: AuditForecastMethod::MonteCarlo,
+        method: match f.method {
+            perfusio_hybrid::ForecastMethod::MonteCarlo => AuditForecastMethod::MonteCarlo,
+            perfusio_hybrid::ForecastMethod::MomentMatching => AuditForecastMethod::MomentMatching,
+        },
         paths: f.paths.as_ref().map_or(0, |p| p.len() as u32),
         model_sha256,
         forecast_sha256,

@@ -347,6 +347,7 @@ async fn approving_in_the_browser_changes_what_the_campaigns_reactor_receives() 
         medium_cost: 0.0,
         constraints: None,
         best_point_days: None,
+        forecast_method: perfusio_twin::layers::hybrid::ForecastMethod::MomentMatching,
         approval: Default::default(),
         run: RunConfig {
             duration_days: DAYS,

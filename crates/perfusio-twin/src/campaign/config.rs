@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use perfusio_core::{RunConfig, Variable};
+use perfusio_hybrid::ForecastMethod;
 use serde::{Deserialize, Serialize};
 
 use super::CampaignError;
@@ -22,6 +23,7 @@ pub const MAX_REACTORS: usize = 24;
 /// prior = "CloneX"
 /// objective = "harvest"
 /// medium_cost = 400.0
+/// forecast_method = "moment_matching"   # or "monte_carlo"
 ///
 /// [approval]
 /// mode = "required"        # or "auto"
@@ -73,6 +75,13 @@ pub struct CampaignConfig {
     /// production run after a 14-day campaign.
     #[serde(default)]
     pub best_point_days: Option<u32>,
+    /// How the reactors' published forecasts (the dashboard's fan charts, the alarms)
+    /// propagate uncertainty: `moment_matching` (default) or `monte_carlo`. Monte Carlo
+    /// costs `mc_samples × forecast_horizon_days` GP predictions and mechanistic steps per
+    /// reactor and day (seconds a day for 24 reactors); moment matching costs
+    /// `forecast_horizon_days` linearised transitions. The design policy is not affected.
+    #[serde(default = "default_forecast_method")]
+    pub forecast_method: ForecastMethod,
     /// Operator approval of the daily recommendations.
     #[serde(default)]
     pub approval: ApprovalConfig,
@@ -82,6 +91,10 @@ pub struct CampaignConfig {
     pub run: RunConfig,
     /// The reactors, 1 to [`MAX_REACTORS`].
     pub reactors: Vec<ReactorConfig>,
+}
+
+fn default_forecast_method() -> ForecastMethod {
+    ForecastMethod::MomentMatching
 }
 
 fn default_objective() -> String {

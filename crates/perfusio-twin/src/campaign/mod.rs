@@ -220,11 +220,28 @@ pub struct CampaignDay {
     pub retrained: bool,
     /// Active alarms over all reactors.
     pub alarms: usize,
-    /// Wall time of the day's computation (learning, retraining, forecasts, batch decision),
-    /// without reading, writing and waiting for operators.
+    /// Wall time of the day's computation (learning, retraining, forecasts, batch decision,
+    /// best point), without reading, writing and waiting for operators.
     pub compute: Duration,
+    /// Where [`CampaignDay::compute`] went.
+    pub timings: CampaignTimings,
     /// The best point so far.
     pub best: Option<BestPoint>,
+}
+
+/// The parts of a campaign day's computation, wall time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CampaignTimings {
+    /// Filtering every reactor's sample and the interventions into the shared model.
+    pub learn: Duration,
+    /// Retraining the shared model (zero on days without one).
+    pub retrain: Duration,
+    /// The published forecasts of every reactor and their alarms.
+    pub forecast: Duration,
+    /// The batch decision over the reactors.
+    pub decide: Duration,
+    /// Scoring the best constant operating point so far.
+    pub best: Duration,
 }
 
 /// Follows a campaign (e.g. the CLI's progress lines). Methods are called from the
@@ -1039,7 +1056,7 @@ impl Runner {
         let active: Vec<bool> = self.units.iter().map(|u| u.ended.is_none()).collect();
         let ms = measured.clone();
         let inter = interventions.clone();
-        let (learned, day0) = self
+        let (learned, day0, retrain_time) = self
             .with_shared(move |s| -> Result<_> {
                 let tr = s.model.config().transform;
                 for i in 0..s.states.len() {
@@ -1064,17 +1081,19 @@ impl Runner {
                         s.states[i].added(&mut s.model, day, delta, ms[i].is_some())?;
                     }
                 }
+                let t_retrain = Instant::now();
                 let learned = retrain.then(|| {
                     let l = retrain_model(&mut s.model, day);
                     let sha = l.retrained.is_some().then(|| s.model.fingerprint());
                     (l, sha)
                 });
+                let retrain_time = t_retrain.elapsed();
                 let day0 = if day == 0 {
                     s.states.iter().find_map(|st| st.estimate().cloned())
                 } else {
                     None
                 };
-                Ok((learned, day0))
+                Ok((learned, day0, retrain_time))
             })
             .await??;
         if day0.is_some() {
@@ -1096,6 +1115,11 @@ impl Runner {
             }
         }
         let mut compute = t_compute.elapsed();
+        let mut timings = CampaignTimings {
+            learn: compute.saturating_sub(retrain_time),
+            retrain: retrain_time,
+            ..CampaignTimings::default()
+        };
         let mut summary = CampaignDay {
             day,
             sampled: measured.iter().filter(|m| m.is_some()).count(),
@@ -1104,6 +1128,7 @@ impl Runner {
             retrained,
             alarms: 0,
             compute,
+            timings,
             best: None,
         };
         if final_day {
@@ -1114,6 +1139,7 @@ impl Runner {
         let t_compute = Instant::now();
         let horizon = self.c.config.run.forecast_horizon_days as usize;
         let paths = self.c.config.run.mc_samples as usize;
+        let method = self.c.config.forecast_method;
         let seeds: Vec<u64> = self
             .units
             .iter()
@@ -1146,7 +1172,7 @@ impl Runner {
                                         .step_by(threads)
                                         .map(|(i, est, cur)| {
                                             let opts = ForecastOptions {
-                                                method: ForecastMethod::MonteCarlo,
+                                                method,
                                                 paths,
                                                 seed: seeds[*i],
                                                 keep_paths: true,
@@ -1181,7 +1207,8 @@ impl Runner {
                     .collect::<Vec<_>>()
             })
             .await?;
-        compute += t_compute.elapsed();
+        timings.forecast = t_compute.elapsed();
+        compute += timings.forecast;
         for (i, f, model_sha) in forecasts {
             let u = &mut self.units[i];
             match f {
@@ -1217,7 +1244,8 @@ impl Runner {
                     .map(|d| idx.into_iter().zip(d).collect::<Vec<_>>())
             })
             .await?;
-        compute += t_compute.elapsed();
+        timings.decide = t_compute.elapsed();
+        compute += timings.decide;
         let mut resolutions: Vec<Option<Resolution>> = vec![None; n];
         let mut recommended: Vec<Option<ControlArray<f64>>> = vec![None; n];
         let currents: Vec<ControlArray<f64>> = {
@@ -1253,8 +1281,9 @@ impl Runner {
         // the best constant operating point so far, under the shared model
         let t_best = Instant::now();
         self.update_best(&recommended, &currents).await?;
-        tracing::debug!(day, best_s = t_best.elapsed().as_secs_f64(), "best point");
-        summary.compute = compute;
+        timings.best = t_best.elapsed();
+        summary.compute = compute + timings.best;
+        summary.timings = timings;
         // operator overrides replace the day's decision
         for i in 0..n {
             if let Some((values, actor)) = &interventions[i].override_values {
@@ -2178,25 +2207,24 @@ impl Runner {
     }
 }
 
-/// The snapshot's bands of a forecast: q05/q25/q50/q75/q95 of its latent paths, every
-/// species, every forecast day.
+/// Draws per day behind the snapshot's bands of a moment-matched forecast.
+const BAND_DRAWS: usize = 512;
+
+/// The snapshot's bands of a forecast: q05/q25/q50/q75/q95 of its latent paths (or of
+/// per-day draws of a moment-matched forecast), every species, every forecast day.
 fn bands_of(f: &Forecast) -> ForecastBands {
     let days: Vec<u32> = (1..=f.horizon() as u32).map(|h| f.start_day + h).collect();
+    let draws = f.latent_draws(BAND_DRAWS, u64::from(f.start_day));
     let mut species = BTreeMap::new();
     for s in Species::ALL {
         let k = s.index();
         let bands: Vec<Band> = (0..f.horizon())
             .map(|h| {
-                let mut v: Vec<f64> = f
-                    .paths
-                    .as_ref()
-                    .map(|p| {
-                        p.iter()
-                            .filter_map(|path| path.get(h).map(|x| x[k]))
-                            .filter(|x| x.is_finite())
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let mut v: Vec<f64> = draws
+                    .iter()
+                    .filter_map(|path| path.get(h).map(|x| x[k]))
+                    .filter(|x| x.is_finite())
+                    .collect();
                 v.sort_by(f64::total_cmp);
                 let q = |p: f64| -> f64 {
                     if v.is_empty() {

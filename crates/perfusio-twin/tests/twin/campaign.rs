@@ -38,6 +38,7 @@ fn config(dir: &Path, n: usize, days: u32) -> CampaignConfig {
         medium_cost: 0.0,
         constraints: None,
         best_point_days: None,
+        forecast_method: perfusio_twin::layers::hybrid::ForecastMethod::MomentMatching,
         approval: Default::default(),
         run,
         reactors: (1..=n)
