@@ -25,6 +25,10 @@ pub(crate) enum CampaignCommand {
         /// The campaign configuration.
         #[arg(value_name = "CONFIG.toml")]
         config: PathBuf,
+        /// Continue the campaign of the configuration's output directory after its last
+        /// complete day (after a crash, a kill or Ctrl-C), with the same configuration.
+        #[arg(long)]
+        resume: bool,
     },
     /// Report a campaign directory: the best operating point, each reactor's outcome, the
     /// shared model's one-day accuracy on the campaign's own data.
@@ -122,11 +126,12 @@ impl CampaignObserver for Lines {
 
 pub(crate) fn run(cmd: &CampaignCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        CampaignCommand::Run { config } => {
+        CampaignCommand::Run { config, resume } => {
             let cfg = CampaignConfig::from_file(config)?;
             crate::say(format!(
-                "campaign {}: {} reactors, days 0..={}, approval {}, directory {}",
+                "campaign {}{}: {} reactors, days 0..={}, approval {}, directory {}",
                 cfg.name,
+                if *resume { " (resuming)" } else { "" },
                 cfg.reactors.len(),
                 cfg.run.duration_days,
                 cfg.approval.mode.as_str(),
@@ -138,7 +143,8 @@ pub(crate) fn run(cmd: &CampaignCommand) -> anyhow::Result<ExitCode> {
                 let cancel = CancelToken::new();
                 let c = Campaign::from_config(cfg)?
                     .observer(Lines)
-                    .cancel_token(cancel.clone());
+                    .cancel_token(cancel.clone())
+                    .resume(*resume);
                 let ctrl_c = tokio::spawn(async move {
                     if tokio::signal::ctrl_c().await.is_ok() {
                         eprintln!("Ctrl-C: ending the campaign cleanly");

@@ -48,6 +48,10 @@ fn a_campaign_runs_reports_and_takes_operator_actions_from_the_command_line() {
         assert_eq!(code, 0, "{stderr}");
         assert!(stdout.starts_with("OK "), "{stdout}");
     }
+    // a completed campaign cannot be resumed: refused with the reason, nothing written
+    let (code, _, stderr) = perfusio(&["campaign", "run", cfg.to_str().unwrap(), "--resume"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("already completed"), "{stderr}");
     // the report, as text and JSON
     let d = out.to_str().unwrap();
     let (code, text, stderr) = perfusio(&["campaign", "report", d]);

@@ -27,6 +27,7 @@
 
 mod config;
 mod report;
+mod resume;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -42,7 +43,7 @@ use perfusio_bed::BedPolicy;
 use perfusio_bed::objective::{Objective, OutcomeConstraint, parse_objective};
 use perfusio_core::{
     Addition, Connector, Control, ControlArray, CultureDay, DEFAULT_AMBR250_DESIGN_SPACE,
-    DesignSpace, N_SPECIES, Pacing, Setpoints, Species, SpeciesArray, Variable,
+    DesignSpace, N_SPECIES, Pacing, RunConfig, Setpoints, Species, SpeciesArray, Variable,
 };
 use perfusio_hybrid::{Forecast, ForecastMethod, ForecastOptions, HybridConfig, HybridModel};
 use perfusio_mechanistic::{PlantSpec, VirtualReactorConfig};
@@ -278,6 +279,7 @@ pub struct Campaign {
     sample_wait: Duration,
     poll: Duration,
     observer: Arc<dyn CampaignObserver>,
+    resume: bool,
 }
 
 impl Campaign {
@@ -360,6 +362,7 @@ impl Campaign {
             sample_wait: DEFAULT_SAMPLE_WAIT,
             poll: Duration::from_millis(200),
             observer: Arc::new(NoCampaignObserver),
+            resume: false,
         })
     }
 
@@ -411,12 +414,27 @@ impl Campaign {
         &self.design_space
     }
 
+    /// Continue the campaign of the output directory instead of starting one: the complete
+    /// days (those `campaign.json` lists) are replayed from the reactors' logs, and the
+    /// campaign goes on with the next day. See [`Campaign::run`].
+    pub fn resume(mut self, on: bool) -> Self {
+        self.resume = on;
+        self
+    }
+
     /// Runs the campaign to its end (or until the data end or it is cancelled) and returns
     /// the report built from its directory. A directory that already holds a campaign is
-    /// refused (each reactor's log must start empty).
+    /// refused (each reactor's log must start empty), unless the campaign was built to
+    /// [`Campaign::resume`]: then the same configuration continues it after its last complete
+    /// day (a completed campaign, another configuration or prior, or a replay that does not
+    /// give the logged model hashes are refused with the reason).
     pub async fn run(self) -> Result<CampaignReport> {
         let dir = self.config.output_dir.clone();
-        let mut runner = Runner::start(self).await?;
+        let mut runner = if self.resume {
+            Runner::resume(self).await?
+        } else {
+            Runner::start(self).await?
+        };
         let ending = runner.run_days().await;
         let finish = runner.finish(&ending).await;
         ending?;
@@ -572,29 +590,34 @@ impl Unit {
             d.push(&event);
         }
         if let Event::Alarm(a) = &event {
-            let key = format!(
-                "{}|{}",
-                a.species.as_deref().unwrap_or("?"),
-                a.threshold.unwrap_or(f64::NAN)
-            );
-            match a.state {
-                perfusio_audit::event::AlarmState::Raised => {
-                    self.alarms.insert(
-                        key,
-                        ActiveAlarm {
-                            variable: a.species.clone().unwrap_or_default(),
-                            severity: format!("{:?}", a.severity).to_lowercase(),
-                            message: a.message.clone(),
-                            since_day: day,
-                        },
-                    );
-                }
-                _ => {
-                    self.alarms.remove(&key);
-                }
-            }
+            self.track_alarm(day, a);
         }
         Ok(())
+    }
+
+    /// The active alarms after alarm record `a` of day `day`.
+    fn track_alarm(&mut self, day: CultureDay, a: &perfusio_audit::event::Alarm) {
+        let key = format!(
+            "{}|{}",
+            a.species.as_deref().unwrap_or("?"),
+            a.threshold.unwrap_or(f64::NAN)
+        );
+        match a.state {
+            perfusio_audit::event::AlarmState::Raised => {
+                self.alarms.insert(
+                    key,
+                    ActiveAlarm {
+                        variable: a.species.clone().unwrap_or_default(),
+                        severity: format!("{:?}", a.severity).to_lowercase(),
+                        message: a.message.clone(),
+                        since_day: day,
+                    },
+                );
+            }
+            _ => {
+                self.alarms.remove(&key);
+            }
+        }
     }
 
     async fn step_failed(&mut self, day: CultureDay, step: &str, message: &str) -> Result<()> {
@@ -661,6 +684,8 @@ struct Runner {
     index: CampaignIndex,
     answered: BTreeSet<String>,
     day: CultureDay,
+    /// The first day `run_days` runs (0, or the day after the last complete one on resume).
+    first_day: CultureDay,
     status: String,
     best: Option<BestPoint>,
     best_pool: Vec<ControlArray<f64>>,
@@ -668,13 +693,9 @@ struct Runner {
 }
 
 impl Runner {
-    async fn start(c: Campaign) -> Result<Self> {
-        let dir = c.config.output_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|e| CampaignError::Io {
-            path: dir.clone(),
-            message: e.to_string(),
-        })?;
-        let seed = c.config.seed();
+    /// The design policy, the untrained shared model and the run configuration of a
+    /// campaign with `seed` (the same for a start and a resume).
+    fn prepare(c: &Campaign, seed: u64) -> Result<(Arc<BedPolicy>, HybridModel, RunConfig)> {
         let mut run_cfg = c.config.run.clone();
         run_cfg.seed = Some(seed);
         let policy = Arc::new(build_policy(
@@ -693,6 +714,17 @@ impl Runner {
             .max(c.config.best_point_days.unwrap_or(0));
         hc.gp.seed = derive_seed(seed, "gp", 0);
         let model = HybridModel::new(hc)?;
+        Ok((policy, model, run_cfg))
+    }
+
+    async fn start(c: Campaign) -> Result<Self> {
+        let dir = c.config.output_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| CampaignError::Io {
+            path: dir.clone(),
+            message: e.to_string(),
+        })?;
+        let seed = c.config.seed();
+        let (policy, model, run_cfg) = Self::prepare(&c, seed)?;
         let model_sha = model.fingerprint();
         let initial = Control::defaults();
         let mut units = Vec::new();
@@ -774,6 +806,7 @@ impl Runner {
             index,
             answered,
             day: 0,
+            first_day: 0,
             status: "running".into(),
             best: None,
             best_pool: Vec::new(),
@@ -870,17 +903,17 @@ impl Runner {
         let last = self.c.config.run.duration_days;
         let interval = Duration::from_secs_f64(self.c.config.run.sampling_interval_hours * 3600.0);
         let anchor = Instant::now();
-        let mut day: CultureDay = 0;
+        let mut day: CultureDay = self.first_day;
         while day <= last {
             let budget = match self.c.config.run.pacing {
                 Pacing::RealTime => {
-                    let due = anchor + interval * day;
+                    let due = anchor + interval * (day - self.first_day);
                     let now = Instant::now();
                     if due > now && !self.c.cancel.sleep(due - now).await {
                         self.status = "cancelled".into();
                         return Ok(());
                     }
-                    (anchor + interval * (day + 1))
+                    (anchor + interval * (day - self.first_day + 1))
                         .saturating_duration_since(Instant::now())
                         .max(Duration::from_millis(1))
                 }

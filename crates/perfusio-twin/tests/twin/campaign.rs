@@ -800,3 +800,133 @@ async fn two_folders_of_one_opcua_server_on_loopback_run_as_a_campaign() {
         emu.stop().await;
     }
 }
+
+/// Cancels its campaign once day `at` has ended.
+#[derive(Debug)]
+struct CancelAfter {
+    at: u32,
+    token: perfusio_twin::CancelToken,
+}
+
+impl perfusio_twin::campaign::CampaignObserver for CancelAfter {
+    fn day_completed(&self, d: &perfusio_twin::campaign::CampaignDay) {
+        if d.day == self.at {
+            self.token.cancel();
+        }
+    }
+}
+
+/// The setpoints written to every reactor, by reactor and day.
+fn written(dir: &Path, ids: &[&str]) -> Vec<Vec<(f64, Vec<f64>)>> {
+    ids.iter()
+        .map(|id| {
+            log(dir, id)
+                .iter()
+                .filter(|r| r.kind == "setpoint_written")
+                .map(|r| {
+                    let w: SetpointWritten = r.payload_as().unwrap();
+                    (
+                        r.day,
+                        w.receipt.controls.iter().map(|c| c.requested).collect(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_campaign_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one() {
+    let ids = ["R01", "R02", "R03"];
+    // uninterrupted
+    let full = tempfile::tempdir().unwrap();
+    let (_, conns) = plants(3);
+    let report = Campaign::with_connectors(config(full.path(), 3, 6), conns)
+        .unwrap()
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.finished.as_deref(), Some("completed"));
+    // stopped after day 3 (a retraining day), then resumed with fresh connectors
+    let cut = tempfile::tempdir().unwrap();
+    let token = perfusio_twin::CancelToken::new();
+    let (_, conns) = plants(3);
+    let stopped = Campaign::with_connectors(config(cut.path(), 3, 6), conns)
+        .unwrap()
+        .cancel_token(token.clone())
+        .observer(CancelAfter { at: 3, token })
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(stopped.finished.as_deref(), Some("cancelled"));
+    assert_eq!(CampaignIndex::read(cut.path()).unwrap().days.len(), 4);
+    let (_, conns) = plants(3);
+    let resumed = Campaign::with_connectors(config(cut.path(), 3, 6), conns)
+        .unwrap()
+        .resume(true)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(resumed.finished.as_deref(), Some("completed"));
+    let index = CampaignIndex::read(cut.path()).unwrap();
+    assert_eq!(
+        index.days.iter().map(|d| d.day).collect::<Vec<_>>(),
+        (0..=6).collect::<Vec<_>>()
+    );
+    for id in ids {
+        let recs = log(cut.path(), id);
+        assert_eq!(recs.iter().filter(|r| r.kind == "run_resumed").count(), 1);
+        // the retrainings of the uninterrupted run, with its hashes: the one of day 3 before
+        // the stop (its replay gave the logged hash, else the resume would have been refused)
+        let retrained = |recs: &[Record]| -> Vec<(f64, String)> {
+            recs.iter()
+                .filter(|r| r.kind == "model_retrained")
+                .map(|r| {
+                    (
+                        r.day,
+                        r.payload["model_sha256"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(retrained(&recs), retrained(&log(full.path(), id)));
+        assert_eq!(retrained(&recs)[0].0, 3.0);
+    }
+    assert!(resumed.reactors.iter().all(|r| r.head_matches_index));
+    // the same shared model, the same plants: the same setpoints as without the stop
+    assert_eq!(written(cut.path(), &ids), written(full.path(), &ids));
+    assert_eq!(written(cut.path(), &ids)[0].len(), 6);
+    // a completed campaign, or another configuration, is refused with the reason
+    let (_, conns) = plants(3);
+    let again = Campaign::with_connectors(config(cut.path(), 3, 6), conns)
+        .unwrap()
+        .resume(true)
+        .run()
+        .await;
+    assert!(
+        matches!(&again, Err(TwinError::Resume { reason, .. }) if reason.contains("already completed")),
+        "{again:?}"
+    );
+    let (_, conns) = plants(3);
+    let token = perfusio_twin::CancelToken::new();
+    let other = tempfile::tempdir().unwrap();
+    Campaign::with_connectors(config(other.path(), 3, 6), conns)
+        .unwrap()
+        .cancel_token(token.clone())
+        .observer(CancelAfter { at: 1, token })
+        .run()
+        .await
+        .unwrap();
+    let mut changed = config(other.path(), 3, 6);
+    changed.seed = Some(12);
+    let (_, conns) = plants(3);
+    let refused = Campaign::with_connectors(changed, conns)
+        .unwrap()
+        .resume(true)
+        .run()
+        .await;
+    assert!(
+        matches!(&refused, Err(TwinError::Resume { reason, .. }) if reason.contains("configuration differs")),
+        "{refused:?}"
+    );
+}
