@@ -924,3 +924,36 @@ async fn a_setpoint_the_reactor_rounds_is_unconfirmed_naming_the_read_back() {
     assert!(r.is_fully_confirmed(), "{r:?}");
     emu.stop().await;
 }
+
+/// A 24-reactor campaign opens one session per folder: the emulator serves all of them at
+/// once (its server library alone would refuse the 21st session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_four_clients_read_their_folders_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Arc::new(start(dir.path(), 24).await);
+    let ids = emu.reactor_ids();
+    assert_eq!(ids.len(), 24);
+    // one client key for all (as a campaign shares its PKI directory): made once, up front
+    let first = OpcUaConnector::new(client_config(dir.path(), &emu, &ids[0])).unwrap();
+    read(&first, 0).await.unwrap();
+    let t0 = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for (i, id) in ids.iter().enumerate().skip(1) {
+        let conn = OpcUaConnector::new(client_config(dir.path(), &emu, id)).unwrap();
+        let emu = emu.clone();
+        set.spawn(async move {
+            let s = tokio::time::timeout(STEP, read(&conn, 0)).await;
+            (i, s, emu.current_sample(i))
+        });
+    }
+    let mut n = 1;
+    while let Some(r) = set.join_next().await {
+        let (i, got, want) = r.unwrap();
+        let got = got.unwrap_or_else(|_| panic!("reactor {i}: no reading within {STEP:?}"));
+        let got = got.unwrap_or_else(|e| panic!("reactor {i}: {e}"));
+        assert_same_sample(&got, &want.unwrap());
+        n += 1;
+    }
+    assert_eq!(n, 24);
+    assert!(t0.elapsed() < STEP, "{:?}", t0.elapsed());
+}

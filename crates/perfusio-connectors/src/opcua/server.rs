@@ -29,6 +29,11 @@ pub const MAX_REACTORS: usize = 24;
 /// Largest on-demand jump of the `AdvanceDays` variable, days.
 pub const MAX_ADVANCE_DAYS: u32 = 365;
 
+/// Concurrent sessions the emulator accepts: a campaign opens one per reactor folder (up to
+/// 24), and dashboards and other clients come on top (the server library's default is 20,
+/// fewer than one campaign of 24 reactors needs).
+pub(crate) const EMULATOR_MAX_SESSIONS: usize = 100;
+
 /// Settings of an [`Emulator`].
 ///
 /// The defaults serve on `127.0.0.1` on a free port (`port = 0`), with an unsecured
@@ -340,6 +345,7 @@ impl Emulator {
             .host(config.host.clone())
             .port(addr.port())
             .discovery_urls(vec![url.clone()])
+            .max_sessions(EMULATOR_MAX_SESSIONS)
             .diagnostics_enabled(false)
             .with_node_manager(simple_node_manager(
                 NamespaceMetadata {
