@@ -851,6 +851,87 @@ impl HybridModel {
         result
     }
 
+    /// Takes the learned part of `fitted` (a copy of this model retrained on an earlier part
+    /// of the same dataset, e.g. in the background while this model went on learning):
+    /// its GP hyperparameters, input map and standardisation, its mechanism calibration and
+    /// lines; then conditions the GP on this model's **whole** dataset with them, without
+    /// optimising (one factorisation, [`MultiTaskGp::condition_from_scratch`]), and
+    /// recomputes the process variance. The report is the fit's (iterations, convergence,
+    /// likelihood of the data it was fitted on) with this dataset's rows and transitions and
+    /// the adoption's wall time.
+    ///
+    /// Errors: `fitted` has no GP, or its lines or GP input columns differ from this
+    /// model's (the model is then unchanged).
+    pub fn adopt_fit(&mut self, fitted: &HybridModel) -> Result<HybridFitReport> {
+        let start = Instant::now();
+        let (Some(gp), Some(fit)) = (&fitted.gp, &fitted.last_fit) else {
+            return Err(HybridError::Config(
+                "the model to adopt has not been fitted".into(),
+            ));
+        };
+        let mut lines = self.dataset_lines();
+        if lines.len() < 2 || self.config.gp.line_embedding_dims == 0 {
+            lines.clear();
+        }
+        if lines != fitted.lines {
+            return Err(HybridError::Config(format!(
+                "the fit to adopt knows the lines {:?}, the dataset has {lines:?}",
+                fitted.lines
+            )));
+        }
+        let backup = (
+            self.means(),
+            self.calibrated_params,
+            self.calibration.clone(),
+            self.retrains_since_calibration,
+            std::mem::replace(&mut self.lines, lines),
+        );
+        self.set_means(fitted.means());
+        self.calibrated_params = fitted.calibrated_params;
+        self.calibration = fitted.calibration.clone();
+        self.retrains_since_calibration = fitted.retrains_since_calibration;
+        let conditioned = (|| -> Result<_> {
+            self.estimate_states()?;
+            let rows = self.dataset.rows(self.config.input_source)?;
+            let (x, y, cols) = self.z_rows(&rows)?;
+            if cols != gp.n_cols() {
+                return Err(HybridError::Config(format!(
+                    "the fit to adopt has {} GP input columns, the model {cols}",
+                    gp.n_cols()
+                )));
+            }
+            let gp = gp.condition_from_scratch(&x, &y)?;
+            Ok((rows, x, y, cols, gp))
+        })();
+        let (rows, x, y, cols, gp) = match conditioned {
+            Ok(v) => v,
+            Err(e) => {
+                let (means, params, calibration, since, lines) = backup;
+                self.set_means(means);
+                self.calibrated_params = params;
+                self.calibration = calibration;
+                self.retrains_since_calibration = since;
+                self.lines = lines;
+                return Err(e);
+            }
+        };
+        self.process_var = if self.config.gp.process_noise {
+            process_noise(&gp, &y, &x, cols, |k, z| {
+                self.measurement_var_z(k, self.config.transform.s(k, z))
+            })
+        } else {
+            [0.0; N_SPECIES]
+        };
+        self.gp = Some(gp);
+        let mut report = fit.clone();
+        report.rows = rows.len();
+        report.transitions = rows.transitions;
+        report.calibrated = self.calibrated_values();
+        report.wall_time = start.elapsed();
+        self.last_fit = Some(report.clone());
+        Ok(report)
+    }
+
     /// Fits the GP with the current means, and commits the calibration of `step` with it.
     fn fit_gp(
         &mut self,

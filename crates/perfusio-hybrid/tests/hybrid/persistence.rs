@@ -48,3 +48,51 @@ fn a_loaded_model_predicts_bit_identically() {
         .unwrap();
     assert_eq!(p, q);
 }
+
+/// Adopting a fit: on the data it was fitted on, the model predicts as the fit does; with
+/// more data, the hyperparameters stay the fit's and the posterior takes the new data in.
+#[test]
+fn an_adopted_fit_keeps_its_hyperparameters_and_conditions_on_all_the_data() {
+    use perfusio_hybrid::HybridModel;
+    let fitted = trained(3, CloneKind::CloneY);
+    let x0 = [5.0, 97.0, 3.0, 2.0, 1.0, 9.0, 2.0, 0.0, 120.0];
+    let same = {
+        let mut m = fitted.clone();
+        m.adopt_fit(&fitted).unwrap();
+        m
+    };
+    let a = fitted.predict_next_state(&x0, &defaults(), 6).unwrap();
+    let b = same.predict_next_state(&x0, &defaults(), 6).unwrap();
+    for k in 0..N_SPECIES {
+        assert!(
+            (a.species[k].mean - b.species[k].mean).abs()
+                <= 1e-9 * a.species[k].mean.abs().max(1.0),
+            "{k}: {} vs {}",
+            a.species[k].mean,
+            b.species[k].mean
+        );
+    }
+    // two more runs of the design: the same hyperparameters, more rows, other predictions
+    let mut more: HybridModel = fitted.clone();
+    let extra: Vec<_> = crate::common::design_runs(5, 28, CloneKind::CloneY, 5)
+        .into_iter()
+        .skip(3)
+        .map(|t| (t, None))
+        .collect();
+    more.add_runs(&extra).unwrap();
+    let report = more.adopt_fit(&fitted).unwrap();
+    assert_eq!(
+        more.gp().unwrap().hyperparameters(),
+        fitted.gp().unwrap().hyperparameters()
+    );
+    assert!(report.rows > fitted.last_fit().unwrap().rows);
+    assert_eq!(report.iterations, fitted.last_fit().unwrap().iterations);
+    let c = more.predict_next_state(&x0, &defaults(), 6).unwrap();
+    assert!(
+        (0..N_SPECIES).any(|k| (c.species[k].mean - a.species[k].mean).abs()
+            > 1e-6 * a.species[k].mean.abs().max(1.0))
+    );
+    // an unfitted model has nothing to adopt
+    let fresh = HybridModel::new(perfusio_hybrid::HybridConfig::default()).unwrap();
+    assert!(fresh.clone().adopt_fit(&fresh).is_err());
+}
