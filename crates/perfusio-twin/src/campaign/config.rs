@@ -82,6 +82,17 @@ pub struct CampaignConfig {
     /// `forecast_horizon_days` linearised transitions. The design policy is not affected.
     #[serde(default = "default_forecast_method")]
     pub forecast_method: ForecastMethod,
+    /// Fit the shared model's hyperparameters off the daily path (default false): on a
+    /// retraining day, a fit started on an earlier retraining day (on the data through that
+    /// day) that has finished is adopted and the model conditioned on all data with it (one
+    /// factorisation), then the next fit starts in the background; while a fit still runs,
+    /// the model is conditioned on all data with the hyperparameters in force. For sampling
+    /// intervals shorter than a fit (an emulator's one-second day with hundreds of rows),
+    /// where a fit on the daily path makes the campaign miss samples. The hyperparameters
+    /// lag at least one retraining interval behind; which fit each retraining adopted is
+    /// in its `model_retrained` record, so a resume replays it.
+    #[serde(default)]
+    pub retrain_in_background: bool,
     /// Operator approval of the daily recommendations.
     #[serde(default)]
     pub approval: ApprovalConfig,

@@ -61,7 +61,7 @@ use crate::campaign_files::{
 use crate::cancel::CancelToken;
 use crate::error::{Result, TwinError};
 use crate::hash::derive_seed;
-use crate::reactor::{ReactorState, retrain_model};
+use crate::reactor::{Learned, ReactorState, retrain_model};
 use crate::report::DayRecord;
 use crate::twin::{
     DEFAULT_SAMPLE_WAIT, Read, STEP_FAILED, THREADS, WAIT_EVENT, applied_after, build_policy,
@@ -280,6 +280,7 @@ pub struct Campaign {
     poll: Duration,
     observer: Arc<dyn CampaignObserver>,
     resume: bool,
+    wait_for_fits: bool,
 }
 
 impl Campaign {
@@ -363,6 +364,7 @@ impl Campaign {
             poll: Duration::from_millis(200),
             observer: Arc::new(NoCampaignObserver),
             resume: false,
+            wait_for_fits: false,
         })
     }
 
@@ -412,6 +414,15 @@ impl Campaign {
     /// The design space every reactor shares.
     pub fn design_space(&self) -> &DesignSpace {
         &self.design_space
+    }
+
+    /// With `retrain_in_background`: on a retraining day, wait for the running fit instead of
+    /// conditioning with the hyperparameters in force (default off). Makes a campaign's
+    /// sequence of fits independent of the machine's speed (tests, benchmarks), at the cost
+    /// of the wait.
+    pub fn wait_for_background_fits(mut self, on: bool) -> Self {
+        self.wait_for_fits = on;
+        self
     }
 
     /// Continue the campaign of the output directory instead of starting one: the complete
@@ -653,6 +664,121 @@ struct Shared {
     states: Vec<ReactorState>,
 }
 
+/// A hyperparameter fit of a copy of the shared model, running off the daily path.
+#[derive(Debug)]
+struct BackgroundFit {
+    /// The retraining day whose data it is fitted on.
+    day: CultureDay,
+    handle: std::thread::JoinHandle<(HybridModel, Learned)>,
+}
+
+impl BackgroundFit {
+    /// Fits a copy of the shared model, taken on day `day`, on its own thread at idle
+    /// priority (`SCHED_IDLE` where there is one): it uses the cores the daily loop
+    /// leaves, so that it does not slow the days down.
+    fn start(mut copy: HybridModel, day: CultureDay) -> Result<Self> {
+        let handle = std::thread::Builder::new()
+            .name(format!("perfusio-fit-{day}"))
+            .spawn(move || {
+                idle_priority();
+                let l = retrain_model(&mut copy, day);
+                (copy, l)
+            })
+            .map_err(|e| TwinError::Task(format!("cannot start the background fit: {e}")))?;
+        Ok(Self { day, handle })
+    }
+
+    /// Waits for the fit (on the blocking pool).
+    async fn finish(self) -> Result<(HybridModel, Learned)> {
+        tokio::task::spawn_blocking(move || self.handle.join())
+            .await?
+            .map_err(|_| TwinError::Task("the background fit panicked".into()))
+    }
+}
+
+/// The calling thread (and the threads it starts) at the lowest scheduling class.
+fn idle_priority() {
+    #[cfg(unix)]
+    {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+            thread_native_id,
+        };
+        if let Err(e) = set_thread_priority_and_policy(
+            thread_native_id(),
+            thread_priority::ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        ) {
+            tracing::debug!(error = ?e, "the background fit keeps the normal priority");
+        }
+    }
+}
+
+/// A finished background fit, to adopt.
+pub(super) struct Fitted {
+    pub(super) day: CultureDay,
+    pub(super) model: HybridModel,
+    pub(super) learned: Learned,
+}
+
+/// How a retraining day with `retrain_in_background` retrains the shared model.
+pub(super) enum Adopt {
+    /// The finished fit of an earlier retraining day.
+    Fit(Box<Fitted>),
+    /// The fit of that day is still running: the model is conditioned on all data with
+    /// the hyperparameters in force, and the fit is adopted on a later retraining day.
+    Condition(CultureDay),
+}
+
+/// Start of the `termination` of a retraining that adopted a background fit.
+pub(super) const ADOPTED: &str = "adopted the fit of day ";
+/// Start of the `termination` of a retraining that only conditioned on the data.
+pub(super) const CONDITIONED: &str = "conditioned on the data through day ";
+
+/// The retraining of the shared model on day `day`: a background fit adopted (its
+/// hyperparameters, the model conditioned on all data since), the model conditioned on all
+/// data with the hyperparameters in force while a fit still runs, or, without either (first
+/// retraining, a fit that was skipped or cannot be adopted), a fit on the spot. The same in
+/// the live loop and in a resume's replay.
+pub(super) fn shared_retrain(
+    model: &mut HybridModel,
+    day: CultureDay,
+    adopt: Option<Adopt>,
+) -> Learned {
+    let adopted = match adopt {
+        Some(Adopt::Fit(f)) if f.learned.retrained.is_some() => {
+            model.adopt_fit(&f.model).map(|mut r| {
+                r.termination = format!(
+                    "{ADOPTED}{} ({}), conditioned on the data through day {day}",
+                    f.day, r.termination
+                );
+                r
+            })
+        }
+        Some(Adopt::Condition(running)) if model.gp().is_some() => {
+            let current = model.clone();
+            model.adopt_fit(&current).map(|mut r| {
+                r.termination = format!(
+                    "{CONDITIONED}{day} with the hyperparameters in force (the fit of day \
+                     {running} is still running)"
+                );
+                r
+            })
+        }
+        _ => return retrain_model(model, day),
+    };
+    match adopted {
+        Ok(r) => Learned {
+            retrained: Some(r),
+            retrain_skipped: None,
+        },
+        Err(e) => {
+            tracing::warn!(day, error = %e, "the background fit cannot be adopted; fitting now");
+            retrain_model(model, day)
+        }
+    }
+}
+
 /// What the operators did to one reactor on one day before it learned.
 #[derive(Debug, Default, Clone)]
 struct Interventions {
@@ -686,6 +812,8 @@ struct Runner {
     day: CultureDay,
     /// The first day `run_days` runs (0, or the day after the last complete one on resume).
     first_day: CultureDay,
+    /// The hyperparameter fit running in the background (`retrain_in_background`).
+    fitting: Option<BackgroundFit>,
     status: String,
     best: Option<BestPoint>,
     best_pool: Vec<ControlArray<f64>>,
@@ -807,6 +935,7 @@ impl Runner {
             answered,
             day: 0,
             first_day: 0,
+            fitting: None,
             status: "running".into(),
             best: None,
             best_pool: Vec::new(),
@@ -1086,10 +1215,37 @@ impl Runner {
         // 3. learn; one retraining of the shared model when due
         let t_compute = Instant::now();
         let retrain = retrain_due(&self.c.config.run, day);
+        let background = self.c.config.retrain_in_background;
+        // the hyperparameter fit started on an earlier retraining day, when it has finished
+        let t_wait = Instant::now();
+        let adopt = match (retrain && background, self.fitting.take()) {
+            (true, Some(f)) if self.c.wait_for_fits || f.handle.is_finished() => {
+                let day = f.day;
+                let (fitted, l) = f.finish().await?;
+                Some(Adopt::Fit(Box::new(Fitted {
+                    day,
+                    model: fitted,
+                    learned: l,
+                })))
+            }
+            (true, Some(f)) => {
+                let running = f.day;
+                self.fitting = Some(f);
+                Some(Adopt::Condition(running))
+            }
+            (false, pending) => {
+                self.fitting = pending;
+                None
+            }
+            (true, None) => None,
+        };
+        let waited = t_wait.elapsed();
+        let start_next =
+            retrain && background && !final_day && !matches!(adopt, Some(Adopt::Condition(_)));
         let active: Vec<bool> = self.units.iter().map(|u| u.ended.is_none()).collect();
         let ms = measured.clone();
         let inter = interventions.clone();
-        let (learned, day0, retrain_time) = self
+        let (learned, day0, retrain_time, next) = self
             .with_shared(move |s| -> Result<_> {
                 let tr = s.model.config().transform;
                 for i in 0..s.states.len() {
@@ -1116,19 +1272,25 @@ impl Runner {
                 }
                 let t_retrain = Instant::now();
                 let learned = retrain.then(|| {
-                    let l = retrain_model(&mut s.model, day);
+                    let l = shared_retrain(&mut s.model, day, adopt);
                     let sha = l.retrained.is_some().then(|| s.model.fingerprint());
                     (l, sha)
                 });
-                let retrain_time = t_retrain.elapsed();
+                let next = start_next.then(|| s.model.clone());
+                let retrain_time = t_retrain.elapsed() + waited;
                 let day0 = if day == 0 {
                     s.states.iter().find_map(|st| st.estimate().cloned())
                 } else {
                     None
                 };
-                Ok((learned, day0, retrain_time))
+                Ok((learned, day0, retrain_time, next))
             })
             .await??;
+        if let Some(copy) = next {
+            // the next hyperparameter fit, off the daily path: on the data through today,
+            // adopted on a later retraining day
+            self.fitting = Some(BackgroundFit::start(copy, day)?);
+        }
         if day0.is_some() {
             self.day0 = day0;
         }

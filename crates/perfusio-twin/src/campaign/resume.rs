@@ -26,8 +26,9 @@ use perfusio_core::{
 };
 
 use super::{
-    Campaign, CampaignIndex, GLUCOSE_G_PER_MMOL, Observation, Runner, SetpointEntry, Shared, Unit,
-    control_map,
+    ADOPTED, Adopt, BackgroundFit, CONDITIONED, Campaign, CampaignIndex, Fitted,
+    GLUCOSE_G_PER_MMOL, Observation, Runner, SetpointEntry, Shared, Unit, control_map,
+    shared_retrain,
 };
 use crate::error::{Result, TwinError};
 use crate::reactor::{ReactorState, retrain_model};
@@ -227,6 +228,7 @@ impl Runner {
         let initial = Control::defaults();
         let rules = c.alarm_rules.clone();
         let run_cfg = c.config.run.clone();
+        let background = c.config.retrain_in_background;
         let ids: Vec<String> = c.config.reactors.iter().map(|r| r.id.clone()).collect();
         let run_ids: Vec<String> = writers.iter().map(|w| w.3.clone()).collect();
         let replay = tokio::task::spawn_blocking(move || -> std::result::Result<_, String> {
@@ -240,6 +242,7 @@ impl Runner {
             let mut applied_days: Vec<Vec<(CultureDay, ControlArray<f64>, bool)>> =
                 vec![Vec::new(); states.len()];
             let gln_feed = model.mechanism_params().gln_feed;
+            let mut pending: Option<Fitted> = None;
             for day in 0..=last {
                 let di = day as usize;
                 for (i, days) in per_reactor.iter().enumerate() {
@@ -252,6 +255,7 @@ impl Runner {
                 }
                 // learning, every reactor in order
                 let mut retrained_sha: Option<String> = None;
+                let mut retrained_term: Option<String> = None;
                 for (i, days) in per_reactor.iter().enumerate() {
                     let Some(d) = days[di].as_ref().filter(|_| ended[i].is_none()) else {
                         continue;
@@ -291,10 +295,35 @@ impl Runner {
                     }
                     if let Some(r) = &d.rec.retrained {
                         retrained_sha = Some(r.model_sha256.clone());
+                        retrained_term = Some(r.termination.clone());
                     }
                 }
                 if retrain_due(&run_cfg, day) {
-                    let l = retrain_model(&mut model, day);
+                    // what the live loop did with its background fit, as the log says
+                    let adopt = match (background, retrained_term.as_deref()) {
+                        (true, Some(t)) if t.starts_with(CONDITIONED) => {
+                            Some(Adopt::Condition(pending.as_ref().map_or(0, |p| p.day)))
+                        }
+                        (true, Some(t)) if t.starts_with(ADOPTED) => {
+                            pending.take().map(|f| Adopt::Fit(Box::new(f)))
+                        }
+                        _ => {
+                            pending = None;
+                            None
+                        }
+                    };
+                    let conditioned = matches!(adopt, Some(Adopt::Condition(_)));
+                    let l = shared_retrain(&mut model, day, adopt);
+                    if background && !conditioned {
+                        // what the live loop fitted in the background, fitted here at once
+                        let mut copy = model.clone();
+                        let fl = retrain_model(&mut copy, day);
+                        pending = Some(Fitted {
+                            day,
+                            model: copy,
+                            learned: fl,
+                        });
+                    }
                     match (&l.retrained, &retrained_sha) {
                         (Some(_), Some(sha)) if model.fingerprint() != *sha => {
                             return Err(format!(
@@ -335,11 +364,19 @@ impl Runner {
                     applied_days[i].push((day, applied, recorded));
                 }
             }
-            Ok((model, states, day0, ended, applied_days, per_reactor))
+            Ok((
+                model,
+                states,
+                day0,
+                ended,
+                applied_days,
+                per_reactor,
+                pending,
+            ))
         })
         .await?
         .map_err(|reason| bad(&dir, reason))?;
-        let (model, states, day0, ended, applied_days, per_reactor) = replay;
+        let (model, states, day0, ended, applied_days, per_reactor, pending) = replay;
         // the connectors: a simulated plant replays the written setpoints
         for (i, days) in per_reactor.iter().enumerate() {
             let written: Vec<Setpoints> = days
@@ -447,6 +484,10 @@ impl Runner {
             answered,
             day: last,
             first_day: last + 1,
+            fitting: pending.map(|f| BackgroundFit {
+                day: f.day,
+                handle: std::thread::spawn(move || (f.model, f.learned)),
+            }),
             status: "running".into(),
             best: None,
             best_pool: Vec::new(),

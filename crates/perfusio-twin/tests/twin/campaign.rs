@@ -39,6 +39,7 @@ fn config(dir: &Path, n: usize, days: u32) -> CampaignConfig {
         constraints: None,
         best_point_days: None,
         forecast_method: perfusio_twin::layers::hybrid::ForecastMethod::MomentMatching,
+        retrain_in_background: false,
         approval: Default::default(),
         run,
         reactors: (1..=n)
@@ -703,6 +704,15 @@ fn the_readme_example_configuration_parses() {
     assert_eq!(cfg.run.duration_days, 14);
     assert!((cfg.medium_cost - 400.0).abs() < 1e-12);
     assert_eq!(cfg.prior.as_deref(), Some("CloneX"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/campaign.emulator.toml");
+    let cfg = CampaignConfig::from_file(&path).unwrap();
+    assert_eq!(cfg.reactors.len(), 24);
+    assert!(cfg.retrain_in_background);
+    assert!(
+        cfg.reactors.iter().all(
+            |r| matches!(&r.connector, ConnectorSpec::Opcua { folder, .. } if *folder == r.id)
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -929,4 +939,132 @@ async fn a_cancelled_campaign_resumes_where_it_stopped_and_ends_as_an_uninterrup
         matches!(&refused, Err(TwinError::Resume { reason, .. }) if reason.contains("configuration differs")),
         "{refused:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_fits_are_adopted_on_the_next_retraining_day_and_resume_exactly() {
+    let ids = ["R01", "R02"];
+    let cfg = |dir: &Path| {
+        let mut c = config(dir, 2, 7);
+        c.retrain_in_background = true;
+        c
+    };
+    let full = tempfile::tempdir().unwrap();
+    let (_, conns) = plants(2);
+    let report = Campaign::with_connectors(cfg(full.path()), conns)
+        .unwrap()
+        .wait_for_background_fits(true)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.finished.as_deref(), Some("completed"));
+    // day 3 is fitted on the spot (nothing to adopt yet); day 6 adopts the fit of day 3
+    let retrained: Vec<(f64, String, usize)> = log(full.path(), "R01")
+        .iter()
+        .filter(|r| r.kind == "model_retrained")
+        .map(|r| {
+            (
+                r.day,
+                r.payload["termination"].as_str().unwrap().to_string(),
+                r.payload["rows"].as_u64().unwrap() as usize,
+            )
+        })
+        .collect();
+    assert_eq!(retrained.len(), 2, "{retrained:?}");
+    assert_eq!(retrained[0].0, 3.0);
+    assert!(!retrained[0].1.starts_with("adopted"), "{retrained:?}");
+    assert_eq!(retrained[1].0, 6.0);
+    assert!(
+        retrained[1].1.starts_with("adopted the fit of day 3"),
+        "{retrained:?}"
+    );
+    // conditioned on the data through day 6, more than the fit saw
+    assert!(retrained[1].2 > retrained[0].2, "{retrained:?}");
+    // stopped after day 4 (the fit of day 3 pending) and resumed: the replay fits it again
+    // and adopts it on day 6 as the live loop did
+    let cut = tempfile::tempdir().unwrap();
+    let token = perfusio_twin::CancelToken::new();
+    let (_, conns) = plants(2);
+    Campaign::with_connectors(cfg(cut.path()), conns)
+        .unwrap()
+        .wait_for_background_fits(true)
+        .cancel_token(token.clone())
+        .observer(CancelAfter { at: 4, token })
+        .run()
+        .await
+        .unwrap();
+    let (_, conns) = plants(2);
+    let resumed = Campaign::with_connectors(cfg(cut.path()), conns)
+        .unwrap()
+        .wait_for_background_fits(true)
+        .resume(true)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(resumed.finished.as_deref(), Some("completed"));
+    assert_eq!(written(cut.path(), &ids), written(full.path(), &ids));
+    let sha = |dir: &Path| -> Vec<String> {
+        log(dir, "R02")
+            .iter()
+            .filter(|r| r.kind == "model_retrained")
+            .map(|r| r.payload["model_sha256"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(sha(cut.path()), sha(full.path()));
+}
+
+/// Without waiting, a retraining day conditions on the data while a fit still runs, and a
+/// resume replays whichever each day did (its hashes are checked against the logs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_with_background_fits_resumes_whatever_each_retraining_day_did() {
+    let cfg = |dir: &Path| {
+        let mut c = config(dir, 2, 10);
+        c.retrain_in_background = true;
+        c
+    };
+    let cut = tempfile::tempdir().unwrap();
+    let token = perfusio_twin::CancelToken::new();
+    let (_, conns) = plants(2);
+    Campaign::with_connectors(cfg(cut.path()), conns)
+        .unwrap()
+        .cancel_token(token.clone())
+        .observer(CancelAfter { at: 7, token })
+        .run()
+        .await
+        .unwrap();
+    let terms = |dir: &Path| -> Vec<(f64, String)> {
+        log(dir, "R01")
+            .iter()
+            .filter(|r| r.kind == "model_retrained")
+            .map(|r| {
+                (
+                    r.day,
+                    r.payload["termination"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let before = terms(cut.path());
+    assert_eq!(
+        before.iter().map(|t| t.0).collect::<Vec<_>>(),
+        vec![3.0, 6.0]
+    );
+    assert!(
+        before[1].1.starts_with("adopted the fit of day 3")
+            || before[1]
+                .1
+                .starts_with("conditioned on the data through day 6"),
+        "{before:?}"
+    );
+    let (_, conns) = plants(2);
+    let resumed = Campaign::with_connectors(cfg(cut.path()), conns)
+        .unwrap()
+        .resume(true)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(resumed.finished.as_deref(), Some("completed"));
+    let after = terms(cut.path());
+    assert_eq!(after[..2], before[..]);
+    assert_eq!(after.last().unwrap().0, 9.0);
 }
