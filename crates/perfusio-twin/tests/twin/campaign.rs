@@ -826,6 +826,27 @@ impl perfusio_twin::campaign::CampaignObserver for CancelAfter {
     }
 }
 
+/// Runs a campaign of `cfg` on fresh virtual plants (one per reactor): stopped after day
+/// `stop` when given, as a resume when `resume`, waiting for background fits when `wait`.
+async fn run_campaign(
+    cfg: CampaignConfig,
+    stop: Option<u32>,
+    resume: bool,
+    wait: bool,
+) -> Result<CampaignReport, TwinError> {
+    let (_, conns) = plants(cfg.reactors.len());
+    let mut c = Campaign::with_connectors(cfg, conns)?
+        .resume(resume)
+        .wait_for_background_fits(wait);
+    if let Some(at) = stop {
+        let token = perfusio_twin::CancelToken::new();
+        c = c
+            .cancel_token(token.clone())
+            .observer(CancelAfter { at, token });
+    }
+    c.run().await
+}
+
 /// The setpoints written to every reactor, by reactor and day.
 fn written(dir: &Path, ids: &[&str]) -> Vec<Vec<(f64, Vec<f64>)>> {
     ids.iter()
@@ -850,31 +871,18 @@ async fn a_cancelled_campaign_resumes_where_it_stopped_and_ends_as_an_uninterrup
     let ids = ["R01", "R02", "R03"];
     // uninterrupted
     let full = tempfile::tempdir().unwrap();
-    let (_, conns) = plants(3);
-    let report = Campaign::with_connectors(config(full.path(), 3, 6), conns)
-        .unwrap()
-        .run()
+    let report = run_campaign(config(full.path(), 3, 6), None, false, false)
         .await
         .unwrap();
     assert_eq!(report.finished.as_deref(), Some("completed"));
     // stopped after day 3 (a retraining day), then resumed with fresh connectors
     let cut = tempfile::tempdir().unwrap();
-    let token = perfusio_twin::CancelToken::new();
-    let (_, conns) = plants(3);
-    let stopped = Campaign::with_connectors(config(cut.path(), 3, 6), conns)
-        .unwrap()
-        .cancel_token(token.clone())
-        .observer(CancelAfter { at: 3, token })
-        .run()
+    let stopped = run_campaign(config(cut.path(), 3, 6), Some(3), false, false)
         .await
         .unwrap();
     assert_eq!(stopped.finished.as_deref(), Some("cancelled"));
     assert_eq!(CampaignIndex::read(cut.path()).unwrap().days.len(), 4);
-    let (_, conns) = plants(3);
-    let resumed = Campaign::with_connectors(config(cut.path(), 3, 6), conns)
-        .unwrap()
-        .resume(true)
-        .run()
+    let resumed = run_campaign(config(cut.path(), 3, 6), None, true, false)
         .await
         .unwrap();
     assert_eq!(resumed.finished.as_deref(), Some("completed"));
@@ -907,34 +915,18 @@ async fn a_cancelled_campaign_resumes_where_it_stopped_and_ends_as_an_uninterrup
     assert_eq!(written(cut.path(), &ids), written(full.path(), &ids));
     assert_eq!(written(cut.path(), &ids)[0].len(), 6);
     // a completed campaign, or another configuration, is refused with the reason
-    let (_, conns) = plants(3);
-    let again = Campaign::with_connectors(config(cut.path(), 3, 6), conns)
-        .unwrap()
-        .resume(true)
-        .run()
-        .await;
+    let again = run_campaign(config(cut.path(), 3, 6), None, true, false).await;
     assert!(
         matches!(&again, Err(TwinError::Resume { reason, .. }) if reason.contains("already completed")),
         "{again:?}"
     );
-    let (_, conns) = plants(3);
-    let token = perfusio_twin::CancelToken::new();
     let other = tempfile::tempdir().unwrap();
-    Campaign::with_connectors(config(other.path(), 3, 6), conns)
-        .unwrap()
-        .cancel_token(token.clone())
-        .observer(CancelAfter { at: 1, token })
-        .run()
+    run_campaign(config(other.path(), 3, 6), Some(1), false, false)
         .await
         .unwrap();
     let mut changed = config(other.path(), 3, 6);
     changed.seed = Some(12);
-    let (_, conns) = plants(3);
-    let refused = Campaign::with_connectors(changed, conns)
-        .unwrap()
-        .resume(true)
-        .run()
-        .await;
+    let refused = run_campaign(changed, None, true, false).await;
     assert!(
         matches!(&refused, Err(TwinError::Resume { reason, .. }) if reason.contains("configuration differs")),
         "{refused:?}"
@@ -950,11 +942,7 @@ async fn background_fits_are_adopted_on_the_next_retraining_day_and_resume_exact
         c
     };
     let full = tempfile::tempdir().unwrap();
-    let (_, conns) = plants(2);
-    let report = Campaign::with_connectors(cfg(full.path()), conns)
-        .unwrap()
-        .wait_for_background_fits(true)
-        .run()
+    let report = run_campaign(cfg(full.path()), None, false, true)
         .await
         .unwrap();
     assert_eq!(report.finished.as_deref(), Some("completed"));
@@ -983,22 +971,10 @@ async fn background_fits_are_adopted_on_the_next_retraining_day_and_resume_exact
     // stopped after day 4 (the fit of day 3 pending) and resumed: the replay fits it again
     // and adopts it on day 6 as the live loop did
     let cut = tempfile::tempdir().unwrap();
-    let token = perfusio_twin::CancelToken::new();
-    let (_, conns) = plants(2);
-    Campaign::with_connectors(cfg(cut.path()), conns)
-        .unwrap()
-        .wait_for_background_fits(true)
-        .cancel_token(token.clone())
-        .observer(CancelAfter { at: 4, token })
-        .run()
+    run_campaign(cfg(cut.path()), Some(4), false, true)
         .await
         .unwrap();
-    let (_, conns) = plants(2);
-    let resumed = Campaign::with_connectors(cfg(cut.path()), conns)
-        .unwrap()
-        .wait_for_background_fits(true)
-        .resume(true)
-        .run()
+    let resumed = run_campaign(cfg(cut.path()), None, true, true)
         .await
         .unwrap();
     assert_eq!(resumed.finished.as_deref(), Some("completed"));
@@ -1023,13 +999,7 @@ async fn a_campaign_with_background_fits_resumes_whatever_each_retraining_day_di
         c
     };
     let cut = tempfile::tempdir().unwrap();
-    let token = perfusio_twin::CancelToken::new();
-    let (_, conns) = plants(2);
-    Campaign::with_connectors(cfg(cut.path()), conns)
-        .unwrap()
-        .cancel_token(token.clone())
-        .observer(CancelAfter { at: 7, token })
-        .run()
+    run_campaign(cfg(cut.path()), Some(7), false, false)
         .await
         .unwrap();
     let terms = |dir: &Path| -> Vec<(f64, String)> {
@@ -1056,11 +1026,7 @@ async fn a_campaign_with_background_fits_resumes_whatever_each_retraining_day_di
                 .starts_with("conditioned on the data through day 6"),
         "{before:?}"
     );
-    let (_, conns) = plants(2);
-    let resumed = Campaign::with_connectors(cfg(cut.path()), conns)
-        .unwrap()
-        .resume(true)
-        .run()
+    let resumed = run_campaign(cfg(cut.path()), None, true, false)
         .await
         .unwrap();
     assert_eq!(resumed.finished.as_deref(), Some("completed"));
