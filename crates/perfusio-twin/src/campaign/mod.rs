@@ -13,8 +13,10 @@
 //!    exchange, setpoint override; `operator_action`);
 //! 3. learn: each reactor's filter and the shared dataset (the same learning step as the
 //!    twin, [`ReactorState::learn`]); every `retrain_every` days one warm retraining of the
-//!    shared model (`model_retrained` in every reactor's log);
-//! 4. forecast every reactor (`forecast`), alarms per reactor (`alarm`);
+//!    shared model (`model_retrained` in every reactor's log), or, with
+//!    `retrain_in_background`, the adoption of a fit made off the daily path;
+//! 4. forecast every reactor (`forecast`; moment matching unless `forecast_method` says
+//!    otherwise), alarms per reactor (`alarm`);
 //! 5. one batch decision (`decision` per reactor);
 //! 6. approval: applied at once (`auto`), or published as pending and waiting for approve,
 //!    edit or reject until the deadline, then hold or apply (`required`; `operator_action`);
@@ -23,7 +25,8 @@
 //! After each day the campaign publishes `snapshot.json` (see [`crate::campaign_files`]) and
 //! the index `campaign.json` ([`CampaignIndex`]: the configuration, the reactors' logs, and
 //! the head hash of every reactor's log after every day). Operators' actions come from
-//! `actions.jsonl` and each gets one answer in `outcomes.jsonl`.
+//! `actions.jsonl` and each gets one answer in `outcomes.jsonl`. A campaign that stopped
+//! continues from its directory with [`Campaign::resume`] (module `resume`).
 
 mod config;
 mod report;
