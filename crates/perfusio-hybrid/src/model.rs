@@ -65,7 +65,7 @@ pub struct SpeciesPrediction {
     pub mean: f64,
     /// Standard deviation.
     pub sd: f64,
-    /// Quantiles at [`Q_LEVELS`] (5, 10, 50, 90, 95 %).
+    /// Quantiles at [`crate::Q_LEVELS`] (5, 10, 50, 90, 95 %).
     pub quantiles: [f64; 5],
 }
 
