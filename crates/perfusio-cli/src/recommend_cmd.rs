@@ -37,6 +37,8 @@ pub(crate) struct Args {
     /// when present).
     #[arg(long)]
     history: PathBuf,
+    // `[:WEIGHT]` is the help text's notation for an optional part, not a link
+    #[allow(rustdoc::broken_intra_doc_links)]
     /// Objective to maximise: harvest, final-titer or track:VAR=TARGET[:WEIGHT],… (e.g.
     /// track:VCV=10).
     #[arg(long, default_value = "harvest")]

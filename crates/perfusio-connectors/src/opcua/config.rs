@@ -129,7 +129,7 @@ fn default_pki_dir() -> PathBuf {
     PathBuf::from("pki")
 }
 
-/// Settings of an [`OpcUaConnector`] (serde: TOML or JSON).
+/// Settings of an [`OpcUaConnector`](super::OpcUaConnector) (serde: TOML or JSON).
 ///
 /// ```
 /// use perfusio_connectors::opcua::{Identity, OpcUaConfig, Security};
