@@ -91,85 +91,27 @@ fn a_campaign_runs_reports_and_takes_operator_actions_from_the_command_line() {
         perfusio(&["approve", "--campaign", d, "--reactor", "R09", "--day", "3"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("R01, R02"), "{stderr}");
+    // an action's command line: VERB --campaign DIR --reactor R --day D [ARGS…]
+    let act =
+        |verb: &'static str, reactor: &'static str, day: &'static str, args: &[&'static str]| {
+            let mut v = vec![verb, "--campaign", d, "--reactor", reactor, "--day", day];
+            v.extend_from_slice(args);
+            v
+        };
     // accepted actions are appended for the campaign to answer
     let ok = [
-        vec![
-            "approve",
-            "--campaign",
-            d,
-            "--reactor",
-            "R01",
-            "--day",
-            "3",
-            "--actor",
-            "ana",
-        ],
-        vec![
-            "edit",
-            "--campaign",
-            d,
-            "--reactor",
-            "R02",
-            "--day",
-            "3",
-            "--actor",
-            "ana",
-            "temperature=36",
-        ],
-        vec![
-            "reject",
-            "--campaign",
-            d,
-            "--reactor",
-            "R02",
-            "--day",
-            "4",
-            "--reason",
-            "foam",
-        ],
-        vec![
+        act("approve", "R01", "3", &["--actor", "ana"]),
+        act("edit", "R02", "3", &["--actor", "ana", "temperature=36"]),
+        act("reject", "R02", "4", &["--reason", "foam"]),
+        act("intervene", "R01", "3", &["glucose-bolus=5"]),
+        act("intervene", "R01", "3", &["media-exchange=0.3"]),
+        act(
             "intervene",
-            "--campaign",
-            d,
-            "--reactor",
             "R01",
-            "--day",
             "3",
-            "glucose-bolus=5",
-        ],
-        vec![
-            "intervene",
-            "--campaign",
-            d,
-            "--reactor",
-            "R01",
-            "--day",
-            "3",
-            "media-exchange=0.3",
-        ],
-        vec![
-            "intervene",
-            "--campaign",
-            d,
-            "--reactor",
-            "R01",
-            "--day",
-            "3",
-            "sample",
-            "glucose=3.5",
-            "lactate=20",
-        ],
-        vec![
-            "intervene",
-            "--campaign",
-            d,
-            "--reactor",
-            "R01",
-            "--day",
-            "3",
-            "setpoint",
-            "agitation=900",
-        ],
+            &["sample", "glucose=3.5", "lactate=20"],
+        ),
+        act("intervene", "R01", "3", &["setpoint", "agitation=900"]),
     ];
     for args in &ok {
         let (code, stdout, stderr) = perfusio(args);
@@ -186,68 +128,12 @@ fn a_campaign_runs_reports_and_takes_operator_actions_from_the_command_line() {
         perfusio_twin::campaign_files::ActionKind::GlucoseBolus { mmol_per_l } if (mmol_per_l - 5.0).abs() < 1e-12
     ));
     let bad = [
-        vec![
-            "intervene",
-            "--campaign",
-            d,
-            "--reactor",
-            "R01",
-            "--day",
-            "3",
-            "media-exchange=1.5",
-        ],
-        vec![
-            "intervene",
-            "--campaign",
-            d,
-            "--reactor",
-            "R01",
-            "--day",
-            "3",
-            "glucose-bolus=500",
-        ],
-        vec![
-            "intervene",
-            "--campaign",
-            d,
-            "--reactor",
-            "R01",
-            "--day",
-            "3",
-            "sample",
-            "sugar=1",
-        ],
-        vec![
-            "intervene",
-            "--campaign",
-            d,
-            "--reactor",
-            "R01",
-            "--day",
-            "3",
-            "setpoint",
-            "temperature=90",
-        ],
-        vec![
-            "intervene",
-            "--campaign",
-            d,
-            "--reactor",
-            "R01",
-            "--day",
-            "3",
-            "feed=2",
-        ],
-        vec![
-            "approve",
-            "--campaign",
-            d,
-            "--reactor",
-            "R01",
-            "--day",
-            "3",
-            "temperature=36",
-        ],
+        act("intervene", "R01", "3", &["media-exchange=1.5"]),
+        act("intervene", "R01", "3", &["glucose-bolus=500"]),
+        act("intervene", "R01", "3", &["sample", "sugar=1"]),
+        act("intervene", "R01", "3", &["setpoint", "temperature=90"]),
+        act("intervene", "R01", "3", &["feed=2"]),
+        act("approve", "R01", "3", &["temperature=36"]),
     ];
     for args in &bad {
         let (code, _, stderr) = perfusio(args);
