@@ -22,6 +22,8 @@
 //! design policy uses) and for the measured value (measurement noise added: what a sample
 //! will show, and what coverage is scored against).
 
+use std::borrow::Cow;
+
 use perfusio_core::{ControlArray, Derived, N_SPECIES, SpeciesArray};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -190,19 +192,20 @@ impl Forecast {
     /// draws from each day's moment-matched Gaussian. A moment-matched forecast has no joint
     /// law across days, so its draws are per-day marginals (each day drawn independently):
     /// use them for what looks at one day at a time (bands, alarm probabilities), never as
-    /// trajectories. Empty when the forecast kept neither.
-    pub fn latent_draws(&self, n: usize, seed: u64) -> Vec<Vec<SpeciesArray<f64>>> {
-        if let Some(paths) = &self.paths {
-            return paths.clone();
+    /// trajectories. Empty when the forecast kept neither. The kept paths are borrowed,
+    /// not copied.
+    pub fn latent_draws(&self, n: usize, seed: u64) -> Cow<'_, [Vec<SpeciesArray<f64>>]> {
+        if let Some(paths) = self.paths.as_ref().filter(|p| !p.is_empty()) {
+            return Cow::Borrowed(paths.as_slice());
         }
         let Some(moments) = &self.moments else {
-            return Vec::new();
+            return Cow::Owned(Vec::new());
         };
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut out: Vec<Vec<SpeciesArray<f64>>> = vec![Vec::with_capacity(moments.len()); n];
         for (mu, cov) in moments {
             let Some(l) = cholesky9(cov) else {
-                return Vec::new();
+                return Cow::Owned(Vec::new());
             };
             for path in &mut out {
                 let e = lower_mul(&l, &normal9(&mut rng));
@@ -210,7 +213,7 @@ impl Forecast {
                 path.push(self.transform.to_species(&z));
             }
         }
-        out
+        Cow::Owned(out)
     }
 }
 

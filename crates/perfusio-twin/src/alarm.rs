@@ -220,18 +220,10 @@ impl AlarmTracker {
     /// 256 seeded draws of each day of a moment-matched one
     /// ([`Forecast::latent_draws`]). A forecast with neither changes nothing.
     pub fn evaluate(&mut self, forecast: &Forecast) -> Vec<Alarm> {
-        let drawn;
-        let paths = match forecast.paths.as_ref().filter(|p| !p.is_empty()) {
-            Some(p) => p,
-            None => {
-                drawn =
-                    forecast.latent_draws(ALARM_DRAWS, ALARM_SEED ^ u64::from(forecast.start_day));
-                if drawn.is_empty() {
-                    return Vec::new();
-                }
-                &drawn
-            }
-        };
+        let paths = forecast.latent_draws(ALARM_DRAWS, ALARM_SEED ^ u64::from(forecast.start_day));
+        if paths.is_empty() {
+            return Vec::new();
+        }
         let n = paths.len() as f64;
         let mut out = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
