@@ -75,15 +75,22 @@ fn reactor_days(
             ));
         }
         let day = r.day as usize;
-        if day >= days.len() {
-            continue; // a day cut short: done again
-        }
         let event = r.event()?;
-        if matches!(
-            event,
-            Event::RunResumed(_) | Event::RunFinished(_) | Event::LogRecovered(_)
-        ) {
-            continue;
+        match event {
+            // a stop or a resume after day `day`: what a later day had recorded before it
+            // was cut short, and is done again after the resume
+            Event::RunResumed(_) | Event::RunFinished(_) => {
+                for later in day.saturating_add(1)..days.len() {
+                    days[later] = None;
+                    decided[later] = false;
+                }
+                continue;
+            }
+            Event::LogRecovered(_) => continue,
+            _ => {}
+        }
+        if day >= days.len() {
+            continue; // after the last complete day: done again
         }
         let d = days[day].get_or_insert_with(|| ReplayDay {
             rec: DayRecord::new(day as CultureDay),

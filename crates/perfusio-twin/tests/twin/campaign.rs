@@ -871,29 +871,61 @@ async fn a_cancelled_campaign_resumes_where_it_stopped_and_ends_as_an_uninterrup
     let ids = ["R01", "R02", "R03"];
     // uninterrupted
     let full = tempfile::tempdir().unwrap();
-    let report = run_campaign(config(full.path(), 3, 6), None, false, false)
+    let report = run_campaign(config(full.path(), 3, 8), None, false, false)
         .await
         .unwrap();
     assert_eq!(report.finished.as_deref(), Some("completed"));
     // stopped after day 3 (a retraining day), then resumed with fresh connectors
     let cut = tempfile::tempdir().unwrap();
-    let stopped = run_campaign(config(cut.path(), 3, 6), Some(3), false, false)
+    let stopped = run_campaign(config(cut.path(), 3, 8), Some(3), false, false)
         .await
         .unwrap();
     assert_eq!(stopped.finished.as_deref(), Some("cancelled"));
     assert_eq!(CampaignIndex::read(cut.path()).unwrap().days.len(), 4);
-    let resumed = run_campaign(config(cut.path(), 3, 6), None, true, false)
+    // what a crash in the middle of day 4 would leave: an extra sample taken for day 4
+    // that the redone day 4 never had (it must not enter the replay of the redone day)
+    {
+        use perfusio_audit::{Actor, AuditWriter, Entry, WriterOptions};
+        let path = cut.path().join("R01").join("audit.jsonl");
+        let (mut w, _) = AuditWriter::open(&path, WriterOptions::new("t-R01", "R01")).unwrap();
+        w.append(Entry {
+            actor: Actor::operator("ana").unwrap(),
+            ..Entry::new(
+                4,
+                OperatorActionEvent {
+                    action_id: "residue".into(),
+                    action: "extra_sample".into(),
+                    requested_at: "2026-12-02T00:00:00Z".into(),
+                    accepted: true,
+                    reason: "extra sample of day 4".into(),
+                    values: BTreeMap::from([("Glc".to_string(), 9.0)]),
+                    before: BTreeMap::new(),
+                    after: BTreeMap::from([("Glc".to_string(), 9.0)]),
+                },
+            )
+        })
+        .unwrap();
+        w.close().unwrap();
+    }
+    // resumed and stopped again after day 4, then resumed to the end: a second resume
+    // replays the days after the first one too, without the cut-short day's records
+    let again = run_campaign(config(cut.path(), 3, 8), Some(4), true, false)
+        .await
+        .unwrap();
+    assert_eq!(again.finished.as_deref(), Some("cancelled"));
+    assert_eq!(CampaignIndex::read(cut.path()).unwrap().days.len(), 5);
+    let resumed = run_campaign(config(cut.path(), 3, 8), None, true, false)
         .await
         .unwrap();
     assert_eq!(resumed.finished.as_deref(), Some("completed"));
     let index = CampaignIndex::read(cut.path()).unwrap();
     assert_eq!(
         index.days.iter().map(|d| d.day).collect::<Vec<_>>(),
-        (0..=6).collect::<Vec<_>>()
+        (0..=8).collect::<Vec<_>>()
     );
     for id in ids {
         let recs = log(cut.path(), id);
-        assert_eq!(recs.iter().filter(|r| r.kind == "run_resumed").count(), 1);
+        assert_eq!(recs.iter().filter(|r| r.kind == "run_resumed").count(), 2);
         // the retrainings of the uninterrupted run, with its hashes: the one of day 3 before
         // the stop (its replay gave the logged hash, else the resume would have been refused)
         let retrained = |recs: &[Record]| -> Vec<(f64, String)> {
@@ -908,23 +940,27 @@ async fn a_cancelled_campaign_resumes_where_it_stopped_and_ends_as_an_uninterrup
                 .collect()
         };
         assert_eq!(retrained(&recs), retrained(&log(full.path(), id)));
-        assert_eq!(retrained(&recs)[0].0, 3.0);
+        // day 6's retraining learned day 4 as redone, not the cut-short day's extra sample
+        assert_eq!(
+            retrained(&recs).iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![3.0, 6.0]
+        );
     }
     assert!(resumed.reactors.iter().all(|r| r.head_matches_index));
     // the same shared model, the same plants: the same setpoints as without the stop
     assert_eq!(written(cut.path(), &ids), written(full.path(), &ids));
-    assert_eq!(written(cut.path(), &ids)[0].len(), 6);
+    assert_eq!(written(cut.path(), &ids)[0].len(), 8);
     // a completed campaign, or another configuration, is refused with the reason
-    let again = run_campaign(config(cut.path(), 3, 6), None, true, false).await;
+    let completed = run_campaign(config(cut.path(), 3, 8), None, true, false).await;
     assert!(
-        matches!(&again, Err(TwinError::Resume { reason, .. }) if reason.contains("already completed")),
-        "{again:?}"
+        matches!(&completed, Err(TwinError::Resume { reason, .. }) if reason.contains("already completed")),
+        "{completed:?}"
     );
     let other = tempfile::tempdir().unwrap();
-    run_campaign(config(other.path(), 3, 6), Some(1), false, false)
+    run_campaign(config(other.path(), 3, 8), Some(1), false, false)
         .await
         .unwrap();
-    let mut changed = config(other.path(), 3, 6);
+    let mut changed = config(other.path(), 3, 8);
     changed.seed = Some(12);
     let refused = run_campaign(changed, None, true, false).await;
     assert!(
