@@ -71,13 +71,8 @@ pub trait Kernel: Send + Sync + fmt::Debug {
     /// `out.ncols()` rows of `y` (row-major, `d` columns each). The default evaluates every
     /// pair; the smooth stationary kernels override it with one matrix product for all the
     /// scaled squared distances ([`Matern`]).
-    fn cross_block(&self, x: &[f64], y: &[f64], d: usize, mut out: MatMut<'_, f64>) {
-        for a in 0..out.nrows() {
-            let xa = &x[a * d..(a + 1) * d];
-            for i in 0..out.ncols() {
-                out[(a, i)] = self.eval(xa, &y[i * d..(i + 1) * d]);
-            }
-        }
+    fn cross_block(&self, x: &[f64], y: &[f64], d: usize, out: MatMut<'_, f64>) {
+        cross_pairwise(self, x, y, d, out);
     }
     /// Kernel value and its gradient with respect to the FIRST input,
     /// `grad[j] = ∂k(x, y)/∂x_j` for every column `j` of `x` (`grad.len() == x.len()`;
@@ -138,8 +133,25 @@ fn scaled_sq(active: &[usize], inv_ls: &[f64], x: &[f64], y: &[f64], s: &mut [f6
     r2
 }
 
-/// Below this many pairs a cross block is evaluated pair by pair.
-const CROSS_GEMM_MIN_PAIRS: usize = 256;
+/// [`Kernel::cross_block`] pair by pair.
+fn cross_pairwise<K: Kernel + ?Sized>(
+    k: &K,
+    x: &[f64],
+    y: &[f64],
+    d: usize,
+    mut out: MatMut<'_, f64>,
+) {
+    for a in 0..out.nrows() {
+        let xa = &x[a * d..(a + 1) * d];
+        for i in 0..out.ncols() {
+            out[(a, i)] = k.eval(xa, &y[i * d..(i + 1) * d]);
+        }
+    }
+}
+
+/// Below this many rows of `x` a cross block is evaluated pair by pair: the product path
+/// scales a copy of all of `y` first, which only pays when several rows share it.
+const CROSS_GEMM_MIN_ROWS: usize = 8;
 
 /// `r²(a, i) = Σ_k ((x_a,k − y_i,k)/ℓ_k)²` over the active columns for every pair of the `m`
 /// rows of `x` and the `n` rows of `y`, as `‖x̃_a‖² + ‖ỹ_i‖² − 2 x̃_a·ỹ_i` with one matrix
@@ -428,13 +440,8 @@ impl Kernel for Matern {
         let (m, n) = (out.nrows(), out.ncols());
         // pairwise below the size where a product pays, and for ν = ½ (not smooth at r = 0,
         // where the product's rounding of r² would show)
-        if self.nu == Nu::Half || m * n < CROSS_GEMM_MIN_PAIRS || self.active.is_empty() {
-            for a in 0..m {
-                let xa = &x[a * d..(a + 1) * d];
-                for i in 0..n {
-                    out[(a, i)] = self.eval(xa, &y[i * d..(i + 1) * d]);
-                }
-            }
+        if self.nu == Nu::Half || m < CROSS_GEMM_MIN_ROWS || self.active.is_empty() {
+            cross_pairwise(self, x, y, d, out);
             return;
         }
         let r2 = scaled_sq_distances(&self.active, &self.inv_ls, x, m, y, n, d);
