@@ -1308,7 +1308,13 @@ impl BedPolicy {
                 let v = batch.value_with(self, model, c, &base, best, scale, i == 0);
                 // equal joint values (the batch is indifferent, e.g. when no candidate can
                 // beat its members): the candidate with the higher predicted objective
-                let tol = BATCH_TIE_TOL * best_v.abs().max(1.0);
+                // (no tolerance before a first finite value: `∞ · tol` would make every
+                // comparison with the holding course's value false)
+                let tol = if best_v.is_finite() {
+                    BATCH_TIE_TOL * best_v.abs().max(1.0)
+                } else {
+                    0.0
+                };
                 let better = v > best_v + tol
                     || (v >= best_v - tol && c.mean > r.cands[best_i].mean && v.is_finite());
                 if better {
