@@ -352,6 +352,23 @@ pub struct Decision {
     pub reason: String,
     /// Wall-clock time the decision took, seconds.
     pub elapsed_s: f64,
+    /// With two or three objectives (qEHVI, qNEHVI): every objective's estimates, the first
+    /// being `objective`, `recommended` and `hold`. Absent with one objective.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objectives: Vec<NamedObjectiveEstimates>,
+}
+
+/// One objective of a multi-objective [`Decision`]: its estimates under the recommendation
+/// and when holding the current controls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedObjectiveEstimates {
+    /// The objective's name.
+    pub name: String,
+    /// Predicted under the recommended controls.
+    pub recommended: ObjectiveEstimate,
+    /// Predicted when holding the current controls.
+    pub hold: ObjectiveEstimate,
 }
 
 impl Decision {
@@ -367,11 +384,20 @@ impl Decision {
                 ),
             ));
         }
+        let named = self.objectives.iter().flat_map(|o| {
+            [
+                (format!("{}: recommended.sd", o.name), o.recommended.sd),
+                (format!("{}: hold.sd", o.name), o.hold.sd),
+            ]
+        });
         for (name, v) in [
-            ("recommended.sd", self.recommended.sd),
-            ("hold.sd", self.hold.sd),
-            ("elapsed_s", self.elapsed_s),
-        ] {
+            ("recommended.sd".to_string(), self.recommended.sd),
+            ("hold.sd".to_string(), self.hold.sd),
+            ("elapsed_s".to_string(), self.elapsed_s),
+        ]
+        .into_iter()
+        .chain(named)
+        {
             if v < 0.0 {
                 return Err(invalid(
                     "decision",

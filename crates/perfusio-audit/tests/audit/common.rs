@@ -186,6 +186,7 @@ pub(crate) fn one_of_each() -> Vec<Event> {
             probability_feasible: 0.875,
             reason: "raise perfusion: glucose forecast below 2 g/L by day 12".into(),
             elapsed_s: 0.0625,
+            objectives: Vec::new(),
         }),
         Event::SetpointWritten(SetpointWritten::new("opcua", receipt())),
         Event::SetpointWithheld(SetpointWithheld {

@@ -95,6 +95,7 @@ fn decision() -> Decision {
         probability_feasible: 1.0,
         reason: "hold".into(),
         elapsed_s: 0.0,
+        objectives: Vec::new(),
     }
 }
 
@@ -112,6 +113,42 @@ fn malformed_decisions_and_retrains_are_refused() {
     assert_eq!(
         refused(d),
         "invalid `decision` payload: hold.sd is -0.5; it must be ≥ 0"
+    );
+
+    // a multi-objective decision: every objective's estimates are checked, and a decision
+    // with one objective writes no `objectives` key (old logs read as before)
+    assert!(
+        serde_json::to_value(decision())
+            .unwrap()
+            .get("objectives")
+            .is_none()
+    );
+    let mut d = decision();
+    d.acquisition = Acquisition::QNEHVI;
+    d.objectives = vec![
+        NamedObjectiveEstimates {
+            name: "harvest".into(),
+            recommended: d.recommended,
+            hold: d.hold,
+        },
+        NamedObjectiveEstimates {
+            name: "final-titer".into(),
+            recommended: ObjectiveEstimate {
+                mean: 410.0,
+                sd: 12.0,
+            },
+            hold: ObjectiveEstimate {
+                mean: 380.0,
+                sd: -1.0,
+            },
+        },
+    ];
+    let v = serde_json::to_value(&d).unwrap();
+    assert_eq!(v["objectives"][1]["recommended"]["mean"], 410.0);
+    assert_eq!(serde_json::from_value::<Decision>(v).unwrap(), d);
+    assert_eq!(
+        refused(d),
+        "invalid `decision` payload: final-titer: hold.sd is -1; it must be ≥ 0"
     );
 
     let mut retrained = match one_of_each().remove(5) {
