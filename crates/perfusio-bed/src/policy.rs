@@ -70,6 +70,8 @@ use crate::optimize::{LbfgsbOptions, minimize_box};
 use crate::qmc::{BaseSamples, uniform_points};
 use crate::space::DecisionSpace;
 
+mod front_batch;
+
 /// Forward-difference step in `z` of the linearised objective's gradient.
 pub const GAUSS_FD_STEP: f64 = 1e-5;
 
@@ -542,6 +544,59 @@ impl BedPolicy {
             objective,
             constraint,
         }
+    }
+
+    /// The linearised covariance of the objectives (`m × m`, row-major): `g_kᵀ Σ g_l` with
+    /// `g_k` objective `k`'s forward-difference gradient with respect to the path in `z`
+    /// (cross terms by polarisation, `(var(g_k + g_l) − var(g_k) − var(g_l)) / 2`).
+    fn objective_covariance(
+        &self,
+        pg: &PathGaussian,
+        schedule: &[ControlArray<f64>],
+        tr: &LogTransform,
+    ) -> Vec<f64> {
+        let dims = pg.dims();
+        let m = self.objectives.len();
+        let mut states: Vec<SpeciesArray<f64>> =
+            pg.means.iter().map(|z| tr.to_species(z)).collect();
+        let grads: Vec<Vec<f64>> = self
+            .objectives
+            .iter()
+            .map(|o| {
+                let f0 = o.value(&states, schedule);
+                (0..dims)
+                    .map(|i| {
+                        let (d, k) = (i / N_SPECIES, i % N_SPECIES);
+                        let keep = states[d][k];
+                        states[d][k] = tr.s(k, pg.means[d][k] + GAUSS_FD_STEP);
+                        let gi = (o.value(&states, schedule) - f0) / GAUSS_FD_STEP;
+                        states[d][k] = keep;
+                        if gi.is_finite() { gi } else { 0.0 }
+                    })
+                    .collect()
+            })
+            .collect();
+        let var: Vec<f64> = grads
+            .iter()
+            .map(|g| pg.linear_variance(g).max(0.0))
+            .collect();
+        let mut cov = vec![0.0; m * m];
+        for a in 0..m {
+            cov[a * m + a] = var[a];
+            for b in 0..a {
+                let sum: Vec<f64> = grads[a].iter().zip(&grads[b]).map(|(x, y)| x + y).collect();
+                let c = 0.5 * (pg.linear_variance(&sum) - var[a] - var[b]);
+                let lim = (var[a] * var[b]).sqrt();
+                let c = if c.is_finite() {
+                    c.clamp(-lim, lim)
+                } else {
+                    0.0
+                };
+                cov[a * m + b] = c;
+                cov[b * m + a] = c;
+            }
+        }
+        cov
     }
 
     /// Scores a mean path (in `z`) with given variances: objective means and constrained
@@ -1239,10 +1294,11 @@ impl BedPolicy {
         if reactors.is_empty() {
             return Ok(Vec::new());
         }
-        if self.config.acquisition.is_multi_objective() {
+        let acq = self.config.acquisition;
+        if acq == Acquisition::QNParEGO {
             return Err(BedError::InvalidParameter {
                 name: "acquisition",
-                reason: "batch decisions take a single-objective acquisition".into(),
+                reason: "batch decisions over several objectives take qNEHVI or qEHVI".into(),
             });
         }
         let mut timings = DecisionTimings::default();
@@ -1280,6 +1336,70 @@ impl BedPolicy {
         timings.screen = t0.elapsed();
         // 2. greedy joint choice
         let t_greedy = Instant::now();
+        let (chosen, joint_value) = if acq.is_multi_objective() {
+            front_batch::choose(self, model, &rs, q, acq == Acquisition::QNEHVI)?
+        } else {
+            self.choose_batch(model, &rs, q)?
+        };
+        timings.refine = t_greedy.elapsed();
+        // 3. the members' forecasts (moment matching) and decisions
+        let t_forecast = Instant::now();
+        let h = self.config.horizon_days as usize;
+        let mm = ForecastOptions {
+            method: ForecastMethod::MomentMatching,
+            paths: self.config.mc_samples,
+            seed: self.config.seed ^ 0x6d63_5f70_6174_6873,
+            keep_paths: false,
+            threads: 1,
+        };
+        let mut out = Vec::with_capacity(q);
+        for (j, (state, current)) in reactors.iter().enumerate() {
+            let c = &rs[j].cands[chosen[j]];
+            let hold_c = &rs[j].cands[0];
+            let hold_u = *rs[j].space.current();
+            let is_hold = chosen[j] == 0 || same(&c.controls, &hold_u);
+            let forecast = model
+                .forecast(state, &vec![c.controls; h], &mm)
+                .map_err(hybrid_err)?;
+            let rec = c.summaries.clone();
+            let holding = hold_c.summaries.clone();
+            out.push(Decision {
+                day: state.day,
+                setpoints: Setpoints::new(state.day, c.controls),
+                current: *current,
+                hold: is_hold,
+                acquisition: self.batch_acquisition(),
+                acquisition_value: joint_value,
+                objectives: self.objectives.iter().map(|o| o.name()).collect(),
+                reason: self.reason(is_hold, joint_value, &rec, &holding, c.feasible),
+                recommended: rec,
+                holding,
+                probability_feasible: c.feasible,
+                forecast,
+                elapsed: Duration::ZERO,
+                screened,
+                finalists: 0,
+                timings: DecisionTimings::default(),
+                restarts: Vec::new(),
+            });
+        }
+        timings.forecast = t_forecast.elapsed();
+        let elapsed = t0.elapsed();
+        for d in &mut out {
+            d.elapsed = elapsed;
+            d.timings = timings;
+        }
+        Ok(out)
+    }
+
+    /// The greedy single-objective batch choice: each reactor's candidate index and the
+    /// batch's joint acquisition.
+    fn choose_batch(
+        &self,
+        model: &HybridModel,
+        rs: &[BatchReactor],
+        q: usize,
+    ) -> Result<(Vec<usize>, f64)> {
         let best = rs
             .iter()
             .map(|r| r.cands[0].mean)
@@ -1326,61 +1446,7 @@ impl BedPolicy {
             chosen.push(best_i);
             joint_value = best_v;
         }
-        timings.refine = t_greedy.elapsed();
-        // 3. the members' forecasts (moment matching) and decisions
-        let t_forecast = Instant::now();
-        let h = self.config.horizon_days as usize;
-        let mm = ForecastOptions {
-            method: ForecastMethod::MomentMatching,
-            paths: self.config.mc_samples,
-            seed: self.config.seed ^ 0x6d63_5f70_6174_6873,
-            keep_paths: false,
-            threads: 1,
-        };
-        let mut out = Vec::with_capacity(q);
-        for (j, (state, current)) in reactors.iter().enumerate() {
-            let c = &rs[j].cands[chosen[j]];
-            let hold_c = &rs[j].cands[0];
-            let hold_u = *rs[j].space.current();
-            let is_hold = chosen[j] == 0 || same(&c.controls, &hold_u);
-            let forecast = model
-                .forecast(state, &vec![c.controls; h], &mm)
-                .map_err(hybrid_err)?;
-            let rec = vec![ObjectiveSummary {
-                mean: c.mean,
-                sd: c.sd,
-            }];
-            let holding = vec![ObjectiveSummary {
-                mean: hold_c.mean,
-                sd: hold_c.sd,
-            }];
-            out.push(Decision {
-                day: state.day,
-                setpoints: Setpoints::new(state.day, c.controls),
-                current: *current,
-                hold: is_hold,
-                acquisition: self.batch_acquisition(),
-                acquisition_value: joint_value,
-                objectives: self.objectives.iter().map(|o| o.name()).collect(),
-                reason: self.reason(is_hold, joint_value, &rec, &holding, c.feasible),
-                recommended: rec,
-                holding,
-                probability_feasible: c.feasible,
-                forecast,
-                elapsed: Duration::ZERO,
-                screened,
-                finalists: 0,
-                timings: DecisionTimings::default(),
-                restarts: Vec::new(),
-            });
-        }
-        timings.forecast = t_forecast.elapsed();
-        let elapsed = t0.elapsed();
-        for d in &mut out {
-            d.elapsed = elapsed;
-            d.timings = timings;
-        }
-        Ok(out)
+        Ok((chosen, joint_value))
     }
 
     /// The Monte-Carlo acquisition of batch decisions: the configured one when it is a
@@ -1440,12 +1506,21 @@ impl BedPolicy {
         pgs.iter()
             .zip(controls)
             .map(|(pg, u)| {
-                let sc = self.score_gaussian(pg, &vec![u; h], &tr);
+                let schedule = vec![u; h];
+                let sc = self.score_gaussian(pg, &schedule, &tr);
                 let g = sc.summary(0, m);
+                let summaries: Vec<ObjectiveSummary> = (0..m).map(|k| sc.summary(k, m)).collect();
+                let chol = if m > 1 {
+                    cholesky_psd(&self.objective_covariance(pg, &schedule, &tr), m)
+                } else {
+                    vec![g.sd.max(1e-12)]
+                };
                 Ok(BatchCandidate {
                     controls: u,
                     mean: g.mean,
                     sd: g.sd.max(1e-12),
+                    summaries,
+                    chol,
                     feasible: sc.feasible,
                     input: model
                         .gp_input(&HybridModel::z_input(&state.z, &u, state.day))
@@ -1540,6 +1615,29 @@ impl BedPolicy {
                 .collect();
             format!("; P({}) = {p_feas:.2}", list.join(", "))
         };
+        if acq.is_multi_objective() && self.objectives.len() > 1 {
+            let changes: Vec<String> = self
+                .objectives
+                .iter()
+                .zip(rec.iter().zip(holding))
+                .map(|(o, (r, h))| {
+                    let pct = if h.mean.abs() > 0.0 {
+                        100.0 * (r.mean - h.mean) / h.mean.abs()
+                    } else {
+                        0.0
+                    };
+                    format!("{pct:+.1} % {}", o.name())
+                })
+                .collect();
+            return if hold {
+                format!(
+                    "{acq}: holding course (no candidate extends the front enough; acquisition \
+                     {value:.3}){cons}"
+                )
+            } else {
+                format!("{acq}: {} over holding course{cons}", changes.join(", "))
+            };
+        }
         if hold {
             format!(
                 "{acq}: holding course (no candidate improves {name} enough; acquisition {value:.3}){cons}"
@@ -1548,6 +1646,26 @@ impl BedPolicy {
             format!("{acq}: {change:+.1} % {name} over holding course{cons}")
         }
     }
+}
+
+/// Lower Cholesky factor (row-major) of a positive semi-definite `m × m` matrix; a pivot
+/// that is not positive (a perfectly correlated or zero-variance objective) gives a zero
+/// column.
+fn cholesky_psd(a: &[f64], m: usize) -> Vec<f64> {
+    let mut l = vec![0.0; m * m];
+    for i in 0..m {
+        for j in 0..=i {
+            let s: f64 = (0..j).map(|k| l[i * m + k] * l[j * m + k]).sum();
+            if i == j {
+                let d = a[i * m + i] - s;
+                l[i * m + i] = if d > 0.0 { d.sqrt() } else { 0.0 };
+            } else {
+                let d = l[j * m + j];
+                l[i * m + j] = if d > 0.0 { (a[i * m + j] - s) / d } else { 0.0 };
+            }
+        }
+    }
+    l
 }
 
 fn same(a: &ControlArray<f64>, b: &ControlArray<f64>) -> bool {
@@ -1588,8 +1706,13 @@ struct BatchReactor {
 /// A candidate of a batch decision on its linearised forecast.
 struct BatchCandidate {
     controls: ControlArray<f64>,
+    /// Objective 0's linearised mean and sd.
     mean: f64,
     sd: f64,
+    /// Every objective's linearised mean and sd.
+    summaries: Vec<ObjectiveSummary>,
+    /// Lower Cholesky factor (`m × m`, row-major) of the objectives' linearised covariance.
+    chol: Vec<f64>,
     feasible: f64,
     /// The first day's GP input, for the model's correlations.
     input: Vec<f64>,

@@ -350,3 +350,84 @@ mod admissible {
         }
     }
 }
+
+/// Issue 14: with two objectives the batch is chosen by qNEHVI (and qEHVI): identical
+/// reactors are spread, every member is admissible and reports both objectives, the batch
+/// extends the front of the holding courses, and the same seed gives the same batch.
+#[test]
+fn decide_batch_over_two_objectives_spreads_along_the_front() {
+    use perfusio_bed::objective::FinalTiter;
+    let (model, run) = fixture::online_model();
+    let (state, current) = fixture::day14(&model, &run);
+    let current = DS.clamp(&current);
+    let q = 8;
+    let reactors = vec![(state.clone(), current); q];
+    for acq in [Acquisition::QNEHVI, Acquisition::QEHVI] {
+        let cfg = PolicyConfig {
+            acquisition: acq,
+            ..PolicyConfig::new(&DS)
+        };
+        let p = BedPolicy::new(
+            DS,
+            vec![Box::new(Harvest::default()), Box::new(FinalTiter)],
+            cfg,
+        )
+        .unwrap();
+        let ds = p.decide_batch(&model, &reactors).unwrap();
+        assert_eq!(ds.len(), q);
+        let mut distinct: Vec<ControlArray<f64>> = Vec::new();
+        for d in &ds {
+            let v = d.setpoints.values;
+            assert_admissible(&v, &current, &[None; 6], &[]);
+            assert_eq!(d.acquisition, acq);
+            assert_eq!(d.objectives.len(), 2);
+            assert_eq!(d.recommended.len(), 2);
+            assert_eq!(d.holding.len(), 2);
+            assert!(d.reason.starts_with(acq.name()), "{}", d.reason);
+            // the expected hypervolume the batch adds to the holding courses' front
+            assert!(
+                d.acquisition_value > 0.0 && d.acquisition_value.is_finite(),
+                "{acq}: {}",
+                d.acquisition_value
+            );
+            if !distinct
+                .iter()
+                .any(|u| u.iter().zip(&v).all(|(a, b)| (a - b).abs() < 1e-9))
+            {
+                distinct.push(v);
+            }
+        }
+        let means: Vec<(f64, f64)> = ds
+            .iter()
+            .map(|d| (d.recommended[0].mean, d.recommended[1].mean))
+            .collect();
+        eprintln!(
+            "{acq}: {} distinct of {q}, batch EHVI {:.3}, holding ({:.1}, {:.1}), members {means:.1?}, {:?}",
+            distinct.len(),
+            ds[0].acquisition_value,
+            ds[0].holding[0].mean,
+            ds[0].holding[1].mean,
+            ds[0].elapsed
+        );
+        assert_eq!(distinct.len(), q, "{acq}: identical reactors share a point");
+        // the batch spans the trade-off: its best member by harvest and its best by final
+        // titer are different members, each better than holding course in its objective
+        let arg = |k: usize| {
+            (0..q)
+                .max_by(|&a, &b| {
+                    ds[a].recommended[k]
+                        .mean
+                        .total_cmp(&ds[b].recommended[k].mean)
+                })
+                .unwrap()
+        };
+        let (h, t) = (arg(0), arg(1));
+        assert_ne!(h, t, "{acq}: one member is best in both objectives");
+        assert!(ds[h].recommended[0].mean > ds[h].holding[0].mean);
+        assert!(ds[t].recommended[1].mean > ds[t].holding[1].mean);
+        let again = p.decide_batch(&model, &reactors).unwrap();
+        for (a, b) in ds.iter().zip(&again) {
+            assert_eq!(a.setpoints, b.setpoints);
+        }
+    }
+}
