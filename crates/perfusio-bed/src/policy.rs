@@ -1282,6 +1282,14 @@ impl BedPolicy {
     /// the same process). Adding a member only appends a row to the Cholesky factor of the
     /// batch covariance, so each greedy step costs `O(q²)` per candidate.
     ///
+    /// With two or three objectives and qNEHVI or qEHVI, the greedy choice maximises the
+    /// expected hypervolume that each member adds to the front of the reactors' holding
+    /// courses and the members so far (sampled jointly with them for qNEHVI), with the
+    /// objectives' linearised covariance per candidate and the same model correlations
+    /// between candidates; the decision's `acquisition_value` is the batch's expected
+    /// hypervolume improvement in units of the largest holding-course sd of each objective.
+    /// qNParEGO is refused for batches.
+    ///
     /// Batch members are not refined locally, and their forecasts and objective summaries
     /// are the linearised (moment-matching) ones: the Monte-Carlo check of
     /// [`BedPolicy::decide`] for every reactor would cost more than the whole batch budget.
