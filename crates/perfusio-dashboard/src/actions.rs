@@ -310,6 +310,7 @@ mod tests {
                 alarms: Vec::new(),
             }],
             best_point: None,
+            pareto_front: Vec::new(),
         }
     }
 

@@ -235,6 +235,43 @@ fn snapshot_html(h: &mut String, s: &CampaignSnapshot, data: &LiveData<'_>, view
             controls_table(h, &[("value", &b.controls)]);
         }
     }
+    if !s.pareto_front.is_empty() {
+        // several objectives: the front of the points found, one column per point
+        h.push_str(
+            "<h3>Pareto front so far</h3><table id=\"front\"><tr><th class=\"l\">objective</th>",
+        );
+        for i in 1..=s.pareto_front.len() {
+            let _ = write!(h, "<th>P{i}</th>");
+        }
+        h.push_str("</tr>");
+        let names: Vec<&String> = s.pareto_front[0]
+            .objectives
+            .iter()
+            .map(|o| &o.name)
+            .collect();
+        for (k, name) in names.iter().enumerate() {
+            let _ = write!(h, "<tr><td class=\"l\">{}</td>", escape(name));
+            for p in &s.pareto_front {
+                match p.objectives.get(k) {
+                    Some(o) => {
+                        let _ = write!(h, "<td>{} ± {}</td>", num(o.mean), num(o.sd));
+                    }
+                    None => h.push_str("<td class=\"missing\">—</td>"),
+                }
+            }
+            h.push_str("</tr>");
+        }
+        h.push_str("</table>");
+        let cols: Vec<(String, &std::collections::BTreeMap<String, f64>)> = s
+            .pareto_front
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("P{}", i + 1), &p.controls))
+            .collect();
+        let cols: Vec<(&str, &std::collections::BTreeMap<String, f64>)> =
+            cols.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+        controls_table(h, &cols);
+    }
     h.push_str("<p class=\"legend\"><span>charts: shaded = forecast 90 % and 50 % bands, blue line = median,</span><span>black dots = observations (a missing value is a gap, never a zero)</span></p></section>");
     for r in &s.reactors {
         reactor_html(h, r, s, data.design_space, viewer);

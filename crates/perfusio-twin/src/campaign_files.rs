@@ -72,8 +72,14 @@ pub struct CampaignSnapshot {
     pub objective: String,
     /// One entry per reactor, in configuration order.
     pub reactors: Vec<ReactorSnapshot>,
-    /// The best operating point found so far, if any.
+    /// The best operating point found so far, if any (by the first objective when there
+    /// are several).
     pub best_point: Option<BestPoint>,
+    /// With two or three objectives: the operating points found so far that no other one
+    /// dominates under the model's means (at most eight, by the first objective), each
+    /// with every objective's mean and sd. Empty with one objective.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pareto_front: Vec<BestPoint>,
 }
 
 /// One reactor of a [`CampaignSnapshot`].
@@ -185,6 +191,21 @@ pub struct BestPoint {
     pub objective_sd: f64,
     /// Reactor whose data it came from, if it is an observed point.
     pub reactor: Option<String>,
+    /// With two or three objectives: each one's predicted mean and sd (the first is
+    /// `objective_mean` and `objective_sd`). Empty with one objective.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objectives: Vec<ObjectiveValue>,
+}
+
+/// One objective's predicted value at an operating point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectiveValue {
+    /// The objective's name (`harvest (medium cost 400)`, `final-titer`, …).
+    pub name: String,
+    /// Model mean of running the point constant.
+    pub mean: f64,
+    /// Its standard deviation.
+    pub sd: f64,
 }
 
 /// What an operator does.
@@ -471,6 +492,7 @@ mod tests {
                 alarms: Vec::new(),
             }],
             best_point: None,
+            pareto_front: Vec::new(),
         };
         write_snapshot(dir.path(), &s)?;
         assert_eq!(read_snapshot(dir.path())?, Some(s));

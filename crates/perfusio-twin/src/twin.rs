@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use perfusio_audit::event::{
     ConnectorError as ConnectorErrorEvent, Custom, Decision as DecisionEvent,
     Forecast as ForecastEvent, ForecastMethod as AuditForecastMethod, ModelRetrained,
-    ObjectiveEstimate, RunFinished, RunStarted, SampleRead, SampleRejected, SetpointWithheld,
-    SetpointWritten, SpeciesBands, setpoint_map,
+    NamedObjectiveEstimates, ObjectiveEstimate, RunFinished, RunStarted, SampleRead,
+    SampleRejected, SetpointWithheld, SetpointWritten, SpeciesBands, setpoint_map,
 };
 use perfusio_audit::{AuditHandle, AuditWriter, Entry, Event, WriterOptions, read_records};
 use perfusio_bed::objective::{Harvest, Objective, OutcomeConstraint, parse_objective};
@@ -461,7 +461,7 @@ impl DigitalTwin {
         build_policy(
             &self.config,
             &self.design_space,
-            self.objective.clone(),
+            std::slice::from_ref(&self.objective),
             self.constraints.as_deref(),
             &self.fixed,
             seed,
@@ -1032,7 +1032,7 @@ impl Runner {
 pub(crate) fn build_policy(
     c: &RunConfig,
     design_space: &DesignSpace,
-    objective: Arc<dyn Objective>,
+    objectives: &[Arc<dyn Objective>],
     constraints: Option<&[OutcomeConstraint]>,
     fixed: &[Control],
     seed: u64,
@@ -1053,7 +1053,10 @@ pub(crate) fn build_policy(
     }
     Ok(BedPolicy::new(
         design_space.clone(),
-        vec![Box::new(SharedObjective(objective))],
+        objectives
+            .iter()
+            .map(|o| Box::new(SharedObjective(o.clone())) as Box<dyn Objective>)
+            .collect(),
         pc,
     )?)
 }
@@ -1301,6 +1304,19 @@ pub(crate) fn decision_event(d: &Decision) -> DecisionEvent {
         },
         reason: d.reason.clone(),
         elapsed_s: d.elapsed.as_secs_f64(),
+        objectives: if d.objectives.len() > 1 {
+            d.objectives
+                .iter()
+                .enumerate()
+                .map(|(k, name)| NamedObjectiveEstimates {
+                    name: name.clone(),
+                    recommended: est(d.recommended.get(k)),
+                    hold: est(d.holding.get(k)),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 

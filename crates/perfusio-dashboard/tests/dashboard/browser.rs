@@ -344,6 +344,7 @@ async fn approving_in_the_browser_changes_what_the_campaigns_reactor_receives() 
         seed: Some(3),
         prior: None,
         objective: "harvest".into(),
+        objectives: Vec::new(),
         medium_cost: 0.0,
         constraints: None,
         best_point_days: None,

@@ -8,7 +8,7 @@ use std::path::Path;
 use perfusio_core::Secret;
 use perfusio_dashboard::{Dashboard, DashboardConfig, PasswordHash, Users};
 use perfusio_twin::campaign_files::{
-    ActiveAlarm, Band, BestPoint, CampaignSnapshot, ForecastBands, Observation,
+    ActiveAlarm, Band, BestPoint, CampaignSnapshot, ForecastBands, ObjectiveValue, Observation,
     PendingRecommendation, ReactorSnapshot, SetpointEntry, write_snapshot,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -154,7 +154,29 @@ pub(crate) fn fixture_snapshot() -> CampaignSnapshot {
             objective_mean: 1234.5,
             objective_sd: 56.7,
             reactor: Some("R01".into()),
+            objectives: Vec::new(),
         }),
+        pareto_front: [(1.7, 1234.5, 310.0), (1.1, 1010.0, 402.5)]
+            .into_iter()
+            .map(|(rate, harvest, titer)| BestPoint {
+                controls: BTreeMap::from([("perfusion_rate".to_string(), rate)]),
+                objective_mean: harvest,
+                objective_sd: 50.0,
+                reactor: None,
+                objectives: vec![
+                    ObjectiveValue {
+                        name: "harvest".into(),
+                        mean: harvest,
+                        sd: 50.0,
+                    },
+                    ObjectiveValue {
+                        name: "final-titer".into(),
+                        mean: titer,
+                        sd: 20.0,
+                    },
+                ],
+            })
+            .collect(),
     }
 }
 

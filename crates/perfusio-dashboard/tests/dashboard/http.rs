@@ -48,6 +48,12 @@ async fn the_page_has_svg_charts_for_every_reactor_and_a_missing_value_is_a_gap(
     assert!(html.contains("2026-12-02T09:00:00Z"));
     assert!(html.contains("viability &lt; 90 within 3 d"));
     assert!(html.contains("objective 1234.5 ± 56.700"));
+    // two objectives: the front, one column per point
+    let front = html.split("<table id=\"front\">").nth(1).unwrap();
+    let front = &front[..front.find("</table>").unwrap()];
+    assert!(front.contains("<th>P1</th><th>P2</th>"), "{front}");
+    assert!(front.contains("<td>1010.0 ± 50.000</td>"), "{front}");
+    assert!(front.contains("<td>402.5 ± 20.000</td>"), "{front}");
     assert!(html.contains("operator:ana"), "setpoint history table");
     // not logged in: no action forms, a login link
     assert!(!html.contains("action=\"/action\""));

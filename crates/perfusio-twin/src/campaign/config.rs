@@ -21,7 +21,7 @@ pub const MAX_REACTORS: usize = 24;
 /// output_dir = "campaign-out"
 /// seed = 7
 /// prior = "CloneX"
-/// objective = "harvest"
+/// objective = "harvest"   # or two or three: objectives = ["harvest", "final-titer"]
 /// medium_cost = 400.0
 /// forecast_method = "moment_matching"   # or "monte_carlo"
 ///
@@ -64,6 +64,13 @@ pub struct CampaignConfig {
     /// The objective in the CLI's spelling: `harvest`, `track:VCV=10`, `final-titer`.
     #[serde(default = "default_objective")]
     pub objective: String,
+    /// Two or three objectives, traded off on a Pareto front (replaces `objective`, whose
+    /// only allowed value is then the default or the list's first entry), e.g.
+    /// `["harvest", "final-titer"]`. The daily batch is then chosen by qNEHVI (or qEHVI if
+    /// `run.acquisition` says so), and the report gives the front of operating points found
+    /// besides the best by the first objective. Default: none (one objective).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objectives: Vec<String>,
     /// Cost of medium in the harvest objective (mg of titer per L of medium).
     #[serde(default)]
     pub medium_cost: f64,
@@ -110,6 +117,10 @@ fn default_forecast_method() -> ForecastMethod {
 
 fn default_objective() -> String {
     "harvest".into()
+}
+
+fn is_harvest(spec: &str) -> bool {
+    spec.trim().eq_ignore_ascii_case("harvest")
 }
 
 /// An outcome constraint: `variable` (a species, VCV or Diam) within `[min, max]`.
@@ -386,6 +397,46 @@ impl CampaignConfig {
                 format!("{} must be a finite number ≥ 0", self.medium_cost),
             ));
         }
+        if !self.objectives.is_empty() {
+            if !(2..=3).contains(&self.objectives.len()) {
+                return Err(CampaignError::invalid(
+                    "objectives",
+                    format!(
+                        "give two or three objectives, not {} (one goes in `objective`)",
+                        self.objectives.len()
+                    ),
+                ));
+            }
+            if self.objective != default_objective() && self.objective != self.objectives[0] {
+                return Err(CampaignError::invalid(
+                    "objective",
+                    format!(
+                        "{:?} conflicts with objectives = {:?}: give one of them",
+                        self.objective, self.objectives
+                    ),
+                ));
+            }
+            if self.medium_cost > 0.0 && !self.objectives.iter().any(|o| is_harvest(o)) {
+                return Err(CampaignError::invalid(
+                    "medium_cost",
+                    "applies to the harvest objective, which `objectives` does not list",
+                ));
+            }
+            if self.run.acquisition == perfusio_core::Acquisition::QNParEGO {
+                return Err(CampaignError::invalid(
+                    "run.acquisition",
+                    "a campaign's batch over several objectives takes qNEHVI or qEHVI",
+                ));
+            }
+        } else if self.run.acquisition.is_multi_objective() {
+            return Err(CampaignError::invalid(
+                "run.acquisition",
+                format!(
+                    "{} needs two or three `objectives`",
+                    self.run.acquisition.name()
+                ),
+            ));
+        }
         for c in self.constraints.iter().flatten() {
             c.variable
                 .parse::<Variable>()
@@ -403,6 +454,31 @@ impl CampaignConfig {
             .validate()
             .map_err(|e| CampaignError::invalid("run", e.to_string()))?;
         Ok(())
+    }
+
+    /// The objectives in force with each one's medium cost (the harvest objective's is
+    /// `medium_cost`, the others' 0): `objectives` when given, else `objective`.
+    pub fn objective_specs(&self) -> Vec<(String, f64)> {
+        if self.objectives.is_empty() {
+            return vec![(self.objective.clone(), self.medium_cost)];
+        }
+        self.objectives
+            .iter()
+            .map(|o| {
+                let cost = if is_harvest(o) { self.medium_cost } else { 0.0 };
+                (o.clone(), cost)
+            })
+            .collect()
+    }
+
+    /// The objective(s) as the snapshot and the report name them: `harvest`, or
+    /// `harvest, final-titer` with several.
+    pub fn objective_label(&self) -> String {
+        if self.objectives.is_empty() {
+            self.objective.clone()
+        } else {
+            self.objectives.join(", ")
+        }
     }
 
     /// The seed in force: the campaign's, else the run configuration's, else 42.

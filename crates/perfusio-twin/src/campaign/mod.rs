@@ -58,8 +58,8 @@ use time::format_description::well_known::Rfc3339;
 use crate::alarm::AlarmRule;
 use crate::campaign_files::{
     self, ActionKind, ActionOutcome, ActiveAlarm, Band, BestPoint, CampaignFileError,
-    CampaignSnapshot, ForecastBands, Observation, OperatorAction, PendingRecommendation,
-    ReactorSnapshot, SetpointEntry,
+    CampaignSnapshot, ForecastBands, ObjectiveValue, Observation, OperatorAction,
+    PendingRecommendation, ReactorSnapshot, SetpointEntry,
 };
 use crate::cancel::CancelToken;
 use crate::error::{Result, TwinError};
@@ -274,7 +274,10 @@ pub struct Campaign {
     config: CampaignConfig,
     design_space: DesignSpace,
     connectors: Vec<Arc<dyn Connector>>,
+    /// The first (primary) objective.
     objective: Arc<dyn Objective>,
+    /// Every objective (one, or two or three traded off on a front).
+    objectives: Vec<Arc<dyn Objective>>,
     constraints: Option<Vec<OutcomeConstraint>>,
     hybrid: HybridConfig,
     alarm_rules: Vec<AlarmRule>,
@@ -323,8 +326,12 @@ impl Campaign {
             .into());
         }
         let design_space = DEFAULT_AMBR250_DESIGN_SPACE;
-        let objective: Arc<dyn Objective> =
-            Arc::from(parse_objective(&config.objective, config.medium_cost)?);
+        let objectives: Vec<Arc<dyn Objective>> = config
+            .objective_specs()
+            .iter()
+            .map(|(spec, cost)| Ok(Arc::from(parse_objective(spec, *cost)?)))
+            .collect::<Result<_>>()?;
+        let objective = objectives[0].clone();
         let constraints = match &config.constraints {
             None => None,
             Some(list) => Some(
@@ -359,6 +366,7 @@ impl Campaign {
             design_space,
             connectors,
             objective,
+            objectives,
             constraints,
             hybrid,
             alarm_rules,
@@ -819,6 +827,8 @@ struct Runner {
     fitting: Option<BackgroundFit>,
     status: String,
     best: Option<BestPoint>,
+    /// With several objectives: the front of operating points found so far.
+    front: Vec<BestPoint>,
     best_pool: Vec<ControlArray<f64>>,
     day0: Option<perfusio_hybrid::StateEstimate>,
 }
@@ -829,10 +839,13 @@ impl Runner {
     fn prepare(c: &Campaign, seed: u64) -> Result<(Arc<BedPolicy>, HybridModel, RunConfig)> {
         let mut run_cfg = c.config.run.clone();
         run_cfg.seed = Some(seed);
+        if c.objectives.len() > 1 && !run_cfg.acquisition.is_multi_objective() {
+            run_cfg.acquisition = perfusio_core::Acquisition::QNEHVI;
+        }
         let policy = Arc::new(build_policy(
             &run_cfg,
             &c.design_space,
-            c.objective.clone(),
+            &c.objectives,
             c.constraints.as_deref(),
             &[],
             seed,
@@ -941,6 +954,7 @@ impl Runner {
             fitting: None,
             status: "running".into(),
             best: None,
+            front: Vec::new(),
             best_pool: Vec::new(),
             day0: None,
             c,
@@ -1023,9 +1037,10 @@ impl Runner {
             updated_at: now_iso(),
             status: self.status.clone(),
             approval: self.c.config.approval.mode.as_str().into(),
-            objective: self.c.config.objective.clone(),
+            objective: self.c.config.objective_label(),
             reactors: self.units.iter().map(Unit::snapshot).collect(),
             best_point: self.best.clone(),
+            pareto_front: self.front.clone(),
         };
         campaign_files::write_snapshot(&self.dir, &snap)?;
         Ok(())
@@ -2329,7 +2344,8 @@ impl Runner {
             .best_point_days
             .unwrap_or(self.c.config.run.duration_days)
             .max(1) as usize;
-        let objective = self.c.objective.clone();
+        let objectives = self.c.objectives.clone();
+        let m = objectives.len();
         let seed = derive_seed(self.seed, "best", self.day);
         let owner: Vec<(ControlArray<f64>, String)> = self
             .units
@@ -2346,18 +2362,23 @@ impl Runner {
                     keep_paths: false,
                     threads: 1,
                 };
-                let mut scored: Vec<(f64, ControlArray<f64>)> = pool
+                // every objective at the mean path, for every candidate
+                let mut scored: Vec<(Vec<f64>, ControlArray<f64>)> = pool
                     .iter()
                     .filter_map(|c| {
                         let f = s.model.forecast(&start, &vec![*c; days], &mm).ok()?;
                         let states: Vec<SpeciesArray<f64>> =
                             f.state.iter().map(|b| b.mean).collect();
-                        let v = objective.value(&states, &vec![*c; days]);
-                        v.is_finite().then_some((v, *c))
+                        let v: Vec<f64> = objectives
+                            .iter()
+                            .map(|o| o.value(&states, &vec![*c; days]))
+                            .collect();
+                        v.iter().all(|x| x.is_finite()).then_some((v, *c))
                     })
                     .collect();
-                scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-                let best = scored.first().and_then(|(_, c)| {
+                scored.sort_by(|a, b| b.0[0].total_cmp(&a.0[0]));
+                // each objective's mean and sd over Monte-Carlo paths
+                let mc_of = |c: &ControlArray<f64>| -> Option<Vec<(f64, f64)>> {
                     let mc = ForecastOptions {
                         method: ForecastMethod::MonteCarlo,
                         paths: BEST_PATHS,
@@ -2366,41 +2387,88 @@ impl Runner {
                         threads: THREADS,
                     };
                     let f = s.model.forecast(&start, &vec![*c; days], &mc).ok()?;
-                    let values: Vec<f64> = f
-                        .paths
-                        .as_ref()?
+                    let paths = f.paths.as_ref()?;
+                    objectives
                         .iter()
-                        .map(|p| objective.value(p, &vec![*c; days]))
-                        .filter(|v| v.is_finite())
-                        .collect();
-                    let n = values.len() as f64;
-                    if n < 2.0 {
-                        return None;
+                        .map(|o| {
+                            let values: Vec<f64> = paths
+                                .iter()
+                                .map(|p| o.value(p, &vec![*c; days]))
+                                .filter(|v| v.is_finite())
+                                .collect();
+                            let n = values.len() as f64;
+                            if n < 2.0 {
+                                return None;
+                            }
+                            let mean = values.iter().sum::<f64>() / n;
+                            let var =
+                                values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+                            Some((mean, var.sqrt()))
+                        })
+                        .collect()
+                };
+                let best = scored.first().and_then(|(_, c)| mc_of(c).map(|v| (*c, v)));
+                // with several objectives: the points no other one dominates (by their
+                // means), best first by the first objective; they are kept for tomorrow
+                // before the rest
+                let mut keep: Vec<ControlArray<f64>> = Vec::with_capacity(BEST_KEEP);
+                let mut front = Vec::new();
+                if m > 1 {
+                    let flat: Vec<f64> = scored.iter().flat_map(|(v, _)| v.clone()).collect();
+                    let mask = perfusio_bed::pareto::non_dominated_mask(&flat, m)
+                        .unwrap_or_else(|_| vec![false; scored.len()]);
+                    for ((_, c), on) in scored.iter().zip(&mask) {
+                        if *on && front.len() < BEST_KEEP {
+                            if let Some(v) = mc_of(c) {
+                                front.push((*c, v));
+                            }
+                            keep.push(*c);
+                        }
                     }
-                    let mean = values.iter().sum::<f64>() / n;
-                    let sd =
-                        (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
-                    Some((*c, mean, sd))
-                });
-                let keep: Vec<ControlArray<f64>> =
-                    scored.iter().take(BEST_KEEP).map(|(_, c)| *c).collect();
-                (best, keep)
+                }
+                for (_, c) in &scored {
+                    if keep.len() >= BEST_KEEP {
+                        break;
+                    }
+                    if !keep.contains(c) {
+                        keep.push(*c);
+                    }
+                }
+                (best, front, keep)
             })
             .await?;
-        let (best, keep) = scored;
+        let (best, front, keep) = scored;
         self.best_pool = keep;
-        if let Some((c, mean, sd)) = best {
+        let names: Vec<String> = self.c.objectives.iter().map(|o| o.name()).collect();
+        let point = |c: ControlArray<f64>, v: Vec<(f64, f64)>| -> BestPoint {
             let reactor = owner
                 .iter()
                 .find(|(o, _)| o.iter().zip(&c).all(|(a, b)| (a - b).abs() < 1e-9))
                 .map(|(_, id)| id.clone());
-            self.best = Some(BestPoint {
+            BestPoint {
                 controls: control_map(&c),
-                objective_mean: mean,
-                objective_sd: sd,
+                objective_mean: v[0].0,
+                objective_sd: v[0].1,
                 reactor,
-            });
+                objectives: if v.len() > 1 {
+                    names
+                        .iter()
+                        .zip(&v)
+                        .map(|(name, (mean, sd))| ObjectiveValue {
+                            name: name.clone(),
+                            mean: *mean,
+                            sd: *sd,
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+            }
+        };
+        if let Some((c, v)) = best {
+            self.best = Some(point(c, v));
         }
+        self.front = front.into_iter().map(|(c, v)| point(c, v)).collect();
         Ok(())
     }
 }

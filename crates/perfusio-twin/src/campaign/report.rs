@@ -34,6 +34,11 @@ pub struct CampaignReport {
     /// The best constant operating point found: its predicted objective under the shared
     /// model, run constant from the day-0 state over the culture.
     pub best_point: Option<BestPoint>,
+    /// With two or three objectives: the operating points found that no other one
+    /// dominates under the model's means, each with every objective's mean and sd (absent
+    /// with one objective).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pareto_front: Vec<BestPoint>,
     /// One entry per reactor.
     pub reactors: Vec<ReactorOutcome>,
     /// The shared model's one-day-ahead accuracy on the campaign's own data: every live
@@ -95,7 +100,10 @@ impl CampaignReport {
         let index = CampaignIndex::read(dir)?;
         let snapshot = campaign_files::read_snapshot(dir)?;
         let cfg = &index.config;
-        let objective = parse_objective(&cfg.objective, cfg.medium_cost).ok();
+        let objective = cfg
+            .objective_specs()
+            .first()
+            .and_then(|(spec, cost)| parse_objective(spec, *cost).ok());
         let mut reactors = Vec::new();
         let mut pairs: Vec<Vec<(f64, f64, f64, f64)>> = vec![Vec::new(); N_SPECIES];
         for r in &index.reactors {
@@ -272,12 +280,23 @@ impl CampaignReport {
             dir: dir.to_path_buf(),
             finished: index.finished.clone(),
             days: index.days.len(),
-            objective: if cfg.medium_cost > 0.0 {
-                format!("{} (medium cost {})", cfg.objective, cfg.medium_cost)
-            } else {
-                cfg.objective.clone()
-            },
+            objective: cfg
+                .objective_specs()
+                .iter()
+                .map(|(spec, cost)| {
+                    if *cost > 0.0 {
+                        format!("{spec} (medium cost {cost})")
+                    } else {
+                        spec.clone()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
             approval: cfg.approval.mode.as_str().into(),
+            pareto_front: snapshot
+                .as_ref()
+                .map(|s| s.pareto_front.clone())
+                .unwrap_or_default(),
             best_point: snapshot.and_then(|s| s.best_point),
             reactors,
             accuracy,
@@ -316,6 +335,27 @@ impl fmt::Display for CampaignReport {
                 writeln!(f)?;
             }
             None => writeln!(f, "best operating point: none yet")?,
+        }
+        if !self.pareto_front.is_empty() {
+            writeln!(
+                f,
+                "Pareto front of the operating points found ({} points, predicted mean ± sd):",
+                self.pareto_front.len()
+            )?;
+            for p in &self.pareto_front {
+                let values: Vec<String> = p
+                    .objectives
+                    .iter()
+                    .map(|o| format!("{} {:.1} ± {:.1}", o.name, o.mean, o.sd))
+                    .collect();
+                write!(f, "  {}:", values.join(", "))?;
+                for c in Control::ALL {
+                    if let Some(v) = p.controls.get(c.name()) {
+                        write!(f, " {}={v:.3}", c.name())?;
+                    }
+                }
+                writeln!(f)?;
+            }
         }
         writeln!(
             f,

@@ -497,6 +497,7 @@ impl Runner {
             }),
             status: "running".into(),
             best: None,
+            front: Vec::new(),
             best_pool: Vec::new(),
             day0,
             c,

@@ -35,6 +35,7 @@ fn config(dir: &Path, n: usize, days: u32) -> CampaignConfig {
         seed: Some(11),
         prior: None,
         objective: "harvest".into(),
+        objectives: Vec::new(),
         medium_cost: 0.0,
         constraints: None,
         best_point_days: None,
@@ -233,6 +234,124 @@ async fn four_reactors_share_one_model_spread_out_and_every_log_verifies() {
     let again = CampaignReport::from_dir(dir.path()).unwrap();
     assert_eq!(again.reactors.len(), 4);
     assert!(report.to_string().contains("best operating point"));
+}
+
+/// Issue 14: two objectives make the daily batch a qNEHVI batch; every decision is audited
+/// with both objectives' estimates, and the report and snapshot give the front of
+/// operating points found with each point's two predictions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_objectives_give_a_qnehvi_batch_and_a_pareto_front() {
+    use perfusio_audit::event::Decision as DecisionEvent;
+    use perfusio_core::Acquisition;
+    let dir = tempfile::tempdir().unwrap();
+    let (_plants, conns) = plants(4);
+    let mut cfg = config(dir.path(), 4, 4);
+    cfg.objectives = vec!["harvest".into(), "final-titer".into()];
+    let report = Campaign::with_connectors(cfg, conns)
+        .unwrap()
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.finished.as_deref(), Some("completed"));
+    assert_eq!(report.objective, "harvest, final-titer");
+    let mut points = Vec::new();
+    for r in &report.reactors {
+        let decisions: Vec<DecisionEvent> = log(dir.path(), &r.id)
+            .iter()
+            .filter(|x| x.kind == "decision")
+            .map(|x| x.payload_as().unwrap())
+            .collect();
+        assert_eq!(decisions.len(), 4, "{}", r.id);
+        for d in decisions {
+            assert_eq!(d.acquisition, Acquisition::QNEHVI);
+            let names: Vec<&str> = d.objectives.iter().map(|o| o.name.as_str()).collect();
+            assert_eq!(names, ["harvest", "final-titer"]);
+            assert_eq!(d.objectives[0].recommended, d.recommended);
+            assert!(d.acquisition_value >= 0.0, "{}", d.acquisition_value);
+            points.push(d.controls);
+        }
+    }
+    // the reactors were not all sent to one point on any day
+    points.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    points.dedup();
+    assert!(points.len() > 4, "{} distinct decisions", points.len());
+    // the front: mutually non-dominated by their means, each with both objectives
+    let best = report.best_point.as_ref().unwrap();
+    assert_eq!(best.objectives.len(), 2);
+    assert!(!report.pareto_front.is_empty() && report.pareto_front.len() <= 8);
+    let means: Vec<(f64, f64)> = report
+        .pareto_front
+        .iter()
+        .map(|p| {
+            assert_eq!(p.objectives.len(), 2);
+            assert_eq!(p.objectives[0].mean, p.objective_mean);
+            (p.objectives[0].mean, p.objectives[1].mean)
+        })
+        .collect();
+    eprintln!("front {means:.1?}, best {:.1}", best.objective_mean);
+    let snapshot = read_snapshot(dir.path()).unwrap().unwrap();
+    assert_eq!(snapshot.pareto_front, report.pareto_front);
+    let text = report.to_string();
+    assert!(
+        text.contains("Pareto front of the operating points found"),
+        "{text}"
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(
+        json["pareto_front"].as_array().unwrap().len(),
+        report.pareto_front.len()
+    );
+}
+
+#[test]
+fn objectives_that_cannot_be_traded_off_are_typed_errors() {
+    let base = r#"
+        name = "c"
+        output_dir = "out"
+        [[reactors]]
+        id = "R01"
+        connector = { kind = "virtual", truth = "CloneY" }
+    "#;
+    let ok = format!("objectives = [\"harvest\", \"final-titer\"]\nmedium_cost = 400.0\n{base}");
+    let c = CampaignConfig::from_toml_str(&ok).unwrap();
+    assert_eq!(
+        c.objective_specs(),
+        [
+            ("harvest".to_string(), 400.0),
+            ("final-titer".to_string(), 0.0)
+        ]
+    );
+    let cases = [
+        (format!("objectives = [\"harvest\"]\n{base}"), "objectives"),
+        (
+            format!(
+                "objective = \"final-titer\"\nobjectives = [\"harvest\", \"final-titer\"]\n{base}"
+            ),
+            "objective",
+        ),
+        (
+            format!(
+                "objectives = [\"final-titer\", \"track:VCV=10\"]\nmedium_cost = 400.0\n{base}"
+            ),
+            "medium_cost",
+        ),
+        (
+            format!("{base}\n[run]\nacquisition = \"qnehvi\"\n"),
+            "run.acquisition",
+        ),
+        (
+            format!(
+                "objectives = [\"harvest\", \"final-titer\"]\n{base}\n[run]\nacquisition = \"qnparego\"\n"
+            ),
+            "run.acquisition",
+        ),
+    ];
+    for (text, name) in cases {
+        match CampaignConfig::from_toml_str(&text) {
+            Err(CampaignError::Invalid { name: n, reason }) => assert_eq!(n, name, "{reason}"),
+            other => panic!("{name}: expected a typed error, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
