@@ -199,6 +199,25 @@ fn policy(c: &mut Criterion) {
                 .unwrap_or_else(|e| panic!("{e}"))
         })
     });
+    // two objectives: harvest and final titer traded off by qNEHVI
+    let p = BedPolicy::new(
+        DS,
+        vec![
+            Box::new(Harvest::default()),
+            Box::new(perfusio_bed::objective::FinalTiter),
+        ],
+        PolicyConfig {
+            acquisition: Acquisition::QNEHVI,
+            ..PolicyConfig::new(&DS)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    g.bench_function("decide_batch_q24_qNEHVI_2_objectives", |b| {
+        b.iter(|| {
+            p.decide_batch(&model, black_box(&reactors))
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+    });
     g.finish();
 }
 
