@@ -191,6 +191,10 @@ pub struct BestPoint {
     pub objective_sd: f64,
     /// Reactor whose data it came from, if it is an observed point.
     pub reactor: Option<String>,
+    /// How the best-point step searched the design space that day (evaluations, whether
+    /// its compass search converged); absent for the points of the front.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
     /// With two or three objectives: each one's predicted mean and sd (the first is
     /// `objective_mean` and `objective_sd`). Empty with one objective.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -154,6 +154,7 @@ pub(crate) fn fixture_snapshot() -> CampaignSnapshot {
             objective_mean: 1234.5,
             objective_sd: 56.7,
             reactor: Some("R01".into()),
+            search: None,
             objectives: Vec::new(),
         }),
         pareto_front: [(1.7, 1234.5, 310.0), (1.1, 1010.0, 402.5)]
@@ -163,6 +164,7 @@ pub(crate) fn fixture_snapshot() -> CampaignSnapshot {
                 objective_mean: harvest,
                 objective_sd: 50.0,
                 reactor: None,
+                search: None,
                 objectives: vec![
                     ObjectiveValue {
                         name: "harvest".into(),

@@ -44,6 +44,8 @@ use perfusio_audit::event::{
 use perfusio_audit::{Actor, AuditHandle, AuditWriter, Entry, Event, WriterOptions};
 use perfusio_bed::BedPolicy;
 use perfusio_bed::objective::{Objective, OutcomeConstraint, parse_objective};
+use perfusio_bed::qmc::uniform_points;
+use perfusio_bed::space::DecisionSpace;
 use perfusio_core::{
     Addition, Connector, Control, ControlArray, CultureDay, DEFAULT_AMBR250_DESIGN_SPACE,
     DesignSpace, N_SPECIES, Pacing, RunConfig, Setpoints, Species, SpeciesArray, Variable,
@@ -1345,6 +1347,15 @@ impl Runner {
             best: None,
         };
         if final_day {
+            // the best point under the final model, searched to convergence
+            let t_best = Instant::now();
+            let currents: Vec<ControlArray<f64>> = {
+                let s = self.shared()?;
+                s.states.iter().map(|st| *st.current()).collect()
+            };
+            self.update_best(&[], &currents, BestSearch::Final).await?;
+            summary.timings.best = t_best.elapsed();
+            summary.compute += summary.timings.best;
             self.end_day(day, &mut summary)?;
             return Ok(true);
         }
@@ -1493,7 +1504,8 @@ impl Runner {
         }
         // the best constant operating point so far, under the shared model
         let t_best = Instant::now();
-        self.update_best(&recommended, &currents).await?;
+        self.update_best(&recommended, &currents, BestSearch::Daily)
+            .await?;
         timings.best = t_best.elapsed();
         summary.compute = compute + timings.best;
         summary.timings = timings;
@@ -2318,13 +2330,18 @@ impl Runner {
     }
 
     /// The best constant operating point so far: the candidates (today's recommendations,
-    /// the setpoints in force, the best few of earlier days) are run constant from the
-    /// day-0 state over the culture under the shared model; the best by mean objective is
-    /// scored again with Monte-Carlo paths for its mean and sd.
+    /// the setpoints in force, the best few of earlier days, [`BEST_SCREEN`] fresh
+    /// space-filling points of the design space) are run constant from the day-0 state over
+    /// the culture under the shared model, and a compass search on each objective's mean
+    /// goes on from the best of them by that objective (one poll a day; on the final day
+    /// until its step is below [`BEST_MIN_STEP`] of each control's range, at most
+    /// [`BEST_FINAL_EVALS`] evaluations). The best by mean objective is scored again with Monte-Carlo paths for
+    /// its mean and sd.
     async fn update_best(
         &mut self,
         recommended: &[Option<ControlArray<f64>>],
         currents: &[ControlArray<f64>],
+        search: BestSearch,
     ) -> Result<()> {
         let Some(start) = self.day0.clone() else {
             return Ok(());
@@ -2347,6 +2364,7 @@ impl Runner {
         let objectives = self.c.objectives.clone();
         let m = objectives.len();
         let seed = derive_seed(self.seed, "best", self.day);
+        let design = self.c.design_space.clone();
         let owner: Vec<(ControlArray<f64>, String)> = self
             .units
             .iter()
@@ -2363,19 +2381,56 @@ impl Runner {
                     threads: 1,
                 };
                 // every objective at the mean path, for every candidate
-                let mut scored: Vec<(Vec<f64>, ControlArray<f64>)> = pool
-                    .iter()
-                    .filter_map(|c| {
-                        let f = s.model.forecast(&start, &vec![*c; days], &mm).ok()?;
-                        let states: Vec<SpeciesArray<f64>> =
-                            f.state.iter().map(|b| b.mean).collect();
-                        let v: Vec<f64> = objectives
-                            .iter()
-                            .map(|o| o.value(&states, &vec![*c; days]))
-                            .collect();
-                        v.iter().all(|x| x.is_finite()).then_some((v, *c))
-                    })
+                let eval = |c: &ControlArray<f64>| -> Option<Vec<f64>> {
+                    let f = s.model.forecast(&start, &vec![*c; days], &mm).ok()?;
+                    let states: Vec<SpeciesArray<f64>> = f.state.iter().map(|b| b.mean).collect();
+                    let v: Vec<f64> = objectives
+                        .iter()
+                        .map(|o| o.value(&states, &vec![*c; days]))
+                        .collect();
+                    v.iter().all(|x| x.is_finite()).then_some(v)
+                };
+                let space = DecisionSpace::new(&design, Control::defaults()).ok();
+                if let Some(sp) = &space
+                    && let Ok(units) = uniform_points(BEST_SCREEN, sp.dim(), seed)
+                {
+                    pool.extend(
+                        units
+                            .chunks_exact(sp.dim())
+                            .filter_map(|u| sp.to_controls(u).ok()),
+                    );
+                }
+                let mut scored: Vec<(Vec<f64>, ControlArray<f64>)> = eval_all(&eval, &pool)
+                    .into_iter()
+                    .zip(&pool)
+                    .filter_map(|(v, c)| v.map(|v| (v, *c)))
                     .collect();
+                scored.sort_by(|a, b| b.0[0].total_cmp(&a.0[0]));
+                // each objective's best, searched from the best candidate by it (the first
+                // objective's is the best point; the others end the front)
+                let mut report = None;
+                for k in (0..m).rev() {
+                    let start_k = scored
+                        .iter()
+                        .max_by(|a, b| a.0[k].total_cmp(&b.0[k]))
+                        .cloned();
+                    let (Some(sp), Some((vk, ck))) = (&space, start_k) else {
+                        continue;
+                    };
+                    let (step, cap) = match search {
+                        BestSearch::Daily => (BEST_DAILY_STEP, 2 * sp.dim()),
+                        BestSearch::Final => (BEST_FINAL_STEP, BEST_FINAL_EVALS),
+                    };
+                    let r = compass_search(&eval, sp, &ck, vk, k, step, cap);
+                    if let Some(v) = &r.values
+                        && r.moved
+                    {
+                        scored.push((v.clone(), r.controls));
+                    }
+                    if k == 0 {
+                        report = Some(r.describe(search));
+                    }
+                }
                 scored.sort_by(|a, b| b.0[0].total_cmp(&a.0[0]));
                 // each objective's mean and sd over Monte-Carlo paths
                 let mc_of = |c: &ControlArray<f64>| -> Option<Vec<(f64, f64)>> {
@@ -2434,10 +2489,10 @@ impl Runner {
                         keep.push(*c);
                     }
                 }
-                (best, front, keep)
+                (best, front, keep, report)
             })
             .await?;
-        let (best, front, keep) = scored;
+        let (best, front, keep, search_report) = scored;
         self.best_pool = keep;
         let names: Vec<String> = self.c.objectives.iter().map(|o| o.name()).collect();
         let point = |c: ControlArray<f64>, v: Vec<(f64, f64)>| -> BestPoint {
@@ -2450,6 +2505,7 @@ impl Runner {
                 objective_mean: v[0].0,
                 objective_sd: v[0].1,
                 reactor,
+                search: None,
                 objectives: if v.len() > 1 {
                     names
                         .iter()
@@ -2466,11 +2522,175 @@ impl Runner {
             }
         };
         if let Some((c, v)) = best {
-            self.best = Some(point(c, v));
+            let mut b = point(c, v);
+            b.search = search_report;
+            self.best = Some(b);
         }
         self.front = front.into_iter().map(|(c, v)| point(c, v)).collect();
         Ok(())
     }
+}
+
+/// Fresh space-filling points of the design space scored by the best-point step each day.
+pub const BEST_SCREEN: usize = 16;
+/// Initial compass step of the daily best-point poll (fraction of each control's range).
+const BEST_DAILY_STEP: f64 = 0.05;
+/// Initial compass step of the final day's best-point search.
+const BEST_FINAL_STEP: f64 = 0.25;
+/// Smallest compass step of the best-point search: below it the search has converged.
+pub const BEST_MIN_STEP: f64 = 1e-3;
+/// Most model evaluations of the final day's best-point search (reported when reached).
+pub const BEST_FINAL_EVALS: usize = 1500;
+
+/// How far the best-point step searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BestSearch {
+    /// One compass poll around the best candidate.
+    Daily,
+    /// To convergence (the campaign's final day).
+    Final,
+}
+
+/// Values of `eval` at every candidate, on [`THREADS`] threads.
+fn eval_all<F>(eval: &F, cands: &[ControlArray<f64>]) -> Vec<Option<Vec<f64>>>
+where
+    F: Fn(&ControlArray<f64>) -> Option<Vec<f64>> + Sync,
+{
+    let threads = THREADS.min(cands.len()).max(1);
+    if threads == 1 {
+        return cands.iter().map(eval).collect();
+    }
+    let mut out: Vec<(usize, Option<Vec<f64>>)> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                sc.spawn(move || {
+                    cands
+                        .iter()
+                        .enumerate()
+                        .skip(t)
+                        .step_by(threads)
+                        .map(|(i, c)| (i, eval(c)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    out.sort_by_key(|(i, _)| *i);
+    let mut values = vec![None; cands.len()];
+    for (i, v) in out {
+        values[i] = v;
+    }
+    values
+}
+
+/// Where a compass search of the best point ended.
+struct CompassResult {
+    controls: ControlArray<f64>,
+    values: Option<Vec<f64>>,
+    evaluations: usize,
+    step: f64,
+    converged: bool,
+    /// Whether it left its start.
+    moved: bool,
+}
+
+impl CompassResult {
+    fn describe(&self, search: BestSearch) -> String {
+        let kind = match search {
+            BestSearch::Daily => "daily compass poll",
+            BestSearch::Final => "final compass search",
+        };
+        let how = if self.converged {
+            format!("converged (step {:.1e} of each range)", self.step)
+        } else if search == BestSearch::Final {
+            format!(
+                "stopped at its cap of {BEST_FINAL_EVALS} evaluations (step {:.1e})",
+                self.step
+            )
+        } else {
+            format!("step {:.1e}", self.step)
+        };
+        format!("{kind}: {} model evaluations, {how}", self.evaluations)
+    }
+}
+
+/// Compass (pattern) search of objective `k`'s mean over the unit cube of `space`, from
+/// `start`: poll `±step` along every coordinate (in parallel), move to the best poll
+/// point that improves, else halve the step; stop when the step is below [`BEST_MIN_STEP`]
+/// (converged) or after `cap` evaluations.
+fn compass_search<F>(
+    eval: &F,
+    space: &DecisionSpace,
+    start: &ControlArray<f64>,
+    start_values: Vec<f64>,
+    k: usize,
+    step: f64,
+    cap: usize,
+) -> CompassResult
+where
+    F: Fn(&ControlArray<f64>) -> Option<Vec<f64>> + Sync,
+{
+    let mut out = CompassResult {
+        controls: *start,
+        values: Some(start_values.clone()),
+        evaluations: 0,
+        step,
+        converged: false,
+        moved: false,
+    };
+    let Ok(mut x) = space.to_unit(start) else {
+        return out;
+    };
+    let mut fx = start_values;
+    let dim = x.len();
+    while out.evaluations + 2 * dim <= cap.max(2 * dim) {
+        if out.step < BEST_MIN_STEP {
+            out.converged = true;
+            break;
+        }
+        let mut polls: Vec<Vec<f64>> = Vec::with_capacity(2 * dim);
+        for j in 0..dim {
+            for sign in [1.0, -1.0] {
+                let mut y = x.clone();
+                y[j] = (y[j] + sign * out.step).clamp(0.0, 1.0);
+                if (y[j] - x[j]).abs() > 0.0 {
+                    polls.push(y);
+                }
+            }
+        }
+        let cands: Vec<ControlArray<f64>> = polls
+            .iter()
+            .filter_map(|u| space.to_controls(u).ok())
+            .collect();
+        out.evaluations += cands.len();
+        let values = eval_all(eval, &cands);
+        let best = values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.as_ref().map(|v| (i, v)))
+            .max_by(|a, b| a.1[k].total_cmp(&b.1[k]));
+        match best {
+            Some((i, v)) if v[k] > fx[k] + 1e-9 * fx[k].abs().max(1.0) => {
+                x = polls[i].clone();
+                fx = v.clone();
+                out.controls = cands[i];
+                out.values = Some(fx.clone());
+                out.moved = true;
+            }
+            _ => out.step *= 0.5,
+        }
+        if out.evaluations >= cap {
+            break;
+        }
+    }
+    if out.step < BEST_MIN_STEP {
+        out.converged = true;
+    }
+    out
 }
 
 /// Draws per day behind the snapshot's bands of a moment-matched forecast.
@@ -2523,6 +2743,44 @@ fn bands_of(f: &Forecast) -> ForecastBands {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The best-point compass search finds the maximiser of a known function of the
+    /// controls (objective index 1; index 0 is constant) to its step, says it converged, and
+    /// at a small cap says it stopped there instead.
+    #[test]
+    fn compass_search_finds_a_known_maximum_and_reports_its_cap() {
+        let ds = DEFAULT_AMBR250_DESIGN_SPACE;
+        let space = DecisionSpace::new(&ds, Control::defaults()).unwrap();
+        let dim = space.dim();
+        let target: Vec<f64> = (0..dim)
+            .map(|j| 0.2 + 0.6 * j as f64 / dim as f64)
+            .collect();
+        let f = |c: &ControlArray<f64>| -> Option<Vec<f64>> {
+            let u = space.to_unit(c).ok()?;
+            let d2: f64 = u.iter().zip(&target).map(|(a, b)| (a - b).powi(2)).sum();
+            Some(vec![1.0, 10.0 - d2])
+        };
+        let start = space.to_controls(&vec![0.5; dim]).unwrap();
+        let v0 = f(&start).unwrap();
+        let r = compass_search(&f, &space, &start, v0.clone(), 1, 0.25, 5000);
+        assert!(r.converged && r.moved, "{}", r.describe(BestSearch::Final));
+        assert!(r.step < BEST_MIN_STEP);
+        let u = space.to_unit(&r.controls).unwrap();
+        for (a, b) in u.iter().zip(&target) {
+            assert!((a - b).abs() < 2e-3, "{u:?} vs {target:?}");
+        }
+        assert!(r.values.as_ref().unwrap()[1] > 10.0 - 1e-5);
+        let capped = compass_search(&f, &space, &start, v0, 1, 0.25, 2 * dim);
+        assert!(!capped.converged);
+        assert_eq!(capped.evaluations, 2 * dim);
+        assert!(
+            capped
+                .describe(BestSearch::Final)
+                .contains("stopped at its cap"),
+            "{}",
+            capped.describe(BestSearch::Final)
+        );
+    }
 
     #[test]
     fn edits_outside_the_design_space_are_refused_with_the_reason() {

@@ -333,6 +333,9 @@ impl fmt::Display for CampaignReport {
                     }
                 }
                 writeln!(f)?;
+                if let Some(search) = &b.search {
+                    writeln!(f, "  ({search})")?;
+                }
             }
             None => writeln!(f, "best operating point: none yet")?,
         }

@@ -517,7 +517,9 @@ impl Runner {
             s.states.iter().map(|st| *st.current()).collect()
         };
         runner.best_pool = pool;
-        runner.update_best(&[], &currents).await?;
+        runner
+            .update_best(&[], &currents, super::BestSearch::Daily)
+            .await?;
         runner.index.write(&runner.dir)?;
         runner.publish()?;
         Ok(runner)

@@ -278,6 +278,12 @@ async fn two_objectives_give_a_qnehvi_batch_and_a_pareto_front() {
     // the front: mutually non-dominated by their means, each with both objectives
     let best = report.best_point.as_ref().unwrap();
     assert_eq!(best.objectives.len(), 2);
+    // the final day searched the model to convergence
+    let search = best.search.as_deref().unwrap();
+    assert!(
+        search.starts_with("final compass search") && search.contains("converged"),
+        "{search}"
+    );
     assert!(!report.pareto_front.is_empty() && report.pareto_front.len() <= 8);
     let means: Vec<(f64, f64)> = report
         .pareto_front
