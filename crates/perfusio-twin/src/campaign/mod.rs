@@ -226,8 +226,11 @@ pub struct CampaignDay {
     pub retrained: bool,
     /// Active alarms over all reactors.
     pub alarms: usize,
-    /// Wall time of the day's computation (learning, retraining, forecasts, batch decision,
-    /// best point), without reading, writing and waiting for operators.
+    /// Wall time of the day's computation on its way from the samples to the writes
+    /// (learning, retraining, forecasts, batch decision; on the final day, the best point's
+    /// final search), without reading, writing and waiting for operators. The daily
+    /// best-point step runs after the writes, while the campaign waits for the next sample,
+    /// and is not in it.
     pub compute: Duration,
     /// Where [`CampaignDay::compute`] went.
     pub timings: CampaignTimings,
@@ -246,7 +249,9 @@ pub struct CampaignTimings {
     pub forecast: Duration,
     /// The batch decision over the reactors.
     pub decide: Duration,
-    /// Scoring the best constant operating point so far.
+    /// Scoring the best constant operating point so far: the previous day's step (it runs
+    /// after that day's writes, overlapping the wait for this day's samples); on the final
+    /// day, the final search.
     pub best: Duration,
 }
 
@@ -832,6 +837,8 @@ struct Runner {
     /// With several objectives: the front of operating points found so far.
     front: Vec<BestPoint>,
     best_pool: Vec<ControlArray<f64>>,
+    /// The daily best-point step, running while the campaign waits for the next sample.
+    best_task: Option<BestTask>,
     day0: Option<perfusio_hybrid::StateEstimate>,
 }
 
@@ -958,6 +965,7 @@ impl Runner {
             best: None,
             front: Vec::new(),
             best_pool: Vec::new(),
+            best_task: None,
             day0: None,
             c,
         };
@@ -1084,6 +1092,8 @@ impl Runner {
 
     /// Ends every log with `run_finished`, closes them, writes the final index and snapshot.
     async fn finish(&mut self, ending: &Result<()>) -> Result<()> {
+        // a best-point step still running gives the shared model back first
+        let joined = self.join_best().await;
         let (completed, reason) = match ending {
             Err(e) => {
                 self.status = format!("stopped: {e}");
@@ -1124,7 +1134,8 @@ impl Runner {
         for u in &mut self.units {
             u.pending = None;
         }
-        self.publish()
+        self.publish()?;
+        joined.map(|_| ())
     }
 
     /// One day of every reactor; `false` when the campaign ends early (data ended for all
@@ -1151,6 +1162,13 @@ impl Runner {
             set.spawn(async move { (i, read_with_retry(&*conn, &ds, &cancel, day, budget).await) });
         }
         let mut reads: Vec<Option<Read>> = (0..n).map(|_| None).collect();
+        // yesterday's best-point step finishes while the reads wait for their samples (in
+        // the background, it is taken only if it has finished)
+        let best_took = if self.best_in_background() {
+            self.try_join_best()?
+        } else {
+            self.join_best().await?
+        };
         while let Some(r) = set.join_next().await {
             let (i, read) = r?;
             reads[i] = Some(read);
@@ -1333,6 +1351,7 @@ impl Runner {
         let mut timings = CampaignTimings {
             learn: compute.saturating_sub(retrain_time),
             retrain: retrain_time,
+            best: best_took,
             ..CampaignTimings::default()
         };
         let mut summary = CampaignDay {
@@ -1502,12 +1521,7 @@ impl Runner {
                 }
             }
         }
-        // the best constant operating point so far, under the shared model
-        let t_best = Instant::now();
-        self.update_best(&recommended, &currents, BestSearch::Daily)
-            .await?;
-        timings.best = t_best.elapsed();
-        summary.compute = compute + timings.best;
+        summary.compute = compute;
         summary.timings = timings;
         // operator overrides replace the day's decision
         for i in 0..n {
@@ -1540,6 +1554,10 @@ impl Runner {
         // 7. write or withhold
         self.apply(day, &recommended, &currents, resolutions, &mut summary)
             .await?;
+        // 8. the best constant operating point so far, under the shared model: after the
+        // writes (it decides nothing), on its own thread while the campaign waits for the
+        // next sample (its time is in the day's `timings.best` that takes its result)
+        summary.timings.best += self.start_best(&recommended, &currents)?;
         self.end_day(day, &mut summary)?;
         Ok(true)
     }
@@ -2343,9 +2361,104 @@ impl Runner {
         currents: &[ControlArray<f64>],
         search: BestSearch,
     ) -> Result<()> {
-        let Some(start) = self.day0.clone() else {
+        self.join_best().await?;
+        let Some((job, owner)) = self.best_job(recommended, currents, search) else {
             return Ok(());
         };
+        let scored = self.with_shared(move |s| job(&s.model)).await?;
+        self.apply_best(scored, &owner);
+        Ok(())
+    }
+
+    /// Whether the daily best-point step runs off the daily path: with
+    /// `retrain_in_background` (short sampling intervals) it runs at idle priority, the day
+    /// never waits for it, and a new one starts only when the last one has finished;
+    /// otherwise (and with [`Campaign::wait_for_background_fits`]) the next day's learning
+    /// waits for it, so a campaign's best points do not depend on the machine's speed.
+    fn best_in_background(&self) -> bool {
+        self.c.config.retrain_in_background && !self.c.wait_for_fits
+    }
+
+    /// Starts the daily [`Runner::update_best`] step on its own thread with a copy of the
+    /// shared model (it decides nothing, and a live server's next sample must not wait for
+    /// it); see [`Runner::best_in_background`].
+    /// Returns the wall time of a finished step whose result it took first.
+    fn start_best(
+        &mut self,
+        recommended: &[Option<ControlArray<f64>>],
+        currents: &[ControlArray<f64>],
+    ) -> Result<Duration> {
+        if self
+            .best_task
+            .as_ref()
+            .is_some_and(|t| !t.handle.is_finished())
+        {
+            // (only in the background: otherwise the day began by waiting for it)
+            return Ok(Duration::ZERO);
+        }
+        let took = self.try_join_best()?;
+        let Some((job, owner)) = self.best_job(recommended, currents, BestSearch::Daily) else {
+            return Ok(took);
+        };
+        let model = self.shared()?.model.clone();
+        let background = self.best_in_background();
+        let handle = std::thread::spawn(move || {
+            if background {
+                idle_priority();
+            }
+            let t = Instant::now();
+            let out = job(&model);
+            (out, t.elapsed())
+        });
+        self.best_task = Some(BestTask { handle, owner });
+        Ok(took)
+    }
+
+    /// Takes a finished best-point step's result; returns its wall time (zero when none
+    /// had finished).
+    fn try_join_best(&mut self) -> Result<Duration> {
+        match &self.best_task {
+            Some(t) if t.handle.is_finished() => {}
+            _ => return Ok(Duration::ZERO),
+        }
+        let Some(t) = self.best_task.take() else {
+            return Ok(Duration::ZERO);
+        };
+        let (scored, took) = t
+            .handle
+            .join()
+            .map_err(|_| TwinError::Task("the best-point step panicked".into()))?;
+        self.apply_best(scored, &t.owner);
+        Ok(took)
+    }
+
+    /// Waits for a running best-point step and takes its result; returns its wall time.
+    async fn join_best(&mut self) -> Result<Duration> {
+        let Some(t) = self.best_task.take() else {
+            return Ok(Duration::ZERO);
+        };
+        let owner = t.owner;
+        let handle = t.handle;
+        let (scored, took) = tokio::task::spawn_blocking(move || handle.join())
+            .await?
+            .map_err(|_| TwinError::Task("the best-point step panicked".into()))?;
+        self.apply_best(scored, &owner);
+        Ok(took)
+    }
+
+    /// The work of a best-point step (see [`Runner::update_best`]) and the reactors'
+    /// setpoints it attributes points to; `None` before the day-0 state is known.
+    #[allow(clippy::type_complexity)]
+    fn best_job(
+        &self,
+        recommended: &[Option<ControlArray<f64>>],
+        currents: &[ControlArray<f64>],
+        search: BestSearch,
+    ) -> Option<(
+        impl FnOnce(&HybridModel) -> BestScored + Send + 'static,
+        Vec<(ControlArray<f64>, String)>,
+    )> {
+        let start = self.day0.clone()?;
         let mut pool = self.best_pool.clone();
         for c in recommended.iter().flatten().chain(currents) {
             if !pool
@@ -2371,127 +2484,130 @@ impl Runner {
             .zip(currents)
             .map(|(u, c)| (*c, u.id.clone()))
             .collect();
-        let scored = self
-            .with_shared(move |s| {
-                let mm = ForecastOptions {
-                    method: ForecastMethod::MomentMatching,
-                    paths: 2,
-                    seed,
-                    keep_paths: false,
-                    threads: 1,
-                };
-                // every objective at the mean path, for every candidate
-                let eval = |c: &ControlArray<f64>| -> Option<Vec<f64>> {
-                    let f = s.model.forecast(&start, &vec![*c; days], &mm).ok()?;
-                    let states: Vec<SpeciesArray<f64>> = f.state.iter().map(|b| b.mean).collect();
-                    let v: Vec<f64> = objectives
-                        .iter()
-                        .map(|o| o.value(&states, &vec![*c; days]))
-                        .collect();
-                    v.iter().all(|x| x.is_finite()).then_some(v)
-                };
-                let space = DecisionSpace::new(&design, Control::defaults()).ok();
-                if let Some(sp) = &space
-                    && let Ok(units) = uniform_points(BEST_SCREEN, sp.dim(), seed)
-                {
-                    pool.extend(
-                        units
-                            .chunks_exact(sp.dim())
-                            .filter_map(|u| sp.to_controls(u).ok()),
-                    );
-                }
-                let mut scored: Vec<(Vec<f64>, ControlArray<f64>)> = eval_all(&eval, &pool)
-                    .into_iter()
-                    .zip(&pool)
-                    .filter_map(|(v, c)| v.map(|v| (v, *c)))
+        let job = move |model: &HybridModel| -> BestScored {
+            let mm = ForecastOptions {
+                method: ForecastMethod::MomentMatching,
+                paths: 2,
+                seed,
+                keep_paths: false,
+                threads: 1,
+            };
+            // every objective at the mean path, for every candidate
+            let eval = |c: &ControlArray<f64>| -> Option<Vec<f64>> {
+                let f = model.forecast(&start, &vec![*c; days], &mm).ok()?;
+                let states: Vec<SpeciesArray<f64>> = f.state.iter().map(|b| b.mean).collect();
+                let v: Vec<f64> = objectives
+                    .iter()
+                    .map(|o| o.value(&states, &vec![*c; days]))
                     .collect();
-                scored.sort_by(|a, b| b.0[0].total_cmp(&a.0[0]));
-                // each objective's best, searched from the best candidate by it (the first
-                // objective's is the best point; the others end the front)
-                let mut report = None;
-                for k in (0..m).rev() {
-                    let start_k = scored
-                        .iter()
-                        .max_by(|a, b| a.0[k].total_cmp(&b.0[k]))
-                        .cloned();
-                    let (Some(sp), Some((vk, ck))) = (&space, start_k) else {
-                        continue;
-                    };
-                    let (step, cap) = match search {
-                        BestSearch::Daily => (BEST_DAILY_STEP, 2 * sp.dim()),
-                        BestSearch::Final => (BEST_FINAL_STEP, BEST_FINAL_EVALS),
-                    };
-                    let r = compass_search(&eval, sp, &ck, vk, k, step, cap);
-                    if let Some(v) = &r.values
-                        && r.moved
-                    {
-                        scored.push((v.clone(), r.controls));
-                    }
-                    if k == 0 {
-                        report = Some(r.describe(search));
-                    }
-                }
-                scored.sort_by(|a, b| b.0[0].total_cmp(&a.0[0]));
-                // each objective's mean and sd over Monte-Carlo paths
-                let mc_of = |c: &ControlArray<f64>| -> Option<Vec<(f64, f64)>> {
-                    let mc = ForecastOptions {
-                        method: ForecastMethod::MonteCarlo,
-                        paths: BEST_PATHS,
-                        seed,
-                        keep_paths: true,
-                        threads: THREADS,
-                    };
-                    let f = s.model.forecast(&start, &vec![*c; days], &mc).ok()?;
-                    let paths = f.paths.as_ref()?;
-                    objectives
-                        .iter()
-                        .map(|o| {
-                            let values: Vec<f64> = paths
-                                .iter()
-                                .map(|p| o.value(p, &vec![*c; days]))
-                                .filter(|v| v.is_finite())
-                                .collect();
-                            let n = values.len() as f64;
-                            if n < 2.0 {
-                                return None;
-                            }
-                            let mean = values.iter().sum::<f64>() / n;
-                            let var =
-                                values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
-                            Some((mean, var.sqrt()))
-                        })
-                        .collect()
+                v.iter().all(|x| x.is_finite()).then_some(v)
+            };
+            let space = DecisionSpace::new(&design, Control::defaults()).ok();
+            if let Some(sp) = &space
+                && let Ok(units) = uniform_points(BEST_SCREEN, sp.dim(), seed)
+            {
+                pool.extend(
+                    units
+                        .chunks_exact(sp.dim())
+                        .filter_map(|u| sp.to_controls(u).ok()),
+                );
+            }
+            let mut scored: Vec<(Vec<f64>, ControlArray<f64>)> = eval_all(&eval, &pool)
+                .into_iter()
+                .zip(&pool)
+                .filter_map(|(v, c)| v.map(|v| (v, *c)))
+                .collect();
+            scored.sort_by(|a, b| b.0[0].total_cmp(&a.0[0]));
+            // each objective's best, searched from the best candidate by it (the first
+            // objective's is the best point; the others end the front)
+            let mut report = None;
+            for k in (0..m).rev() {
+                let start_k = scored
+                    .iter()
+                    .max_by(|a, b| a.0[k].total_cmp(&b.0[k]))
+                    .cloned();
+                let (Some(sp), Some((vk, ck))) = (&space, start_k) else {
+                    continue;
                 };
-                let best = scored.first().and_then(|(_, c)| mc_of(c).map(|v| (*c, v)));
-                // with several objectives: the points no other one dominates (by their
-                // means), best first by the first objective; they are kept for tomorrow
-                // before the rest
-                let mut keep: Vec<ControlArray<f64>> = Vec::with_capacity(BEST_KEEP);
-                let mut front = Vec::new();
-                if m > 1 {
-                    let flat: Vec<f64> = scored.iter().flat_map(|(v, _)| v.clone()).collect();
-                    let mask = perfusio_bed::pareto::non_dominated_mask(&flat, m)
-                        .unwrap_or_else(|_| vec![false; scored.len()]);
-                    for ((_, c), on) in scored.iter().zip(&mask) {
-                        if *on && front.len() < BEST_KEEP {
-                            if let Some(v) = mc_of(c) {
-                                front.push((*c, v));
-                            }
-                            keep.push(*c);
-                        }
-                    }
+                let (step, cap) = match search {
+                    BestSearch::Daily => (BEST_DAILY_STEP, 2 * sp.dim()),
+                    BestSearch::Final => (BEST_FINAL_STEP, BEST_FINAL_EVALS),
+                };
+                let r = compass_search(&eval, sp, &ck, vk, k, step, cap);
+                if let Some(v) = &r.values
+                    && r.moved
+                {
+                    scored.push((v.clone(), r.controls));
                 }
-                for (_, c) in &scored {
-                    if keep.len() >= BEST_KEEP {
-                        break;
-                    }
-                    if !keep.contains(c) {
+                if k == 0 {
+                    report = Some(r.describe(search));
+                }
+            }
+            scored.sort_by(|a, b| b.0[0].total_cmp(&a.0[0]));
+            // each objective's mean and sd over Monte-Carlo paths
+            let mc_of = |c: &ControlArray<f64>| -> Option<Vec<(f64, f64)>> {
+                let mc = ForecastOptions {
+                    method: ForecastMethod::MonteCarlo,
+                    paths: BEST_PATHS,
+                    seed,
+                    keep_paths: true,
+                    threads: THREADS,
+                };
+                let f = model.forecast(&start, &vec![*c; days], &mc).ok()?;
+                let paths = f.paths.as_ref()?;
+                objectives
+                    .iter()
+                    .map(|o| {
+                        let values: Vec<f64> = paths
+                            .iter()
+                            .map(|p| o.value(p, &vec![*c; days]))
+                            .filter(|v| v.is_finite())
+                            .collect();
+                        let n = values.len() as f64;
+                        if n < 2.0 {
+                            return None;
+                        }
+                        let mean = values.iter().sum::<f64>() / n;
+                        let var =
+                            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+                        Some((mean, var.sqrt()))
+                    })
+                    .collect()
+            };
+            let best = scored.first().and_then(|(_, c)| mc_of(c).map(|v| (*c, v)));
+            // with several objectives: the points no other one dominates (by their
+            // means), best first by the first objective; they are kept for tomorrow
+            // before the rest
+            let mut keep: Vec<ControlArray<f64>> = Vec::with_capacity(BEST_KEEP);
+            let mut front = Vec::new();
+            if m > 1 {
+                let flat: Vec<f64> = scored.iter().flat_map(|(v, _)| v.clone()).collect();
+                let mask = perfusio_bed::pareto::non_dominated_mask(&flat, m)
+                    .unwrap_or_else(|_| vec![false; scored.len()]);
+                for ((_, c), on) in scored.iter().zip(&mask) {
+                    if *on && front.len() < BEST_KEEP {
+                        if let Some(v) = mc_of(c) {
+                            front.push((*c, v));
+                        }
                         keep.push(*c);
                     }
                 }
-                (best, front, keep, report)
-            })
-            .await?;
+            }
+            for (_, c) in &scored {
+                if keep.len() >= BEST_KEEP {
+                    break;
+                }
+                if !keep.contains(c) {
+                    keep.push(*c);
+                }
+            }
+            (best, front, keep, report)
+        };
+        Some((job, owner))
+    }
+
+    /// Takes a best-point step's result: the best point, the front, the pool for tomorrow.
+    fn apply_best(&mut self, scored: BestScored, owner: &[(ControlArray<f64>, String)]) {
         let (best, front, keep, search_report) = scored;
         self.best_pool = keep;
         let names: Vec<String> = self.c.objectives.iter().map(|o| o.name()).collect();
@@ -2527,7 +2643,6 @@ impl Runner {
             self.best = Some(b);
         }
         self.front = front.into_iter().map(|(c, v)| point(c, v)).collect();
-        Ok(())
     }
 }
 
@@ -2541,6 +2656,22 @@ const BEST_FINAL_STEP: f64 = 0.25;
 pub const BEST_MIN_STEP: f64 = 1e-3;
 /// Most model evaluations of the final day's best-point search (reported when reached).
 pub const BEST_FINAL_EVALS: usize = 1500;
+
+/// What a best-point step found: the best point and each objective's (mean, sd), the front,
+/// the candidates kept for tomorrow, how its search went.
+type BestScored = (
+    Option<(ControlArray<f64>, Vec<(f64, f64)>)>,
+    Vec<(ControlArray<f64>, Vec<(f64, f64)>)>,
+    Vec<ControlArray<f64>>,
+    Option<String>,
+);
+
+/// A best-point step running on its own thread with a copy of the shared model, and the
+/// reactors' setpoints it attributes points to.
+struct BestTask {
+    handle: std::thread::JoinHandle<(BestScored, Duration)>,
+    owner: Vec<(ControlArray<f64>, String)>,
+}
 
 /// How far the best-point step searches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

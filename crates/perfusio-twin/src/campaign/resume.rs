@@ -499,6 +499,7 @@ impl Runner {
             best: None,
             front: Vec::new(),
             best_pool: Vec::new(),
+            best_task: None,
             day0,
             c,
         };
