@@ -1656,6 +1656,35 @@ impl BedPolicy {
     }
 }
 
+/// The new last row (`k + 1` values) of a lower Cholesky factor `l` (`k × k`, rows of
+/// `stride`) when a member with variance `var` and covariances `cov(a)` with members
+/// `a < k` is appended; a zero pivot gives a zero entry (a copy of a member). `None` when
+/// the row is not finite.
+fn cholesky_append_row(
+    l: &[f64],
+    stride: usize,
+    k: usize,
+    var: f64,
+    cov: impl Fn(usize) -> f64,
+) -> Option<Vec<f64>> {
+    let mut row = vec![0.0; k + 1];
+    let mut sq = 0.0;
+    for a in 0..k {
+        let v = cov(a)
+            - l[a * stride..a * stride + a]
+                .iter()
+                .zip(&row)
+                .map(|(l, r)| l * r)
+                .sum::<f64>();
+        let d = l[a * stride + a];
+        row[a] = if d > 0.0 { v / d } else { 0.0 };
+        sq += row[a] * row[a];
+    }
+    let diag = var - sq;
+    row[k] = if diag > 0.0 { diag.sqrt() } else { 0.0 };
+    row.iter().all(|v| v.is_finite()).then_some(row)
+}
+
 /// Lower Cholesky factor (row-major) of a positive semi-definite `m × m` matrix; a pivot
 /// that is not positive (a perfectly correlated or zero-variance objective) gives a zero
 /// column.
@@ -1850,27 +1879,13 @@ impl JointBatch {
     /// The new member's row of the Cholesky factor (`k + 1` values), or `None` when the
     /// batch covariance would not be positive definite.
     fn new_row(&self, model: &HybridModel, c: &BatchCandidate, scale: f64) -> Option<Vec<f64>> {
-        let k = self.k;
         let sd = c.sd / scale;
-        let mut row = vec![0.0; k + 1];
-        let mut sq = 0.0;
-        for a in 0..k {
+        cholesky_append_row(&self.l, self.q, self.k, sd * sd, |a| {
             let rho = model
                 .input_correlation(&self.inputs[a], &c.input)
                 .clamp(-1.0, 1.0);
-            let v = rho * self.sds[a] * sd
-                - self.l[a * self.q..a * self.q + a]
-                    .iter()
-                    .zip(&row)
-                    .map(|(l, r)| l * r)
-                    .sum::<f64>();
-            let d = self.l[a * self.q + a];
-            row[a] = if d > 0.0 { v / d } else { 0.0 };
-            sq += row[a] * row[a];
-        }
-        let diag = sd * sd - sq;
-        row[k] = if diag > 0.0 { diag.sqrt() } else { 0.0 };
-        row.iter().all(|v| v.is_finite()).then_some(row)
+            rho * self.sds[a] * sd
+        })
     }
 
     fn member_slack(c: &BatchCandidate) -> f64 {

@@ -25,6 +25,7 @@ use perfusio_hybrid::HybridModel;
 
 use super::{
     BATCH_MIN_NEW_SD, BATCH_TIE_TOL, BatchCandidate, BatchReactor, BedPolicy, MIN_FEASIBILITY,
+    cholesky_append_row,
 };
 use crate::error::{BedError, Result};
 use crate::hypervolume::hypervolume;
@@ -145,26 +146,11 @@ impl Front {
     /// The new member's row of the correlation Cholesky factor (`k + 1` values), or `None`
     /// when it is not finite.
     fn new_row(&self, model: &HybridModel, c: &BatchCandidate) -> Option<Vec<f64>> {
-        let k = self.k;
-        let mut row = vec![0.0; k + 1];
-        let mut sq = 0.0;
-        for a in 0..k {
-            let rho = model
+        cholesky_append_row(&self.l, self.cap, self.k, 1.0, |a| {
+            model
                 .input_correlation(&self.inputs[a], &c.input)
-                .clamp(-1.0, 1.0);
-            let v = rho
-                - self.l[a * self.cap..a * self.cap + a]
-                    .iter()
-                    .zip(&row)
-                    .map(|(l, r)| l * r)
-                    .sum::<f64>();
-            let d = self.l[a * self.cap + a];
-            row[a] = if d > 0.0 { v / d } else { 0.0 };
-            sq += row[a] * row[a];
-        }
-        let diag = 1.0 - sq;
-        row[k] = if diag > 0.0 { diag.sqrt() } else { 0.0 };
-        row.iter().all(|v| v.is_finite()).then_some(row)
+                .clamp(-1.0, 1.0)
+        })
     }
 
     /// Candidate `c`'s standardised objectives in the scenario of base sample `eps`, given

@@ -1402,42 +1402,25 @@ impl Runner {
                     .filter(|(i, _)| mask[*i])
                     .filter_map(|(i, st)| st.estimate().map(|e| (i, e.clone(), *st.current())))
                     .collect();
-                let threads = THREADS.min(jobs.len()).max(1);
-                let mut out: Vec<(usize, std::result::Result<Forecast, String>)> =
-                    std::thread::scope(|sc| {
-                        let handles: Vec<_> = (0..threads)
-                            .map(|t| {
-                                let jobs = &jobs;
-                                let seeds = &seeds;
-                                sc.spawn(move || {
-                                    jobs.iter()
-                                        .skip(t)
-                                        .step_by(threads)
-                                        .map(|(i, est, cur)| {
-                                            let opts = ForecastOptions {
-                                                method,
-                                                paths,
-                                                seed: seeds[*i],
-                                                keep_paths: true,
-                                                threads: 1,
-                                            };
-                                            (
-                                                *i,
-                                                model
-                                                    .forecast(est, &vec![*cur; horizon], &opts)
-                                                    .map_err(|e| e.to_string()),
-                                            )
-                                        })
-                                        .collect::<Vec<_>>()
-                                })
-                            })
-                            .collect();
-                        handles
-                            .into_iter()
-                            .flat_map(|h| h.join().unwrap_or_default())
-                            .collect()
-                    });
-                out.sort_by_key(|(i, _)| *i);
+                let out: Vec<(usize, std::result::Result<Forecast, String>)> =
+                    par_map(&jobs, |(i, est, cur)| {
+                        let opts = ForecastOptions {
+                            method,
+                            paths,
+                            seed: seeds[*i],
+                            keep_paths: true,
+                            threads: 1,
+                        };
+                        (
+                            *i,
+                            model
+                                .forecast(est, &vec![*cur; horizon], &opts)
+                                .map_err(|e| e.to_string()),
+                        )
+                    })
+                    .into_iter()
+                    .flatten()
+                    .collect();
                 let sha = model.fingerprint();
                 out.into_iter()
                     .map(|(i, f)| {
@@ -2682,25 +2665,24 @@ enum BestSearch {
     Final,
 }
 
-/// Values of `eval` at every candidate, on [`THREADS`] threads.
-fn eval_all<F>(eval: &F, cands: &[ControlArray<f64>]) -> Vec<Option<Vec<f64>>>
-where
-    F: Fn(&ControlArray<f64>) -> Option<Vec<f64>> + Sync,
-{
-    let threads = THREADS.min(cands.len()).max(1);
+/// `f` of every item, in order, on [`THREADS`] scoped threads (`None` for the items of a
+/// worker that panicked).
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<Option<R>> {
+    let threads = THREADS.min(items.len()).max(1);
     if threads == 1 {
-        return cands.iter().map(eval).collect();
+        return items.iter().map(|x| Some(f(x))).collect();
     }
-    let mut out: Vec<(usize, Option<Vec<f64>>)> = std::thread::scope(|sc| {
+    let f = &f;
+    let parts: Vec<(usize, R)> = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 sc.spawn(move || {
-                    cands
+                    items
                         .iter()
                         .enumerate()
                         .skip(t)
                         .step_by(threads)
-                        .map(|(i, c)| (i, eval(c)))
+                        .map(|(i, x)| (i, f(x)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -2710,12 +2692,22 @@ where
             .flat_map(|h| h.join().unwrap_or_default())
             .collect()
     });
-    out.sort_by_key(|(i, _)| *i);
-    let mut values = vec![None; cands.len()];
-    for (i, v) in out {
-        values[i] = v;
+    let mut out: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
+    for (i, r) in parts {
+        out[i] = Some(r);
     }
-    values
+    out
+}
+
+/// Values of `eval` at every candidate, on [`THREADS`] threads.
+fn eval_all<F>(eval: &F, cands: &[ControlArray<f64>]) -> Vec<Option<Vec<f64>>>
+where
+    F: Fn(&ControlArray<f64>) -> Option<Vec<f64>> + Sync,
+{
+    par_map(cands, eval)
+        .into_iter()
+        .map(Option::flatten)
+        .collect()
 }
 
 /// Where a compass search of the best point ended.
