@@ -309,15 +309,18 @@ async fn two_objectives_give_a_qnehvi_batch_and_a_pareto_front() {
     );
 }
 
+/// The smallest valid campaign file: one virtual reactor.
+const MINIMAL_TOML: &str = r#"
+    name = "c"
+    output_dir = "out"
+    [[reactors]]
+    id = "R01"
+    connector = { kind = "virtual", truth = "CloneY" }
+"#;
+
 #[test]
 fn objectives_that_cannot_be_traded_off_are_typed_errors() {
-    let base = r#"
-        name = "c"
-        output_dir = "out"
-        [[reactors]]
-        id = "R01"
-        connector = { kind = "virtual", truth = "CloneY" }
-    "#;
+    let base = MINIMAL_TOML;
     let ok = format!("objectives = [\"harvest\", \"final-titer\"]\nmedium_cost = 400.0\n{base}");
     let c = CampaignConfig::from_toml_str(&ok).unwrap();
     assert_eq!(
@@ -727,13 +730,7 @@ fn a_bolus_changes_the_state_the_next_transition_starts_from() {
 
 #[test]
 fn unknown_fields_and_bad_values_in_the_toml_are_typed_errors() {
-    let base = r#"
-        name = "c"
-        output_dir = "out"
-        [[reactors]]
-        id = "R01"
-        connector = { kind = "virtual", truth = "CloneY" }
-    "#;
+    let base = MINIMAL_TOML;
     CampaignConfig::from_toml_str(base).unwrap();
     let cases = [
         (format!("colour = \"red\"\n{base}"), Some("colour")),
