@@ -2743,7 +2743,7 @@ impl CompassResult {
 
 /// Compass (pattern) search of objective `k`'s mean over the unit cube of `space`, from
 /// `start`: poll `±step` along every coordinate (in parallel), move to the best poll
-/// point that improves, else halve the step; stop when the step is below [`BEST_MIN_STEP`]
+/// point that improves and double the step (at most the initial one), else halve it; stop when the step is below [`BEST_MIN_STEP`]
 /// (converged) or after `cap` evaluations.
 fn compass_search<F>(
     eval: &F,
@@ -2803,6 +2803,9 @@ where
                 out.controls = cands[i];
                 out.values = Some(fx.clone());
                 out.moved = true;
+                // a successful poll doubles the step (up to the initial one): a ridge is
+                // followed in long strides, not at the smallest step
+                out.step = (2.0 * out.step).min(step);
             }
             _ => out.step *= 0.5,
         }
