@@ -2290,6 +2290,48 @@ fn cholesky_jitter(a: &mut [f64], n: usize) -> Option<Vec<f64>> {
 mod tests {
     use super::*;
 
+    /// A one-reactor batch: the holding course (mean 10, sd 5) has the larger qLogEI, a
+    /// candidate with a higher mean (10.5) and almost no uncertainty the smaller one. The
+    /// greedy choice keeps the holding course; it once took the higher mean, because the
+    /// holding course's value never entered the comparison.
+    #[test]
+    fn the_greedy_batch_compares_candidates_with_the_holding_course() {
+        let ds = perfusio_core::DEFAULT_AMBR250_DESIGN_SPACE;
+        let model = HybridModel::new(perfusio_hybrid::HybridConfig::online()).unwrap();
+        let cfg = PolicyConfig {
+            acquisition: Acquisition::QLogEI,
+            ..PolicyConfig::new(&ds)
+        };
+        let policy = BedPolicy::new(
+            ds.clone(),
+            vec![Box::new(crate::objective::Harvest::default())],
+            cfg,
+        )
+        .unwrap();
+        let current = Control::defaults();
+        let cand = |mean: f64, sd: f64, rate: f64| {
+            let mut u = current;
+            u[Control::PerfusionRate.index()] = rate;
+            BatchCandidate {
+                controls: u,
+                mean,
+                sd,
+                summaries: vec![ObjectiveSummary { mean, sd }],
+                chol: vec![sd],
+                feasible: 1.0,
+                input: vec![rate],
+            }
+        };
+        let r = BatchReactor {
+            space: DecisionSpace::new(&ds, current).unwrap(),
+            jac: Vec::new(),
+            cands: vec![cand(10.0, 5.0, 1.0), cand(10.5, 1e-3, 1.5)],
+        };
+        let (chosen, value) = policy.choose_batch(&model, &[r], 1).unwrap();
+        assert_eq!(chosen, [0], "joint value {value}");
+        assert!(value.is_finite());
+    }
+
     /// Deterministic numbers in (-1, 1).
     fn numbers(seed: u64) -> impl FnMut() -> f64 {
         let mut x = seed;
