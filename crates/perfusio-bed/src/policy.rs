@@ -500,23 +500,41 @@ impl BedPolicy {
         schedule: &[ControlArray<f64>],
         tr: &LogTransform,
     ) -> Variances {
+        self.path_variances_and_gradients(pg, schedule, tr).0
+    }
+
+    /// [`BedPolicy::path_variances`] and the objectives' gradients `g_k` with respect to
+    /// the path in `z` (forward differences) that give their variances `g_kᵀ Σ g_k`.
+    fn path_variances_and_gradients(
+        &self,
+        pg: &PathGaussian,
+        schedule: &[ControlArray<f64>],
+        tr: &LogTransform,
+    ) -> (Variances, Vec<Vec<f64>>) {
         let dims = pg.dims();
         let mut states: Vec<SpeciesArray<f64>> =
             pg.means.iter().map(|z| tr.to_species(z)).collect();
-        let mut g = vec![0.0; dims];
-        let objective = self
+        let grads: Vec<Vec<f64>> = self
             .objectives
             .iter()
             .map(|o| {
                 let f0 = o.value(&states, schedule);
-                for (i, gi) in g.iter_mut().enumerate() {
-                    let (d, k) = (i / N_SPECIES, i % N_SPECIES);
-                    let keep = states[d][k];
-                    states[d][k] = tr.s(k, pg.means[d][k] + GAUSS_FD_STEP);
-                    *gi = (o.value(&states, schedule) - f0) / GAUSS_FD_STEP;
-                    states[d][k] = keep;
-                }
-                let var = pg.linear_variance(&g);
+                (0..dims)
+                    .map(|i| {
+                        let (d, k) = (i / N_SPECIES, i % N_SPECIES);
+                        let keep = states[d][k];
+                        states[d][k] = tr.s(k, pg.means[d][k] + GAUSS_FD_STEP);
+                        let gi = (o.value(&states, schedule) - f0) / GAUSS_FD_STEP;
+                        states[d][k] = keep;
+                        gi
+                    })
+                    .collect()
+            })
+            .collect();
+        let objective = grads
+            .iter()
+            .map(|g| {
+                let var = pg.linear_variance(g);
                 if var.is_finite() { var.max(0.0) } else { 0.0 }
             })
             .collect();
@@ -540,46 +558,21 @@ impl BedPolicy {
                 constraint.push(if var.is_finite() { var.max(0.0) } else { 0.0 });
             }
         }
-        Variances {
-            objective,
-            constraint,
-        }
+        (
+            Variances {
+                objective,
+                constraint,
+            },
+            grads,
+        )
     }
 
-    /// The linearised covariance of the objectives (`m × m`, row-major): `g_kᵀ Σ g_l` with
-    /// `g_k` objective `k`'s forward-difference gradient with respect to the path in `z`
-    /// (cross terms by polarisation, `(var(g_k + g_l) − var(g_k) − var(g_l)) / 2`).
-    fn objective_covariance(
-        &self,
-        pg: &PathGaussian,
-        schedule: &[ControlArray<f64>],
-        tr: &LogTransform,
-    ) -> Vec<f64> {
-        let dims = pg.dims();
-        let m = self.objectives.len();
-        let mut states: Vec<SpeciesArray<f64>> =
-            pg.means.iter().map(|z| tr.to_species(z)).collect();
-        let grads: Vec<Vec<f64>> = self
-            .objectives
-            .iter()
-            .map(|o| {
-                let f0 = o.value(&states, schedule);
-                (0..dims)
-                    .map(|i| {
-                        let (d, k) = (i / N_SPECIES, i % N_SPECIES);
-                        let keep = states[d][k];
-                        states[d][k] = tr.s(k, pg.means[d][k] + GAUSS_FD_STEP);
-                        let gi = (o.value(&states, schedule) - f0) / GAUSS_FD_STEP;
-                        states[d][k] = keep;
-                        if gi.is_finite() { gi } else { 0.0 }
-                    })
-                    .collect()
-            })
-            .collect();
-        let var: Vec<f64> = grads
-            .iter()
-            .map(|g| pg.linear_variance(g).max(0.0))
-            .collect();
+    /// The linearised covariance of the objectives (`m × m`, row-major) from their
+    /// gradients and variances ([`BedPolicy::path_variances_and_gradients`]): cross terms
+    /// `g_kᵀ Σ g_l` by polarisation, `(var(g_k + g_l) − var(g_k) − var(g_l)) / 2`, clamped
+    /// to the Cauchy–Schwarz bound (0 when not finite).
+    fn objective_covariance(pg: &PathGaussian, grads: &[Vec<f64>], var: &[f64]) -> Vec<f64> {
+        let m = var.len();
         let mut cov = vec![0.0; m * m];
         for a in 0..m {
             cov[a * m + a] = var[a];
@@ -1515,11 +1508,13 @@ impl BedPolicy {
             .zip(controls)
             .map(|(pg, u)| {
                 let schedule = vec![u; h];
-                let sc = self.score_gaussian(pg, &schedule, &tr);
+                let (v, grads) = self.path_variances_and_gradients(pg, &schedule, &tr);
+                let sc = self.score_moments(&pg.means, &v, &schedule, &tr);
                 let g = sc.summary(0, m);
                 let summaries: Vec<ObjectiveSummary> = (0..m).map(|k| sc.summary(k, m)).collect();
                 let chol = if m > 1 {
-                    cholesky_psd(&self.objective_covariance(pg, &schedule, &tr), m)
+                    let cov = Self::objective_covariance(pg, &grads, &v.objective);
+                    cholesky_psd(&cov, m)
                 } else {
                     vec![g.sd.max(1e-12)]
                 };
