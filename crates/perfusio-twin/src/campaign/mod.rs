@@ -2336,8 +2336,8 @@ impl Runner {
     /// the culture under the shared model, and a compass search on each objective's mean
     /// goes on from the best of them by that objective (one poll a day; on the final day
     /// until its step is below [`BEST_MIN_STEP`] of each control's range, at most
-    /// [`BEST_FINAL_EVALS`] evaluations). The best by mean objective is scored again with Monte-Carlo paths for
-    /// its mean and sd.
+    /// [`BEST_FINAL_EVALS`] evaluations). The best by mean objective is scored again with
+    /// Monte-Carlo paths for its mean and sd.
     async fn update_best(
         &mut self,
         recommended: &[Option<ControlArray<f64>>],
