@@ -1021,11 +1021,56 @@ impl GapParts {
     fn zr(&self, n: usize, t: usize) -> MatRef<'_, f64> {
         from_vec(&self.zt, self.m() * n, t)
     }
+    /// The Gram matrices `Σ_c Ẑ_cᵀ Λx Ẑ_c` and `Σ_c Ẑ_cᵀ Ẑ_c` (both `T × T`, row-major) of
+    /// `Ẑ` read as an `(m·N) × T` matrix whose row `c + m·k` has weight `λx_k`: one pass of
+    /// dot products over each pair of columns, without a weighted copy of `Ẑ`.
+    fn grams(&self, n: usize, t: usize, lx: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let m = self.m();
+        let len = m * n;
+        let col = |u: usize| &self.zt[u * len..(u + 1) * len];
+        let mut weighted = vec![0.0; t * t];
+        let mut plain = vec![0.0; t * t];
+        for u in 0..t {
+            for v in 0..=u {
+                let (a, b) = (col(u), col(v));
+                let (mut sw, mut sp) = (0.0, 0.0);
+                for (k, &w) in lx.iter().enumerate().take(n) {
+                    let blk = dot4(&a[k * m..(k + 1) * m], &b[k * m..(k + 1) * m]);
+                    sw += w * blk;
+                    sp += blk;
+                }
+                for (g, val) in [(&mut weighted, sw), (&mut plain, sp)] {
+                    g[u * t + v] = val;
+                    g[v * t + u] = val;
+                }
+            }
+        }
+        (weighted, plain)
+    }
     /// Block `u` of `Ẑ`: the `m × N` matrix `[Ẑ_c[k, u]]`.
     fn block(&self, n: usize, u: usize) -> MatRef<'_, f64> {
         let m = self.m();
         from_vec(&self.zt[u * m * n..(u + 1) * m * n], m, n)
     }
+}
+
+/// Dot product with four independent partial sums (the compiler can keep them in one
+/// vector register; a single running sum would serialise every addition).
+fn dot4(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for j in 0..4 {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 /// Kronecker path with or without empty cells: NLML and its gradient. The gradient of
@@ -1085,14 +1130,22 @@ pub(crate) fn eval_kron<K: Kernel>(
         let noise: Vec<f64> = p.sd.iter().map(|v| v * v).collect();
         let mut gap_noise = vec![0.0; t];
         if let Some(g) = &p.gap {
-            let m = g.m();
-            let zr = g.zr(n, t);
-            let zl = Mat::from_fn(m * n, t, |row, u| zr[(row, u)] * p.lx[row / m]);
-            gemm(hin.as_mut(), true, zr.transpose(), zl.as_ref(), -1.0);
-            // noise: Σ_c ‖Ẑ_c q_t‖² / σ_t²
-            let y: Mat<f64> = zr * p.qb.transpose();
+            // Σ_c Ẑ_cᵀ Λx Ẑ_c and Σ_c Ẑ_cᵀ Ẑ_c: two T×T Gram matrices of Ẑ's columns
+            let (weighted, plain) = g.grams(n, t, &p.lx);
+            for u in 0..t {
+                for v in 0..t {
+                    hin[(u, v)] -= weighted[u * t + v];
+                }
+            }
+            // noise: Σ_c ‖Ẑ_c q_t‖² / σ_t² = q_tᵀ (Σ_c Ẑ_cᵀẐ_c) q_t / σ_t², q_t row t of Q_B
             for (tt, gn) in gap_noise.iter_mut().enumerate() {
-                *gn = (0..m * n).map(|row| y[(row, tt)].powi(2)).sum::<f64>() / noise[tt];
+                let mut quad = 0.0;
+                for u in 0..t {
+                    for v in 0..t {
+                        quad += p.qb[(tt, u)] * plain[u * t + v] * p.qb[(tt, v)];
+                    }
+                }
+                *gn = quad / noise[tt];
             }
         }
         let qh: Mat<f64> = p.qb.as_ref() * hin.as_ref();
