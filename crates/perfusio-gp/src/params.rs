@@ -32,7 +32,11 @@ pub const DEFAULT_LBFGS_MEMORY: usize = crate::optim::DEFAULT_MEMORY;
 /// hyperparameters on an evenly spread subset of [`SUBSET_START_INPUTS`] of them (all their
 /// rows, the full data's input map and standardisation) and starts from that optimum: an
 /// evaluation on the subset costs a few per cent of one on the full data, and the full fit
-/// then needs far fewer of its expensive evaluations.
+/// then needs far fewer of its expensive evaluations. With at least four times
+/// [`SUBSET_START_INPUTS`] inputs a second subset of half of them follows, and its
+/// quasi-Newton curvature (the objective is per observation, so subset and full data have
+/// comparable curvature) is the full fit's first Hessian. On the 27-run design (756
+/// inputs) this halves the full fit's evaluations (5 seeds: 14–36 instead of 51–107).
 pub const SUBSET_START_MIN_INPUTS: usize = 400;
 /// Number of distinct base inputs of the subset fit (see [`SUBSET_START_MIN_INPUTS`]).
 pub const SUBSET_START_INPUTS: usize = 150;

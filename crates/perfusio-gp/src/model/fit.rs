@@ -9,7 +9,7 @@ use super::{Curvature, FitReport, MultiTaskGp};
 use crate::engine::{self, LOG_KAPPA_BOUNDS, Layout, Normaliser, SolverPath, TrainSet, W_BOUNDS};
 use crate::error::{GpError, Result};
 use crate::kernel::{Kernel, ParamKind};
-use crate::optim::{self, LbfgsbOptions, Minimum, OptimError};
+use crate::optim::{self, LbfgsbOptions, Minimum, OptimError, Termination};
 use crate::params::{FitOptions, GpValidParams, HyperPriors, TaskInit, Tune};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -588,28 +588,39 @@ impl<K: Kernel + Clone> GpValidParams<K> {
             lo: &lo,
             hi: &hi,
         };
-        // a large fit starts from a fit on an evenly spread subset of its inputs
+        // a large fit starts from fits on evenly spread subsets of its inputs (see
+        // `SUBSET_START_INPUTS`): a small one from the default point, then one on half the
+        // inputs, whose curvature is the full fit's first Hessian
         let mut subset_evaluations = 0;
+        let mut subset_hessian: Option<Vec<f64>> = None;
         if matches!(start, Start::Scratch)
             && ts.n_base >= crate::params::SUBSET_START_MIN_INPUTS
             && !active.is_empty()
             && max_iters > 0
         {
-            let sub = subset(&ts, crate::params::SUBSET_START_INPUTS);
-            let sub_grid = engine::grid_for(&sub, opts);
-            match problem.run(&sub, sub_grid.as_ref(), &theta0, 1, max_iters, None) {
-                Ok(r) => {
-                    subset_evaluations = r.evaluations;
-                    tracing::debug!(
-                        inputs = sub.n_base,
-                        evaluations = r.evaluations,
-                        termination = %r.minimum.termination,
-                        "GP subset start fitted"
-                    );
-                    theta0 = r.theta;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "GP subset start failed; starting from the default point")
+            let mut stages = vec![crate::params::SUBSET_START_INPUTS];
+            if ts.n_base / 2 >= 2 * crate::params::SUBSET_START_INPUTS {
+                stages.push(ts.n_base / 2);
+            }
+            for target in stages {
+                let sub = subset(&ts, target);
+                let sub_grid = engine::grid_for(&sub, opts);
+                match problem.run(&sub, sub_grid.as_ref(), &theta0, 1, max_iters, None) {
+                    Ok(r) => {
+                        subset_evaluations += r.evaluations;
+                        tracing::debug!(
+                            inputs = sub.n_base,
+                            evaluations = r.evaluations,
+                            termination = %r.minimum.termination,
+                            "GP subset start fitted"
+                        );
+                        theta0 = r.theta;
+                        subset_hessian = r.minimum.hessian;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "GP subset start failed; starting from the previous point");
+                        subset_hessian = None;
+                    }
                 }
             }
         }
@@ -620,9 +631,9 @@ impl<K: Kernel + Clone> GpValidParams<K> {
                 .as_ref()
                 .filter(|c| c.active == active)
                 .map(|c| c.hessian.as_slice()),
-            Start::Scratch => None,
+            Start::Scratch => subset_hessian.as_deref(),
         };
-        let run = problem.run(
+        let mut run = problem.run(
             &ts,
             grid.as_ref(),
             &theta0,
@@ -630,6 +641,27 @@ impl<K: Kernel + Clone> GpValidParams<K> {
             max_iters,
             warm_hessian,
         )?;
+        // A curvature borrowed from the subset can mislead the first steps so far that the
+        // relative decrease stalls before the gradient is small: only the gradient rule
+        // counts then, and the fit goes on from where it stopped without it.
+        if subset_hessian.is_some()
+            && run.minimum.termination == Termination::CostTolerance
+            && run.iterations < max_iters
+        {
+            let done = (run.iterations, run.evaluations);
+            let from = run.theta.clone();
+            let again = problem.run(&ts, grid.as_ref(), &from, 1, max_iters - done.0, None)?;
+            tracing::debug!(
+                first = %run.minimum.termination,
+                then = %again.minimum.termination,
+                "GP fit restarted without the subset curvature"
+            );
+            run = Run {
+                iterations: done.0 + again.iterations,
+                evaluations: done.1 + again.evaluations,
+                ..again
+            };
+        }
         let (m, best_start, iterations, starts) =
             (run.minimum, run.best_start, run.iterations, run.starts);
         let theta = run.theta;
