@@ -1621,3 +1621,68 @@ fn indefinite_schur_error_does_not_advise_jitter() {
     assert!(!msg.contains("max_jitter"), "{msg}");
     assert!(msg.contains("no jitter is tried"), "{msg}");
 }
+
+/// A fit from scratch on 640 distinct inputs (the two subset stages, then the full fit from
+/// the half-data curvature) ends on the gradient rule; at its optimum the full data's NLML
+/// gradient, computed independently of the optimiser, is within the tolerance for every
+/// parameter that is not held at a bound, and no coordinate step in such a parameter
+/// lowers the NLML.
+#[test]
+fn a_large_fit_from_scratch_converges_through_its_subset_stages() {
+    let (d, t) = (2, 3);
+    let (x, y) = synth(640, d, t, 21, 0.02);
+    let gp = GpParams::new(d, t)
+        .priors(HyperPriors::none())
+        .check()
+        .unwrap()
+        .fit(&x, d + 1, &y)
+        .unwrap();
+    let r = gp.report();
+    assert_eq!(r.objective_path, SolverPath::KroneckerWithGaps);
+    assert!(r.subset_evaluations > 0, "{r}");
+    assert_eq!(r.termination, Termination::GradientTolerance, "{r}");
+    let theta = gp.hyperparameters().to_vec();
+    let (nlml, grad) = gp.nlml_and_grad(&theta).unwrap();
+    assert!(rel(nlml, r.nlml) < 1e-9, "nlml {nlml} vs report {}", r.nlml);
+    // the optimiser's tolerance is on the per-observation objective
+    let tol = perfusio_gp::optim::DEFAULT_GRAD_TOL * y.len() as f64;
+    // a parameter with a larger gradient must sit on one of its box bounds (W ±5, log κ
+    // and log noise at their limits), the gradient pushing outward
+    let lower = [
+        -5.0,
+        -13.815_510_557_964_274,
+        perfusio_gp::params::DEFAULT_NOISE_LOWER.ln(),
+    ];
+    let upper = [
+        5.0,
+        2.995_732_273_553_991,
+        perfusio_gp::params::NOISE_CEIL.ln(),
+    ];
+    let on = |v: f64, set: &[f64]| set.iter().any(|b| (v - b).abs() < 1e-9);
+    let mut free = Vec::new();
+    for j in 0..theta.len() {
+        if grad[j].abs() <= tol {
+            free.push(j);
+        } else {
+            assert!(
+                (grad[j] > 0.0 && on(theta[j], &lower)) || (grad[j] < 0.0 && on(theta[j], &upper)),
+                "parameter {j} = {} has gradient {} but is not held at a bound",
+                theta[j],
+                grad[j]
+            );
+        }
+    }
+    assert!(free.len() >= 3, "gradient {grad:?}");
+    for &j in &free {
+        for h in [-0.01, 0.01] {
+            let mut th = theta.clone();
+            th[j] += h;
+            let (v, _) = gp.nlml_and_grad(&th).unwrap();
+            assert!(
+                v >= nlml - 0.01 * tol - 1e-9 * nlml.abs(),
+                "parameter {j}, step {h}: {v} < {nlml} (gradient {})",
+                grad[j]
+            );
+        }
+    }
+}
