@@ -649,8 +649,7 @@ impl<K: Kernel + Clone> GpValidParams<K> {
             && run.iterations < max_iters
         {
             let done = (run.iterations, run.evaluations);
-            let from = run.theta.clone();
-            let again = problem.run(&ts, grid.as_ref(), &from, 1, max_iters - done.0, None)?;
+            let again = problem.run(&ts, grid.as_ref(), &run.theta, 1, max_iters - done.0, None)?;
             tracing::debug!(
                 first = %run.minimum.termination,
                 then = %again.minimum.termination,
