@@ -1056,7 +1056,7 @@ impl GapParts {
 
 /// Dot product with four independent partial sums (the compiler can keep them in one
 /// vector register; a single running sum would serialise every addition).
-fn dot4(a: &[f64], b: &[f64]) -> f64 {
+pub(crate) fn dot4(a: &[f64], b: &[f64]) -> f64 {
     let mut acc = [0.0f64; 4];
     let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
     let tail: f64 = ca
@@ -1215,6 +1215,11 @@ pub(crate) enum PostState {
         gap: Option<Vec<f64>>,
         /// Number of empty cells.
         n_gap: usize,
+        /// Per column of the correction, `Σ_{i∉R} λx_i Z[i,col]²` over the eigenvectors a
+        /// truncated prediction leaves out (see `model::lowrank`); `None` when nothing is
+        /// truncated or the posterior was read from a file without it.
+        #[serde(default)]
+        gap_tail: Option<Vec<f64>>,
     },
 }
 
@@ -1225,6 +1230,9 @@ pub(crate) struct Posterior {
     pub(crate) p: Vec<f64>,
     pub(crate) b: Vec<f64>,
     pub(crate) noise: Vec<f64>,
+    /// Truncated eigenbasis for batched task covariances, built on first use.
+    #[serde(skip)]
+    pub(crate) trunc: crate::model::lowrank::TruncCache,
 }
 
 pub(crate) fn to_vec(m: MatRef<'_, f64>) -> Vec<f64> {
@@ -1295,14 +1303,20 @@ pub(crate) fn build_posterior<K: Kernel>(
                 .map(|u| wv[(u, t1)] * wv[(u, t2)] / (kp.lx[i] * kp.lb[u] + 1.0))
                 .sum()
         });
-        let (gap, n_gap, path) = match &kp.gap {
-            None => (None, 0, SolverPath::Kronecker),
+        let (gap, n_gap, gap_tail, path) = match &kp.gap {
+            None => (None, 0, None, SolverPath::Kronecker),
             Some(g) => {
                 let m = g.m();
                 let zw: Mat<f64> = g.zr(n, t) * wv.as_ref();
                 let zmat = Mat::from_fn(n, t * m, |kk, col| zw[(col % m + m * kk, col / m)]);
                 let gh = mul(kp.qx.as_ref(), zmat.as_ref());
-                (Some(to_vec(gh.as_ref())), m, SolverPath::KroneckerWithGaps)
+                let tail = crate::model::lowrank::gap_tail_weights(&kp.lx, zmat.as_ref());
+                (
+                    Some(to_vec(gh.as_ref())),
+                    m,
+                    tail,
+                    SolverPath::KroneckerWithGaps,
+                )
             }
         };
         let p: Mat<f64> = kp.a.as_ref() * kp.b.as_ref();
@@ -1315,10 +1329,12 @@ pub(crate) fn build_posterior<K: Kernel>(
                 mtt: to_vec(mtt.as_ref()),
                 gap,
                 n_gap,
+                gap_tail,
             },
             p: to_vec(p.as_ref()),
             b: to_vec(kp.b.as_ref()),
             noise,
+            trunc: Default::default(),
         };
         return Ok((post, path, kp.nlml, 0.0));
     }
@@ -1366,5 +1382,6 @@ pub(crate) fn dense_posterior(
         p,
         b: to_vec(b),
         noise,
+        trunc: Default::default(),
     }
 }

@@ -44,6 +44,12 @@ pub const SUBSET_START_INPUTS: usize = 150;
 pub const DEFAULT_JITTER_START: f64 = 1e-10;
 /// Largest jitter tried before [`GpError::NotPositiveDefinite`], relative to the mean diagonal.
 pub const DEFAULT_MAX_JITTER: f64 = 1e-4;
+/// Default [`FitOptions::predict_rel_tol`]: batched Kronecker predictions may work in the
+/// leading eigenvectors of the input kernel when their certified error on every entry of
+/// the task covariance is at most this fraction (0.1 %) of that entry's scale.
+pub const DEFAULT_PREDICT_REL_TOL: f64 = 1e-3;
+/// Largest accepted [`FitOptions::predict_rel_tol`].
+pub const MAX_PREDICT_REL_TOL: f64 = 0.1;
 /// Initial noise variance (standardised units) when no [`GpParams::task_init`] is given.
 pub const DEFAULT_NOISE_INIT: f64 = 0.05;
 /// Smallest lower bound allowed for a per-task noise variance, in standardised units.
@@ -201,6 +207,15 @@ pub struct FitOptions {
     pub priors: HyperPriors,
     /// Use the dense path even on complete data (for checking and benchmarking).
     pub force_dense: bool,
+    /// Certified relative accuracy of the task covariances of batched predictions on the
+    /// Kronecker path (`0` computes them in full). On a training set of at least
+    /// 256 base inputs whose input kernel has a fast-decaying spectrum, the covariances
+    /// are computed in the eigenvectors that carry all but `1e-8` of its trace; a query
+    /// whose error bound (see `docs/architecture.md`, "Predictions on large training
+    /// sets") exceeds this fraction of `√(σ²_t σ²_t')` for any entry is recomputed in
+    /// full. Means are always exact. Default [`DEFAULT_PREDICT_REL_TOL`].
+    #[serde(default = "default_predict_rel_tol")]
+    pub predict_rel_tol: f64,
 }
 
 impl Default for FitOptions {
@@ -220,12 +235,17 @@ impl Default for FitOptions {
             noise_bounds: (DEFAULT_NOISE_LOWER, NOISE_CEIL),
             priors: HyperPriors::default(),
             force_dense: false,
+            predict_rel_tol: DEFAULT_PREDICT_REL_TOL,
         }
     }
 }
 
 fn default_dense_max_vars() -> usize {
     crate::optim::DEFAULT_DENSE_MAX_VARS
+}
+
+fn default_predict_rel_tol() -> f64 {
+    DEFAULT_PREDICT_REL_TOL
 }
 
 /// Initial task covariance and noise.
@@ -365,6 +385,13 @@ impl<K: Kernel + Clone> GpParams<K> {
         self.opts.force_dense = yes;
         self
     }
+    /// Certified relative accuracy of batched task covariances (default
+    /// [`DEFAULT_PREDICT_REL_TOL`]; `0` computes them in full). See
+    /// [`FitOptions::predict_rel_tol`].
+    pub fn predict_rel_tol(mut self, tol: f64) -> Self {
+        self.opts.predict_rel_tol = tol;
+        self
+    }
     /// Initial (or, with fixed tuning, final) task covariance and noise:
     /// `w` is `n_tasks × rank` row-major, `kappa` and `noise` have one value per task.
     pub fn task_init(mut self, w: Vec<f64>, kappa: Vec<f64>, noise: Vec<f64>) -> Self {
@@ -416,6 +443,15 @@ impl<K: Kernel + Clone> GpParams<K> {
                 format!(
                     "need 0 < jitter_start ({}) ≤ max_jitter ({}) < ∞",
                     o.jitter_start, o.max_jitter
+                ),
+            );
+        }
+        if !(0.0..=MAX_PREDICT_REL_TOL).contains(&o.predict_rel_tol) {
+            return bad(
+                "predict_rel_tol",
+                format!(
+                    "need 0 ≤ predict_rel_tol ≤ {MAX_PREDICT_REL_TOL}, got {}",
+                    o.predict_rel_tol
                 ),
             );
         }

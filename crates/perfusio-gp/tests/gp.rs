@@ -1686,3 +1686,89 @@ fn a_large_fit_from_scratch_converges_through_its_subset_stages() {
         }
     }
 }
+
+/// Batched task covariances on a large Kronecker training set with empty cells work in the
+/// input kernel's leading eigenvectors: every entry stays within the certified
+/// `predict_rel_tol · √(σ²_t σ²_t')` of the full computation (and does differ, so the
+/// truncation was used), means are untouched, a tolerance no query can meet falls back to
+/// the full computation bit for bit, a serde round trip predicts bit-identically, and bad
+/// tolerances are typed errors.
+#[test]
+fn large_kronecker_task_covariances_are_truncated_within_their_certified_bound() {
+    let (d, t) = (1, 3);
+    let (x, y) = synth(320, d, t, 5, 0.05);
+    let mut k = KernelSpec::Matern(Matern::new(Nu::FiveHalves, d, 0.7));
+    k.set_params(&[0.3f64.ln()]).unwrap();
+    let gp = GpParams::with_kernel(k, t)
+        .rank(2)
+        .task_init(
+            vec![0.5, 0.2, 0.4, 0.3, 0.6, 0.1],
+            vec![0.1; 3],
+            vec![0.01, 0.02, 0.03],
+        )
+        .tuning(Tuning::fixed())
+        .check()
+        .unwrap()
+        .fit(&x, d + 1, &y)
+        .unwrap();
+    assert_eq!(gp.path(), SolverPath::KroneckerWithGaps);
+    assert_eq!(
+        gp.options().predict_rel_tol.to_bits(),
+        perfusio_gp::params::DEFAULT_PREDICT_REL_TOL.to_bits()
+    );
+    let tol = gp.options().predict_rel_tol;
+    let mut full = gp.clone();
+    full.set_predict_rel_tol(0.0).unwrap();
+    // at training inputs, between them, and beyond the data (10 %)
+    let q: Vec<f64> = (0..200).map(|i| -1.0 + 12.0 * i as f64 / 199.0).collect();
+    let a = gp.predict_tasks(&q, false).unwrap();
+    let b = full.predict_tasks(&q, false).unwrap();
+    let mut differ = 0;
+    for (pa, pb) in a.iter().zip(&b) {
+        assert_eq!(pa.mean, pb.mean);
+        for t1 in 0..t {
+            for t2 in 0..t {
+                let (ca, cb) = (pa.covariance[t1 * t + t2], pb.covariance[t1 * t + t2]);
+                let scale = (pb.covariance[t1 * t + t1] * pb.covariance[t2 * t + t2]).sqrt();
+                assert!(
+                    (ca - cb).abs() <= 1.01 * tol * scale + 1e-15,
+                    "entry ({t1},{t2}): {ca} vs {cb} (scale {scale})"
+                );
+                differ += usize::from(ca.to_bits() != cb.to_bits());
+            }
+        }
+    }
+    assert!(differ > 0, "the truncated basis was never used");
+    // mean gradients go through the same path; their covariance too
+    let g = gp.predict_tasks_mean_grad(&[4.2]).unwrap();
+    let h = full.predict_tasks_mean_grad(&[4.2]).unwrap();
+    assert_eq!(g.mean_grad, h.mean_grad);
+    for (ga, gb) in g.prediction.covariance.iter().zip(&h.prediction.covariance) {
+        assert!((ga - gb).abs() <= 1.01 * tol * gb.abs().max(1e-300) + 1e-12);
+    }
+    // a tolerance nothing meets: every query is recomputed in full
+    let mut strict = gp.clone();
+    strict.set_predict_rel_tol(1e-15).unwrap();
+    assert_eq!(strict.predict_tasks(&q, false).unwrap(), b);
+    // the truncated basis is rebuilt from the stored posterior: bit-identical after serde
+    let back: MultiTaskGp = serde_json::from_str(&serde_json::to_string(&gp).unwrap()).unwrap();
+    assert_eq!(back.predict_tasks(&q, false).unwrap(), a);
+    // bad tolerances
+    let mut bad = gp.clone();
+    for v in [-1e-3, 0.2, f64::NAN] {
+        assert!(matches!(
+            bad.set_predict_rel_tol(v),
+            Err(GpError::InvalidParameter {
+                name: "predict_rel_tol",
+                ..
+            })
+        ));
+        assert!(matches!(
+            GpParams::new(d, t).predict_rel_tol(v).check(),
+            Err(GpError::InvalidParameter {
+                name: "predict_rel_tol",
+                ..
+            })
+        ));
+    }
+}

@@ -3,6 +3,7 @@
 //! `predict`, online updates in `online`.
 
 mod fit;
+pub(crate) mod lowrank;
 mod online;
 mod predict;
 
@@ -208,6 +209,26 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
     /// Options the model was fitted with.
     pub fn options(&self) -> &FitOptions {
         &self.opts
+    }
+    /// Sets [`FitOptions::predict_rel_tol`] of a fitted model (`0` computes batched task
+    /// covariances in full); means are unaffected. An error for a value outside
+    /// `[0, MAX_PREDICT_REL_TOL]`.
+    ///
+    /// [`MAX_PREDICT_REL_TOL`]: crate::params::MAX_PREDICT_REL_TOL
+    pub fn set_predict_rel_tol(&mut self, tol: f64) -> Result<()> {
+        if !(0.0..=crate::params::MAX_PREDICT_REL_TOL).contains(&tol) {
+            return Err(GpError::InvalidParameter {
+                name: "predict_rel_tol",
+                reason: format!(
+                    "need 0 ≤ predict_rel_tol ≤ {}, got {tol}",
+                    crate::params::MAX_PREDICT_REL_TOL
+                ),
+            });
+        }
+        self.opts.predict_rel_tol = tol;
+        // whether truncation pays is decided for the tolerance in force
+        self.post.trunc = Default::default();
+        Ok(())
     }
     /// The unit-cube map of the base inputs: `(lo, hi)` per column, mapped onto `[0, 1]`.
     pub fn input_scaling(&self) -> Vec<(f64, f64)> {

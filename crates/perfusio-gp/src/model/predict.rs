@@ -138,10 +138,9 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
         engine::mul(q.kxs.as_ref(), p)
     }
 
-    /// Latent covariance of the tasks at each query input, standardised units:
-    /// `m × T × T` (`[p][t][t']`) or, with `diag_only`, `m × T` (`[p][t]`).
-    fn latent_task_cov(&self, q: &Query, diag_only: bool) -> Vec<f64> {
-        let (nb, t, m) = (self.ts.n_base, self.lay.t, q.m);
+    /// `k(p,p) B` at each query input, in the layout of [`Self::latent_task_cov`].
+    fn prior_task_cov(&self, q: &Query, diag_only: bool) -> Vec<f64> {
+        let (t, m) = (self.lay.t, q.m);
         let b = self.b();
         let per = if diag_only { t } else { t * t };
         let mut out = vec![0.0; m * per];
@@ -156,6 +155,54 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
                 }
             }
         }
+        out
+    }
+
+    /// Latent covariance of the tasks at each query input, standardised units:
+    /// `m × T × T` (`[p][t][t']`) or, with `diag_only`, `m × T` (`[p][t]`).
+    ///
+    /// With `truncate`, a large Kronecker posterior may work in the leading eigenvectors of
+    /// the input kernel, each query's error certified to [`FitOptions::predict_rel_tol`]
+    /// and recomputed in full otherwise (see `lowrank`).
+    ///
+    /// [`FitOptions::predict_rel_tol`]: crate::FitOptions::predict_rel_tol
+    fn latent_task_cov(&self, q: &Query, diag_only: bool, truncate: bool) -> Vec<f64> {
+        let tol = self.opts.predict_rel_tol;
+        let tr = if truncate && tol > 0.0 && q.m > 0 {
+            self.post.trunc.get(&self.post, self.lay.t, tol)
+        } else {
+            None
+        };
+        let Some(tr) = tr else {
+            return self.latent_task_cov_full(q, diag_only);
+        };
+        let t = self.lay.t;
+        let per = if diag_only { t } else { t * t };
+        let mut out = self.prior_task_cov(q, diag_only);
+        let failed = tr.task_cov(&q.kxs, &q.kss, t, diag_only, tol, &mut out);
+        if !failed.is_empty() {
+            let d = self.n_cols - 1;
+            let sub = Query {
+                m: failed.len(),
+                u: failed
+                    .iter()
+                    .flat_map(|&p| q.u[p * d..(p + 1) * d].iter().copied())
+                    .collect(),
+                kss: failed.iter().map(|&p| q.kss[p]).collect(),
+                kxs: Mat::from_fn(failed.len(), q.kxs.ncols(), |k, j| q.kxs[(failed[k], j)]),
+            };
+            let full = self.latent_task_cov_full(&sub, diag_only);
+            for (k, &p) in failed.iter().enumerate() {
+                out[p * per..(p + 1) * per].copy_from_slice(&full[k * per..(k + 1) * per]);
+            }
+        }
+        out
+    }
+
+    /// [`Self::latent_task_cov`] with every eigenvector.
+    fn latent_task_cov_full(&self, q: &Query, diag_only: bool) -> Vec<f64> {
+        let (nb, t, m) = (self.ts.n_base, self.lay.t, q.m);
+        let mut out = self.prior_task_cov(q, diag_only);
         match &self.post.state {
             PostState::Kron {
                 qx,
@@ -251,7 +298,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
         let prior = engine::mean_at(mean.as_ref(), base, d, t)?;
         let q = self.query(base, m);
         let mz = self.latent_mean(&q);
-        let cz = self.latent_task_cov(&q, false);
+        let cz = self.latent_task_cov(&q, false, true);
         let mut out = Vec::with_capacity(m);
         for p in 0..m {
             let mut mu = Vec::with_capacity(t);
@@ -372,7 +419,8 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
         let dkss: Vec<f64> = g.iter().map(|v| 2.0 * v).collect();
         let kx: Vec<f64> = (0..nb).map(|i| q.kxs[(0, i)]).collect();
         let mz = self.latent_mean(&q);
-        let cz = self.latent_task_cov(&q, false);
+        // the variance gradient is exact, so the variance it goes with is too
+        let cz = self.latent_task_cov(&q, false, !variance);
         let pmat = engine::from_vec(&self.post.p, nb, t);
         let dmean_z: Mat<f64> = pmat.transpose() * jk.as_ref(); // T × d
         let b = self.b();
@@ -472,7 +520,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
         let q = self.query(&rows.base, rows.mu);
         let mz = self.latent_mean(&q);
         let var = if want_var {
-            self.latent_task_cov(&q, true)
+            self.latent_task_cov(&q, true, false)
         } else {
             Vec::new()
         };
