@@ -104,8 +104,6 @@ pub(crate) struct Truncated {
     pub(crate) lr: Vec<f64>,
     /// Their rows of `M`, r × T² (column `t·T + t'`).
     pub(crate) mr: Mat<f64>,
-    /// The diagonal columns of `mr`, r × T.
-    pub(crate) mdiag: Mat<f64>,
     /// Kept rows of `Z = Q_xᵀ Ĝ`, r × (T·m), when the grid has empty cells.
     pub(crate) zr: Option<Mat<f64>>,
     /// `w_{t,c}` of the left-out rows, (T·m) × 1, with `zr`.
@@ -136,7 +134,6 @@ fn build(post: &Posterior, t: usize, tol: f64) -> Option<Truncated> {
     let mtt = engine::from_vec(mtt, nb, t * t);
     let qr = Mat::from_fn(nb, r, |j, k| qx[(j, head[k])]);
     let mr = Mat::from_fn(r, t * t, |k, c| mtt[(head[k], c)]);
-    let mdiag = Mat::from_fn(r, t, |k, tt| mtt[(head[k], tt * t + tt)]);
     let l_tail = tail.iter().map(|&i| lx[i]).fold(0.0, f64::max);
     let m_tail = (0..t)
         .map(|tt| {
@@ -171,7 +168,6 @@ fn build(post: &Posterior, t: usize, tol: f64) -> Option<Truncated> {
         qr,
         lr: head.iter().map(|&i| lx[i]).collect(),
         mr,
-        mdiag,
         zr,
         w,
         n_gap: mg,
@@ -193,7 +189,7 @@ fn build(post: &Posterior, t: usize, tol: f64) -> Option<Truncated> {
             out[a * t * t + c] = k * b[(c / t, c % t)];
         }
     }
-    let failed = tr.task_cov(&kxs, &kss, t, false, tol, &mut out);
+    let failed = tr.task_cov(&kxs, &kss, t, tol, &mut out);
     (failed.len() * 4 <= probe.len()).then_some(tr)
 }
 
@@ -202,28 +198,23 @@ const PROBE_INPUTS: usize = 64;
 
 impl Truncated {
     /// Latent task covariances of `m` queries (cross kernel `kxs`, m × N; `kss` their prior
-    /// variances) in the kept basis, `m × T × T` (or `m × T` with `diag_only`), starting
-    /// from `base` (`k(p,p) B` in the same layout). Returns the queries whose certified
-    /// error exceeds `tol`; their entries must be recomputed in full.
+    /// variances) in the kept basis, `m × T × T` row-major per query, added to `out`, which
+    /// holds `k(p,p) B`. Returns the queries whose certified error exceeds `tol`; their
+    /// entries must be recomputed in full.
     pub(crate) fn task_cov(
         &self,
         kxs: &Mat<f64>,
         kss: &[f64],
         t: usize,
-        diag_only: bool,
         tol: f64,
         out: &mut [f64],
     ) -> Vec<usize> {
         let m = kxs.nrows();
         let r = self.r;
-        let per = if diag_only { t } else { t * t };
+        let per = t * t;
         let um = engine::mul(kxs.as_ref(), self.qr.as_ref());
         let um2 = Mat::from_fn(m, r, |p, i| um[(p, i)] * um[(p, i)]);
-        let red = if diag_only {
-            engine::mul(um2.as_ref(), self.mdiag.as_ref())
-        } else {
-            engine::mul(um2.as_ref(), self.mr.as_ref())
-        };
+        let red = engine::mul(um2.as_ref(), self.mr.as_ref());
         for p in 0..m {
             for col in 0..per {
                 out[p * per + col] -= red[(p, col)];
@@ -235,22 +226,12 @@ impl Truncated {
             let kept_w: f64 = (0..r).map(|i| um2[(p, i)] / self.lr[i]).sum();
             rho.push((kss[p] - kept_w).max(0.0) + ROUNDOFF * kss[p].abs());
         }
-        // bound[p][t][t'] (or [p][t]) of the left-out part
+        // bound[p][t][t'] of the left-out part
         let mut bound = vec![0.0; m * per];
         for (p, &rp) in rho.iter().enumerate() {
             for t1 in 0..t {
-                let e1 = rp * self.m_tail[t1];
                 for t2 in 0..t {
-                    if diag_only && t2 != t1 {
-                        continue;
-                    }
-                    let e2 = rp * self.m_tail[t2];
-                    let at = if diag_only {
-                        p * t + t1
-                    } else {
-                        p * per + t1 * t + t2
-                    };
-                    bound[at] = (e1 * e2).sqrt();
+                    bound[p * per + t1 * t + t2] = rp * (self.m_tail[t1] * self.m_tail[t2]).sqrt();
                 }
             }
         }
@@ -268,9 +249,6 @@ impl Truncated {
                 let sr = rho[p].sqrt();
                 for t1 in 0..t {
                     for t2 in 0..=t1 {
-                        if diag_only && t2 != t1 {
-                            continue;
-                        }
                         let s =
                             engine::dot4(&vp[t1 * mg..(t1 + 1) * mg], &vp[t2 * mg..(t2 + 1) * mg]);
                         let cross =
@@ -282,16 +260,11 @@ impl Truncated {
                         let ww =
                             engine::dot4(&w[t1 * mg..(t1 + 1) * mg], &w[t2 * mg..(t2 + 1) * mg]);
                         let b = sr * cross + rho[p] * ww;
-                        if diag_only {
-                            out[p * t + t1] += s;
-                            bound[p * t + t1] += b;
-                        } else {
-                            out[p * per + t1 * t + t2] += s;
-                            bound[p * per + t1 * t + t2] += b;
-                            if t2 != t1 {
-                                out[p * per + t2 * t + t1] += s;
-                                bound[p * per + t2 * t + t1] += b;
-                            }
+                        out[p * per + t1 * t + t2] += s;
+                        bound[p * per + t1 * t + t2] += b;
+                        if t2 != t1 {
+                            out[p * per + t2 * t + t1] += s;
+                            bound[p * per + t2 * t + t1] += b;
                         }
                     }
                 }
@@ -300,20 +273,14 @@ impl Truncated {
         let mut failed = Vec::new();
         let mut lower = vec![0.0; t];
         for p in 0..m {
-            let diag = |tt: usize| {
-                if diag_only {
-                    p * t + tt
-                } else {
-                    p * per + tt * t + tt
-                }
-            };
+            let diag = |tt: usize| p * per + tt * t + tt;
             let mut ok = true;
             for t1 in 0..t {
                 let (var, b) = (out[diag(t1)], bound[diag(t1)]);
                 lower[t1] = var - b;
                 ok &= var.is_finite() && lower[t1] > 0.0 && b <= tol * lower[t1];
             }
-            if ok && !diag_only {
+            if ok {
                 'pairs: for t1 in 0..t {
                     for t2 in 0..t1 {
                         if bound[p * per + t1 * t + t2] > tol * (lower[t1] * lower[t2]).sqrt() {

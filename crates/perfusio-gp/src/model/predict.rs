@@ -8,7 +8,8 @@
 //!   `k(p,p) B − Σ_i (K_* Q_x)²_{p,i} M_i` with `M_i[t,t'] = Σ_u wv[u,t] wv[u,t'] / (λx_i λb_u + 1)`
 //!   (one GEMM against `Q_x`, one against `M`), plus `Σ_c (K_* Ĝ)_{p,(t,c)} (K_* Ĝ)_{p,(t',c)}`
 //!   when the training grid has empty cells (they inform nothing, so the full-grid
-//!   reduction is partly given back);
+//!   reduction is partly given back); for full task covariances on a large posterior, in
+//!   the input kernel's leading eigenvectors with a per-input error bound (`lowrank`);
 //! * dense posterior: `k(p,p) B − [k_pᵀ W_{tt'} k_p]` with `W = Cᵀ K⁻¹ C` precomputed at
 //!   base-input level (NT × NT), one GEMM per task.
 
@@ -161,14 +162,14 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
     /// Latent covariance of the tasks at each query input, standardised units:
     /// `m × T × T` (`[p][t][t']`) or, with `diag_only`, `m × T` (`[p][t]`).
     ///
-    /// With `truncate`, a large Kronecker posterior may work in the leading eigenvectors of
-    /// the input kernel, each query's error certified to [`FitOptions::predict_rel_tol`]
-    /// and recomputed in full otherwise (see `lowrank`).
+    /// With `truncate` (full task covariances only), a large Kronecker posterior may work in
+    /// the leading eigenvectors of the input kernel, each query's error certified to
+    /// [`FitOptions::predict_rel_tol`] and recomputed in full otherwise (see `lowrank`).
     ///
     /// [`FitOptions::predict_rel_tol`]: crate::FitOptions::predict_rel_tol
     fn latent_task_cov(&self, q: &Query, diag_only: bool, truncate: bool) -> Vec<f64> {
         let tol = self.opts.predict_rel_tol;
-        let tr = if truncate && tol > 0.0 && q.m > 0 {
+        let tr = if truncate && !diag_only && tol > 0.0 && q.m > 0 {
             self.post.trunc.get(&self.post, self.lay.t, tol)
         } else {
             None
@@ -177,9 +178,9 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
             return self.latent_task_cov_full(q, diag_only);
         };
         let t = self.lay.t;
-        let per = if diag_only { t } else { t * t };
-        let mut out = self.prior_task_cov(q, diag_only);
-        let failed = tr.task_cov(&q.kxs, &q.kss, t, diag_only, tol, &mut out);
+        let per = t * t;
+        let mut out = self.prior_task_cov(q, false);
+        let failed = tr.task_cov(&q.kxs, &q.kss, t, tol, &mut out);
         if !failed.is_empty() {
             let d = self.n_cols - 1;
             let sub = Query {
@@ -191,7 +192,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
                 kss: failed.iter().map(|&p| q.kss[p]).collect(),
                 kxs: Mat::from_fn(failed.len(), q.kxs.ncols(), |k, j| q.kxs[(failed[k], j)]),
             };
-            let full = self.latent_task_cov_full(&sub, diag_only);
+            let full = self.latent_task_cov_full(&sub, false);
             for (k, &p) in failed.iter().enumerate() {
                 out[p * per..(p + 1) * per].copy_from_slice(&full[k * per..(k + 1) * per]);
             }
@@ -290,6 +291,14 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
     /// matrix products over the whole batch: 256 inputs are one product against the
     /// training set, not 256 loops. `with_noise` adds each task's observation noise to the
     /// diagonal.
+    ///
+    /// On a Kronecker posterior of at least 256 base inputs whose input kernel's spectrum
+    /// decays fast, the covariances are computed in its leading eigenvectors, each entry
+    /// within [`FitOptions::predict_rel_tol`] (default 0.1 %) of `√(σ²_t σ²_t')` by a
+    /// per-input bound, and in full for any input the bound does not certify; means are
+    /// exact. [`MultiTaskGp::set_predict_rel_tol`]`(0.0)` turns it off.
+    ///
+    /// [`FitOptions::predict_rel_tol`]: crate::FitOptions::predict_rel_tol
     pub fn predict_tasks(&self, base: &[f64], with_noise: bool) -> Result<Vec<TaskPrediction>> {
         let d = self.n_cols - 1;
         let t = self.lay.t;
@@ -366,7 +375,12 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
     /// [`MultiTaskGp::predict_tasks_grad`] without the variance gradients
     /// (`variance_grad` is empty): the joint prediction and the mean gradient, at a fraction
     /// of the cost (no `N² d` product with the posterior's eigenvectors), for callers that
-    /// linearise the mean only.
+    /// linearise the mean only. Its covariance is computed as in
+    /// [`MultiTaskGp::predict_tasks`] (on a large posterior, within
+    /// [`FitOptions::predict_rel_tol`]); [`MultiTaskGp::predict_tasks_grad`]'s is exact,
+    /// like the variance gradient that goes with it.
+    ///
+    /// [`FitOptions::predict_rel_tol`]: crate::FitOptions::predict_rel_tol
     pub fn predict_tasks_mean_grad(&self, base: &[f64]) -> Result<TaskPredictionGrad> {
         self.tasks_grad(base, false)
     }
