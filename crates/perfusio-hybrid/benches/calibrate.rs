@@ -5,8 +5,9 @@
 //! Data: clone X with μ_max ×1.3, q_glc,max ×0.8, q_gln,max ×1.2, K_d ×0.8, β_P ×1.3, the
 //! ambr250 noise (seed 1), 28 days; prior clone X; default calibration settings.
 //!
-//! Medians measured on the shared 2-core machine while another evaluation ran on it:
-//! offline 13.4 s (4 rounds at most; above the 5 s target), online 40 ms.
+//! Medians on the 2-core machine with nothing else running: offline 1.86 s (4 rounds, 40
+//! residual evaluations; target < 5 s), online 4.86 ms (target < 200 ms). An earlier
+//! measurement while another evaluation ran on the machine gave 13.4 s and 40 ms.
 //!
 //! `cargo bench -p perfusio-hybrid --bench calibrate`
 
