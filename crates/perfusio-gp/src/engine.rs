@@ -586,6 +586,7 @@ pub(crate) fn gemm(
     let (m, n, k) = (dst.nrows(), dst.ncols(), lhs.ncols());
     if m * n * k < PAR_MIN_WORK || n < 2 * THREADS {
         faer::linalg::matmul::matmul(dst, acc, lhs, rhs, alpha, Par::Seq);
+        crate::simd::clear_upper_state();
         return;
     }
     let mid = n / 2;
@@ -595,6 +596,7 @@ pub(crate) fn gemm(
         sc.spawn(move || faer::linalg::matmul::matmul(left, acc, lhs, rl, alpha, Par::Seq));
         faer::linalg::matmul::matmul(right, acc, lhs, rr, alpha, Par::Seq);
     });
+    crate::simd::clear_upper_state();
 }
 
 /// The lower triangle (diagonal included) of `dst (+)= alpha · lhs · rhs` for a square

@@ -189,6 +189,8 @@ fn scaled_sq_distances(
         -2.0,
         faer::Par::Seq,
     );
+    // the product leaves the AVX upper state dirty: clear it before the exponentials
+    crate::simd::clear_upper_state();
     for i in 0..n {
         for a in 0..m {
             r2[(a, i)] = (r2[(a, i)] + xn[a] + yn[i]).max(0.0);

@@ -113,6 +113,7 @@ pub mod mean;
 pub mod model;
 pub mod optim;
 pub mod params;
+pub mod simd;
 pub mod surrogate;
 
 pub use engine::{MAX_GAP_FRACTION, SolverPath};

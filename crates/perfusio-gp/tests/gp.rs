@@ -1772,3 +1772,44 @@ fn large_kronecker_task_covariances_are_truncated_within_their_certified_bound()
         ));
     }
 }
+
+/// Nanoseconds per `f64::exp` call on the current thread (best of five runs).
+fn exp_ns() -> f64 {
+    let n = 200_000;
+    (0..5)
+        .map(|_| {
+            let t0 = std::time::Instant::now();
+            let mut acc = 0.0;
+            for i in 0..n {
+                acc += std::hint::black_box(-(i as f64) * 1e-5).exp();
+            }
+            std::hint::black_box(acc);
+            t0.elapsed().as_nanos() as f64 / n as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// faer's x86 matrix kernels return with the upper halves of the AVX registers in use;
+/// the crate clears them (`simd::clear_upper_state`) before the kernel's exponentials and
+/// when its entry points return. Without that, `f64::exp` after a fit and a prediction cost
+/// 20-25x what it costs on a fresh thread on the x86-64 machines this crate is tested on
+/// (an SSE/AVX transition per call); where no penalty exists both timings agree anyway.
+#[test]
+fn fits_and_predictions_leave_the_avx_upper_state_clean() {
+    let fresh = std::thread::spawn(exp_ns).join().unwrap();
+    let after = std::thread::spawn(|| {
+        let (d, t) = (4, 2);
+        let (x, y) = synth(150, d, t, 11, 0.0);
+        let gp = fixed_fit(&x, d, t, &y, false);
+        let q: Vec<f64> = (0..64 * d).map(|i| (i % 7) as f64 * 0.3).collect();
+        let p = gp.predict_tasks(&q, false).unwrap();
+        assert_eq!(p.len(), 64);
+        exp_ns()
+    })
+    .join()
+    .unwrap();
+    assert!(
+        after < 4.0 * fresh + 2.0,
+        "exp costs {after:.1} ns after a fit and a prediction, {fresh:.1} ns on a fresh thread"
+    );
+}

@@ -418,6 +418,7 @@ impl<K: Kernel + Clone> GpValidParams<K> {
     /// [`MAX_GAP_FRACTION`](crate::MAX_GAP_FRACTION) of the cells are empty, the dense path
     /// otherwise. The report says whether the optimiser converged ([`FitReport`]).
     pub fn fit(&self, x: &[f64], n_cols: usize, y: &[f64]) -> Result<MultiTaskGp<K>> {
+        let _clean = crate::simd::UpperStateGuard;
         self.fit_impl(x, n_cols, y, Start::Scratch)
     }
 
@@ -432,6 +433,7 @@ impl<K: Kernel + Clone> GpValidParams<K> {
         y: &[f64],
         previous: &MultiTaskGp<K>,
     ) -> Result<MultiTaskGp<K>> {
+        let _clean = crate::simd::UpperStateGuard;
         let p = &self.0;
         if previous.lay.len() != p.kernel.n_params() + p.n_tasks * p.rank + 2 * p.n_tasks
             || previous.lay.t != p.n_tasks
@@ -724,6 +726,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
     /// hyperparameter vector (see [`MultiTaskGp::hyperparameters`]) at `theta`, on this
     /// model's training data, evaluated on the path a fit would use (priors excluded).
     pub fn nlml_and_grad(&self, theta: &[f64]) -> Result<(f64, Vec<f64>)> {
+        let _clean = crate::simd::UpperStateGuard;
         if theta.len() != self.lay.len() {
             return Err(GpError::ShapeMismatch(format!(
                 "theta has {} values, the model {}",

@@ -11,6 +11,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
     /// Condition on the rows `(x, y)` from scratch with this model's hyperparameters, input
     /// map and standardisation (no refit). Chooses the path as a fit would.
     pub fn condition_from_scratch(&self, x: &[f64], y: &[f64]) -> Result<Self> {
+        let _clean = crate::simd::UpperStateGuard;
         let n = engine::validate(x, self.n_cols, Some(y), self.lay.t)?;
         if n < 1 {
             return Err(GpError::TooFewPoints { got: n, need: 1 });
@@ -44,6 +45,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
     /// into its dense factorisation (one O((NT)³) factorisation), after which appends are
     /// incremental. On error the model is left unchanged.
     pub fn condition_on(&mut self, x: &[f64], y: &[f64]) -> Result<()> {
+        let _clean = crate::simd::UpperStateGuard;
         let k_new = engine::validate(x, self.n_cols, Some(y), self.lay.t)?;
         if k_new == 0 {
             return Ok(());
@@ -147,6 +149,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
     /// meaning); the standardisation is recomputed from all rows. On error the model is
     /// left unchanged.
     pub fn append_and_refit(&mut self, x: &[f64], y: &[f64]) -> Result<&FitReport> {
+        let _clean = crate::simd::UpperStateGuard;
         engine::validate(x, self.n_cols, Some(y), self.lay.t)?;
         let mut xa = self.x.clone();
         xa.extend_from_slice(x);

@@ -300,6 +300,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
     ///
     /// [`FitOptions::predict_rel_tol`]: crate::FitOptions::predict_rel_tol
     pub fn predict_tasks(&self, base: &[f64], with_noise: bool) -> Result<Vec<TaskPrediction>> {
+        let _clean = crate::simd::UpperStateGuard;
         let d = self.n_cols - 1;
         let t = self.lay.t;
         let m = engine::validate_base(base, d)?;
@@ -348,6 +349,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
     /// Mean of all tasks at each of `m` base inputs, `m × n_tasks` row-major, original
     /// units (the cheapest query).
     pub fn predict_tasks_mean(&self, base: &[f64]) -> Result<Vec<f64>> {
+        let _clean = crate::simd::UpperStateGuard;
         let d = self.n_cols - 1;
         let t = self.lay.t;
         let m = engine::validate_base(base, d)?;
@@ -369,6 +371,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
     /// Jacobian ([`crate::PriorMean::eval_with_jacobian`], or central differences with
     /// steps `MEAN_FD_STEP ×` the column's unit-cube width when the mean has none).
     pub fn predict_tasks_grad(&self, base: &[f64]) -> Result<TaskPredictionGrad> {
+        let _clean = crate::simd::UpperStateGuard;
         self.tasks_grad(base, true)
     }
 
@@ -382,6 +385,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
     ///
     /// [`FitOptions::predict_rel_tol`]: crate::FitOptions::predict_rel_tol
     pub fn predict_tasks_mean_grad(&self, base: &[f64]) -> Result<TaskPredictionGrad> {
+        let _clean = crate::simd::UpperStateGuard;
         self.tasks_grad(base, false)
     }
 
@@ -558,22 +562,26 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
     /// Posterior mean and latent variance (without observation noise) of each row of `x`
     /// (`n_cols` columns, task id last), original units.
     pub fn predict(&self, x: &[f64]) -> Result<Prediction> {
+        let _clean = crate::simd::UpperStateGuard;
         self.marginal(x, false, true)
     }
 
     /// Posterior mean and predictive variance of a new observation (latent variance plus the
     /// task's noise variance), original units.
     pub fn predict_observed(&self, x: &[f64]) -> Result<Prediction> {
+        let _clean = crate::simd::UpperStateGuard;
         self.marginal(x, true, true)
     }
 
     /// Posterior mean only (cheapest query), original units.
     pub fn predict_mean(&self, x: &[f64]) -> Result<Vec<f64>> {
+        let _clean = crate::simd::UpperStateGuard;
         self.marginal(x, false, false).map(|p| p.mean)
     }
 
     /// Joint latent posterior (mean and full covariance) of the rows of `x`, original units.
     pub fn predict_joint(&self, x: &[f64]) -> Result<JointPrediction> {
+        let _clean = crate::simd::UpperStateGuard;
         let rows = self.group_rows(x)?;
         let (nb, t, d) = (self.ts.n_base, self.lay.t, self.n_cols - 1);
         let m = rows.row_u.len();
@@ -657,6 +665,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
     /// `n_samples` joint draws of the latent function at the rows of `x` (original units),
     /// from a `ChaCha8Rng` seeded with `seed`. Each inner vector has one value per row.
     pub fn sample(&self, x: &[f64], n_samples: usize, seed: u64) -> Result<Vec<Vec<f64>>> {
+        let _clean = crate::simd::UpperStateGuard;
         let jp = self.predict_joint(x)?;
         let m = jp.mean.len();
         let cov = Mat::from_fn(m, m, |i, j| jp.covariance[i * m + j]);
