@@ -1222,6 +1222,10 @@ pub(crate) enum PostState {
         /// truncated or the posterior was read from a file without it.
         #[serde(default)]
         gap_tail: Option<Vec<f64>>,
+        /// Per column of the correction, `Σ_{i∉R} Z[i,col]²` (unweighted); `None` as for
+        /// `gap_tail`.
+        #[serde(default)]
+        gap_tail_norm: Option<Vec<f64>>,
     },
 }
 
@@ -1305,8 +1309,8 @@ pub(crate) fn build_posterior<K: Kernel>(
                 .map(|u| wv[(u, t1)] * wv[(u, t2)] / (kp.lx[i] * kp.lb[u] + 1.0))
                 .sum()
         });
-        let (gap, n_gap, gap_tail, path) = match &kp.gap {
-            None => (None, 0, None, SolverPath::Kronecker),
+        let (gap, n_gap, (gap_tail, gap_tail_norm), path) = match &kp.gap {
+            None => (None, 0, (None, None), SolverPath::Kronecker),
             Some(g) => {
                 let m = g.m();
                 let zw: Mat<f64> = g.zr(n, t) * wv.as_ref();
@@ -1316,7 +1320,7 @@ pub(crate) fn build_posterior<K: Kernel>(
                 (
                     Some(to_vec(gh.as_ref())),
                     m,
-                    tail,
+                    tail.map_or((None, None), |(w, z)| (Some(w), Some(z))),
                     SolverPath::KroneckerWithGaps,
                 )
             }
@@ -1332,6 +1336,7 @@ pub(crate) fn build_posterior<K: Kernel>(
                 gap,
                 n_gap,
                 gap_tail,
+                gap_tail_norm,
             },
             p: to_vec(p.as_ref()),
             b: to_vec(kp.b.as_ref()),

@@ -10,23 +10,29 @@
 //! the 27-run design (N = 756, m = 337) that is 1.5 GFlop for 256 Monte-Carlo paths, per
 //! day. The input kernel's spectrum decays fast, so only the `r` eigenvectors with
 //! `λ_i > 10⁻⁸ Σλ` are kept (`r ≤ N/2`, else nothing is gained) and the rest is bounded
-//! through one number per query,
+//! through two numbers per query: the exact norm of the left-out coordinates
 //!
-//! `ρ := k(p,p) − Σ_{i∈R} u_i²/λ_i ≥ Σ_{i∉R} u_i²/λ_i`
+//! `‖u_∉R‖ = ‖k_p − Q_R u_R‖` (`Q_x` is orthogonal; one more product of the kept size),
 //!
-//! (because `k_pᵀ K_x⁻¹ k_p ≤ k(p,p)`: the noise-free posterior variance is not negative):
+//! and `ρ := k(p,p) − Σ_{i∈R} u_i²/λ_i ≥ Σ_{i∉R} u_i²/λ_i` (because `k_pᵀ K_x⁻¹ k_p ≤ k(p,p)`:
+//! the noise-free posterior variance is not negative). Every left-out `u_i² ≤ min(ρ λ_i,
+//! ‖u_∉R‖²)`, so
 //!
-//! * the left-out reduction `E_t = Σ_{i∉R} u_i² M_i[t,t] ≤ ρ · max_{i∉R} λ_i M_i[t,t]`, and
-//!   `|E_{tt'}| ≤ √(E_t E_t')` (a sum of positive semi-definite terms);
-//! * the left-out part of `V` obeys `|ΔV[t,c]| ≤ √ρ · w_{t,c}` with
-//!   `w²_{t,c} = Σ_{i∉R} λ_i Z[i,(t,c)]²` (Cauchy–Schwarz), so
-//!   `|(V Vᵀ − V_R V_Rᵀ)_{tt'}| ≤ √ρ Σ_c (|V_R[t,c]| w_{t',c} + w_{t,c} |V_R[t',c]|) + ρ Σ_c w_{t,c} w_{t',c}`.
+//! * the left-out reduction `E_t = Σ_{i∉R} u_i² M_i[t,t] ≤ min(ρ · max_{i∉R} λ_i M_i[t,t],
+//!   ‖u_∉R‖² · max_{i∉R} M_i[t,t])`, and `|E_{tt'}| ≤ √(E_t E_t')` (a sum of positive
+//!   semi-definite terms);
+//! * the left-out part of `V` obeys `|ΔV[t,c]| ≤ b_{t,c} := min(√ρ · w_{t,c}, ‖u_∉R‖ · ζ_{t,c})`
+//!   with `w²_{t,c} = Σ_{i∉R} λ_i Z[i,(t,c)]²` and `ζ²_{t,c} = Σ_{i∉R} Z[i,(t,c)]²`
+//!   (Cauchy–Schwarz), so
+//!   `|(V Vᵀ − V_R V_Rᵀ)_{tt'}| ≤ Σ_c (|V_R[t,c]| b_{t',c} + b_{t,c} |V_R[t',c]| + b_{t,c} b_{t',c})`.
 //!
-//! The weights `w` come with the posterior (computed when it is built, where `Z` is at
-//! hand); a posterior read from an older file uses `λ_{r+1} Σ_{i∉R} Z[i,(t,c)]²` instead.
-//! A query is accepted when every entry's bound is at most `tol · √(σ²_t σ²_t')`, with
-//! `σ²_t` the computed variance less its bound; otherwise it is recomputed in full. Means
-//! never use the truncation.
+//! `ρ` is small only near the data; `‖u_∉R‖` is small wherever `k_p` is smooth, which is
+//! what the batch decision's exploratory candidates need. The weights `w` and `ζ` come with
+//! the posterior (computed when it is built, where `Z` is at hand); a posterior read from an
+//! older file derives them from the kept rows and the column norms of `Ĝ`. A query is
+//! accepted when every entry's bound is at most `tol · √(σ²_t σ²_t')`, with `σ²_t` the
+//! computed variance less its bound; otherwise it is recomputed in full. Means never use the
+//! truncation.
 
 use crate::engine::{self, PostState, Posterior};
 use faer::Mat;
@@ -38,6 +44,10 @@ pub(crate) const TRUNC_MIN_INPUTS: usize = 256;
 pub(crate) const TRUNC_EIG_FRAC: f64 = 1e-8;
 /// Relative round-off margin of `ρ` and of the left-out norms.
 const ROUNDOFF: f64 = 1e-12;
+/// Round-off margin of a residual norm `‖k_p − Q_R Q_Rᵀ k_p‖`, per input, relative to
+/// `‖k_p‖` (a matrix–vector product's error grows with its length; `Q_x` is orthogonal to
+/// round-off).
+const RESIDUAL_ROUNDOFF: f64 = 1e-14;
 
 /// The eigenvalue indices sorted from the largest, and how many are kept; `None` when
 /// truncation would not pay (too few inputs, or more than half the spectrum is kept).
@@ -60,15 +70,23 @@ pub(crate) fn split(lx: &[f64]) -> Option<(Vec<usize>, usize)> {
     (r <= nb / 2).then_some((order, r))
 }
 
-/// `w²_{t,c} = Σ_{i∉R} λ_i Z[i,(t,c)]²` for the eigenbasis correction `z` (N × T·m), per
-/// column, or `None` when nothing is truncated.
-pub(crate) fn gap_tail_weights(lx: &[f64], z: faer::MatRef<'_, f64>) -> Option<Vec<f64>> {
+/// Per column of the eigenbasis correction `z` (N × T·m), `w²_{t,c} = Σ_{i∉R} λ_i Z[i,(t,c)]²`
+/// and `ζ²_{t,c} = Σ_{i∉R} Z[i,(t,c)]²`, or `None` when nothing is truncated.
+pub(crate) fn gap_tail_weights(
+    lx: &[f64],
+    z: faer::MatRef<'_, f64>,
+) -> Option<(Vec<f64>, Vec<f64>)> {
     let (order, r) = split(lx)?;
     let tail = &order[r..];
     Some(
         (0..z.ncols())
-            .map(|c| tail.iter().map(|&i| lx[i] * z[(i, c)] * z[(i, c)]).sum())
-            .collect(),
+            .map(|c| {
+                tail.iter().fold((0.0, 0.0), |(w, n), &i| {
+                    let z2 = z[(i, c)] * z[(i, c)];
+                    (w + lx[i] * z2, n + z2)
+                })
+            })
+            .unzip(),
     )
 }
 
@@ -108,10 +126,14 @@ pub(crate) struct Truncated {
     pub(crate) zr: Option<Mat<f64>>,
     /// `w_{t,c}` of the left-out rows, (T·m) × 1, with `zr`.
     pub(crate) w: Option<Mat<f64>>,
+    /// `ζ_{t,c}`, the norms of the left-out rows of each column of `Z`, with `zr`.
+    pub(crate) zeta: Option<Vec<f64>>,
     /// Number of empty cells `m`.
     pub(crate) n_gap: usize,
     /// Per task, `max_{i∉R} λ_i M_i[t,t]`.
     pub(crate) m_tail: Vec<f64>,
+    /// Per task, `max_{i∉R} M_i[t,t]`.
+    pub(crate) m_tail_u: Vec<f64>,
 }
 
 fn build(post: &Posterior, t: usize, tol: f64) -> Option<Truncated> {
@@ -122,6 +144,7 @@ fn build(post: &Posterior, t: usize, tol: f64) -> Option<Truncated> {
         gap,
         n_gap,
         gap_tail,
+        gap_tail_norm,
         ..
     } = &post.state
     else {
@@ -142,26 +165,38 @@ fn build(post: &Posterior, t: usize, tol: f64) -> Option<Truncated> {
                 .fold(0.0, f64::max)
         })
         .collect();
+    let m_tail_u = (0..t)
+        .map(|tt| {
+            tail.iter()
+                .map(|&i| mtt[(i, tt * t + tt)])
+                .fold(0.0, f64::max)
+        })
+        .collect();
     let mg = *n_gap;
-    let (zr, w) = match gap {
+    let (zr, w, zeta) = match gap {
         Some(gh) if mg > 0 => {
             let gh = engine::from_vec(gh, nb, t * mg);
             let zr = engine::mul(qr.transpose(), gh);
+            // ‖Ĝ col‖² = ‖Z col‖² (Q_x is orthogonal): without the stored tails, a tail is the
+            // total less the kept rows, with a round-off margin
+            let tail_of = |c: usize| -> f64 {
+                let total: f64 = (0..nb).map(|j| gh[(j, c)] * gh[(j, c)]).sum();
+                let kept: f64 = (0..r).map(|k| zr[(k, c)] * zr[(k, c)]).sum();
+                (total - kept).max(0.0) + ROUNDOFF * total
+            };
             let w2: Vec<f64> = match gap_tail {
                 Some(w2) if w2.len() == t * mg => w2.clone(),
-                // ‖Ĝ col‖ = ‖Z col‖ (Q_x is orthogonal): the tail is the total less the kept rows
-                _ => (0..t * mg)
-                    .map(|c| {
-                        let total: f64 = (0..nb).map(|j| gh[(j, c)] * gh[(j, c)]).sum();
-                        let kept: f64 = (0..r).map(|k| zr[(k, c)] * zr[(k, c)]).sum();
-                        l_tail * ((total - kept).max(0.0) + ROUNDOFF * total)
-                    })
-                    .collect(),
+                _ => (0..t * mg).map(|c| l_tail * tail_of(c)).collect(),
+            };
+            let z2: Vec<f64> = match gap_tail_norm {
+                Some(z2) if z2.len() == t * mg => z2.clone(),
+                _ => (0..t * mg).map(tail_of).collect(),
             };
             let w = Mat::from_fn(t * mg, 1, |c, _| w2[c].max(0.0).sqrt());
-            (Some(zr), Some(w))
+            let zeta = z2.iter().map(|v| v.max(0.0).sqrt()).collect();
+            (Some(zr), Some(w), Some(zeta))
         }
-        _ => (None, None),
+        _ => (None, None, None),
     };
     let tr = Truncated {
         r,
@@ -170,8 +205,10 @@ fn build(post: &Posterior, t: usize, tol: f64) -> Option<Truncated> {
         mr,
         zr,
         w,
+        zeta,
         n_gap: mg,
         m_tail,
+        m_tail_u,
     };
     // keep it only if it certifies most inputs like the training inputs: otherwise a
     // prediction would pay for the truncated pass and then for the full one
@@ -226,40 +263,53 @@ impl Truncated {
             let kept_w: f64 = (0..r).map(|i| um2[(p, i)] / self.lr[i]).sum();
             rho.push((kss[p] - kept_w).max(0.0) + ROUNDOFF * kss[p].abs());
         }
-        // bound[p][t][t'] of the left-out part
+        // ‖u_∉R‖ = ‖k_p − Q_R u_R‖ (Q_x is orthogonal), with a round-off margin
+        let mut res = kxs.clone();
+        engine::gemm(res.as_mut(), true, um.as_ref(), self.qr.transpose(), -1.0);
+        let ut: Vec<f64> = (0..m)
+            .map(|p| {
+                let (mut rn, mut kn) = (0.0, 0.0);
+                for j in 0..kxs.ncols() {
+                    rn += res[(p, j)] * res[(p, j)];
+                    kn += kxs[(p, j)] * kxs[(p, j)];
+                }
+                rn.sqrt() + RESIDUAL_ROUNDOFF * kxs.ncols() as f64 * kn.sqrt()
+            })
+            .collect();
+        // bound[p][t][t'] of the left-out part: each u_i² ≤ min(ρ λ_i, ‖u_∉R‖²)
         let mut bound = vec![0.0; m * per];
-        for (p, &rp) in rho.iter().enumerate() {
+        let mut e = vec![0.0; t];
+        for p in 0..m {
+            for (tt, et) in e.iter_mut().enumerate() {
+                *et = (rho[p] * self.m_tail[tt]).min(ut[p] * ut[p] * self.m_tail_u[tt]);
+            }
             for t1 in 0..t {
                 for t2 in 0..t {
-                    bound[p * per + t1 * t + t2] = rp * (self.m_tail[t1] * self.m_tail[t2]).sqrt();
+                    bound[p * per + t1 * t + t2] = (e[t1] * e[t2]).sqrt();
                 }
             }
         }
-        if let (Some(zr), Some(w)) = (&self.zr, &self.w) {
+        if let (Some(zr), Some(w), Some(zeta)) = (&self.zr, &self.w, &self.zeta) {
             let v = engine::mul(um.as_ref(), zr.as_ref());
-            let w: Vec<f64> = (0..t * mg).map(|c| w[(c, 0)]).collect();
-            // row p of V and |V|, contiguous per task
+            // row p of V, |V| and the per-column bound on the left-out part of V
             let mut vp = vec![0.0; t * mg];
             let mut ap = vec![0.0; t * mg];
+            let mut bp = vec![0.0; t * mg];
             for p in 0..m {
-                for (c, (x, y)) in vp.iter_mut().zip(ap.iter_mut()).enumerate() {
-                    *x = v[(p, c)];
-                    *y = x.abs();
-                }
                 let sr = rho[p].sqrt();
+                for c in 0..t * mg {
+                    vp[c] = v[(p, c)];
+                    ap[c] = vp[c].abs();
+                    bp[c] = (sr * w[(c, 0)]).min(ut[p] * zeta[c]);
+                }
                 for t1 in 0..t {
+                    let (s1, e1) = (t1 * mg, (t1 + 1) * mg);
                     for t2 in 0..=t1 {
-                        let s =
-                            engine::dot4(&vp[t1 * mg..(t1 + 1) * mg], &vp[t2 * mg..(t2 + 1) * mg]);
-                        let cross =
-                            engine::dot4(&ap[t1 * mg..(t1 + 1) * mg], &w[t2 * mg..(t2 + 1) * mg])
-                                + engine::dot4(
-                                    &w[t1 * mg..(t1 + 1) * mg],
-                                    &ap[t2 * mg..(t2 + 1) * mg],
-                                );
-                        let ww =
-                            engine::dot4(&w[t1 * mg..(t1 + 1) * mg], &w[t2 * mg..(t2 + 1) * mg]);
-                        let b = sr * cross + rho[p] * ww;
+                        let (s2, e2) = (t2 * mg, (t2 + 1) * mg);
+                        let s = engine::dot4(&vp[s1..e1], &vp[s2..e2]);
+                        let b = engine::dot4(&ap[s1..e1], &bp[s2..e2])
+                            + engine::dot4(&bp[s1..e1], &ap[s2..e2])
+                            + engine::dot4(&bp[s1..e1], &bp[s2..e2]);
                         out[p * per + t1 * t + t2] += s;
                         bound[p * per + t1 * t + t2] += b;
                         if t2 != t1 {
