@@ -300,6 +300,7 @@ pub fn simulated_run(n: usize, seed: u64) -> Vec<Entry> {
                 reason: format!("raise perfusion to {:.3} vvd: VCV below target", c[0].1),
                 elapsed_s: rng.noisy(0.05, 0.3),
                 objectives: Vec::new(),
+                next_sample: Default::default(),
             }),
         ));
         if day % 6 == 5 {

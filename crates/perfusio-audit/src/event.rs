@@ -294,29 +294,45 @@ impl Forecast {
         }
         check_sha256("forecast", "model_sha256", &self.model_sha256)?;
         check_sha256("forecast", "forecast_sha256", &self.forecast_sha256)?;
-        let n = self.days_ahead.len();
-        for (species, b) in &self.bands {
-            for (name, series) in b.series() {
-                if series.len() != n {
-                    return bad(format!(
-                        "bands.{species}.{name} has {} values but days_ahead has {n}",
+        check_bands("forecast", "bands", &self.bands, &self.days_ahead)
+    }
+}
+
+/// Checks a map of [`SpeciesBands`] given at `days_ahead`: every series as long as
+/// `days_ahead`, and `q05 ≤ q10 ≤ q50 ≤ q90 ≤ q95` at every day.
+fn check_bands(
+    kind: &'static str,
+    field: &str,
+    bands: &BTreeMap<String, SpeciesBands>,
+    days_ahead: &[u32],
+) -> Result<()> {
+    let n = days_ahead.len();
+    for (species, b) in bands {
+        for (name, series) in b.series() {
+            if series.len() != n {
+                return Err(invalid(
+                    kind,
+                    format!(
+                        "{field}.{species}.{name} has {} values but days_ahead has {n}",
                         series.len()
-                    ));
-                }
-            }
-            for i in 0..n {
-                let q = [b.q05[i], b.q10[i], b.q50[i], b.q90[i], b.q95[i]];
-                if q.windows(2).any(|w| w[0] > w[1]) {
-                    return bad(format!(
-                        "bands.{species} at {} days ahead: quantiles {q:?} are not in the order \
-                         q05 ≤ q10 ≤ q50 ≤ q90 ≤ q95",
-                        self.days_ahead[i]
-                    ));
-                }
+                    ),
+                ));
             }
         }
-        Ok(())
+        for (i, day) in days_ahead.iter().enumerate() {
+            let q = [b.q05[i], b.q10[i], b.q50[i], b.q90[i], b.q95[i]];
+            if q.windows(2).any(|w| w[0] > w[1]) {
+                return Err(invalid(
+                    kind,
+                    format!(
+                        "{field}.{species} at {day} days ahead: quantiles {q:?} are not in the \
+                         order q05 ≤ q10 ≤ q50 ≤ q90 ≤ q95"
+                    ),
+                ));
+            }
+        }
     }
+    Ok(())
 }
 
 /// Mean and standard deviation of the objective under one course of action.
@@ -356,6 +372,12 @@ pub struct Decision {
     /// being `objective`, `recommended` and `hold`. Absent with one objective.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objectives: Vec<NamedObjectiveEstimates>,
+    /// The next sample as the model expects it under the recommended controls: bands of the
+    /// measured value (measurement noise included) one day ahead, by canonical species
+    /// name, one value per series. A report scores them against the next day's sample when
+    /// the recommendation was applied as it stands. Absent in logs written before it existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub next_sample: BTreeMap<String, SpeciesBands>,
 }
 
 /// One objective of a multi-objective [`Decision`]: its estimates under the recommendation
@@ -372,8 +394,9 @@ pub struct NamedObjectiveEstimates {
 }
 
 impl Decision {
-    /// Checks that `probability_feasible` is in `[0, 1]` and that both standard deviations and
-    /// `elapsed_s` are non-negative. [`crate::AuditWriter::append`] runs it.
+    /// Checks that `probability_feasible` is in `[0, 1]`, that both standard deviations and
+    /// `elapsed_s` are non-negative, and that `next_sample` holds one ordered set of
+    /// quantiles per species. [`crate::AuditWriter::append`] runs it.
     pub fn validate(&self) -> Result<()> {
         if !(0.0..=1.0).contains(&self.probability_feasible) {
             return Err(invalid(
@@ -405,7 +428,7 @@ impl Decision {
                 ));
             }
         }
-        Ok(())
+        check_bands("decision", "next_sample", &self.next_sample, &[1])
     }
 }
 

@@ -1317,7 +1317,41 @@ pub(crate) fn decision_event(d: &Decision) -> DecisionEvent {
         } else {
             Vec::new()
         },
+        next_sample: d
+            .forecast
+            .measured
+            .first()
+            .map(next_sample)
+            .unwrap_or_default(),
     }
+}
+
+/// The measured-value bands of a forecast's first day, one value per series; a species
+/// whose quantiles are not finite and ordered is left out (the record would be refused).
+fn next_sample(b: &perfusio_hybrid::DayBand) -> BTreeMap<String, SpeciesBands> {
+    Species::ALL
+        .iter()
+        .filter_map(|s| {
+            let k = s.index();
+            let q: [f64; 5] = std::array::from_fn(|i| b.quantiles[i][k]);
+            let ok = b.mean[k].is_finite()
+                && q.iter().all(|v| v.is_finite())
+                && q.windows(2).all(|w| w[0] <= w[1]);
+            ok.then(|| {
+                (
+                    s.name().to_string(),
+                    SpeciesBands {
+                        mean: vec![b.mean[k]],
+                        q05: vec![q[0]],
+                        q10: vec![q[1]],
+                        q50: vec![q[2]],
+                        q90: vec![q[3]],
+                        q95: vec![q[4]],
+                    },
+                )
+            })
+        })
+        .collect()
 }
 
 /// The versions of the layers (one workspace version for all).

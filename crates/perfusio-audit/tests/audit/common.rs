@@ -187,6 +187,7 @@ pub(crate) fn one_of_each() -> Vec<Event> {
             reason: "raise perfusion: glucose forecast below 2 g/L by day 12".into(),
             elapsed_s: 0.0625,
             objectives: Vec::new(),
+            next_sample: Default::default(),
         }),
         Event::SetpointWritten(SetpointWritten::new("opcua", receipt())),
         Event::SetpointWithheld(SetpointWithheld {

@@ -96,6 +96,7 @@ fn decision() -> Decision {
         reason: "hold".into(),
         elapsed_s: 0.0,
         objectives: Vec::new(),
+        next_sample: Default::default(),
     }
 }
 
@@ -149,6 +150,38 @@ fn malformed_decisions_and_retrains_are_refused() {
     assert_eq!(
         refused(d),
         "invalid `decision` payload: final-titer: hold.sd is -1; it must be ≥ 0"
+    );
+
+    // the expected next sample: one ordered set of quantiles per species, written only
+    // when present, and read back as written
+    let mut d = decision();
+    d.next_sample.insert(
+        "Glc".into(),
+        SpeciesBands {
+            mean: vec![4.0],
+            q05: vec![3.0],
+            q10: vec![3.25],
+            q50: vec![4.0],
+            q90: vec![4.75],
+            q95: vec![5.0],
+        },
+    );
+    assert!(Event::from(d.clone()).check().is_ok());
+    let v = serde_json::to_value(&d).unwrap();
+    assert_eq!(v["next_sample"]["Glc"]["q50"][0], 4.0);
+    assert_eq!(serde_json::from_value::<Decision>(v).unwrap(), d);
+    let mut bad = d.clone();
+    bad.next_sample.get_mut("Glc").unwrap().q95[0] = 3.0;
+    assert_eq!(
+        refused(bad),
+        "invalid `decision` payload: next_sample.Glc at 1 days ahead: quantiles \
+         [3.0, 3.25, 4.0, 4.75, 3.0] are not in the order q05 ≤ q10 ≤ q50 ≤ q90 ≤ q95"
+    );
+    let mut bad = d;
+    bad.next_sample.get_mut("Glc").unwrap().q10.push(3.5);
+    assert_eq!(
+        refused(bad),
+        "invalid `decision` payload: next_sample.Glc.q10 has 2 values but days_ahead has 1"
     );
 
     let mut retrained = match one_of_each().remove(5) {

@@ -80,17 +80,36 @@ pub struct ReactorOutcome {
     pub alarms_raised: usize,
 }
 
-/// One-day-ahead accuracy of one species.
+/// One-day-ahead accuracy of one species: each decision's expected next sample (the
+/// measured value's bands under the recommended setpoints, `Decision::next_sample` in the
+/// audit) against the next day's sample, over the days whose recommendation was written as
+/// it stands. There is no noise-free truth here, so the RMSE is taken against the
+/// measurements and includes their noise.
 #[derive(Debug, Clone, Serialize)]
 pub struct SpeciesAccuracy {
     /// Species name.
     pub species: String,
     /// Forecast/measurement pairs.
     pub n: usize,
-    /// RMSE of the median over the mean measurement.
+    /// RMSE of the median against the measurements, over the mean measurement.
     pub rrmse: f64,
     /// Share of measurements inside the 90 % band (q05–q95).
     pub coverage90: f64,
+}
+
+/// Whether every control of `written` was requested at the decision's recommended value
+/// (to a relative 10⁻⁹), and nothing else was written.
+fn written_as_recommended(
+    dec: &perfusio_audit::event::Decision,
+    written: &perfusio_audit::event::SetpointWritten,
+) -> bool {
+    let controls = &written.receipt.controls;
+    controls.len() == dec.controls.len()
+        && controls.iter().all(|c| {
+            dec.controls
+                .get(c.control.name())
+                .is_some_and(|r| (c.requested - r).abs() <= 1e-9 * r.abs().max(1.0))
+        })
 }
 
 impl CampaignReport {
@@ -135,15 +154,20 @@ impl CampaignReport {
             let value = |d: &DayRecord, s: Species| -> Option<f64> {
                 d.sample.as_ref()?.values.get(s.name()).copied().flatten()
             };
-            // one-day-ahead pairs
+            // one-day-ahead pairs: the decision's expected next sample (bands of the measured
+            // value under the recommended setpoints) against the next day's sample, when the
+            // recommendation was written as it stands (an edit, a rejection or a withheld
+            // write would score the model under setpoints it did not assume)
             for w in days.windows(2) {
                 let (d, next) = (&w[0], &w[1]);
-                let Some(f) = &d.forecast else { continue };
-                if next.day != d.day + 1 || f.days_ahead.first() != Some(&1) {
+                let (Some(dec), Some(written)) = (&d.decision, &d.written) else {
+                    continue;
+                };
+                if next.day != d.day + 1 || !written_as_recommended(dec, written) {
                     continue;
                 }
                 for s in Species::ALL {
-                    let (Some(b), Some(y)) = (f.bands.get(s.name()), value(next, s)) else {
+                    let (Some(b), Some(y)) = (dec.next_sample.get(s.name()), value(next, s)) else {
                         continue;
                     };
                     if let (Some(q05), Some(q50), Some(q95)) =
@@ -400,8 +424,17 @@ impl fmt::Display for CampaignReport {
         }
         writeln!(
             f,
-            "shared model, one day ahead on the campaign's own data (rRMSE, 90 % coverage):"
+            "shared model, one day ahead on the campaign's own data: each decision's expected \
+             next sample (measured-value bands, recommended setpoints written as they stand) \
+             against the next sample (rRMSE against the measurements, 90 % coverage):"
         )?;
+        if self.accuracy.is_empty() {
+            writeln!(
+                f,
+                "  no pairs (no decision recorded its expected next sample and was written as \
+                 it stands)"
+            )?;
+        }
         for a in &self.accuracy {
             writeln!(
                 f,

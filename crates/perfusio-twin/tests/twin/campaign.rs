@@ -230,7 +230,9 @@ async fn four_reactors_share_one_model_spread_out_and_every_log_verifies() {
     assert!(measured_next >= 12);
     assert_eq!(vcd.n, measured_next);
     assert!(vcd.rrmse.is_finite() && vcd.rrmse < 0.5, "{vcd:?}");
-    assert!((0.0..=1.0).contains(&vcd.coverage90));
+    // the expected next samples are the measured value's bands under the setpoints that were
+    // written: most next-day measurements fall inside them
+    assert!(vcd.coverage90 >= 0.6, "{vcd:?}");
     let again = CampaignReport::from_dir(dir.path()).unwrap();
     assert_eq!(again.reactors.len(), 4);
     assert!(report.to_string().contains("best operating point"));
