@@ -12,7 +12,7 @@
 //! [`clear_upper_state`] executes `vzeroupper` (through faer's own SIMD layer, `pulp`, whose
 //! feature-checked token makes the instruction safe to call). The crate calls it after its
 //! matrix products and when its public prediction, conditioning and fitting functions return
-//! ([`UpperStateGuard`]), so code that calls the GP never runs in the dirty state.
+//! (a drop guard), so code that calls the GP never runs in the dirty state.
 
 /// Clears the upper halves of the AVX registers (`vzeroupper`) when the processor has AVX;
 /// does nothing otherwise. Cheap (one instruction after a cached feature check) and harmless:
