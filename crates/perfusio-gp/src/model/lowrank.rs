@@ -12,7 +12,8 @@
 //! `λ_i > 10⁻⁸ Σλ` are kept (`r ≤ N/2`, else nothing is gained) and the rest is bounded
 //! through two numbers per query: the exact norm of the left-out coordinates
 //!
-//! `‖u_∉R‖ = ‖k_p − Q_R u_R‖` (`Q_x` is orthogonal; one more product of the kept size),
+//! `‖u_∉R‖ = ‖k_p − Q_R u_R‖` (`Q_x` is orthogonal; one more product of the kept size,
+//! formed only for the queries that `ρ` alone does not certify),
 //!
 //! and `ρ := k(p,p) − Σ_{i∈R} u_i²/λ_i ≥ Σ_{i∉R} u_i²/λ_i` (because `k_pᵀ K_x⁻¹ k_p ≤ k(p,p)`:
 //! the noise-free posterior variance is not negative). Every left-out `u_i² ≤ min(ρ λ_i,
@@ -257,93 +258,125 @@ impl Truncated {
                 out[p * per + col] -= red[(p, col)];
             }
         }
-        let mg = self.n_gap;
         let mut rho = Vec::with_capacity(m);
         for p in 0..m {
             let kept_w: f64 = (0..r).map(|i| um2[(p, i)] / self.lr[i]).sum();
             rho.push((kss[p] - kept_w).max(0.0) + ROUNDOFF * kss[p].abs());
         }
-        // ‖u_∉R‖ = ‖k_p − Q_R u_R‖ (Q_x is orthogonal), with a round-off margin
-        let mut res = kxs.clone();
-        engine::gemm(res.as_mut(), true, um.as_ref(), self.qr.transpose(), -1.0);
-        let ut: Vec<f64> = (0..m)
-            .map(|p| {
-                let (mut rn, mut kn) = (0.0, 0.0);
-                for j in 0..kxs.ncols() {
-                    rn += res[(p, j)] * res[(p, j)];
-                    kn += kxs[(p, j)] * kxs[(p, j)];
+        // V = u_R Z_R: its contribution to every query, and |V| for the bounds
+        let v = match &self.zr {
+            Some(zr) => engine::mul(um.as_ref(), zr.as_ref()),
+            None => Mat::zeros(m, 0),
+        };
+        let gv = v.ncols().checked_div(t).unwrap_or(0);
+        let mut vp = vec![0.0; t * gv];
+        for p in 0..m {
+            for (c, x) in vp.iter_mut().enumerate() {
+                *x = v[(p, c)];
+            }
+            for t1 in 0..t {
+                for t2 in 0..=t1 {
+                    let s = engine::dot4(&vp[t1 * gv..(t1 + 1) * gv], &vp[t2 * gv..(t2 + 1) * gv]);
+                    out[p * per + t1 * t + t2] += s;
+                    if t2 != t1 {
+                        out[p * per + t2 * t + t1] += s;
+                    }
                 }
-                rn.sqrt() + RESIDUAL_ROUNDOFF * kxs.ncols() as f64 * kn.sqrt()
+            }
+        }
+        // first with ρ alone (enough near the data), then with the residual norm for the
+        // queries that failed (one more product of the kept size, for those only)
+        let mut failed: Vec<usize> = (0..m)
+            .filter(|&p| {
+                !self.row_certified(p, &v, rho[p], None, &out[p * per..(p + 1) * per], t, tol)
             })
             .collect();
-        // bound[p][t][t'] of the left-out part: each u_i² ≤ min(ρ λ_i, ‖u_∉R‖²)
-        let mut bound = vec![0.0; m * per];
-        let mut e = vec![0.0; t];
-        for p in 0..m {
-            for (tt, et) in e.iter_mut().enumerate() {
-                *et = (rho[p] * self.m_tail[tt]).min(ut[p] * ut[p] * self.m_tail_u[tt]);
-            }
-            for t1 in 0..t {
-                for t2 in 0..t {
-                    bound[p * per + t1 * t + t2] = (e[t1] * e[t2]).sqrt();
-                }
-            }
-        }
-        if let (Some(zr), Some(w), Some(zeta)) = (&self.zr, &self.w, &self.zeta) {
-            let v = engine::mul(um.as_ref(), zr.as_ref());
-            // row p of V, |V| and the per-column bound on the left-out part of V
-            let mut vp = vec![0.0; t * mg];
-            let mut ap = vec![0.0; t * mg];
-            let mut bp = vec![0.0; t * mg];
-            for p in 0..m {
-                let sr = rho[p].sqrt();
-                for c in 0..t * mg {
-                    vp[c] = v[(p, c)];
-                    ap[c] = vp[c].abs();
-                    bp[c] = (sr * w[(c, 0)]).min(ut[p] * zeta[c]);
-                }
-                for t1 in 0..t {
-                    let (s1, e1) = (t1 * mg, (t1 + 1) * mg);
-                    for t2 in 0..=t1 {
-                        let (s2, e2) = (t2 * mg, (t2 + 1) * mg);
-                        let s = engine::dot4(&vp[s1..e1], &vp[s2..e2]);
-                        let b = engine::dot4(&ap[s1..e1], &bp[s2..e2])
-                            + engine::dot4(&bp[s1..e1], &ap[s2..e2])
-                            + engine::dot4(&bp[s1..e1], &bp[s2..e2]);
-                        out[p * per + t1 * t + t2] += s;
-                        bound[p * per + t1 * t + t2] += b;
-                        if t2 != t1 {
-                            out[p * per + t2 * t + t1] += s;
-                            bound[p * per + t2 * t + t1] += b;
-                        }
+        if !failed.is_empty() {
+            let nb = kxs.ncols();
+            let mut res = Mat::from_fn(failed.len(), nb, |k, j| kxs[(failed[k], j)]);
+            let uf = Mat::from_fn(failed.len(), r, |k, i| um[(failed[k], i)]);
+            engine::gemm(res.as_mut(), true, uf.as_ref(), self.qr.transpose(), -1.0);
+            failed = failed
+                .into_iter()
+                .enumerate()
+                .filter(|&(k, p)| {
+                    let (mut rn, mut kn) = (0.0, 0.0);
+                    for j in 0..nb {
+                        rn += res[(k, j)] * res[(k, j)];
+                        kn += kxs[(p, j)] * kxs[(p, j)];
                     }
-                }
-            }
-        }
-        let mut failed = Vec::new();
-        let mut lower = vec![0.0; t];
-        for p in 0..m {
-            let diag = |tt: usize| p * per + tt * t + tt;
-            let mut ok = true;
-            for t1 in 0..t {
-                let (var, b) = (out[diag(t1)], bound[diag(t1)]);
-                lower[t1] = var - b;
-                ok &= var.is_finite() && lower[t1] > 0.0 && b <= tol * lower[t1];
-            }
-            if ok {
-                'pairs: for t1 in 0..t {
-                    for t2 in 0..t1 {
-                        if bound[p * per + t1 * t + t2] > tol * (lower[t1] * lower[t2]).sqrt() {
-                            ok = false;
-                            break 'pairs;
-                        }
-                    }
-                }
-            }
-            if !ok {
-                failed.push(p);
-            }
+                    let ut = rn.sqrt() + RESIDUAL_ROUNDOFF * nb as f64 * kn.sqrt();
+                    !self.row_certified(
+                        p,
+                        &v,
+                        rho[p],
+                        Some(ut),
+                        &out[p * per..(p + 1) * per],
+                        t,
+                        tol,
+                    )
+                })
+                .map(|(_, p)| p)
+                .collect();
         }
         failed
+    }
+
+    /// Whether query `p`'s computed covariance `c` (`T × T`) is within `tol` of the exact
+    /// one: bounds the left-out part with `ρ` and, when given, the residual norm
+    /// `ut = ‖u_∉R‖` (each left-out `u_i² ≤ min(ρ λ_i, ut²)`), and accepts when every entry's
+    /// bound is at most `tol · √(σ²_t σ²_t')` with `σ²_t` the variance less its bound.
+    #[allow(clippy::too_many_arguments)]
+    fn row_certified(
+        &self,
+        p: usize,
+        v: &Mat<f64>,
+        rho: f64,
+        ut: Option<f64>,
+        c: &[f64],
+        t: usize,
+        tol: f64,
+    ) -> bool {
+        let mg = self.n_gap;
+        let e: Vec<f64> = (0..t)
+            .map(|tt| {
+                let by_rho = rho * self.m_tail[tt];
+                ut.map_or(by_rho, |u| by_rho.min(u * u * self.m_tail_u[tt]))
+            })
+            .collect();
+        let mut bound: Vec<f64> = (0..t * t).map(|k| (e[k / t] * e[k % t]).sqrt()).collect();
+        if let (Some(w), Some(zeta)) = (&self.w, &self.zeta) {
+            let sr = rho.sqrt();
+            let ap: Vec<f64> = (0..t * mg).map(|k| v[(p, k)].abs()).collect();
+            let bp: Vec<f64> = (0..t * mg)
+                .map(|k| {
+                    let by_rho = sr * w[(k, 0)];
+                    ut.map_or(by_rho, |u| by_rho.min(u * zeta[k]))
+                })
+                .collect();
+            for t1 in 0..t {
+                let (s1, e1) = (t1 * mg, (t1 + 1) * mg);
+                for t2 in 0..=t1 {
+                    let (s2, e2) = (t2 * mg, (t2 + 1) * mg);
+                    let b = engine::dot4(&ap[s1..e1], &bp[s2..e2])
+                        + engine::dot4(&bp[s1..e1], &ap[s2..e2])
+                        + engine::dot4(&bp[s1..e1], &bp[s2..e2]);
+                    bound[t1 * t + t2] += b;
+                    if t2 != t1 {
+                        bound[t2 * t + t1] += b;
+                    }
+                }
+            }
+        }
+        let mut lower = vec![0.0; t];
+        for t1 in 0..t {
+            let (var, b) = (c[t1 * t + t1], bound[t1 * t + t1]);
+            lower[t1] = var - b;
+            if !(var.is_finite() && lower[t1] > 0.0 && b <= tol * lower[t1]) {
+                return false;
+            }
+        }
+        (0..t)
+            .all(|t1| (0..t1).all(|t2| bound[t1 * t + t2] <= tol * (lower[t1] * lower[t2]).sqrt()))
     }
 }
