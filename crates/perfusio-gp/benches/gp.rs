@@ -16,62 +16,13 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use perfusio_gp::{GpParams, MultiTaskGp};
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
 
-const SPECIES: usize = 9;
-const CONTROLS: usize = 6;
-const D: usize = SPECIES + CONTROLS + 1;
-
-/// One simulated run: smooth, coupled species dynamics under per-run controls.
-fn run(rng: &mut ChaCha8Rng, days: usize) -> (Vec<[f64; D]>, Vec<[f64; SPECIES]>) {
-    let mut s: [f64; SPECIES] =
-        std::array::from_fn(|j| 1.0 + 0.5 * j as f64 + rng.random_range(-0.2..0.2));
-    let c: [f64; CONTROLS] = std::array::from_fn(|_| rng.random_range(0.0..1.0));
-    let mut inputs = Vec::new();
-    let mut next = Vec::new();
-    for day in 0..days {
-        let mut row = [0.0; D];
-        row[..SPECIES].copy_from_slice(&s);
-        row[SPECIES..SPECIES + CONTROLS].copy_from_slice(&c);
-        row[D - 1] = day as f64;
-        let growth = 0.3 * (1.0 - s[0] / 12.0) * (0.5 + c[0]);
-        let mut n = s;
-        for j in 0..SPECIES {
-            let drive = (0.4 * s[(j + 1) % SPECIES]).sin() * 0.2 + 0.1 * c[j % CONTROLS]
-                - 0.05 * s[j]
-                + growth * s[0] / (1.0 + j as f64);
-            n[j] = s[j] + drive + 0.02 * rng.random_range(-1.0..1.0);
-        }
-        inputs.push(row);
-        next.push(n);
-        s = n;
-    }
-    (inputs, next)
-}
-
-/// Indexed multi-task rows for `runs` runs of `days` transitions; drops each target with
-/// probability `drop`.
-fn dataset(runs: usize, days: usize, drop: f64, seed: u64) -> (Vec<f64>, Vec<f64>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut x = Vec::new();
-    let mut y = Vec::new();
-    for _ in 0..runs {
-        let (inp, nxt) = run(&mut rng, days);
-        for (row, n) in inp.iter().zip(&nxt) {
-            for (t, nt) in n.iter().enumerate() {
-                if drop > 0.0 && rng.random::<f64>() < drop {
-                    continue;
-                }
-                x.extend_from_slice(row);
-                x.push(t as f64);
-                y.push(*nt);
-            }
-        }
-    }
-    (x, y)
-}
+#[path = "support/process.rs"]
+mod process;
+use process::{D, SPECIES, dataset, run};
 
 /// 256 query base inputs (no task column) from fresh runs.
 fn base_queries(seed: u64) -> Vec<f64> {

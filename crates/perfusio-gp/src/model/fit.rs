@@ -656,21 +656,27 @@ impl<K: Kernel + Clone> GpValidParams<K> {
             warm_cap,
             warm_hessian,
         )?;
+        // the run goes on from where it stopped, without the curvature, with what is left of
+        // the iteration budget; the counts add up
+        let without_curvature = |run: Run, why: &str| -> Result<Run> {
+            let done = (run.iterations, run.evaluations);
+            let again = problem.run(&ts, grid.as_ref(), &run.theta, 1, max_iters - done.0, None)?;
+            tracing::debug!(
+                first = %run.minimum.termination,
+                then = %again.minimum.termination,
+                "GP fit restarted without the {why} curvature"
+            );
+            Ok(Run {
+                iterations: done.0 + again.iterations,
+                evaluations: done.1 + again.evaluations,
+                ..again
+            })
+        };
         if warm_cap < max_iters
             && !run.minimum.termination.converged()
             && run.iterations >= warm_cap
         {
-            let done = (run.iterations, run.evaluations);
-            let again = problem.run(&ts, grid.as_ref(), &run.theta, 1, max_iters - done.0, None)?;
-            tracing::debug!(
-                then = %again.minimum.termination,
-                "warm GP fit restarted without the previous curvature"
-            );
-            run = Run {
-                iterations: done.0 + again.iterations,
-                evaluations: done.1 + again.evaluations,
-                ..again
-            };
+            run = without_curvature(run, "previous")?;
         }
         // A curvature borrowed from the subset can mislead the first steps so far that the
         // relative decrease stalls before the gradient is small: only the gradient rule
@@ -679,18 +685,7 @@ impl<K: Kernel + Clone> GpValidParams<K> {
             && run.minimum.termination == Termination::CostTolerance
             && run.iterations < max_iters
         {
-            let done = (run.iterations, run.evaluations);
-            let again = problem.run(&ts, grid.as_ref(), &run.theta, 1, max_iters - done.0, None)?;
-            tracing::debug!(
-                first = %run.minimum.termination,
-                then = %again.minimum.termination,
-                "GP fit restarted without the subset curvature"
-            );
-            run = Run {
-                iterations: done.0 + again.iterations,
-                evaluations: done.1 + again.evaluations,
-                ..again
-            };
+            run = without_curvature(run, "subset")?;
         }
         let (m, best_start, iterations, starts) =
             (run.minimum, run.best_start, run.iterations, run.starts);
