@@ -125,11 +125,10 @@ pub(crate) struct Truncated {
     pub(crate) mr: Mat<f64>,
     /// Kept rows of `Z = Q_xᵀ Ĝ`, r × (T·m), when the grid has empty cells.
     pub(crate) zr: Option<Mat<f64>>,
-    /// `w_{t,c}` of the left-out rows, (T·m) × 1, with `zr`.
-    pub(crate) w: Option<Mat<f64>>,
-    /// `ζ_{t,c}`, the norms of the left-out rows of each column of `Z`, with `zr`.
-    pub(crate) zeta: Option<Vec<f64>>,
-    /// Number of empty cells `m`.
+    /// Per column `(t,c)` of `Z`, with `zr`: `w_{t,c}` and `ζ_{t,c}`, the λ-weighted and the
+    /// plain norms of its left-out rows.
+    pub(crate) tails: Vec<(f64, f64)>,
+    /// Number of empty cells `m` (0 without `zr`).
     pub(crate) n_gap: usize,
     /// Per task, `max_{i∉R} λ_i M_i[t,t]`.
     pub(crate) m_tail: Vec<f64>,
@@ -173,41 +172,47 @@ fn build(post: &Posterior, t: usize, tol: f64) -> Option<Truncated> {
                 .fold(0.0, f64::max)
         })
         .collect();
-    let mg = *n_gap;
-    let (zr, w, zeta) = match gap {
-        Some(gh) if mg > 0 => {
+    let (zr, tails) = match gap {
+        Some(gh) if *n_gap > 0 => {
+            let mg = *n_gap;
             let gh = engine::from_vec(gh, nb, t * mg);
             let zr = engine::mul(qr.transpose(), gh);
-            // ‖Ĝ col‖² = ‖Z col‖² (Q_x is orthogonal): without the stored tails, a tail is the
-            // total less the kept rows, with a round-off margin
-            let tail_of = |c: usize| -> f64 {
-                let total: f64 = (0..nb).map(|j| gh[(j, c)] * gh[(j, c)]).sum();
-                let kept: f64 = (0..r).map(|k| zr[(k, c)] * zr[(k, c)]).sum();
-                (total - kept).max(0.0) + ROUNDOFF * total
+            // ‖Ĝ col‖² = ‖Z col‖² (Q_x is orthogonal): without the stored tails (an older
+            // file), a tail is the total less the kept rows, with a round-off margin
+            let stored = |v: &Option<Vec<f64>>| v.as_ref().filter(|v| v.len() == t * mg).cloned();
+            let (w2, z2) = match (stored(gap_tail), stored(gap_tail_norm)) {
+                (Some(w2), Some(z2)) => (w2, z2),
+                (w2, z2) => {
+                    let derived: Vec<f64> = (0..t * mg)
+                        .map(|c| {
+                            let total: f64 = (0..nb).map(|j| gh[(j, c)] * gh[(j, c)]).sum();
+                            let kept: f64 = (0..r).map(|k| zr[(k, c)] * zr[(k, c)]).sum();
+                            (total - kept).max(0.0) + ROUNDOFF * total
+                        })
+                        .collect();
+                    (
+                        w2.unwrap_or_else(|| derived.iter().map(|v| l_tail * v).collect()),
+                        z2.unwrap_or(derived),
+                    )
+                }
             };
-            let w2: Vec<f64> = match gap_tail {
-                Some(w2) if w2.len() == t * mg => w2.clone(),
-                _ => (0..t * mg).map(|c| l_tail * tail_of(c)).collect(),
-            };
-            let z2: Vec<f64> = match gap_tail_norm {
-                Some(z2) if z2.len() == t * mg => z2.clone(),
-                _ => (0..t * mg).map(tail_of).collect(),
-            };
-            let w = Mat::from_fn(t * mg, 1, |c, _| w2[c].max(0.0).sqrt());
-            let zeta = z2.iter().map(|v| v.max(0.0).sqrt()).collect();
-            (Some(zr), Some(w), Some(zeta))
+            let tails = w2
+                .iter()
+                .zip(&z2)
+                .map(|(w, z)| (w.max(0.0).sqrt(), z.max(0.0).sqrt()))
+                .collect();
+            (Some(zr), tails)
         }
-        _ => (None, None, None),
+        _ => (None, Vec::new()),
     };
     let tr = Truncated {
         r,
         qr,
         lr: head.iter().map(|&i| lx[i]).collect(),
         mr,
+        n_gap: if zr.is_some() { *n_gap } else { 0 },
         zr,
-        w,
-        zeta,
-        n_gap: mg,
+        tails,
         m_tail,
         m_tail_u,
     };
@@ -268,15 +273,15 @@ impl Truncated {
             Some(zr) => engine::mul(um.as_ref(), zr.as_ref()),
             None => Mat::zeros(m, 0),
         };
-        let gv = v.ncols().checked_div(t).unwrap_or(0);
-        let mut vp = vec![0.0; t * gv];
+        let mg = self.n_gap;
+        let mut vp = vec![0.0; t * mg];
         for p in 0..m {
             for (c, x) in vp.iter_mut().enumerate() {
                 *x = v[(p, c)];
             }
             for t1 in 0..t {
                 for t2 in 0..=t1 {
-                    let s = engine::dot4(&vp[t1 * gv..(t1 + 1) * gv], &vp[t2 * gv..(t2 + 1) * gv]);
+                    let s = engine::dot4(&vp[t1 * mg..(t1 + 1) * mg], &vp[t2 * mg..(t2 + 1) * mg]);
                     out[p * per + t1 * t + t2] += s;
                     if t2 != t1 {
                         out[p * per + t2 * t + t1] += s;
@@ -286,9 +291,11 @@ impl Truncated {
         }
         // first with ρ alone (enough near the data), then with the residual norm for the
         // queries that failed (one more product of the kept size, for those only)
+        let mut scratch = Scratch::new(t, mg);
         let mut failed: Vec<usize> = (0..m)
             .filter(|&p| {
-                !self.row_certified(p, &v, rho[p], None, &out[p * per..(p + 1) * per], t, tol)
+                let c = &out[p * per..(p + 1) * per];
+                !self.row_certified(p, &v, rho[p], None, c, t, tol, &mut scratch)
             })
             .collect();
         if !failed.is_empty() {
@@ -306,15 +313,8 @@ impl Truncated {
                         kn += kxs[(p, j)] * kxs[(p, j)];
                     }
                     let ut = rn.sqrt() + RESIDUAL_ROUNDOFF * nb as f64 * kn.sqrt();
-                    !self.row_certified(
-                        p,
-                        &v,
-                        rho[p],
-                        Some(ut),
-                        &out[p * per..(p + 1) * per],
-                        t,
-                        tol,
-                    )
+                    let c = &out[p * per..(p + 1) * per];
+                    !self.row_certified(p, &v, rho[p], Some(ut), c, t, tol, &mut scratch)
                 })
                 .map(|(_, p)| p)
                 .collect();
@@ -336,47 +336,70 @@ impl Truncated {
         c: &[f64],
         t: usize,
         tol: f64,
+        s: &mut Scratch,
     ) -> bool {
         let mg = self.n_gap;
-        let e: Vec<f64> = (0..t)
-            .map(|tt| {
-                let by_rho = rho * self.m_tail[tt];
-                ut.map_or(by_rho, |u| by_rho.min(u * u * self.m_tail_u[tt]))
-            })
-            .collect();
-        let mut bound: Vec<f64> = (0..t * t).map(|k| (e[k / t] * e[k % t]).sqrt()).collect();
-        if let (Some(w), Some(zeta)) = (&self.w, &self.zeta) {
+        for (tt, e) in s.e.iter_mut().enumerate() {
+            let by_rho = rho * self.m_tail[tt];
+            *e = ut.map_or(by_rho, |u| by_rho.min(u * u * self.m_tail_u[tt]));
+        }
+        for (k, b) in s.bound.iter_mut().enumerate() {
+            *b = (s.e[k / t] * s.e[k % t]).sqrt();
+        }
+        if mg > 0 {
             let sr = rho.sqrt();
-            let ap: Vec<f64> = (0..t * mg).map(|k| v[(p, k)].abs()).collect();
-            let bp: Vec<f64> = (0..t * mg)
-                .map(|k| {
-                    let by_rho = sr * w[(k, 0)];
-                    ut.map_or(by_rho, |u| by_rho.min(u * zeta[k]))
-                })
-                .collect();
+            for (k, (a, b)) in s.ap.iter_mut().zip(s.bp.iter_mut()).enumerate() {
+                *a = v[(p, k)].abs();
+                let (w, zeta) = self.tails[k];
+                *b = ut.map_or(sr * w, |u| (sr * w).min(u * zeta));
+            }
             for t1 in 0..t {
-                let (s1, e1) = (t1 * mg, (t1 + 1) * mg);
+                let (a1, b1) = (&s.ap[t1 * mg..(t1 + 1) * mg], &s.bp[t1 * mg..(t1 + 1) * mg]);
                 for t2 in 0..=t1 {
-                    let (s2, e2) = (t2 * mg, (t2 + 1) * mg);
-                    let b = engine::dot4(&ap[s1..e1], &bp[s2..e2])
-                        + engine::dot4(&bp[s1..e1], &ap[s2..e2])
-                        + engine::dot4(&bp[s1..e1], &bp[s2..e2]);
-                    bound[t1 * t + t2] += b;
+                    let (a2, b2) = (&s.ap[t2 * mg..(t2 + 1) * mg], &s.bp[t2 * mg..(t2 + 1) * mg]);
+                    let b = engine::dot4(a1, b2) + engine::dot4(b1, a2) + engine::dot4(b1, b2);
+                    s.bound[t1 * t + t2] += b;
                     if t2 != t1 {
-                        bound[t2 * t + t1] += b;
+                        s.bound[t2 * t + t1] += b;
                     }
                 }
             }
         }
-        let mut lower = vec![0.0; t];
         for t1 in 0..t {
-            let (var, b) = (c[t1 * t + t1], bound[t1 * t + t1]);
-            lower[t1] = var - b;
-            if !(var.is_finite() && lower[t1] > 0.0 && b <= tol * lower[t1]) {
+            let (var, b) = (c[t1 * t + t1], s.bound[t1 * t + t1]);
+            s.lower[t1] = var - b;
+            if !(var.is_finite() && s.lower[t1] > 0.0 && b <= tol * s.lower[t1]) {
                 return false;
             }
         }
-        (0..t)
-            .all(|t1| (0..t1).all(|t2| bound[t1 * t + t2] <= tol * (lower[t1] * lower[t2]).sqrt()))
+        (0..t).all(|t1| {
+            (0..t1).all(|t2| s.bound[t1 * t + t2] <= tol * (s.lower[t1] * s.lower[t2]).sqrt())
+        })
+    }
+}
+
+/// Per-query buffers of [`Truncated::row_certified`], reused across the queries of a call.
+struct Scratch {
+    /// Per task, the bound on the left-out reduction.
+    e: Vec<f64>,
+    /// `T × T` bound on the left-out part.
+    bound: Vec<f64>,
+    /// `|V|` of the query, `T·m`.
+    ap: Vec<f64>,
+    /// Per column, the bound on the left-out part of `V`, `T·m`.
+    bp: Vec<f64>,
+    /// Per task, the computed variance less its bound.
+    lower: Vec<f64>,
+}
+
+impl Scratch {
+    fn new(t: usize, mg: usize) -> Self {
+        Self {
+            e: vec![0.0; t],
+            bound: vec![0.0; t * t],
+            ap: vec![0.0; t * mg],
+            bp: vec![0.0; t * mg],
+            lower: vec![0.0; t],
+        }
     }
 }
