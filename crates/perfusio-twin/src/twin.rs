@@ -1240,31 +1240,13 @@ pub(crate) fn forecast_event(
         .copied()
         .filter(|d| *d <= horizon)
         .collect();
+    let days: Vec<&perfusio_hybrid::DayBand> = days_ahead
+        .iter()
+        .map(|d| &f.state[*d as usize - 1])
+        .collect();
     let bands = Species::ALL
         .iter()
-        .map(|s| {
-            let k = s.index();
-            let at = |q: Option<usize>| -> Vec<f64> {
-                days_ahead
-                    .iter()
-                    .map(|d| {
-                        let b = &f.state[*d as usize - 1];
-                        finite(q.map_or(b.mean[k], |q| b.quantiles[q][k]))
-                    })
-                    .collect()
-            };
-            (
-                s.name().to_string(),
-                SpeciesBands {
-                    mean: at(None),
-                    q05: at(Some(0)),
-                    q10: at(Some(1)),
-                    q50: at(Some(2)),
-                    q90: at(Some(3)),
-                    q95: at(Some(4)),
-                },
-            )
-        })
+        .map(|s| (s.name().to_string(), species_bands(&days, s.index())))
         .collect();
     ForecastEvent {
         from_day: f.start_day,
@@ -1326,31 +1308,36 @@ pub(crate) fn decision_event(d: &Decision) -> DecisionEvent {
     }
 }
 
+/// The bands of species `k` on the given forecast days, one value per day (a value that
+/// is not finite is clamped by [`finite`]).
+fn species_bands(days: &[&perfusio_hybrid::DayBand], k: usize) -> SpeciesBands {
+    let at = |q: Option<usize>| -> Vec<f64> {
+        days.iter()
+            .map(|b| finite(q.map_or(b.mean[k], |q| b.quantiles[q][k])))
+            .collect()
+    };
+    SpeciesBands {
+        mean: at(None),
+        q05: at(Some(0)),
+        q10: at(Some(1)),
+        q50: at(Some(2)),
+        q90: at(Some(3)),
+        q95: at(Some(4)),
+    }
+}
+
 /// The measured-value bands of a forecast's first day, one value per series; a species
 /// whose quantiles are not finite and ordered is left out (the record would be refused).
 fn next_sample(b: &perfusio_hybrid::DayBand) -> BTreeMap<String, SpeciesBands> {
     Species::ALL
         .iter()
-        .filter_map(|s| {
-            let k = s.index();
-            let q: [f64; 5] = std::array::from_fn(|i| b.quantiles[i][k]);
-            let ok = b.mean[k].is_finite()
+        .filter(|s| {
+            let q: [f64; 5] = std::array::from_fn(|i| b.quantiles[i][s.index()]);
+            b.mean[s.index()].is_finite()
                 && q.iter().all(|v| v.is_finite())
-                && q.windows(2).all(|w| w[0] <= w[1]);
-            ok.then(|| {
-                (
-                    s.name().to_string(),
-                    SpeciesBands {
-                        mean: vec![b.mean[k]],
-                        q05: vec![q[0]],
-                        q10: vec![q[1]],
-                        q50: vec![q[2]],
-                        q90: vec![q[3]],
-                        q95: vec![q[4]],
-                    },
-                )
-            })
+                && q.windows(2).all(|w| w[0] <= w[1])
         })
+        .map(|s| (s.name().to_string(), species_bands(&[b], s.index())))
         .collect()
 }
 
