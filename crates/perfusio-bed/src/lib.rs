@@ -102,7 +102,9 @@ pub mod pareto;
 pub mod policy;
 pub mod qmc;
 pub mod space;
-pub mod special;
+/// The normal special functions, from `perfusio-gp` (the hybrid model's forecasts use them
+/// too).
+pub use perfusio_gp::special;
 
 pub use error::{BedError, Result};
 pub use policy::{

@@ -1,4 +1,5 @@
-"""Independent reference values for the tests of `src/special.rs` and `src/analytic.rs`.
+"""Independent reference values for the tests of `perfusio-gp/src/special.rs` and
+`perfusio-bed/src/analytic.rs`.
 
 Every value is computed with mpmath at 80 significant digits from the exact binary value of
 the double argument, and printed as the nearest double (shortest round-trip form).

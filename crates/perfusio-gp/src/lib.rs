@@ -114,6 +114,7 @@ pub mod model;
 pub mod optim;
 pub mod params;
 pub mod simd;
+pub mod special;
 pub mod surrogate;
 
 pub use engine::{MAX_GAP_FRACTION, SolverPath};

@@ -13,7 +13,7 @@
 //! of (1 + 2x)exp(x²)erfc x in 0 ≤ x < ∞", Math. Comp. 36(153):249–253,
 //! doi:10.1090/S0025-5718-1981-0595058-X. The coefficients were computed afresh at 60 digits
 //! by `tools/erfcx_chebyshev.py`. Every function is tested against values computed with
-//! mpmath at 80 digits (`tools/reference_values.py`).
+//! mpmath at 80 digits (`crates/perfusio-bed/tools/reference_values.py`).
 
 use std::f64::consts::{FRAC_1_SQRT_2, LN_2};
 
@@ -155,7 +155,7 @@ fn exp_neg_half_sq(x: f64) -> f64 {
 /// is what makes log-EI computable far beyond the underflow of `erfc`.
 ///
 /// ```
-/// use perfusio_bed::special::erfcx;
+/// use perfusio_gp::special::erfcx;
 /// assert!((erfcx(1.0) - 0.427_583_576_155_807).abs() < 1e-15);
 /// assert!((erfcx(1e10) * 1e10 * std::f64::consts::PI.sqrt() - 1.0).abs() < 1e-15);
 /// ```
@@ -187,7 +187,7 @@ pub fn erfcx(x: f64) -> f64 {
 /// Error function `erf(x) = 2/√π ∫₀ˣ exp(−t²) dt`, accurate in relative terms also near 0.
 ///
 /// ```
-/// use perfusio_bed::special::erf;
+/// use perfusio_gp::special::erf;
 /// assert!((erf(0.5) - 0.520_499_877_813_046_5).abs() < 1e-16);
 /// assert!((erf(-1e-12) + 1.128_379_167_095_512_6e-12).abs() < 1e-27);
 /// ```
@@ -205,7 +205,7 @@ pub fn erf(x: f64) -> f64 {
 /// upper tail (down to the underflow near `x ≈ 27.2`).
 ///
 /// ```
-/// use perfusio_bed::special::erfc;
+/// use perfusio_gp::special::erfc;
 /// assert!((erfc(10.0) / 2.088_487_583_762_544_8e-45 - 1.0).abs() < 1e-14);
 /// ```
 pub fn erfc(x: f64) -> f64 {
@@ -234,7 +234,7 @@ pub fn log_norm_pdf(x: f64) -> f64 {
 /// (`Φ(−38) ≈ 2.9e-316` to a few ulp).
 ///
 /// ```
-/// use perfusio_bed::special::norm_cdf;
+/// use perfusio_gp::special::norm_cdf;
 /// assert!((norm_cdf(-1.0) - 0.158_655_253_931_457_05).abs() < 1e-16);
 /// assert!((norm_cdf(-20.0) / 2.753_624_118_606_233_7e-89 - 1.0).abs() < 1e-14);
 /// ```
@@ -258,7 +258,7 @@ pub fn norm_sf(x: f64) -> f64 {
 /// (`ln Φ(−10⁴) ≈ −5.0000010e7`).
 ///
 /// ```
-/// use perfusio_bed::special::log_norm_cdf;
+/// use perfusio_gp::special::log_norm_cdf;
 /// assert!((log_norm_cdf(-1000.0) / -5.000_078_266_948_122e5 - 1.0).abs() < 1e-15);
 /// ```
 pub fn log_norm_cdf(x: f64) -> f64 {
@@ -353,7 +353,7 @@ fn ppf_lower(p: f64) -> f64 {
 /// exact `p − ½`, upper probabilities the exact `1 − p`, so that no digits are lost.
 ///
 /// ```
-/// use perfusio_bed::special::norm_ppf;
+/// use perfusio_gp::special::norm_ppf;
 /// assert!((norm_ppf(0.975) - 1.959_963_984_540_054).abs() < 1e-15);
 /// assert!((norm_ppf(1e-300) / -37.047_096_299_361_2 - 1.0).abs() < 1e-14);
 /// ```
@@ -436,7 +436,7 @@ pub fn h(z: f64) -> f64 {
 /// `z = −1e8` and to 1e-16 at `z = −1e100`.
 ///
 /// ```
-/// use perfusio_bed::special::log_h;
+/// use perfusio_gp::special::log_h;
 /// assert!((log_h(-40.0) / -808.298_568_356_62 - 1.0).abs() < 1e-14);
 /// assert!(log_h(-1e4).is_finite() && log_h(-1e4) < log_h(-9_999.0));
 /// ```
