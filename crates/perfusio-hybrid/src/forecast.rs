@@ -386,6 +386,7 @@ impl HybridModel {
                 }
             }
             symmetrise(&mut c);
+            bound_covariance(&tr, &mut c);
             mu = lt.transition.mean;
             tr.clamp_z(&mut mu);
             cov = c;
@@ -411,6 +412,42 @@ impl HybridModel {
             measured_moments: Some(measured_moments),
             transform: tr,
         })
+    }
+}
+
+/// Caps each variance of a moment-matched state covariance in `z` at the largest a
+/// variable on the species' clamped range `[ln c, z_max]` can have, `(range/2)²`
+/// (Popoviciu's inequality), scaling the row and column so that correlations are kept and
+/// the matrix stays positive semi-definite (`D Σ D`, `D` diagonal). The Monte Carlo paths
+/// are clamped to the same range at every step; a linearisation through a steep stretch of
+/// the GP's mean can otherwise grow a variance geometrically, day after day, far past
+/// anything the clamped dynamics can reach.
+pub(crate) fn bound_covariance(tr: &crate::LogTransform, c: &mut Mat9) {
+    let cap = |k: usize| (0.5 * (tr.z_max(k) - tr.offsets[k].ln())).powi(2);
+    // the scale of each row and column; `None` leaves it as it is
+    let f: [Option<f64>; N_SPECIES] = std::array::from_fn(|k| {
+        let v = c[k][k];
+        if !v.is_finite() {
+            Some(0.0)
+        } else if v > cap(k) {
+            Some((cap(k) / v).sqrt())
+        } else {
+            None
+        }
+    });
+    if f.iter().all(Option::is_none) {
+        return;
+    }
+    for (i, row) in c.iter_mut().enumerate() {
+        for (j, x) in row.iter_mut().enumerate() {
+            *x *= f[i].unwrap_or(1.0) * f[j].unwrap_or(1.0);
+        }
+    }
+    // a variance that was not finite has no correlations left to keep: it takes the cap
+    for (k, fk) in f.iter().enumerate() {
+        if *fk == Some(0.0) {
+            c[k][k] = cap(k);
+        }
     }
 }
 
@@ -490,4 +527,50 @@ pub(crate) fn bands_from_paths(start: u32, paths: &[Vec<SpeciesArray<f64>>]) -> 
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bound_covariance;
+    use crate::LogTransform;
+    use crate::stats::Mat9;
+    use perfusio_core::N_SPECIES;
+
+    #[test]
+    fn bounded_covariances_keep_correlations_and_stay_positive_definite() {
+        let tr = LogTransform::default();
+        let cap = |k: usize| (0.5 * (tr.z_max(k) - tr.offsets[k].ln())).powi(2);
+        // an AR(1)-correlated covariance with two exploded variances
+        let mut sd = [0.1; N_SPECIES];
+        sd[5] = 1e3;
+        sd[8] = 40.0;
+        let c0: Mat9 = std::array::from_fn(|i| {
+            std::array::from_fn(|j| 0.6f64.powi((i as i32 - j as i32).abs()) * sd[i] * sd[j])
+        });
+        let mut c = c0;
+        bound_covariance(&tr, &mut c);
+        for k in 0..N_SPECIES {
+            if k == 5 || k == 8 {
+                assert!(
+                    (c[k][k] - cap(k)).abs() <= 1e-12 * cap(k),
+                    "{k}: {}",
+                    c[k][k]
+                );
+            } else {
+                assert_eq!(c[k][k].to_bits(), c0[k][k].to_bits());
+            }
+            for j in 0..N_SPECIES {
+                let r0 = c0[k][j] / (c0[k][k] * c0[j][j]).sqrt();
+                let r = c[k][j] / (c[k][k] * c[j][j]).sqrt();
+                assert!((r - r0).abs() < 1e-12, "correlation {k},{j}: {r} vs {r0}");
+            }
+        }
+        assert!(crate::stats::cholesky9(&c).is_some());
+        // a covariance inside the caps is left as it is
+        let mut small: Mat9 =
+            std::array::from_fn(|i| std::array::from_fn(|j| if i == j { 0.04 } else { 0.01 }));
+        let before = small;
+        bound_covariance(&tr, &mut small);
+        assert_eq!(small, before);
+    }
 }

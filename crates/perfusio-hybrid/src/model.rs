@@ -10,6 +10,7 @@ use perfusio_core::{
     ControlArray, N_CONTROLS, N_SPECIES, Species, SpeciesArray, Trajectory, Variable,
 };
 use perfusio_gp::kernel::{Kernel, KernelSpec, LevelEmbedding, Matern, Nu};
+use perfusio_gp::special::{log_norm_cdf, log1mexp, norm_sf};
 use perfusio_gp::{ConstantMean, GpParams, MultiTaskGp, PriorMean, TaskPrediction};
 use perfusio_mechanistic::KineticParams;
 use serde::{Deserialize, Serialize};
@@ -1463,9 +1464,11 @@ fn to_transition(p: &TaskPrediction) -> Transition {
     }
 }
 
-/// Mean, sd and quantiles in original units of `s = e^z − c` with `z ~ N(mu, var)`:
-/// quantiles transform exactly (monotone map, then clipping), mean and sd from the
-/// log-normal moments.
+/// Mean, sd and quantiles in original units of `s = clamp(e^z − c, 0, upper)` with
+/// `z ~ N(mu, var)`, the species value [`crate::LogTransform::s`] gives: quantiles transform
+/// exactly (monotone map, then clipping), mean and sd are the moments of the clipped
+/// log-normal ([`clipped_lognormal_moments`]), never above the species' upper bound however
+/// wide the band.
 pub(crate) fn lognormal_summary(
     tr: &crate::LogTransform,
     k: usize,
@@ -1474,17 +1477,166 @@ pub(crate) fn lognormal_summary(
 ) -> SpeciesPrediction {
     let var = var.max(0.0);
     let sd_z = var.sqrt();
-    let c = tr.offsets[k];
-    let m = (mu + 0.5 * var).exp();
-    let v = (var.exp() - 1.0) * (2.0 * mu + var).exp();
-    let cap = if k == Species::Via.index() {
-        100.0
-    } else {
-        f64::INFINITY
-    };
+    let (mean, sd) = clipped_lognormal_moments(mu, var, tr.offsets[k], tr.upper[k]);
     SpeciesPrediction {
-        mean: (m - c).clamp(0.0, cap),
-        sd: v.sqrt(),
+        mean,
+        sd,
         quantiles: std::array::from_fn(|i| tr.s(k, mu + Z_QUANTILES[i] * sd_z)),
+    }
+}
+
+/// Bounds further than this many standard deviations (of every shifted normal the moments
+/// use) leave the log-normal moments unchanged to double precision.
+const CLIP_NEGLIGIBLE_SD: f64 = 9.0;
+
+/// Mean and standard deviation of `S = clamp(e^Z − c, 0, u)` with `Z ~ N(mu, var)`.
+///
+/// With `a = ln c`, `b = ln(u + c)`, `α = (a − mu)/σ`, `β = (b − mu)/σ` and
+/// `D_j = Φ(β − jσ) − Φ(α − jσ)`:
+///
+/// * `E[S] = e^{mu + σ²/2} D_1 − c D_0 + u (1 − Φ(β))`,
+/// * `E[S²] = e^{2mu + 2σ²} D_2 − 2c e^{mu + σ²/2} D_1 + c² D_0 + u² (1 − Φ(β))`,
+///
+/// each exponential times its `D_j` formed in logarithms, so that neither overflows when the
+/// band is wide. When both bounds are more than [`CLIP_NEGLIGIBLE_SD`] standard deviations
+/// away the plain log-normal moments are returned (the same to double precision, without
+/// the cancellation of `E[S²] − E[S]²`). `var = 0` gives the clipped point value.
+pub(crate) fn clipped_lognormal_moments(mu: f64, var: f64, c: f64, u: f64) -> (f64, f64) {
+    let var = var.max(0.0);
+    let sd = var.sqrt();
+    let (a, b) = (c.ln(), (u + c).ln());
+    if sd <= 0.0 {
+        return ((mu.exp() - c).clamp(0.0, u), 0.0);
+    }
+    if !sd.is_finite() {
+        // half the mass below 0, half above u
+        return if u.is_finite() {
+            (0.5 * u, 0.5 * u)
+        } else {
+            (f64::INFINITY, f64::INFINITY)
+        };
+    }
+    let alpha = (a - mu) / sd;
+    let beta = (b - mu) / sd;
+    if alpha < -CLIP_NEGLIGIBLE_SD && beta - 2.0 * sd > CLIP_NEGLIGIBLE_SD {
+        let m = (mu + 0.5 * var).exp();
+        let v = var.exp_m1() * (2.0 * mu + var).exp();
+        return ((m - c).clamp(0.0, u), v.sqrt());
+    }
+    // ln(Φ(hi) − Φ(lo)), lo < hi, from the side where the two are not both close to 1
+    let ln_diff = |lo: f64, hi: f64| -> f64 {
+        if lo + hi > 0.0 {
+            // Φ(hi) − Φ(lo) = Φ(−lo) − Φ(−hi)
+            let (l1, l2) = (log_norm_cdf(-lo), log_norm_cdf(-hi));
+            l1 + log1mexp(l2 - l1)
+        } else {
+            let (l1, l2) = (log_norm_cdf(hi), log_norm_cdf(lo));
+            l1 + log1mexp(l2 - l1)
+        }
+    };
+    let term = |j: f64, scale: f64| -> f64 {
+        // scale · Φ-difference · exp(j·mu + j²σ²/2)
+        let shift = j * sd;
+        (j * mu + 0.5 * j * j * var + ln_diff(alpha - shift, beta - shift)).exp() * scale
+    };
+    // P(Z > b) and its share of the moments (none without an upper bound)
+    let (u_above, u2_above) = if u.is_finite() {
+        let p = norm_sf(beta);
+        (u * p, u * u * p)
+    } else {
+        (0.0, 0.0)
+    };
+    let d0 = term(0.0, 1.0);
+    let e1 = term(1.0, 1.0);
+    let e2 = term(2.0, 1.0);
+    let mean = (e1 - c * d0 + u_above).clamp(0.0, u);
+    let second = e2 - 2.0 * c * e1 + c * c * d0 + u2_above;
+    let v = (second - mean * mean).max(0.0);
+    // a variable on [0, u] has sd ≤ u/2 (Popoviciu); the bound only catches round-off
+    (mean, v.sqrt().min(0.5 * u))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clipped_lognormal_moments;
+
+    /// `∫ f(z) φ_{μ,σ}(z) dz` over `[lo, hi]` by composite Simpson (the integrand smooth).
+    fn simpson(f: impl Fn(f64) -> f64, mu: f64, sd: f64, lo: f64, hi: f64) -> f64 {
+        if hi <= lo {
+            return 0.0;
+        }
+        let n = 20_000;
+        let h = (hi - lo) / n as f64;
+        let g = |z: f64| {
+            let t = (z - mu) / sd;
+            f(z) * (-0.5 * t * t).exp() / (sd * (2.0 * std::f64::consts::PI).sqrt())
+        };
+        let mut s = g(lo) + g(hi);
+        for i in 1..n {
+            s += g(lo + i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+        }
+        s * h / 3.0
+    }
+
+    /// Mean and sd of `clamp(e^Z − c, 0, u)` by quadrature, split at the two kinks.
+    fn by_quadrature(mu: f64, var: f64, c: f64, u: f64) -> (f64, f64) {
+        let sd = var.sqrt();
+        let (a, b) = (c.ln(), (u + c).ln());
+        let (lo, hi) = (mu - 12.0 * sd, mu + 12.0 * sd);
+        let mid_lo = a.max(lo);
+        let mid_hi = b.min(hi);
+        let m1 = simpson(|z| z.exp() - c, mu, sd, mid_lo, mid_hi)
+            + simpson(|_| u, mu, sd, b.max(lo), hi);
+        let m2 = simpson(|z| (z.exp() - c).powi(2), mu, sd, mid_lo, mid_hi)
+            + simpson(|_| u * u, mu, sd, b.max(lo), hi);
+        (m1, (m2 - m1 * m1).max(0.0).sqrt())
+    }
+
+    #[test]
+    fn clipped_lognormal_moments_match_quadrature() {
+        // (mu, var, c, u): far from both bounds, near the top (viability), wide, very wide,
+        // near zero
+        let cases = [
+            ((405.0f64).ln(), 0.01, 5.0, 5000.0),
+            ((99.0f64 + 1.0).ln(), 4e-4, 1.0, 100.0),
+            ((50.0f64).ln(), 4.0, 1.0, 100.0),
+            ((8.0f64).ln(), 25.0, 0.1, 20.0),
+            ((0.5f64 + 0.01).ln(), 0.25, 0.5, 10.0),
+        ];
+        for (mu, var, c, u) in cases {
+            let (m, s) = clipped_lognormal_moments(mu, var, c, u);
+            let (mq, sq) = by_quadrature(mu, var, c, u);
+            assert!(
+                (m - mq).abs() <= 1e-8 * mq.abs().max(1e-6 * u),
+                "mean {m} vs quadrature {mq} at {mu} {var} {c} {u}"
+            );
+            assert!(
+                (s - sq).abs() <= 1e-6 * sq.max(1e-6 * u),
+                "sd {s} vs quadrature {sq} at {mu} {var} {c} {u}"
+            );
+            assert!((0.0..=u).contains(&m) && s <= 0.5 * u);
+        }
+    }
+
+    #[test]
+    fn clipped_lognormal_moments_far_from_the_bounds_are_the_lognormal_ones() {
+        let (mu, var, c) = ((405.0f64).ln(), 0.01, 5.0);
+        let (m, s) = clipped_lognormal_moments(mu, var, c, 5000.0);
+        let m0 = (mu + 0.5 * var).exp() - c;
+        let s0 = (var.exp_m1() * (2.0 * mu + var).exp()).sqrt();
+        assert!((m - m0).abs() <= 1e-12 * m0 && (s - s0).abs() <= 1e-12 * s0);
+    }
+
+    #[test]
+    fn clipped_lognormal_moments_stay_bounded_when_the_band_explodes() {
+        // the plain log-normal mean of this band overflows; the clipped one is about u/2
+        let (m, s) = clipped_lognormal_moments(3.0, 1e6, 1.0, 100.0);
+        assert!(((m - 50.0) / 50.0).abs() < 0.01, "{m}");
+        assert!(s <= 50.0 && s > 49.0, "{s}");
+        assert_eq!(clipped_lognormal_moments(2.0, 0.0, 1.0, 5.0), (5.0, 0.0));
+        assert_eq!(
+            clipped_lognormal_moments(2.0, f64::INFINITY, 1.0, 5.0),
+            (2.5, 2.5)
+        );
     }
 }
