@@ -2557,7 +2557,12 @@ impl Runner {
                     })
                     .collect()
             };
-            let best = scored.first().and_then(|(_, c)| mc_of(c).map(|v| (*c, v)));
+            // the moment-matched mean ranks, Monte Carlo decides among the leaders
+            let confirmed = confirm_best(&scored, BEST_CONFIRM, &mc_of);
+            let best = confirmed.as_ref().map(|b| (b.controls, b.values.clone()));
+            if let (Some(r), Some(b)) = (report.as_mut(), &confirmed) {
+                r.push_str(&b.describe());
+            }
             // with several objectives: the points no other one dominates (by their
             // means), best first by the first objective; they are kept for tomorrow
             // before the rest
@@ -2626,6 +2631,87 @@ impl Runner {
             self.best = Some(b);
         }
         self.front = front.into_iter().map(|(c, v)| point(c, v)).collect();
+    }
+}
+
+/// Leaders by the moment-matched mean path whose objectives the best-point step confirms
+/// by Monte Carlo; the best point is the best of them by its Monte Carlo mean.
+pub const BEST_CONFIRM: usize = 4;
+
+/// The best point among the first `k` distinct candidates of `ranked` (best first by the
+/// first objective of the moment-matched mean path), by the Monte Carlo mean `mc` gives of
+/// the first objective. The moment-matched mean path is cheap enough for a search but is a
+/// linearisation: through a steep stretch of the model it can promise far more than the
+/// paths it summarises reach, and a search climbs exactly such promises. A candidate `mc`
+/// cannot score is skipped.
+fn confirm_best<F>(ranked: &[(Vec<f64>, ControlArray<f64>)], k: usize, mc: &F) -> Option<Confirmed>
+where
+    F: Fn(&ControlArray<f64>) -> Option<Vec<(f64, f64)>>,
+{
+    let mut seen: Vec<&ControlArray<f64>> = Vec::with_capacity(k);
+    let mut best: Option<Confirmed> = None;
+    for (mm, c) in ranked {
+        if seen.len() >= k {
+            break;
+        }
+        if seen
+            .iter()
+            .any(|p| p.iter().zip(c).all(|(a, b)| (a - b).abs() < 1e-9))
+        {
+            continue;
+        }
+        seen.push(c);
+        let rank = seen.len() - 1;
+        let Some(values) = mc(c) else { continue };
+        let Some(&(mean, _)) = values.first() else {
+            continue;
+        };
+        let better = best.as_ref().is_none_or(|b| mean > b.values[0].0);
+        if better {
+            best = Some(Confirmed {
+                controls: *c,
+                values,
+                rank,
+                mm_value: mm.first().copied().unwrap_or(f64::NAN),
+                checked: 0,
+            });
+        }
+    }
+    let checked = seen.len();
+    best.map(|mut b| {
+        b.checked = checked;
+        b
+    })
+}
+
+/// The best point [`confirm_best`] chose.
+#[derive(Debug, Clone)]
+struct Confirmed {
+    controls: ControlArray<f64>,
+    /// Each objective's Monte Carlo (mean, sd).
+    values: Vec<(f64, f64)>,
+    /// Its place among the distinct candidates of the moment-matched ranking (0: the
+    /// leader).
+    rank: usize,
+    /// Its first objective on the moment-matched mean path.
+    mm_value: f64,
+    /// How many leaders were scored by Monte Carlo.
+    checked: usize,
+}
+
+impl Confirmed {
+    /// A clause for the search report.
+    fn describe(&self) -> String {
+        let place = if self.rank == 0 {
+            "the leader".to_string()
+        } else {
+            format!("number {} (the leader scored lower)", self.rank + 1)
+        };
+        format!(
+            "; Monte Carlo over the {} leaders by the moment-matched mean chose {place} \
+             (moment-matched {:.1}, Monte Carlo {:.1})",
+            self.checked, self.mm_value, self.values[0].0
+        )
     }
 }
 
@@ -2906,6 +2992,54 @@ mod tests {
             "{}",
             capped.describe(BestSearch::Final)
         );
+    }
+
+    /// The best point is the best Monte Carlo mean among the first `k` distinct leaders
+    /// of the moment-matched ranking: a leader whose paths do not bear out its mean path
+    /// loses, duplicates count once, an unscorable candidate is skipped, and candidates
+    /// past the first `k` are not scored.
+    #[test]
+    fn the_best_point_is_confirmed_by_monte_carlo_among_the_leaders() {
+        let c = |x: f64| -> ControlArray<f64> { [x, 0.1, 5.0, 36.0, 700.0, 0.0] };
+        let ranked = vec![
+            (vec![1e9], c(1.0)),
+            (vec![30.0], c(1.1)),
+            (vec![30.0], c(1.1)),
+            (vec![20.0], c(1.2)),
+            (vec![10.0], c(1.3)),
+            (vec![5.0], c(1.4)),
+        ];
+        let scored = std::cell::RefCell::new(Vec::new());
+        let mc = |x: &ControlArray<f64>| -> Option<Vec<(f64, f64)>> {
+            scored.borrow_mut().push(x[0]);
+            match (x[0] * 10.0).round() as i64 {
+                10 => Some(vec![(-5.0, 1.0)]),
+                11 => Some(vec![(25.0, 1.0)]),
+                12 => Some(vec![(28.0, 2.0)]),
+                13 => None,
+                _ => Some(vec![(100.0, 1.0)]),
+            }
+        };
+        let id = |x: &ControlArray<f64>| (x[0] * 10.0).round() as i64;
+        let b = confirm_best(&ranked, 4, &mc).unwrap();
+        assert_eq!(id(&b.controls), 12);
+        assert_eq!(b.values.len(), 1);
+        assert!((b.values[0].0 - 28.0).abs() < 1e-12 && (b.values[0].1 - 2.0).abs() < 1e-12);
+        assert_eq!((b.rank, b.checked), (2, 4));
+        let order: Vec<i64> = scored
+            .borrow()
+            .iter()
+            .map(|x| (x * 10.0).round() as i64)
+            .collect();
+        assert_eq!(order, vec![10, 11, 12, 13]);
+        assert!(b.describe().contains("number 3"), "{}", b.describe());
+        // the fourth distinct leader can win; a lone leader is chosen as the leader
+        let first = confirm_best(&ranked[1..], 4, &mc).unwrap();
+        assert_eq!((id(&first.controls), first.rank), (14, 3));
+        let only = confirm_best(&ranked[1..2], 4, &mc).unwrap();
+        assert_eq!((id(&only.controls), only.rank), (11, 0));
+        assert!(only.describe().contains("the leader"));
+        assert!(confirm_best(&ranked[4..5], 4, &mc).is_none());
     }
 
     #[test]
