@@ -1503,7 +1503,8 @@ impl BedPolicy {
             .iter()
             .map(|u| r.space.to_controls(u))
             .collect::<Result<_>>()?;
-        let pgs = linearised_paths(model, state, &controls, &r.jac, 1)?;
+        let (pgs, first) = linearised_paths_and_inputs(model, state, &controls, &r.jac, 1, true)?;
+        let mut first = first.unwrap_or_default().into_iter();
         pgs.iter()
             .zip(controls)
             .map(|(pg, u)| {
@@ -1525,9 +1526,12 @@ impl BedPolicy {
                     summaries,
                     chol,
                     feasible: sc.feasible,
-                    input: model
-                        .gp_input(&HybridModel::z_input(&state.z, &u, state.day))
-                        .map_err(hybrid_err)?,
+                    input: match first.next() {
+                        Some(x) => x,
+                        None => model
+                            .gp_input(&HybridModel::z_input(&state.z, &u, state.day))
+                            .map_err(hybrid_err)?,
+                    },
                 })
             })
             .collect()
@@ -2126,7 +2130,24 @@ fn linearised_paths(
     jac: &[Mat9],
     threads: usize,
 ) -> Result<Vec<PathGaussian>> {
+    Ok(linearised_paths_and_inputs(model, state, cands, jac, threads, false)?.0)
+}
+
+/// Linearised paths and, when asked for, the GP inputs of each candidate's first step.
+type PathsAndInputs = (Vec<PathGaussian>, Option<Vec<Vec<f64>>>);
+
+/// [`linearised_paths`], and with `want_inputs` the GP inputs of each candidate's first
+/// step (`HybridModel::gp_input` of today's state under it), computed once for both.
+fn linearised_paths_and_inputs(
+    model: &HybridModel,
+    state: &StateEstimate,
+    cands: &[ControlArray<f64>],
+    jac: &[Mat9],
+    threads: usize,
+    want_inputs: bool,
+) -> Result<PathsAndInputs> {
     let h = jac.len();
+    let mut first_inputs = None;
     let tr = model.config().transform;
     let nc = cands.len();
     let shared = std::sync::Arc::new(jac.to_vec());
@@ -2136,9 +2157,15 @@ fn linearised_paths(
         let inputs: Vec<_> = (0..nc)
             .map(|c| HybridModel::z_input(&means[c][d], &cands[c], state.day + d as u32))
             .collect();
-        let trans = model
-            .transitions_par(&inputs, threads)
-            .map_err(hybrid_err)?;
+        let trans = if d == 0 && want_inputs {
+            let (t, x) = model.transitions_and_inputs(&inputs).map_err(hybrid_err)?;
+            first_inputs = Some(x);
+            t
+        } else {
+            model
+                .transitions_par(&inputs, threads)
+                .map_err(hybrid_err)?
+        };
         for (c, tr_c) in trans.into_iter().enumerate() {
             let mut m = tr_c.mean;
             tr.clamp_z(&mut m);
@@ -2146,7 +2173,7 @@ fn linearised_paths(
             covs[c].push(tr_c.cov);
         }
     }
-    Ok(means
+    let paths = means
         .into_iter()
         .zip(covs)
         .map(|(means, noise)| PathGaussian {
@@ -2155,7 +2182,8 @@ fn linearised_paths(
             jac: std::sync::Arc::clone(&shared),
             noise,
         })
-        .collect())
+        .collect();
+    Ok((paths, first_inputs))
 }
 
 /// Exact linearised forecasts at points of the unit cube.

@@ -1134,6 +1134,36 @@ impl HybridModel {
         }
     }
 
+    /// [`HybridModel::transitions`] and the GP inputs they were predicted at (each
+    /// [`HybridModel::gp_input`]): a caller that needs both pays for the mechanism's steps
+    /// once.
+    pub fn transitions_and_inputs(
+        &self,
+        inputs: &[[f64; N_BASE]],
+    ) -> Result<(Vec<Transition>, Vec<Vec<f64>>)> {
+        match &self.gp {
+            Some(gp) => {
+                let flat = self.gp_inputs(inputs)?;
+                let preds = gp.predict_tasks(&flat, false)?;
+                let cols = self.gp_base_cols();
+                Ok((
+                    preds
+                        .iter()
+                        .map(|p| self.with_process(to_transition(p)))
+                        .collect(),
+                    flat.chunks_exact(cols).map(<[f64]>::to_vec).collect(),
+                ))
+            }
+            None => Ok((
+                self.transitions(inputs)?,
+                inputs
+                    .iter()
+                    .map(|x| self.gp_input(x))
+                    .collect::<Result<_>>()?,
+            )),
+        }
+    }
+
     /// Latent transition means only (cheapest), `z` coordinates.
     pub fn transition_means(&self, inputs: &[[f64; N_BASE]]) -> Result<Vec<SpeciesArray<f64>>> {
         match &self.gp {

@@ -152,3 +152,66 @@ fn forecasts_respect_physical_bounds_and_seeds() {
         }
     }
 }
+
+/// However wide a moment-matched band grows, its mean and sd stay inside what the clamped
+/// species can take (mean in `[0, upper]`, sd at most `upper/2`) and every variance in `z`
+/// stays at most `(range/2)²`. With a one-day sd of 3 in `z` the plain log-normal mean of
+/// titer is past 1e30 mg/L within a week.
+#[test]
+fn moment_matched_bands_stay_inside_the_species_range() {
+    let model = HybridModel::new(HybridConfig {
+        mechanism_sd: [3.0; N_SPECIES],
+        ..HybridConfig::default()
+    })
+    .unwrap();
+    let tr = model.config().transform;
+    let s0 = [4.0, 98.0, 3.5, 2.5, 0.8, 8.0, 1.2, 0.0, 60.0];
+    let start = StateEstimate::known(5, &s0, &tr);
+    let opts = ForecastOptions {
+        method: ForecastMethod::MomentMatching,
+        ..ForecastOptions::default()
+    };
+    let f = model
+        .forecast(&start, &vec![defaults(); 21], &opts)
+        .unwrap();
+    let upper = perfusio_hybrid::default_upper();
+    for (b, (_, cov)) in f.state.iter().zip(f.moments.as_ref().unwrap()) {
+        for k in 0..N_SPECIES {
+            assert!(
+                (0.0..=upper[k]).contains(&b.mean[k]) && b.sd[k] <= 0.5 * upper[k] + 1e-9,
+                "day {} species {k}: mean {} sd {}",
+                b.day,
+                b.mean[k],
+                b.sd[k]
+            );
+            let half = 0.5 * (tr.z_max(k) - tr.offsets[k].ln());
+            assert!(cov[k][k] <= half * half * (1.0 + 1e-12), "{}", cov[k][k]);
+        }
+    }
+    // the bands did grow to the caps: titer's band is wide, its mean far from the start
+    let last = f.state.last().unwrap();
+    assert!(last.sd[8] > 0.25 * upper[8], "{}", last.sd[8]);
+}
+
+/// `transitions_and_inputs` gives exactly `transitions` and `gp_input`, trained or not.
+#[test]
+fn transitions_and_inputs_match_transitions_and_gp_inputs() {
+    let untrained = HybridModel::new(HybridConfig::default()).unwrap();
+    let trained = crate::common::trained(2, perfusio_mechanistic::CloneKind::CloneY);
+    let tr = untrained.config().transform;
+    let states = [
+        [4.0, 98.0, 3.5, 2.5, 0.8, 8.0, 1.2, 0.0, 60.0],
+        [12.0, 95.0, 1.5, 0.5, 1.1, 20.0, 3.2, 0.2, 420.0],
+    ];
+    let inputs: Vec<_> = states
+        .iter()
+        .enumerate()
+        .map(|(i, s)| HybridModel::z_input(&tr.to_z(s), &defaults(), 3 + i as u32))
+        .collect();
+    for model in [&untrained, &trained] {
+        let (t, x) = model.transitions_and_inputs(&inputs).unwrap();
+        assert_eq!(t, model.transitions(&inputs).unwrap());
+        let expected: Vec<Vec<f64>> = inputs.iter().map(|i| model.gp_input(i).unwrap()).collect();
+        assert_eq!(x, expected);
+    }
+}
