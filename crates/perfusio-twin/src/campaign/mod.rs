@@ -1472,6 +1472,18 @@ impl Runner {
             .await?;
         timings.decide = t_compute.elapsed();
         compute += timings.decide;
+        if let Ok(d) = &decided
+            && let Some((_, first)) = d.first()
+        {
+            let t = &first.timings;
+            tracing::debug!(
+                day,
+                screen = ?t.screen,
+                choose = ?t.refine,
+                forecasts = ?t.forecast,
+                "batch decision"
+            );
+        }
         let mut resolutions: Vec<Option<Resolution>> = vec![None; n];
         let mut recommended: Vec<Option<ControlArray<f64>>> = vec![None; n];
         let currents: Vec<ControlArray<f64>> = {
