@@ -2646,16 +2646,22 @@ impl Runner {
     }
 }
 
-/// Leaders by the moment-matched mean path whose objectives the best-point step confirms
-/// by Monte Carlo; the best point is the best of them by its Monte Carlo mean.
+/// Most leaders by the moment-matched mean path the best-point step scores by Monte Carlo
+/// (see [`confirm_best`]).
 pub const BEST_CONFIRM: usize = 4;
 
-/// The best point among the first `k` distinct candidates of `ranked` (best first by the
-/// first objective of the moment-matched mean path), by the Monte Carlo mean `mc` gives of
+/// A leader's moment-matched value is borne out when it lies within this many path
+/// standard deviations of its Monte Carlo mean.
+const BEST_AGREE_SD: f64 = 3.0;
+
+/// The best point among the leading distinct candidates of `ranked` (best first by the
+/// first objective on the moment-matched mean path), by the Monte Carlo mean `mc` gives of
 /// the first objective. The moment-matched mean path is cheap enough for a search but is a
 /// linearisation: through a steep stretch of the model it can promise far more than the
-/// paths it summarises reach, and a search climbs exactly such promises. A candidate `mc`
-/// cannot score is skipped.
+/// paths it summarises reach, and a search climbs exactly such promises. Leaders are scored
+/// in order until one's mean-path value lies within [`BEST_AGREE_SD`] path sds of its Monte
+/// Carlo mean (usually the first), at most `k`; the best Monte Carlo mean among them wins. A
+/// candidate `mc` cannot score is skipped.
 fn confirm_best<F>(ranked: &[(Vec<f64>, ControlArray<f64>)], k: usize, mc: &F) -> Option<Confirmed>
 where
     F: Fn(&ControlArray<f64>) -> Option<Vec<(f64, f64)>>,
@@ -2675,18 +2681,22 @@ where
         seen.push(c);
         let rank = seen.len() - 1;
         let Some(values) = mc(c) else { continue };
-        let Some(&(mean, _)) = values.first() else {
+        let Some(&(mean, sd)) = values.first() else {
             continue;
         };
-        let better = best.as_ref().is_none_or(|b| mean > b.values[0].0);
-        if better {
+        let mm_value = mm.first().copied().unwrap_or(f64::NAN);
+        let agrees = (mm_value - mean).abs() <= BEST_AGREE_SD * sd;
+        if best.as_ref().is_none_or(|b| mean > b.values[0].0) {
             best = Some(Confirmed {
                 controls: *c,
                 values,
                 rank,
-                mm_value: mm.first().copied().unwrap_or(f64::NAN),
+                mm_value,
                 checked: 0,
             });
+        }
+        if agrees {
+            break;
         }
     }
     let checked = seen.len();
@@ -2707,7 +2717,7 @@ struct Confirmed {
     rank: usize,
     /// Its first objective on the moment-matched mean path.
     mm_value: f64,
-    /// How many leaders were scored by Monte Carlo.
+    /// How many leaders were looked at (scored by Monte Carlo unless it failed).
     checked: usize,
 }
 
@@ -2719,10 +2729,15 @@ impl Confirmed {
         } else {
             format!("number {} (the leader scored lower)", self.rank + 1)
         };
+        let how_many = if self.checked == 1 {
+            "1 leader".to_string()
+        } else {
+            format!("{} leaders", self.checked)
+        };
         format!(
-            "; Monte Carlo over the {} leaders by the moment-matched mean chose {place} \
-             (moment-matched {:.1}, Monte Carlo {:.1})",
-            self.checked, self.mm_value, self.values[0].0
+            "; Monte Carlo over {how_many} by the moment-matched mean chose {place} \
+             (moment-matched {:.1}, Monte Carlo {:.1} ± {:.1})",
+            self.mm_value, self.values[0].0, self.values[0].1
         )
     }
 }
@@ -3006,13 +3021,14 @@ mod tests {
         );
     }
 
-    /// The best point is the best Monte Carlo mean among the first `k` distinct leaders
-    /// of the moment-matched ranking: a leader whose paths do not bear out its mean path
-    /// loses, duplicates count once, an unscorable candidate is skipped, and candidates
-    /// past the first `k` are not scored.
+    /// The best point is the best Monte Carlo mean among the leaders of the moment-matched
+    /// ranking scored until one is borne out (its mean-path value within three path sds of
+    /// its Monte Carlo mean), at most `k`: a leader whose paths do not bear out its mean path
+    /// loses, duplicates count once, an unscorable candidate is skipped.
     #[test]
     fn the_best_point_is_confirmed_by_monte_carlo_among_the_leaders() {
         let c = |x: f64| -> ControlArray<f64> { [x, 0.1, 5.0, 36.0, 700.0, 0.0] };
+        let id = |x: &ControlArray<f64>| (x[0] * 10.0).round() as i64;
         let ranked = vec![
             (vec![1e9], c(1.0)),
             (vec![30.0], c(1.1)),
@@ -3023,35 +3039,47 @@ mod tests {
         ];
         let scored = std::cell::RefCell::new(Vec::new());
         let mc = |x: &ControlArray<f64>| -> Option<Vec<(f64, f64)>> {
-            scored.borrow_mut().push(x[0]);
-            match (x[0] * 10.0).round() as i64 {
-                10 => Some(vec![(-5.0, 1.0)]),
-                11 => Some(vec![(25.0, 1.0)]),
-                12 => Some(vec![(28.0, 2.0)]),
+            scored.borrow_mut().push(id(x));
+            match id(x) {
+                10 => Some(vec![(-5.0, 1.0)]), // far below its mean path
+                11 => Some(vec![(25.0, 1.0)]), // 5 sds below
+                12 => Some(vec![(28.0, 2.0)]), // 4 sds above
                 13 => None,
                 _ => Some(vec![(100.0, 1.0)]),
             }
         };
-        let id = |x: &ControlArray<f64>| (x[0] * 10.0).round() as i64;
         let b = confirm_best(&ranked, 4, &mc).unwrap();
         assert_eq!(id(&b.controls), 12);
         assert_eq!(b.values.len(), 1);
         assert!((b.values[0].0 - 28.0).abs() < 1e-12 && (b.values[0].1 - 2.0).abs() < 1e-12);
         assert_eq!((b.rank, b.checked), (2, 4));
-        let order: Vec<i64> = scored
-            .borrow()
-            .iter()
-            .map(|x| (x * 10.0).round() as i64)
-            .collect();
-        assert_eq!(order, vec![10, 11, 12, 13]);
+        assert_eq!(*scored.borrow(), vec![10, 11, 12, 13]);
         assert!(b.describe().contains("number 3"), "{}", b.describe());
-        // the fourth distinct leader can win; a lone leader is chosen as the leader
-        let first = confirm_best(&ranked[1..], 4, &mc).unwrap();
-        assert_eq!((id(&first.controls), first.rank), (14, 3));
+        // a leader borne out ends the scoring: 1.1 (mean path 27) is within 3 sds of 25
+        scored.borrow_mut().clear();
+        let agreeing = vec![
+            (vec![27.0], c(1.1)),
+            (vec![26.0], c(1.2)),
+            (vec![25.0], c(1.4)),
+        ];
+        let a = confirm_best(&agreeing, 4, &mc).unwrap();
+        assert_eq!((id(&a.controls), a.rank, a.checked), (11, 0, 1));
+        assert_eq!(*scored.borrow(), vec![11]);
+        assert!(
+            a.describe().contains("over 1 leader by"),
+            "{}",
+            a.describe()
+        );
+        // the leader is chosen when the others score lower; nothing scorable gives none
+        let lone = confirm_best(&ranked[..2], 4, &mc).unwrap();
+        assert_eq!((id(&lone.controls), lone.rank), (11, 1));
         let only = confirm_best(&ranked[1..2], 4, &mc).unwrap();
         assert_eq!((id(&only.controls), only.rank), (11, 0));
         assert!(only.describe().contains("the leader"));
         assert!(confirm_best(&ranked[4..5], 4, &mc).is_none());
+        // the cap: the first two distinct leaders only
+        let capped = confirm_best(&ranked, 2, &mc).unwrap();
+        assert_eq!((id(&capped.controls), capped.checked), (11, 2));
     }
 
     #[test]
