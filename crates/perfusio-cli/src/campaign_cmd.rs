@@ -130,13 +130,7 @@ pub(crate) fn run(cmd: &CampaignCommand) -> anyhow::Result<ExitCode> {
             let cfg = CampaignConfig::from_file(config)?;
             // warnings (a background fit that cannot be adopted, a connector retry) on
             // stderr; RUST_LOG=perfusio_twin=debug adds e.g. the batch decision's split
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,opcua=error")),
-                )
-                .with_writer(std::io::stderr)
-                .try_init();
+            crate::init_tracing("warn,opcua=error");
             crate::say(format!(
                 "campaign {}{}: {} reactors, days 0..={}, approval {}, directory {}",
                 cfg.name,

@@ -66,13 +66,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         config.design_space =
             DesignSpace::from_toml_str(&text).with_context(|| format!("in {}", file.display()))?;
     }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::init_tracing("info");
     let users = config.users.len();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {

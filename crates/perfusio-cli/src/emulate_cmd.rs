@@ -61,13 +61,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
         users.push((user.clone(), Secret::new(pw)));
     }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,opcua=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::init_tracing("info,opcua=warn");
     let config = EmulatorConfig {
         host: args.host.clone(),
         port: args.port,

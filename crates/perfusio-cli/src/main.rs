@@ -29,6 +29,18 @@ pub(crate) fn say(text: impl std::fmt::Display) {
     let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
+/// Sends the command's log (tracing) to stderr, filtered by `RUST_LOG` or else by
+/// `default` (e.g. `"info"`). Only the first call in a process installs it.
+pub(crate) fn init_tracing(default: &str) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// Online digital twin of a perfusion bioreactor, driven as a self-driving experiment.
 #[derive(Debug, Parser)]
 #[command(name = "perfusio", version, about, propagate_version = true)]
