@@ -1,8 +1,10 @@
 //! Server-rendered SVG charts of one reactor (plotters' SVG backend: no script, no fonts to
 //! fetch, nothing outside the page).
 //!
-//! A fan chart shows the forecast's 90 % (q05–q95) and 50 % (q25–q75) bands and its median,
-//! and the observations over them as markers joined by a line. A missing value is a gap: no
+//! A fan chart shows the forecast's 90 % (q05–q95) and 50 % (q25–q75) bands of the latent
+//! state and its median, behind them (lightest) the 90 % band of the measured value, where
+//! a sample should fall (measurement noise included), and the observations over them as
+//! markers joined by a line. A missing value is a gap: no
 //! marker on that day, and the line is split there (it is never drawn through a day without a
 //! value, and a missing value is never drawn as zero). The observed line's pieces carry
 //! `class="observed-line"` and its markers `class="observed-point"`, so a test or a browser
@@ -11,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use perfusio_core::{Control, ControlArray, CultureDay, DesignSpace, Species};
-use perfusio_twin::campaign_files::{Band, ReactorSnapshot, SetpointEntry};
+use perfusio_twin::campaign_files::{Band, ForecastBands, ReactorSnapshot, SetpointEntry};
 use plotters::prelude::*;
 
 use crate::error::{DashboardError, Result};
@@ -32,8 +34,11 @@ pub struct FanData {
     pub title: String,
     /// Y-axis unit.
     pub unit: String,
-    /// Forecast days with their bands (empty when there is no forecast).
+    /// Forecast days with their bands of the latent state (empty when there is no forecast).
     pub forecast: Vec<(f64, Band)>,
+    /// Forecast days with their bands of the measured value (empty when there is no
+    /// forecast or the snapshot predates them).
+    pub measured: Vec<(f64, Band)>,
     /// The observed line as runs of consecutive days with a value; a gap separates runs.
     pub observed_runs: Vec<Vec<(f64, f64)>>,
 }
@@ -43,25 +48,29 @@ impl FanData {
     /// runs at every day without a (finite) value.
     pub fn from_reactor(r: &ReactorSnapshot, s: Species) -> Self {
         let matches = |key: &str| Species::lookup(key) == Some(s);
-        let forecast = r
-            .forecast
-            .as_ref()
-            .and_then(|f| {
-                let (_, bands) = f.species.iter().find(|(k, _)| matches(k))?;
-                Some(
-                    f.days
-                        .iter()
-                        .zip(bands)
-                        .filter(|(_, b)| {
-                            [b.q05, b.q25, b.q50, b.q75, b.q95]
-                                .iter()
-                                .all(|v| v.is_finite())
-                        })
-                        .map(|(d, b)| (f64::from(*d), *b))
-                        .collect(),
-                )
-            })
-            .unwrap_or_default();
+        // the finite bands of this species in one of the forecast's band maps
+        let pick = |of: fn(&ForecastBands) -> &BTreeMap<String, Vec<Band>>| -> Vec<(f64, Band)> {
+            r.forecast
+                .as_ref()
+                .and_then(|f| {
+                    let (_, bands) = of(f).iter().find(|(k, _)| matches(k))?;
+                    Some(
+                        f.days
+                            .iter()
+                            .zip(bands)
+                            .filter(|(_, b)| {
+                                [b.q05, b.q25, b.q50, b.q75, b.q95]
+                                    .iter()
+                                    .all(|v| v.is_finite())
+                            })
+                            .map(|(d, b)| (f64::from(*d), *b))
+                            .collect(),
+                    )
+                })
+                .unwrap_or_default()
+        };
+        let forecast = pick(|f| &f.species);
+        let measured = pick(|f| &f.measured);
         let mut runs: Vec<Vec<(f64, f64)>> = Vec::new();
         let mut last_day: Option<CultureDay> = None;
         for o in &r.observations {
@@ -88,6 +97,7 @@ impl FanData {
             title,
             unit: s.unit().to_string(),
             forecast,
+            measured,
             observed_runs: runs,
         }
     }
@@ -119,6 +129,7 @@ pub fn fan_chart_svg(d: &FanData, species: Species) -> Result<String> {
         let (x0, x1) = bounds(
             d.forecast
                 .iter()
+                .chain(&d.measured)
                 .map(|(x, _)| *x)
                 .chain(points.clone().map(|p| p.0)),
         )
@@ -126,6 +137,7 @@ pub fn fan_chart_svg(d: &FanData, species: Species) -> Result<String> {
         let (_, y1) = bounds(
             d.forecast
                 .iter()
+                .chain(&d.measured)
                 .flat_map(|(_, b)| [b.q05, b.q95])
                 .chain(points.map(|p| p.1)),
         )
@@ -145,6 +157,13 @@ pub fn fan_chart_svg(d: &FanData, species: Species) -> Result<String> {
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(chart_err)?;
+        if d.measured.len() >= 2 {
+            let mut poly: Vec<(f64, f64)> = d.measured.iter().map(|(x, b)| (*x, b.q95)).collect();
+            poly.extend(d.measured.iter().rev().map(|(x, b)| (*x, b.q05)));
+            chart
+                .draw_series(std::iter::once(Polygon::new(poly, BAND.mix(0.09).filled())))
+                .map_err(chart_err)?;
+        }
         if !d.forecast.is_empty() {
             type Quantile = fn(&Band) -> f64;
             let bands: [(Quantile, Quantile, f64); 2] =
@@ -330,6 +349,56 @@ mod tests {
         assert!(svg.starts_with("<svg class=\"chart\""), "{}", &svg[..80]);
         assert_eq!(svg.matches("class=\"observed-line\"").count(), 2);
         assert_eq!(svg.matches("class=\"observed-point\"").count(), 5);
+    }
+
+    /// The measured value's band is drawn behind the latent bands when the snapshot has it
+    /// (one polygon more) and widens the y-axis to its q95; an older snapshot without it
+    /// draws the latent bands only.
+    #[test]
+    fn the_measured_band_is_drawn_behind_the_latent_bands() {
+        let band = |[q05, q25, q50, q75, q95]: [f64; 5]| Band {
+            q05,
+            q25,
+            q50,
+            q75,
+            q95,
+        };
+        let mut r = reactor(&[(0, Some(100.0)), (1, Some(150.0))]);
+        let latent = vec![
+            band([180.0, 190.0, 200.0, 210.0, 220.0]),
+            band([226.0, 238.0, 250.0, 262.0, 274.0]),
+        ];
+        let measured = vec![
+            band([150.0, 175.0, 200.0, 225.0, 250.0]),
+            band([0.0, 0.0, 250.0, 650.0, 1050.0]),
+        ];
+        r.forecast = Some(ForecastBands {
+            from_day: 1,
+            days: vec![2, 3],
+            species: BTreeMap::from([("Titer".to_string(), latent.clone())]),
+            measured: BTreeMap::from([("Titer".to_string(), measured)]),
+        });
+        let d = FanData::from_reactor(&r, Species::Titer);
+        assert_eq!(d.measured.len(), 2);
+        assert!((d.measured[1].1.q95 - 1050.0).abs() < 1e-12);
+        let with = fan_chart_svg(&d, Species::Titer).unwrap();
+        // the largest axis label: the y-axis reaches the measured q95 (1050) only with it
+        let top_label = |svg: &str| -> f64 {
+            svg.split("</text>")
+                .filter_map(|t| t.rsplit('>').next())
+                .filter_map(|t| t.trim().replace(',', "").parse::<f64>().ok())
+                .fold(f64::NEG_INFINITY, f64::max)
+        };
+        assert!(top_label(&with) >= 1000.0, "{}", top_label(&with));
+        r.forecast.as_mut().unwrap().measured.clear();
+        let d0 = FanData::from_reactor(&r, Species::Titer);
+        assert!(d0.measured.is_empty());
+        let without = fan_chart_svg(&d0, Species::Titer).unwrap();
+        assert!(top_label(&without) < 400.0, "{}", top_label(&without));
+        assert_eq!(
+            with.matches("<polygon").count(),
+            without.matches("<polygon").count() + 1
+        );
     }
 
     #[test]

@@ -272,7 +272,7 @@ fn snapshot_html(h: &mut String, s: &CampaignSnapshot, data: &LiveData<'_>, view
             cols.iter().map(|(n, c)| (n.as_str(), *c)).collect();
         controls_table(h, &cols);
     }
-    h.push_str("<p class=\"legend\"><span>charts: shaded = forecast 90 % and 50 % bands, blue line = median,</span><span>black dots = observations (a missing value is a gap, never a zero)</span></p></section>");
+    h.push_str("<p class=\"legend\"><span>charts: shaded = forecast 90 % and 50 % bands of the state, blue line = median,</span><span>lightest = 90 % band of a sample (measurement noise included),</span><span>black dots = observations (a missing value is a gap, never a zero)</span></p></section>");
     for r in &s.reactors {
         reactor_html(h, r, s, data.design_space, viewer);
     }

@@ -120,8 +120,12 @@ pub struct ForecastBands {
     pub from_day: u32,
     /// Forecast days (absolute culture days), one per band entry.
     pub days: Vec<u32>,
-    /// Species name → one band per entry of `days`.
+    /// Species name → one band per entry of `days`: the latent (true) state.
     pub species: BTreeMap<String, Vec<Band>>,
+    /// Species name → one band per entry of `days`: the measured value (measurement noise
+    /// included), where a sample of that day should fall. Empty in older snapshots.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub measured: BTreeMap<String, Vec<Band>>,
 }
 
 /// Quantiles of one forecast day.

@@ -52,7 +52,7 @@ pub(crate) fn fixture_snapshot() -> CampaignSnapshot {
         q75: m + w,
         q95: m + 2.0 * w,
     };
-    let species = BTreeMap::from([
+    let species: BTreeMap<String, Vec<Band>> = BTreeMap::from([
         (
             "VCD".to_string(),
             days.iter()
@@ -103,6 +103,21 @@ pub(crate) fn fixture_snapshot() -> CampaignSnapshot {
         forecast: Some(ForecastBands {
             from_day: 6,
             days,
+            // the measured value's bands: the latent ones widened by the measurement noise
+            measured: species
+                .iter()
+                .map(|(k, bands)| {
+                    let wider: Vec<Band> = bands
+                        .iter()
+                        .map(|b| Band {
+                            q05: b.q05 - (b.q50 - b.q05) * 0.5,
+                            q95: b.q95 + (b.q95 - b.q50) * 0.5,
+                            ..*b
+                        })
+                        .collect();
+                    (k.clone(), wider)
+                })
+                .collect(),
             species,
         }),
         setpoints: vec![

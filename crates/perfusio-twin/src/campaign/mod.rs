@@ -2646,8 +2646,9 @@ impl Runner {
     }
 }
 
-/// Most leaders by the moment-matched mean path the best-point step scores by Monte Carlo
-/// (see [`confirm_best`]).
+/// Most leaders by the moment-matched mean path the best-point step scores by Monte Carlo:
+/// in order, until one's mean-path value lies within three path sds of its Monte Carlo
+/// mean; the best Monte Carlo mean among them is the best point.
 pub const BEST_CONFIRM: usize = 4;
 
 /// A leader's moment-matched value is borne out when it lies within this many path
@@ -2936,46 +2937,65 @@ where
 const BAND_DRAWS: usize = 512;
 
 /// The snapshot's bands of a forecast: q05/q25/q50/q75/q95 of its latent paths (or of
-/// per-day draws of a moment-matched forecast), every species, every forecast day.
+/// per-day draws of a moment-matched forecast), and the same of the measured value (its
+/// paths or per-day draws with the measurement noise), every species, every forecast day.
 fn bands_of(f: &Forecast) -> ForecastBands {
     let days: Vec<u32> = (1..=f.horizon() as u32).map(|h| f.start_day + h).collect();
-    let draws = f.latent_draws(BAND_DRAWS, u64::from(f.start_day));
+    let seed = u64::from(f.start_day);
+    let draws = f.latent_draws(BAND_DRAWS, seed);
+    let measured_draws: Vec<SpeciesArray<Vec<f64>>> = (0..f.horizon())
+        .map(|h| f.measured_ensemble(h, seed ^ h as u64))
+        .collect();
     let mut species = BTreeMap::new();
+    let mut measured = BTreeMap::new();
     for s in Species::ALL {
         let k = s.index();
-        let bands: Vec<Band> = (0..f.horizon())
+        let latent: Vec<Band> = (0..f.horizon())
             .map(|h| {
-                let mut v: Vec<f64> = draws
+                let v = draws
                     .iter()
                     .filter_map(|path| path.get(h).map(|x| x[k]))
-                    .filter(|x| x.is_finite())
                     .collect();
-                v.sort_by(f64::total_cmp);
-                let q = |p: f64| -> f64 {
-                    if v.is_empty() {
-                        return f.state[h].mean[k];
-                    }
-                    let pos = p * (v.len() - 1) as f64;
-                    let lo = pos.floor() as usize;
-                    let hi = pos.ceil() as usize;
-                    let w = pos - lo as f64;
-                    v[lo] * (1.0 - w) + v[hi] * w
-                };
-                Band {
-                    q05: q(0.05),
-                    q25: q(0.25),
-                    q50: q(0.5),
-                    q75: q(0.75),
-                    q95: q(0.95),
-                }
+                band_of(v, f.state[h].mean[k])
             })
             .collect();
-        species.insert(s.name().to_string(), bands);
+        let noisy: Vec<Band> = measured_draws
+            .iter()
+            .zip(&f.measured)
+            .map(|(d, b)| band_of(d[k].clone(), b.mean[k]))
+            .collect();
+        species.insert(s.name().to_string(), latent);
+        measured.insert(s.name().to_string(), noisy);
     }
     ForecastBands {
         from_day: f.start_day,
         days,
         species,
+        measured,
+    }
+}
+
+/// q05/q25/q50/q75/q95 of the finite values of `v` (linear interpolation), all `fallback`
+/// when there are none.
+fn band_of(mut v: Vec<f64>, fallback: f64) -> Band {
+    v.retain(|x| x.is_finite());
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| -> f64 {
+        if v.is_empty() {
+            return fallback;
+        }
+        let pos = p * (v.len() - 1) as f64;
+        let lo = pos.floor() as usize;
+        let hi = pos.ceil() as usize;
+        let w = pos - lo as f64;
+        v[lo] * (1.0 - w) + v[hi] * w
+    };
+    Band {
+        q05: q(0.05),
+        q25: q(0.25),
+        q50: q(0.5),
+        q75: q(0.75),
+        q95: q(0.95),
     }
 }
 
