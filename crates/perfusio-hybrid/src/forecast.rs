@@ -416,21 +416,20 @@ impl HybridModel {
 }
 
 /// Caps each variance of a moment-matched state covariance in `z` at the largest a
-/// variable on the species' clamped range `[ln c, z_max]` can have, `(range/2)²`
-/// (Popoviciu's inequality), scaling the row and column so that correlations are kept and
+/// variable on the species' clamped range can have ([`crate::LogTransform::max_var_z`]),
+/// scaling the row and column so that correlations are kept and
 /// the matrix stays positive semi-definite (`D Σ D`, `D` diagonal). The Monte Carlo paths
 /// are clamped to the same range at every step; a linearisation through a steep stretch of
 /// the GP's mean can otherwise grow a variance geometrically, day after day, far past
 /// anything the clamped dynamics can reach.
 pub(crate) fn bound_covariance(tr: &crate::LogTransform, c: &mut Mat9) {
-    let cap = |k: usize| (0.5 * (tr.z_max(k) - tr.offsets[k].ln())).powi(2);
     // the scale of each row and column; `None` leaves it as it is
     let f: [Option<f64>; N_SPECIES] = std::array::from_fn(|k| {
         let v = c[k][k];
         if !v.is_finite() {
             Some(0.0)
-        } else if v > cap(k) {
-            Some((cap(k) / v).sqrt())
+        } else if v > tr.max_var_z(k) {
+            Some((tr.max_var_z(k) / v).sqrt())
         } else {
             None
         }
@@ -446,7 +445,7 @@ pub(crate) fn bound_covariance(tr: &crate::LogTransform, c: &mut Mat9) {
     // a variance that was not finite has no correlations left to keep: it takes the cap
     for (k, fk) in f.iter().enumerate() {
         if *fk == Some(0.0) {
-            c[k][k] = cap(k);
+            c[k][k] = tr.max_var_z(k);
         }
     }
 }

@@ -1554,20 +1554,16 @@ pub(crate) fn clipped_lognormal_moments(mu: f64, var: f64, c: f64, u: f64) -> (f
         return ((m - c).clamp(0.0, u), v.sqrt());
     }
     // ln(Φ(hi) − Φ(lo)), lo < hi, from the side where the two are not both close to 1
+    // (Φ(hi) − Φ(lo) = Φ(−lo) − Φ(−hi))
     let ln_diff = |lo: f64, hi: f64| -> f64 {
-        if lo + hi > 0.0 {
-            // Φ(hi) − Φ(lo) = Φ(−lo) − Φ(−hi)
-            let (l1, l2) = (log_norm_cdf(-lo), log_norm_cdf(-hi));
-            l1 + log1mexp(l2 - l1)
-        } else {
-            let (l1, l2) = (log_norm_cdf(hi), log_norm_cdf(lo));
-            l1 + log1mexp(l2 - l1)
-        }
+        let (lo, hi) = if lo + hi > 0.0 { (-hi, -lo) } else { (lo, hi) };
+        let l_hi = log_norm_cdf(hi);
+        l_hi + log1mexp(log_norm_cdf(lo) - l_hi)
     };
-    let term = |j: f64, scale: f64| -> f64 {
-        // scale · Φ-difference · exp(j·mu + j²σ²/2)
+    // e^{j·mu + j²σ²/2} (Φ(β − jσ) − Φ(α − jσ))
+    let term = |j: f64| -> f64 {
         let shift = j * sd;
-        (j * mu + 0.5 * j * j * var + ln_diff(alpha - shift, beta - shift)).exp() * scale
+        (j * mu + 0.5 * j * j * var + ln_diff(alpha - shift, beta - shift)).exp()
     };
     // P(Z > b) and its share of the moments (none without an upper bound)
     let (u_above, u2_above) = if u.is_finite() {
@@ -1576,9 +1572,7 @@ pub(crate) fn clipped_lognormal_moments(mu: f64, var: f64, c: f64, u: f64) -> (f
     } else {
         (0.0, 0.0)
     };
-    let d0 = term(0.0, 1.0);
-    let e1 = term(1.0, 1.0);
-    let e2 = term(2.0, 1.0);
+    let (d0, e1, e2) = (term(0.0), term(1.0), term(2.0));
     let mean = (e1 - c * d0 + u_above).clamp(0.0, u);
     let second = e2 - 2.0 * c * e1 + c * c * d0 + u2_above;
     let v = (second - mean * mean).max(0.0);

@@ -94,11 +94,21 @@ impl LogTransform {
         (self.upper[species] + self.offsets[species]).ln()
     }
 
+    /// Smallest `z` a species can take, `ln c` (the species at 0).
+    pub fn z_min(&self, species: usize) -> f64 {
+        self.offsets[species].ln()
+    }
+
+    /// Largest variance a `z` clamped to `[z_min, z_max]` can have, `((z_max − z_min)/2)²`
+    /// (Popoviciu's inequality).
+    pub fn max_var_z(&self, species: usize) -> f64 {
+        (0.5 * (self.z_max(species) - self.z_min(species))).powi(2)
+    }
+
     /// Clamps a state in `z` to the physical range `[0, upper]` of every species.
     pub fn clamp_z(&self, z: &mut SpeciesArray<f64>) {
         for (k, v) in z.iter_mut().enumerate() {
-            let lo = self.offsets[k].ln();
-            *v = v.clamp(lo, self.z_max(k));
+            *v = v.clamp(self.z_min(k), self.z_max(k));
         }
     }
 

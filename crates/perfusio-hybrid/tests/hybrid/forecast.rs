@@ -184,8 +184,11 @@ fn moment_matched_bands_stay_inside_the_species_range() {
                 b.mean[k],
                 b.sd[k]
             );
-            let half = 0.5 * (tr.z_max(k) - tr.offsets[k].ln());
-            assert!(cov[k][k] <= half * half * (1.0 + 1e-12), "{}", cov[k][k]);
+            assert!(
+                cov[k][k] <= tr.max_var_z(k) * (1.0 + 1e-12),
+                "{}",
+                cov[k][k]
+            );
         }
     }
     // the bands did grow to the caps: titer's band is wide, its mean far from the start
