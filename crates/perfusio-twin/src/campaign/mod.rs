@@ -2456,10 +2456,7 @@ impl Runner {
         let start = self.day0.clone()?;
         let mut pool = self.best_pool.clone();
         for c in recommended.iter().flatten().chain(currents) {
-            if !pool
-                .iter()
-                .any(|p| p.iter().zip(c).all(|(a, b)| (a - b).abs() < 1e-9))
-            {
+            if !pool.iter().any(|p| same_controls(p, c)) {
                 pool.push(*c);
             }
         }
@@ -2614,7 +2611,7 @@ impl Runner {
         let point = |c: ControlArray<f64>, v: Vec<(f64, f64)>| -> BestPoint {
             let reactor = owner
                 .iter()
-                .find(|(o, _)| o.iter().zip(&c).all(|(a, b)| (a - b).abs() < 1e-9))
+                .find(|(o, _)| same_controls(o, &c))
                 .map(|(_, id)| id.clone());
             BestPoint {
                 controls: control_map(&c),
@@ -2673,10 +2670,7 @@ where
         if seen.len() >= k {
             break;
         }
-        if seen
-            .iter()
-            .any(|p| p.iter().zip(c).all(|(a, b)| (a - b).abs() < 1e-9))
-        {
+        if seen.iter().any(|p| same_controls(p, c)) {
             continue;
         }
         seen.push(c);
@@ -2705,6 +2699,11 @@ where
         b.checked = checked;
         b
     })
+}
+
+/// Whether two sets of setpoints are the same operating point (every control within 1e-9).
+fn same_controls(a: &ControlArray<f64>, b: &ControlArray<f64>) -> bool {
+    a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
 }
 
 /// The best point [`confirm_best`] chose.
@@ -2943,7 +2942,7 @@ fn bands_of(f: &Forecast) -> ForecastBands {
     let days: Vec<u32> = (1..=f.horizon() as u32).map(|h| f.start_day + h).collect();
     let seed = u64::from(f.start_day);
     let draws = f.latent_draws(BAND_DRAWS, seed);
-    let measured_draws: Vec<SpeciesArray<Vec<f64>>> = (0..f.horizon())
+    let mut measured_draws: Vec<SpeciesArray<Vec<f64>>> = (0..f.horizon())
         .map(|h| f.measured_ensemble(h, seed ^ h as u64))
         .collect();
     let mut species = BTreeMap::new();
@@ -2960,9 +2959,9 @@ fn bands_of(f: &Forecast) -> ForecastBands {
             })
             .collect();
         let noisy: Vec<Band> = measured_draws
-            .iter()
+            .iter_mut()
             .zip(&f.measured)
-            .map(|(d, b)| band_of(d[k].clone(), b.mean[k]))
+            .map(|(d, b)| band_of(std::mem::take(&mut d[k]), b.mean[k]))
             .collect();
         species.insert(s.name().to_string(), latent);
         measured.insert(s.name().to_string(), noisy);
