@@ -268,17 +268,15 @@ impl Truncated {
             let kept_w: f64 = (0..r).map(|i| um2[(p, i)] / self.lr[i]).sum();
             rho.push((kss[p] - kept_w).max(0.0) + ROUNDOFF * kss[p].abs());
         }
-        // V = u_R Z_R: its contribution to every query, and |V| for the bounds
-        let v = match &self.zr {
-            Some(zr) => engine::mul(um.as_ref(), zr.as_ref()),
-            None => Mat::zeros(m, 0),
-        };
+        // V = u_R Z_R, transposed (`T·m × queries`; faer keeps a column contiguous, so each
+        // query's V is one slice): its contribution to every query, and |V| for the bounds
         let mg = self.n_gap;
-        let mut vp = vec![0.0; t * mg];
+        let vt = match &self.zr {
+            Some(zr) => engine::mul(zr.transpose(), um.transpose()),
+            None => Mat::zeros(0, m),
+        };
         for p in 0..m {
-            for (c, x) in vp.iter_mut().enumerate() {
-                *x = v[(p, c)];
-            }
+            let vp = vt.col_as_slice(p);
             for t1 in 0..t {
                 for t2 in 0..=t1 {
                     let s = engine::dot4(&vp[t1 * mg..(t1 + 1) * mg], &vp[t2 * mg..(t2 + 1) * mg]);
@@ -295,26 +293,39 @@ impl Truncated {
         let mut failed: Vec<usize> = (0..m)
             .filter(|&p| {
                 let c = &out[p * per..(p + 1) * per];
-                !self.row_certified(p, &v, rho[p], None, c, t, tol, &mut scratch)
+                !self.row_certified(vt.col_as_slice(p), rho[p], None, c, t, tol, &mut scratch)
             })
             .collect();
         if !failed.is_empty() {
-            let nb = kxs.ncols();
-            let mut res = Mat::from_fn(failed.len(), nb, |k, j| kxs[(failed[k], j)]);
-            let uf = Mat::from_fn(failed.len(), r, |k, i| um[(failed[k], i)]);
-            engine::gemm(res.as_mut(), true, uf.as_ref(), self.qr.transpose(), -1.0);
+            // residuals `k_p − Q_R u_R` of the failed queries, one contiguous column each
+            let (nb, f) = (kxs.ncols(), failed.len());
+            let mut res = Mat::from_fn(nb, f, |j, k| kxs[(failed[k], j)]);
+            let uf = Mat::from_fn(r, f, |i, k| um[(failed[k], i)]);
+            engine::gemm(res.as_mut(), true, self.qr.as_ref(), uf.as_ref(), -1.0);
+            let norm2 = |x: &[f64]| engine::dot4(x, x);
+            // ‖k_p‖ of every query, accumulated down kxs's (contiguous) columns
+            let mut kn2 = vec![0.0; m];
+            for j in 0..nb {
+                for (acc, x) in kn2.iter_mut().zip(kxs.col_as_slice(j)) {
+                    *acc += x * x;
+                }
+            }
             failed = failed
                 .into_iter()
                 .enumerate()
                 .filter(|&(k, p)| {
-                    let (mut rn, mut kn) = (0.0, 0.0);
-                    for j in 0..nb {
-                        rn += res[(k, j)] * res[(k, j)];
-                        kn += kxs[(p, j)] * kxs[(p, j)];
-                    }
-                    let ut = rn.sqrt() + RESIDUAL_ROUNDOFF * nb as f64 * kn.sqrt();
+                    let rn = norm2(res.col_as_slice(k));
+                    let ut = rn.sqrt() + RESIDUAL_ROUNDOFF * nb as f64 * kn2[p].sqrt();
                     let c = &out[p * per..(p + 1) * per];
-                    !self.row_certified(p, &v, rho[p], Some(ut), c, t, tol, &mut scratch)
+                    !self.row_certified(
+                        vt.col_as_slice(p),
+                        rho[p],
+                        Some(ut),
+                        c,
+                        t,
+                        tol,
+                        &mut scratch,
+                    )
                 })
                 .map(|(_, p)| p)
                 .collect();
@@ -322,15 +333,16 @@ impl Truncated {
         failed
     }
 
-    /// Whether query `p`'s computed covariance `c` (`T × T`) is within `tol` of the exact
+    /// Whether a query's computed covariance `c` (`T × T`) is within `tol` of the exact
     /// one: bounds the left-out part with `ρ` and, when given, the residual norm
     /// `ut = ‖u_∉R‖` (each left-out `u_i² ≤ min(ρ λ_i, ut²)`), and accepts when every entry's
-    /// bound is at most `tol · √(σ²_t σ²_t')` with `σ²_t` the variance less its bound.
+    /// bound is at most `tol · √(σ²_t σ²_t')` with `σ²_t` the variance less its bound. `vp` is
+    /// the query's `V` (`T·m`, task-major). The variances are checked first, so a query that
+    /// fails there costs `T` of the `T(T+1)/2` pair bounds.
     #[allow(clippy::too_many_arguments)]
     fn row_certified(
         &self,
-        p: usize,
-        v: &Mat<f64>,
+        vp: &[f64],
         rho: f64,
         ut: Option<f64>,
         c: &[f64],
@@ -349,32 +361,51 @@ impl Truncated {
         if mg > 0 {
             let sr = rho.sqrt();
             for (k, (a, b)) in s.ap.iter_mut().zip(s.bp.iter_mut()).enumerate() {
-                *a = v[(p, k)].abs();
+                *a = vp[k].abs();
                 let (w, zeta) = self.tails[k];
                 *b = ut.map_or(sr * w, |u| (sr * w).min(u * zeta));
             }
-            for t1 in 0..t {
-                let (a1, b1) = (&s.ap[t1 * mg..(t1 + 1) * mg], &s.bp[t1 * mg..(t1 + 1) * mg]);
-                for t2 in 0..=t1 {
-                    let (a2, b2) = (&s.ap[t2 * mg..(t2 + 1) * mg], &s.bp[t2 * mg..(t2 + 1) * mg]);
-                    let b = engine::dot4(a1, b2) + engine::dot4(b1, a2) + engine::dot4(b1, b2);
-                    s.bound[t1 * t + t2] += b;
-                    if t2 != t1 {
-                        s.bound[t2 * t + t1] += b;
-                    }
-                }
-            }
         }
+        // |(V Vᵀ − V_R V_Rᵀ)_{t1 t2}| ≤ Σ_c (|V_R| b + b |V_R| + b b): exact on the
+        // diagonal; off it, first through the norms (Cauchy–Schwarz, T·m work for all
+        // pairs), and only a pair that this does not certify pays for its three products
+        let pair = |s: &Scratch, t1: usize, t2: usize| -> f64 {
+            if mg == 0 {
+                return 0.0;
+            }
+            let (a1, b1) = (&s.ap[t1 * mg..(t1 + 1) * mg], &s.bp[t1 * mg..(t1 + 1) * mg]);
+            let (a2, b2) = (&s.ap[t2 * mg..(t2 + 1) * mg], &s.bp[t2 * mg..(t2 + 1) * mg]);
+            engine::dot4(a1, b2) + engine::dot4(b1, a2) + engine::dot4(b1, b2)
+        };
         for t1 in 0..t {
-            let (var, b) = (c[t1 * t + t1], s.bound[t1 * t + t1]);
+            let b = s.bound[t1 * t + t1] + pair(s, t1, t1);
+            let var = c[t1 * t + t1];
             s.lower[t1] = var - b;
             if !(var.is_finite() && s.lower[t1] > 0.0 && b <= tol * s.lower[t1]) {
                 return false;
             }
         }
-        (0..t).all(|t1| {
-            (0..t1).all(|t2| s.bound[t1 * t + t2] <= tol * (s.lower[t1] * s.lower[t2]).sqrt())
-        })
+        if mg > 0 {
+            for t1 in 0..t {
+                let (a1, b1) = (&s.ap[t1 * mg..(t1 + 1) * mg], &s.bp[t1 * mg..(t1 + 1) * mg]);
+                s.norm_a[t1] = engine::dot4(a1, a1).sqrt();
+                s.norm_b[t1] = engine::dot4(b1, b1).sqrt();
+            }
+        }
+        for t1 in 0..t {
+            for t2 in 0..t1 {
+                let limit = tol * (s.lower[t1] * s.lower[t2]).sqrt();
+                let base = s.bound[t1 * t + t2];
+                let (na1, nb1, na2, nb2) = (s.norm_a[t1], s.norm_b[t1], s.norm_a[t2], s.norm_b[t2]);
+                if base + na1 * nb2 + nb1 * na2 + nb1 * nb2 <= limit {
+                    continue;
+                }
+                if base + pair(s, t1, t2) > limit {
+                    return false;
+                }
+            }
+        }
+        true
     }
 }
 
@@ -390,6 +421,9 @@ struct Scratch {
     bp: Vec<f64>,
     /// Per task, the computed variance less its bound.
     lower: Vec<f64>,
+    /// Per task, `‖|V_R|‖` and `‖b‖` over the empty cells.
+    norm_a: Vec<f64>,
+    norm_b: Vec<f64>,
 }
 
 impl Scratch {
@@ -400,6 +434,8 @@ impl Scratch {
             ap: vec![0.0; t * mg],
             bp: vec![0.0; t * mg],
             lower: vec![0.0; t],
+            norm_a: vec![0.0; t],
+            norm_b: vec![0.0; t],
         }
     }
 }
