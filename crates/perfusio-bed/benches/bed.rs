@@ -10,9 +10,12 @@
 //! * the multistart maximiser on the 6-D Hartmann function (512 raw, 10 restarts);
 //! * on the online model (one 28-day run, mechanism inputs on; `support/fixture.rs`), with a 3-day
 //!   horizon: `decide()` with 512 raw candidates and 10 restarts (LogEI and qLogEI), and
-//!   `decide_batch` for 24 reactors with qLogEI.
+//!   `decide_batch` for 24 reactors with qLogEI;
+//! * a late day of a 24-reactor campaign (one model shared by 24 runs of 25 days, 600
+//!   inputs with empty cells): `decide_batch` with qLogEI, and the 24 reactors' 14-day
+//!   moment-matched forecasts as one batch and one at a time.
 //!
-//! `cargo bench -p perfusio-bed --bench bed -- policy`
+//! `cargo bench -p perfusio-bed --bench bed -- policy` (`-- late_campaign`)
 
 #[path = "support/fixture.rs"]
 mod fixture;
@@ -33,6 +36,7 @@ use perfusio_bed::qmc::{BaseSamples, uniform_points};
 use perfusio_bed::special::norm_ppf;
 use perfusio_bed::{BedPolicy, PolicyConfig};
 use perfusio_core::{Acquisition, DEFAULT_AMBR250_DESIGN_SPACE as DS};
+use perfusio_hybrid::{ForecastMethod, ForecastOptions};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -221,9 +225,52 @@ fn policy(c: &mut Criterion) {
     g.finish();
 }
 
+/// A late campaign day ([`fixture::late24`]): 600 shared inputs, where the task covariances
+/// of every candidate dominate the batch decision, and the reactors' forecasts.
+fn late_campaign(c: &mut Criterion) {
+    let (model, reactors) = fixture::late24();
+    let mut g = c.benchmark_group("late_campaign");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(10));
+    let p = policy_for(Acquisition::QLogEI);
+    g.bench_function("decide_batch_q24_qLogEI", |b| {
+        b.iter(|| {
+            p.decide_batch(&model, black_box(&reactors))
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+    });
+    let schedules: Vec<Vec<_>> = reactors.iter().map(|(_, c)| vec![*c; 14]).collect();
+    let jobs = fixture::jobs(&reactors, &schedules);
+    let opts = ForecastOptions {
+        method: ForecastMethod::MomentMatching,
+        paths: 256,
+        seed: 1,
+        keep_paths: true,
+        threads: 2,
+    };
+    g.bench_function("forecast_many_24x14d_moment_matching", |b| {
+        b.iter(|| model.forecast_many(black_box(&jobs), &opts))
+    });
+    g.bench_function("forecast_24x14d_moment_matching_one_at_a_time", |b| {
+        b.iter(|| {
+            for j in &jobs {
+                let one = ForecastOptions {
+                    seed: j.seed,
+                    ..opts.clone()
+                };
+                model
+                    .forecast(j.start, j.schedule, &one)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = analytic, monte_carlo, hypervolumes, sampling, optimiser, policy
+    targets = analytic, monte_carlo, hypervolumes, sampling, optimiser, policy, late_campaign
 }
 criterion_main!(benches);

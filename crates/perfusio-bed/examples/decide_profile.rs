@@ -1,5 +1,6 @@
 //! Where the time of one decision goes, on the benchmarks' online model:
-//! `cargo run --release -p perfusio-bed --example decide_profile`.
+//! `cargo run --release -p perfusio-bed --example decide_profile` (`-- batch`: also the
+//! 24-reactor batch; `-- late`: only a late campaign day's batch forecasts and decision).
 
 #[path = "../benches/support/fixture.rs"]
 mod fixture;
@@ -59,7 +60,12 @@ fn main() {
             w0.elapsed().as_secs_f64() / 3.0 * 1e3
         );
     }
-    if std::env::args().nth(1).as_deref() != Some("batch") {
+    let mode = std::env::args().nth(1);
+    if mode.as_deref() == Some("late") {
+        late_batch();
+        return;
+    }
+    if mode.as_deref() != Some("batch") {
         return;
     }
     let reactors = fixture::batch24(&model, &run);
@@ -77,6 +83,70 @@ fn main() {
             .unwrap_or_else(|e| panic!("{e}"));
         eprintln!(
             "decide_batch(24): {:?} wall, {:.0} ms CPU; {:?}",
+            t.elapsed(),
+            (cpu_seconds() - c0) * 1e3,
+            ds[0].timings
+        );
+    }
+}
+
+/// A late campaign day ([`fixture::late24`]): the 24 reactors' 14-day moment-matched
+/// forecasts as one batch and one at a time, and the batch decision.
+fn late_batch() {
+    use perfusio_hybrid::{ForecastMethod, ForecastOptions};
+    let t = Instant::now();
+    let (model, reactors) = fixture::late24();
+    eprintln!("late campaign model fitted in {:?}", t.elapsed());
+    let schedules: Vec<Vec<_>> = reactors.iter().map(|(_, c)| vec![*c; 14]).collect();
+    let jobs = fixture::jobs(&reactors, &schedules);
+    let opts = ForecastOptions {
+        method: ForecastMethod::MomentMatching,
+        paths: 256,
+        seed: 1,
+        keep_paths: true,
+        threads: 2,
+    };
+    for _ in 0..3 {
+        let (c0, t) = (cpu_seconds(), Instant::now());
+        let ok = model
+            .forecast_many(&jobs, &opts)
+            .iter()
+            .filter(|f| f.is_ok())
+            .count();
+        eprintln!(
+            "24 forecasts of 14 days (moment matching) as one batch: {:?} wall, {:.0} ms CPU ({ok} ok)",
+            t.elapsed(),
+            (cpu_seconds() - c0) * 1e3
+        );
+        let (c0, t) = (cpu_seconds(), Instant::now());
+        for j in &jobs {
+            let one = ForecastOptions {
+                seed: j.seed,
+                ..opts.clone()
+            };
+            model
+                .forecast(j.start, j.schedule, &one)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        eprintln!(
+            "the same one at a time: {:?} wall, {:.0} ms CPU",
+            t.elapsed(),
+            (cpu_seconds() - c0) * 1e3
+        );
+    }
+    let cfg = PolicyConfig {
+        acquisition: Acquisition::QLogEI,
+        ..PolicyConfig::new(&DS)
+    };
+    let p = BedPolicy::new(DS, vec![Box::new(Harvest::default())], cfg)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..5 {
+        let (c0, t) = (cpu_seconds(), Instant::now());
+        let ds = p
+            .decide_batch(&model, &reactors)
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "late decide_batch(24): {:?} wall, {:.0} ms CPU; {:?}",
             t.elapsed(),
             (cpu_seconds() - c0) * 1e3,
             ds[0].timings

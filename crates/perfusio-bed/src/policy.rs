@@ -57,7 +57,8 @@ use perfusio_core::{
     Acquisition, Control, ControlArray, DesignSpace, N_SPECIES, Setpoints, SpeciesArray,
 };
 use perfusio_hybrid::{
-    Forecast, ForecastMethod, ForecastOptions, HybridModel, LogTransform, Mat9, StateEstimate,
+    Forecast, ForecastJob, ForecastMethod, ForecastOptions, HybridModel, LogTransform, Mat9,
+    StateEstimate,
 };
 use serde::{Deserialize, Serialize};
 
@@ -1351,16 +1352,31 @@ impl BedPolicy {
             paths: self.config.mc_samples,
             seed: self.config.seed ^ 0x6d63_5f70_6174_6873,
             keep_paths: false,
-            threads: 1,
+            threads: self.config.threads,
         };
+        // the members' forecasts as one batch (the shared model's factors read once a day)
+        let schedules: Vec<Vec<ControlArray<f64>>> = (0..q)
+            .map(|j| vec![rs[j].cands[chosen[j]].controls; h])
+            .collect();
+        let jobs: Vec<ForecastJob<'_>> = reactors
+            .iter()
+            .zip(&schedules)
+            .map(|((state, _), schedule)| ForecastJob {
+                start: state,
+                schedule,
+                seed: mm.seed,
+            })
+            .collect();
+        let mut forecasts = model.forecast_many(&jobs, &mm).into_iter();
         let mut out = Vec::with_capacity(q);
         for (j, (state, current)) in reactors.iter().enumerate() {
             let c = &rs[j].cands[chosen[j]];
             let hold_c = &rs[j].cands[0];
             let hold_u = *rs[j].space.current();
             let is_hold = chosen[j] == 0 || same(&c.controls, &hold_u);
-            let forecast = model
-                .forecast(state, &vec![c.controls; h], &mm)
+            let forecast = forecasts
+                .next()
+                .ok_or_else(|| BedError::Model("a member's forecast is missing".into()))?
                 .map_err(hybrid_err)?;
             let rec = c.summaries.clone();
             let holding = hold_c.summaries.clone();

@@ -1687,14 +1687,9 @@ fn a_large_fit_from_scratch_converges_through_its_subset_stages() {
     }
 }
 
-/// Batched task covariances on a large Kronecker training set with empty cells work in the
-/// input kernel's leading eigenvectors: every entry stays within the certified
-/// `predict_rel_tol · √(σ²_t σ²_t')` of the full computation (and does differ, so the
-/// truncation was used), means are untouched, a tolerance no query can meet falls back to
-/// the full computation bit for bit, a serde round trip predicts bit-identically, and bad
-/// tolerances are typed errors.
-#[test]
-fn large_kronecker_task_covariances_are_truncated_within_their_certified_bound() {
+/// A fixed-hyperparameter GP on 320 inputs × 3 tasks with empty cells: large enough for
+/// the truncated task covariances.
+fn large_gapped_gp() -> MultiTaskGp {
     let (d, t) = (1, 3);
     let (x, y) = synth(320, d, t, 5, 0.05);
     let mut k = KernelSpec::Matern(Matern::new(Nu::FiveHalves, d, 0.7));
@@ -1712,6 +1707,88 @@ fn large_kronecker_task_covariances_are_truncated_within_their_certified_bound()
         .fit(&x, d + 1, &y)
         .unwrap();
     assert_eq!(gp.path(), SolverPath::KroneckerWithGaps);
+    gp
+}
+
+/// Batched mean gradients give what one input at a time gives (up to summation order):
+/// means, mean gradients and task covariances, on the truncated large posterior (its
+/// covariances within the certified tolerance of the exact ones) and on a small one; an
+/// empty batch is empty and a ragged one a typed error.
+#[test]
+fn batched_mean_gradients_equal_one_input_at_a_time() {
+    let large = large_gapped_gp();
+    let t = 3;
+    let q: Vec<f64> = (0..40).map(|i| -1.0 + 12.0 * i as f64 / 39.0).collect();
+    let tol = large.options().predict_rel_tol;
+    let mut exact = large.clone();
+    exact.set_predict_rel_tol(0.0).unwrap();
+    let many = large.predict_tasks_mean_grad_many(&q).unwrap();
+    assert_eq!(many.len(), q.len());
+    for (p, g) in many.iter().enumerate() {
+        let one = large.predict_tasks_mean_grad(&q[p..p + 1]).unwrap();
+        let full = exact.predict_tasks_mean_grad(&q[p..p + 1]).unwrap();
+        assert!(g.variance_grad.is_empty());
+        for (a, b) in g.prediction.mean.iter().zip(&one.prediction.mean) {
+            assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} vs {b}");
+        }
+        for (a, b) in g.mean_grad.iter().zip(&one.mean_grad) {
+            assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} vs {b}");
+        }
+        let (c, f) = (&g.prediction.covariance, &full.prediction.covariance);
+        for t1 in 0..t {
+            for t2 in 0..t {
+                let scale = (f[t1 * t + t1] * f[t2 * t + t2]).sqrt();
+                let err = (c[t1 * t + t2] - f[t1 * t + t2]).abs();
+                assert!(
+                    err <= 1.01 * tol * scale + 1e-15,
+                    "({t1},{t2}): {err} vs {scale}"
+                );
+            }
+        }
+    }
+    let (x, y) = synth(12, 2, 2, 3, 0.05);
+    let small = GpParams::new(2, 2)
+        .tuning(Tuning::fixed())
+        .check()
+        .unwrap()
+        .fit(&x, 3, &y)
+        .unwrap();
+    let pts = [0.1, 0.2, 0.5, 0.9, 0.3, 0.4];
+    let many = small.predict_tasks_mean_grad_many(&pts).unwrap();
+    for (p, g) in many.iter().enumerate() {
+        let one = small
+            .predict_tasks_mean_grad(&pts[2 * p..2 * p + 2])
+            .unwrap();
+        for (a, b) in g
+            .mean_grad
+            .iter()
+            .chain(&g.prediction.covariance)
+            .zip(one.mean_grad.iter().chain(&one.prediction.covariance))
+        {
+            assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} vs {b}");
+        }
+    }
+    assert!(small.predict_tasks_mean_grad_many(&[]).unwrap().is_empty());
+    assert!(matches!(
+        small.predict_tasks_mean_grad_many(&[0.1, 0.2, 0.3]),
+        Err(GpError::ShapeMismatch(_))
+    ));
+    assert!(matches!(
+        small.predict_tasks_mean_grad(&pts),
+        Err(GpError::ShapeMismatch(_))
+    ));
+}
+
+/// Batched task covariances on a large Kronecker training set with empty cells work in the
+/// input kernel's leading eigenvectors: every entry stays within the certified
+/// `predict_rel_tol · √(σ²_t σ²_t')` of the full computation (and does differ, so the
+/// truncation was used), means are untouched, a tolerance no query can meet falls back to
+/// the full computation bit for bit, a serde round trip predicts bit-identically, and bad
+/// tolerances are typed errors.
+#[test]
+fn large_kronecker_task_covariances_are_truncated_within_their_certified_bound() {
+    let (d, t) = (1, 3);
+    let gp = large_gapped_gp();
     assert_eq!(
         gp.options().predict_rel_tol.to_bits(),
         perfusio_gp::params::DEFAULT_PREDICT_REL_TOL.to_bits()

@@ -111,6 +111,17 @@ pub struct Scenarios {
     pub measured: Vec<Vec<SpeciesArray<f64>>>,
 }
 
+/// One forecast of a batch ([`HybridModel::forecast_many`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ForecastJob<'a> {
+    /// The filtered estimate to start from.
+    pub start: &'a StateEstimate,
+    /// The daily controls (`schedule[h]` over `start + h → start + h + 1`).
+    pub schedule: &'a [ControlArray<f64>],
+    /// Seed of this forecast's draws (replaces [`ForecastOptions::seed`]).
+    pub seed: u64,
+}
+
 /// Distribution of every species (and VCV, Diam) on one forecast day, original units.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DayBand {
@@ -230,24 +241,68 @@ impl HybridModel {
         schedule: &[ControlArray<f64>],
         opts: &ForecastOptions,
     ) -> Result<Forecast> {
-        if schedule.is_empty() {
-            return Err(HybridError::Config("the control schedule is empty".into()));
-        }
-        if opts.paths < 2 {
-            return Err(HybridError::Config(format!(
-                "forecast paths = {}: need at least 2",
-                opts.paths
-            )));
-        }
-        if let Some(u) = schedule.iter().flatten().find(|v| !v.is_finite()) {
-            return Err(HybridError::Data(format!(
-                "control value {u} is not finite"
-            )));
-        }
+        check_forecast(schedule, opts)?;
         match opts.method {
             ForecastMethod::MonteCarlo => self.forecast_mc(start, schedule, opts),
-            ForecastMethod::MomentMatching => self.forecast_mm(start, schedule, opts),
+            ForecastMethod::MomentMatching => {
+                let job = ForecastJob {
+                    start,
+                    schedule,
+                    seed: opts.seed,
+                };
+                let mut out = self.forecast_mm(&[job], opts)?;
+                out.pop()
+                    .ok_or_else(|| HybridError::Data("no forecast".into()))
+            }
         }
+    }
+
+    /// Several forecasts with one model, e.g. every reactor of a campaign: each job's result
+    /// as [`HybridModel::forecast`] would give it with the job's seed (a job's error is its
+    /// own). Moment matching advances all jobs a day at a time and linearises each day's
+    /// steps as one batch ([`HybridModel::linearised_transitions`]), split over
+    /// [`ForecastOptions::threads`]; the results equal single forecasts up to the summation
+    /// order of the batched products. Monte Carlo runs the jobs one after another.
+    pub fn forecast_many(
+        &self,
+        jobs: &[ForecastJob<'_>],
+        opts: &ForecastOptions,
+    ) -> Vec<Result<Forecast>> {
+        let single = |j: &ForecastJob<'_>| {
+            self.forecast(
+                j.start,
+                j.schedule,
+                &ForecastOptions {
+                    seed: j.seed,
+                    ..opts.clone()
+                },
+            )
+        };
+        if opts.method == ForecastMethod::MonteCarlo {
+            return jobs.iter().map(single).collect();
+        }
+        let mut out: Vec<Option<Result<Forecast>>> = jobs
+            .iter()
+            .map(|j| check_forecast(j.schedule, opts).err().map(Err))
+            .collect();
+        let valid: Vec<usize> = (0..jobs.len()).filter(|&i| out[i].is_none()).collect();
+        let batch: Vec<ForecastJob<'_>> = valid.iter().map(|&i| jobs[i]).collect();
+        match self.forecast_mm(&batch, opts) {
+            Ok(fs) => {
+                for (i, f) in valid.into_iter().zip(fs) {
+                    out[i] = Some(Ok(f));
+                }
+            }
+            // one job's failure must not fail the others: each on its own
+            Err(_) => {
+                for i in valid {
+                    out[i] = Some(single(&jobs[i]));
+                }
+            }
+        }
+        out.into_iter()
+            .map(|f| f.unwrap_or_else(|| Err(HybridError::Data("no forecast".into()))))
+            .collect()
     }
 
     /// Transitions at many inputs on up to `threads` threads (same result for any count).
@@ -256,30 +311,10 @@ impl HybridModel {
         inputs: &[[f64; N_BASE]],
         threads: usize,
     ) -> Result<Vec<Transition>> {
-        let threads = threads.clamp(1, 8);
-        if threads == 1 || inputs.len() < 16 {
+        if inputs.len() < 16 {
             return self.transitions(inputs);
         }
-        let chunk = inputs.len().div_ceil(threads);
-        let parts: Vec<Result<Vec<Transition>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = inputs
-                .chunks(chunk)
-                .map(|c| s.spawn(move || self.transitions(c)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(HybridError::Data("forecast worker panicked".into()))
-                    })
-                })
-                .collect()
-        });
-        let mut out = Vec::with_capacity(inputs.len());
-        for p in parts {
-            out.extend(p?);
-        }
-        Ok(out)
+        in_chunks(inputs, threads, |c| self.transitions(c))
     }
 
     /// Monte-Carlo scenarios of the latent state (and the measured value) from `start` under
@@ -362,57 +397,145 @@ impl HybridModel {
         })
     }
 
+    /// Moment-matched forecasts of `jobs` (validated), advanced a day at a time with each
+    /// day's linearisations batched.
     fn forecast_mm(
         &self,
-        start: &StateEstimate,
-        schedule: &[ControlArray<f64>],
+        jobs: &[ForecastJob<'_>],
         opts: &ForecastOptions,
-    ) -> Result<Forecast> {
+    ) -> Result<Vec<Forecast>> {
         let tr = self.config().transform;
-        let mut mu = start.z;
-        let mut cov = start.cov;
-        let mut moments = Vec::with_capacity(schedule.len());
-        let mut measured_moments = Vec::with_capacity(schedule.len());
-        let mut state = Vec::with_capacity(schedule.len());
-        let mut meas = Vec::with_capacity(schedule.len());
-        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-        for (h, u) in schedule.iter().enumerate() {
-            let day = start.day + h as u32;
-            let lt = self.linearised_transition(&Self::z_input(&mu, u, day))?;
-            let mut c = sandwich(&lt.jacobian, &cov);
-            for i in 0..N_SPECIES {
-                for j in 0..N_SPECIES {
-                    c[i][j] += lt.transition.cov[i][j];
-                }
-            }
-            symmetrise(&mut c);
-            bound_covariance(&tr, &mut c);
-            mu = lt.transition.mean;
-            tr.clamp_z(&mut mu);
-            cov = c;
-            let mut cov_meas = cov;
-            for k in 0..N_SPECIES {
-                cov_meas[k][k] += self.measurement_var_z(k, tr.s(k, mu[k]));
-            }
-            let d = day + 1;
-            state.push(gaussian_band(&tr, d, &mu, &cov, opts.paths, &mut rng)?);
-            meas.push(gaussian_band(&tr, d, &mu, &cov_meas, opts.paths, &mut rng)?);
-            moments.push((mu, cov));
-            measured_moments.push((mu, cov_meas));
+        struct Run {
+            mu: SpeciesArray<f64>,
+            cov: Mat9,
+            rng: ChaCha8Rng,
+            moments: Vec<(SpeciesArray<f64>, Mat9)>,
+            measured_moments: Vec<(SpeciesArray<f64>, Mat9)>,
+            state: Vec<DayBand>,
+            meas: Vec<DayBand>,
         }
-        Ok(Forecast {
-            start_day: start.day,
-            method: ForecastMethod::MomentMatching,
-            schedule: schedule.to_vec(),
-            state,
-            measured: meas,
-            paths: None,
-            measured_paths: None,
-            moments: Some(moments),
-            measured_moments: Some(measured_moments),
-            transform: tr,
-        })
+        let mut runs: Vec<Run> = jobs
+            .iter()
+            .map(|j| Run {
+                mu: j.start.z,
+                cov: j.start.cov,
+                rng: ChaCha8Rng::seed_from_u64(j.seed),
+                moments: Vec::with_capacity(j.schedule.len()),
+                measured_moments: Vec::with_capacity(j.schedule.len()),
+                state: Vec::with_capacity(j.schedule.len()),
+                meas: Vec::with_capacity(j.schedule.len()),
+            })
+            .collect();
+        let horizon = jobs.iter().map(|j| j.schedule.len()).max().unwrap_or(0);
+        for h in 0..horizon {
+            let active: Vec<usize> = (0..jobs.len())
+                .filter(|&i| h < jobs[i].schedule.len())
+                .collect();
+            let inputs: Vec<[f64; N_BASE]> = active
+                .iter()
+                .map(|&i| {
+                    let j = &jobs[i];
+                    Self::z_input(&runs[i].mu, &j.schedule[h], j.start.day + h as u32)
+                })
+                .collect();
+            let lts = in_chunks(&inputs, opts.threads, |c| self.linearised_transitions(c))?;
+            for (&i, lt) in active.iter().zip(lts) {
+                let r = &mut runs[i];
+                let mut c = sandwich(&lt.jacobian, &r.cov);
+                for a in 0..N_SPECIES {
+                    for b in 0..N_SPECIES {
+                        c[a][b] += lt.transition.cov[a][b];
+                    }
+                }
+                symmetrise(&mut c);
+                bound_covariance(&tr, &mut c);
+                r.mu = lt.transition.mean;
+                tr.clamp_z(&mut r.mu);
+                r.cov = c;
+                let mut cov_meas = r.cov;
+                for k in 0..N_SPECIES {
+                    cov_meas[k][k] += self.measurement_var_z(k, tr.s(k, r.mu[k]));
+                }
+                let d = jobs[i].start.day + h as u32 + 1;
+                r.state.push(gaussian_band(
+                    &tr, d, &r.mu, &r.cov, opts.paths, &mut r.rng,
+                )?);
+                r.meas.push(gaussian_band(
+                    &tr, d, &r.mu, &cov_meas, opts.paths, &mut r.rng,
+                )?);
+                r.moments.push((r.mu, r.cov));
+                r.measured_moments.push((r.mu, cov_meas));
+            }
+        }
+        Ok(jobs
+            .iter()
+            .zip(runs)
+            .map(|(j, r)| Forecast {
+                start_day: j.start.day,
+                method: ForecastMethod::MomentMatching,
+                schedule: j.schedule.to_vec(),
+                state: r.state,
+                measured: r.meas,
+                paths: None,
+                measured_paths: None,
+                moments: Some(r.moments),
+                measured_moments: Some(r.measured_moments),
+                transform: tr,
+            })
+            .collect())
     }
+}
+
+/// `f` over up to `threads` chunks of `inputs` on their own threads (one chunk: this
+/// thread), the results in input order.
+fn in_chunks<T: Send>(
+    inputs: &[[f64; N_BASE]],
+    threads: usize,
+    f: impl Fn(&[[f64; N_BASE]]) -> Result<Vec<T>> + Sync,
+) -> Result<Vec<T>> {
+    let threads = threads.clamp(1, 8).min(inputs.len().max(1));
+    if threads == 1 {
+        return f(inputs);
+    }
+    let chunk = inputs.len().div_ceil(threads);
+    let f = &f;
+    let parts: Vec<Result<Vec<T>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = inputs
+            .chunks(chunk)
+            .map(|c| s.spawn(move || f(c)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(HybridError::Data("forecast worker panicked".into())))
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(inputs.len());
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
+}
+
+/// The checks every forecast makes of its schedule and options.
+fn check_forecast(schedule: &[ControlArray<f64>], opts: &ForecastOptions) -> Result<()> {
+    if schedule.is_empty() {
+        return Err(HybridError::Config("the control schedule is empty".into()));
+    }
+    if opts.paths < 2 {
+        return Err(HybridError::Config(format!(
+            "forecast paths = {}: need at least 2",
+            opts.paths
+        )));
+    }
+    if let Some(u) = schedule.iter().flatten().find(|v| !v.is_finite()) {
+        return Err(HybridError::Data(format!(
+            "control value {u} is not finite"
+        )));
+    }
+    Ok(())
 }
 
 /// Caps each variance of a moment-matched state covariance in `z` at the largest a

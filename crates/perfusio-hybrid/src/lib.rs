@@ -86,7 +86,7 @@ pub use dataset::{
 };
 pub use error::{HybridError, Result};
 pub use filter::{FIRST_DAY_UNMEASURED_SD, GAP_VAR_PER_DAY, INNOVATION_GATE_SD, StateEstimate};
-pub use forecast::{DayBand, Forecast, ForecastMethod, ForecastOptions, Scenarios};
+pub use forecast::{DayBand, Forecast, ForecastJob, ForecastMethod, ForecastOptions, Scenarios};
 pub use mean::{
     FD_STEP_CONTROL, FD_STEP_Z, MechanismInputMean, MechanisticMean, PRIOR_H_INIT, PRIOR_H_MAX,
     PRIOR_RTOL, PersistenceMean, PriorIntegrator,

@@ -1190,60 +1190,87 @@ impl HybridModel {
     /// The transition at one base input and the Jacobian of its mean with respect to the
     /// state (mechanism and GP mean together).
     pub fn linearised_transition(&self, input: &[f64; N_BASE]) -> Result<LinearisedTransition> {
+        self.linearised_transitions(std::slice::from_ref(input))?
+            .pop()
+            .ok_or_else(|| HybridError::Data("no linearised transition".into()))
+    }
+
+    /// [`HybridModel::linearised_transition`] at many base inputs: the mechanism's steps and
+    /// Jacobians per input, the GP's predictions and mean gradients in one batch
+    /// ([`perfusio_gp::MultiTaskGp::predict_tasks_mean_grad_many`]), so that a large
+    /// posterior is read once for all inputs.
+    pub fn linearised_transitions(
+        &self,
+        inputs: &[[f64; N_BASE]],
+    ) -> Result<Vec<LinearisedTransition>> {
         match &self.gp {
             Some(gp) if self.augmented() => {
                 // chain rule through the mechanism's prediction carried in the input
-                let (m, jm) = self
-                    .mechanism
-                    .state_jacobian(input)
-                    .map_err(perfusio_gp::GpError::from)?;
-                let mut x = input.to_vec();
-                x.extend_from_slice(&m);
-                if self.embedding_on() {
-                    x.push(self.line_code(self.prediction_line.as_deref()));
+                let mut xs = Vec::new();
+                let mut jms = Vec::with_capacity(inputs.len());
+                for input in inputs {
+                    let (m, jm) = self
+                        .mechanism
+                        .state_jacobian(input)
+                        .map_err(perfusio_gp::GpError::from)?;
+                    xs.extend_from_slice(input);
+                    xs.extend_from_slice(&m);
+                    if self.embedding_on() {
+                        xs.push(self.line_code(self.prediction_line.as_deref()));
+                    }
+                    jms.push(jm);
                 }
-                let g = gp.predict_tasks_mean_grad(&x)?;
-                let d = x.len();
-                let jacobian = std::array::from_fn(|k| {
-                    std::array::from_fn(|j| {
-                        g.mean_grad[k * d + j]
-                            + (0..N_SPECIES)
-                                .map(|l| g.mean_grad[k * d + N_BASE + l] * jm[l][j])
-                                .sum::<f64>()
+                let d = xs.len() / inputs.len().max(1);
+                let gs = gp.predict_tasks_mean_grad_many(&xs)?;
+                Ok(gs
+                    .iter()
+                    .zip(jms)
+                    .map(|(g, jm)| LinearisedTransition {
+                        transition: self.with_process(to_transition(&g.prediction)),
+                        jacobian: std::array::from_fn(|k| {
+                            std::array::from_fn(|j| {
+                                g.mean_grad[k * d + j]
+                                    + (0..N_SPECIES)
+                                        .map(|l| g.mean_grad[k * d + N_BASE + l] * jm[l][j])
+                                        .sum::<f64>()
+                            })
+                        }),
                     })
-                });
-                Ok(LinearisedTransition {
-                    transition: self.with_process(to_transition(&g.prediction)),
-                    jacobian,
-                })
+                    .collect())
             }
             Some(gp) => {
-                let x = self.gp_input(input)?;
-                let g = gp.predict_tasks_mean_grad(&x)?;
-                let d = x.len();
-                let jacobian =
-                    std::array::from_fn(|k| std::array::from_fn(|j| g.mean_grad[k * d + j]));
-                Ok(LinearisedTransition {
-                    transition: self.with_process(to_transition(&g.prediction)),
-                    jacobian,
-                })
+                let xs = self.gp_inputs(inputs)?;
+                let d = xs.len() / inputs.len().max(1);
+                let gs = gp.predict_tasks_mean_grad_many(&xs)?;
+                Ok(gs
+                    .iter()
+                    .map(|g| LinearisedTransition {
+                        transition: self.with_process(to_transition(&g.prediction)),
+                        jacobian: std::array::from_fn(|k| {
+                            std::array::from_fn(|j| g.mean_grad[k * d + j])
+                        }),
+                    })
+                    .collect())
             }
-            None => {
-                let mut out = [0.0; N_SPECIES];
-                let mut jac = vec![0.0; N_SPECIES * N_BASE];
-                self.untrained
-                    .eval_with_jacobian(input, &mut out, &mut jac)
-                    .map_err(perfusio_gp::GpError::from)?;
-                let jacobian =
-                    std::array::from_fn(|k| std::array::from_fn(|j| jac[k * N_BASE + j]));
-                Ok(LinearisedTransition {
-                    transition: Transition {
-                        mean: out,
-                        cov: diag(&self.config.mechanism_sd.map(|s| s * s)),
-                    },
-                    jacobian,
+            None => inputs
+                .iter()
+                .map(|input| {
+                    let mut out = [0.0; N_SPECIES];
+                    let mut jac = vec![0.0; N_SPECIES * N_BASE];
+                    self.untrained
+                        .eval_with_jacobian(input, &mut out, &mut jac)
+                        .map_err(perfusio_gp::GpError::from)?;
+                    Ok(LinearisedTransition {
+                        transition: Transition {
+                            mean: out,
+                            cov: diag(&self.config.mechanism_sd.map(|s| s * s)),
+                        },
+                        jacobian: std::array::from_fn(|k| {
+                            std::array::from_fn(|j| jac[k * N_BASE + j])
+                        }),
+                    })
                 })
-            }
+                .collect(),
         }
     }
 

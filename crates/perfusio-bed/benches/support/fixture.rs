@@ -1,9 +1,11 @@
 //! The online model of the benchmarks: one 28-day run of the virtual reactor
 //! (CloneY plant, CloneX prior, mechanism inputs on), filtered up to day 14, and a
-//! 24-reactor batch of states along that run. Shared by the benches and the profiling
-//! example (`#[path]`-included).
+//! 24-reactor batch of states along that run; and a late campaign day: one model shared by
+//! 24 runs of 25 days and the 24 reactors' day-25 states. Shared by the benches and the
+//! profiling example (`#[path]`-included).
 
 use perfusio_core::{ControlArray, Trajectory};
+use perfusio_hybrid::ForecastJob;
 use perfusio_hybrid::{HybridConfig, HybridModel, StateEstimate};
 use perfusio_mechanistic::{CloneKind, VirtualReactorConfig, doe};
 
@@ -54,4 +56,47 @@ pub(crate) fn batch24(
 ) -> Vec<(StateEstimate, ControlArray<f64>)> {
     let (est, controls) = filtered(model, run, 27);
     (4..28).map(|d| (est[d].clone(), controls[d])).collect()
+}
+
+/// A late day of a 24-reactor campaign: one model shared by 24 runs of 25 days (the first 24
+/// runs of the training design on the CloneY plant, CloneX prior, 600 distinct inputs with
+/// the runs' missing values as empty cells) and each run's filtered day-25 state with its
+/// setpoints. The fit takes several seconds.
+pub(crate) fn late24() -> (HybridModel, Vec<(StateEstimate, ControlArray<f64>)>) {
+    let cfg = VirtualReactorConfig {
+        clone: CloneKind::CloneY,
+        seed: 21,
+        ..VirtualReactorConfig::default()
+    };
+    let runs = doe::simulate_design(&doe::training_design()[..24], &cfg, 25)
+        .unwrap_or_else(|e| panic!("simulation: {e}"));
+    let pairs: Vec<_> = runs.iter().map(|r| (r.clone(), None)).collect();
+    let (model, _) = HybridModel::fit_runs(HybridConfig::online(), &pairs)
+        .unwrap_or_else(|e| panic!("fit: {e}"));
+    let reactors = runs
+        .iter()
+        .map(|r| {
+            let (est, controls) = filtered(&model, r, 25);
+            (est[25].clone(), controls[25])
+        })
+        .collect();
+    (model, reactors)
+}
+
+/// Each reactor's forecast under its setpoints for `days` days, as one batch's jobs (the
+/// schedules must outlive the jobs).
+pub(crate) fn jobs<'a>(
+    reactors: &'a [(StateEstimate, ControlArray<f64>)],
+    schedules: &'a [Vec<ControlArray<f64>>],
+) -> Vec<ForecastJob<'a>> {
+    reactors
+        .iter()
+        .zip(schedules)
+        .enumerate()
+        .map(|(i, ((s, _), schedule))| ForecastJob {
+            start: s,
+            schedule,
+            seed: i as u64,
+        })
+        .collect()
 }

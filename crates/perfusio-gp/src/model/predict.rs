@@ -372,7 +372,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
     /// steps `MEAN_FD_STEP ×` the column's unit-cube width when the mean has none).
     pub fn predict_tasks_grad(&self, base: &[f64]) -> Result<TaskPredictionGrad> {
         let _clean = crate::simd::UpperStateGuard;
-        self.tasks_grad(base, true)
+        self.tasks_grad(base)
     }
 
     /// [`MultiTaskGp::predict_tasks_grad`] without the variance gradients
@@ -385,22 +385,98 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
     ///
     /// [`FitOptions::predict_rel_tol`]: crate::FitOptions::predict_rel_tol
     pub fn predict_tasks_mean_grad(&self, base: &[f64]) -> Result<TaskPredictionGrad> {
-        let _clean = crate::simd::UpperStateGuard;
-        self.tasks_grad(base, false)
-    }
-
-    fn tasks_grad(&self, base: &[f64], variance: bool) -> Result<TaskPredictionGrad> {
         let d = self.n_cols - 1;
-        let t = self.lay.t;
-        let nb = self.ts.n_base;
         if engine::validate_base(base, d)? != 1 {
             return Err(GpError::ShapeMismatch(format!(
-                "predict_tasks_grad takes one base input of {d} values, got {}",
+                "predict_tasks_mean_grad takes one base input of {d} values, got {}",
                 base.len()
             )));
         }
-        // prior mean and its Jacobian
+        let mut out = self.predict_tasks_mean_grad_many(base)?;
+        out.pop()
+            .ok_or_else(|| GpError::ShapeMismatch("no base input".into()))
+    }
+
+    /// [`MultiTaskGp::predict_tasks_mean_grad`] at many base inputs (`m × d`, row-major) in
+    /// one pass: the cross kernel, the means and the task covariances of all inputs are
+    /// matrix products over the batch (on a large posterior the training set's factors are
+    /// read once, not once per input), the mean gradients are per input. Each entry equals
+    /// the single-input call up to the summation order of those products.
+    ///
+    /// ```
+    /// use perfusio_gp::{GpParams, Tuning};
+    /// let x: Vec<f64> = (0..12).flat_map(|i| [i as f64 / 4.0, (i % 2) as f64]).collect();
+    /// let y: Vec<f64> = (0..12).map(|i| (i as f64 / 4.0).sin()).collect();
+    /// let gp = GpParams::new(1, 2).tuning(Tuning::fixed()).check().unwrap().fit(&x, 2, &y).unwrap();
+    /// let many = gp.predict_tasks_mean_grad_many(&[0.3, 1.7]).unwrap();
+    /// let one = gp.predict_tasks_mean_grad(&[1.7]).unwrap();
+    /// assert_eq!(many.len(), 2);
+    /// for (a, b) in many[1].mean_grad.iter().zip(&one.mean_grad) {
+    ///     assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0));
+    /// }
+    /// ```
+    pub fn predict_tasks_mean_grad_many(&self, base: &[f64]) -> Result<Vec<TaskPredictionGrad>> {
+        let _clean = crate::simd::UpperStateGuard;
+        let d = self.n_cols - 1;
+        let t = self.lay.t;
+        let nb = self.ts.n_base;
+        let m = engine::validate_base(base, d)?;
+        if m == 0 {
+            return Ok(Vec::new());
+        }
         let mean = self.mean_fn()?;
+        let mut priors = Vec::with_capacity(m);
+        for r in base.chunks_exact(d) {
+            priors.push(self.prior_with_jacobian(mean.as_ref(), r)?);
+        }
+        let q = self.query(base, m);
+        let mz = self.latent_mean(&q);
+        let cz = self.latent_task_cov(&q, false, true);
+        let pmat = engine::from_vec(&self.post.p, nb, t);
+        let inv = &self.norm.inv_range;
+        let mut jk = Mat::<f64>::zeros(nb, d);
+        let mut g = vec![0.0; d];
+        let mut out = Vec::with_capacity(m);
+        for (p, (prior, jac)) in priors.into_iter().enumerate() {
+            // ∂k(u, x_i)/∂u, N × d
+            let u = &q.u[p * d..(p + 1) * d];
+            for i in 0..nb {
+                self.kernel.eval_grad_x(u, self.ts.base_row(i), &mut g);
+                for j in 0..d {
+                    jk[(i, j)] = g[j];
+                }
+            }
+            let dmean_z: Mat<f64> = pmat.transpose() * jk.as_ref(); // T × d
+            let mut mean_out = Vec::with_capacity(t);
+            let mut mean_grad = vec![0.0; t * d];
+            for t1 in 0..t {
+                let s1 = self.st.std[t1];
+                mean_out.push(prior[t1] + self.st.mean[t1] + s1 * mz[(p, t1)]);
+                for j in 0..d {
+                    mean_grad[t1 * d + j] = jac[t1 * d + j] + s1 * dmean_z[(t1, j)] * inv[j];
+                }
+            }
+            out.push(TaskPredictionGrad {
+                prediction: super::TaskPrediction {
+                    mean: mean_out,
+                    covariance: self.task_cov_original(&cz[p * t * t..(p + 1) * t * t], false),
+                },
+                mean_grad,
+                variance_grad: Vec::new(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The prior mean at one base input and its Jacobian (`T × d`, row-major): analytic when
+    /// the mean has one, else central differences with steps `MEAN_FD_STEP ×` each column's
+    /// unit-cube width.
+    fn prior_with_jacobian(
+        &self,
+        mean: &dyn crate::PriorMean,
+        base: &[f64],
+    ) -> Result<(Vec<f64>, Vec<f64>)> {
+        let (d, t) = (self.n_cols - 1, self.lay.t);
         let mut prior = vec![0.0; t];
         let mut jac = vec![0.0; t * d];
         if let Some(c) = mean.as_constant() {
@@ -414,7 +490,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
                     .iter()
                     .map(|w| MEAN_FD_STEP * w)
                     .collect();
-                finite_difference_jacobian(mean.as_ref(), base, &steps, &mut jac)?;
+                finite_difference_jacobian(mean, base, &steps, &mut jac)?;
             }
             if let Some(i) = prior.iter().chain(&jac).position(|v| !v.is_finite()) {
                 return Err(GpError::PriorMean(crate::MeanError(format!(
@@ -422,6 +498,22 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
                 ))));
             }
         }
+        Ok((prior, jac))
+    }
+
+    /// [`MultiTaskGp::predict_tasks_grad`]: the exact covariance and its gradient.
+    fn tasks_grad(&self, base: &[f64]) -> Result<TaskPredictionGrad> {
+        let d = self.n_cols - 1;
+        let t = self.lay.t;
+        let nb = self.ts.n_base;
+        if engine::validate_base(base, d)? != 1 {
+            return Err(GpError::ShapeMismatch(format!(
+                "predict_tasks_grad takes one base input of {d} values, got {}",
+                base.len()
+            )));
+        }
+        let mean = self.mean_fn()?;
+        let (prior, jac) = self.prior_with_jacobian(mean.as_ref(), base)?;
         let q = self.query(base, 1);
         let u = &q.u;
         // ∂k(u, x_i)/∂u, N × d
@@ -438,14 +530,13 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
         let kx: Vec<f64> = (0..nb).map(|i| q.kxs[(0, i)]).collect();
         let mz = self.latent_mean(&q);
         // the variance gradient is exact, so the variance it goes with is too
-        let cz = self.latent_task_cov(&q, false, !variance);
+        let cz = self.latent_task_cov(&q, false, false);
         let pmat = engine::from_vec(&self.post.p, nb, t);
         let dmean_z: Mat<f64> = pmat.transpose() * jk.as_ref(); // T × d
         let b = self.b();
         // ∂corr_tt/∂u_j
         let mut dcorr = Mat::<f64>::zeros(t, d);
         match &self.post.state {
-            _ if !variance => {}
             PostState::Kron {
                 qx,
                 mtt,
@@ -501,16 +592,13 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
         let mut mean_out = Vec::with_capacity(t);
         let cov = self.task_cov_original(&cz, false);
         let mut mean_grad = vec![0.0; t * d];
-        let mut variance_grad = vec![0.0; if variance { t * d } else { 0 }];
+        let mut variance_grad = vec![0.0; t * d];
         for t1 in 0..t {
             let s1 = self.st.std[t1];
             mean_out.push(prior[t1] + self.st.mean[t1] + s1 * mz[(0, t1)]);
             let clamped = cz[t1 * t + t1] <= 0.0;
             for j in 0..d {
                 mean_grad[t1 * d + j] = jac[t1 * d + j] + s1 * dmean_z[(t1, j)] * inv[j];
-                if !variance {
-                    continue;
-                }
                 variance_grad[t1 * d + j] = if clamped {
                     0.0
                 } else {

@@ -1,7 +1,9 @@
 //! Forecast methods against each other and against the mechanism.
 
 use perfusio_core::{N_SPECIES, Species};
-use perfusio_hybrid::{ForecastMethod, ForecastOptions, HybridConfig, HybridModel, StateEstimate};
+use perfusio_hybrid::{
+    ForecastJob, ForecastMethod, ForecastOptions, HybridConfig, HybridModel, StateEstimate,
+};
 use perfusio_mechanistic::{KineticParams, PlantModel};
 
 use crate::common::defaults;
@@ -217,4 +219,91 @@ fn transitions_and_inputs_match_transitions_and_gp_inputs() {
         let expected: Vec<Vec<f64>> = inputs.iter().map(|i| model.gp_input(i).unwrap()).collect();
         assert_eq!(x, expected);
     }
+}
+
+/// A batch of forecasts gives each job what its own forecast gives with the job's seed:
+/// moment matching batches each day's linearisations (equal up to summation order),
+/// Monte Carlo runs the jobs in turn (bit for bit). Jobs may differ in start day and
+/// horizon, and a bad job fails alone.
+#[test]
+fn a_batch_of_forecasts_equals_the_single_forecasts() {
+    let model = crate::common::trained(2, perfusio_mechanistic::CloneKind::CloneY);
+    let tr = model.config().transform;
+    let starts = [
+        StateEstimate::known(3, &[4.0, 98.0, 3.5, 2.5, 0.8, 8.0, 1.2, 0.0, 60.0], &tr),
+        StateEstimate::known(9, &[12.0, 95.0, 1.5, 0.5, 1.1, 20.0, 3.2, 0.2, 420.0], &tr),
+        StateEstimate::known(14, &[20.0, 92.0, 0.8, 0.3, 1.3, 25.0, 4.0, 0.1, 700.0], &tr),
+    ];
+    let mut high = defaults();
+    high[perfusio_core::Control::PerfusionRate.index()] = 1.8;
+    let schedules = [vec![defaults(); 7], vec![high; 3], vec![high; 10]];
+    let seeds = [3, 5, 7];
+    let jobs: Vec<ForecastJob<'_>> = (0..3)
+        .map(|i| ForecastJob {
+            start: &starts[i],
+            schedule: &schedules[i],
+            seed: seeds[i],
+        })
+        .collect();
+    for method in [ForecastMethod::MomentMatching, ForecastMethod::MonteCarlo] {
+        let opts = ForecastOptions {
+            method,
+            paths: 64,
+            seed: 99,
+            keep_paths: true,
+            threads: 2,
+        };
+        let many = model.forecast_many(&jobs, &opts);
+        assert_eq!(many.len(), 3);
+        for (i, f) in many.into_iter().enumerate() {
+            let f = f.unwrap();
+            let single = model
+                .forecast(
+                    &starts[i],
+                    &schedules[i],
+                    &ForecastOptions {
+                        seed: seeds[i],
+                        ..opts.clone()
+                    },
+                )
+                .unwrap();
+            assert_eq!(f.horizon(), schedules[i].len());
+            if method == ForecastMethod::MonteCarlo {
+                assert_eq!(f, single);
+                continue;
+            }
+            for (a, b) in f
+                .moments
+                .unwrap()
+                .iter()
+                .zip(single.moments.unwrap().iter())
+            {
+                for k in 0..N_SPECIES {
+                    assert!((a.0[k] - b.0[k]).abs() <= 1e-9 * b.0[k].abs().max(1.0));
+                    for j in 0..N_SPECIES {
+                        let scale = (b.1[k][k] * b.1[j][j]).sqrt().max(1e-300);
+                        assert!((a.1[k][j] - b.1[k][j]).abs() <= 1e-9 * scale);
+                    }
+                }
+            }
+        }
+    }
+    // an empty schedule fails its own job, with the error a single forecast gives
+    let empty: Vec<perfusio_core::ControlArray<f64>> = Vec::new();
+    let bad = [
+        jobs[0],
+        ForecastJob {
+            start: &starts[1],
+            schedule: &empty,
+            seed: 1,
+        },
+    ];
+    let opts = ForecastOptions {
+        method: ForecastMethod::MomentMatching,
+        ..ForecastOptions::default()
+    };
+    let out = model.forecast_many(&bad, &opts);
+    assert!(out[0].is_ok());
+    assert!(matches!(&out[1], Err(perfusio_hybrid::HybridError::Config(m)) if m.contains("empty")));
+    assert!(model.forecast_many(&[], &opts).is_empty());
 }

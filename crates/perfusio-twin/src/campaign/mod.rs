@@ -50,7 +50,9 @@ use perfusio_core::{
     Addition, Connector, Control, ControlArray, CultureDay, DEFAULT_AMBR250_DESIGN_SPACE,
     DesignSpace, N_SPECIES, Pacing, RunConfig, Setpoints, Species, SpeciesArray, Variable,
 };
-use perfusio_hybrid::{Forecast, ForecastMethod, ForecastOptions, HybridConfig, HybridModel};
+use perfusio_hybrid::{
+    Forecast, ForecastJob, ForecastMethod, ForecastOptions, HybridConfig, HybridModel,
+};
 use perfusio_mechanistic::{PlantSpec, VirtualReactorConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -1402,24 +1404,29 @@ impl Runner {
                     .filter(|(i, _)| mask[*i])
                     .filter_map(|(i, st)| st.estimate().map(|e| (i, e.clone(), *st.current())))
                     .collect();
-                let out: Vec<(usize, std::result::Result<Forecast, String>)> =
-                    par_map(&jobs, |(i, est, cur)| {
-                        let opts = ForecastOptions {
-                            method,
-                            paths,
-                            seed: seeds[*i],
-                            keep_paths: true,
-                            threads: 1,
-                        };
-                        (
-                            *i,
-                            model
-                                .forecast(est, &vec![*cur; horizon], &opts)
-                                .map_err(|e| e.to_string()),
-                        )
+                // one batch over the reactors, each with its own seed
+                let schedules: Vec<Vec<ControlArray<f64>>> =
+                    jobs.iter().map(|(_, _, cur)| vec![*cur; horizon]).collect();
+                let batch: Vec<ForecastJob<'_>> = jobs
+                    .iter()
+                    .zip(&schedules)
+                    .map(|((i, est, _), schedule)| ForecastJob {
+                        start: est,
+                        schedule,
+                        seed: seeds[*i],
                     })
-                    .into_iter()
-                    .flatten()
+                    .collect();
+                let opts = ForecastOptions {
+                    method,
+                    paths,
+                    seed: 0,
+                    keep_paths: true,
+                    threads: THREADS,
+                };
+                let out: Vec<(usize, std::result::Result<Forecast, String>)> = jobs
+                    .iter()
+                    .zip(model.forecast_many(&batch, &opts))
+                    .map(|((i, _, _), f)| (*i, f.map_err(|e| e.to_string())))
                     .collect();
                 let sha = model.fingerprint();
                 out.into_iter()
