@@ -97,6 +97,16 @@ fn late_batch() {
     let t = Instant::now();
     let (model, reactors) = fixture::late24();
     eprintln!("late campaign model fitted in {:?}", t.elapsed());
+    for _ in 0..3 {
+        let mut copy = model.clone();
+        let (c0, t) = (cpu_seconds(), Instant::now());
+        copy.adopt_fit(&model).unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "conditioning the shared model on all data (adopt_fit): {:?} wall, {:.0} ms CPU",
+            t.elapsed(),
+            (cpu_seconds() - c0) * 1e3
+        );
+    }
     let schedules: Vec<Vec<_>> = reactors.iter().map(|(_, c)| vec![*c; 14]).collect();
     let jobs = fixture::jobs(&reactors, &schedules);
     let opts = ForecastOptions {
