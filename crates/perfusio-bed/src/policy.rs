@@ -1304,36 +1304,36 @@ impl BedPolicy {
             });
         }
         let mut timings = DecisionTimings::default();
-        // 1. every reactor's candidates on its own linearised forecast, reactors in parallel
+        // 1. every reactor's candidates on its own linearised forecast: the reactors' spaces
+        // and holding courses in parallel, every candidate's path a day at a time as one batch
+        // over all reactors (split over the threads: the shared model's factors are read once
+        // per thread and day, not once per reactor), then the candidates' scores
         let q = reactors.len();
         let threads = self.config.threads.clamp(1, q);
-        let per_reactor = |j: usize| -> Result<BatchReactor> {
+        let setups = per_index(q, threads, &|j| {
             let (state, current) = &reactors[j];
-            self.batch_reactor(model, state, current)
-        };
-        let mut parts: Vec<(usize, Result<BatchReactor>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let f = &per_reactor;
-                    s.spawn(move || {
-                        (t..q)
-                            .step_by(threads)
-                            .map(|j| (j, f(j)))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        vec![(0, Err(BedError::Model("a batch worker panicked".into())))]
-                    })
-                })
-                .collect()
-        });
-        parts.sort_by_key(|(j, _)| *j);
-        let rs: Vec<BatchReactor> = parts.into_iter().map(|(_, r)| r).collect::<Result<_>>()?;
+            self.batch_setup(model, state, current)
+        })?;
+        let groups: Vec<PathGroup<'_>> = setups
+            .iter()
+            .zip(reactors)
+            .map(|((r, controls), (state, _))| PathGroup {
+                state,
+                cands: controls,
+                jac: &r.jac,
+            })
+            .collect();
+        let paths = linearised_paths_many(model, &groups, self.config.threads, true)?;
+        let scored = per_index(q, threads, &|j| {
+            let (pgs, first) = &paths[j];
+            self.batch_candidates(model, &reactors[j].0, &setups[j].1, pgs, first.as_deref())
+        })?;
+        drop(groups);
+        let rs: Vec<BatchReactor> = setups
+            .into_iter()
+            .zip(scored)
+            .map(|((r, _), cands)| BatchReactor { cands, ..r })
+            .collect();
         let screened: usize = rs.iter().map(|r| r.cands.len()).sum();
         timings.screen = t0.elapsed();
         // 2. greedy joint choice
@@ -1476,14 +1476,14 @@ impl BedPolicy {
         }
     }
 
-    /// One reactor of a batch: its decision space, holding-course Jacobians and linearised
-    /// candidates (index 0 = holding course).
-    fn batch_reactor(
+    /// One reactor of a batch: its decision space and holding-course Jacobians (candidates
+    /// still to come) and its candidates' controls (index 0 = holding course).
+    fn batch_setup(
         &self,
         model: &HybridModel,
         state: &StateEstimate,
         current: &ControlArray<f64>,
-    ) -> Result<BatchReactor> {
+    ) -> Result<(BatchReactor, Vec<ControlArray<f64>>)> {
         let space = self.decision_space(current)?;
         let hold = *space.current();
         let jac = self.holding_jacobians(model, state, &hold)?;
@@ -1496,33 +1496,36 @@ impl BedPolicy {
                     .map(<[f64]>::to_vec),
             );
         }
-        let mut r = BatchReactor {
-            space,
-            jac,
-            cands: Vec::new(),
-        };
-        r.cands = self.batch_candidates(model, state, &r, &units)?;
-        Ok(r)
+        let controls = units
+            .iter()
+            .map(|u| space.to_controls(u))
+            .collect::<Result<_>>()?;
+        Ok((
+            BatchReactor {
+                space,
+                jac,
+                cands: Vec::new(),
+            },
+            controls,
+        ))
     }
 
+    /// A reactor's candidates scored on their linearised paths (`first`: each candidate's
+    /// first-day GP input, when computed with the paths).
     fn batch_candidates(
         &self,
         model: &HybridModel,
         state: &StateEstimate,
-        r: &BatchReactor,
-        units: &[Vec<f64>],
+        controls: &[ControlArray<f64>],
+        pgs: &[PathGaussian],
+        first: Option<&[Vec<f64>]>,
     ) -> Result<Vec<BatchCandidate>> {
         let h = self.config.horizon_days as usize;
         let tr = model.config().transform;
         let m = self.objectives.len();
-        let controls: Vec<ControlArray<f64>> = units
-            .iter()
-            .map(|u| r.space.to_controls(u))
-            .collect::<Result<_>>()?;
-        let (pgs, first) = linearised_paths_and_inputs(model, state, &controls, &r.jac, 1, true)?;
-        let mut first = first.unwrap_or_default().into_iter();
+        let mut first = first.unwrap_or_default().iter();
         pgs.iter()
-            .zip(controls)
+            .zip(controls.iter().copied())
             .map(|(pg, u)| {
                 let schedule = vec![u; h];
                 let (v, grads) = self.path_variances_and_gradients(pg, &schedule, &tr);
@@ -1543,7 +1546,7 @@ impl BedPolicy {
                     chol,
                     feasible: sc.feasible,
                     input: match first.next() {
-                        Some(x) => x,
+                        Some(x) => x.clone(),
                         None => model
                             .gp_input(&HybridModel::z_input(&state.z, &u, state.day))
                             .map_err(hybrid_err)?,
@@ -2162,44 +2165,138 @@ fn linearised_paths_and_inputs(
     threads: usize,
     want_inputs: bool,
 ) -> Result<PathsAndInputs> {
-    let h = jac.len();
-    let mut first_inputs = None;
+    let group = PathGroup { state, cands, jac };
+    linearised_paths_many(model, &[group], threads, want_inputs)?
+        .pop()
+        .ok_or_else(|| BedError::Model("no linearised paths".into()))
+}
+
+/// One reactor's candidates for [`linearised_paths_many`]: its state, the candidates'
+/// controls and its holding-course Jacobians (one per day).
+struct PathGroup<'a> {
+    state: &'a StateEstimate,
+    cands: &'a [ControlArray<f64>],
+    jac: &'a [Mat9],
+}
+
+/// [`linearised_paths_and_inputs`] of several reactors at once: each day's steps of every
+/// candidate of every group are one batch of model calls (split over `threads`).
+fn linearised_paths_many(
+    model: &HybridModel,
+    groups: &[PathGroup<'_>],
+    threads: usize,
+    want_inputs: bool,
+) -> Result<Vec<PathsAndInputs>> {
     let tr = model.config().transform;
-    let nc = cands.len();
-    let shared = std::sync::Arc::new(jac.to_vec());
-    let mut means: Vec<Vec<SpeciesArray<f64>>> = vec![vec![state.z]; nc];
-    let mut covs: Vec<Vec<Mat9>> = vec![Vec::with_capacity(h); nc];
+    // (group, candidate) of every flat index, groups contiguous
+    let owner: Vec<(usize, usize)> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, gr)| (0..gr.cands.len()).map(move |c| (g, c)))
+        .collect();
+    let mut means: Vec<Vec<SpeciesArray<f64>>> = owner
+        .iter()
+        .map(|&(g, _)| vec![groups[g].state.z])
+        .collect();
+    let mut covs: Vec<Vec<Mat9>> = owner
+        .iter()
+        .map(|&(g, _)| Vec::with_capacity(groups[g].jac.len()))
+        .collect();
+    let mut first: Vec<Option<Vec<f64>>> = vec![None; owner.len()];
+    let h = groups.iter().map(|g| g.jac.len()).max().unwrap_or(0);
     for d in 0..h {
-        let inputs: Vec<_> = (0..nc)
-            .map(|c| HybridModel::z_input(&means[c][d], &cands[c], state.day + d as u32))
+        let active: Vec<usize> = (0..owner.len())
+            .filter(|&f| d < groups[owner[f].0].jac.len())
+            .collect();
+        let inputs: Vec<_> = active
+            .iter()
+            .map(|&f| {
+                let (g, c) = owner[f];
+                let gr = &groups[g];
+                HybridModel::z_input(&means[f][d], &gr.cands[c], gr.state.day + d as u32)
+            })
             .collect();
         let trans = if d == 0 && want_inputs {
-            let (t, x) = model.transitions_and_inputs(&inputs).map_err(hybrid_err)?;
-            first_inputs = Some(x);
+            let (t, x) = model
+                .transitions_and_inputs_par(&inputs, threads)
+                .map_err(hybrid_err)?;
+            for (&f, x) in active.iter().zip(x) {
+                first[f] = Some(x);
+            }
             t
         } else {
             model
                 .transitions_par(&inputs, threads)
                 .map_err(hybrid_err)?
         };
-        for (c, tr_c) in trans.into_iter().enumerate() {
+        for (&f, tr_c) in active.iter().zip(trans) {
             let mut m = tr_c.mean;
             tr.clamp_z(&mut m);
-            means[c].push(m);
-            covs[c].push(tr_c.cov);
+            means[f].push(m);
+            covs[f].push(tr_c.cov);
         }
     }
-    let paths = means
-        .into_iter()
-        .zip(covs)
-        .map(|(means, noise)| PathGaussian {
-            means,
-            start: state.cov,
-            jac: std::sync::Arc::clone(&shared),
-            noise,
+    let mut out: Vec<PathsAndInputs> = groups
+        .iter()
+        .map(|g| {
+            (
+                Vec::with_capacity(g.cands.len()),
+                want_inputs.then(Vec::new),
+            )
         })
         .collect();
-    Ok((paths, first_inputs))
+    let shared: Vec<_> = groups
+        .iter()
+        .map(|g| std::sync::Arc::new(g.jac.to_vec()))
+        .collect();
+    for (((g, _), (means, noise)), x) in owner
+        .into_iter()
+        .zip(means.into_iter().zip(covs))
+        .zip(first)
+    {
+        out[g].0.push(PathGaussian {
+            means,
+            start: groups[g].state.cov,
+            jac: std::sync::Arc::clone(&shared[g]),
+            noise,
+        });
+        if let (Some(list), Some(x)) = (out[g].1.as_mut(), x) {
+            list.push(x);
+        }
+    }
+    Ok(out)
+}
+
+/// `f` of every index `0..n` on up to `threads` scoped threads (index `j` on thread
+/// `j mod threads`), results in index order; the first error, or a worker's panic, fails it.
+fn per_index<R: Send>(
+    n: usize,
+    threads: usize,
+    f: &(dyn Fn(usize) -> Result<R> + Sync),
+) -> Result<Vec<R>> {
+    let threads = threads.clamp(1, n.max(1));
+    let mut parts: Vec<(usize, Result<R>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    (t..n)
+                        .step_by(threads)
+                        .map(|j| (j, f(j)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![(0, Err(BedError::Model("a batch worker panicked".into())))]
+                })
+            })
+            .collect()
+    });
+    parts.sort_by_key(|(j, _)| *j);
+    parts.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Exact linearised forecasts at points of the unit cube.

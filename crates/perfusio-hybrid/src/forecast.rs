@@ -317,6 +317,20 @@ impl HybridModel {
         in_chunks(inputs, threads, |c| self.transitions(c))
     }
 
+    /// [`HybridModel::transitions_and_inputs`] on up to `threads` threads (results in input
+    /// order).
+    pub fn transitions_and_inputs_par(
+        &self,
+        inputs: &[[f64; N_BASE]],
+        threads: usize,
+    ) -> Result<(Vec<Transition>, Vec<Vec<f64>>)> {
+        let pairs = in_chunks(inputs, threads, |c| {
+            let (t, x) = self.transitions_and_inputs(c)?;
+            Ok(t.into_iter().zip(x).collect::<Vec<_>>())
+        })?;
+        Ok(pairs.into_iter().unzip())
+    }
+
     /// Monte-Carlo scenarios of the latent state (and the measured value) from `start` under
     /// `schedule`: `n` seeded paths, each started from a draw of the filtered state. The draws
     /// depend only on `seed` and `n`, never on the controls, so two schedules evaluated with
