@@ -263,11 +263,18 @@ impl Truncated {
                 out[p * per + col] -= red[(p, col)];
             }
         }
-        let mut rho = Vec::with_capacity(m);
-        for p in 0..m {
-            let kept_w: f64 = (0..r).map(|i| um2[(p, i)] / self.lr[i]).sum();
-            rho.push((kss[p] - kept_w).max(0.0) + ROUNDOFF * kss[p].abs());
+        // Σ_kept u_i²/λ_i of every query, down um2's (contiguous) columns
+        let mut kept_w = vec![0.0; m];
+        for (i, l) in self.lr.iter().enumerate() {
+            for (w, u2) in kept_w.iter_mut().zip(um2.col_as_slice(i)) {
+                *w += u2 / l;
+            }
         }
+        let rho: Vec<f64> = kss
+            .iter()
+            .zip(&kept_w)
+            .map(|(k, w)| (k - w).max(0.0) + ROUNDOFF * k.abs())
+            .collect();
         // V = u_R Z_R, transposed (`T·m × queries`; faer keeps a column contiguous, so each
         // query's V is one slice): its contribution to every query, and |V| for the bounds
         let mg = self.n_gap;

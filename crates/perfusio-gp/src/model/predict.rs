@@ -235,19 +235,20 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
                 if let Some(gh) = gap {
                     let mg = *n_gap;
                     let gh = engine::from_vec(gh, nb, t * mg);
-                    let z = engine::mul(q.kxs.as_ref(), gh);
+                    // transposed (`T·m × queries`), so each query's correction is one
+                    // contiguous slice whatever the batch size
+                    let zt = engine::mul(gh.transpose(), q.kxs.transpose());
                     for p in 0..m {
+                        let zp = zt.col_as_slice(p);
+                        let block = |tt: usize| &zp[tt * mg..(tt + 1) * mg];
                         for t1 in 0..t {
                             // the empty cells carry no information: their correction
                             // adds variance back
                             if diag_only {
-                                let s: f64 = (0..mg).map(|c| z[(p, t1 * mg + c)].powi(2)).sum();
-                                out[p * t + t1] += s;
+                                out[p * t + t1] += engine::dot4(block(t1), block(t1));
                             } else {
                                 for t2 in 0..=t1 {
-                                    let s: f64 = (0..mg)
-                                        .map(|c| z[(p, t1 * mg + c)] * z[(p, t2 * mg + c)])
-                                        .sum();
+                                    let s = engine::dot4(block(t1), block(t2));
                                     out[p * t * t + t1 * t + t2] += s;
                                     if t2 != t1 {
                                         out[p * t * t + t2 * t + t1] += s;
