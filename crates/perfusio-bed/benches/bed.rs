@@ -36,7 +36,6 @@ use perfusio_bed::qmc::{BaseSamples, uniform_points};
 use perfusio_bed::special::norm_ppf;
 use perfusio_bed::{BedPolicy, PolicyConfig};
 use perfusio_core::{Acquisition, DEFAULT_AMBR250_DESIGN_SPACE as DS};
-use perfusio_hybrid::{ForecastMethod, ForecastOptions};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -240,30 +239,14 @@ fn late_campaign(c: &mut Criterion) {
                 .unwrap_or_else(|e| panic!("{e}"))
         })
     });
-    let schedules: Vec<Vec<_>> = reactors.iter().map(|(_, c)| vec![*c; 14]).collect();
+    let schedules = fixture::schedules14(&reactors);
     let jobs = fixture::jobs(&reactors, &schedules);
-    let opts = ForecastOptions {
-        method: ForecastMethod::MomentMatching,
-        paths: 256,
-        seed: 1,
-        keep_paths: true,
-        threads: 2,
-    };
+    let opts = fixture::mm_options();
     g.bench_function("forecast_many_24x14d_moment_matching", |b| {
         b.iter(|| model.forecast_many(black_box(&jobs), &opts))
     });
     g.bench_function("forecast_24x14d_moment_matching_one_at_a_time", |b| {
-        b.iter(|| {
-            for j in &jobs {
-                let one = ForecastOptions {
-                    seed: j.seed,
-                    ..opts.clone()
-                };
-                model
-                    .forecast(j.start, j.schedule, &one)
-                    .unwrap_or_else(|e| panic!("{e}"));
-            }
-        })
+        b.iter(|| fixture::one_at_a_time(&model, black_box(&jobs), &opts))
     });
     g.finish();
 }

@@ -90,10 +90,10 @@ fn main() {
     }
 }
 
-/// A late campaign day ([`fixture::late24`]): the 24 reactors' 14-day moment-matched
-/// forecasts as one batch and one at a time, and the batch decision.
+/// A late campaign day ([`fixture::late24`]): conditioning the shared model on all data, the
+/// 24 reactors' 14-day moment-matched forecasts as one batch and one at a time, and the
+/// batch decision.
 fn late_batch() {
-    use perfusio_hybrid::{ForecastMethod, ForecastOptions};
     let t = Instant::now();
     let (model, reactors) = fixture::late24();
     eprintln!("late campaign model fitted in {:?}", t.elapsed());
@@ -107,15 +107,9 @@ fn late_batch() {
             (cpu_seconds() - c0) * 1e3
         );
     }
-    let schedules: Vec<Vec<_>> = reactors.iter().map(|(_, c)| vec![*c; 14]).collect();
+    let schedules = fixture::schedules14(&reactors);
     let jobs = fixture::jobs(&reactors, &schedules);
-    let opts = ForecastOptions {
-        method: ForecastMethod::MomentMatching,
-        paths: 256,
-        seed: 1,
-        keep_paths: true,
-        threads: 2,
-    };
+    let opts = fixture::mm_options();
     for _ in 0..3 {
         let (c0, t) = (cpu_seconds(), Instant::now());
         let ok = model
@@ -129,15 +123,7 @@ fn late_batch() {
             (cpu_seconds() - c0) * 1e3
         );
         let (c0, t) = (cpu_seconds(), Instant::now());
-        for j in &jobs {
-            let one = ForecastOptions {
-                seed: j.seed,
-                ..opts.clone()
-            };
-            model
-                .forecast(j.start, j.schedule, &one)
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
+        fixture::one_at_a_time(&model, &jobs, &opts);
         eprintln!(
             "the same one at a time: {:?} wall, {:.0} ms CPU",
             t.elapsed(),

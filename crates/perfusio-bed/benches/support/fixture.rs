@@ -5,7 +5,7 @@
 //! profiling example (`#[path]`-included).
 
 use perfusio_core::{ControlArray, Trajectory};
-use perfusio_hybrid::ForecastJob;
+use perfusio_hybrid::{ForecastJob, ForecastMethod, ForecastOptions};
 use perfusio_hybrid::{HybridConfig, HybridModel, StateEstimate};
 use perfusio_mechanistic::{CloneKind, VirtualReactorConfig, doe};
 
@@ -99,4 +99,35 @@ pub(crate) fn jobs<'a>(
             seed: i as u64,
         })
         .collect()
+}
+
+/// Each reactor's setpoints held for 14 days.
+pub(crate) fn schedules14(
+    reactors: &[(StateEstimate, ControlArray<f64>)],
+) -> Vec<Vec<ControlArray<f64>>> {
+    reactors.iter().map(|(_, c)| vec![*c; 14]).collect()
+}
+
+/// The campaign's forecast settings: moment matching, 256 draws for the bands, two threads.
+pub(crate) fn mm_options() -> ForecastOptions {
+    ForecastOptions {
+        method: ForecastMethod::MomentMatching,
+        paths: 256,
+        seed: 1,
+        keep_paths: true,
+        threads: 2,
+    }
+}
+
+/// The jobs' forecasts one at a time (each with its own seed), as before batching.
+pub(crate) fn one_at_a_time(model: &HybridModel, jobs: &[ForecastJob<'_>], opts: &ForecastOptions) {
+    for j in jobs {
+        let one = ForecastOptions {
+            seed: j.seed,
+            ..opts.clone()
+        };
+        model
+            .forecast(j.start, j.schedule, &one)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
 }
