@@ -2149,27 +2149,15 @@ fn linearised_paths(
     jac: &[Mat9],
     threads: usize,
 ) -> Result<Vec<PathGaussian>> {
-    Ok(linearised_paths_and_inputs(model, state, cands, jac, threads, false)?.0)
+    let group = PathGroup { state, cands, jac };
+    linearised_paths_many(model, &[group], threads, false)?
+        .pop()
+        .map(|(paths, _)| paths)
+        .ok_or_else(|| BedError::Model("no linearised paths".into()))
 }
 
 /// Linearised paths and, when asked for, the GP inputs of each candidate's first step.
 type PathsAndInputs = (Vec<PathGaussian>, Option<Vec<Vec<f64>>>);
-
-/// [`linearised_paths`], and with `want_inputs` the GP inputs of each candidate's first
-/// step (`HybridModel::gp_input` of today's state under it), computed once for both.
-fn linearised_paths_and_inputs(
-    model: &HybridModel,
-    state: &StateEstimate,
-    cands: &[ControlArray<f64>],
-    jac: &[Mat9],
-    threads: usize,
-    want_inputs: bool,
-) -> Result<PathsAndInputs> {
-    let group = PathGroup { state, cands, jac };
-    linearised_paths_many(model, &[group], threads, want_inputs)?
-        .pop()
-        .ok_or_else(|| BedError::Model("no linearised paths".into()))
-}
 
 /// One reactor's candidates for [`linearised_paths_many`]: its state, the candidates'
 /// controls and its holding-course Jacobians (one per day).
@@ -2179,8 +2167,10 @@ struct PathGroup<'a> {
     jac: &'a [Mat9],
 }
 
-/// [`linearised_paths_and_inputs`] of several reactors at once: each day's steps of every
-/// candidate of every group are one batch of model calls (split over `threads`).
+/// [`linearised_paths`] of several reactors at once, and with `want_inputs` the GP inputs of
+/// each candidate's first step (`HybridModel::gp_input` of today's state under it, computed
+/// with the step): each day's steps of every candidate of every group are one batch of model
+/// calls (split over `threads`).
 fn linearised_paths_many(
     model: &HybridModel,
     groups: &[PathGroup<'_>],
@@ -2275,6 +2265,9 @@ fn per_index<R: Send>(
     f: &(dyn Fn(usize) -> Result<R> + Sync),
 ) -> Result<Vec<R>> {
     let threads = threads.clamp(1, n.max(1));
+    if threads == 1 {
+        return (0..n).map(f).collect();
+    }
     let mut parts: Vec<(usize, Result<R>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -2290,7 +2283,7 @@ fn per_index<R: Send>(
             .into_iter()
             .flat_map(|h| {
                 h.join().unwrap_or_else(|_| {
-                    vec![(0, Err(BedError::Model("a batch worker panicked".into())))]
+                    vec![(0, Err(BedError::Model("a worker thread panicked".into())))]
                 })
             })
             .collect()
@@ -2313,36 +2306,12 @@ fn refine_parallel(
     threads: usize,
     refine: &(dyn Fn(&[f64], f64) -> Result<Refined> + Sync),
 ) -> Result<Vec<Refined>> {
-    let threads = threads.clamp(1, starts.len().max(1));
-    if dim == 0 || starts.is_empty() {
+    if dim == 0 {
         return Ok(Vec::new());
     }
-    let run = |t: usize| -> Vec<(usize, Result<Refined>)> {
-        (t..starts.len())
-            .step_by(threads)
-            .map(|i| (i, refine(&starts[i].0, starts[i].1)))
-            .collect()
-    };
-    let mut parts: Vec<(usize, Result<Refined>)> = if threads == 1 {
-        run(0)
-    } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads).map(|t| s.spawn(move || run(t))).collect();
-            handles
-                .into_iter()
-                .flat_map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        vec![(
-                            0,
-                            Err(BedError::Model("a refinement worker panicked".into())),
-                        )]
-                    })
-                })
-                .collect()
-        })
-    };
-    parts.sort_by_key(|(i, _)| *i);
-    parts.into_iter().map(|(_, r)| r).collect()
+    per_index(starts.len(), threads, &|i| {
+        refine(&starts[i].0, starts[i].1)
+    })
 }
 
 // Species values come from `LogTransform::to_species`, which clips every species to its

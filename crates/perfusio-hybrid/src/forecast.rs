@@ -84,7 +84,9 @@ pub struct ForecastOptions {
     pub seed: u64,
     /// Keep the Monte-Carlo paths in the result.
     pub keep_paths: bool,
-    /// Threads for the Monte-Carlo transitions (results do not depend on it).
+    /// Threads for the transitions: Monte Carlo's (results do not depend on it) and each
+    /// day's batch of [`HybridModel::forecast_many`] under moment matching (results equal
+    /// up to the summation order of the batched products).
     pub threads: usize,
 }
 

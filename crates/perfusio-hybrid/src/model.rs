@@ -1220,7 +1220,7 @@ impl HybridModel {
                     }
                     jms.push(jm);
                 }
-                let d = xs.len() / inputs.len().max(1);
+                let d = self.gp_base_cols();
                 let gs = gp.predict_tasks_mean_grad_many(&xs)?;
                 Ok(gs
                     .iter()
@@ -1240,7 +1240,7 @@ impl HybridModel {
             }
             Some(gp) => {
                 let xs = self.gp_inputs(inputs)?;
-                let d = xs.len() / inputs.len().max(1);
+                let d = self.gp_base_cols();
                 let gs = gp.predict_tasks_mean_grad_many(&xs)?;
                 Ok(gs
                     .iter()

@@ -439,14 +439,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
         let mut g = vec![0.0; d];
         let mut out = Vec::with_capacity(m);
         for (p, (prior, jac)) in priors.into_iter().enumerate() {
-            // ∂k(u, x_i)/∂u, N × d
-            let u = &q.u[p * d..(p + 1) * d];
-            for i in 0..nb {
-                self.kernel.eval_grad_x(u, self.ts.base_row(i), &mut g);
-                for j in 0..d {
-                    jk[(i, j)] = g[j];
-                }
-            }
+            self.cross_grad(&q.u[p * d..(p + 1) * d], &mut jk, &mut g);
             let dmean_z: Mat<f64> = pmat.transpose() * jk.as_ref(); // T × d
             let mut mean_out = Vec::with_capacity(t);
             let mut mean_grad = vec![0.0; t * d];
@@ -467,6 +460,17 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
             });
         }
         Ok(out)
+    }
+
+    /// `∂k(u, x_i)/∂u` against every training input into `jk` (`N × d`; `g` is a `d`
+    /// scratch), `u` a normalised query.
+    fn cross_grad(&self, u: &[f64], jk: &mut Mat<f64>, g: &mut [f64]) {
+        for i in 0..self.ts.n_base {
+            self.kernel.eval_grad_x(u, self.ts.base_row(i), g);
+            for (j, v) in g.iter().enumerate() {
+                jk[(i, j)] = *v;
+            }
+        }
     }
 
     /// The prior mean at one base input and its Jacobian (`T × d`, row-major): analytic when
@@ -517,15 +521,9 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
         let (prior, jac) = self.prior_with_jacobian(mean.as_ref(), base)?;
         let q = self.query(base, 1);
         let u = &q.u;
-        // ∂k(u, x_i)/∂u, N × d
         let mut jk = Mat::<f64>::zeros(nb, d);
         let mut g = vec![0.0; d];
-        for i in 0..nb {
-            self.kernel.eval_grad_x(u, self.ts.base_row(i), &mut g);
-            for j in 0..d {
-                jk[(i, j)] = g[j];
-            }
-        }
+        self.cross_grad(u, &mut jk, &mut g);
         self.kernel.eval_grad_x(u, u, &mut g);
         let dkss: Vec<f64> = g.iter().map(|v| 2.0 * v).collect();
         let kx: Vec<f64> = (0..nb).map(|i| q.kxs[(0, i)]).collect();
