@@ -122,7 +122,7 @@ pub use error::{GpError, Result};
 pub use kernel::{Kernel, KernelSpec, LevelEmbedding, Linear, Matern, Nu, Rbf};
 pub use mean::{ConstantMean, FnMean, MeanError, PriorMean};
 pub use model::{
-    FitReport, JointPrediction, MultiTaskGp, Prediction, TaskPrediction, TaskPredictionGrad,
+    FitReport, JointPrediction, MultiTaskGp, Pause, Prediction, TaskPrediction, TaskPredictionGrad,
 };
 pub use optim::Termination;
 pub use params::{FitOptions, GpParams, GpValidParams, HyperPriors, Tune, Tuning};

@@ -1915,3 +1915,42 @@ fn a_warm_refit_misled_by_the_previous_curvature_still_converges() {
     let per_row = (r.nlml - scratch.report().nlml) / y.len() as f64;
     assert!(per_row.abs() < 0.02, "NLML per row {per_row}: {r}");
 }
+
+// ---------------------------------------------------------------- pausable fits
+
+#[test]
+fn pausable_fits_call_the_hook_per_evaluation_and_give_the_same_model() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let (d, t) = (2, 3);
+    let (x, y) = synth(14, d, t, 71, 0.1);
+    let params = GpParams::new(d, t).n_starts(2).check().unwrap();
+    let plain = params.fit(&x, d + 1, &y).unwrap();
+    let calls = AtomicU64::new(0);
+    let count = || {
+        calls.fetch_add(1, Ordering::Relaxed);
+    };
+    let paused = params.fit_pausable(&x, d + 1, &y, &count).unwrap();
+    assert_eq!(plain.hyperparameters(), paused.hyperparameters());
+    assert_eq!(
+        plain.report().nlml.to_bits(),
+        paused.report().nlml.to_bits()
+    );
+    // one call before each evaluation of the objective and one before the final
+    // factorisation
+    let evaluations = paused.report().evaluations;
+    assert!(evaluations > 2, "evaluations {evaluations}");
+    assert_eq!(calls.load(Ordering::Relaxed), evaluations + 1);
+    // the same for a warm refit on more data
+    let (xn, yn) = synth(3, d, t, 72, 0.0);
+    let (xa, ya) = ([x.clone(), xn].concat(), [y.clone(), yn].concat());
+    let warm = params.fit_warm(&xa, d + 1, &ya, &plain).unwrap();
+    calls.store(0, Ordering::Relaxed);
+    let warm_paused = params
+        .fit_warm_pausable(&xa, d + 1, &ya, &plain, &count)
+        .unwrap();
+    assert_eq!(warm.hyperparameters(), warm_paused.hyperparameters());
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        warm_paused.report().evaluations + 1
+    );
+}

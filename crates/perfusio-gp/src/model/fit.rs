@@ -39,7 +39,17 @@ struct Problem<'a, K: Kernel + Clone> {
     active: &'a [usize],
     lo: &'a [f64],
     hi: &'a [f64],
+    /// Called before every evaluation of the objective (see [`Pause`]).
+    pause: Pause<'a>,
 }
+
+/// A hook that a fit calls before every evaluation of its objective (a few to a few hundred
+/// milliseconds apart on large training sets), e.g. to let a fit that runs in the
+/// background wait while more urgent work uses the cores. It may block; it must return.
+pub type Pause<'a> = &'a (dyn Fn() + Sync);
+
+/// The hook of the plain fits: returns at once.
+fn no_pause() {}
 
 /// Outcome of [`Problem::run`].
 struct Run {
@@ -89,7 +99,10 @@ impl<K: Kernel + Clone> Problem<'_, K> {
                 random_start(self.active, self.lo, self.hi, theta0, &self.lay, &mut rng)
             };
             let res = optim::minimize_with_hessian(
-                |u: &[f64], g: &mut [f64]| obj.eval_active(u, g),
+                |u: &[f64], g: &mut [f64]| {
+                    (self.pause)();
+                    obj.eval_active(u, g)
+                },
                 &us,
                 self.lo,
                 self.hi,
@@ -423,8 +436,20 @@ impl<K: Kernel + Clone> GpValidParams<K> {
     /// [`MAX_GAP_FRACTION`](crate::MAX_GAP_FRACTION) of the cells are empty, the dense path
     /// otherwise. The report says whether the optimiser converged ([`FitReport`]).
     pub fn fit(&self, x: &[f64], n_cols: usize, y: &[f64]) -> Result<MultiTaskGp<K>> {
+        self.fit_pausable(x, n_cols, y, &no_pause)
+    }
+
+    /// [`fit`](Self::fit) that calls `pause` before every evaluation of the objective and
+    /// before the final factorisation (see [`Pause`]); the result is the same.
+    pub fn fit_pausable(
+        &self,
+        x: &[f64],
+        n_cols: usize,
+        y: &[f64],
+        pause: Pause<'_>,
+    ) -> Result<MultiTaskGp<K>> {
         let _clean = crate::simd::UpperStateGuard;
-        self.fit_impl(x, n_cols, y, Start::Scratch)
+        self.fit_impl(x, n_cols, y, Start::Scratch, pause)
     }
 
     /// Fit starting from the hyperparameters of `previous` (a single start limited to
@@ -437,6 +462,19 @@ impl<K: Kernel + Clone> GpValidParams<K> {
         n_cols: usize,
         y: &[f64],
         previous: &MultiTaskGp<K>,
+    ) -> Result<MultiTaskGp<K>> {
+        self.fit_warm_pausable(x, n_cols, y, previous, &no_pause)
+    }
+
+    /// [`fit_warm`](Self::fit_warm) that calls `pause` before every evaluation of the
+    /// objective and before the final factorisation (see [`Pause`]); the result is the same.
+    pub fn fit_warm_pausable(
+        &self,
+        x: &[f64],
+        n_cols: usize,
+        y: &[f64],
+        previous: &MultiTaskGp<K>,
+        pause: Pause<'_>,
     ) -> Result<MultiTaskGp<K>> {
         let _clean = crate::simd::UpperStateGuard;
         let p = &self.0;
@@ -455,7 +493,7 @@ impl<K: Kernel + Clone> GpValidParams<K> {
                 previous.n_cols
             )));
         }
-        self.fit_impl(x, n_cols, y, Start::Warm(previous))
+        self.fit_impl(x, n_cols, y, Start::Warm(previous), pause)
     }
 
     fn normaliser(&self, x: &[f64], n_cols: usize, start: &Start<'_, K>) -> Result<Normaliser> {
@@ -484,6 +522,7 @@ impl<K: Kernel + Clone> GpValidParams<K> {
         n_cols: usize,
         y: &[f64],
         start: Start<'_, K>,
+        pause: Pause<'_>,
     ) -> Result<MultiTaskGp<K>> {
         let t_start = Instant::now();
         let p = &self.0;
@@ -594,6 +633,7 @@ impl<K: Kernel + Clone> GpValidParams<K> {
             active: &active,
             lo: &lo,
             hi: &hi,
+            pause,
         };
         // a large fit starts from fits on evenly spread subsets of its inputs (see
         // `SUBSET_START_INPUTS`): a small one from the default point, then one on half the
@@ -694,6 +734,7 @@ impl<K: Kernel + Clone> GpValidParams<K> {
         let evaluations = run.evaluations;
         let mut kernel = p.kernel.clone();
         kernel.set_params(&theta[..lay.nk])?;
+        pause();
         let (post, path, nlml, jit) = engine::build_posterior(&kernel, &ts, &theta, &lay, opts)?;
         let jitter = run.jitter.max(jit);
         let termination = m.termination;

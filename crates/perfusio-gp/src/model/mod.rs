@@ -7,6 +7,7 @@ pub(crate) mod lowrank;
 mod online;
 mod predict;
 
+pub use fit::Pause;
 pub use predict::{JointPrediction, Prediction, TaskPrediction, TaskPredictionGrad};
 
 use crate::engine::{Layout, Normaliser, Posterior, SolverPath, Standardiser, TrainSet};
