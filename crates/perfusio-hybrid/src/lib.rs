@@ -95,6 +95,8 @@ pub use model::{
     HybridFitReport, HybridModel, LineChoice, LinearisedTransition, MODEL_FORMAT, NextState,
     SpeciesPrediction, Transition, UNLABELLED_LINE,
 };
+/// The retraining hook of [`HybridModel::retrain_pausable`] (from `perfusio-gp`).
+pub use perfusio_gp::Pause;
 pub use stats::{Mat9, Q_LEVELS, Z_QUANTILES};
 pub use transform::{DEFAULT_OFFSETS, LogTransform, default_upper};
 

@@ -259,7 +259,7 @@ impl HybridModel {
         let result = (|| {
             let step = self.offline_calibration()?;
             self.estimate_states()?;
-            self.fit_gp(false, start, step)
+            self.fit_gp(false, start, step, &|| {})
         })();
         if result.is_err() {
             let (dataset, means, params) = backup;
@@ -836,14 +836,29 @@ impl HybridModel {
     /// online, warm-started from the current parameters. The stored state estimates are
     /// kept (they are what the model knew on their day).
     pub fn retrain(&mut self, warm: bool) -> Result<HybridFitReport> {
+        self.retrain_pausable(warm, &|| {})
+    }
+
+    /// [`retrain`](Self::retrain) that calls `pause` between its stages (state estimation,
+    /// calibration, GP fit, process variance) and before every evaluation of the GP's
+    /// objective ([`perfusio_gp::Pause`]), e.g. to let a retraining that runs in the
+    /// background wait while a daily step uses the cores. The result is the same.
+    pub fn retrain_pausable(
+        &mut self,
+        warm: bool,
+        pause: perfusio_gp::Pause<'_>,
+    ) -> Result<HybridFitReport> {
         let start = Instant::now();
+        pause();
         self.estimate_states()?;
         let backup = (self.means(), self.calibrated_params);
+        pause();
         let step = self.calibration_step(warm)?;
         if let Some(c) = &step.run {
             self.set_means(build_means(&self.config, c.params));
         }
-        let result = self.fit_gp(warm, start, step);
+        pause();
+        let result = self.fit_gp(warm, start, step, pause);
         if result.is_err() {
             let (means, params) = backup;
             self.set_means(means);
@@ -939,6 +954,7 @@ impl HybridModel {
         warm: bool,
         start: Instant,
         step: CalibrationStep,
+        pause: perfusio_gp::Pause<'_>,
     ) -> Result<HybridFitReport> {
         let rows = self.dataset.rows(self.config.input_source)?;
         if rows.transitions < self.config.min_transitions {
@@ -953,7 +969,7 @@ impl HybridModel {
             new_lines.clear();
         }
         let old_lines = std::mem::replace(&mut self.lines, new_lines);
-        let fitted = self.fit_gp_rows(&rows, warm);
+        let fitted = self.fit_gp_rows(&rows, warm, pause);
         let (gp, y, x, cols, warm_start) = match fitted {
             Ok(v) => v,
             Err(e) => {
@@ -962,6 +978,7 @@ impl HybridModel {
             }
         };
         let r = gp.report().clone();
+        pause();
         let process_var = if self.config.gp.process_noise {
             process_noise(&gp, &y, &x, cols, |k, z| {
                 self.measurement_var_z(k, self.config.transform.s(k, z))
@@ -1021,14 +1038,15 @@ impl HybridModel {
         &self,
         rows: &TrainingRows,
         warm: bool,
+        pause: perfusio_gp::Pause<'_>,
     ) -> Result<(MultiTaskGp, Vec<f64>, Vec<f64>, usize, bool)> {
         let (x, y, cols) = self.z_rows(rows)?;
         let params = self.gp_params();
         let warm_start = warm && self.gp.is_some();
         let gp = match (&self.gp, warm_start) {
-            (Some(prev), true) if prev.n_cols() == cols && self.same_lines(prev.kernel()) => {
-                params.check()?.fit_warm(&x, cols, &y, prev)?
-            }
+            (Some(prev), true) if prev.n_cols() == cols && self.same_lines(prev.kernel()) => params
+                .check()?
+                .fit_warm_pausable(&x, cols, &y, prev, pause)?,
             (Some(prev), true) => {
                 let kernel = self.grown_kernel(prev.kernel())?;
                 let nk = prev.kernel().n_params();
@@ -1047,9 +1065,9 @@ impl HybridModel {
                     .n_starts(1)
                     .task_init(w, kappa, noise)
                     .check()?
-                    .fit(&x, cols, &y)?
+                    .fit_pausable(&x, cols, &y, pause)?
             }
-            _ => params.check()?.fit(&x, cols, &y)?,
+            _ => params.check()?.fit_pausable(&x, cols, &y, pause)?,
         };
         Ok((gp, y, x, cols, warm_start))
     }

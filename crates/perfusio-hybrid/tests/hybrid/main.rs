@@ -12,3 +12,4 @@ mod forecast;
 mod lines;
 mod persistence;
 mod process;
+mod retrain;
