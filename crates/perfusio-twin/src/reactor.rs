@@ -31,11 +31,21 @@ pub struct Learned {
 /// shared model once all its reactors have learned the day): too few transitions, or a fit
 /// that fails, keeps the previous model and says why.
 pub(crate) fn retrain_model(model: &mut HybridModel, day: CultureDay) -> Learned {
+    retrain_model_pausable(model, day, &|| {})
+}
+
+/// [`retrain_model`] that calls `pause` at the retraining's checkpoints
+/// ([`HybridModel::retrain_pausable`]).
+pub(crate) fn retrain_model_pausable(
+    model: &mut HybridModel,
+    day: CultureDay,
+    pause: perfusio_hybrid::Pause<'_>,
+) -> Learned {
     let mut learned = Learned {
         retrained: None,
         retrain_skipped: None,
     };
-    match model.retrain(true) {
+    match model.retrain_pausable(true, pause) {
         Ok(r) => learned.retrained = Some(r),
         Err(e @ HybridError::TooFewTransitions { .. }) => {
             learned.retrain_skipped = Some(e.to_string());

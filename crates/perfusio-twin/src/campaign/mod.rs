@@ -29,6 +29,7 @@
 //! continues from its directory with [`Campaign::resume`] (module `resume`).
 
 mod config;
+mod foreground;
 mod report;
 mod resume;
 
@@ -68,13 +69,14 @@ use crate::campaign_files::{
 use crate::cancel::CancelToken;
 use crate::error::{Result, TwinError};
 use crate::hash::derive_seed;
-use crate::reactor::{Learned, ReactorState, retrain_model};
+use crate::reactor::{Learned, ReactorState, retrain_model, retrain_model_pausable};
 use crate::report::DayRecord;
 use crate::twin::{
     DEFAULT_SAMPLE_WAIT, Read, STEP_FAILED, THREADS, WAIT_EVENT, applied_after, build_policy,
     crate_versions, decision_event, erased::Ser as _, forecast_event, read_with_retry, retrain_due,
     retrained_event, sample_payload, write_with_retry,
 };
+use foreground::Foreground;
 
 pub use config::{
     ApprovalConfig, ApprovalMode, AtDeadline, CampaignConfig, ConnectorSpec, ConstraintSpec,
@@ -694,14 +696,18 @@ struct BackgroundFit {
 
 impl BackgroundFit {
     /// Fits a copy of the shared model, taken on day `day`, on its own thread at idle
-    /// priority (`SCHED_IDLE` where there is one): it uses the cores the daily loop
-    /// leaves, so that it does not slow the days down.
-    fn start(mut copy: HybridModel, day: CultureDay) -> Result<Self> {
+    /// priority (`SCHED_IDLE` where there is one), pausing at its checkpoints while the
+    /// daily path holds `foreground`: it uses the cores the daily loop leaves, so that it
+    /// does not slow the days down.
+    fn start(mut copy: HybridModel, day: CultureDay, foreground: Foreground) -> Result<Self> {
         let handle = std::thread::Builder::new()
             .name(format!("perfusio-fit-{day}"))
             .spawn(move || {
                 idle_priority();
-                let l = retrain_model(&mut copy, day);
+                let pause = || {
+                    foreground.wait_idle();
+                };
+                let l = retrain_model_pausable(&mut copy, day, &pause);
                 (copy, l)
             })
             .map_err(|e| TwinError::Task(format!("cannot start the background fit: {e}")))?;
@@ -842,6 +848,15 @@ struct Runner {
     /// The daily best-point step, running while the campaign waits for the next sample.
     best_task: Option<BestTask>,
     day0: Option<perfusio_hybrid::StateEstimate>,
+    /// Held while a day learns, forecasts and decides, once the days have deadlines (see
+    /// [`Runner::paced`]); the background fit and best-point step wait at their
+    /// checkpoints meanwhile.
+    foreground: Foreground,
+    /// Whether the days have deadlines: real-time pacing, or a source that has made a read
+    /// wait for its sample (a live server that holds only the current day). Days back to
+    /// back (a simulation) leave the background work no idle time to run in, so they do not
+    /// claim the cores.
+    paced: bool,
 }
 
 impl Runner {
@@ -969,6 +984,8 @@ impl Runner {
             best_pool: Vec::new(),
             best_task: None,
             day0: None,
+            foreground: Foreground::default(),
+            paced: c.config.run.pacing == Pacing::RealTime,
             c,
         };
         for i in 0..runner.units.len() {
@@ -1177,12 +1194,14 @@ impl Runner {
         }
         let mut measured: Vec<Option<SpeciesArray<Option<f64>>>> = vec![None; n];
         let mut reported: Vec<Option<ControlArray<Option<f64>>>> = vec![None; n];
+        let mut source_waited = false;
         for (i, read) in reads.into_iter().enumerate() {
             let u = &mut self.units[i];
             match read {
                 None => {}
                 Some(Read::Sample(v, waited, attempts)) => {
                     if attempts > 1 {
+                        source_waited = true;
                         u.record(
                             day,
                             Custom {
@@ -1233,6 +1252,7 @@ impl Runner {
                 }
             }
         }
+        self.paced |= source_waited;
         if self.units.iter().all(|u| u.ended.is_some()) {
             self.status = format!("data ended on day {}", day.saturating_sub(1));
             return Ok(false);
@@ -1282,6 +1302,9 @@ impl Runner {
         let waited = t_wait.elapsed();
         let start_next =
             retrain && background && !final_day && !matches!(adopt, Some(Adopt::Condition(_)));
+        // from here to the decision a paced day has the cores (nothing below waits for
+        // background work until the claim is dropped)
+        let claim = self.paced.then(|| self.foreground.claim());
         let active: Vec<bool> = self.units.iter().map(|u| u.ended.is_none()).collect();
         let ms = measured.clone();
         let inter = interventions.clone();
@@ -1329,7 +1352,7 @@ impl Runner {
         if let Some(copy) = next {
             // the next hyperparameter fit, off the daily path: on the data through today,
             // adopted on a later retraining day
-            self.fitting = Some(BackgroundFit::start(copy, day)?);
+            self.fitting = Some(BackgroundFit::start(copy, day, self.foreground.clone())?);
         }
         if day0.is_some() {
             self.day0 = day0;
@@ -1368,6 +1391,8 @@ impl Runner {
             best: None,
         };
         if final_day {
+            // (the final search waits for the running best-point step)
+            drop(claim);
             // the best point under the final model, searched to convergence
             let t_best = Instant::now();
             let currents: Vec<ControlArray<f64>> = {
@@ -1525,6 +1550,8 @@ impl Runner {
         }
         summary.compute = compute;
         summary.timings = timings;
+        // (approval may wait for operators; background work goes on meanwhile)
+        drop(claim);
         // operator overrides replace the day's decision
         for i in 0..n {
             if let Some((values, actor)) = &interventions[i].override_values {
@@ -2404,14 +2431,17 @@ impl Runner {
         };
         let model = self.shared()?.model.clone();
         let background = self.best_in_background();
-        let handle = std::thread::spawn(move || {
-            if background {
-                idle_priority();
-            }
-            let t = Instant::now();
-            let out = job(&model);
-            (out, t.elapsed())
-        });
+        let handle = std::thread::Builder::new()
+            .name(format!("perfusio-best-{}", self.day))
+            .spawn(move || {
+                if background {
+                    idle_priority();
+                }
+                let t = Instant::now();
+                let out = job(&model);
+                (out, t.elapsed())
+            })
+            .map_err(|e| TwinError::Task(format!("cannot start the best-point step: {e}")))?;
         self.best_task = Some(BestTask { handle, owner });
         Ok(took)
     }
@@ -2476,6 +2506,7 @@ impl Runner {
         let objectives = self.c.objectives.clone();
         let m = objectives.len();
         let seed = derive_seed(self.seed, "best", self.day);
+        let foreground = self.foreground.clone();
         let design = self.c.design_space.clone();
         let owner: Vec<(ControlArray<f64>, String)> = self
             .units
@@ -2491,8 +2522,10 @@ impl Runner {
                 keep_paths: false,
                 threads: 1,
             };
-            // every objective at the mean path, for every candidate
+            // every objective at the mean path, for every candidate (each a checkpoint: see
+            // `Foreground`)
             let eval = |c: &ControlArray<f64>| -> Option<Vec<f64>> {
+                foreground.wait_idle();
                 let f = model.forecast(&start, &vec![*c; days], &mm).ok()?;
                 let states: Vec<SpeciesArray<f64>> = f.state.iter().map(|b| b.mean).collect();
                 let v: Vec<f64> = objectives
@@ -2545,6 +2578,7 @@ impl Runner {
             scored.sort_by(|a, b| b.0[0].total_cmp(&a.0[0]));
             // each objective's mean and sd over Monte-Carlo paths
             let mc_of = |c: &ControlArray<f64>| -> Option<Vec<(f64, f64)>> {
+                foreground.wait_idle();
                 let mc = ForecastOptions {
                     method: ForecastMethod::MonteCarlo,
                     paths: BEST_PATHS,

@@ -25,6 +25,7 @@ use perfusio_core::{
     SpeciesArray,
 };
 
+use super::foreground::Foreground;
 use super::{
     ADOPTED, Adopt, BackgroundFit, CONDITIONED, Campaign, CampaignIndex, Fitted,
     GLUCOSE_G_PER_MMOL, Observation, Runner, SetpointEntry, Shared, Unit, control_map,
@@ -501,6 +502,8 @@ impl Runner {
             best_pool: Vec::new(),
             best_task: None,
             day0,
+            foreground: Foreground::default(),
+            paced: c.config.run.pacing == perfusio_core::Pacing::RealTime,
             c,
         };
         // the best point, scored once over every setpoint the campaign applied

@@ -1149,6 +1149,54 @@ async fn background_fits_are_adopted_on_the_next_retraining_day_and_resume_exact
     assert_eq!(sha(cut.path()), sha(full.path()));
 }
 
+/// Real-time days claim the cores while they compute, and the background fit waits at its
+/// checkpoints meanwhile: that changes when work runs, never what it computes. Waiting for
+/// the fits makes both campaigns deterministic, so they must write the same setpoints and
+/// retrain to the same models; the paced one must end (no day waits for a paused fit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_time_days_that_claim_the_cores_compute_what_unpaced_days_do() {
+    let ids = ["R01", "R02"];
+    let cfg = |dir: &Path, paced: bool| {
+        let mut c = config(dir, 2, 7);
+        c.retrain_in_background = true;
+        if paced {
+            c.run.pacing = perfusio_core::Pacing::RealTime;
+            c.run.sampling_interval_hours = 0.3 / 3600.0;
+        }
+        c
+    };
+    let fast = tempfile::tempdir().unwrap();
+    run_campaign(cfg(fast.path(), false), None, false, true)
+        .await
+        .unwrap();
+    let paced = tempfile::tempdir().unwrap();
+    let report = tokio::time::timeout(
+        Duration::from_secs(120),
+        run_campaign(cfg(paced.path(), true), None, false, true),
+    )
+    .await
+    .expect("the paced campaign did not end within 120 s")
+    .unwrap();
+    assert_eq!(report.finished.as_deref(), Some("completed"));
+    assert_eq!(written(paced.path(), &ids), written(fast.path(), &ids));
+    let retrained = |dir: &Path| -> Vec<(f64, String, String)> {
+        log(dir, "R01")
+            .iter()
+            .filter(|r| r.kind == "model_retrained")
+            .map(|r| {
+                (
+                    r.day,
+                    r.payload["termination"].as_str().unwrap().to_string(),
+                    r.payload["model_sha256"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let (a, b) = (retrained(paced.path()), retrained(fast.path()));
+    assert_eq!(a, b);
+    assert!(a[1].1.starts_with("adopted the fit of day 3"), "{a:?}");
+}
+
 /// Without waiting, a retraining day conditions on the data while a fit still runs, and a
 /// resume replays whichever each day did (its hashes are checked against the logs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
