@@ -1085,9 +1085,12 @@ pub(crate) fn eval_kron<K: Kernel>(
     theta: &[f64],
     lay: &Layout,
     want_grad: bool,
+    pause: &(dyn Fn() + Sync),
 ) -> Result<Eval> {
     let p = kron_parts(k, ts, grid, theta, lay)?;
     let (n, t) = (ts.n_base, lay.t);
+    // (a pausable fit's hook, between the evaluation's large products)
+    pause();
     let mut grad = vec![0.0; lay.len()];
     if want_grad {
         let s = |i: usize, j: usize| p.lx[i] * p.lb[j] + 1.0;
@@ -1118,8 +1121,10 @@ pub(crate) fn eval_kron<K: Kernel>(
         gemm_lower(gx.as_mut(), false, qi.as_ref(), p.qx.transpose(), 1.0);
         let ab: Mat<f64> = p.a.as_ref() * p.b.as_ref();
         gemm_lower(gx.as_mut(), true, ab.as_ref(), p.a.transpose(), -1.0);
+        pause();
         let mut gk = vec![0.0; lay.nk];
         contract(k, ts, gx.as_ref(), &mut gk);
+        pause();
 
         for (g, v) in grad.iter_mut().zip(&gk) {
             *g = 0.5 * v;
@@ -1296,10 +1301,13 @@ pub(crate) fn build_posterior<K: Kernel>(
     theta: &[f64],
     lay: &Layout,
     opts: &FitOptions,
+    pause: &(dyn Fn() + Sync),
 ) -> Result<(Posterior, SolverPath, f64, f64)> {
     let noise: Vec<f64> = theta[lay.noise()].iter().map(|v| v.exp()).collect();
     if let Some(grid) = grid_for(ts, opts) {
         let kp = kron_parts(k, ts, &grid, theta, lay)?;
+        // (a pausable fit's hook, before the empty-cell correction's product)
+        pause();
         let (n, t) = (ts.n_base, lay.t);
         let bs = Mat::from_fn(t, t, |u, j| kp.b[(u, j)] / kp.sd[u]);
         let wv: Mat<f64> = kp.qb.transpose() * bs.as_ref();

@@ -1935,11 +1935,24 @@ fn pausable_fits_call_the_hook_per_evaluation_and_give_the_same_model() {
         plain.report().nlml.to_bits(),
         paused.report().nlml.to_bits()
     );
-    // one call before each evaluation of the objective and one before the final
-    // factorisation
+    // one call before each evaluation of the objective (and three inside it on the
+    // Kronecker paths) and one before the final factorisation (and one inside it on the
+    // Kronecker paths)
+    let per_eval = |gp: &MultiTaskGp| match gp.path() {
+        SolverPath::Dense => 1,
+        _ => 4,
+    };
+    let last = |gp: &MultiTaskGp| match gp.path() {
+        SolverPath::Dense => 1,
+        _ => 2,
+    };
     let evaluations = paused.report().evaluations;
     assert!(evaluations > 2, "evaluations {evaluations}");
-    assert_eq!(calls.load(Ordering::Relaxed), evaluations + 1);
+    assert_ne!(paused.path(), SolverPath::Dense);
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        per_eval(&paused) * evaluations + last(&paused)
+    );
     // the same for a warm refit on more data
     let (xn, yn) = synth(3, d, t, 72, 0.0);
     let (xa, ya) = ([x.clone(), xn].concat(), [y.clone(), yn].concat());
@@ -1951,6 +1964,15 @@ fn pausable_fits_call_the_hook_per_evaluation_and_give_the_same_model() {
     assert_eq!(warm.hyperparameters(), warm_paused.hyperparameters());
     assert_eq!(
         calls.load(Ordering::Relaxed),
-        warm_paused.report().evaluations + 1
+        per_eval(&warm_paused) * warm_paused.report().evaluations + last(&warm_paused)
+    );
+    // the dense path: one call per evaluation
+    let dense = GpParams::new(d, t).force_dense(true).check().unwrap();
+    calls.store(0, Ordering::Relaxed);
+    let on_dense = dense.fit_pausable(&x, d + 1, &y, &count).unwrap();
+    assert_eq!(on_dense.path(), SolverPath::Dense);
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        on_dense.report().evaluations + 1
     );
 }

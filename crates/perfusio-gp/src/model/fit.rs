@@ -43,9 +43,11 @@ struct Problem<'a, K: Kernel + Clone> {
     pause: Pause<'a>,
 }
 
-/// A hook that a fit calls before every evaluation of its objective (a few to a few hundred
-/// milliseconds apart on large training sets), e.g. to let a fit that runs in the
-/// background wait while more urgent work uses the cores. It may block; it must return.
+/// A hook that a fit calls before every evaluation of its objective, inside an evaluation
+/// on the Kronecker paths between its large products (after the eigendecompositions, before
+/// and after the kernel-gradient contraction), and before the final factorisation: tens of
+/// milliseconds apart on large training sets. It lets a fit that runs in the background wait
+/// while more urgent work uses the cores; it may block, it must return.
 pub type Pause<'a> = &'a (dyn Fn() + Sync);
 
 /// The hook of the plain fits: returns at once.
@@ -195,6 +197,8 @@ struct Objective<'a, K: Kernel + Clone> {
     n_obs: f64,
     evals: u64,
     jitter: f64,
+    /// The fit's hook, also called inside an evaluation between its large products.
+    pause: Pause<'a>,
 }
 
 impl<'a, K: Kernel + Clone> Objective<'a, K> {
@@ -217,6 +221,7 @@ impl<'a, K: Kernel + Clone> Objective<'a, K> {
             n_obs: ts.n() as f64,
             evals: 0,
             jitter: 0.0,
+            pause: problem.pause,
         }
     }
 
@@ -233,7 +238,9 @@ impl<'a, K: Kernel + Clone> Objective<'a, K> {
     fn eval_theta(&mut self, theta: &[f64]) -> Result<(f64, f64, Vec<f64>)> {
         self.kernel.set_params(&theta[..self.lay.nk])?;
         let e = match self.grid {
-            Some(g) => engine::eval_kron(&self.kernel, self.ts, g, theta, &self.lay, true)?,
+            Some(g) => {
+                engine::eval_kron(&self.kernel, self.ts, g, theta, &self.lay, true, self.pause)?
+            }
             None => engine::eval_dense(&self.kernel, self.ts, theta, &self.lay, self.opts, true)?,
         };
         self.jitter = self.jitter.max(e.jitter);
@@ -439,8 +446,8 @@ impl<K: Kernel + Clone> GpValidParams<K> {
         self.fit_pausable(x, n_cols, y, &no_pause)
     }
 
-    /// [`fit`](Self::fit) that calls `pause` before every evaluation of the objective and
-    /// before the final factorisation (see [`Pause`]); the result is the same.
+    /// [`fit`](Self::fit) that calls `pause` at its checkpoints (see [`Pause`]); the result
+    /// is the same.
     pub fn fit_pausable(
         &self,
         x: &[f64],
@@ -466,8 +473,8 @@ impl<K: Kernel + Clone> GpValidParams<K> {
         self.fit_warm_pausable(x, n_cols, y, previous, &no_pause)
     }
 
-    /// [`fit_warm`](Self::fit_warm) that calls `pause` before every evaluation of the
-    /// objective and before the final factorisation (see [`Pause`]); the result is the same.
+    /// [`fit_warm`](Self::fit_warm) that calls `pause` at its checkpoints (see [`Pause`]);
+    /// the result is the same.
     pub fn fit_warm_pausable(
         &self,
         x: &[f64],
@@ -735,7 +742,8 @@ impl<K: Kernel + Clone> GpValidParams<K> {
         let mut kernel = p.kernel.clone();
         kernel.set_params(&theta[..lay.nk])?;
         pause();
-        let (post, path, nlml, jit) = engine::build_posterior(&kernel, &ts, &theta, &lay, opts)?;
+        let (post, path, nlml, jit) =
+            engine::build_posterior(&kernel, &ts, &theta, &lay, opts, pause)?;
         let jitter = run.jitter.max(jit);
         let termination = m.termination;
         let curvature = m.hessian.clone().map(|hessian| Curvature {
@@ -802,7 +810,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
         let mut k = self.kernel.clone();
         k.set_params(&theta[..self.lay.nk])?;
         let e = match engine::grid_for(&self.ts, &self.opts) {
-            Some(g) => engine::eval_kron(&k, &self.ts, &g, theta, &self.lay, true)?,
+            Some(g) => engine::eval_kron(&k, &self.ts, &g, theta, &self.lay, true, &no_pause)?,
             None => engine::eval_dense(&k, &self.ts, theta, &self.lay, &self.opts, true)?,
         };
         Ok((e.nlml, e.grad))

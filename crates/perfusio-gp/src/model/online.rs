@@ -27,8 +27,14 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
             ..self.ts.clone()
         };
         ts.extend(x, self.n_cols, y, &self.norm, &self.st, &prior);
-        let (post, path, _, _) =
-            engine::build_posterior(&self.kernel, &ts, &self.theta, &self.lay, &self.opts)?;
+        let (post, path, _, _) = engine::build_posterior(
+            &self.kernel,
+            &ts,
+            &self.theta,
+            &self.lay,
+            &self.opts,
+            &|| {},
+        )?;
         Ok(Self {
             x: x.to_vec(),
             y: y.to_vec(),
