@@ -229,9 +229,11 @@ async fn rejected_readings_are_audited_from_every_connector() {
     let ticker = {
         let emu = emu.clone();
         tokio::spawn(async move {
-            // one culture day every 300 ms: the twin polls for the next day until it is there
+            // one culture day a second: the twin polls for the next day until it is there (a
+            // live server holds only the current day, so a twin day longer than the tick
+            // would lose the next one: the tick leaves room for a loaded test machine)
             for _ in 0..3 {
-                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
                 emu.advance_days(1).unwrap();
             }
         })
