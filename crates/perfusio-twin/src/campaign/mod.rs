@@ -596,6 +596,8 @@ struct Unit {
     observations: Vec<Observation>,
     setpoints: Vec<SetpointEntry>,
     forecast: Option<ForecastBands>,
+    /// The day's forecast whose bands [`Unit::forecast`] does not show yet.
+    latest_forecast: Option<Forecast>,
     pending: Option<PendingRecommendation>,
     alarms: BTreeMap<String, ActiveAlarm>,
     ended: Option<String>,
@@ -941,6 +943,7 @@ impl Runner {
                     source: "initial".into(),
                 }],
                 forecast: None,
+                latest_forecast: None,
                 pending: None,
                 alarms: BTreeMap::new(),
                 ended: None,
@@ -1475,7 +1478,8 @@ impl Runner {
                     for a in alarms {
                         u.record(day, a).await?;
                     }
-                    u.forecast = Some(bands_of(&f));
+                    // (its bands for the dashboard are drawn after the writes)
+                    u.latest_forecast = Some(f);
                 }
                 Err(e) => u.step_failed(day, "forecast", &e).await?,
             }
@@ -1576,6 +1580,8 @@ impl Runner {
                 }
             }
             ApprovalMode::Required => {
+                // the operators see the day's forecast bands while they decide
+                self.draw_bands(&mut summary).await?;
                 self.await_approval(day, &recommended, &currents, &mut resolutions)
                     .await?;
             }
@@ -1583,12 +1589,46 @@ impl Runner {
         // 7. write or withhold
         self.apply(day, &recommended, &currents, resolutions, &mut summary)
             .await?;
+        // the dashboard's forecast bands (with approvals, drawn before the wait): after the
+        // writes
+        self.draw_bands(&mut summary).await?;
         // 8. the best constant operating point so far, under the shared model: after the
         // writes (it decides nothing), on its own thread while the campaign waits for the
         // next sample (its time is in the day's `timings.best` that takes its result)
         summary.timings.best += self.start_best(&recommended, &currents)?;
         self.end_day(day, &mut summary)?;
         Ok(true)
+    }
+
+    /// The dashboard's bands of every reactor's latest forecast, drawn on [`THREADS`]
+    /// threads; their time counts in the day's forecast time.
+    async fn draw_bands(&mut self, summary: &mut CampaignDay) -> Result<()> {
+        let t = Instant::now();
+        let pending: Vec<(usize, Forecast)> = self
+            .units
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, u)| u.latest_forecast.take().map(|f| (i, f)))
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let drawn = tokio::task::spawn_blocking(move || {
+            let bands = par_map(&pending, |(_, f)| bands_of(f));
+            pending
+                .into_iter()
+                .map(|(i, _)| i)
+                .zip(bands)
+                .collect::<Vec<_>>()
+        })
+        .await?;
+        for (i, b) in drawn {
+            self.units[i].forecast = b;
+        }
+        let took = t.elapsed();
+        summary.timings.forecast += took;
+        summary.compute += took;
+        Ok(())
     }
 
     /// Index, snapshot and observer at the end of a day.

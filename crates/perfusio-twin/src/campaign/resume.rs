@@ -453,6 +453,7 @@ impl Runner {
                 observations,
                 setpoints,
                 forecast: None,
+                latest_forecast: None,
                 pending: None,
                 alarms: BTreeMap::new(),
                 ended: ended[i].clone(),
