@@ -3,12 +3,15 @@
 //! A campaign's background work (the hyperparameter fit of `retrain_in_background`, the
 //! daily best-point search) runs at idle priority, but that alone does not keep it out of
 //! the daily path's way: with two idle-priority threads busy, the late-day fixture's batch
-//! decision took 1.4 times as long and its 24 forecasts 1.45 times (`decide_profile --
-//! late`, 2 cores), because the daily path's short parallel sections do not get both cores
-//! at once. So the day claims the cores while it learns, forecasts and decides
-//! ([`Foreground::claim`]), and background work waits at its checkpoints (before each
-//! evaluation of the fit's objective, before each candidate of the search) until the claim
-//! is released ([`Foreground::wait_idle`]).
+//! decision took about 1.4 times as long and its 24 forecasts 1.45 times (`decide_profile
+//! -- late`, 2 virtual cores), and one such thread pinned to one core slowed them as much:
+//! the scheduler's priorities do not cover what a busy core costs the other (on a virtual
+//! machine, the host's share of both). So a paced day claims
+//! the cores from its learning to its end, writes included ([`Foreground::claim`]; an
+//! operator's approval is waited for without it), and background work waits at its
+//! checkpoints (inside each evaluation of the fit's objective, before each candidate of the
+//! search) until the claim is released ([`Foreground::wait_idle`]). What is already running
+//! at a checkpoint's pass goes on to the next one: tens of milliseconds.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};

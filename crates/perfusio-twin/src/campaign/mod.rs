@@ -850,9 +850,9 @@ struct Runner {
     /// The daily best-point step, running while the campaign waits for the next sample.
     best_task: Option<BestTask>,
     day0: Option<perfusio_hybrid::StateEstimate>,
-    /// Held while a day learns, forecasts and decides, once the days have deadlines (see
-    /// [`Runner::paced`]); the background fit and best-point step wait at their
-    /// checkpoints meanwhile.
+    /// Claimed from a day's learning to its end (not while operators are waited for), once
+    /// the days have deadlines (see [`Runner::paced`]); the background fit and best-point
+    /// step wait at their checkpoints meanwhile.
     foreground: Foreground,
     /// Whether the days have deadlines: real-time pacing, or a source that has made a read
     /// wait for its sample (a live server that holds only the current day). Days back to
@@ -1305,9 +1305,9 @@ impl Runner {
         let waited = t_wait.elapsed();
         let start_next =
             retrain && background && !final_day && !matches!(adopt, Some(Adopt::Condition(_)));
-        // from here to the decision a paced day has the cores (nothing below waits for
-        // background work until the claim is dropped)
-        let claim = self.paced.then(|| self.foreground.claim());
+        // from here to the day's end (or an operator's approval) a paced day has the cores:
+        // nothing below waits for background work until the claim is dropped
+        let mut claim = self.paced.then(|| self.foreground.claim());
         let active: Vec<bool> = self.units.iter().map(|u| u.ended.is_none()).collect();
         let ms = measured.clone();
         let inter = interventions.clone();
@@ -1554,8 +1554,6 @@ impl Runner {
         }
         summary.compute = compute;
         summary.timings = timings;
-        // (approval may wait for operators; background work goes on meanwhile)
-        drop(claim);
         // operator overrides replace the day's decision
         for i in 0..n {
             if let Some((values, actor)) = &interventions[i].override_values {
@@ -1580,8 +1578,10 @@ impl Runner {
                 }
             }
             ApprovalMode::Required => {
-                // the operators see the day's forecast bands while they decide
+                // the operators see the day's forecast bands while they decide; background
+                // work goes on meanwhile
                 self.draw_bands(&mut summary).await?;
+                claim = None;
                 self.await_approval(day, &recommended, &currents, &mut resolutions)
                     .await?;
             }
@@ -1597,6 +1597,7 @@ impl Runner {
         // next sample (its time is in the day's `timings.best` that takes its result)
         summary.timings.best += self.start_best(&recommended, &currents)?;
         self.end_day(day, &mut summary)?;
+        drop(claim);
         Ok(true)
     }
 
