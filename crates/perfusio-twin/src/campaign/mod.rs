@@ -230,11 +230,11 @@ pub struct CampaignDay {
     pub retrained: bool,
     /// Active alarms over all reactors.
     pub alarms: usize,
-    /// Wall time of the day's computation on its way from the samples to the writes
-    /// (learning, retraining, forecasts, batch decision; on the final day, the best point's
-    /// final search), without reading, writing and waiting for operators. The daily
-    /// best-point step runs after the writes, while the campaign waits for the next sample,
-    /// and is not in it.
+    /// Wall time of the day's computation (learning, retraining, forecasts, batch decision
+    /// on the way from the samples to the writes, and the dashboard's forecast bands after
+    /// the writes or before an approval; on the final day, the best point's final search),
+    /// without reading, writing and waiting for operators. The daily best-point step runs
+    /// after the writes, while the campaign waits for the next sample, and is not in it.
     pub compute: Duration,
     /// Where [`CampaignDay::compute`] went.
     pub timings: CampaignTimings,
@@ -249,7 +249,8 @@ pub struct CampaignTimings {
     pub learn: Duration,
     /// Retraining the shared model (zero on days without one).
     pub retrain: Duration,
-    /// The published forecasts of every reactor and their alarms.
+    /// The published forecasts of every reactor and their alarms, and the dashboard's
+    /// bands drawn from them.
     pub forecast: Duration,
     /// The batch decision over the reactors.
     pub decide: Duration,
