@@ -971,6 +971,18 @@ async fn run_campaign(
     c.run().await
 }
 
+/// R01's retraining records: day, termination, model hash.
+fn retrainings(dir: &Path) -> Vec<(f64, String, String)> {
+    log(dir, "R01")
+        .iter()
+        .filter(|r| r.kind == "model_retrained")
+        .map(|r| {
+            let text = |k: &str| r.payload[k].as_str().unwrap_or_default().to_string();
+            (r.day, text("termination"), text("model_sha256"))
+        })
+        .collect()
+}
+
 /// The setpoints written to every reactor, by reactor and day.
 fn written(dir: &Path, ids: &[&str]) -> Vec<Vec<(f64, Vec<f64>)>> {
     ids.iter()
@@ -1179,20 +1191,7 @@ async fn real_time_days_that_claim_the_cores_compute_what_unpaced_days_do() {
     .unwrap();
     assert_eq!(report.finished.as_deref(), Some("completed"));
     assert_eq!(written(paced.path(), &ids), written(fast.path(), &ids));
-    let retrained = |dir: &Path| -> Vec<(f64, String, String)> {
-        log(dir, "R01")
-            .iter()
-            .filter(|r| r.kind == "model_retrained")
-            .map(|r| {
-                (
-                    r.day,
-                    r.payload["termination"].as_str().unwrap().to_string(),
-                    r.payload["model_sha256"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
-    };
-    let (a, b) = (retrained(paced.path()), retrained(fast.path()));
+    let (a, b) = (retrainings(paced.path()), retrainings(fast.path()));
     assert_eq!(a, b);
     assert!(a[1].1.starts_with("adopted the fit of day 3"), "{a:?}");
 }
@@ -1211,15 +1210,9 @@ async fn a_campaign_with_background_fits_resumes_whatever_each_retraining_day_di
         .await
         .unwrap();
     let terms = |dir: &Path| -> Vec<(f64, String)> {
-        log(dir, "R01")
-            .iter()
-            .filter(|r| r.kind == "model_retrained")
-            .map(|r| {
-                (
-                    r.day,
-                    r.payload["termination"].as_str().unwrap().to_string(),
-                )
-            })
+        retrainings(dir)
+            .into_iter()
+            .map(|(day, termination, _)| (day, termination))
             .collect()
     };
     let before = terms(cut.path());
