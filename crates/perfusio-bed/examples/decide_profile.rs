@@ -69,20 +69,33 @@ fn main() {
         return;
     }
     let reactors = fixture::batch24(&model, &run);
+    time_batch("decide_batch(24)", &model, &reactors, 2);
+}
+
+/// Times `runs` qLogEI batch decisions over `reactors` (wall, CPU and the first decision's
+/// split), labelled `label`.
+fn time_batch(
+    label: &str,
+    model: &perfusio_hybrid::HybridModel,
+    reactors: &[(
+        perfusio_hybrid::StateEstimate,
+        perfusio_core::ControlArray<f64>,
+    )],
+    runs: usize,
+) {
     let cfg = PolicyConfig {
         acquisition: Acquisition::QLogEI,
         ..PolicyConfig::new(&DS)
     };
     let p = BedPolicy::new(DS, vec![Box::new(Harvest::default())], cfg)
         .unwrap_or_else(|e| panic!("{e}"));
-    for _ in 0..2 {
-        let c0 = cpu_seconds();
-        let t = Instant::now();
+    for _ in 0..runs {
+        let (c0, t) = (cpu_seconds(), Instant::now());
         let ds = p
-            .decide_batch(&model, &reactors)
+            .decide_batch(model, reactors)
             .unwrap_or_else(|e| panic!("{e}"));
         eprintln!(
-            "decide_batch(24): {:?} wall, {:.0} ms CPU; {:?}",
+            "{label}: {:?} wall, {:.0} ms CPU; {:?}",
             t.elapsed(),
             (cpu_seconds() - c0) * 1e3,
             ds[0].timings
@@ -130,22 +143,5 @@ fn late_batch() {
             (cpu_seconds() - c0) * 1e3
         );
     }
-    let cfg = PolicyConfig {
-        acquisition: Acquisition::QLogEI,
-        ..PolicyConfig::new(&DS)
-    };
-    let p = BedPolicy::new(DS, vec![Box::new(Harvest::default())], cfg)
-        .unwrap_or_else(|e| panic!("{e}"));
-    for _ in 0..5 {
-        let (c0, t) = (cpu_seconds(), Instant::now());
-        let ds = p
-            .decide_batch(&model, &reactors)
-            .unwrap_or_else(|e| panic!("{e}"));
-        eprintln!(
-            "late decide_batch(24): {:?} wall, {:.0} ms CPU; {:?}",
-            t.elapsed(),
-            (cpu_seconds() - c0) * 1e3,
-            ds[0].timings
-        );
-    }
+    time_batch("late decide_batch(24)", &model, &reactors, 5);
 }

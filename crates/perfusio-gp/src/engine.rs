@@ -1085,7 +1085,7 @@ pub(crate) fn eval_kron<K: Kernel>(
     theta: &[f64],
     lay: &Layout,
     want_grad: bool,
-    pause: &(dyn Fn() + Sync),
+    pause: crate::model::Pause<'_>,
 ) -> Result<Eval> {
     let p = kron_parts(k, ts, grid, theta, lay)?;
     let (n, t) = (ts.n_base, lay.t);
@@ -1301,7 +1301,7 @@ pub(crate) fn build_posterior<K: Kernel>(
     theta: &[f64],
     lay: &Layout,
     opts: &FitOptions,
-    pause: &(dyn Fn() + Sync),
+    pause: crate::model::Pause<'_>,
 ) -> Result<(Posterior, SolverPath, f64, f64)> {
     let noise: Vec<f64> = theta[lay.noise()].iter().map(|v| v.exp()).collect();
     if let Some(grid) = grid_for(ts, opts) {
