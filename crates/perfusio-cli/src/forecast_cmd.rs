@@ -171,6 +171,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             unit: s.unit().to_string(),
             days: f.measured.iter().map(|b| f64::from(b.day)).collect(),
             q: std::array::from_fn(|j| f.measured.iter().map(|b| b.quantiles[j][k]).collect()),
+            // the bands above are already the measured value's
+            measured: Vec::new(),
             observed: history
                 .days
                 .iter()

@@ -94,7 +94,7 @@ pub use error::{Result, TwinError};
 pub use hash::forecast_sha256;
 pub use observer::{NoObserver, Observer, RunInfo};
 pub use reactor::{Learned, ReactorState};
-pub use report::{DayRecord, RunReport, RunSummary};
+pub use report::{DayRecord, RunReport, RunSummary, SpeciesAccuracy};
 pub use twin::{
     DEFAULT_SAMPLE_WAIT, DigitalTwin, DigitalTwinBuilder, FORECAST_DAYS_AHEAD, RETRY_CAP,
     RETRY_INITIAL,

@@ -18,6 +18,10 @@ pub struct FanChart {
     pub days: Vec<f64>,
     /// Quantiles 5, 10, 50, 90, 95 % per forecast day.
     pub q: [Vec<f64>; 5],
+    /// The 90 % band (q05, q95) of the measured value per forecast day, where a sample
+    /// should fall (measurement noise included), drawn lightest behind the bands of `q`;
+    /// empty to leave it out (e.g. when `q` already is the measured value's).
+    pub measured: Vec<(f64, f64)>,
     /// Observed `(day, value)`; missing days are simply absent (drawn as gaps).
     pub observed: Vec<(f64, f64)>,
 }
@@ -34,6 +38,7 @@ pub fn fan_chart_svg(c: &FanChart) -> Result<String> {
             .iter()
             .chain(&c.q[4])
             .copied()
+            .chain(c.measured.iter().flat_map(|b| [b.0, b.1]))
             .chain(c.observed.iter().map(|p| p.1));
         let (_, y1) = bounds(ys);
         let y1 = if y1 > 0.0 { y1 * 1.08 } else { 1.0 };
@@ -52,6 +57,28 @@ pub fn fan_chart_svg(c: &FanChart) -> Result<String> {
             .draw()
             .map_err(err)?;
         let blue = RGBColor(31, 119, 180);
+        if c.measured.len() == c.days.len() && c.days.len() >= 2 {
+            let mut poly: Vec<(f64, f64)> = c
+                .days
+                .iter()
+                .copied()
+                .zip(c.measured.iter().map(|b| b.1))
+                .collect();
+            poly.extend(
+                c.days
+                    .iter()
+                    .copied()
+                    .zip(c.measured.iter().map(|b| b.0))
+                    .rev(),
+            );
+            chart
+                .draw_series(std::iter::once(Polygon::new(poly, blue.mix(0.08).filled())))
+                .map_err(err)?
+                .label("90 % band of a sample")
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 14, y + 5)], blue.mix(0.08).filled())
+                });
+        }
         for (lo, hi, alpha, label) in [(0, 4, 0.18, "90 % band"), (1, 3, 0.30, "80 % band")] {
             let mut poly: Vec<(f64, f64)> = c
                 .days
@@ -115,9 +142,10 @@ fn err<E: std::fmt::Display>(e: E) -> TwinError {
 }
 
 impl FanChart {
-    /// The fan chart of species `s` from the report's last forecast (its latent-state
-    /// quantiles), with every day's accepted measurement over it; `None` when the run made
-    /// no forecast.
+    /// The fan chart of species `s` from the report's last forecast: its latent-state
+    /// quantiles, the measured value's 90 % band behind them (where a sample should fall),
+    /// and every day's accepted measurement over both; `None` when the run made no
+    /// forecast.
     pub fn from_report(report: &RunReport, s: Species) -> Option<Self> {
         let f = report.last_forecast.as_ref()?;
         let k = s.index();
@@ -131,6 +159,11 @@ impl FanChart {
             unit: s.unit().to_string(),
             days: f.state.iter().map(|b| f64::from(b.day)).collect(),
             q: std::array::from_fn(|i| f.state.iter().map(|b| b.quantiles[i][k]).collect()),
+            measured: f
+                .measured
+                .iter()
+                .map(|b| (b.quantiles[0][k], b.quantiles[4][k]))
+                .collect(),
             observed: report
                 .days
                 .iter()
@@ -214,6 +247,7 @@ mod tests {
                 vec![2.5, 3.5, 4.5],
                 vec![3.0, 4.0, 5.0],
             ],
+            measured: Vec::new(),
             observed: vec![(0.0, 0.5), (2.0, 1.0), (4.0, 1.8)],
         };
         let svg = fan_chart_svg(&c).unwrap();
@@ -225,6 +259,51 @@ mod tests {
         );
         assert!(svg.matches("<polygon").count() >= 2);
         assert!(svg.contains("Titer"));
+    }
+
+    #[test]
+    fn the_measured_band_is_drawn_first_behind_the_others_and_widens_the_axis() {
+        let mut c = FanChart {
+            title: "Titer".into(),
+            unit: "mg/L".into(),
+            days: vec![5.0, 6.0, 7.0],
+            q: [
+                vec![1.0, 2.0, 3.0],
+                vec![1.5, 2.5, 3.5],
+                vec![2.0, 3.0, 4.0],
+                vec![2.5, 3.5, 4.5],
+                vec![3.0, 4.0, 5.0],
+            ],
+            measured: Vec::new(),
+            observed: vec![(5.0, 2.2)],
+        };
+        let without = fan_chart_svg(&c).unwrap();
+        c.measured = vec![(0.5, 35.0), (1.5, 45.0), (2.5, 90.0)];
+        let with = fan_chart_svg(&c).unwrap();
+        assert_eq!(
+            with.matches("<polygon").count(),
+            without.matches("<polygon").count() + 1
+        );
+        assert!(with.contains("90 % band of a sample"));
+        assert!(!without.contains("90 % band of a sample"));
+        // document order is drawing order: the lightest band comes first
+        let first = &with[with.find("<polygon").unwrap()..];
+        let first = &first[..first.find("/>").unwrap()];
+        assert!(first.contains("opacity=\"0.08\""), "{first}");
+        // the largest axis label: the y axis reaches the measured band's top (90) only
+        // with it
+        let top_label = |svg: &str| -> f64 {
+            svg.split("</text>")
+                .filter_map(|t| t.rsplit('>').next())
+                .filter_map(|t| t.trim().parse::<f64>().ok())
+                .fold(f64::NEG_INFINITY, f64::max)
+        };
+        assert!(top_label(&with) >= 80.0, "{}", top_label(&with));
+        assert!(top_label(&without) < 10.0, "{}", top_label(&without));
+        // a band that does not match the forecast days is left out
+        c.measured.pop();
+        let mismatched = fan_chart_svg(&c).unwrap();
+        assert!(!mismatched.contains("90 % band of a sample"));
     }
 
     #[test]

@@ -109,6 +109,90 @@ impl DayRecord {
     }
 }
 
+/// One-day-ahead accuracy of one species: each decision's expected next sample (the
+/// measured value's bands under the recommended setpoints, `Decision::next_sample` in the
+/// audit) against the next day's sample, over the days whose recommendation was written as
+/// it stands. There is no noise-free truth here, so the RMSE is taken against the
+/// measurements and includes their noise.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpeciesAccuracy {
+    /// Species name.
+    pub species: String,
+    /// Forecast/measurement pairs.
+    pub n: usize,
+    /// RMSE of the median against the measurements, over the mean measurement.
+    pub rrmse: f64,
+    /// Share of measurements inside the 90 % band (q05–q95).
+    pub coverage90: f64,
+}
+
+/// One-day-ahead pairs of each species, `(q05, q50, q95, next sample)`.
+pub(crate) type OneDayPairs = [Vec<(f64, f64, f64, f64)>; N_SPECIES];
+
+/// Whether every control of `written` was requested at the decision's recommended value
+/// (to a relative 10⁻⁹), and nothing else was written.
+fn written_as_recommended(dec: &Decision, written: &SetpointWritten) -> bool {
+    let controls = &written.receipt.controls;
+    controls.len() == dec.controls.len()
+        && controls.iter().all(|c| {
+            dec.controls
+                .get(c.control.name())
+                .is_some_and(|r| (c.requested - r).abs() <= 1e-9 * r.abs().max(1.0))
+        })
+}
+
+/// Adds the one-day-ahead pairs of one reactor's days (in day order): the decision's
+/// expected next sample against the next day's sample, when the recommendation was written
+/// as it stands (an edit, a rejection or a withheld write would score the model under
+/// setpoints it did not assume) and the next day follows directly.
+pub(crate) fn push_one_day_pairs(days: &[DayRecord], pairs: &mut OneDayPairs) {
+    for w in days.windows(2) {
+        let (d, next) = (&w[0], &w[1]);
+        let (Some(dec), Some(written)) = (&d.decision, &d.written) else {
+            continue;
+        };
+        if next.day != d.day + 1 || !written_as_recommended(dec, written) {
+            continue;
+        }
+        for s in Species::ALL {
+            let (Some(b), Some(y)) = (dec.next_sample.get(s.name()), next.species(s)) else {
+                continue;
+            };
+            if let (Some(q05), Some(q50), Some(q95)) = (b.q05.first(), b.q50.first(), b.q95.first())
+            {
+                pairs[s.index()].push((*q05, *q50, *q95, y));
+            }
+        }
+    }
+}
+
+/// The accuracy of every species with at least one pair, in species order.
+pub(crate) fn accuracy_of(pairs: &OneDayPairs) -> Vec<SpeciesAccuracy> {
+    Species::ALL
+        .iter()
+        .filter_map(|s| {
+            let p = &pairs[s.index()];
+            if p.is_empty() {
+                return None;
+            }
+            let n = p.len() as f64;
+            let mean_y = p.iter().map(|x| x.3.abs()).sum::<f64>() / n;
+            let mse = p.iter().map(|x| (x.1 - x.3).powi(2)).sum::<f64>() / n;
+            let inside = p.iter().filter(|x| x.0 <= x.3 && x.3 <= x.2).count() as f64;
+            Some(SpeciesAccuracy {
+                species: s.name().to_string(),
+                n: p.len(),
+                rrmse: if mean_y > 0.0 {
+                    mse.sqrt() / mean_y
+                } else {
+                    f64::NAN
+                },
+                coverage90: inside / n,
+            })
+        })
+        .collect()
+}
+
 /// The outcome of a run: every day's record and how it ended.
 #[derive(Debug, Clone)]
 pub struct RunReport {
@@ -173,6 +257,17 @@ impl RunReport {
     /// Retrainings of the model.
     pub fn retrains(&self) -> usize {
         self.days.iter().filter(|d| d.retrained.is_some()).count()
+    }
+
+    /// The model's one-day-ahead accuracy on this run's own data, per species: each
+    /// decision's expected next sample (the measured value's bands under the recommended
+    /// setpoints) against the next day's sample, over the days whose recommendation was
+    /// written as it stands (empty when writing was off: the model then never assumed the
+    /// setpoints in force). The same measure as the campaign report's.
+    pub fn accuracy(&self) -> Vec<SpeciesAccuracy> {
+        let mut pairs = OneDayPairs::default();
+        push_one_day_pairs(&self.days, &mut pairs);
+        accuracy_of(&pairs)
     }
 
     /// Controls applied over each completed day, `(day, controls)` in day order.
@@ -426,6 +521,26 @@ impl fmt::Display for RunReport {
             self.seed,
             self.seconds
         )?;
+        let accuracy = self.accuracy();
+        if accuracy.is_empty() {
+            writeln!(
+                f,
+                "one day ahead: no pairs (no recommendation was written as it stands)"
+            )?;
+        } else {
+            write!(
+                f,
+                "one day ahead (expected next sample vs the next sample: rRMSE, 90 % coverage):"
+            )?;
+            for a in &accuracy {
+                write!(f, " {} {:.3}/{:.2}", a.species, a.rrmse, a.coverage90)?;
+            }
+            writeln!(
+                f,
+                " ({} days)",
+                accuracy.iter().map(|a| a.n).max().unwrap_or(0)
+            )?;
+        }
         write!(
             f,
             "audit log {} (head {})",

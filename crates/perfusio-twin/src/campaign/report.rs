@@ -14,7 +14,8 @@ use serde::Serialize;
 use super::CampaignIndex;
 use crate::campaign_files::{self, BestPoint};
 use crate::error::Result;
-use crate::report::DayRecord;
+pub use crate::report::SpeciesAccuracy;
+use crate::report::{DayRecord, OneDayPairs, accuracy_of, push_one_day_pairs};
 
 /// What a campaign found.
 #[derive(Debug, Clone, Serialize)]
@@ -80,38 +81,6 @@ pub struct ReactorOutcome {
     pub alarms_raised: usize,
 }
 
-/// One-day-ahead accuracy of one species: each decision's expected next sample (the
-/// measured value's bands under the recommended setpoints, `Decision::next_sample` in the
-/// audit) against the next day's sample, over the days whose recommendation was written as
-/// it stands. There is no noise-free truth here, so the RMSE is taken against the
-/// measurements and includes their noise.
-#[derive(Debug, Clone, Serialize)]
-pub struct SpeciesAccuracy {
-    /// Species name.
-    pub species: String,
-    /// Forecast/measurement pairs.
-    pub n: usize,
-    /// RMSE of the median against the measurements, over the mean measurement.
-    pub rrmse: f64,
-    /// Share of measurements inside the 90 % band (q05–q95).
-    pub coverage90: f64,
-}
-
-/// Whether every control of `written` was requested at the decision's recommended value
-/// (to a relative 10⁻⁹), and nothing else was written.
-fn written_as_recommended(
-    dec: &perfusio_audit::event::Decision,
-    written: &perfusio_audit::event::SetpointWritten,
-) -> bool {
-    let controls = &written.receipt.controls;
-    controls.len() == dec.controls.len()
-        && controls.iter().all(|c| {
-            dec.controls
-                .get(c.control.name())
-                .is_some_and(|r| (c.requested - r).abs() <= 1e-9 * r.abs().max(1.0))
-        })
-}
-
 impl CampaignReport {
     /// Reads a campaign directory: `campaign.json`, `snapshot.json` and every reactor's
     /// audit log, which must verify.
@@ -124,7 +93,7 @@ impl CampaignReport {
             .first()
             .and_then(|(spec, cost)| parse_objective(spec, *cost).ok());
         let mut reactors = Vec::new();
-        let mut pairs: Vec<Vec<(f64, f64, f64, f64)>> = vec![Vec::new(); N_SPECIES];
+        let mut pairs = OneDayPairs::default();
         for r in &index.reactors {
             let path = dir.join(&r.audit);
             let (report, records) = read_verified(&path)?;
@@ -154,29 +123,7 @@ impl CampaignReport {
             let value = |d: &DayRecord, s: Species| -> Option<f64> {
                 d.sample.as_ref()?.values.get(s.name()).copied().flatten()
             };
-            // one-day-ahead pairs: the decision's expected next sample (bands of the measured
-            // value under the recommended setpoints) against the next day's sample, when the
-            // recommendation was written as it stands (an edit, a rejection or a withheld
-            // write would score the model under setpoints it did not assume)
-            for w in days.windows(2) {
-                let (d, next) = (&w[0], &w[1]);
-                let (Some(dec), Some(written)) = (&d.decision, &d.written) else {
-                    continue;
-                };
-                if next.day != d.day + 1 || !written_as_recommended(dec, written) {
-                    continue;
-                }
-                for s in Species::ALL {
-                    let (Some(b), Some(y)) = (dec.next_sample.get(s.name()), value(next, s)) else {
-                        continue;
-                    };
-                    if let (Some(q05), Some(q50), Some(q95)) =
-                        (b.q05.first(), b.q50.first(), b.q95.first())
-                    {
-                        pairs[s.index()].push((*q05, *q50, *q95, y));
-                    }
-                }
-            }
+            push_one_day_pairs(&days, &mut pairs);
             let latest = days
                 .iter()
                 .rev()
@@ -276,29 +223,7 @@ impl CampaignReport {
                     .count(),
             });
         }
-        let accuracy = Species::ALL
-            .iter()
-            .filter_map(|s| {
-                let p = &pairs[s.index()];
-                if p.is_empty() {
-                    return None;
-                }
-                let n = p.len() as f64;
-                let mean_y = p.iter().map(|x| x.3.abs()).sum::<f64>() / n;
-                let mse = p.iter().map(|x| (x.1 - x.3).powi(2)).sum::<f64>() / n;
-                let inside = p.iter().filter(|x| x.0 <= x.3 && x.3 <= x.2).count() as f64;
-                Some(SpeciesAccuracy {
-                    species: s.name().to_string(),
-                    n: p.len(),
-                    rrmse: if mean_y > 0.0 {
-                        mse.sqrt() / mean_y
-                    } else {
-                        f64::NAN
-                    },
-                    coverage90: inside / n,
-                })
-            })
-            .collect();
+        let accuracy = accuracy_of(&pairs);
         Ok(Self {
             name: index.name.clone(),
             dir: dir.to_path_buf(),

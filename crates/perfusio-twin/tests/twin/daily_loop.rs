@@ -65,4 +65,44 @@ async fn one_record_per_step_applied_controls_and_a_verifiable_log() {
             assert!((applied[c.index()] - dec.controls[c.name()]).abs() < 1e-12);
         }
     }
+    // one-day-ahead accuracy, recomputed from the log's JSON: each decision's expected next
+    // sample against the next day's sample (every decision was written as it stands)
+    let accuracy = report.accuracy();
+    for s in [Species::VCD, Species::Titer] {
+        let mut pairs = Vec::new();
+        for dec in recs.iter().filter(|r| r.kind == "decision") {
+            let next = recs
+                .iter()
+                .find(|r| r.kind == "sample_read" && (r.day - (dec.day + 1.0)).abs() < 1e-9);
+            let y = next.and_then(|r| r.payload["values"][s.name()].as_f64());
+            let b = &dec.payload["next_sample"][s.name()];
+            if let (Some(y), Some(q05), Some(q50), Some(q95)) = (
+                y,
+                b["q05"][0].as_f64(),
+                b["q50"][0].as_f64(),
+                b["q95"][0].as_f64(),
+            ) {
+                pairs.push((q05, q50, q95, y));
+            }
+        }
+        assert!(pairs.len() >= 5, "{s}: {} pairs", pairs.len());
+        let n = pairs.len() as f64;
+        let mean = pairs.iter().map(|p| p.3).sum::<f64>() / n;
+        let rmse = (pairs.iter().map(|p| (p.1 - p.3).powi(2)).sum::<f64>() / n).sqrt();
+        let inside = pairs.iter().filter(|p| p.0 <= p.3 && p.3 <= p.2).count() as f64;
+        let a = accuracy.iter().find(|a| a.species == s.name()).unwrap();
+        assert_eq!(a.n, pairs.len());
+        assert!(
+            (a.rrmse - rmse / mean).abs() < 1e-12,
+            "{a:?} vs {}",
+            rmse / mean
+        );
+        assert!((a.coverage90 - inside / n).abs() < 1e-12);
+        assert!(a.rrmse > 0.0 && a.rrmse.is_finite());
+    }
+    assert!(
+        report
+            .to_string()
+            .contains("one day ahead (expected next sample")
+    );
 }

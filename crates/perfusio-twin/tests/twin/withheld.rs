@@ -33,6 +33,9 @@ async fn writing_off_sends_nothing_and_audits_every_recommendation_as_withheld()
         (report.decisions(), report.written(), report.withheld()),
         (5, 0, 5)
     );
+    // no recommendation reached the plant: nothing to score one day ahead
+    assert!(report.accuracy().is_empty());
+    assert!(report.to_string().contains("one day ahead: no pairs"));
     let recs = records(&audit);
     let k = kinds(&recs);
     assert_eq!(k.iter().filter(|x| **x == "setpoint_written").count(), 0);
