@@ -366,33 +366,52 @@ fn log_ei_core(
     let q = samples.q();
     let mut per_sample = Vec::with_capacity(samples.n_samples());
     let mut li = vec![0.0; q];
-    let (inv_tau, ln_tau) = (1.0 / params.tau_relu, params.tau_relu.ln());
     for s in 0..samples.n_samples() {
         let best = best_of(s);
         for (j, (l, &f)) in li.iter_mut().zip(samples.row(s)).enumerate() {
-            *l = if params.fat {
-                log_fatplus_scaled((f - best) * inv_tau) + ln_tau
-            } else {
-                log_softplus(f - best, params.tau_relu)
-            };
-            for c in constraints {
-                let x = c.get(s, j) / params.eta;
-                *l += if params.fat {
-                    log_fatmoid(x)
-                } else {
-                    log_sigmoid(x)
-                };
-            }
+            *l = log_ei_term(f, best, constraints.iter().map(|c| c.get(s, j)), params);
         }
-        per_sample.push(if q == 1 {
-            li[0]
-        } else if params.fat {
-            fatmax(&li, params.tau_max)
-        } else {
-            smooth_max(&li, params.tau_max)
-        });
+        per_sample.push(log_ei_reduce(&li, params));
     }
     logmeanexp(&per_sample)
+}
+
+/// One member's term in one scenario of the batch log-EI acquisitions: the log of the
+/// smoothed improvement of `f` over `best`, plus the log of the smoothed feasibility of each
+/// of its constraint slacks. Batch code that keeps its members' terms across candidates
+/// gets exactly the values of [`q_log_expected_improvement`].
+pub(crate) fn log_ei_term(
+    f: f64,
+    best: f64,
+    slacks: impl Iterator<Item = f64>,
+    params: &McParams,
+) -> f64 {
+    let mut l = if params.fat {
+        log_fatplus_scaled((f - best) * (1.0 / params.tau_relu)) + params.tau_relu.ln()
+    } else {
+        log_softplus(f - best, params.tau_relu)
+    };
+    for x in slacks {
+        let x = x / params.eta;
+        l += if params.fat {
+            log_fatmoid(x)
+        } else {
+            log_sigmoid(x)
+        };
+    }
+    l
+}
+
+/// The reduction of one scenario's member terms ([`log_ei_term`]) over the batch: the term
+/// itself for one member, the (fat) smoothed maximum otherwise.
+pub(crate) fn log_ei_reduce(li: &[f64], params: &McParams) -> f64 {
+    if li.len() == 1 {
+        li[0]
+    } else if params.fat {
+        fatmax(li, params.tau_max)
+    } else {
+        smooth_max(li, params.tau_max)
+    }
 }
 
 /// Monte-Carlo batch upper confidence bound (BoTorch `qUpperConfidenceBound`):

@@ -46,6 +46,29 @@ pub trait Objective: Send + Sync + fmt::Debug {
     /// A short name for logs and decisions; for the built-ins, the form that
     /// [`parse_objective`] reads back.
     fn name(&self) -> String;
+
+    /// The species [`value`](Self::value) reads, or `None` (the default) when it may read
+    /// any. A policy that knows them converts only those species of its Monte-Carlo
+    /// scenarios from the model's coordinates and passes the others at their mean path, so
+    /// an implementation that lists species must list every one it reads.
+    fn species_read(&self) -> Option<Vec<Species>> {
+        None
+    }
+}
+
+/// The species the value of `variable` depends on (a derived variable's inputs).
+///
+/// ```
+/// use perfusio_bed::objective::variable_species;
+/// use perfusio_core::{Derived, Species, Variable};
+/// assert_eq!(variable_species(Variable::Derived(Derived::VCV)), [Species::VCD, Species::Via]);
+/// ```
+pub fn variable_species(variable: Variable) -> Vec<Species> {
+    match variable {
+        Variable::Species(s) => vec![s],
+        Variable::Derived(Derived::VCV) => vec![Species::VCD, Species::Via],
+        Variable::Derived(Derived::Diam) => vec![Species::Via],
+    }
 }
 
 /// The horizon `H` of a scenario: `min(states.len() − 1, schedule.len())`.
@@ -175,6 +198,10 @@ impl Objective for Harvest {
             "harvest".to_string()
         }
     }
+
+    fn species_read(&self) -> Option<Vec<Species>> {
+        Some(vec![Species::Titer])
+    }
 }
 
 /// Titer on the last day of the horizon, `Titer_{t+H}` (mg/L).
@@ -190,6 +217,10 @@ impl Objective for FinalTiter {
 
     fn name(&self) -> String {
         "final-titer".to_string()
+    }
+
+    fn species_read(&self) -> Option<Vec<Species>> {
+        Some(vec![Species::Titer])
     }
 }
 
@@ -359,6 +390,15 @@ impl Objective for Track {
 
     fn name(&self) -> String {
         format!("track:{}", Self::format(&self.targets))
+    }
+
+    fn species_read(&self) -> Option<Vec<Species>> {
+        Some(
+            self.targets
+                .iter()
+                .flat_map(|t| variable_species(t.variable))
+                .collect(),
+        )
     }
 }
 
@@ -568,6 +608,11 @@ impl OutcomeConstraint {
         if w > 0.0 { w } else { 1.0 }
     }
 
+    /// The species the constraint reads ([`variable_species`] of its variable).
+    pub fn species_read(&self) -> Vec<Species> {
+        variable_species(self.variable)
+    }
+
     /// Margin of one state in variable units: `min(y − lower, upper − y)` (`+∞` without
     /// bounds); `≥ 0` when inside.
     pub fn margin(&self, state: &SpeciesArray<f64>) -> f64 {
@@ -632,6 +677,68 @@ pub fn all_satisfied(constraints: &[OutcomeConstraint], states: &[SpeciesArray<f
 mod tests {
     use super::*;
     use perfusio_core::DEFAULT_AMBR250_DESIGN_SPACE as DS;
+    use perfusio_core::N_SPECIES;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 64,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(5),
+            ..ProptestConfig::default()
+        })]
+
+        /// Every built-in objective and constraint lists all the species it reads: changing
+        /// any other species of every state leaves its value (and slack) exactly as it was.
+        #[test]
+        fn species_read_lists_every_species_a_value_depends_on(
+            base in proptest::collection::vec(0.5..100.0f64, 4 * N_SPECIES),
+            noise in proptest::collection::vec(-0.4..0.4f64, 4 * N_SPECIES),
+            perf in 0.5..2.0f64,
+        ) {
+            let states: Vec<SpeciesArray<f64>> = base
+                .chunks_exact(N_SPECIES)
+                .map(|c| std::array::from_fn(|k| if k == Species::Via.index() { c[k].min(99.0) } else { c[k] }))
+                .collect();
+            let schedule = vec![controls(perf, 0.1); 3];
+            let objectives: Vec<Box<dyn Objective>> = vec![
+                Box::new(Harvest::new(400.0).unwrap()),
+                Box::new(FinalTiter),
+                Box::new(Track::parse("VCV=10,Glc=2:0.5").unwrap()),
+                Box::new(Track::parse("Diam=21").unwrap()),
+            ];
+            let constraints = [
+                OutcomeConstraint::new(Variable::Species(Species::Via), Some(95.0), None).unwrap(),
+                OutcomeConstraint::new(Variable::Derived(Derived::VCV), None, Some(30.0)).unwrap(),
+            ];
+            let perturb = |read: &[Species]| -> Vec<SpeciesArray<f64>> {
+                states
+                    .iter()
+                    .enumerate()
+                    .map(|(d, st)| {
+                        std::array::from_fn(|k| {
+                            if read.iter().any(|s| s.index() == k) {
+                                st[k]
+                            } else {
+                                st[k] * (1.0 + noise[d * N_SPECIES + k])
+                            }
+                        })
+                    })
+                    .collect()
+            };
+            for o in &objectives {
+                let read = o.species_read().unwrap();
+                let v = o.value(&states, &schedule);
+                prop_assert_eq!(v.to_bits(), o.value(&perturb(&read), &schedule).to_bits(), "{}", o.name());
+                // and the listed species do matter
+                let all: Vec<Species> = Vec::new();
+                prop_assert!(o.value(&perturb(&all), &schedule).to_bits() != v.to_bits(), "{}", o.name());
+            }
+            for c in &constraints {
+                let read = c.species_read();
+                prop_assert_eq!(c.slack(&states).to_bits(), c.slack(&perturb(&read)).to_bits());
+            }
+        }
+    }
 
     fn state(vcd: f64, via: f64, titer: f64) -> SpeciesArray<f64> {
         let mut s = [1.0; 9];

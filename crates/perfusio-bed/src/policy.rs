@@ -446,6 +446,24 @@ impl BedPolicy {
 
     /// Objective and slack values of scenarios given as state paths (`states[s][d]`, d = 0
     /// today, original units).
+    /// The species that the objectives and the outcome constraints read: all of them when
+    /// an objective does not say ([`Objective::species_read`]).
+    fn species_needed(&self) -> [bool; N_SPECIES] {
+        let mut needed = [false; N_SPECIES];
+        for o in &self.objectives {
+            match o.species_read() {
+                Some(list) => list.iter().for_each(|s| needed[s.index()] = true),
+                None => return [true; N_SPECIES],
+            }
+        }
+        for c in &self.config.constraints {
+            for s in c.species_read() {
+                needed[s.index()] = true;
+            }
+        }
+        needed
+    }
+
     fn score_paths(
         &self,
         paths: &[Vec<SpeciesArray<f64>>],
@@ -657,7 +675,7 @@ impl BedPolicy {
             Ok(LocalInfo {
                 means: pg.means.clone(),
                 var: None,
-                scenarios: Some(pg.scenarios_z(base)?),
+                scenarios: Some(pg.scenarios_z(base, &self.species_needed())?),
             })
         } else {
             Ok(LocalInfo {
@@ -681,9 +699,11 @@ impl BedPolicy {
         let scored = match (&info.var, &info.scenarios) {
             (Some(v), _) => self.score_moments(&info.means, v, schedule, tr),
             (None, Some(sc)) => {
+                let needed = self.species_needed();
+                let mean_species = species_path(&info.means, tr);
                 let paths: Vec<Vec<SpeciesArray<f64>>> = sc
                     .iter()
-                    .map(|p| p.iter().map(|z| tr.to_species(z)).collect())
+                    .map(|p| species_needed(p, &mean_species, &needed, tr))
                     .collect();
                 self.score_paths(&paths, schedule)
             }
@@ -1003,7 +1023,8 @@ impl BedPolicy {
                     .map(|(pg, u)| {
                         let schedule = vec![*u; h];
                         if self.config.acquisition.is_monte_carlo() {
-                            Ok(self.score_paths(&pg.scenarios(base, &tr)?, &schedule))
+                            let needed = self.species_needed();
+                            Ok(self.score_paths(&pg.scenarios(base, &tr, &needed)?, &schedule))
                         } else {
                             Ok(self.score_gaussian(pg, &schedule, &tr))
                         }
@@ -1433,6 +1454,9 @@ impl BedPolicy {
             self.config.seed ^ 0x6261_7463_6821,
         )?;
         let mut batch = JointBatch::new(base.n_samples(), q);
+        if self.batch_acquisition() == Acquisition::QLogEI {
+            batch = batch.with_log_ei(best / scale, self.batch_mc_params());
+        }
         let mut chosen: Vec<usize> = Vec::with_capacity(q);
         let mut joint_value = f64::NEG_INFINITY;
         for (j, r) in rs.iter().enumerate() {
@@ -1464,6 +1488,17 @@ impl BedPolicy {
             joint_value = best_v;
         }
         Ok((chosen, joint_value))
+    }
+
+    /// The Monte-Carlo parameters of batch decisions. The choice is discrete: no smoothing
+    /// of the max over the batch is needed, and a smoothed max would reward a second copy of
+    /// a member (by τ ln 2).
+    fn batch_mc_params(&self) -> McParams {
+        McParams {
+            beta: self.config.ucb_beta,
+            tau_max: BATCH_TAU_MAX,
+            ..McParams::default()
+        }
     }
 
     /// The Monte-Carlo acquisition of batch decisions: the configured one when it is a
@@ -1878,6 +1913,12 @@ struct JointBatch {
     samples: Vec<f64>,
     slacks: Vec<f64>,
     k: usize,
+    /// With qLogEI: the standardised incumbent and the parameters, and each member's term
+    /// per scenario (`terms[s * q + a]`, [`mc::log_ei_term`]). The members' terms do not
+    /// change while candidates for the next member are compared, so each is computed once
+    /// (the values are those of [`mc::q_log_expected_improvement`] on the whole batch).
+    log_ei: Option<(f64, McParams)>,
+    terms: Vec<f64>,
 }
 
 impl JointBatch {
@@ -1891,7 +1932,18 @@ impl JointBatch {
             samples: vec![0.0; n * q],
             slacks: vec![0.0; n * q],
             k: 0,
+            log_ei: None,
+            terms: Vec::new(),
         }
+    }
+
+    /// Keeps the members' qLogEI terms for incumbent `best` (standardised, finite).
+    fn with_log_ei(mut self, best: f64, params: McParams) -> Self {
+        if best.is_finite() && params.check().is_ok() {
+            self.log_ei = Some((best, params));
+            self.terms = vec![0.0; self.n * self.q];
+        }
+        self
     }
 
     /// The new member's row of the Cholesky factor (`k + 1` values), or `None` when the
@@ -1933,9 +1985,24 @@ impl JointBatch {
             // (nearly) a copy of a member: it adds nothing the batch does not know
             return f64::NEG_INFINITY;
         }
+        let slack = Self::member_slack(c);
+        if let Some((best_z, params)) = &self.log_ei {
+            // qLogEI from the members' kept terms and the candidate's own
+            let mut li = vec![0.0; k];
+            let mut per_sample = Vec::with_capacity(n);
+            for (s, eps) in base.rows().enumerate() {
+                li[..k - 1].copy_from_slice(&self.terms[s * self.q..s * self.q + k - 1]);
+                let mut v = c.mean / scale;
+                for b in 0..k {
+                    v += row[b] * eps[b];
+                }
+                li[k - 1] = mc::log_ei_term(v, *best_z, std::iter::once(slack), params);
+                per_sample.push(mc::log_ei_reduce(&li, params));
+            }
+            return mc::logmeanexp(&per_sample);
+        }
         let mut samples = vec![0.0; n * k];
         let mut slacks = vec![0.0; n * k];
-        let slack = Self::member_slack(c);
         for (s, eps) in base.rows().enumerate() {
             samples[s * k..s * k + k - 1]
                 .copy_from_slice(&self.samples[s * self.q..s * self.q + k - 1]);
@@ -1954,15 +2021,14 @@ impl JointBatch {
         ) else {
             return f64::NEG_INFINITY;
         };
-        // the choice is discrete: no smoothing of the max over the batch is needed, and a
-        // smoothed max would reward a second copy of a member (by τ ln 2)
-        let params = McParams {
-            beta: policy.config.ucb_beta,
-            tau_max: BATCH_TAU_MAX,
-            ..McParams::default()
-        };
-        mc::evaluate(policy.batch_acquisition(), sm, best / scale, &[cm], &params)
-            .unwrap_or(f64::NEG_INFINITY)
+        mc::evaluate(
+            policy.batch_acquisition(),
+            sm,
+            best / scale,
+            &[cm],
+            &policy.batch_mc_params(),
+        )
+        .unwrap_or(f64::NEG_INFINITY)
     }
 
     /// Appends `c` as member `j` (= the current size).
@@ -1988,6 +2054,10 @@ impl JointBatch {
             }
             self.samples[s * self.q + k] = v;
             self.slacks[s * self.q + k] = slack;
+            if let Some((best_z, params)) = &self.log_ei {
+                self.terms[s * self.q + k] =
+                    mc::log_ei_term(v, *best_z, std::iter::once(slack), params);
+            }
         }
         self.inputs.push(c.input.clone());
         self.sds.push(c.sd / scale);
@@ -2096,21 +2166,30 @@ impl PathGaussian {
         out
     }
 
-    /// Scenarios `means + L ε_s` from the base samples, in original units.
+    /// Scenarios `means + L ε_s` from the base samples, in original units: the species in
+    /// `needed` drawn, the others at the mean path ([`scenarios_z`](Self::scenarios_z)).
     fn scenarios(
         &self,
         base: &BaseSamples,
         tr: &LogTransform,
+        needed: &[bool; N_SPECIES],
     ) -> Result<Vec<Vec<SpeciesArray<f64>>>> {
+        let mean_species = species_path(&self.means, tr);
         Ok(self
-            .scenarios_z(base)?
-            .into_iter()
-            .map(|p| p.into_iter().map(|z| tr.to_species(&z)).collect())
+            .scenarios_z(base, needed)?
+            .iter()
+            .map(|p| species_needed(p, &mean_species, needed, tr))
             .collect())
     }
 
-    /// Scenarios `means + L ε_s` from the base samples, in `z` (not clamped).
-    fn scenarios_z(&self, base: &BaseSamples) -> Result<Vec<Vec<SpeciesArray<f64>>>> {
+    /// Scenarios `means + L ε_s` from the base samples, in `z` (not clamped). Only the
+    /// species in `needed` are drawn (the rows of `L` of the others are skipped: their
+    /// values are the mean path), so the drawn ones are exactly those of a full draw.
+    fn scenarios_z(
+        &self,
+        base: &BaseSamples,
+        needed: &[bool; N_SPECIES],
+    ) -> Result<Vec<Vec<SpeciesArray<f64>>>> {
         let dims = self.dims();
         let mut a = self.cov();
         let l = cholesky_jitter(&mut a, dims).ok_or_else(|| {
@@ -2120,6 +2199,9 @@ impl PathGaussian {
         let mut z = vec![0.0; dims];
         for row in base.rows() {
             for i in 0..dims {
+                if !needed[i % N_SPECIES] {
+                    continue;
+                }
                 let mut v = 0.0;
                 for k in 0..=i {
                     v += l[i * dims + k] * row[k];
@@ -2136,6 +2218,26 @@ impl PathGaussian {
         }
         Ok(out)
     }
+}
+
+/// A path in `z` in original units.
+fn species_path(path: &[SpeciesArray<f64>], tr: &LogTransform) -> Vec<SpeciesArray<f64>> {
+    path.iter().map(|z| tr.to_species(z)).collect()
+}
+
+/// A scenario path in `z` in original units: the species in `needed` converted, the others
+/// taken from `mean_species` (the mean path in original units), which saves the
+/// exponentials of the species no objective or constraint reads.
+fn species_needed(
+    path: &[SpeciesArray<f64>],
+    mean_species: &[SpeciesArray<f64>],
+    needed: &[bool; N_SPECIES],
+    tr: &LogTransform,
+) -> Vec<SpeciesArray<f64>> {
+    path.iter()
+        .zip(mean_species)
+        .map(|(z, m)| std::array::from_fn(|k| if needed[k] { tr.s(k, z[k]) } else { m[k] }))
+        .collect()
 }
 
 /// Linearised forecast of each candidate: mean path through the hybrid step at the
@@ -2435,6 +2537,131 @@ mod tests {
         let (chosen, value) = policy.choose_batch(&model, &[r], 1).unwrap();
         assert_eq!(chosen, [0], "joint value {value}");
         assert!(value.is_finite());
+    }
+
+    /// The greedy batch's kept member terms give, bit for bit, the qLogEI of the whole
+    /// batch evaluated from scratch, at every size and for every candidate.
+    #[test]
+    fn kept_log_ei_terms_give_the_whole_batch_value() {
+        let ds = perfusio_core::DEFAULT_AMBR250_DESIGN_SPACE;
+        let model = HybridModel::new(perfusio_hybrid::HybridConfig::online()).unwrap();
+        let policy = BedPolicy::new(
+            ds.clone(),
+            vec![Box::new(crate::objective::Harvest::default())],
+            PolicyConfig {
+                acquisition: Acquisition::QLogEI,
+                ..PolicyConfig::new(&ds)
+            },
+        )
+        .unwrap();
+        let mut next = numbers(3);
+        let cands: Vec<BatchCandidate> = (0..8)
+            .map(|i| {
+                let mut u = Control::defaults();
+                u[Control::PerfusionRate.index()] = 0.5 + 0.2 * i as f64;
+                let (mean, sd) = (10.0 + 2.0 * next(), 1.0 + 0.5 * next().abs());
+                BatchCandidate {
+                    controls: u,
+                    mean,
+                    sd,
+                    summaries: vec![ObjectiveSummary { mean, sd }],
+                    chol: vec![sd],
+                    feasible: 0.5 + 0.45 * next(),
+                    input: (0..15).map(|_| 0.5 + 0.5 * next()).collect(),
+                }
+            })
+            .collect();
+        let (q, best, scale) = (4, 10.5, 2.0);
+        let base = BaseSamples::new(128, q, 11).unwrap();
+        let mut plain = JointBatch::new(base.n_samples(), q);
+        let mut kept = JointBatch::new(base.n_samples(), q)
+            .with_log_ei(best / scale, policy.batch_mc_params());
+        assert!(kept.log_ei.is_some());
+        for j in 0..q {
+            for (i, c) in cands.iter().enumerate() {
+                let a = plain.value_with(&policy, &model, c, &base, best, scale, true);
+                let b = kept.value_with(&policy, &model, c, &base, best, scale, true);
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "member {j}, candidate {i}: {a} vs {b}"
+                );
+                assert!(a.is_finite());
+            }
+            plain.push(&model, &cands[2 * j], &base, j, scale).unwrap();
+            kept.push(&model, &cands[2 * j], &base, j, scale).unwrap();
+        }
+    }
+
+    /// The species an objective and the constraints read are drawn exactly as in a full
+    /// draw; the others sit at the mean path.
+    #[test]
+    fn scenarios_of_the_species_read_are_those_of_a_full_draw() {
+        let ds = perfusio_core::DEFAULT_AMBR250_DESIGN_SPACE;
+        let via = OutcomeConstraint::new(
+            perfusio_core::Variable::Species(perfusio_core::Species::Via),
+            Some(95.0),
+            None,
+        )
+        .unwrap();
+        let harvest = BedPolicy::new(
+            ds.clone(),
+            vec![Box::new(crate::objective::Harvest::default())],
+            PolicyConfig {
+                constraints: vec![via],
+                ..PolicyConfig::new(&ds)
+            },
+        )
+        .unwrap();
+        let needed = harvest.species_needed();
+        let (t, v) = (
+            perfusio_core::Species::Titer.index(),
+            perfusio_core::Species::Via.index(),
+        );
+        assert!(
+            (0..N_SPECIES).all(|k| needed[k] == (k == t || k == v)),
+            "{needed:?}"
+        );
+        let closure = BedPolicy::new(
+            ds.clone(),
+            vec![Box::new(crate::objective::FnObjective::new(
+                "any",
+                |s, _| s[0][0],
+            ))],
+            PolicyConfig::new(&ds),
+        )
+        .unwrap();
+        assert_eq!(closure.species_needed(), [true; N_SPECIES]);
+
+        let mut next = numbers(5);
+        let h = 5;
+        let pg = PathGaussian {
+            means: (0..=h)
+                .map(|_| std::array::from_fn(|_| 1.0 + next()))
+                .collect(),
+            start: psd(&mut next),
+            jac: std::sync::Arc::new(
+                (0..h)
+                    .map(|_| std::array::from_fn(|_| std::array::from_fn(|_| 0.3 * next())))
+                    .collect(),
+            ),
+            noise: (0..h).map(|_| psd(&mut next)).collect(),
+        };
+        let base = BaseSamples::new(64, pg.dims(), 9).unwrap();
+        let tr = perfusio_hybrid::LogTransform::default();
+        let full = pg.scenarios(&base, &tr, &[true; N_SPECIES]).unwrap();
+        let part = pg.scenarios(&base, &tr, &needed).unwrap();
+        let mean = species_path(&pg.means, &tr);
+        for (f, p) in full.iter().zip(&part) {
+            for d in 0..=h {
+                for k in 0..N_SPECIES {
+                    let want = if needed[k] { f[d][k] } else { mean[d][k] };
+                    assert_eq!(p[d][k].to_bits(), want.to_bits(), "day {d}, species {k}");
+                }
+            }
+        }
+        // the full draw is a draw: the titer varies across scenarios
+        assert!(full.iter().any(|p| (p[h][t] - full[0][h][t]).abs() > 0.0));
     }
 
     /// Deterministic numbers in (-1, 1).

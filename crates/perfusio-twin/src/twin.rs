@@ -72,6 +72,9 @@ impl Objective for SharedObjective {
     fn name(&self) -> String {
         self.0.name()
     }
+    fn species_read(&self) -> Option<Vec<perfusio_core::Species>> {
+        self.0.species_read()
+    }
 }
 
 /// Everything a [`DigitalTwin`] can be given besides its connector, design space and run
