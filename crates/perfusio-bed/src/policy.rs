@@ -2497,6 +2497,36 @@ fn cholesky_jitter(a: &mut [f64], n: usize) -> Option<Vec<f64>> {
 mod tests {
     use super::*;
 
+    /// A harvest policy with qLogEI on the default design space.
+    fn qlogei_harvest_policy() -> BedPolicy {
+        let ds = perfusio_core::DEFAULT_AMBR250_DESIGN_SPACE;
+        let cfg = PolicyConfig {
+            acquisition: Acquisition::QLogEI,
+            ..PolicyConfig::new(&ds)
+        };
+        BedPolicy::new(
+            ds,
+            vec![Box::new(crate::objective::Harvest::default())],
+            cfg,
+        )
+        .unwrap()
+    }
+
+    /// A batch candidate: the default controls at perfusion `rate`, one objective.
+    fn candidate(rate: f64, mean: f64, sd: f64, feasible: f64, input: Vec<f64>) -> BatchCandidate {
+        let mut u = Control::defaults();
+        u[Control::PerfusionRate.index()] = rate;
+        BatchCandidate {
+            controls: u,
+            mean,
+            sd,
+            summaries: vec![ObjectiveSummary { mean, sd }],
+            chol: vec![sd],
+            feasible,
+            input,
+        }
+    }
+
     /// A one-reactor batch: the holding course (mean 10, sd 5) has the larger qLogEI, a
     /// candidate with a higher mean (10.5) and almost no uncertainty the smaller one. The
     /// greedy choice keeps the holding course; it once took the higher mean, because the
@@ -2505,30 +2535,9 @@ mod tests {
     fn the_greedy_batch_compares_candidates_with_the_holding_course() {
         let ds = perfusio_core::DEFAULT_AMBR250_DESIGN_SPACE;
         let model = HybridModel::new(perfusio_hybrid::HybridConfig::online()).unwrap();
-        let cfg = PolicyConfig {
-            acquisition: Acquisition::QLogEI,
-            ..PolicyConfig::new(&ds)
-        };
-        let policy = BedPolicy::new(
-            ds.clone(),
-            vec![Box::new(crate::objective::Harvest::default())],
-            cfg,
-        )
-        .unwrap();
+        let policy = qlogei_harvest_policy();
         let current = Control::defaults();
-        let cand = |mean: f64, sd: f64, rate: f64| {
-            let mut u = current;
-            u[Control::PerfusionRate.index()] = rate;
-            BatchCandidate {
-                controls: u,
-                mean,
-                sd,
-                summaries: vec![ObjectiveSummary { mean, sd }],
-                chol: vec![sd],
-                feasible: 1.0,
-                input: vec![rate],
-            }
-        };
+        let cand = |mean: f64, sd: f64, rate: f64| candidate(rate, mean, sd, 1.0, vec![rate]);
         let r = BatchReactor {
             space: DecisionSpace::new(&ds, current).unwrap(),
             jac: Vec::new(),
@@ -2543,32 +2552,15 @@ mod tests {
     /// batch evaluated from scratch, at every size and for every candidate.
     #[test]
     fn kept_log_ei_terms_give_the_whole_batch_value() {
-        let ds = perfusio_core::DEFAULT_AMBR250_DESIGN_SPACE;
         let model = HybridModel::new(perfusio_hybrid::HybridConfig::online()).unwrap();
-        let policy = BedPolicy::new(
-            ds.clone(),
-            vec![Box::new(crate::objective::Harvest::default())],
-            PolicyConfig {
-                acquisition: Acquisition::QLogEI,
-                ..PolicyConfig::new(&ds)
-            },
-        )
-        .unwrap();
+        let policy = qlogei_harvest_policy();
         let mut next = numbers(3);
         let cands: Vec<BatchCandidate> = (0..8)
             .map(|i| {
-                let mut u = Control::defaults();
-                u[Control::PerfusionRate.index()] = 0.5 + 0.2 * i as f64;
                 let (mean, sd) = (10.0 + 2.0 * next(), 1.0 + 0.5 * next().abs());
-                BatchCandidate {
-                    controls: u,
-                    mean,
-                    sd,
-                    summaries: vec![ObjectiveSummary { mean, sd }],
-                    chol: vec![sd],
-                    feasible: 0.5 + 0.45 * next(),
-                    input: (0..15).map(|_| 0.5 + 0.5 * next()).collect(),
-                }
+                let feasible = 0.5 + 0.45 * next();
+                let input = (0..15).map(|_| 0.5 + 0.5 * next()).collect();
+                candidate(0.5 + 0.2 * i as f64, mean, sd, feasible, input)
             })
             .collect();
         let (q, best, scale) = (4, 10.5, 2.0);

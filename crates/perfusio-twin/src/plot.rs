@@ -234,9 +234,9 @@ pub fn setpoint_history_svg(
 mod tests {
     use super::*;
 
-    #[test]
-    fn chart_has_bands_points_and_no_point_for_missing_days() {
-        let c = FanChart {
+    /// A three-day titer chart with bands from 1 to 5 and the given observations.
+    fn chart(observed: Vec<(f64, f64)>) -> FanChart {
+        FanChart {
             title: "Titer".into(),
             unit: "mg/L".into(),
             days: vec![5.0, 6.0, 7.0],
@@ -248,8 +248,13 @@ mod tests {
                 vec![3.0, 4.0, 5.0],
             ],
             measured: Vec::new(),
-            observed: vec![(0.0, 0.5), (2.0, 1.0), (4.0, 1.8)],
-        };
+            observed,
+        }
+    }
+
+    #[test]
+    fn chart_has_bands_points_and_no_point_for_missing_days() {
+        let c = chart(vec![(0.0, 0.5), (2.0, 1.0), (4.0, 1.8)]);
         let svg = fan_chart_svg(&c).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..40]);
         assert_eq!(
@@ -263,20 +268,7 @@ mod tests {
 
     #[test]
     fn the_measured_band_is_drawn_first_behind_the_others_and_widens_the_axis() {
-        let mut c = FanChart {
-            title: "Titer".into(),
-            unit: "mg/L".into(),
-            days: vec![5.0, 6.0, 7.0],
-            q: [
-                vec![1.0, 2.0, 3.0],
-                vec![1.5, 2.5, 3.5],
-                vec![2.0, 3.0, 4.0],
-                vec![2.5, 3.5, 4.5],
-                vec![3.0, 4.0, 5.0],
-            ],
-            measured: Vec::new(),
-            observed: vec![(5.0, 2.2)],
-        };
+        let mut c = chart(vec![(5.0, 2.2)]);
         let without = fan_chart_svg(&c).unwrap();
         c.measured = vec![(0.5, 35.0), (1.5, 45.0), (2.5, 90.0)];
         let with = fan_chart_svg(&c).unwrap();
