@@ -346,6 +346,8 @@ pub struct BedPolicy {
     design: DesignSpace,
     objectives: Vec<Box<dyn Objective>>,
     config: PolicyConfig,
+    /// The species the objectives and constraints read (see [`BedPolicy::species_needed`]).
+    needed: [bool; N_SPECIES],
 }
 
 /// A candidate's objective (and constraint slack) values per scenario, or the moments of a
@@ -413,10 +415,12 @@ impl BedPolicy {
                 ),
             });
         }
+        let needed = species_needed_by(&objectives, &config.constraints);
         Ok(Self {
             design,
             objectives,
             config,
+            needed,
         })
     }
 
@@ -449,19 +453,7 @@ impl BedPolicy {
     /// The species that the objectives and the outcome constraints read: all of them when
     /// an objective does not say ([`Objective::species_read`]).
     fn species_needed(&self) -> [bool; N_SPECIES] {
-        let mut needed = [false; N_SPECIES];
-        for o in &self.objectives {
-            match o.species_read() {
-                Some(list) => list.iter().for_each(|s| needed[s.index()] = true),
-                None => return [true; N_SPECIES],
-            }
-        }
-        for c in &self.config.constraints {
-            for s in c.species_read() {
-                needed[s.index()] = true;
-            }
-        }
-        needed
+        self.needed
     }
 
     fn score_paths(
@@ -2218,6 +2210,27 @@ impl PathGaussian {
         }
         Ok(out)
     }
+}
+
+/// The species that `objectives` and `constraints` read, all of them when an objective does
+/// not say ([`Objective::species_read`]).
+fn species_needed_by(
+    objectives: &[Box<dyn Objective>],
+    constraints: &[OutcomeConstraint],
+) -> [bool; N_SPECIES] {
+    let mut needed = [false; N_SPECIES];
+    for o in objectives {
+        match o.species_read() {
+            Some(list) => list.iter().for_each(|s| needed[s.index()] = true),
+            None => return [true; N_SPECIES],
+        }
+    }
+    for c in constraints {
+        for s in c.species_read() {
+            needed[s.index()] = true;
+        }
+    }
+    needed
 }
 
 /// A path in `z` in original units.

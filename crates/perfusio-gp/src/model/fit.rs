@@ -51,7 +51,7 @@ struct Problem<'a, K: Kernel + Clone> {
 pub type Pause<'a> = &'a (dyn Fn() + Sync);
 
 /// The hook of the plain fits: returns at once.
-fn no_pause() {}
+pub(super) fn no_pause() {}
 
 /// Outcome of [`Problem::run`].
 struct Run {

@@ -33,7 +33,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
             &self.theta,
             &self.lay,
             &self.opts,
-            &|| {},
+            &super::fit::no_pause,
         )?;
         Ok(Self {
             x: x.to_vec(),
