@@ -166,6 +166,13 @@ pub struct PolicyConfig {
     pub acquisition: Acquisition,
     /// Days the objective looks ahead; the candidate's setpoints are held over them.
     pub horizon_days: u32,
+    /// Last culture day of the run the decisions are for (`None`: open-ended). The horizon
+    /// of a decision on day `t` stops there: it is `min(horizon_days, end_day − t)` days,
+    /// at least one ([`PolicyConfig::horizon_at`]), so no decision is scored on days the
+    /// run does not have (a final titer is the titer at the run's end, a harvest stops
+    /// with the run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_day: Option<u32>,
     /// Space-filling raw candidates scored first.
     pub raw_samples: usize,
     /// Best raw candidates refined by the local optimiser.
@@ -201,6 +208,7 @@ impl PolicyConfig {
         Self {
             acquisition: Acquisition::LogEI,
             horizon_days: 3,
+            end_day: None,
             raw_samples: 512,
             restarts: 10,
             batch_raw_samples: 64,
@@ -214,6 +222,30 @@ impl PolicyConfig {
             fixed: Vec::new(),
             threads: 2,
         }
+    }
+
+    /// Days a decision on culture day `day` looks ahead: [`PolicyConfig::horizon_days`],
+    /// cut at [`PolicyConfig::end_day`], at least one.
+    ///
+    /// ```
+    /// use perfusio_bed::PolicyConfig;
+    /// use perfusio_core::DEFAULT_AMBR250_DESIGN_SPACE;
+    ///
+    /// let mut c = PolicyConfig::new(&DEFAULT_AMBR250_DESIGN_SPACE);
+    /// c.horizon_days = 14;
+    /// assert_eq!(c.horizon_at(20), 14);
+    /// c.end_day = Some(28);
+    /// assert_eq!(c.horizon_at(10), 14);
+    /// assert_eq!(c.horizon_at(20), 8);
+    /// assert_eq!(c.horizon_at(27), 1);
+    /// assert_eq!(c.horizon_at(30), 1);
+    /// ```
+    pub fn horizon_at(&self, day: u32) -> usize {
+        let h = match self.end_day {
+            Some(end) => self.horizon_days.min(end.saturating_sub(day)),
+            None => self.horizon_days,
+        };
+        h.max(1) as usize
     }
 
     /// Checks the values; the error names the field.
@@ -732,9 +764,9 @@ impl BedPolicy {
         tr: &LogTransform,
         hold: &Scored,
         hold_summary: &[ObjectiveSummary],
+        h: usize,
     ) -> Result<(Vec<f64>, RestartReport)> {
         let dim = x0.len();
-        let h = self.config.horizon_days as usize;
         let schedule_of =
             |x: &[f64]| -> Result<Vec<ControlArray<f64>>> { Ok(vec![space.to_controls(x)?; h]) };
         let mut xc = x0.to_vec();
@@ -1005,7 +1037,7 @@ impl BedPolicy {
         cands: &[ControlArray<f64>],
         threads: usize,
     ) -> Result<Vec<Scored>> {
-        let h = self.config.horizon_days as usize;
+        let h = self.config.horizon_at(state.day);
         let tr = model.config().transform;
         match self.config.screening {
             Screening::Linearised => {
@@ -1060,7 +1092,7 @@ impl BedPolicy {
         current: &ControlArray<f64>,
         candidates: &[ControlArray<f64>],
     ) -> Result<Vec<f64>> {
-        let h = self.config.horizon_days as usize;
+        let h = self.config.horizon_at(state.day);
         let space = self.decision_space(current)?;
         let jac = self.holding_jacobians(model, state, space.current())?;
         let base = BaseSamples::new(
@@ -1095,7 +1127,7 @@ impl BedPolicy {
         state: &StateEstimate,
         hold: &ControlArray<f64>,
     ) -> Result<Vec<Mat9>> {
-        let h = self.config.horizon_days as usize;
+        let h = self.config.horizon_at(state.day);
         let tr = model.config().transform;
         let mut jac: Vec<Mat9> = Vec::with_capacity(h);
         let mut mu = state.z;
@@ -1118,7 +1150,7 @@ impl BedPolicy {
         current: &ControlArray<f64>,
     ) -> Result<Decision> {
         let t0 = Instant::now();
-        let h = self.config.horizon_days as usize;
+        let h = self.config.horizon_at(state.day);
         let space = self.decision_space(current)?;
         let hold_controls = space.current().to_owned();
         let tr = model.config().transform;
@@ -1189,6 +1221,7 @@ impl BedPolicy {
                     &tr,
                     &hold_lin,
                     &hold_lin_summary,
+                    h,
                 )
             })?;
             for (x, r) in refined {
@@ -1359,7 +1392,6 @@ impl BedPolicy {
         timings.refine = t_greedy.elapsed();
         // 3. the members' forecasts (moment matching) and decisions
         let t_forecast = Instant::now();
-        let h = self.config.horizon_days as usize;
         let mm = ForecastOptions {
             method: ForecastMethod::MomentMatching,
             paths: self.config.mc_samples,
@@ -1369,7 +1401,10 @@ impl BedPolicy {
         };
         // the members' forecasts as one batch (the shared model's factors read once a day)
         let schedules: Vec<Vec<ControlArray<f64>>> = (0..q)
-            .map(|j| vec![rs[j].cands[chosen[j]].controls; h])
+            .map(|j| {
+                let h = self.config.horizon_at(reactors[j].0.day);
+                vec![rs[j].cands[chosen[j]].controls; h]
+            })
             .collect();
         let jobs: Vec<ForecastJob<'_>> = reactors
             .iter()
@@ -1547,7 +1582,7 @@ impl BedPolicy {
         pgs: &[PathGaussian],
         first: Option<&[Vec<f64>]>,
     ) -> Result<Vec<BatchCandidate>> {
-        let h = self.config.horizon_days as usize;
+        let h = self.config.horizon_at(state.day);
         let tr = model.config().transform;
         let m = self.objectives.len();
         let mut first = first.unwrap_or_default().iter();
@@ -1595,7 +1630,7 @@ impl BedPolicy {
         courses: &[ControlArray<f64>],
         seed: u64,
     ) -> Result<(Vec<Scored>, Vec<Forecast>)> {
-        let h = self.config.horizon_days as usize;
+        let h = self.config.horizon_at(state.day);
         let n = self.config.mc_samples;
         let Some(first) = courses.first() else {
             return Ok((Vec::new(), Vec::new()));

@@ -129,6 +129,66 @@ fn same_seed_same_decision_and_bounds_hold() {
     }
 }
 
+/// A decision near the run's end looks only as far as the run goes: with `end_day` two days
+/// after the state's day, a 5-day horizon decides exactly as a 2-day one (same setpoints,
+/// acquisition value and forecast, bit for bit), single and batched; open-ended, it keeps 5.
+#[test]
+fn decision_horizon_stops_at_the_run_end() {
+    let model = trained(3);
+    let tr = model.config().transform;
+    let mut s0 = perfusio_mechanistic::initial_state();
+    s0[Species::VCD.index()] = 6.0;
+    s0[Species::Titer.index()] = 150.0;
+    let mut e = StateEstimate::known(6, &s0, &tr);
+    for k in 0..N_SPECIES {
+        e.cov[k][k] = 0.003;
+    }
+    let with = |horizon_days: u32, end_day: Option<u32>| {
+        let cfg = PolicyConfig {
+            acquisition: Acquisition::QLogEI,
+            horizon_days,
+            end_day,
+            raw_samples: 64,
+            restarts: 3,
+            seed: 11,
+            ..PolicyConfig::new(&DS)
+        };
+        BedPolicy::new(DS, vec![Box::new(Harvest::default())], cfg).unwrap()
+    };
+    let cut = with(5, Some(8));
+    let short = with(2, None);
+    let open = with(5, None);
+    let a = cut.decide(&model, &e, &Control::defaults()).unwrap();
+    let b = short.decide(&model, &e, &Control::defaults()).unwrap();
+    let c = open.decide(&model, &e, &Control::defaults()).unwrap();
+    assert_eq!(a.forecast.horizon(), 2);
+    assert_eq!(c.forecast.horizon(), 5);
+    assert_eq!(a.setpoints, b.setpoints);
+    assert_eq!(a.acquisition_value.to_bits(), b.acquisition_value.to_bits());
+    assert_eq!(a.recommended, b.recommended);
+    assert_ne!(
+        a.recommended, c.recommended,
+        "the 5-day objective is another number"
+    );
+    let reactors = vec![(e.clone(), Control::defaults()); 3];
+    let ab = cut.decide_batch(&model, &reactors).unwrap();
+    let bb = short.decide_batch(&model, &reactors).unwrap();
+    for (x, y) in ab.iter().zip(&bb) {
+        assert_eq!(x.forecast.horizon(), 2);
+        assert_eq!(x.setpoints, y.setpoints);
+        assert_eq!(x.acquisition_value.to_bits(), y.acquisition_value.to_bits());
+    }
+    // past the end a decision still looks one day ahead
+    let late = StateEstimate { day: 9, ..e };
+    assert_eq!(
+        cut.decide(&model, &late, &Control::defaults())
+            .unwrap()
+            .forecast
+            .horizon(),
+        1
+    );
+}
+
 #[path = "../benches/support/fixture.rs"]
 #[allow(dead_code)]
 mod fixture;

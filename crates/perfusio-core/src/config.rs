@@ -182,7 +182,9 @@ pub struct RunConfig {
     pub retrain_every: u32,
     /// Acquisition function of the design policy (default LogEI).
     pub acquisition: Acquisition,
-    /// Horizon of the decision objective, days (default 3).
+    /// Horizon of the decision objective, days (default 3). It stops at the run's last day
+    /// (`duration_days`): a decision on day `t` looks `min(decision_horizon_days,
+    /// duration_days − t)` days ahead, at least one.
     pub decision_horizon_days: u32,
     /// Horizon of the published forecast, days (default 28).
     pub forecast_horizon_days: u32,

@@ -1043,6 +1043,7 @@ pub(crate) fn build_policy(
     let mut pc = PolicyConfig {
         acquisition: c.acquisition,
         horizon_days: c.decision_horizon_days,
+        end_day: Some(c.duration_days),
         raw_samples: c.raw_samples as usize,
         restarts: c.optimizer_restarts as usize,
         mc_samples: c.mc_samples as usize,
