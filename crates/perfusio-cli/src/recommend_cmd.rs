@@ -49,6 +49,13 @@ pub(crate) struct Args {
     /// Acquisition function (PI, EI, LogEI, UCB, qEI, qLogEI, qUCB).
     #[arg(long, default_value = "LogEI")]
     acquisition: String,
+    /// Days the objective looks ahead (1–28), the recommended setpoints held over them.
+    #[arg(long, default_value_t = 3)]
+    horizon: u32,
+    /// The run's last culture day: the objective stops there (near the end the decision looks
+    /// only as far as the run goes; a final titer is the titer on that day). Default: no end.
+    #[arg(long)]
+    end_day: Option<u32>,
     /// Print the decision as JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -79,8 +86,21 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let (state, current, rejected) = filter_history(&model, &table)?;
     let cfg = PolicyConfig {
         acquisition,
+        horizon_days: args.horizon,
+        end_day: args.end_day,
         ..PolicyConfig::new(&design)
     };
+    if let Err(e) = cfg.check() {
+        bail!("--horizon {}: {e}", args.horizon);
+    }
+    if let Some(end) = args.end_day
+        && end <= state.day
+    {
+        bail!(
+            "--end-day {end}: the history's last day is {}; the run must end after it",
+            state.day
+        );
+    }
     let policy = BedPolicy::new(design, vec![objective], cfg)?;
     let decision = policy.decide(&model, &state, &current)?;
     let text = if args.json {

@@ -88,6 +88,32 @@ fn recommend_prints_one_decision_as_json_and_text() {
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("day 14: qLogEI: "), "{out}");
     assert!(out.contains("perfusion_rate"), "{out}");
+
+    // a longer horizon, and one cut at the run's last day
+    let days_ahead = |extra: &[&str]| -> Vec<u64> {
+        let mut a = vec![
+            "recommend",
+            "--model",
+            &model,
+            "--history",
+            &history,
+            "--objective",
+            "final-titer",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        let (code, out, err) = perfusio(&a);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["forecast"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["day"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(days_ahead(&["--horizon", "5"]), [15, 16, 17, 18, 19]);
+    assert_eq!(days_ahead(&["--horizon", "5", "--end-day", "16"]), [15, 16]);
 }
 
 #[test]
@@ -113,6 +139,27 @@ fn recommend_errors_name_the_option() {
             value,
         ]);
         assert_eq!(code, 1);
+        assert!(err.starts_with(want), "{err}");
+    }
+    for (flag, value, want) in [
+        ("--horizon", "0", "error: --horizon 0: "),
+        ("--horizon", "29", "error: --horizon 29: "),
+        (
+            "--end-day",
+            "14",
+            "error: --end-day 14: the history's last day is 14",
+        ),
+    ] {
+        let (code, _, err) = perfusio(&[
+            "recommend",
+            "--model",
+            &model,
+            "--history",
+            &history,
+            flag,
+            value,
+        ]);
+        assert_eq!(code, 1, "{flag} {value}");
         assert!(err.starts_with(want), "{err}");
     }
     let (code, _, err) = perfusio(&["recommend", "--model", "nope.json", "--history", &history]);
