@@ -88,9 +88,8 @@ fn closed_loop_harvest_beats_holding_the_defaults() {
     );
 }
 
-#[test]
-fn same_seed_same_decision_and_bounds_hold() {
-    let model = trained(3);
+/// A day-6 state (6e6 cells/mL, 150 mg/L titer) with a small uncertainty in every species.
+fn day6_state(model: &HybridModel) -> StateEstimate {
     let tr = model.config().transform;
     let mut s0 = perfusio_mechanistic::initial_state();
     s0[Species::VCD.index()] = 6.0;
@@ -99,6 +98,13 @@ fn same_seed_same_decision_and_bounds_hold() {
     for k in 0..N_SPECIES {
         e.cov[k][k] = 0.003;
     }
+    e
+}
+
+#[test]
+fn same_seed_same_decision_and_bounds_hold() {
+    let model = trained(3);
+    let e = day6_state(&model);
     for acq in [Acquisition::LogEI, Acquisition::QLogEI, Acquisition::UCB] {
         let a = policy(acq, 5)
             .decide(&model, &e, &Control::defaults())
@@ -135,14 +141,7 @@ fn same_seed_same_decision_and_bounds_hold() {
 #[test]
 fn decision_horizon_stops_at_the_run_end() {
     let model = trained(3);
-    let tr = model.config().transform;
-    let mut s0 = perfusio_mechanistic::initial_state();
-    s0[Species::VCD.index()] = 6.0;
-    s0[Species::Titer.index()] = 150.0;
-    let mut e = StateEstimate::known(6, &s0, &tr);
-    for k in 0..N_SPECIES {
-        e.cov[k][k] = 0.003;
-    }
+    let e = day6_state(&model);
     let with = |horizon_days: u32, end_day: Option<u32>| {
         let cfg = PolicyConfig {
             acquisition: Acquisition::QLogEI,

@@ -32,22 +32,22 @@ fn fixture(dir: &std::path::Path) -> (String, String) {
     )
 }
 
+/// `perfusio recommend --model MODEL --history HISTORY` with `extra` options.
+fn recommend(model: &str, history: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut a = vec!["recommend", "--model", model, "--history", history];
+    a.extend_from_slice(extra);
+    perfusio(&a)
+}
+
 #[test]
 fn recommend_prints_one_decision_as_json_and_text() {
     let dir = tempfile::tempdir().unwrap();
     let (model, history) = fixture(dir.path());
-    let (code, out, err) = perfusio(&[
-        "recommend",
-        "--model",
+    let (code, out, err) = recommend(
         &model,
-        "--history",
         &history,
-        "--objective",
-        "harvest",
-        "--medium-cost",
-        "10",
-        "--json",
-    ]);
+        &["--objective", "harvest", "--medium-cost", "10", "--json"],
+    );
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["day"], 14);
@@ -74,35 +74,20 @@ fn recommend_prints_one_decision_as_json_and_text() {
     assert!(v["elapsed_ms"].as_f64().unwrap() > 0.0);
 
     // the same decision as text; another objective and acquisition
-    let (code, out, err) = perfusio(&[
-        "recommend",
-        "--model",
+    let (code, out, err) = recommend(
         &model,
-        "--history",
         &history,
-        "--objective",
-        "track:VCV=10",
-        "--acquisition",
-        "qLogEI",
-    ]);
+        &["--objective", "track:VCV=10", "--acquisition", "qLogEI"],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("day 14: qLogEI: "), "{out}");
     assert!(out.contains("perfusion_rate"), "{out}");
 
     // a longer horizon, and one cut at the run's last day
     let days_ahead = |extra: &[&str]| -> Vec<u64> {
-        let mut a = vec![
-            "recommend",
-            "--model",
-            &model,
-            "--history",
-            &history,
-            "--objective",
-            "final-titer",
-            "--json",
-        ];
+        let mut a = vec!["--objective", "final-titer", "--json"];
         a.extend_from_slice(extra);
-        let (code, out, err) = perfusio(&a);
+        let (code, out, err) = recommend(&model, &history, &a);
         assert_eq!(code, 0, "{err}");
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         v["forecast"]
@@ -128,20 +113,6 @@ fn recommend_errors_name_the_option() {
             "cheap",
             "error: --medium-cost cheap: not a valid number",
         ),
-    ] {
-        let (code, _, err) = perfusio(&[
-            "recommend",
-            "--model",
-            &model,
-            "--history",
-            &history,
-            flag,
-            value,
-        ]);
-        assert_eq!(code, 1);
-        assert!(err.starts_with(want), "{err}");
-    }
-    for (flag, value, want) in [
         ("--horizon", "0", "error: --horizon 0: "),
         ("--horizon", "29", "error: --horizon 29: "),
         (
@@ -150,19 +121,11 @@ fn recommend_errors_name_the_option() {
             "error: --end-day 14: the history's last day is 14",
         ),
     ] {
-        let (code, _, err) = perfusio(&[
-            "recommend",
-            "--model",
-            &model,
-            "--history",
-            &history,
-            flag,
-            value,
-        ]);
+        let (code, _, err) = recommend(&model, &history, &[flag, value]);
         assert_eq!(code, 1, "{flag} {value}");
         assert!(err.starts_with(want), "{err}");
     }
-    let (code, _, err) = perfusio(&["recommend", "--model", "nope.json", "--history", &history]);
+    let (code, _, err) = recommend("nope.json", &history, &[]);
     assert_eq!(code, 1);
     assert!(err.starts_with("error: --model nope.json"), "{err}");
 }
