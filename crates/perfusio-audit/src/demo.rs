@@ -299,6 +299,7 @@ pub fn simulated_run(n: usize, seed: u64) -> Vec<Entry> {
                 probability_feasible: rng.noisy(0.95, 0.04).min(1.0),
                 reason: format!("raise perfusion to {:.3} vvd: VCV below target", c[0].1),
                 elapsed_s: rng.noisy(0.05, 0.3),
+                horizon_days: Some(3),
                 objectives: Vec::new(),
                 next_sample: Default::default(),
             }),

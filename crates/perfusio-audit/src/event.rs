@@ -368,6 +368,10 @@ pub struct Decision {
     pub reason: String,
     /// Wall-clock time the decision took, seconds.
     pub elapsed_s: f64,
+    /// Days the objective estimates (`recommended`, `hold`) cover: the decision horizon,
+    /// cut at the run's last day. Absent in logs written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizon_days: Option<u32>,
     /// With two or three objectives (qEHVI, qNEHVI): every objective's estimates, the first
     /// being `objective`, `recommended` and `hold`. Absent with one objective.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -395,9 +399,16 @@ pub struct NamedObjectiveEstimates {
 
 impl Decision {
     /// Checks that `probability_feasible` is in `[0, 1]`, that both standard deviations and
-    /// `elapsed_s` are non-negative, and that `next_sample` holds one ordered set of
-    /// quantiles per species. [`crate::AuditWriter::append`] runs it.
+    /// `elapsed_s` are non-negative, that `horizon_days`, when given, is at least one, and
+    /// that `next_sample` holds one ordered set of quantiles per species.
+    /// [`crate::AuditWriter::append`] runs it.
     pub fn validate(&self) -> Result<()> {
+        if self.horizon_days == Some(0) {
+            return Err(invalid(
+                "decision",
+                "horizon_days is 0; a decision looks at least one day ahead".to_string(),
+            ));
+        }
         if !(0.0..=1.0).contains(&self.probability_feasible) {
             return Err(invalid(
                 "decision",

@@ -1290,6 +1290,7 @@ pub(crate) fn decision_event(d: &Decision) -> DecisionEvent {
         },
         reason: d.reason.clone(),
         elapsed_s: d.elapsed.as_secs_f64(),
+        horizon_days: u32::try_from(d.forecast.horizon()).ok(),
         objectives: if d.objectives.len() > 1 {
             d.objectives
                 .iter()

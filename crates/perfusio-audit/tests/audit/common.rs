@@ -186,6 +186,7 @@ pub(crate) fn one_of_each() -> Vec<Event> {
             probability_feasible: 0.875,
             reason: "raise perfusion: glucose forecast below 2 g/L by day 12".into(),
             elapsed_s: 0.0625,
+            horizon_days: Some(3),
             objectives: Vec::new(),
             next_sample: Default::default(),
         }),

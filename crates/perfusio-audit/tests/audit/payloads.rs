@@ -95,6 +95,7 @@ fn decision() -> Decision {
         probability_feasible: 1.0,
         reason: "hold".into(),
         elapsed_s: 0.0,
+        horizon_days: None,
         objectives: Vec::new(),
         next_sample: Default::default(),
     }
@@ -110,6 +111,12 @@ fn malformed_decisions_and_retrains_are_refused() {
         "invalid `decision` payload: probability_feasible 1.5 must be a probability in [0, 1]"
     );
     let mut d = decision();
+    d.horizon_days = Some(0);
+    assert_eq!(
+        refused(d),
+        "invalid `decision` payload: horizon_days is 0; a decision looks at least one day ahead"
+    );
+    let mut d = decision();
     d.hold.sd = -0.5;
     assert_eq!(
         refused(d),
@@ -117,13 +124,12 @@ fn malformed_decisions_and_retrains_are_refused() {
     );
 
     // a multi-objective decision: every objective's estimates are checked, and a decision
-    // with one objective writes no `objectives` key (old logs read as before)
-    assert!(
-        serde_json::to_value(decision())
-            .unwrap()
-            .get("objectives")
-            .is_none()
-    );
+    // with one objective writes no `objectives` key, one without a horizon no `horizon_days`
+    // (old logs read as before)
+    let v = serde_json::to_value(decision()).unwrap();
+    for key in ["objectives", "horizon_days"] {
+        assert!(v.get(key).is_none(), "{key}");
+    }
     let mut d = decision();
     d.acquisition = Acquisition::QNEHVI;
     d.objectives = vec![

@@ -238,6 +238,7 @@ fn typed_payloads_have_the_documented_json_shape() {
         decision.contains(r#""probability_feasible":0.875"#),
         "{decision}"
     );
+    assert!(decision.contains(r#""horizon_days":3"#), "{decision}");
     // The receipt keeps every control's status and reason.
     let written = payload("setpoint_written");
     assert!(

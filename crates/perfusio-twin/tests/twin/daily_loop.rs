@@ -65,6 +65,14 @@ async fn one_record_per_step_applied_controls_and_a_verifiable_log() {
             assert!((applied[c.index()] - dec.controls[c.name()]).abs() < 1e-12);
         }
     }
+    // each decision's objective covers its horizon (3 days), cut at the run's last day (7)
+    let horizons: Vec<Option<u32>> = report
+        .days
+        .iter()
+        .take(7)
+        .map(|d| d.decision.as_ref().unwrap().horizon_days)
+        .collect();
+    assert_eq!(horizons, [3, 3, 3, 3, 3, 2, 1].map(Some));
     // one-day-ahead accuracy, recomputed from the log's JSON: each decision's expected next
     // sample against the next day's sample (every decision was written as it stands)
     let accuracy = report.accuracy();
