@@ -364,53 +364,73 @@ fn log_ei_core(
     params: &McParams,
 ) -> f64 {
     let q = samples.q();
+    let term = LogEiTerm::new(params);
     let mut per_sample = Vec::with_capacity(samples.n_samples());
     let mut li = vec![0.0; q];
     for s in 0..samples.n_samples() {
         let best = best_of(s);
         for (j, (l, &f)) in li.iter_mut().zip(samples.row(s)).enumerate() {
-            *l = log_ei_term(f, best, constraints.iter().map(|c| c.get(s, j)), params);
+            *l = term.value(f, best, constraints.iter().map(|c| c.get(s, j)));
         }
-        per_sample.push(log_ei_reduce(&li, params));
+        per_sample.push(term.reduce(&li));
     }
     logmeanexp(&per_sample)
 }
 
-/// One member's term in one scenario of the batch log-EI acquisitions: the log of the
-/// smoothed improvement of `f` over `best`, plus the log of the smoothed feasibility of each
-/// of its constraint slacks. Batch code that keeps its members' terms across candidates
-/// gets exactly the values of [`q_log_expected_improvement`].
-pub(crate) fn log_ei_term(
-    f: f64,
-    best: f64,
-    slacks: impl Iterator<Item = f64>,
-    params: &McParams,
-) -> f64 {
-    let mut l = if params.fat {
-        log_fatplus_scaled((f - best) * (1.0 / params.tau_relu)) + params.tau_relu.ln()
-    } else {
-        log_softplus(f - best, params.tau_relu)
-    };
-    for x in slacks {
-        let x = x / params.eta;
-        l += if params.fat {
-            log_fatmoid(x)
-        } else {
-            log_sigmoid(x)
-        };
-    }
-    l
+/// One member's term in one scenario of the batch log-EI acquisitions, with the constants
+/// of its [`McParams`] computed once. Batch code that keeps its members' terms across
+/// candidates gets exactly the values of [`q_log_expected_improvement`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogEiTerm {
+    tau_relu: f64,
+    inv_tau: f64,
+    ln_tau: f64,
+    tau_max: f64,
+    eta: f64,
+    fat: bool,
 }
 
-/// The reduction of one scenario's member terms ([`log_ei_term`]) over the batch: the term
-/// itself for one member, the (fat) smoothed maximum otherwise.
-pub(crate) fn log_ei_reduce(li: &[f64], params: &McParams) -> f64 {
-    if li.len() == 1 {
-        li[0]
-    } else if params.fat {
-        fatmax(li, params.tau_max)
-    } else {
-        smooth_max(li, params.tau_max)
+impl LogEiTerm {
+    pub(crate) fn new(params: &McParams) -> Self {
+        Self {
+            tau_relu: params.tau_relu,
+            inv_tau: 1.0 / params.tau_relu,
+            ln_tau: params.tau_relu.ln(),
+            tau_max: params.tau_max,
+            eta: params.eta,
+            fat: params.fat,
+        }
+    }
+
+    /// The log of the smoothed improvement of `f` over `best`, plus the log of the smoothed
+    /// feasibility of each of its constraint slacks.
+    pub(crate) fn value(&self, f: f64, best: f64, slacks: impl Iterator<Item = f64>) -> f64 {
+        let mut l = if self.fat {
+            log_fatplus_scaled((f - best) * self.inv_tau) + self.ln_tau
+        } else {
+            log_softplus(f - best, self.tau_relu)
+        };
+        for x in slacks {
+            let x = x / self.eta;
+            l += if self.fat {
+                log_fatmoid(x)
+            } else {
+                log_sigmoid(x)
+            };
+        }
+        l
+    }
+
+    /// The reduction of one scenario's member terms over the batch: the term itself for one
+    /// member, the (fat) smoothed maximum otherwise.
+    pub(crate) fn reduce(&self, li: &[f64]) -> f64 {
+        if li.len() == 1 {
+            li[0]
+        } else if self.fat {
+            fatmax(li, self.tau_max)
+        } else {
+            smooth_max(li, self.tau_max)
+        }
     }
 }
 

@@ -1941,10 +1941,10 @@ struct JointBatch {
     slacks: Vec<f64>,
     k: usize,
     /// With qLogEI: the standardised incumbent and the parameters, and each member's term
-    /// per scenario (`terms[s * q + a]`, [`mc::log_ei_term`]). The members' terms do not
+    /// per scenario (`terms[s * q + a]`, [`mc::LogEiTerm`]). The members' terms do not
     /// change while candidates for the next member are compared, so each is computed once
     /// (the values are those of [`mc::q_log_expected_improvement`] on the whole batch).
-    log_ei: Option<(f64, McParams)>,
+    log_ei: Option<(f64, mc::LogEiTerm)>,
     terms: Vec<f64>,
 }
 
@@ -1967,7 +1967,7 @@ impl JointBatch {
     /// Keeps the members' qLogEI terms for incumbent `best` (standardised, finite).
     fn with_log_ei(mut self, best: f64, params: McParams) -> Self {
         if best.is_finite() && params.check().is_ok() {
-            self.log_ei = Some((best, params));
+            self.log_ei = Some((best, mc::LogEiTerm::new(&params)));
             self.terms = vec![0.0; self.n * self.q];
         }
         self
@@ -2013,7 +2013,7 @@ impl JointBatch {
             return f64::NEG_INFINITY;
         }
         let slack = Self::member_slack(c);
-        if let Some((best_z, params)) = &self.log_ei {
+        if let Some((best_z, term)) = &self.log_ei {
             // qLogEI from the members' kept terms and the candidate's own
             let mut li = vec![0.0; k];
             let mut per_sample = Vec::with_capacity(n);
@@ -2023,8 +2023,8 @@ impl JointBatch {
                 for b in 0..k {
                     v += row[b] * eps[b];
                 }
-                li[k - 1] = mc::log_ei_term(v, *best_z, std::iter::once(slack), params);
-                per_sample.push(mc::log_ei_reduce(&li, params));
+                li[k - 1] = term.value(v, *best_z, std::iter::once(slack));
+                per_sample.push(term.reduce(&li));
             }
             return mc::logmeanexp(&per_sample);
         }
@@ -2081,9 +2081,8 @@ impl JointBatch {
             }
             self.samples[s * self.q + k] = v;
             self.slacks[s * self.q + k] = slack;
-            if let Some((best_z, params)) = &self.log_ei {
-                self.terms[s * self.q + k] =
-                    mc::log_ei_term(v, *best_z, std::iter::once(slack), params);
+            if let Some((best_z, term)) = &self.log_ei {
+                self.terms[s * self.q + k] = term.value(v, *best_z, std::iter::once(slack));
             }
         }
         self.inputs.push(c.input.clone());
