@@ -378,7 +378,8 @@ pub struct BedPolicy {
     design: DesignSpace,
     objectives: Vec<Box<dyn Objective>>,
     config: PolicyConfig,
-    /// The species the objectives and constraints read (see [`BedPolicy::species_needed`]).
+    /// The species the objectives and the outcome constraints read: all of them when an
+    /// objective does not say ([`Objective::species_read`]).
     needed: [bool; N_SPECIES],
 }
 
@@ -482,12 +483,6 @@ impl BedPolicy {
 
     /// Objective and slack values of scenarios given as state paths (`states[s][d]`, d = 0
     /// today, original units).
-    /// The species that the objectives and the outcome constraints read: all of them when
-    /// an objective does not say ([`Objective::species_read`]).
-    fn species_needed(&self) -> [bool; N_SPECIES] {
-        self.needed
-    }
-
     fn score_paths(
         &self,
         paths: &[Vec<SpeciesArray<f64>>],
@@ -699,7 +694,7 @@ impl BedPolicy {
             Ok(LocalInfo {
                 means: pg.means.clone(),
                 var: None,
-                scenarios: Some(pg.scenarios_z(base, &self.species_needed())?),
+                scenarios: Some(pg.scenarios_z(base, &self.needed)?),
             })
         } else {
             Ok(LocalInfo {
@@ -723,11 +718,10 @@ impl BedPolicy {
         let scored = match (&info.var, &info.scenarios) {
             (Some(v), _) => self.score_moments(&info.means, v, schedule, tr),
             (None, Some(sc)) => {
-                let needed = self.species_needed();
                 let mean_species = species_path(&info.means, tr);
                 let paths: Vec<Vec<SpeciesArray<f64>>> = sc
                     .iter()
-                    .map(|p| species_needed(p, &mean_species, &needed, tr))
+                    .map(|p| species_needed(p, &mean_species, &self.needed, tr))
                     .collect();
                 self.score_paths(&paths, schedule)
             }
@@ -1047,8 +1041,12 @@ impl BedPolicy {
                     .map(|(pg, u)| {
                         let schedule = vec![*u; h];
                         if self.config.acquisition.is_monte_carlo() {
-                            let needed = self.species_needed();
-                            Ok(self.score_paths(&pg.scenarios(base, &tr, &needed)?, &schedule))
+                            Ok(
+                                self.score_paths(
+                                    &pg.scenarios(base, &tr, &self.needed)?,
+                                    &schedule,
+                                ),
+                            )
                         } else {
                             Ok(self.score_gaussian(pg, &schedule, &tr))
                         }
@@ -2652,7 +2650,7 @@ mod tests {
             },
         )
         .unwrap();
-        let needed = harvest.species_needed();
+        let needed = harvest.needed;
         let (t, v) = (
             perfusio_core::Species::Titer.index(),
             perfusio_core::Species::Via.index(),
@@ -2670,7 +2668,7 @@ mod tests {
             PolicyConfig::new(&ds),
         )
         .unwrap();
-        assert_eq!(closure.species_needed(), [true; N_SPECIES]);
+        assert_eq!(closure.needed, [true; N_SPECIES]);
 
         let mut next = numbers(5);
         let h = 5;
