@@ -43,6 +43,18 @@ pub const DEFAULT_SAMPLE_WAIT: Duration = Duration::from_secs(2);
 pub const RETRY_INITIAL: Duration = Duration::from_millis(25);
 /// Largest delay between two retries.
 pub const RETRY_CAP: Duration = Duration::from_secs(5);
+/// While a sample is not there yet (not a fault: the day has not come), the next poll
+/// comes after this fraction of the time already waited (at least [`RETRY_INITIAL`], at
+/// most [`RETRY_CAP`]), so a sample is read at most about 1/8 of the wait after it
+/// appears. Doubling delays would read it up to a whole wait late: half a day of a
+/// one-second emulator day.
+pub(crate) const POLL_FRACTION: u32 = 8;
+
+/// The delay before the next poll for a sample that is not available yet, after
+/// `waited` (see [`POLL_FRACTION`]).
+pub(crate) fn poll_delay(waited: Duration) -> Duration {
+    (waited / POLL_FRACTION).clamp(RETRY_INITIAL, RETRY_CAP)
+}
 /// Threads of the Monte-Carlo forecasts and decisions (results do not depend on it).
 pub(crate) const THREADS: usize = 2;
 
@@ -1087,16 +1099,26 @@ pub(crate) async fn read_with_retry(
             Ok(v) => return Read::Sample(Box::new(v), start.elapsed(), attempts),
             Err(e) if e.is_transient() => {
                 let left = budget.saturating_sub(start.elapsed());
+                let not_yet = matches!(e, ConnectorError::NotYetAvailable { .. });
                 if left.is_zero() {
-                    return match e {
-                        ConnectorError::NotYetAvailable { .. } => Read::NotYet(e),
-                        other => Read::Failed(other, start.elapsed(), attempts),
+                    return if not_yet {
+                        Read::NotYet(e)
+                    } else {
+                        Read::Failed(e, start.elapsed(), attempts)
                     };
                 }
-                if !cancel.sleep(delay.min(left)).await {
+                // a day that has not come is polled with bounded lateness, a fault backs off
+                let wait = if not_yet {
+                    poll_delay(start.elapsed())
+                } else {
+                    delay
+                };
+                if !cancel.sleep(wait.min(left)).await {
                     return Read::Cancelled;
                 }
-                delay = (delay * 2).min(RETRY_CAP);
+                if !not_yet {
+                    delay = (delay * 2).min(RETRY_CAP);
+                }
             }
             Err(e) => return Read::Failed(e, start.elapsed(), attempts),
         }
@@ -1367,5 +1389,47 @@ pub(crate) mod erased {
             serde_json::to_value(self)
                 .unwrap_or_else(|e| serde_json::Value::String(format!("not serialisable: {e}")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_delay_is_a_bounded_fraction_of_the_wait() {
+        assert_eq!(poll_delay(Duration::ZERO), RETRY_INITIAL);
+        assert_eq!(
+            poll_delay(Duration::from_secs(1)),
+            Duration::from_millis(125)
+        );
+        assert_eq!(poll_delay(Duration::from_secs(3600)), RETRY_CAP);
+        // a sample that appears at `t` is read within max(25 ms, t/8) (+ the step's
+        // rounding), and a one-second wait takes a bounded number of polls
+        let mut polls = vec![Duration::ZERO];
+        while let Some(&last) = polls.last() {
+            if last > Duration::from_secs(120) {
+                break;
+            }
+            polls.push(last + poll_delay(last));
+        }
+        for ms in (10..60_000).step_by(7) {
+            let appears = Duration::from_millis(ms);
+            let read = polls.iter().find(|&&p| p >= appears).copied();
+            let late = read.map(|r| r - appears);
+            let bound = (appears / 8).max(RETRY_INITIAL) + Duration::from_millis(1);
+            assert!(
+                late.is_some_and(|l| l <= bound),
+                "{appears:?}: {late:?} > {bound:?}"
+            );
+        }
+        let within_a_second = polls
+            .iter()
+            .filter(|&&p| p <= Duration::from_secs(1))
+            .count();
+        assert!(
+            (15..=25).contains(&within_a_second),
+            "{within_a_second} polls"
+        );
     }
 }
