@@ -24,6 +24,11 @@ pub(crate) struct Args {
     /// a number of days to a reactor's AdvanceDays variable).
     #[arg(long)]
     seconds_per_day: Option<f64>,
+    /// With --seconds-per-day: start the culture clock at the first read by a client, so
+    /// day 0 lasts until a supervisor (e.g. `perfusio campaign run`) has connected and
+    /// read it, and every later day lasts --seconds-per-day.
+    #[arg(long, requires = "seconds_per_day")]
+    clock_starts_on_first_read: bool,
     /// Seed of the measurement noise (reactor i uses a seed derived from it).
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -66,6 +71,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         host: args.host.clone(),
         port: args.port,
         seconds_per_day: args.seconds_per_day,
+        clock_starts_on_first_read: args.clock_starts_on_first_read,
         pki_dir: args.pki_dir.clone(),
         security_none: !args.no_security_none,
         allow_anonymous: !args.no_anonymous,

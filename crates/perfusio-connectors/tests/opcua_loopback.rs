@@ -617,6 +617,35 @@ async fn culture_time_accelerates() {
     emu.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn culture_clock_can_start_at_the_first_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = emulator_config(dir.path());
+    c.seconds_per_day = Some(0.1);
+    c.clock_starts_on_first_read = true;
+    let emu = Emulator::start(c, plants(2)).await.unwrap();
+    // no client has read anything: the clock holds day 0 (five periods here)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(emu.day(0).unwrap(), 0);
+    assert_eq!(emu.day(1).unwrap(), 0);
+    let conn = OpcUaConnector::new(client_config(dir.path(), &emu, "R02")).unwrap();
+    let s = read(&conn, 0).await.unwrap();
+    assert_eq!(s.day, 0);
+    let t0 = Instant::now();
+    // then days pass at the configured pace (bounded wait)
+    while emu.day(0).unwrap() < 3 && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(emu.day(0).unwrap() >= 3);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(emu.day(0).unwrap(), emu.day(1).unwrap());
+    emu.stop().await;
+}
+
 #[tokio::test]
 async fn emulator_refuses_bad_configurations() {
     let dir = tempfile::tempdir().unwrap();

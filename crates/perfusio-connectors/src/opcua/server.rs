@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -48,6 +49,11 @@ pub struct EmulatorConfig {
     /// Culture-time acceleration: one culture day every this many wall-clock seconds
     /// (`None`: time advances only through `AdvanceDays` or [`Emulator::advance_days`]).
     pub seconds_per_day: Option<f64>,
+    /// With [`seconds_per_day`](Self::seconds_per_day): the clock starts at the first read
+    /// of a reactor's variable by any client, so day 0 lasts until a supervisor has read
+    /// it (however long its start-up took), and every later day lasts `seconds_per_day`.
+    /// `false` (the default): the clock starts with the server.
+    pub clock_starts_on_first_read: bool,
     /// PKI directory of the server (own certificate and key are created there on first
     /// start; client certificates land in `trusted/` or `rejected/`).
     pub pki_dir: PathBuf,
@@ -73,6 +79,7 @@ impl Default for EmulatorConfig {
             host: "127.0.0.1".into(),
             port: 0,
             seconds_per_day: None,
+            clock_starts_on_first_read: false,
             pki_dir: PathBuf::from("pki-emulator"),
             security_none: true,
             allow_anonymous: true,
@@ -411,13 +418,22 @@ impl Emulator {
             slots,
             design_space: config.design_space.clone(),
         }));
-        populate(&handle, &shared)?;
+        let first_read = Arc::new(FirstRead::default());
+        populate(&handle, &shared, &first_read)?;
 
         let server_task = tokio::spawn(server.run_with(listener));
         let ticker = config.seconds_per_day.map(|s| {
             let shared = shared.clone();
             let token = handle.token().clone();
+            let wait_for_read = config.clock_starts_on_first_read;
             tokio::spawn(async move {
+                if wait_for_read {
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        () = first_read.notify.notified() => {}
+                    }
+                    tracing::info!("emulator: first read by a client, the culture clock starts");
+                }
                 let period = Duration::from_secs_f64(s);
                 let mut interval =
                     tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -552,7 +568,28 @@ impl Drop for Emulator {
 }
 
 /// Creates the reactor folders and variables and registers the read/write callbacks.
-fn populate(handle: &ServerHandle, shared: &SharedRef) -> Result<(), ConnectorError> {
+/// Signals the first read of a reactor's variable (see
+/// [`EmulatorConfig::clock_starts_on_first_read`]).
+#[derive(Debug, Default)]
+struct FirstRead {
+    seen: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl FirstRead {
+    fn mark(&self) {
+        if !self.seen.swap(true, Ordering::AcqRel) {
+            // a permit is stored if the ticker is not waiting yet
+            self.notify.notify_one();
+        }
+    }
+}
+
+fn populate(
+    handle: &ServerHandle,
+    shared: &SharedRef,
+    first_read: &Arc<FirstRead>,
+) -> Result<(), ConnectorError> {
     const CTX: &str = "building the emulator address space";
     let nm = handle
         .node_managers()
@@ -595,7 +632,9 @@ fn populate(handle: &ServerHandle, shared: &SharedRef) -> Result<(), ConnectorEr
         for var in Var::all() {
             let id = NodeId::new(ns, ambr250_node_id(reactor, var.name()));
             let sh = shared.clone();
+            let first = first_read.clone();
             inner.add_read_callback(id.clone(), move |_range, _ts, _age| {
+                first.mark();
                 let g = lock(&sh)?;
                 let slot = g.slots.get(index).ok_or(StatusCode::BadNodeIdUnknown)?;
                 Ok(DataValue::new_now(var.read(slot)?))
