@@ -55,6 +55,7 @@ pub(crate) const POLL_FRACTION: u32 = 8;
 pub(crate) fn poll_delay(waited: Duration) -> Duration {
     (waited / POLL_FRACTION).clamp(RETRY_INITIAL, RETRY_CAP)
 }
+
 /// Threads of the Monte-Carlo forecasts and decisions (results do not depend on it).
 pub(crate) const THREADS: usize = 2;
 

@@ -567,7 +567,6 @@ impl Drop for Emulator {
     }
 }
 
-/// Creates the reactor folders and variables and registers the read/write callbacks.
 /// Signals the first read of a reactor's variable (see
 /// [`EmulatorConfig::clock_starts_on_first_read`]).
 #[derive(Debug, Default)]
@@ -585,6 +584,8 @@ impl FirstRead {
     }
 }
 
+/// Creates the reactor folders and variables and registers the read/write callbacks (each
+/// read marks `first_read`).
 fn populate(
     handle: &ServerHandle,
     shared: &SharedRef,
