@@ -1,6 +1,7 @@
 //! Where the time of one decision goes, on the benchmarks' online model:
 //! `cargo run --release -p perfusio-bed --example decide_profile` (`-- batch`: also the
 //! 24-reactor batch; `-- late`: only a late campaign day's batch forecasts and decision).
+//! `HORIZON=14` sets the single decisions' horizon in days (default 3).
 
 #[path = "../benches/support/fixture.rs"]
 mod fixture;
@@ -30,8 +31,13 @@ fn main() {
     eprintln!("online model fitted in {:?}", t.elapsed());
     let (state, current) = fixture::day14(&model, &run);
     for acq in [Acquisition::LogEI, Acquisition::QLogEI] {
+        let horizon = std::env::var("HORIZON")
+            .ok()
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(3);
         let cfg = PolicyConfig {
             acquisition: acq,
+            horizon_days: horizon,
             ..PolicyConfig::new(&DS)
         };
         let p = BedPolicy::new(DS, vec![Box::new(Harvest::default())], cfg)
