@@ -30,11 +30,13 @@ fn main() {
     let (model, run) = fixture::online_model();
     eprintln!("online model fitted in {:?}", t.elapsed());
     let (state, current) = fixture::day14(&model, &run);
+    let horizon: u32 = match std::env::var("HORIZON") {
+        Ok(h) => h
+            .parse()
+            .unwrap_or_else(|e| panic!("HORIZON={h}: not a number of days ({e})")),
+        Err(_) => 3,
+    };
     for acq in [Acquisition::LogEI, Acquisition::QLogEI] {
-        let horizon = std::env::var("HORIZON")
-            .ok()
-            .and_then(|h| h.parse().ok())
-            .unwrap_or(3);
         let cfg = PolicyConfig {
             acquisition: acq,
             horizon_days: horizon,

@@ -577,7 +577,8 @@ struct FirstRead {
 
 impl FirstRead {
     fn mark(&self) {
-        if !self.seen.swap(true, Ordering::AcqRel) {
+        // every read calls this: after the first, a shared load and nothing written
+        if !self.seen.load(Ordering::Acquire) && !self.seen.swap(true, Ordering::AcqRel) {
             // a permit is stored if the ticker is not waiting yet
             self.notify.notify_one();
         }
