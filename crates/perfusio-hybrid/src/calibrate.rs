@@ -17,7 +17,11 @@
 //! through [`LogTransform::measurement_sd_z`]). The parameters are fitted in log space,
 //! `p_j = p_j⁰ · e^{θ_j}` with `p⁰` the prior, inside the box
 //! `[lower_factor · p⁰, upper_factor · p⁰] ∩` [`KineticParams::range`] (positivity comes with
-//! the logarithm).
+//! the logarithm). A parameter that may be zero ([`KineticParams::may_vanish`]: the rate or
+//! yield of a pathway a cell line can lack) goes down to `vanishing_factor · p⁰` instead
+//! (default 1e-3: a pathway at a thousandth of the prior's rate is absent for the culture):
+//! a clone that never consumes lactate calibrates `lac_consump_rate` to that bound, which
+//! the 0.2 × prior floor of the other parameters would hold at a fifth of the prior's rate.
 //!
 //! ## The solver
 //! A projected Levenberg–Marquardt method (Marquardt 1963, doi:10.1137/0111030; the
@@ -69,6 +73,10 @@ pub const NOT_IDENTIFIABLE_CORRELATION: f64 = 0.95;
 /// treated as zero: the data do not constrain that direction (no standard error).
 pub const NULL_SPACE_RTOL: f64 = 1e-12;
 
+/// Default lower bound, as a multiple of the prior value, of a calibrated parameter that may
+/// be zero ([`CalibrationConfig::vanishing_factor`]).
+pub const VANISHING_FACTOR: f64 = 1e-3;
+
 /// Largest damping factor λ tried before an iteration gives up finding a decrease.
 const MAX_LAMBDA: f64 = 1e12;
 
@@ -86,8 +94,18 @@ const MAX_LAMBDA: f64 = 1e12;
 pub struct CalibrationConfig {
     /// Names of the calibrated [`KineticParams`] fields (default: [`DEFAULT_PARAMETERS`]).
     pub parameters: Vec<String>,
-    /// Lower bound of each parameter as a multiple of its prior value (default 0.2).
+    /// Lower bound of each parameter as a multiple of its prior value (default 0.2), except
+    /// the parameters that may be zero.
     pub lower_factor: f64,
+    /// Lower bound of a parameter that may be zero ([`KineticParams::may_vanish`]) as a
+    /// multiple of its prior value (default 1e-3; at most `lower_factor`). Measured with
+    /// `perfusio evaluate --truth CloneY --prior CloneX --calibrate
+    /// mu_max,q_glc_max,q_gln_max,k_d,beta_p,lac_consump_rate` (seed 1): clone Y consumes no
+    /// lactate; with the floor at 0.2 × prior the rate stops there and the calibrated hybrid
+    /// scores 13.2 % mean rRMSE at 3 days (the uncalibrated one 6.6 %); at 1e-3 × prior it
+    /// scores 4.6 %.
+    #[serde(default = "vanishing")]
+    pub vanishing_factor: f64,
     /// Upper bound of each parameter as a multiple of its prior value (default 5).
     pub upper_factor: f64,
     /// Iteration cap of a calibration from the prior (default 50); a calibration that hits it
@@ -145,6 +163,7 @@ impl Default for CalibrationConfig {
         Self {
             parameters: DEFAULT_PARAMETERS.iter().map(|s| s.to_string()).collect(),
             lower_factor: 0.2,
+            vanishing_factor: VANISHING_FACTOR,
             upper_factor: 5.0,
             max_iters: 50,
             warm_iters: 20,
@@ -168,6 +187,10 @@ impl Default for CalibrationConfig {
 
 fn yes() -> bool {
     true
+}
+
+fn vanishing() -> f64 {
+    VANISHING_FACTOR
 }
 
 fn one() -> usize {
@@ -228,6 +251,15 @@ impl CalibrationConfig {
             return bad(format!(
                 "calibration lower_factor {}: must be in (0, 1]",
                 self.lower_factor
+            ));
+        }
+        if !(self.vanishing_factor.is_finite()
+            && self.vanishing_factor > 0.0
+            && self.vanishing_factor <= self.lower_factor)
+        {
+            return bad(format!(
+                "calibration vanishing_factor {}: must be in (0, lower_factor = {}]",
+                self.vanishing_factor, self.lower_factor
             ));
         }
         if !(self.upper_factor.is_finite() && self.upper_factor >= 1.0) {
@@ -601,7 +633,12 @@ impl Calibrator {
                 )));
             }
             let (lo, hi) = KineticParams::range(n).ok_or_else(|| unknown_parameter(n))?;
-            let l = (config.lower_factor * p0).max(lo);
+            let floor = if KineticParams::may_vanish(n) == Some(true) {
+                config.vanishing_factor
+            } else {
+                config.lower_factor
+            };
+            let l = (floor * p0).max(lo);
             let u = (config.upper_factor * p0).min(hi);
             if !(l > 0.0 && l <= u) {
                 return Err(HybridError::Config(format!(

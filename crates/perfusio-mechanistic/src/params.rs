@@ -258,6 +258,23 @@ impl KineticParams {
     pub fn range(name: &str) -> Option<(f64, f64)> {
         field(name).map(|f| f.range)
     }
+
+    /// Whether the numeric parameter `name` may be zero: its plausible range starts at 0 and
+    /// it need not be positive. These are rates and yields of a pathway that a cell line can
+    /// lack (a clone that never consumes lactate has `lac_consump_rate` 0), unlike the Monod
+    /// and saturation constants, `mu_max` and the agitation threshold, which must stay
+    /// positive. `None` for an unknown name.
+    ///
+    /// ```
+    /// use perfusio_mechanistic::KineticParams;
+    /// assert_eq!(KineticParams::may_vanish("lac_consump_rate"), Some(true));
+    /// assert_eq!(KineticParams::may_vanish("k_glc"), Some(false));   // Monod constant
+    /// assert_eq!(KineticParams::may_vanish("t_ref"), Some(false));   // 30 to 40 °C
+    /// assert_eq!(KineticParams::may_vanish("kglc"), None);
+    /// ```
+    pub fn may_vanish(name: &str) -> Option<bool> {
+        field(name).map(|f| !f.positive && f.range.0 <= 0.0)
+    }
 }
 
 /// One numeric kinetic parameter: name, accessors and plausible range.

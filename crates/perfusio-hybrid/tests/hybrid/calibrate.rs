@@ -2,10 +2,11 @@
 //! errors on noisy runs, identifiability flags, the Jacobian against an independent
 //! computation, the online schedule, persistence and typed errors.
 
+use approx::assert_relative_eq;
 use perfusio_core::{Control, N_SPECIES, Trajectory};
 use perfusio_hybrid::{
     CalibrationConfig, CalibrationData, Calibrator, Dataset, HybridConfig, HybridError,
-    HybridModel, InputSource, LogTransform, calibrate::residual_sd,
+    HybridModel, InputSource, LogTransform, VANISHING_FACTOR, calibrate::residual_sd,
 };
 use perfusio_mechanistic::ode::{Dopri5Options, PLANT_ODE_OPTIONS};
 use perfusio_mechanistic::{
@@ -405,4 +406,58 @@ fn typed_errors_for_unknown_names_empty_data_and_bad_settings() {
             .contains("lower_factor 2")
     );
     assert!(HybridModel::new(with_calibration(bad)).is_err());
+    // the floor of a parameter that may be zero lies in (0, lower_factor]
+    for v in [0.0, 0.5, f64::NAN] {
+        let bad = CalibrationConfig {
+            vanishing_factor: v,
+            ..CalibrationConfig::default()
+        };
+        let e = bad.check().unwrap_err().to_string();
+        assert!(e.contains("vanishing_factor"), "{v}: {e}");
+    }
+}
+
+#[test]
+fn a_pathway_the_cell_line_lacks_calibrates_down_to_its_vanishing_floor() {
+    // clone Y never consumes lactate; the prior (clone X) does whenever glucose is below
+    // 2 g/L, which most days of the design are
+    let runs = design(KineticParams::clone_y(), false, 3, 9, 28);
+    let x = KineticParams::clone_x();
+    let cal = CalibrationConfig {
+        input_noise: false,
+        ..CalibrationConfig::with_parameters(&["mu_max", "lac_consump_rate"]).unwrap()
+    };
+    let fit = |c: &CalibrationConfig| {
+        let mut m = HybridModel::with_dataset(with_calibration(c.clone()), dataset(&runs)).unwrap();
+        let r = m.calibrate_offline().unwrap().unwrap();
+        eprintln!("{}", r.table());
+        r
+    };
+    let r = fit(&cal);
+    let (mu, lac) = (&r.parameters[0], &r.parameters[1]);
+    // a Monod rate must stay positive: it keeps the 0.2 × prior floor; the lactate uptake
+    // rate may vanish: its floor is VANISHING_FACTOR × prior
+    assert_relative_eq!(mu.lower, 0.2 * x.mu_max, max_relative = 1e-12);
+    assert_relative_eq!(
+        lac.lower,
+        VANISHING_FACTOR * x.lac_consump_rate,
+        max_relative = 1e-12
+    );
+    assert!(lac.at_bound, "{lac:?}");
+    assert_relative_eq!(lac.estimate, lac.lower, max_relative = 1e-9);
+    // with the pathway gone, the growth rate is clone Y's (clone X's value) to 2 %
+    assert!((mu.estimate / x.mu_max - 1.0).abs() < 0.02, "{mu:?}");
+    // the same fit with the old floor stops at a fifth of the prior's uptake rate
+    let old = fit(&CalibrationConfig {
+        vanishing_factor: cal.lower_factor,
+        ..cal.clone()
+    });
+    let lac_old = &old.parameters[1];
+    assert!(lac_old.at_bound, "{lac_old:?}");
+    assert_relative_eq!(
+        lac_old.estimate,
+        0.2 * x.lac_consump_rate,
+        max_relative = 1e-9
+    );
+    assert!(old.sse > r.sse * 2.0, "{} vs {}", old.sse, r.sse);
 }
