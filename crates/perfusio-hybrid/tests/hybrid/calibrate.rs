@@ -435,7 +435,7 @@ fn a_pathway_the_cell_line_lacks_calibrates_down_to_its_vanishing_floor() {
     };
     let r = fit(&cal);
     let (mu, lac) = (&r.parameters[0], &r.parameters[1]);
-    // a Monod rate must stay positive: it keeps the 0.2 × prior floor; the lactate uptake
+    // mu_max must stay positive: it keeps the 0.2 × prior floor; the lactate uptake
     // rate may vanish: its floor is VANISHING_FACTOR × prior
     assert_relative_eq!(mu.lower, 0.2 * x.mu_max, max_relative = 1e-12);
     assert_relative_eq!(
