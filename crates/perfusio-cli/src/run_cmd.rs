@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use perfusio_connectors::opcua::{NodeMap, OpcUaConfig, OpcUaConnector};
 use perfusio_core::{Acquisition, Connector, DEFAULT_AMBR250_DESIGN_SPACE, RunConfig, Species};
-use perfusio_hybrid::HybridConfig;
+use perfusio_hybrid::{CalibrationConfig, HybridConfig};
 use perfusio_mechanistic::{PlantSpec, VirtualReactorConfig};
 use perfusio_twin::prelude::*;
 use perfusio_twin::{RunInfo, RunReport};
@@ -32,6 +32,20 @@ pub(crate) struct Args {
     /// A pre-trained hybrid model (written by `HybridModel::save`) instead of learning online.
     #[arg(long, value_name = "FILE", conflicts_with = "prior")]
     model: Option<PathBuf>,
+    /// Calibrate these kinetic parameters of the mechanism online, from the run's own data
+    /// (comma-separated field names of a plant file; the bare flag: mu_max, q_glc_max,
+    /// q_gln_max, k_d, beta_p): the first retrain with 10 or more one-day transitions
+    /// calibrates from the prior, every 5th retrain after it again, warm-started. Name the
+    /// parameters the cell line may differ in (e.g. lac_consump_rate for a clone that may
+    /// not take up lactate). Give it again with --resume.
+    #[arg(
+        long,
+        value_name = "NAMES",
+        num_args = 0..=1,
+        default_missing_value = "",
+        conflicts_with = "model"
+    )]
+    calibrate: Option<String>,
     /// The run configuration (TOML; `perfusio config default` prints one). Options given
     /// here override it.
     #[arg(long, value_name = "run.toml")]
@@ -227,6 +241,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .map(PlantSpec::from_arg)
         .transpose()
         .context("--prior")?;
+    let calibrate =
+        crate::train_cmd::calibration_arg(args.calibrate.as_deref())?.map(|c| CalibrationConfig {
+            online_from_prior: true,
+            ..c
+        });
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         // the plant's noise follows the run's seed; a resumed run takes the log's seed
@@ -245,8 +264,15 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .observer(Progress::new())
             .cancel_token(cancel.clone())
             .resume(args.resume);
-        if let Some(p) = prior {
-            b = b.hybrid_config(HybridConfig::with_prior(p.params, p.source));
+        if prior.is_some() || calibrate.is_some() {
+            let mut hc = match prior {
+                Some(p) => HybridConfig::with_prior(p.params, p.source),
+                None => HybridConfig::online(),
+            };
+            if calibrate.is_some() {
+                hc.calibrate = calibrate;
+            }
+            b = b.hybrid_config(hc);
         }
         if let Some(m) = &args.model {
             b = b.model_file(m);

@@ -135,8 +135,9 @@ pub struct HybridConfig {
     /// offline fit ([`crate::HybridModel::fit_runs`], [`crate::HybridModel::fit_offline`])
     /// calibrates from the prior, and online retraining of a calibrated model re-calibrates
     /// every [`CalibrationConfig::every_retrains`] warm retrains, warm-started (a cold-start
-    /// online model keeps its prior mechanism). Only the
-    /// mechanistic mean is calibrated. A configuration (or model file) without this field
+    /// online model keeps its prior mechanism unless
+    /// [`CalibrationConfig::online_from_prior`] is on). Only the mechanistic mean is
+    /// calibrated. A configuration (or model file) without this field
     /// reads as `None`: models written before calibration existed stay as they were.
     #[serde(default)]
     pub calibrate: Option<CalibrationConfig>,

@@ -421,10 +421,10 @@ impl HybridModel {
     /// Runs the calibration when one is due: always from scratch (`warm == false`); online
     /// (`warm`), every [`crate::CalibrationConfig::every_retrains`] warm retrains of a model
     /// whose mechanism was calibrated before (offline, or loaded calibrated). A cold-start
-    /// online model keeps its prior mechanism: on held-out clone-Y runs the calibrated
-    /// hybrid forecast worse than the uncalibrated one (3-day rRMSE 7.14 % against 6.64 %),
-    /// so the twin does not re-fit the mechanism from its first days. Too few transitions
-    /// skip it; online a failure is logged and skipped too, offline it is an error.
+    /// online model keeps its prior mechanism unless
+    /// [`crate::CalibrationConfig::online_from_prior`] asks for it: then its first warm
+    /// retrain with enough transitions calibrates from the prior. Too few transitions skip
+    /// it; online a failure is logged and skipped too, offline it is an error.
     fn calibration_step(&mut self, warm: bool) -> Result<CalibrationStep> {
         let Some(cfg) = self.config.calibrate.clone() else {
             return Ok(CalibrationStep::default());
@@ -434,11 +434,14 @@ impl HybridModel {
         }
         if warm {
             if self.calibrated_params.is_none() {
-                return Ok(CalibrationStep::default());
-            }
-            self.retrains_since_calibration = self.retrains_since_calibration.saturating_add(1);
-            if self.retrains_since_calibration < cfg.every_retrains {
-                return Ok(CalibrationStep::default());
+                if !cfg.online_from_prior {
+                    return Ok(CalibrationStep::default());
+                }
+            } else {
+                self.retrains_since_calibration = self.retrains_since_calibration.saturating_add(1);
+                if self.retrains_since_calibration < cfg.every_retrains {
+                    return Ok(CalibrationStep::default());
+                }
             }
         }
         let calibrator = Calibrator::new(&self.config, &cfg)?;

@@ -144,6 +144,74 @@ fn run_kill_9_and_resume_ends_like_a_run_without_a_crash() {
 }
 
 #[test]
+fn run_calibrates_the_named_parameters_online_from_the_prior() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = RunConfig {
+        duration_days: 11,
+        retrain_every: 1,
+        forecast_horizon_days: 3,
+        mc_samples: 16,
+        raw_samples: 32,
+        optimizer_restarts: 1,
+        ..RunConfig::default()
+    };
+    let config = dir.path().join("run.toml");
+    std::fs::write(&config, cfg.to_toml_string().unwrap()).unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let summary = dir.path().join("s.json");
+    let mut a = args(
+        config.to_str().unwrap(),
+        audit.to_str().unwrap(),
+        summary.to_str().unwrap(),
+    );
+    a.extend(["--calibrate", "mu_max"]);
+    let (code, out, err) = perfusio(&a);
+    assert_eq!(code, 0, "{out}\n{err}");
+    // retrains from day 3; the one of day 10 has 10 one-day transitions and calibrates
+    // μ_max from the prior (with a standard error); before it the mechanism is the prior's
+    // (no calibrated parameters), after it every retrain names the value in force
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let retrains: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["kind"] == "model_retrained")
+        .collect();
+    assert!(!retrains.is_empty());
+    for r in &retrains {
+        let mu = &r["payload"]["calibrated"]["mu_max"];
+        let day = r["day"].as_f64().unwrap();
+        if day < 10.0 {
+            assert!(mu.is_null(), "day {day}: {r}");
+        } else {
+            let v = mu["value"].as_f64().unwrap();
+            assert!(v > 0.0 && (v / 0.04 - 1.0).abs() > 1e-6, "day {day}: {mu}");
+        }
+        if r["day"] == 10.0 {
+            assert!(mu["std_error"].as_f64().unwrap() > 0.0, "day {day}: {mu}");
+        }
+    }
+    assert!(
+        retrains.iter().any(|r| r["day"] == 10.0),
+        "no retrain on day 10"
+    );
+    // names are checked before the run starts; a pre-trained model keeps its own mechanism
+    let (code, _, err) = perfusio(&["run", "--connector", "virtual", "--calibrate", "mumax"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("valid names: mu_max"), "{err}");
+    let (code, _, err) = perfusio(&[
+        "run",
+        "--connector",
+        "virtual",
+        "--calibrate",
+        "mu_max",
+        "--model",
+        "m.json",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot be used with"), "{err}");
+}
+
+#[test]
 fn run_rejects_an_unknown_connector() {
     let (code, _, err) = perfusio(&["run", "--connector", "serial:/dev/ttyS0"]);
     assert_eq!(code, 1);

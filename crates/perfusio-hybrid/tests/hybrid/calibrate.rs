@@ -347,6 +347,65 @@ fn online_recalibration_runs_every_k_retrains_warm_started() {
 }
 
 #[test]
+fn a_cold_start_calibrates_online_from_the_prior_when_asked() {
+    let run = &design(perturbed(), true, 8, 1, 20)[0];
+    let calibrations = |online_from_prior: bool| {
+        let cal = CalibrationConfig {
+            every_retrains: 3,
+            online_from_prior,
+            ..CalibrationConfig::default()
+        };
+        let mut m = HybridModel::new(with_calibration(cal)).unwrap();
+        let mut ran = Vec::new();
+        let mut first_mu = None;
+        for row in run.rows() {
+            m.record_day("r1", None, row.day, row.species).unwrap();
+            m.record_applied("r1", row.day, row.controls).unwrap();
+            if row.day < 3 {
+                continue;
+            }
+            // every retrain warm: the twin's schedule, no offline fit
+            let rep = match m.retrain(true) {
+                Ok(r) => r,
+                Err(HybridError::TooFewTransitions { .. }) => continue,
+                Err(e) => panic!("{e}"),
+            };
+            if let Some(c) = &rep.calibration {
+                ran.push((row.day, c.warm_start, c.transitions));
+                first_mu.get_or_insert(c.parameters[0].estimate);
+            }
+        }
+        (ran, first_mu, *m.mechanism_params())
+    };
+    // off (the default): the prior stays
+    let (ran, _, params) = calibrations(false);
+    assert!(ran.is_empty(), "{ran:?}");
+    assert_eq!(params, KineticParams::clone_x());
+    // on: the first retrain with 10 transitions (day 10) calibrates from the prior, then
+    // every 3 warm retrains, warm-started
+    let (ran, first_mu, params) = calibrations(true);
+    eprintln!("calibrations (day, warm, transitions): {ran:?}");
+    let days: Vec<u32> = ran.iter().map(|r| r.0).collect();
+    assert_eq!(days, [10, 13, 16, 19]);
+    assert_eq!((ran[0].1, ran[0].2), (false, 10));
+    assert!(ran[1..].iter().all(|r| r.1));
+    // the perturbed plant grows 30 % faster than the prior: the first estimate moves
+    // μ_max most of the way there, and the parameters in force are the last estimate's
+    let mu0 = KineticParams::clone_x().mu_max;
+    let mu = first_mu.unwrap();
+    eprintln!(
+        "mu_max: first {mu:e}, last {:e}, true {:e}",
+        params.mu_max,
+        perturbed().mu_max
+    );
+    assert!(mu > 1.15 * mu0 && mu < 1.45 * mu0, "{mu} vs prior {mu0}");
+    assert!(
+        (params.mu_max / perturbed().mu_max - 1.0).abs() < 0.1,
+        "{params:?}"
+    );
+}
+
+#[test]
 fn typed_errors_for_unknown_names_empty_data_and_bad_settings() {
     let e = CalibrationConfig::with_parameters(&["mu_max", "growth"]).unwrap_err();
     match &e {
