@@ -99,21 +99,29 @@ mod tests {
         let passed = Arc::new(AtomicBool::new(false));
         let (f2, p2) = (f.clone(), passed.clone());
         let worker = std::thread::spawn(move || {
+            let start = Instant::now();
             let waited = f2.wait_idle();
             p2.store(true, Ordering::SeqCst);
-            waited
+            (start, Instant::now(), waited)
         });
         std::thread::sleep(Duration::from_millis(150));
         assert!(
             !passed.load(Ordering::SeqCst),
             "the checkpoint passed while the claim was held"
         );
+        let released = Instant::now();
         drop(claim);
-        let waited = worker.join().expect("the worker thread panicked");
+        let (start, end, waited) = worker.join().expect("the worker thread panicked");
         assert!(passed.load(Ordering::SeqCst));
+        // it passed only after the release, however late the worker thread started; the
+        // wait it reports is its own clock, started just after `start` (1 ms of slack)
+        assert!(end >= released, "passed before the release");
+        let held = released.saturating_duration_since(start);
         assert!(
-            waited >= Duration::from_millis(150) && waited < MAX_PAUSE,
-            "waited {waited:?}"
+            waited + Duration::from_millis(1) >= held
+                && waited <= end.duration_since(start)
+                && waited < MAX_PAUSE,
+            "waited {waited:?} of the {held:?} the claim was held after the checkpoint began"
         );
     }
 
