@@ -102,52 +102,69 @@ fn run_kill_9_and_resume_ends_like_a_run_without_a_crash() {
     assert!(a["setpoints"][0]["perfusion_rate"].is_f64());
     assert!(a["true_states"][6]["Titer"].as_f64().unwrap() > 0.0);
 
-    // killed (SIGKILL) in the middle of day 3, after its forecast
+    killed_and_resumed_ends_like(&a, &args(&config, &b_audit, &b_sum), &b_audit, &b_sum, 3);
+}
+
+/// Runs `run_args` (writing `audit` and `summary`), kills it (SIGKILL) in the middle of day
+/// `kill_day`, after its forecast, resumes it and checks that it ends like `uninterrupted`
+/// (the summary of the same run without a crash) and that its audit log verifies.
+fn killed_and_resumed_ends_like(
+    uninterrupted: &Value,
+    run_args: &[&str],
+    audit: &str,
+    summary_path: &str,
+    kill_day: u32,
+) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_perfusio"))
-        .args(args(&config, &b_audit, &b_sum))
+        .args(run_args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let marker = format!("\"day\":{kill_day}.0,");
     let t0 = Instant::now();
     loop {
-        let text = std::fs::read_to_string(&b_audit).unwrap_or_default();
+        let text = std::fs::read_to_string(audit).unwrap_or_default();
         if text
             .lines()
-            .any(|l| l.contains("\"kind\":\"forecast\"") && l.contains("\"day\":3.0,"))
+            .any(|l| l.contains("\"kind\":\"forecast\"") && l.contains(&marker))
         {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(50), "day 3 never came");
+        assert!(
+            t0.elapsed() < Duration::from_secs(50),
+            "day {kill_day} never came"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let text = std::fs::read_to_string(&b_audit).unwrap();
+    let text = std::fs::read_to_string(audit).unwrap();
     assert!(
         !text.contains("run_finished"),
         "the run ended before the kill"
     );
 
-    let mut resume = args(&config, &b_audit, &b_sum);
+    let mut resume = run_args.to_vec();
     resume.push("--resume");
     let (code, out, err) = perfusio(&resume);
     assert_eq!(code, 0, "{out}\n{err}");
-    let b = summary(Path::new(&b_sum));
+    let a = uninterrupted;
+    let b = summary(Path::new(summary_path));
     // the same setpoints, plant states and objective, from day 0
     assert_eq!(a["setpoints"], b["setpoints"]);
     assert_eq!(a["true_states"], b["true_states"]);
     assert_eq!(a["objective_value"], b["objective_value"]);
-    assert_eq!(b["days_completed"], 6);
-    let (code, out, err) = perfusio(&["audit", "verify", &b_audit]);
+    assert_eq!(b["days_completed"], a["days_completed"]);
+    let (code, out, err) = perfusio(&["audit", "verify", audit]);
     assert_eq!(code, 0, "{out}\n{err}");
 }
 
 #[test]
-fn run_calibrates_the_named_parameters_online_from_the_prior() {
+fn run_calibrates_the_named_parameters_online_from_the_prior_and_resumes_alike() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = RunConfig {
-        duration_days: 11,
+        duration_days: 12,
         retrain_every: 1,
         forecast_horizon_days: 3,
         mc_samples: 16,
@@ -194,6 +211,13 @@ fn run_calibrates_the_named_parameters_online_from_the_prior() {
         retrains.iter().any(|r| r["day"] == 10.0),
         "no retrain on day 10"
     );
+    // killed on day 11, after the calibration, and resumed: the replayed retrains calibrate
+    // alike (their model hashes are checked against the log) and the run ends the same
+    let (b_audit, b_sum) = (dir.path().join("b.jsonl"), dir.path().join("b.json"));
+    let (b_audit, b_sum) = (b_audit.to_str().unwrap(), b_sum.to_str().unwrap());
+    let mut b = args(config.to_str().unwrap(), b_audit, b_sum);
+    b.extend(["--calibrate", "mu_max"]);
+    killed_and_resumed_ends_like(&self::summary(&summary), &b, b_audit, b_sum, 11);
     // names are checked before the run starts; a pre-trained model keeps its own mechanism
     let (code, _, err) = perfusio(&["run", "--connector", "virtual", "--calibrate", "mumax"]);
     assert_eq!(code, 1);
