@@ -350,6 +350,7 @@ async fn approving_in_the_browser_changes_what_the_campaigns_reactor_receives() 
         best_point_days: None,
         forecast_method: perfusio_twin::layers::hybrid::ForecastMethod::MomentMatching,
         retrain_in_background: false,
+        calibrate: None,
         approval: Default::default(),
         run: RunConfig {
             duration_days: DAYS,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use perfusio_core::{RunConfig, Variable};
-use perfusio_hybrid::ForecastMethod;
+use perfusio_hybrid::{CalibrationConfig, ForecastMethod};
 use serde::{Deserialize, Serialize};
 
 use super::CampaignError;
@@ -100,6 +100,15 @@ pub struct CampaignConfig {
     /// in its `model_retrained` record, so a resume replays it.
     #[serde(default)]
     pub retrain_in_background: bool,
+    /// Calibrate these kinetic parameters of the shared model's mechanism online, from the
+    /// campaign's own data: field names of a plant file, e.g. `["mu_max",
+    /// "lac_consump_rate"]` (an empty list: the default subset mu_max, q_glc_max,
+    /// q_gln_max, k_d, beta_p). The first retraining with 10 or more one-day transitions
+    /// (over all reactors) calibrates from the prior, every 5th retraining after it again,
+    /// warm-started; every `model_retrained` record names the parameters in force. Default:
+    /// none (the prior's mechanism is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibrate: Option<Vec<String>>,
     /// Operator approval of the daily recommendations.
     #[serde(default)]
     pub approval: ApprovalConfig,
@@ -359,8 +368,28 @@ impl CampaignConfig {
         Ok(cfg)
     }
 
+    /// The online calibration of the shared model that [`CampaignConfig::calibrate`] asks
+    /// for (`None`: none); an unknown parameter name is [`CampaignError::Invalid`] naming
+    /// `calibrate` and listing the valid names.
+    pub fn calibration(&self) -> Result<Option<CalibrationConfig>, CampaignError> {
+        let Some(names) = &self.calibrate else {
+            return Ok(None);
+        };
+        let c = if names.is_empty() {
+            CalibrationConfig::default()
+        } else {
+            CalibrationConfig::with_parameters(names)
+                .map_err(|e| CampaignError::invalid("calibrate", e.to_string()))?
+        };
+        Ok(Some(CalibrationConfig {
+            online_from_prior: true,
+            ..c
+        }))
+    }
+
     /// Checks the reactors (1 to [`MAX_REACTORS`], unique ids usable as directory names),
-    /// the constraints, the medium cost and the run configuration.
+    /// the calibrated parameters' names, the constraints, the medium cost and the run
+    /// configuration.
     pub fn check(&self) -> Result<(), CampaignError> {
         let n = self.reactors.len();
         if n == 0 || n > MAX_REACTORS {
@@ -391,6 +420,7 @@ impl CampaignConfig {
                 ));
             }
         }
+        self.calibration()?;
         if !(self.medium_cost.is_finite() && self.medium_cost >= 0.0) {
             return Err(CampaignError::invalid(
                 "medium_cost",

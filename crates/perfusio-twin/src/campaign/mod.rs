@@ -358,13 +358,16 @@ impl Campaign {
                     .collect::<Result<Vec<_>>>()?,
             ),
         };
-        let hybrid = match &config.prior {
+        let mut hybrid = match &config.prior {
             Some(p) => {
                 let spec = PlantSpec::from_arg(p)?;
                 HybridConfig::with_prior(spec.params, spec.source)
             }
             None => HybridConfig::online(),
         };
+        if let Some(c) = config.calibration()? {
+            hybrid.calibrate = Some(c);
+        }
         if config.run.decision_horizon_days > 28 {
             return Err(CampaignError::invalid(
                 "run.decision_horizon_days",

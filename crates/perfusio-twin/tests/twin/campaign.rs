@@ -41,6 +41,7 @@ fn config(dir: &Path, n: usize, days: u32) -> CampaignConfig {
         best_point_days: None,
         forecast_method: perfusio_twin::layers::hybrid::ForecastMethod::MomentMatching,
         retrain_in_background: false,
+        calibrate: None,
         approval: Default::default(),
         run,
         reactors: (1..=n)
@@ -1003,6 +1004,65 @@ fn written(dir: &Path, ids: &[&str]) -> Vec<Vec<(f64, Vec<f64>)>> {
                 .collect()
         })
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_calibrates_the_named_parameters_online_and_resumes_alike() {
+    let with_cal = |dir: &Path| CampaignConfig {
+        calibrate: Some(vec!["mu_max".into()]),
+        ..config(dir, 3, 7)
+    };
+    let full = tempfile::tempdir().unwrap();
+    let report = run_campaign(with_cal(full.path()), None, false, false)
+        .await
+        .unwrap();
+    assert_eq!(report.finished.as_deref(), Some("completed"));
+    // day 3: 3 reactors × 3 one-day transitions, too few (10) to calibrate, the prior's
+    // mechanism in force; day 6: 18 transitions, μ_max calibrated from the prior
+    let recs = log(full.path(), "R01");
+    let retrained: Vec<&Record> = recs
+        .iter()
+        .filter(|r| r.kind == "model_retrained")
+        .collect();
+    assert_eq!(
+        retrained.iter().map(|r| r.day).collect::<Vec<_>>(),
+        [3.0, 6.0]
+    );
+    assert!(
+        retrained[0].payload["calibrated"]["mu_max"].is_null(),
+        "{}",
+        retrained[0].payload
+    );
+    let mu = &retrained[1].payload["calibrated"]["mu_max"];
+    assert!(mu["std_error"].as_f64().unwrap() > 0.0, "{mu}");
+    let v = mu["value"].as_f64().unwrap();
+    assert!(v > 0.0 && (v / 0.04 - 1.0).abs() > 1e-9, "{mu}");
+    // stopped after day 6 and resumed: the replayed calibration gives the logged hashes
+    // (else the resume would be refused) and the same setpoints
+    let cut = tempfile::tempdir().unwrap();
+    let stopped = run_campaign(with_cal(cut.path()), Some(6), false, false)
+        .await
+        .unwrap();
+    assert_eq!(stopped.finished.as_deref(), Some("cancelled"));
+    let resumed = run_campaign(with_cal(cut.path()), None, true, false)
+        .await
+        .unwrap();
+    assert_eq!(resumed.finished.as_deref(), Some("completed"));
+    assert_eq!(retrainings(cut.path()), retrainings(full.path()));
+    let ids = ["R01", "R02", "R03"];
+    assert_eq!(written(cut.path(), &ids), written(full.path(), &ids));
+    // an unknown name is a typed error naming the setting and the valid names
+    let bad = CampaignConfig {
+        calibrate: Some(vec!["mumax".into()]),
+        ..config(full.path(), 3, 7)
+    };
+    match bad.check() {
+        Err(CampaignError::Invalid { name, reason }) => {
+            assert_eq!(name, "calibrate");
+            assert!(reason.contains("valid names: mu_max"), "{reason}");
+        }
+        other => panic!("expected a typed error, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
