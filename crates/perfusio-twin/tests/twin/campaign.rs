@@ -1224,6 +1224,60 @@ async fn background_fits_are_adopted_on_the_next_retraining_day_and_resume_exact
     assert_eq!(sha(cut.path()), sha(full.path()));
 }
 
+/// A background fit that calibrates the mechanism (the fit started on day 6, with 12
+/// one-day transitions) is adopted with its calibration on the next retraining day, and a
+/// resume with that fit pending replays it alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_fit_that_calibrates_is_adopted_and_resumes_alike() {
+    let ids = ["R01", "R02"];
+    let cfg = |dir: &Path| CampaignConfig {
+        retrain_in_background: true,
+        calibrate: Some(vec!["mu_max".into()]),
+        ..config(dir, 2, 10)
+    };
+    let full = tempfile::tempdir().unwrap();
+    let report = run_campaign(cfg(full.path()), None, false, true)
+        .await
+        .unwrap();
+    assert_eq!(report.finished.as_deref(), Some("completed"));
+    let recs = log(full.path(), "R01");
+    let retrained: Vec<&Record> = recs
+        .iter()
+        .filter(|r| r.kind == "model_retrained")
+        .collect();
+    assert_eq!(
+        retrained.iter().map(|r| r.day).collect::<Vec<_>>(),
+        [3.0, 6.0, 9.0]
+    );
+    // the fits of days 3 (6 transitions) and the one adopted on day 6 (the same data) keep
+    // the prior; day 9 adopts the fit of day 6, which calibrated μ_max
+    for r in &retrained[..2] {
+        assert!(r.payload["calibrated"]["mu_max"].is_null(), "{}", r.payload);
+    }
+    let day9 = &retrained[2].payload;
+    assert!(
+        day9["termination"]
+            .as_str()
+            .unwrap()
+            .starts_with("adopted the fit of day 6"),
+        "{day9}"
+    );
+    let v = day9["calibrated"]["mu_max"]["value"].as_f64().unwrap();
+    assert!(v > 0.0 && (v / 0.04 - 1.0).abs() > 1e-9, "{day9}");
+    // stopped after day 7 (the fit of day 6 pending) and resumed: the replay fits and
+    // calibrates again and adopts it on day 9 as the live loop did
+    let cut = tempfile::tempdir().unwrap();
+    run_campaign(cfg(cut.path()), Some(7), false, true)
+        .await
+        .unwrap();
+    let resumed = run_campaign(cfg(cut.path()), None, true, true)
+        .await
+        .unwrap();
+    assert_eq!(resumed.finished.as_deref(), Some("completed"));
+    assert_eq!(written(cut.path(), &ids), written(full.path(), &ids));
+    assert_eq!(retrainings(cut.path()), retrainings(full.path()));
+}
+
 /// Real-time days claim the cores while they compute, and the background fit waits at its
 /// checkpoints meanwhile: that changes when work runs, never what it computes. Waiting for
 /// the fits makes both campaigns deterministic, so they must write the same setpoints and
