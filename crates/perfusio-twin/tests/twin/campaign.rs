@@ -987,6 +987,29 @@ fn retrainings(dir: &Path) -> Vec<(f64, String, String)> {
         .collect()
 }
 
+/// R01's retraining records: day and payload.
+fn retrained_payloads(dir: &Path) -> Vec<(f64, serde_json::Value)> {
+    log(dir, "R01")
+        .into_iter()
+        .filter(|r| r.kind == "model_retrained")
+        .map(|r| (r.day, r.payload))
+        .collect()
+}
+
+/// Runs `cfg` to its end (waiting for background fits when `wait`) and returns R01's
+/// retraining records.
+async fn completed_retrainings(cfg: CampaignConfig, wait: bool) -> Vec<(f64, serde_json::Value)> {
+    let dir = cfg.output_dir.clone();
+    let report = run_campaign(cfg, None, false, wait).await.unwrap();
+    assert_eq!(report.finished.as_deref(), Some("completed"));
+    retrained_payloads(&dir)
+}
+
+/// The μ_max in force that a retraining record names, when it names one.
+fn calibrated_mu_max(payload: &serde_json::Value) -> Option<f64> {
+    payload["calibrated"]["mu_max"]["value"].as_f64()
+}
+
 /// The setpoints written to every reactor, by reactor and day.
 fn written(dir: &Path, ids: &[&str]) -> Vec<Vec<(f64, Vec<f64>)>> {
     ids.iter()
@@ -1013,29 +1036,17 @@ async fn a_campaign_calibrates_the_named_parameters_online_and_resumes_alike() {
         ..config(dir, 3, 7)
     };
     let full = tempfile::tempdir().unwrap();
-    let report = run_campaign(with_cal(full.path()), None, false, false)
-        .await
-        .unwrap();
-    assert_eq!(report.finished.as_deref(), Some("completed"));
     // day 3: 3 reactors × 3 one-day transitions, too few (10) to calibrate, the prior's
     // mechanism in force; day 6: 18 transitions, μ_max calibrated from the prior
-    let recs = log(full.path(), "R01");
-    let retrained: Vec<&Record> = recs
-        .iter()
-        .filter(|r| r.kind == "model_retrained")
-        .collect();
+    let retrained = completed_retrainings(with_cal(full.path()), false).await;
     assert_eq!(
-        retrained.iter().map(|r| r.day).collect::<Vec<_>>(),
+        retrained.iter().map(|r| r.0).collect::<Vec<_>>(),
         [3.0, 6.0]
     );
-    assert!(
-        retrained[0].payload["calibrated"]["mu_max"].is_null(),
-        "{}",
-        retrained[0].payload
-    );
-    let mu = &retrained[1].payload["calibrated"]["mu_max"];
+    assert_eq!(calibrated_mu_max(&retrained[0].1), None);
+    let mu = &retrained[1].1["calibrated"]["mu_max"];
     assert!(mu["std_error"].as_f64().unwrap() > 0.0, "{mu}");
-    let v = mu["value"].as_f64().unwrap();
+    let v = calibrated_mu_max(&retrained[1].1).unwrap();
     assert!(v > 0.0 && (v / 0.04 - 1.0).abs() > 1e-9, "{mu}");
     // stopped after day 6 and resumed: the replayed calibration gives the logged hashes
     // (else the resume would be refused) and the same setpoints
@@ -1236,25 +1247,16 @@ async fn a_background_fit_that_calibrates_is_adopted_and_resumes_alike() {
         ..config(dir, 2, 10)
     };
     let full = tempfile::tempdir().unwrap();
-    let report = run_campaign(cfg(full.path()), None, false, true)
-        .await
-        .unwrap();
-    assert_eq!(report.finished.as_deref(), Some("completed"));
-    let recs = log(full.path(), "R01");
-    let retrained: Vec<&Record> = recs
-        .iter()
-        .filter(|r| r.kind == "model_retrained")
-        .collect();
+    let retrained = completed_retrainings(cfg(full.path()), true).await;
     assert_eq!(
-        retrained.iter().map(|r| r.day).collect::<Vec<_>>(),
+        retrained.iter().map(|r| r.0).collect::<Vec<_>>(),
         [3.0, 6.0, 9.0]
     );
-    // the fits of days 3 (6 transitions) and the one adopted on day 6 (the same data) keep
+    // the fit of day 3 (6 transitions) and the one adopted on day 6 (the same data) keep
     // the prior; day 9 adopts the fit of day 6, which calibrated μ_max
-    for r in &retrained[..2] {
-        assert!(r.payload["calibrated"]["mu_max"].is_null(), "{}", r.payload);
-    }
-    let day9 = &retrained[2].payload;
+    assert_eq!(calibrated_mu_max(&retrained[0].1), None);
+    assert_eq!(calibrated_mu_max(&retrained[1].1), None);
+    let day9 = &retrained[2].1;
     assert!(
         day9["termination"]
             .as_str()
@@ -1262,7 +1264,7 @@ async fn a_background_fit_that_calibrates_is_adopted_and_resumes_alike() {
             .starts_with("adopted the fit of day 6"),
         "{day9}"
     );
-    let v = day9["calibrated"]["mu_max"]["value"].as_f64().unwrap();
+    let v = calibrated_mu_max(day9).unwrap();
     assert!(v > 0.0 && (v / 0.04 - 1.0).abs() > 1e-9, "{day9}");
     // stopped after day 7 (the fit of day 6 pending) and resumed: the replay fits and
     // calibrates again and adopts it on day 9 as the live loop did
