@@ -269,8 +269,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 Some(p) => HybridConfig::with_prior(p.params, p.source),
                 None => HybridConfig::online(),
             };
-            if calibrate.is_some() {
-                hc.calibrate = calibrate;
+            if let Some(c) = calibrate {
+                hc.calibrate = Some(c);
             }
             b = b.hybrid_config(hc);
         }

@@ -61,10 +61,7 @@ pub(crate) fn calibration_arg(arg: Option<&str>) -> anyhow::Result<Option<Calibr
         .map(str::trim)
         .filter(|n| !n.is_empty())
         .collect();
-    if names.is_empty() {
-        return Ok(Some(CalibrationConfig::default()));
-    }
-    CalibrationConfig::with_parameters(&names)
+    CalibrationConfig::named_or_default(&names)
         .map(Some)
         .map_err(|e| anyhow::anyhow!("--calibrate {list}: {e}"))
 }

@@ -241,6 +241,26 @@ impl CalibrationConfig {
         Ok(c)
     }
 
+    /// [`CalibrationConfig::with_parameters`] for the names given, the default
+    /// configuration (the [`DEFAULT_PARAMETERS`]) for none: what a bare `--calibrate` or an
+    /// empty `calibrate = []` asks for.
+    ///
+    /// ```
+    /// use perfusio_hybrid::CalibrationConfig;
+    /// let none: [&str; 0] = [];
+    /// assert_eq!(CalibrationConfig::named_or_default(&none).unwrap(), CalibrationConfig::default());
+    /// let c = CalibrationConfig::named_or_default(&["lac_consump_rate"]).unwrap();
+    /// assert_eq!(c.parameters, ["lac_consump_rate"]);
+    /// assert!(CalibrationConfig::named_or_default(&["mumax"]).is_err());
+    /// ```
+    pub fn named_or_default<S: AsRef<str>>(names: &[S]) -> Result<Self> {
+        if names.is_empty() {
+            Ok(Self::default())
+        } else {
+            Self::with_parameters(names)
+        }
+    }
+
     /// Checks every field; the error names it.
     pub fn check(&self) -> Result<()> {
         let bad = |m: String| Err(HybridError::Config(m));

@@ -375,12 +375,8 @@ impl CampaignConfig {
         let Some(names) = &self.calibrate else {
             return Ok(None);
         };
-        let c = if names.is_empty() {
-            CalibrationConfig::default()
-        } else {
-            CalibrationConfig::with_parameters(names)
-                .map_err(|e| CampaignError::invalid("calibrate", e.to_string()))?
-        };
+        let c = CalibrationConfig::named_or_default(names)
+            .map_err(|e| CampaignError::invalid("calibrate", e.to_string()))?;
         Ok(Some(CalibrationConfig {
             online_from_prior: true,
             ..c
