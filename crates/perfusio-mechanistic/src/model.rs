@@ -7,7 +7,7 @@ use perfusio_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MechError, Result};
-use crate::ode::{Dopri5Options, Dopri5Stats, PLANT_ODE_OPTIONS, integrate_switched};
+use crate::ode::{Dopri5Options, Dopri5Stats, PLANT_ODE_OPTIONS, integrate_switched_with_atol};
 use crate::params::KineticParams;
 
 /// Hours per culture day.
@@ -108,6 +108,8 @@ impl ControlTerms {
 pub struct PlantModel {
     params: KineticParams,
     options: Dopri5Options,
+    /// Per-species absolute tolerances replacing `options.atol`.
+    abs_tol: Option<SpeciesArray<f64>>,
 }
 
 impl PlantModel {
@@ -117,6 +119,7 @@ impl PlantModel {
         Self {
             params,
             options: PLANT_ODE_OPTIONS,
+            abs_tol: None,
         }
     }
 
@@ -125,6 +128,20 @@ impl PlantModel {
     pub fn with_options(mut self, options: Dopri5Options) -> Self {
         self.options = options;
         self
+    }
+
+    /// Replaces the integrator's absolute tolerance by one per species (canonical order,
+    /// species units): a species is then resolved to its own meaningful scale instead of
+    /// the global `atol` (see [`crate::ode::integrate_switched_with_atol`]).
+    #[must_use]
+    pub fn with_abs_tolerances(mut self, atol: SpeciesArray<f64>) -> Self {
+        self.abs_tol = Some(atol);
+        self
+    }
+
+    /// The per-species absolute tolerances, if set ([`PlantModel::with_abs_tolerances`]).
+    pub fn abs_tolerances(&self) -> Option<&SpeciesArray<f64>> {
+        self.abs_tol.as_ref()
     }
 
     /// The kinetic parameters.
@@ -288,7 +305,8 @@ impl PlantModel {
         let glc_switch = self.params.glc_switch;
         let switches = self.params.consumes_lactate;
         let terms = ControlTerms::new(&self.params, controls);
-        let (mut y, stats) = integrate_switched(
+        let atol = self.abs_tol.unwrap_or([self.options.atol; N_SPECIES]);
+        let (mut y, stats) = integrate_switched_with_atol(
             |_t, y: &[f64; N_SPECIES], below: bool, dy: &mut [f64; N_SPECIES]| {
                 self.rhs_with(&terms, y, controls, below, dy);
             },
@@ -304,6 +322,7 @@ impl PlantModel {
             *state,
             hours,
             &self.options,
+            &atol,
         )?;
         for v in &mut y {
             *v = v.max(0.0);

@@ -150,15 +150,23 @@ fn dp_step<const N: usize, F>(
     }
 }
 
+/// The error control's tolerances of one call: a relative one and an absolute one per
+/// component.
+#[derive(Debug, Clone, Copy)]
+struct Tolerances<const N: usize> {
+    rtol: f64,
+    atol: [f64; N],
+}
+
 fn error_norm<const N: usize>(
     err: &[f64; N],
     y0: &[f64; N],
     y1: &[f64; N],
-    o: &Dopri5Options,
+    tol: &Tolerances<N>,
 ) -> f64 {
     let mut acc = 0.0;
     for i in 0..N {
-        let sc = o.atol + o.rtol * y0[i].abs().max(y1[i].abs());
+        let sc = tol.atol[i] + tol.rtol * y0[i].abs().max(y1[i].abs());
         let r = err[i] / sc;
         acc += r * r;
     }
@@ -171,7 +179,8 @@ fn initial_step<const N: usize, F>(
     t: f64,
     y: &[f64; N],
     k1: &[f64; N],
-    o: &Dopri5Options,
+    tol: &Tolerances<N>,
+    h_max: f64,
     span: f64,
 ) -> f64
 where
@@ -179,7 +188,7 @@ where
 {
     let (mut d0, mut d1) = (0.0, 0.0);
     for i in 0..N {
-        let sc = o.atol + o.rtol * y[i].abs();
+        let sc = tol.atol[i] + tol.rtol * y[i].abs();
         d0 += (y[i] / sc).powi(2);
         d1 += (k1[i] / sc).powi(2);
     }
@@ -190,7 +199,7 @@ where
     } else {
         0.01 * d0 / d1
     };
-    h0 = h0.min(o.h_max).min(span);
+    h0 = h0.min(h_max).min(span);
     let mut y1 = [0.0; N];
     for i in 0..N {
         y1[i] = y[i] + h0 * k1[i];
@@ -199,7 +208,7 @@ where
     f(t + h0, &y1, &mut k2);
     let mut d2 = 0.0;
     for i in 0..N {
-        let sc = o.atol + o.rtol * y[i].abs();
+        let sc = tol.atol[i] + tol.rtol * y[i].abs();
         d2 += ((k2[i] - k1[i]) / sc).powi(2);
     }
     let d2 = (d2 / n).sqrt() / h0;
@@ -208,7 +217,7 @@ where
     } else {
         (0.01 / d1.max(d2)).powf(1.0 / 5.0)
     };
-    (100.0 * h0).min(h1).min(o.h_max).min(span)
+    (100.0 * h0).min(h1).min(h_max).min(span)
 }
 
 /// Integrates `dy/dt = f(t, y)` from `t0` to `t1` (`t1 >= t0`) with adaptive Dormand–Prince
@@ -284,12 +293,53 @@ const SWITCH_BISECTIONS: usize = 60;
 /// `max_steps` is reached. The plant model's lactate switch never slides, because lactate
 /// does not act on glucose.
 pub fn integrate_switched<const N: usize, F, G>(
+    f: F,
+    g: G,
+    t0: f64,
+    y0: [f64; N],
+    t1: f64,
+    opts: &Dopri5Options,
+) -> Result<([f64; N], Dopri5Stats)>
+where
+    F: FnMut(f64, &[f64; N], bool, &mut [f64; N]),
+    G: Fn(&[f64; N]) -> f64,
+{
+    integrate_switched_with_atol(f, g, t0, y0, t1, opts, &[opts.atol; N])
+}
+
+/// [`integrate_switched`] with an absolute tolerance per component (`opts.atol` is not
+/// used): the local error of component `i` is measured against `atol[i] + rtol·|y_i|`, so
+/// each component is resolved to its own meaningful scale. A component decaying towards zero
+/// is otherwise followed down to the global `atol`: the plant's lactate, consumed at up to
+/// `r·X/K_lac ≈ 30 h⁻¹` near exhaustion, then costs dozens of steps that resolve
+/// concentrations far below anything measured.
+///
+/// Errors: as [`integrate_switched`], and for an `atol` entry that is not finite and
+/// positive.
+///
+/// ```
+/// use perfusio_mechanistic::ode::{integrate_switched_with_atol, Dopri5Options};
+/// // a fast decay to zero next to a slow one: only the slow component needs 1e-9
+/// let f = |_t, y: &[f64; 2], _below: bool, dy: &mut [f64; 2]| {
+///     dy[0] = -30.0 * y[0];
+///     dy[1] = -0.1 * y[1];
+/// };
+/// let opts = Dopri5Options { h_max: 24.0, ..Dopri5Options::default() };
+/// let tight = integrate_switched_with_atol(f, |_| 1.0, 0.0, [1.0, 1.0], 24.0, &opts, &[1e-9, 1e-9]);
+/// let loose = integrate_switched_with_atol(f, |_| 1.0, 0.0, [1.0, 1.0], 24.0, &opts, &[1e-5, 1e-9]);
+/// let ((yt, st), (yl, sl)) = (tight.unwrap(), loose.unwrap());
+/// assert!((yl[1] - (-2.4f64).exp()).abs() < 1e-6);
+/// assert!(yl[0].abs() < 1e-5 && yt[0].abs() < 1e-9);
+/// assert!(sl.accepted < st.accepted);
+/// ```
+pub fn integrate_switched_with_atol<const N: usize, F, G>(
     mut f: F,
     g: G,
     t0: f64,
     y0: [f64; N],
     t1: f64,
     opts: &Dopri5Options,
+    atol: &[f64; N],
 ) -> Result<([f64; N], Dopri5Stats)>
 where
     F: FnMut(f64, &[f64; N], bool, &mut [f64; N]),
@@ -307,13 +357,17 @@ where
             "need finite t0 <= t1",
         ));
     }
-    if !(opts.rtol > 0.0 && opts.atol > 0.0 && opts.h_max > 0.0) {
+    if !(opts.rtol > 0.0 && opts.h_max > 0.0 && atol.iter().all(|a| a.is_finite() && *a > 0.0)) {
         return Err(MechError::arg(
             "tolerances",
-            format!("rtol {} atol {} h_max {}", opts.rtol, opts.atol, opts.h_max),
-            "rtol, atol and h_max must be positive",
+            format!("rtol {} atol {atol:?} h_max {}", opts.rtol, opts.h_max),
+            "rtol, every atol and h_max must be positive",
         ));
     }
+    let tol = Tolerances {
+        rtol: opts.rtol,
+        atol: *atol,
+    };
     let mut stats = Dopri5Stats::default();
     let mut y = y0;
     if t1 - t0 <= 0.0 {
@@ -336,7 +390,7 @@ where
         _ => {
             stats.rhs_evals += 1;
             let mut fm = |t: f64, y: &[f64; N], dy: &mut [f64; N]| f(t, y, below, dy);
-            initial_step(&mut fm, t, &y, &k1, opts, t1 - t0)
+            initial_step(&mut fm, t, &y, &k1, &tol, opts.h_max, t1 - t0)
         }
     };
     let mut err_prev: f64 = 1e-4;
@@ -366,7 +420,7 @@ where
             dp_step(&mut fm, t, &y, &k1, h, &mut y_new, &mut k7, &mut err);
         }
         stats.rhs_evals += 6;
-        let e = error_norm(&err, &y, &y_new, opts);
+        let e = error_norm(&err, &y, &y_new, &tol);
         if !e.is_finite() {
             stats.rejected += 1;
             rejected_last = true;
@@ -635,6 +689,29 @@ mod tests {
         // sliding modes are not integrated: the call stops with an error instead of looping
         let e = integrate_switched(f, |y: &[f64; 1]| y[0], 0.0, [1.0], 3.0, &opts).unwrap_err();
         assert!(e.to_string().contains("too many steps"), "{e}");
+    }
+
+    #[test]
+    fn per_component_tolerances_are_checked_and_uniform_ones_are_the_scalar_tolerance() {
+        let f = |_: f64, y: &[f64; 2], _: bool, dy: &mut [f64; 2]| {
+            dy[0] = -3.0 * y[0];
+            dy[1] = 0.8 * y[1] * (1.0 - y[1] / 10.0);
+        };
+        let g = |_: &[f64; 2]| 1.0;
+        let o = PLANT_ODE_OPTIONS;
+        let a = integrate_switched(f, g, 0.0, [1.0, 0.1], 5.0, &o).unwrap();
+        let b = integrate_switched_with_atol(f, g, 0.0, [1.0, 0.1], 5.0, &o, &[o.atol; 2]).unwrap();
+        assert_eq!(a.0.map(f64::to_bits), b.0.map(f64::to_bits));
+        assert_eq!(a.1, b.1);
+        for bad in [
+            [1e-9, 0.0],
+            [f64::NAN, 1e-9],
+            [1e-9, -1.0],
+            [f64::INFINITY, 1e-9],
+        ] {
+            let e = integrate_switched_with_atol(f, g, 0.0, [1.0, 0.1], 5.0, &o, &bad).unwrap_err();
+            assert!(e.to_string().contains("every atol"), "{e}");
+        }
     }
 
     #[test]
