@@ -182,9 +182,11 @@ pub struct RunConfig {
     pub retrain_every: u32,
     /// Acquisition function of the design policy (default LogEI).
     pub acquisition: Acquisition,
-    /// Horizon of the decision objective, days (default 3). It stops at the run's last day
+    /// Horizon of the decision objective, days (default 14). It stops at the run's last day
     /// (`duration_days`): a decision on day `t` looks `min(decision_horizon_days,
-    /// duration_days − t)` days ahead, at least one.
+    /// duration_days − t)` days ahead, at least one. A short horizon is myopic: with a
+    /// medium cost, the harvest of the next few days early in a run does not pay for the
+    /// medium, and the policy cuts the perfusion that growth later pays for.
     pub decision_horizon_days: u32,
     /// Horizon of the published forecast, days (default 28).
     pub forecast_horizon_days: u32,
@@ -210,7 +212,7 @@ impl Default for RunConfig {
             sampling_interval_hours: 24.0,
             retrain_every: 3,
             acquisition: Acquisition::LogEI,
-            decision_horizon_days: 3,
+            decision_horizon_days: 14,
             forecast_horizon_days: 28,
             mc_samples: 256,
             optimizer_restarts: 10,
@@ -273,7 +275,10 @@ impl RunConfig {
             return Err(bad(
                 "forecast_horizon_days",
                 self.forecast_horizon_days,
-                "must be at least decision_horizon_days and at most 365",
+                &format!(
+                    "must be at least decision_horizon_days ({}; default 14) and at most 365",
+                    self.decision_horizon_days
+                ),
             ));
         }
         if self.mc_samples < 2 {
@@ -405,7 +410,7 @@ mod tests {
         assert_eq!(c.duration_days, 28);
         assert_eq!(c.retrain_every, 3);
         assert_eq!(c.acquisition, Acquisition::LogEI);
-        assert_eq!(c.decision_horizon_days, 3);
+        assert_eq!(c.decision_horizon_days, 14);
         assert_eq!(c.forecast_horizon_days, 28);
         assert_eq!(c.mc_samples, 256);
         assert_eq!(c.optimizer_restarts, 10);

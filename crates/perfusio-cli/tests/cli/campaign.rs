@@ -16,6 +16,7 @@ mode = "auto"
 duration_days = 2
 retrain_every = 2
 forecast_horizon_days = 4
+decision_horizon_days = 3
 mc_samples = 32
 raw_samples = 64
 optimizer_restarts = 2

@@ -34,6 +34,7 @@ fn quick_toml(dir: &Path) -> String {
     let cfg = RunConfig {
         duration_days: 6,
         forecast_horizon_days: 7,
+        decision_horizon_days: 3,
         mc_samples: 32,
         raw_samples: 64,
         optimizer_restarts: 2,
@@ -167,6 +168,7 @@ fn run_calibrates_the_named_parameters_online_from_the_prior_and_resumes_alike()
         duration_days: 12,
         retrain_every: 1,
         forecast_horizon_days: 3,
+        decision_horizon_days: 3,
         mc_samples: 16,
         raw_samples: 32,
         optimizer_restarts: 1,

@@ -357,6 +357,7 @@ async fn approving_in_the_browser_changes_what_the_campaigns_reactor_receives() 
             allow_write: true,
             acquisition: Acquisition::LogEI,
             forecast_horizon_days: 5,
+            decision_horizon_days: 3,
             mc_samples: 32,
             raw_samples: 64,
             optimizer_restarts: 2,

@@ -29,6 +29,7 @@ fn config(dir: &Path, n: usize, days: u32) -> CampaignConfig {
     let mut run = quick_config(days, 11);
     run.allow_write = true;
     run.forecast_horizon_days = 5;
+    run.decision_horizon_days = 3;
     CampaignConfig {
         name: "t".into(),
         output_dir: dir.to_path_buf(),

@@ -14,6 +14,7 @@ pub(crate) fn quick_config(days: u32, seed: u64) -> RunConfig {
         retrain_every: 3,
         acquisition: Acquisition::LogEI,
         forecast_horizon_days: 7,
+        decision_horizon_days: 3,
         mc_samples: 32,
         raw_samples: 64,
         optimizer_restarts: 2,
