@@ -63,9 +63,13 @@ pub struct Rates {
 /// and agitation effects, dilution rates): constant over an integration step.
 #[derive(Debug, Clone, Copy)]
 struct ControlTerms {
-    mu_max_t: f64,
+    /// `mu_max_t · f_o2`: the growth rate's control factor.
+    mu_scale: f64,
+    /// `mu_max_t · f_o2 / mu_max`: the growth-coupled uptake's control factor.
+    growth_scale: f64,
+    /// `y_lac_glc · 1000 / M_glc`: lactate (mmol) per glucose (g).
+    lac_per_glc: f64,
     beta_t: f64,
-    f_o2: f64,
     k_d: f64,
     d_perfusion: f64,
     d_bleed: f64,
@@ -82,9 +86,10 @@ impl ControlTerms {
         let f_o2 = (rpm / p.o2_limit_rpm).min(1.0);
         let k_shear = p.shear_death_per_100rpm * (rpm - p.shear_limit_rpm).max(0.0) / 100.0;
         Self {
-            mu_max_t,
+            mu_scale: mu_max_t * f_o2,
+            growth_scale: mu_max_t * f_o2 / p.mu_max,
+            lac_per_glc: p.y_lac_glc * 1000.0 / GLUCOSE_MOLAR_MASS,
             beta_t,
-            f_o2,
             k_d: (p.k_d + p.k_t * (temp - p.t_ref)).max(0.0) + k_shear,
             d_perfusion: controls[Control::PerfusionRate.index()] / HOURS_PER_DAY,
             d_bleed: controls[Control::BleedRate.index()] / HOURS_PER_DAY,
@@ -196,15 +201,17 @@ impl PlantModel {
         let pyr = state[Species::Pyr.index()].max(0.0);
         let x = vcd * CELLS_PER_L_PER_VCD;
 
-        let mu = c.mu_max_t * glc / (p.k_glc + glc) * gln / (p.k_gln + gln) * c.f_o2;
-        let growth = mu / p.mu_max;
+        // one division for both Monod terms
+        let monod = (glc * gln) / ((p.k_glc + glc) * (p.k_gln + gln));
+        let mu = c.mu_scale * monod;
+        let growth = c.growth_scale * monod;
         let q_glc = (p.q_glc_max * (growth + p.glc_uptake_offset) + p.m_glc) * x;
         let q_gln = p.q_gln_max * (growth + p.gln_uptake_offset) * x;
         let consuming_lactate = p.consumes_lactate && glc_below_switch;
         let q_lac = if consuming_lactate {
             -p.lac_consump_rate * x * lac / (p.k_lac + lac)
         } else {
-            p.y_lac_glc * q_glc / GLUCOSE_MOLAR_MASS * 1000.0
+            c.lac_per_glc * q_glc
         };
         let q_amm = p.alpha_amm * q_gln - p.k_pyr * pyr * amm;
         let q_glu = p.glu_yield_gln * q_gln;

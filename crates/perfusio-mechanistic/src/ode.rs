@@ -393,7 +393,8 @@ where
             initial_step(&mut fm, t, &y, &k1, &tol, opts.h_max, t1 - t0)
         }
     };
-    let mut err_prev: f64 = 1e-4;
+    // ln of the previous accepted step's error (floored at 1e-4), for the PI controller
+    let mut ln_err_prev: f64 = 1e-4f64.ln();
     let mut rejected_last = false;
     let mut y_new = [0.0; N];
     let mut k7 = [0.0; N];
@@ -428,7 +429,10 @@ where
             h *= FAC_MIN;
             continue;
         }
-        let fac11 = e.powf(expo);
+        // e^expo as exp(expo · ln e): the PI controller's two powers cost one logarithm and
+        // one or two exponentials per step
+        let ln_e = e.ln();
+        let fac11 = (expo * ln_e).exp();
         if e > 1.0 {
             stats.rejected += 1;
             rejected_last = true;
@@ -465,10 +469,10 @@ where
         }
         // accept
         stats.accepted += 1;
-        let mut fac = fac11 / err_prev.powf(BETA);
+        let mut fac = (expo * ln_e - BETA * ln_err_prev).exp();
         fac = (fac / SAFETY).clamp(1.0 / FAC_MAX, 1.0 / FAC_MIN);
         let mut h_new = h / fac;
-        err_prev = e.max(1e-4);
+        ln_err_prev = ln_e.max(1e-4f64.ln());
         if rejected_last {
             h_new = h_new.min(h);
         }
