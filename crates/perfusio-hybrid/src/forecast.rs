@@ -228,6 +228,37 @@ impl Forecast {
         }
         Cow::Owned(out)
     }
+
+    /// The first `days` days of this forecast (all of it when `days` is not shorter). A
+    /// Monte-Carlo forecast draws its paths day by day from one seeded stream, so the first
+    /// `days` days of a longer forecast are, bit for bit, the forecast over `days` days with
+    /// the same seed and schedule: a caller holding the long one need not compute the short
+    /// one (the design policy's final check under the setpoints in force does not).
+    pub fn truncated(&self, days: usize) -> Forecast {
+        let d = days.min(self.horizon());
+        let cut = |paths: &Option<Vec<Vec<SpeciesArray<f64>>>>| {
+            paths.as_ref().map(|ps| {
+                ps.iter()
+                    .map(|p| p[..d.min(p.len())].to_vec())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let cut_moments = |m: &Option<Vec<(SpeciesArray<f64>, Mat9)>>| {
+            m.as_ref().map(|v| v[..d.min(v.len())].to_vec())
+        };
+        Forecast {
+            start_day: self.start_day,
+            method: self.method,
+            schedule: self.schedule[..d.min(self.schedule.len())].to_vec(),
+            state: self.state[..d].to_vec(),
+            measured: self.measured[..d.min(self.measured.len())].to_vec(),
+            paths: cut(&self.paths),
+            measured_paths: cut(&self.measured_paths),
+            moments: cut_moments(&self.moments),
+            measured_moments: cut_moments(&self.measured_moments),
+            transform: self.transform,
+        }
+    }
 }
 
 fn normal9(rng: &mut ChaCha8Rng) -> [f64; N_SPECIES] {

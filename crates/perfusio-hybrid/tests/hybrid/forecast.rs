@@ -307,3 +307,40 @@ fn a_batch_of_forecasts_equals_the_single_forecasts() {
     assert!(matches!(&out[1], Err(perfusio_hybrid::HybridError::Config(m)) if m.contains("empty")));
     assert!(model.forecast_many(&[], &opts).is_empty());
 }
+
+/// The first days of a long forecast are the short forecast with the same seed, bit for bit
+/// (Monte Carlo: one seeded stream drawn day by day; moment matching: deterministic), so a
+/// caller holding the 28-day forecast can hand its first days on instead of recomputing.
+#[test]
+fn the_first_days_of_a_long_forecast_are_the_short_forecast() {
+    let model = HybridModel::new(HybridConfig::default()).unwrap();
+    let tr = model.config().transform;
+    let s0 = [4.0, 98.0, 3.5, 2.5, 0.8, 8.0, 1.2, 0.1, 60.0];
+    let mut start = StateEstimate::known(5, &s0, &tr);
+    for k in 0..N_SPECIES {
+        start.cov[k][k] = 0.01;
+    }
+    for method in [ForecastMethod::MonteCarlo, ForecastMethod::MomentMatching] {
+        let opts = ForecastOptions {
+            method,
+            paths: 64,
+            seed: 17,
+            keep_paths: true,
+            ..ForecastOptions::default()
+        };
+        let long = model
+            .forecast(&start, &vec![defaults(); 28], &opts)
+            .unwrap();
+        let short = model.forecast(&start, &vec![defaults(); 9], &opts).unwrap();
+        let cut = long.truncated(9);
+        assert_eq!(cut.horizon(), 9);
+        // PartialEq on f64 fields: equal values, and the serialisations match bit for bit
+        assert_eq!(cut, short, "{method:?}");
+        assert_eq!(
+            serde_json::to_string(&cut).unwrap(),
+            serde_json::to_string(&short).unwrap()
+        );
+        assert_eq!(long.truncated(40), long);
+        assert_eq!(long.truncated(0).horizon(), 0);
+    }
+}
