@@ -108,7 +108,8 @@ pub use perfusio_gp::special;
 
 pub use error::{BedError, Result};
 pub use policy::{
-    BedPolicy, Decision, DecisionTimings, ObjectiveSummary, PolicyConfig, RestartReport, Screening,
+    BedPolicy, Decision, DecisionTimings, HoldForecast, ObjectiveSummary, PolicyConfig,
+    RestartReport, Screening,
 };
 
 #[cfg(test)]

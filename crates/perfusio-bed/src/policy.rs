@@ -301,6 +301,43 @@ pub struct ObjectiveSummary {
     pub sd: f64,
 }
 
+/// A Monte-Carlo forecast under the setpoints in force that a caller already has, for
+/// [`BedPolicy::decide_sharing`]: the final check uses its first days as the holding
+/// course's paths.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldForecast<'a> {
+    /// The forecast (Monte Carlo with its paths kept, from the decision's state, under the
+    /// setpoints in force on every day).
+    pub forecast: &'a Forecast,
+    /// The seed it was drawn with.
+    pub seed: u64,
+}
+
+impl HoldForecast<'_> {
+    /// Whether the forecast can stand for the holding course of a decision from `state`
+    /// looking `h` days ahead with `n` paths under `hold`.
+    fn is_holding(
+        &self,
+        state: &StateEstimate,
+        hold: &ControlArray<f64>,
+        h: usize,
+        n: usize,
+    ) -> bool {
+        let f = self.forecast;
+        let kept = |p: &Option<Vec<Vec<SpeciesArray<f64>>>>| {
+            p.as_ref()
+                .is_some_and(|ps| ps.len() == n && ps.iter().all(|p| p.len() >= h))
+        };
+        f.method == ForecastMethod::MonteCarlo
+            && f.start_day == state.day
+            && f.horizon() >= h
+            && f.schedule.len() >= h
+            && f.schedule[..h].iter().all(|u| same(u, hold))
+            && kept(&f.paths)
+            && kept(&f.measured_paths)
+    }
+}
+
 /// What the policy recommends for one reactor, and why.
 #[derive(Debug, Clone)]
 pub struct Decision {
@@ -1147,6 +1184,26 @@ impl BedPolicy {
         state: &StateEstimate,
         current: &ControlArray<f64>,
     ) -> Result<Decision> {
+        self.decide_sharing(model, state, current, None)
+    }
+
+    /// [`BedPolicy::decide`] with a Monte-Carlo forecast the caller already has under the
+    /// setpoints in force (the daily loop's published forecast): the final check takes the
+    /// holding course's paths from its first days instead of recomputing them, and draws the
+    /// other courses with its seed (common random numbers). The decision is then the one
+    /// [`BedPolicy::decide`] makes when its final check uses that seed: bit for bit (tested).
+    ///
+    /// The forecast must come from this `model` and `state`; one that cannot be the
+    /// holding course (another method, start day, path count or schedule, no kept paths,
+    /// fewer days than the decision looks ahead) is not used, and the final check draws its
+    /// own paths with the policy's seed, as [`BedPolicy::decide`] does.
+    pub fn decide_sharing(
+        &self,
+        model: &HybridModel,
+        state: &StateEstimate,
+        current: &ControlArray<f64>,
+        hold: Option<HoldForecast<'_>>,
+    ) -> Result<Decision> {
         let t0 = Instant::now();
         let h = self.config.horizon_at(state.day);
         let space = self.decision_space(current)?;
@@ -1254,9 +1311,22 @@ impl BedPolicy {
                 finalists.push(u);
             }
         }
-        let mc_seed = self.config.seed ^ 0x6d63_5f70_6174_6873;
-        let (scored, mut forecasts) =
-            self.monte_carlo_forecasts(model, state, &finalists, mc_seed)?;
+        let shared =
+            hold.filter(|hf| hf.is_holding(state, &hold_controls, h, self.config.mc_samples));
+        if hold.is_some() && shared.is_none() {
+            tracing::debug!(
+                day = state.day,
+                "the shared forecast cannot be the holding course; the final check draws its own"
+            );
+        }
+        let mc_seed = shared.map_or(self.final_check_seed(), |hf| hf.seed);
+        let (scored, mut forecasts) = self.monte_carlo_forecasts(
+            model,
+            state,
+            &finalists,
+            mc_seed,
+            shared.map(|hf| hf.forecast),
+        )?;
         let hold_summary: Vec<ObjectiveSummary> = (0..m).map(|k| scored[0].summary(k, m)).collect();
         let values: Vec<f64> = scored
             .iter()
@@ -1621,45 +1691,50 @@ impl BedPolicy {
     /// ([`HybridModel::sample_paths`] draws depend only on the seed). The start draws come
     /// from a one-day run of the same seed, the paths from the forecasts themselves, so each
     /// course costs one forecast.
+    /// The seed of the final check's Monte-Carlo paths when no forecast is shared
+    /// ([`BedPolicy::decide`]): derived from [`PolicyConfig::seed`], the same every day.
+    pub fn final_check_seed(&self) -> u64 {
+        self.config.seed ^ 0x6d63_5f70_6174_6873
+    }
+
     fn monte_carlo_forecasts(
         &self,
         model: &HybridModel,
         state: &StateEstimate,
         courses: &[ControlArray<f64>],
         seed: u64,
+        first_course: Option<&Forecast>,
     ) -> Result<(Vec<Scored>, Vec<Forecast>)> {
         let h = self.config.horizon_at(state.day);
         let n = self.config.mc_samples;
-        let Some(first) = courses.first() else {
+        if courses.is_empty() {
             return Ok((Vec::new(), Vec::new()));
-        };
+        }
+        // the start draws alone (no day to step: they come first in the seeded stream)
         let initial = model
-            .sample_paths(
-                state,
-                std::slice::from_ref(first),
-                n,
-                seed,
-                self.config.threads,
-            )
+            .sample_paths(state, &[], n, seed, self.config.threads)
             .map_err(hybrid_err)?
             .initial;
         let mut scored = Vec::with_capacity(courses.len());
         let mut forecasts = Vec::with_capacity(courses.len());
-        for u in courses {
+        for (i, u) in courses.iter().enumerate() {
             let schedule = vec![*u; h];
-            let f = model
-                .forecast(
-                    state,
-                    &schedule,
-                    &ForecastOptions {
-                        method: ForecastMethod::MonteCarlo,
-                        paths: n,
-                        seed,
-                        keep_paths: true,
-                        threads: self.config.threads,
-                    },
-                )
-                .map_err(hybrid_err)?;
+            let f = match first_course.filter(|_| i == 0) {
+                Some(known) => known.truncated(h),
+                None => model
+                    .forecast(
+                        state,
+                        &schedule,
+                        &ForecastOptions {
+                            method: ForecastMethod::MonteCarlo,
+                            paths: n,
+                            seed,
+                            keep_paths: true,
+                            threads: self.config.threads,
+                        },
+                    )
+                    .map_err(hybrid_err)?,
+            };
             let latent = f
                 .paths
                 .as_ref()

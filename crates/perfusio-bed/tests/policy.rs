@@ -1,12 +1,12 @@
 //! The design policy against the hybrid model and the virtual reactor.
 
 use perfusio_bed::objective::{Harvest, Objective};
-use perfusio_bed::{BedPolicy, PolicyConfig};
+use perfusio_bed::{BedPolicy, HoldForecast, PolicyConfig};
 use perfusio_core::{
     Acquisition, Control, ControlArray, DEFAULT_AMBR250_DESIGN_SPACE as DS, N_SPECIES, Species,
     SpeciesArray,
 };
-use perfusio_hybrid::{HybridConfig, HybridModel, StateEstimate};
+use perfusio_hybrid::{ForecastMethod, ForecastOptions, HybridConfig, HybridModel, StateEstimate};
 use perfusio_mechanistic::{CloneKind, NoiseModel, VirtualReactor, VirtualReactorConfig, doe};
 
 fn trained(n_runs: usize) -> HybridModel {
@@ -488,5 +488,100 @@ fn decide_batch_over_two_objectives_spreads_along_the_front() {
         for (a, b) in ds.iter().zip(&again) {
             assert_eq!(a.setpoints, b.setpoints);
         }
+    }
+}
+
+/// A forecast the caller already has under the setpoints in force (the daily loop's 28-day
+/// forecast) stands in for the final check's holding course: with the seed the policy would
+/// draw, the decision is the same bit for bit, with one Monte-Carlo forecast fewer. One that
+/// cannot be the holding course (too short, another schedule) is not used.
+#[test]
+fn a_shared_forecast_of_the_holding_course_decides_as_recomputing_it() {
+    let model = trained(3);
+    let e = day6_state(&model);
+    let current = Control::defaults();
+    for acq in [Acquisition::LogEI, Acquisition::QLogEI] {
+        let cfg = PolicyConfig {
+            acquisition: acq,
+            horizon_days: 5,
+            raw_samples: 64,
+            restarts: 3,
+            seed: 5,
+            ..PolicyConfig::new(&DS)
+        };
+        let p = BedPolicy::new(DS, vec![Box::new(Harvest::default())], cfg).unwrap();
+        let forecast = |days: usize, u: ControlArray<f64>, seed: u64| {
+            model
+                .forecast(
+                    &e,
+                    &vec![u; days],
+                    &ForecastOptions {
+                        method: ForecastMethod::MonteCarlo,
+                        paths: p.config().mc_samples,
+                        seed,
+                        keep_paths: true,
+                        threads: 2,
+                    },
+                )
+                .unwrap()
+        };
+        let own = p.decide(&model, &e, &current).unwrap();
+        let long = forecast(28, current, p.final_check_seed());
+        let shared = p
+            .decide_sharing(
+                &model,
+                &e,
+                &current,
+                Some(HoldForecast {
+                    forecast: &long,
+                    seed: p.final_check_seed(),
+                }),
+            )
+            .unwrap();
+        assert_eq!(own.setpoints, shared.setpoints, "{acq}");
+        assert_eq!(
+            own.acquisition_value.to_bits(),
+            shared.acquisition_value.to_bits(),
+            "{acq}"
+        );
+        assert_eq!(own.recommended, shared.recommended, "{acq}");
+        assert_eq!(own.holding, shared.holding, "{acq}");
+        assert_eq!(own.forecast, shared.forecast, "{acq}");
+        // not the holding course: too short, or under other setpoints (and another seed,
+        // which would change the draws if it were used)
+        let mut other = current;
+        other[0] = 1.5;
+        for unusable in [forecast(2, current, 99), forecast(28, other, 99)] {
+            let d = p
+                .decide_sharing(
+                    &model,
+                    &e,
+                    &current,
+                    Some(HoldForecast {
+                        forecast: &unusable,
+                        seed: 99,
+                    }),
+                )
+                .unwrap();
+            assert_eq!(own.setpoints, d.setpoints, "{acq}");
+            assert_eq!(own.holding, d.holding, "{acq}");
+        }
+        // a usable one drawn with another seed: its paths and that seed are used
+        let reseeded = forecast(28, current, 99);
+        let d = p
+            .decide_sharing(
+                &model,
+                &e,
+                &current,
+                Some(HoldForecast {
+                    forecast: &reseeded,
+                    seed: 99,
+                }),
+            )
+            .unwrap();
+        assert_ne!(
+            own.holding, d.holding,
+            "{acq}: other draws, another estimate"
+        );
     }
 }

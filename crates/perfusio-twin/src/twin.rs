@@ -13,7 +13,7 @@ use perfusio_audit::event::{
 };
 use perfusio_audit::{AuditHandle, AuditWriter, Entry, Event, WriterOptions, read_records};
 use perfusio_bed::objective::{Harvest, Objective, OutcomeConstraint, parse_objective};
-use perfusio_bed::{BedPolicy, Decision, PolicyConfig};
+use perfusio_bed::{BedPolicy, Decision, HoldForecast, PolicyConfig};
 use perfusio_core::{
     Connector, ConnectorError, Control, ControlArray, CultureDay, DesignSpace, Pacing, RunConfig,
     Sample, Setpoints, Species, ValidatedSample, WriteReceipt, WriteStatus, read_validated,
@@ -919,6 +919,7 @@ impl Runner {
             keep_paths: true,
             threads: THREADS,
         };
+        let forecast_seed = opts.seed;
         let forecast = self
             .with_brain(move |b| {
                 let est = b.state.estimate().cloned().ok_or_else(|| {
@@ -944,14 +945,20 @@ impl Runner {
         if self.twin.cancel.is_cancelled() {
             return Ok(Flow::Cancelled);
         }
-        // decide
+        // decide; today's forecast under the setpoints in force is the final check's holding
+        // course (the policy does not use one from another day or under other setpoints)
         let policy = self.policy.clone();
+        let today = self.last_forecast.clone();
         let decided = self
             .with_brain(move |b| {
                 let est = b.state.estimate().cloned().ok_or_else(|| {
                     TwinError::Task("no state estimate after the learning step".into())
                 })?;
-                Ok::<_, TwinError>(policy.decide(&b.model, &est, &current)?)
+                let hold = today.as_ref().map(|forecast| HoldForecast {
+                    forecast,
+                    seed: forecast_seed,
+                });
+                Ok::<_, TwinError>(policy.decide_sharing(&b.model, &est, &current, hold)?)
             })
             .await?;
         let decision = match decided {
