@@ -30,7 +30,10 @@
 //!    seeded Monte-Carlo paths of the hybrid model (common random numbers), and the decision
 //!    is the best of them by the acquisition; the chosen course's forecast is the reported
 //!    one. Holding course is always a candidate: a recommendation is never worse than staying
-//!    the course by the acquisition's own measure.
+//!    the course by the acquisition's own measure. A caller that already has a Monte-Carlo
+//!    forecast under the setpoints in force (the twin's daily forecast) hands it to
+//!    [`BedPolicy::decide_sharing`]: its first days are the holding course, and the other
+//!    courses are drawn with its seed.
 //!
 //! # Where the time goes
 //! Nearly all of it is the hybrid model's one-day transition (the mechanism's ODE step,
