@@ -837,6 +837,8 @@ fn the_readme_example_configuration_parses() {
     let cfg = CampaignConfig::from_file(&path).unwrap();
     assert_eq!(cfg.reactors.len(), 24);
     assert!(cfg.retrain_in_background);
+    // one culture day per second: the 14-day default horizon leaves no margin (README)
+    assert_eq!(cfg.run.decision_horizon_days, 3);
     assert!(
         cfg.reactors.iter().all(
             |r| matches!(&r.connector, ConnectorSpec::Opcua { folder, .. } if *folder == r.id)
