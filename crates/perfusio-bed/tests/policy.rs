@@ -525,19 +525,15 @@ fn a_shared_forecast_of_the_holding_course_decides_as_recomputing_it() {
                 )
                 .unwrap()
         };
+        let sharing = |forecast: &perfusio_hybrid::Forecast, seed: u64| {
+            p.decide_sharing(&model, &e, &current, Some(HoldForecast { forecast, seed }))
+                .unwrap()
+        };
         let own = p.decide(&model, &e, &current).unwrap();
-        let long = forecast(28, current, p.final_check_seed());
-        let shared = p
-            .decide_sharing(
-                &model,
-                &e,
-                &current,
-                Some(HoldForecast {
-                    forecast: &long,
-                    seed: p.final_check_seed(),
-                }),
-            )
-            .unwrap();
+        let shared = sharing(
+            &forecast(28, current, p.final_check_seed()),
+            p.final_check_seed(),
+        );
         assert_eq!(own.setpoints, shared.setpoints, "{acq}");
         assert_eq!(
             own.acquisition_value.to_bits(),
@@ -552,33 +548,12 @@ fn a_shared_forecast_of_the_holding_course_decides_as_recomputing_it() {
         let mut other = current;
         other[0] = 1.5;
         for unusable in [forecast(2, current, 99), forecast(28, other, 99)] {
-            let d = p
-                .decide_sharing(
-                    &model,
-                    &e,
-                    &current,
-                    Some(HoldForecast {
-                        forecast: &unusable,
-                        seed: 99,
-                    }),
-                )
-                .unwrap();
+            let d = sharing(&unusable, 99);
             assert_eq!(own.setpoints, d.setpoints, "{acq}");
             assert_eq!(own.holding, d.holding, "{acq}");
         }
         // a usable one drawn with another seed: its paths and that seed are used
-        let reseeded = forecast(28, current, 99);
-        let d = p
-            .decide_sharing(
-                &model,
-                &e,
-                &current,
-                Some(HoldForecast {
-                    forecast: &reseeded,
-                    seed: 99,
-                }),
-            )
-            .unwrap();
+        let d = sharing(&forecast(28, current, 99), 99);
         assert_ne!(
             own.holding, d.holding,
             "{acq}: other draws, another estimate"
