@@ -1689,17 +1689,18 @@ impl BedPolicy {
             .collect()
     }
 
-    /// Scores and Monte-Carlo forecasts of several courses of action held over the horizon,
-    /// with common random numbers: the same start draws and innovations for every course
-    /// ([`HybridModel::sample_paths`] draws depend only on the seed). The start draws come
-    /// from a one-day run of the same seed, the paths from the forecasts themselves, so each
-    /// course costs one forecast.
     /// The seed of the final check's Monte-Carlo paths when no forecast is shared
     /// ([`BedPolicy::decide`]): derived from [`PolicyConfig::seed`], the same every day.
     pub fn final_check_seed(&self) -> u64 {
         self.config.seed ^ 0x6d63_5f70_6174_6873
     }
 
+    /// Scores and Monte-Carlo forecasts of several courses of action held over the horizon,
+    /// with common random numbers: the same start draws and innovations for every course
+    /// ([`HybridModel::sample_paths`] draws depend only on the seed). The start draws are the
+    /// first of the seeded stream (drawn without stepping a day), the paths come from the
+    /// forecasts themselves, so each course costs one forecast; with `first_course` the
+    /// first course's forecast is that one, cut to the horizon (drawn with `seed`).
     fn monte_carlo_forecasts(
         &self,
         model: &HybridModel,
