@@ -276,8 +276,9 @@ impl RunConfig {
                 "forecast_horizon_days",
                 self.forecast_horizon_days,
                 &format!(
-                    "must be at least decision_horizon_days ({}; default 14) and at most 365",
-                    self.decision_horizon_days
+                    "must be at least decision_horizon_days ({}; default {}) and at most 365",
+                    self.decision_horizon_days,
+                    Self::default().decision_horizon_days
                 ),
             ));
         }
@@ -548,6 +549,20 @@ mod tests {
                 other => panic!("{field}: expected InvalidConfig, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_forecast_shorter_than_the_default_decision_horizon_names_both() {
+        // a file that shortens the forecast but not the decision horizon
+        let e = RunConfig::from_toml_str("forecast_horizon_days = 7").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("forecast_horizon_days"), "{msg}");
+        assert!(
+            msg.contains("decision_horizon_days (14; default 14)"),
+            "{msg}"
+        );
+        let ok = RunConfig::from_toml_str("forecast_horizon_days = 7\ndecision_horizon_days = 3");
+        assert_eq!(ok.unwrap().decision_horizon_days, 3);
     }
 
     #[test]
