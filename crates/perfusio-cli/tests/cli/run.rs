@@ -164,8 +164,10 @@ fn killed_and_resumed_ends_like(
 #[test]
 fn run_calibrates_the_named_parameters_online_from_the_prior_and_resumes_alike() {
     let dir = tempfile::tempdir().unwrap();
+    // 14 days: the kill on day 11 leaves three days of work, so the run cannot end before
+    // the test has read the day-11 forecast and killed it (12 days lost that race under load)
     let cfg = RunConfig {
-        duration_days: 12,
+        duration_days: 14,
         retrain_every: 1,
         forecast_horizon_days: 3,
         decision_horizon_days: 3,
