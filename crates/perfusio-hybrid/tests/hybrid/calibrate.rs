@@ -89,13 +89,13 @@ fn recovers_perturbed_parameters_on_clean_runs_to_2_percent() {
     );
 }
 
-/// The acceptance test. Measured: 8 of 10 seeds (the estimates of μ_max sit about
-/// +2 SE and of q_glc,max about −1.5 SE from the truth on average, a bias the input-noise
-/// correction reduces but does not remove; seeds 2 and 5 have q_glc,max at −3.6 and −4.5
-/// SE). It takes ~3 minutes, so it runs on request:
-/// `cargo test -p perfusio-hybrid --test hybrid -- --ignored noisy_runs`.
+/// The acceptance test (about 20 s in a test build). Measured: 9 of 10 seeds, the
+/// largest |z| 2.10, 2.74, 1.44, 2.41, 4.46 (seed 5, q_glc_max), 2.23, 1.33, 2.17, 2.75,
+/// 2.24; μ_max and K_d sit above the truth on every seed (by 3.0 and 8.6 % on average), and
+/// the standard errors cover it only with the residual variance the lactate days near the
+/// switch add (s² 2.0–3.8; see the module documentation of `calibrate` for the species
+/// weights, which shrink it).
 #[test]
-#[ignore = "known to fail: 8 of 10 seeds within 3 SE (bias in mu_max and q_glc_max); slow"]
 fn noisy_runs_estimates_within_3_se_in_at_least_9_of_10_seeds() {
     let truth = perturbed();
     let mut within = 0;
@@ -482,8 +482,10 @@ fn a_pathway_the_cell_line_lacks_calibrates_down_to_its_vanishing_floor() {
     // 2 g/L, which most days of the design are
     let runs = design(KineticParams::clone_y(), false, 3, 9, 28);
     let x = KineticParams::clone_x();
+    // (weighted SSEs of two fits are compared below: both weigh by the noise model alone)
     let cal = CalibrationConfig {
         input_noise: false,
+        species_weights: false,
         ..CalibrationConfig::with_parameters(&["mu_max", "lac_consump_rate"]).unwrap()
     };
     let fit = |c: &CalibrationConfig| {
@@ -519,4 +521,64 @@ fn a_pathway_the_cell_line_lacks_calibrates_down_to_its_vanishing_floor() {
         max_relative = 1e-9
     );
     assert!(old.sse > r.sse * 2.0, "{} vs {}", old.sse, r.sse);
+}
+
+#[test]
+fn a_species_the_mechanism_cannot_describe_loses_its_weight() {
+    // clone Y's lactate under clone X's lactate switch: the five default parameters are the
+    // same in both clones, so the right estimates are clone X's values
+    let runs = design(KineticParams::clone_y(), true, 5, 27, 28);
+    let x = KineticParams::clone_x();
+    let fit = |species_weights: bool| {
+        let cal = CalibrationConfig {
+            species_weights,
+            ..CalibrationConfig::default()
+        };
+        let mut m = HybridModel::with_dataset(with_calibration(cal), dataset(&runs)).unwrap();
+        let r = m.calibrate_offline().unwrap().unwrap();
+        eprintln!("species_weights {species_weights}\n{}", r.table());
+        r
+    };
+    let weighted = fit(true);
+    let plain = fit(false);
+    let lac = perfusio_core::Species::Lac.index();
+    // the lactate misfit is thousands of times its noise; the other species fit within
+    // about their noise (factors measured 1.02-1.08 on this seed)
+    assert!(
+        weighted.species_factors[lac] > 100.0,
+        "{:?}",
+        weighted.species_factors
+    );
+    for (k, f) in weighted.species_factors.iter().enumerate() {
+        if k != lac {
+            assert!(*f < 1.5, "species {k}: {f}");
+        }
+    }
+    assert!(plain.species_factors.iter().all(|f| f.to_bits() == 1f64.to_bits()));
+    // what is left is consistent with the noise model (s² measured 0.85), not 250 times it
+    assert!(
+        weighted.residual_variance < 2.0,
+        "{}",
+        weighted.residual_variance
+    );
+    assert!(
+        plain.residual_variance > 50.0,
+        "{}",
+        plain.residual_variance
+    );
+    let err = |r: &perfusio_hybrid::CalibrationReport, name: &str| {
+        let p = r.parameters.iter().find(|p| p.name == name).unwrap();
+        (p.estimate / x.get(name).unwrap() - 1.0).abs()
+    };
+    // measured (weighted | plain): mu_max 3.59 | 3.63 %, q_glc_max 0.35 | 1.76 %,
+    // q_gln_max 0.43 | 1.59 %, k_d 13.5 | 44.0 %, beta_p 0.43 | 1.08 %
+    for name in ["mu_max", "q_glc_max", "q_gln_max", "k_d", "beta_p"] {
+        let (w, p) = (err(&weighted, name), err(&plain, name));
+        eprintln!("{name}: {:.2} % | {:.2} %", 100.0 * w, 100.0 * p);
+        assert!(w <= p + 1e-3, "{name}: {w} vs {p}");
+    }
+    for name in ["q_glc_max", "q_gln_max", "beta_p"] {
+        assert!(err(&weighted, name) < 0.01, "{name}");
+    }
+    assert!(err(&weighted, "k_d") < 0.5 * err(&plain, "k_d"));
 }
