@@ -54,6 +54,10 @@ pub(crate) struct Args {
     /// and beta_p; a comma-separated list of kinetic-parameter names chooses others.
     #[arg(long, value_name = "NAMES", num_args = 0..=1, default_missing_value = "")]
     calibrate: Option<String>,
+    /// With --calibrate: weigh each species by the misfit the mechanism leaves in it, not
+    /// by its noise model alone (see `perfusio train --help`).
+    #[arg(long, requires = "calibrate")]
+    species_weights: bool,
     /// Also score learning across cell lines: train one model on the 27-run design of this
     /// plant (CloneX, CloneY or a plant file) plus the first --transfer-days days of
     /// --transfer-runs runs of the --truth plant, and score it (`transfer`) with the source
@@ -104,7 +108,12 @@ pub(crate) fn config(args: &Args) -> anyhow::Result<EvalConfig> {
         seed: parse("--seed", &args.seed)?,
         noise,
         method,
-        calibrate: crate::train_cmd::calibration_arg(args.calibrate.as_deref())?,
+        calibrate: crate::train_cmd::calibration_arg(args.calibrate.as_deref())?.map(|c| {
+            perfusio_hybrid::CalibrationConfig {
+                species_weights: args.species_weights,
+                ..c
+            }
+        }),
         transfer: match &args.transfer_from {
             Some(src) => Some(TransferConfig {
                 source: PlantSpec::from_arg(src)

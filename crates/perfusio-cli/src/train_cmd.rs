@@ -43,6 +43,11 @@ pub(crate) struct Args {
     /// Keep the prior's kinetic parameters as they are (no calibration).
     #[arg(long, conflicts_with = "calibrate")]
     no_calibrate: bool,
+    /// Weigh each species in the calibration by the misfit the mechanism leaves in it, not
+    /// by its noise model alone: for a prior that lacks or adds a pathway of the cell line,
+    /// whose one misfit species would otherwise bend the other parameters.
+    #[arg(long, conflicts_with_all = ["no_calibrate", "extend"])]
+    species_weights: bool,
     /// Write the fit report, with the calibration report (estimates, standard errors,
     /// correlations, identifiability flags), as JSON to this file.
     #[arg(long)]
@@ -71,7 +76,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let calibrate = if args.no_calibrate {
         None
     } else {
-        Some(calibration_arg(args.calibrate.as_deref())?.unwrap_or_default())
+        Some(CalibrationConfig {
+            species_weights: args.species_weights,
+            ..calibration_arg(args.calibrate.as_deref())?.unwrap_or_default()
+        })
     };
     if args.line.iter().any(|l| l.trim().is_empty()) {
         bail!("--line: the cell-line label must not be empty");

@@ -298,6 +298,51 @@ fn train_calibrates_the_named_parameters_and_writes_the_report() {
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p("f2.json")).unwrap()).unwrap();
     assert_eq!(doc["fit"]["calibrated"].as_object().unwrap().len(), 5);
+    let factors = |doc: &serde_json::Value| -> Vec<f64> {
+        doc["fit"]["calibration"]["species_factors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    // weights from the noise model alone: every factor is 1
+    assert_eq!(factors(&doc).len(), 9);
+    assert!(factors(&doc).iter().all(|f| f.to_bits() == 1f64.to_bits()));
+    // --species-weights: each species' factor is its misfit ratio where above 1
+    let (code, _, err) = perfusio(&[
+        "train",
+        "--runs",
+        runs,
+        "--out",
+        &p("m5.json"),
+        "--calibrate",
+        "--species-weights",
+        "--json",
+        &p("f5.json"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("f5.json")).unwrap()).unwrap();
+    let f = factors(&doc);
+    assert!(f.iter().all(|v| *v >= 1.0), "{f:?}");
+    assert!(f.iter().any(|v| *v > 1.0), "{f:?}");
+    assert!(err.contains("species variance factors"), "{err}");
+    // it needs a calibration
+    let (code, _, err) = perfusio(&[
+        "train",
+        "--runs",
+        runs,
+        "--out",
+        &p("m6.json"),
+        "--no-calibrate",
+        "--species-weights",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--species-weights"), "{err}");
+    let (code, _, err) = perfusio(&["evaluate", "--species-weights"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--calibrate"), "{err}");
     let (code, _, err) = perfusio(&[
         "train",
         "--runs",

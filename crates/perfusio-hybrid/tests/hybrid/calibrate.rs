@@ -554,7 +554,12 @@ fn a_species_the_mechanism_cannot_describe_loses_its_weight() {
             assert!(*f < 1.5, "species {k}: {f}");
         }
     }
-    assert!(plain.species_factors.iter().all(|f| f.to_bits() == 1f64.to_bits()));
+    assert!(
+        plain
+            .species_factors
+            .iter()
+            .all(|f| f.to_bits() == 1f64.to_bits())
+    );
     // what is left is consistent with the noise model (s² measured 0.85), not 250 times it
     assert!(
         weighted.residual_variance < 2.0,
