@@ -46,6 +46,10 @@ pub(crate) struct Args {
         conflicts_with = "model"
     )]
     calibrate: Option<String>,
+    /// With --calibrate: weigh each species by the misfit the mechanism leaves in it, not
+    /// by its noise model alone (see `perfusio train --help`). Give it again with --resume.
+    #[arg(long, requires = "calibrate")]
+    species_weights: bool,
     /// The run configuration (TOML; `perfusio config default` prints one). Options given
     /// here override it.
     #[arg(long, value_name = "run.toml")]
@@ -244,6 +248,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let calibrate =
         crate::train_cmd::calibration_arg(args.calibrate.as_deref())?.map(|c| CalibrationConfig {
             online_from_prior: true,
+            species_weights: args.species_weights,
             ..c
         });
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

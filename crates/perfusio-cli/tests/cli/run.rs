@@ -237,6 +237,10 @@ fn run_calibrates_the_named_parameters_online_from_the_prior_and_resumes_alike()
     ]);
     assert_eq!(code, 2);
     assert!(err.contains("cannot be used with"), "{err}");
+    // species weights belong to a calibration
+    let (code, _, err) = perfusio(&["run", "--connector", "virtual", "--species-weights"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--calibrate"), "{err}");
 }
 
 #[test]
