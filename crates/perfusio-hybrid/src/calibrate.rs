@@ -48,12 +48,15 @@
 //! | perturbed clone X, 10 seeds, mean | on (lactate ×20–26) | +2.9, −0.7, −0.3, +7.3, +0.3 % | 0.85 |
 //!
 //! The estimates are closer with the weights, but μ_max and K_d keep a bias of the same
-//! sign on every seed (noisy inputs: both rise together, which speeds the relaxation of
-//! viability without changing net growth), and the smaller `s²` shrinks the standard
-//! errors below it: with the weights 3 of 10 seeds have every estimate within 3 standard
-//! errors of the truth, without them 9 of 10, whose larger `s²` comes from the lactate
-//! days near the switch. The weights are therefore off by default; turn them on when one
-//! species is known to escape the mechanism.
+//! sign on every seed, and the smaller `s²` shrinks the standard errors below it: with the
+//! weights 3 of 10 seeds have every estimate within 3 standard errors of the truth, without
+//! them 9 of 10, whose larger `s²` comes from the lactate days near the switch. The weights
+//! are therefore off by default; turn them on when one species is known to escape the
+//! mechanism. The bias comes from the noise of the measured VCD inputs (seeds 1–3, weights
+//! off: with VCD noise alone μ_max +3.1 % and K_d +14.8 %, with viability noise alone
+//! −0.3 and −2.2 %): the input-noise correction carries the variance and the second-order
+//! mean shift of a noisy input, not the attenuation of a noisy regressor, which an
+//! errors-in-variables fit with latent inputs would remove.
 //!
 //! ## The solver
 //! A projected Levenberg–Marquardt method (Marquardt 1963, doi:10.1137/0111030; the
