@@ -55,8 +55,16 @@
 //! mechanism. The bias comes from the noise of the measured VCD inputs (seeds 1–3, weights
 //! off: with VCD noise alone μ_max +3.1 % and K_d +14.8 %, with viability noise alone
 //! −0.3 and −2.2 %): the input-noise correction carries the variance and the second-order
-//! mean shift of a noisy input, not the attenuation of a noisy regressor, which an
-//! errors-in-variables fit with latent inputs would remove.
+//! mean shift of a noisy input, not the attenuation of a noisy regressor.
+//!
+//! ## The bias of noisy inputs
+//! [`CalibrationConfig::simex_replicates`] (off by default) corrects it offline by
+//! simulation–extrapolation ([`Calibrator::simex`]): refits with extra input noise show how
+//! the estimate drifts with the noise, and the drift is extrapolated back to none. Measured
+//! on the perturbed clone X (27 runs, noise on, seeds 1–3, mean error naive → SIMEX, 4 refits
+//! per level): μ_max +2.75 → +0.35 %, q_glc,max −0.75 → −0.37 %, q_gln,max −0.28 → −0.04 %,
+//! K_d +7.2 → −4.7 %, β_P +0.34 → +0.66 %; with 8 refits K_d −3.0 %. It costs
+//! `2 × replicates + 1` more fits: 4.5 s instead of about 1 s for the 27-run design with 4.
 //!
 //! ## The solver
 //! A projected Levenberg–Marquardt method (Marquardt 1963, doi:10.1137/0111030; the
@@ -207,6 +215,16 @@ pub struct CalibrationConfig {
     /// inputs, re-estimates the states).
     #[serde(default = "four")]
     pub rounds: usize,
+    /// Correct the offline estimates for the noise of the measured inputs by
+    /// simulation–extrapolation (SIMEX; Cook & Stefanski 1994,
+    /// doi:10.1080/01621459.1994.10476871): after the rounds, this many fits on the data
+    /// with extra input noise of 1× and of 2× the noise model's variance each, warm-started
+    /// from the estimate, and the quadratic through the naive estimate and the two means,
+    /// in log-parameters, extrapolated to no input noise ([`Calibrator::simex`]). 0 (the
+    /// default) turns it off; online re-calibrations never use it. See the module
+    /// documentation for what it corrects.
+    #[serde(default)]
+    pub simex_replicates: usize,
     /// The offline rounds stop when no parameter moved by more than this many of its
     /// standard errors in a round (default 0.5).
     #[serde(default = "half")]
@@ -238,6 +256,7 @@ impl Default for CalibrationConfig {
             input_source: InputSource::Measured,
             rounds: 4,
             round_tol: 0.5,
+            simex_replicates: 0,
             integrator: PriorIntegrator {
                 rtol: 1e-7,
                 ..PriorIntegrator::default()
@@ -373,6 +392,12 @@ impl CalibrationConfig {
                 self.fd_step
             ));
         }
+        if self.simex_replicates > 100 {
+            return bad(format!(
+                "calibration simex_replicates = {}: use 0 (off) to 100",
+                self.simex_replicates
+            ));
+        }
         if self.rounds == 0 {
             return bad("calibration rounds = 0: use at least 1".into());
         }
@@ -485,6 +510,27 @@ impl CalibrationData {
         d
     }
 
+    /// The same data with extra noise on the species inputs: each input `z` gains an
+    /// independent normal error of variance `lambda` times its noise variance (the noise
+    /// model at the input's value), and the recorded input noise grows to `1 + lambda`
+    /// times it. The remeasurement step of SIMEX ([`Calibrator::simex`]); deterministic in
+    /// `seed`.
+    pub fn with_extra_input_noise(&self, lambda: f64, seed: u64) -> Self {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, StandardNormal};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut out = self.clone();
+        let lambda = lambda.max(0.0);
+        for (x, sd) in out.inputs.iter_mut().zip(out.input_sd.iter_mut()) {
+            for (xj, sj) in x.iter_mut().zip(sd.iter_mut()) {
+                let e: f64 = StandardNormal.sample(&mut rng);
+                *xj += lambda.sqrt() * *sj * e;
+                *sj *= (1.0 + lambda).sqrt();
+            }
+        }
+        out
+    }
+
     /// Number of transitions.
     pub fn transitions(&self) -> usize {
         self.inputs.len()
@@ -548,6 +594,24 @@ pub struct CalibratedParameter {
     pub reason: Option<String>,
 }
 
+/// What the SIMEX correction did ([`Calibrator::simex`]): per calibrated parameter (the
+/// configured order), the naive estimate and the means of the refits with extra input noise
+/// of 1× and 2× the noise variance; the corrected estimate is in
+/// [`CalibratedParameter::estimate`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimexReport {
+    /// Refits per noise level.
+    pub replicates: usize,
+    /// Estimates without the correction.
+    pub naive: Vec<f64>,
+    /// Geometric means of the refits with 1× extra input-noise variance.
+    pub extra_1: Vec<f64>,
+    /// Geometric means of the refits with 2× extra input-noise variance.
+    pub extra_2: Vec<f64>,
+    /// Whether every refit converged.
+    pub converged: bool,
+}
+
 /// What a calibration did: estimates, standard errors, correlations, convergence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CalibrationReport {
@@ -579,6 +643,9 @@ pub struct CalibrationReport {
     /// species order.
     #[serde(default = "ones")]
     pub species_factors: SpeciesArray<f64>,
+    /// The SIMEX correction when it ran ([`CalibrationConfig::simex_replicates`]).
+    #[serde(default)]
+    pub simex: Option<SimexReport>,
     /// Residuals `n`.
     pub residuals: usize,
     /// One-day transitions.
@@ -633,6 +700,21 @@ impl CalibrationReport {
             s += &format!(
                 "species variance factors (misfit above the noise model): {}\n",
                 weighted.join(", ")
+            );
+        }
+        if let Some(x) = &self.simex {
+            let naive: Vec<String> = self
+                .parameters
+                .iter()
+                .zip(&x.naive)
+                .map(|(p, v)| format!("{} {v:.4e}", p.name))
+                .collect();
+            s += &format!(
+                "input-noise correction (SIMEX, {} refits per level, converged {}); estimates \
+                 before it: {}\n",
+                x.replicates,
+                x.converged,
+                naive.join(", ")
             );
         }
         s += &format!(
@@ -896,6 +978,85 @@ impl Calibrator {
         Ok(Calibration { params, report })
     }
 
+    /// Simulation–extrapolation (SIMEX; Cook & Stefanski 1994,
+    /// doi:10.1080/01621459.1994.10476871) of a calibration `naive` on `data`: the inputs
+    /// are measured with noise, and a least-squares fit on noisy inputs is biased (the
+    /// sigma-point correction of [`Calibrator::residual_sd`] carries their variance and the
+    /// second-order mean shift, not the attenuation of a noisy regressor). Refits on `data`
+    /// with extra input noise of variance `λ` times the noise model's
+    /// ([`CalibrationData::with_extra_input_noise`]), [`CalibrationConfig::simex_replicates`]
+    /// each at `λ = 1` and `λ = 2`, warm-started from `naive`, show how the estimate moves with
+    /// the input noise; the quadratic through `(0, θ̂)`, `(1, θ̄₁)`, `(2, θ̄₂)` in
+    /// log-parameters extrapolated to `λ = −1` (no input noise) is `3θ̂ − 3θ̄₁ + θ̄₂`, clamped
+    /// to the bounds. The standard errors, correlations and flags stay those of the naive
+    /// fit (the relative standard error carried to the corrected value). Returns `naive`
+    /// unchanged with 0 replicates.
+    pub fn simex(
+        &self,
+        data: &CalibrationData,
+        naive: &Calibration,
+        seed: u64,
+    ) -> Result<Calibration> {
+        let b = self.config.simex_replicates;
+        if b == 0 {
+            return Ok(naive.clone());
+        }
+        let p = self.names.len();
+        let logs = |c: &Calibration| -> Vec<f64> {
+            c.report
+                .parameters
+                .iter()
+                .map(|q| q.estimate.ln())
+                .collect()
+        };
+        // λ = 0 with the weights and corrections of the refits (those at `naive`)
+        let base = self.run(data, &naive.params, false)?;
+        let theta0 = logs(&base);
+        let mut means = [vec![0.0; p], vec![0.0; p]];
+        let mut converged = true;
+        for (level, mean) in means.iter_mut().enumerate() {
+            let lambda = (level + 1) as f64;
+            for r in 0..b {
+                let s = seed ^ ((level as u64 + 1) << 32) ^ r as u64;
+                let c = self.run(
+                    &data.with_extra_input_noise(lambda, s),
+                    &naive.params,
+                    false,
+                )?;
+                converged &= c.report.converged;
+                for (m, v) in mean.iter_mut().zip(logs(&c)) {
+                    *m += v / b as f64;
+                }
+            }
+        }
+        let converged = converged && base.report.converged;
+        let mut params = base.params;
+        let mut report = base.report.clone();
+        report.warm_start = naive.report.warm_start;
+        for (j, (name, q)) in self
+            .names
+            .iter()
+            .zip(report.parameters.iter_mut())
+            .enumerate()
+        {
+            let theta = 3.0 * theta0[j] - 3.0 * means[0][j] + means[1][j];
+            let (lo, hi) = (q.lower, q.upper);
+            let estimate = theta.exp().clamp(lo, hi);
+            params.set(name, estimate)?;
+            q.std_error = q.std_error.map(|se| se / q.estimate * estimate);
+            q.at_bound = estimate <= lo * (1.0 + 1e-9) || estimate >= hi * (1.0 - 1e-9);
+            q.estimate = estimate;
+        }
+        report.simex = Some(SimexReport {
+            replicates: b,
+            naive: theta0.iter().map(|v| v.exp()).collect(),
+            extra_1: means[0].iter().map(|v| v.exp()).collect(),
+            extra_2: means[1].iter().map(|v| v.exp()).collect(),
+            converged,
+        });
+        Ok(Calibration { params, report })
+    }
+
     fn report(&self, r: ReportInput<'_>) -> Result<CalibrationReport> {
         let p = self.names.len();
         let n = r.data.residuals();
@@ -975,6 +1136,7 @@ impl Calibrator {
             sse: r.sse,
             residual_variance: s2,
             species_factors: r.species_factors,
+            simex: None,
             residuals: n,
             transitions: r.data.transitions(),
             warm_start: r.warm,

@@ -341,6 +341,20 @@ impl HybridModel {
                 break;
             }
         }
+        if cfg.simex_replicates > 0
+            && let Some(naive) = last.take()
+        {
+            // the data of the last round (its estimates are kept with measured inputs, and
+            // re-estimated with the calibrated mechanism with filtered ones)
+            self.estimate_states()?;
+            let data = self.calibration_data();
+            let c = calibrator.simex(&data, &naive, self.config.gp.seed)?;
+            self.set_means(build_means(&self.config, c.params));
+            if refilter {
+                self.dataset.clear_estimates();
+            }
+            last = Some(c);
+        }
         if !refilter && last.is_some() {
             // the GP trains on estimates of the calibrated mechanism
             self.dataset.clear_estimates();
