@@ -58,6 +58,11 @@ pub(crate) struct Args {
     /// by its noise model alone (see `perfusio train --help`).
     #[arg(long, requires = "calibrate")]
     species_weights: bool,
+    /// With --calibrate: correct the calibration for the noise of the measured inputs by
+    /// simulation–extrapolation with this many refits per extra-noise level (see `perfusio
+    /// train --help`).
+    #[arg(long, value_name = "N", requires = "calibrate")]
+    simex: Option<usize>,
     /// Also score learning across cell lines: train one model on the 27-run design of this
     /// plant (CloneX, CloneY or a plant file) plus the first --transfer-days days of
     /// --transfer-runs runs of the --truth plant, and score it (`transfer`) with the source
@@ -111,6 +116,7 @@ pub(crate) fn config(args: &Args) -> anyhow::Result<EvalConfig> {
         calibrate: crate::train_cmd::calibration_arg(args.calibrate.as_deref())?.map(|c| {
             perfusio_hybrid::CalibrationConfig {
                 species_weights: args.species_weights,
+                simex_replicates: args.simex.unwrap_or(0),
                 ..c
             }
         }),

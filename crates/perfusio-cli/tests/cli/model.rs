@@ -328,6 +328,43 @@ fn train_calibrates_the_named_parameters_and_writes_the_report() {
     assert!(f.iter().all(|v| *v >= 1.0), "{f:?}");
     assert!(f.iter().any(|v| *v > 1.0), "{f:?}");
     assert!(err.contains("species variance factors"), "{err}");
+    assert!(doc["fit"]["calibration"]["simex"].is_null());
+    // --simex N: the SIMEX correction, reported; out of range: one error line
+    let (code, _, err) = perfusio(&[
+        "train",
+        "--runs",
+        runs,
+        "--out",
+        &p("m7.json"),
+        "--calibrate",
+        "mu_max",
+        "--simex",
+        "1",
+        "--json",
+        &p("f7.json"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("input-noise correction (SIMEX, 1 refits"),
+        "{err}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("f7.json")).unwrap()).unwrap();
+    let simex = &doc["fit"]["calibration"]["simex"];
+    assert_eq!(simex["replicates"], 1);
+    assert_eq!(simex["naive"].as_array().unwrap().len(), 1);
+    let (code, _, err) = perfusio(&[
+        "train",
+        "--runs",
+        runs,
+        "--out",
+        &p("m8.json"),
+        "--simex",
+        "1000",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("simex_replicates = 1000"), "{err}");
     // it needs a calibration
     let (code, _, err) = perfusio(&[
         "train",
