@@ -73,6 +73,25 @@ fn benches(c: &mut Criterion) {
         },
     );
 
+    // the same with the SIMEX correction of the input noise (4 refits per level)
+    let mut simex = design.clone();
+    let mut cfg = simex.config().clone();
+    cfg.calibrate = Some(CalibrationConfig {
+        simex_replicates: 4,
+        ..CalibrationConfig::default()
+    });
+    simex = HybridModel::with_dataset(cfg, simex.dataset().clone()).expect("model");
+    g.bench_function(
+        "offline calibration with SIMEX (4 refits per level), 27-run design",
+        |b| {
+            b.iter_batched(
+                || simex.clone(),
+                |mut m| m.calibrate_offline().expect("calibration"),
+                BatchSize::LargeInput,
+            )
+        },
+    );
+
     // online: one run, calibrated on its first 20 days, re-calibrated on 21 warm-started
     let run = &runs(1, 28)[0];
     let mut m = model_upto(run, 20);
