@@ -50,7 +50,7 @@ pub(crate) struct Args {
     species_weights: bool,
     /// Correct the calibration for the noise of the measured inputs by
     /// simulation–extrapolation with this many refits per extra-noise level (0: off; 4
-    /// removes most of the bias noisy VCD readings leave in mu_max and k_d, at about 4× the
+    /// removes most of the bias noisy VCD readings leave in mu_max and k_d, at about 2.5× the
     /// calibration's time).
     #[arg(long, value_name = "N", default_value_t = 0, conflicts_with_all = ["no_calibrate", "extend"])]
     simex: usize,
