@@ -276,6 +276,8 @@ fn hermite<const N: usize>(
 const MIN_SWITCH_STEP: f64 = 1e-10;
 /// Bisection iterations on the interpolant to locate a switch inside a step.
 const SWITCH_BISECTIONS: usize = 60;
+/// ln 1e-4: the floor of the previous step's error in the PI step-size controller.
+const LN_ERR_FLOOR: f64 = -9.210_340_371_976_182;
 
 /// Adaptive Dormand–Prince 5(4) for a right-hand side with a switching surface.
 ///
@@ -394,7 +396,7 @@ where
         }
     };
     // ln of the previous accepted step's error (floored at 1e-4), for the PI controller
-    let mut ln_err_prev: f64 = 1e-4f64.ln();
+    let mut ln_err_prev: f64 = LN_ERR_FLOOR;
     let mut rejected_last = false;
     let mut y_new = [0.0; N];
     let mut k7 = [0.0; N];
@@ -472,7 +474,7 @@ where
         let mut fac = (expo * ln_e - BETA * ln_err_prev).exp();
         fac = (fac / SAFETY).clamp(1.0 / FAC_MAX, 1.0 / FAC_MIN);
         let mut h_new = h / fac;
-        ln_err_prev = ln_e.max(1e-4f64.ln());
+        ln_err_prev = ln_e.max(LN_ERR_FLOOR);
         if rejected_last {
             h_new = h_new.min(h);
         }
@@ -693,6 +695,11 @@ mod tests {
         // sliding modes are not integrated: the call stops with an error instead of looping
         let e = integrate_switched(f, |y: &[f64; 1]| y[0], 0.0, [1.0], 3.0, &opts).unwrap_err();
         assert!(e.to_string().contains("too many steps"), "{e}");
+    }
+
+    #[test]
+    fn the_error_floor_is_ln_1e_minus_4() {
+        assert_eq!(LN_ERR_FLOOR.to_bits(), 1e-4f64.ln().to_bits());
     }
 
     #[test]
