@@ -230,10 +230,14 @@ pub(crate) fn mean_rows(
     Ok(out)
 }
 
-/// Per-task mean and standard deviation of the residuals `y − m(x)`.
+/// Per-task offset and scale of the residuals `y − m(x)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Standardiser {
+    /// Offset subtracted before the fit and added back to predictions: the task's mean
+    /// residual when centring (see [`crate::FitOptions::centre_targets`]), else 0 (except
+    /// for a constant task, whose constant is all there is to learn).
     pub(crate) mean: Vec<f64>,
+    /// Scale: the residuals' standard deviation about the offset.
     pub(crate) std: Vec<f64>,
     /// Tasks whose residuals are all equal (or observed at most once): unit scale.
     #[serde(default)]
@@ -241,21 +245,28 @@ pub(crate) struct Standardiser {
 }
 
 impl Standardiser {
-    pub(crate) fn from_residuals(res: &[f64], tasks: &[usize], n_tasks: usize) -> Self {
+    /// Offsets and scales of the residuals `res` of the tasks `tasks`; `centre` chooses
+    /// whether the offset is each task's mean residual or 0.
+    pub(crate) fn from_residuals(
+        res: &[f64],
+        tasks: &[usize],
+        n_tasks: usize,
+        centre: bool,
+    ) -> Self {
         let mut cnt = vec![0usize; n_tasks];
         let mut sum = vec![0.0; n_tasks];
         for (r, &t) in res.iter().zip(tasks) {
             cnt[t] += 1;
             sum[t] += r;
         }
-        let mean: Vec<f64> = sum
+        let avg: Vec<f64> = sum
             .iter()
             .zip(&cnt)
             .map(|(s, &c)| if c > 0 { s / c as f64 } else { 0.0 })
             .collect();
         let mut ss = vec![0.0; n_tasks];
         for (r, &t) in res.iter().zip(tasks) {
-            ss[t] += (r - mean[t]).powi(2);
+            ss[t] += (r - avg[t]).powi(2);
         }
         let sd: Vec<f64> = ss
             .iter()
@@ -271,13 +282,29 @@ impl Standardiser {
         // a constant or single-point task keeps unit scale
         let constant: Vec<bool> = sd
             .iter()
-            .zip(&mean)
+            .zip(&avg)
             .map(|(v, m)| *v <= 1e-12 * m.abs().max(1.0))
             .collect();
-        let std = sd
+        let mean: Vec<f64> = avg
             .iter()
             .zip(&constant)
-            .map(|(v, c)| if *c { 1.0 } else { *v })
+            .map(|(m, c)| if centre || *c { *m } else { 0.0 })
+            .collect();
+        // uncentred, the scale is the spread about 0: sd² plus the squared mean
+        let std = sd
+            .iter()
+            .zip(&avg)
+            .zip(cnt.iter().zip(&constant))
+            .map(|((v, a), (&c, k))| {
+                if *k {
+                    1.0
+                } else if centre {
+                    *v
+                } else {
+                    let n = c as f64;
+                    (v * v + a * a * n / (n - 1.0)).sqrt()
+                }
+            })
             .collect();
         Self {
             mean,
@@ -396,11 +423,12 @@ pub(crate) fn prepare(
     n_tasks: usize,
     norm: &Normaliser,
     mean: &dyn PriorMean,
+    centre: bool,
 ) -> Result<(Standardiser, TrainSet)> {
     let prior = mean_rows(mean, x, n_cols, n_tasks)?;
     let tasks: Vec<usize> = x.chunks_exact(n_cols).map(task_of).collect();
     let res: Vec<f64> = y.iter().zip(&prior).map(|(yv, p)| yv - p).collect();
-    let st = Standardiser::from_residuals(&res, &tasks, n_tasks);
+    let st = Standardiser::from_residuals(&res, &tasks, n_tasks, centre);
     let mut ts = TrainSet {
         d: n_cols - 1,
         n_tasks,

@@ -216,6 +216,15 @@ pub struct FitOptions {
     /// full. Means are always exact. Default [`DEFAULT_PREDICT_REL_TOL`].
     #[serde(default = "default_predict_rel_tol")]
     pub predict_rel_tol: f64,
+    /// Subtract each task's mean residual `y − m(x)` before the fit and add it back to the
+    /// predictions (default `true`). Centred, the GP's effective prior mean is `m(x)` plus
+    /// a constant per task, and far from the data a prediction returns to that sum. Off,
+    /// the prior mean is `m(x)` alone: the residuals are only scaled (by their root mean
+    /// square about 0), an offset shared by the data has to be carried by the kernel, and
+    /// far from the data a prediction returns to `m(x)` with the full signal variance. A
+    /// task whose residuals are all equal keeps its constant either way.
+    #[serde(default = "default_centre_targets")]
+    pub centre_targets: bool,
 }
 
 impl Default for FitOptions {
@@ -236,6 +245,7 @@ impl Default for FitOptions {
             priors: HyperPriors::default(),
             force_dense: false,
             predict_rel_tol: DEFAULT_PREDICT_REL_TOL,
+            centre_targets: true,
         }
     }
 }
@@ -246,6 +256,10 @@ fn default_dense_max_vars() -> usize {
 
 fn default_predict_rel_tol() -> f64 {
     DEFAULT_PREDICT_REL_TOL
+}
+
+fn default_centre_targets() -> bool {
+    true
 }
 
 /// Initial task covariance and noise.
@@ -390,6 +404,12 @@ impl<K: Kernel + Clone> GpParams<K> {
     /// [`FitOptions::predict_rel_tol`].
     pub fn predict_rel_tol(mut self, tol: f64) -> Self {
         self.opts.predict_rel_tol = tol;
+        self
+    }
+    /// Whether the targets are centred per task before the fit (default `true`; see
+    /// [`FitOptions::centre_targets`]).
+    pub fn centre_targets(mut self, yes: bool) -> Self {
+        self.opts.centre_targets = yes;
         self
     }
     /// Initial (or, with fixed tuning, final) task covariance and noise:

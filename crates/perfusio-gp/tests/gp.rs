@@ -104,6 +104,58 @@ fn two_point_single_task_matches_closed_form() {
 }
 
 #[test]
+fn two_point_uncentred_matches_closed_form_and_returns_to_the_prior_mean() {
+    // as above without centring: offset 0, scale the root mean square about 0 with n − 1,
+    // √((1² + 3²) / 1) = √10, so z = (1, 3)/√10; far from the data the prediction is the
+    // prior mean (0) with the full signal variance (10), where the centred fit gives the
+    // mean residual (2) with variance 2
+    let (ls, s) = (0.5, 0.01);
+    let x = [0.0, 0.0, 1.0, 0.0];
+    let y = [1.0, 3.0];
+    let fit = |centre: bool| {
+        GpParams::with_kernel(KernelSpec::Rbf(Rbf::new(1, ls)), 1)
+            .rank(0)
+            .task_init(vec![], vec![1.0], vec![s])
+            .tuning(Tuning::fixed())
+            .centre_targets(centre)
+            .check()
+            .unwrap()
+            .fit(&x, 2, &y)
+            .unwrap()
+    };
+    let gp = fit(false);
+    assert!(!gp.options().centre_targets);
+    let sd = 10f64.sqrt();
+    let z = [1.0 / sd, 3.0 / sd];
+    let c = (-0.5f64 / (ls * ls)).exp();
+    let a = 1.0 + s;
+    let det = a * a - c * c;
+    let alpha = [(a * z[0] - c * z[1]) / det, (-c * z[0] + a * z[1]) / det];
+    let xs = 0.3;
+    let k1 = (-0.5 * xs * xs / (ls * ls)).exp();
+    let k2 = (-0.5 * (1.0 - xs) * (1.0 - xs) / (ls * ls)).exp();
+    let p = gp.predict(&[xs, 0.0]).unwrap();
+    assert_relative_eq!(
+        p.mean[0],
+        sd * (k1 * alpha[0] + k2 * alpha[1]),
+        max_relative = 1e-12
+    );
+    let quad = (a * k1 * k1 - 2.0 * c * k1 * k2 + a * k2 * k2) / det;
+    assert_relative_eq!(p.variance[0], sd * sd * (1.0 - quad), max_relative = 1e-10);
+    let far = gp.predict(&[40.0, 0.0]).unwrap();
+    assert!(far.mean[0].abs() < 1e-12, "{}", far.mean[0]);
+    assert_relative_eq!(far.variance[0], 10.0, max_relative = 1e-12);
+    let far_centred = fit(true).predict(&[40.0, 0.0]).unwrap();
+    assert_relative_eq!(far_centred.mean[0], 2.0, max_relative = 1e-12);
+    assert_relative_eq!(far_centred.variance[0], 2.0, max_relative = 1e-12);
+    // a model file without the option reads as centred
+    let mut v = serde_json::to_value(gp.options()).unwrap();
+    v.as_object_mut().unwrap().remove("centre_targets");
+    let opts: perfusio_gp::FitOptions = serde_json::from_value(v).unwrap();
+    assert!(opts.centre_targets);
+}
+
+#[test]
 fn interpolates_with_tiny_noise() {
     let xs: Vec<f64> = (0..15).map(|i| i as f64 / 14.0).collect();
     let x: Vec<f64> = xs.iter().flat_map(|v| [*v, 0.0]).collect();

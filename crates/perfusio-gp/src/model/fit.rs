@@ -546,7 +546,15 @@ impl<K: Kernel + Clone> GpValidParams<K> {
             )));
         }
         let norm = self.normaliser(x, n_cols, &start)?;
-        let (st, ts) = engine::prepare(x, n_cols, y, p.n_tasks, &norm, p.prior_mean.as_ref())?;
+        let (st, ts) = engine::prepare(
+            x,
+            n_cols,
+            y,
+            p.n_tasks,
+            &norm,
+            p.prior_mean.as_ref(),
+            opts.centre_targets,
+        )?;
         let lay = Layout {
             nk: p.kernel.n_params(),
             t: p.n_tasks,

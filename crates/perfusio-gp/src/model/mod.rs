@@ -112,7 +112,8 @@ impl fmt::Display for FitReport {
 /// `k_x(x, x')·B[t, t']` with `B = W Wᵀ + diag(κ)`, plus per-task Gaussian noise
 /// `σ²_t ≥ NOISE_FLOOR` (standardised units) on the diagonal. Targets are modelled as
 /// `y = m(x)[t] + μ_t + s_t·f(x, t)`, where `m` is the prior mean, `μ_t`, `s_t` are the
-/// per-task mean and standard deviation of the residuals and `f` is the GP; base inputs are
+/// per-task mean and standard deviation of the residuals (`μ_t = 0` and `s_t` their root
+/// mean square without [`FitOptions::centre_targets`]) and `f` is the GP; base inputs are
 /// mapped onto the unit cube first (see [`GpParams::input_bounds`]). All outputs are in
 /// original units (Bonilla, Chai & Williams 2008, "Multi-task Gaussian process prediction",
 /// NeurIPS; Rasmussen & Williams 2006, algorithm 2.1).
