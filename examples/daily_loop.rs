@@ -229,11 +229,16 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
     // the hybrid model: the textbook clone-X mechanism as the GP's prior mean, learned
     // online from this run's own days
     // online, one run: the GP's noise above the measurement noise is process variability
-    // the few days cannot explain; carry it (`process_noise`), or the bands are too narrow
+    // the few days cannot explain; carry it (`process_noise`), or the bands are too narrow.
+    // And the mean residual of the days seen so far is the mechanism's error in the one
+    // regime the run has been in; uncentred (`centre_residuals: false`), the step returns
+    // to the mechanism, not to mechanism + that offset, where the controls move the culture
+    // somewhere new (the glucose setpoint change on day 10).
     let config = HybridConfig {
         max_day: args.days,
         gp: GpSettings {
             process_noise: true,
+            centre_residuals: false,
             ..GpSettings::default()
         },
         ..HybridConfig::with_prior(KineticParams::for_clone(CloneKind::CloneX), "CloneX")
@@ -469,22 +474,28 @@ mod tests {
         let (cov, n) = summary.score.coverage();
         assert!(n > 100, "{n} forecasts checked");
         let frac = f64::from(cov) / f64::from(n);
-        // honest one-day bands: not wider than the errors need, and covering. Measured:
-        // 132/157 = 0.84 on this seed (0.81–0.88 on seeds 3, 11, 19); the target of
-        // 0.85 is missed by a point on this seed, mostly on the two days after the operator's
-        // glucose setpoint change, a control the model has not seen move.
-        assert!((0.80..=1.0).contains(&frac), "90 % band coverage {frac}");
+        // honest one-day bands: not wider than the errors need, and covering. Measured
+        // (coverage, mean sharpness) on seeds 7, 3, 11, 19, 23, 31, 43, 59: 141/157 = 0.90,
+        // 0.88, 0.87, 0.90, 0.86, 0.86, 0.85, 0.86, sharpness 0.84–0.98. With centred
+        // residuals (`centre_residuals: true`) 132/157 = 0.84, 0.85, 0.80, 0.88, 0.88, 0.82,
+        // 0.79, 0.84, sharpness 0.79–0.93: the centred model carried the low-glucose days'
+        // offset past the day-10 glucose setpoint change (forecast [1.85, 3.74] g/L for a
+        // reading of 1.35).
+        assert!((0.85..=1.0).contains(&frac), "90 % band coverage {frac}");
         let sharp = summary.score.mean_sharpness();
         assert!(sharp <= 1.5, "mean sharpness {sharp}");
-        // titer carries the cell line's largest mismatch (β_P +15 %): the GP must reduce its
-        // error. (Glucose and VCD are not asserted: measured 0.43 vs 0.33 g/L and 1.03 vs
-        // 0.77 — the online model is worse than the mechanism on the days after the setpoint
-        // change, when it extrapolates along a control it has only seen constant.)
-        let (hybrid, mech) = summary.score.rmse(Species::Titer);
-        assert!(
-            hybrid < 0.9 * mech,
-            "titer: hybrid {hybrid} vs mechanistic {mech}"
-        );
+        // the cell line's largest mismatches are titer (β_P +15 %) and glucose (q_glc,max
+        // −10 %): the GP must reduce both errors. Measured on this seed: titer 56.9 against
+        // 70.5 mg/L, glucose 0.166 against 0.333 g/L (glucose: better on 7 of the 8 seeds
+        // above; titer: on 7 of 8, seed 11 worse, 99.6 against 67.1). VCD is not asserted
+        // (0.85 against 0.67 × 10⁶/mL on this seed).
+        for (species, factor) in [(Species::Titer, 0.9), (Species::Glc, 0.8)] {
+            let (hybrid, mech) = summary.score.rmse(species);
+            assert!(
+                hybrid < factor * mech,
+                "{species:?}: hybrid {hybrid} vs mechanistic {mech}"
+            );
+        }
         // Every forecast names the model that made it, as recorded by the last retrain, and
         // starts from its record's day.
         let (_, records) = perfusio_audit::read_verified(dir.path().join("audit.jsonl")).unwrap();

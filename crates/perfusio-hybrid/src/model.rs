@@ -839,6 +839,7 @@ impl HybridModel {
             .max_iters(g.max_iters)
             .warm_iters(g.warm_iters)
             .seed(g.seed)
+            .centre_targets(g.centre_residuals)
     }
 
     /// Refits the GP on the whole deduplicated dataset: warm-started from the current
