@@ -136,6 +136,9 @@ pub struct HybridModel {
     lines: Vec<String>,
     /// The line predictions are made for (`None`: an unseen line).
     prediction_line: Option<String>,
+    /// Controls left out of the GP's kernel at the last fit (see
+    /// [`crate::GpSettings::ignore_unvaried_controls`]), canonical order.
+    ignored_controls: [bool; N_CONTROLS],
 }
 
 /// Line label of runs recorded without one, when the model learns across lines.
@@ -209,6 +212,12 @@ struct ModelFile {
     lines: Vec<String>,
     #[serde(default)]
     prediction_line: Option<String>,
+    #[serde(default, skip_serializing_if = "none_ignored")]
+    ignored_controls: [bool; N_CONTROLS],
+}
+
+fn none_ignored(v: &[bool; N_CONTROLS]) -> bool {
+    v.iter().all(|i| !i)
 }
 
 impl HybridModel {
@@ -230,6 +239,7 @@ impl HybridModel {
             retrains_since_calibration: 0,
             lines: Vec::new(),
             prediction_line: None,
+            ignored_controls: [false; N_CONTROLS],
         })
     }
 
@@ -717,7 +727,44 @@ impl HybridModel {
                 .map_err(perfusio_gp::GpError::from)?;
             v.extend_from_slice(&m);
         }
+        self.blank_ignored(&mut v);
         Ok(v)
+    }
+
+    /// Sets the columns of the controls left out of the kernel to 0 in a GP input row
+    /// (after the mechanism's prediction was computed from the real values).
+    fn blank_ignored(&self, row: &mut [f64]) {
+        for (j, _) in self
+            .ignored_controls
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| **i)
+        {
+            if let Some(v) = row.get_mut(N_SPECIES + j) {
+                *v = 0.0;
+            }
+        }
+    }
+
+    /// The controls left out of the GP's kernel at the last fit, canonical order (see
+    /// [`crate::GpSettings::ignore_unvaried_controls`]; all `false` when it is off).
+    pub fn ignored_controls(&self) -> [bool; N_CONTROLS] {
+        self.ignored_controls
+    }
+
+    /// The controls that are constant over training rows `x` (`N_COLS` columns each).
+    fn unvaried_controls(x: &[f64]) -> [bool; N_CONTROLS] {
+        let mut rows = x.chunks_exact(N_COLS);
+        let Some(first) = rows.next() else {
+            return [false; N_CONTROLS];
+        };
+        let mut same = [true; N_CONTROLS];
+        for r in rows {
+            for (j, s) in same.iter_mut().enumerate() {
+                *s &= r[N_SPECIES + j].to_bits() == first[N_SPECIES + j].to_bits();
+            }
+        }
+        same
     }
 
     fn gp_inputs(&self, inputs: &[[f64; N_BASE]]) -> Result<Vec<f64>> {
@@ -919,6 +966,7 @@ impl HybridModel {
             self.calibration.clone(),
             self.retrains_since_calibration,
             std::mem::replace(&mut self.lines, lines),
+            std::mem::replace(&mut self.ignored_controls, fitted.ignored_controls),
         );
         self.set_means(fitted.means());
         self.calibrated_params = fitted.calibrated_params;
@@ -940,12 +988,13 @@ impl HybridModel {
         let (rows, x, y, cols, gp) = match conditioned {
             Ok(v) => v,
             Err(e) => {
-                let (means, params, calibration, since, lines) = backup;
+                let (means, params, calibration, since, lines, ignored) = backup;
                 self.set_means(means);
                 self.calibrated_params = params;
                 self.calibration = calibration;
                 self.retrains_since_calibration = since;
                 self.lines = lines;
+                self.ignored_controls = ignored;
                 return Err(e);
             }
         };
@@ -987,11 +1036,20 @@ impl HybridModel {
             new_lines.clear();
         }
         let old_lines = std::mem::replace(&mut self.lines, new_lines);
+        // a mechanistic prior mean that reads the controls from the GP's input row needs them
+        let mean_reads_controls = self.config.mean == MeanKind::Mechanistic && !self.augmented();
+        let ignored = if self.config.gp.ignore_unvaried_controls && !mean_reads_controls {
+            Self::unvaried_controls(&rows.x)
+        } else {
+            [false; N_CONTROLS]
+        };
+        let old_ignored = std::mem::replace(&mut self.ignored_controls, ignored);
         let fitted = self.fit_gp_rows(&rows, warm, pause);
         let (gp, y, x, cols, warm_start) = match fitted {
             Ok(v) => v,
             Err(e) => {
                 self.lines = old_lines;
+                self.ignored_controls = old_ignored;
                 return Err(e);
             }
         };
@@ -1249,8 +1307,10 @@ impl HybridModel {
                         .mechanism
                         .state_jacobian(input)
                         .map_err(perfusio_gp::GpError::from)?;
+                    let at = xs.len();
                     xs.extend_from_slice(input);
                     xs.extend_from_slice(&m);
+                    self.blank_ignored(&mut xs[at..]);
                     if self.embedding_on() {
                         xs.push(self.line_code(self.prediction_line.as_deref()));
                     }
@@ -1408,6 +1468,11 @@ impl HybridModel {
         // only calibrated models hash their parameters: uncalibrated fingerprints are
         // those of models written before calibration existed
         // only models that learn across lines hash them (as above, for old fingerprints)
+        // and only models that left controls out of the kernel hash which
+        if !none_ignored(&self.ignored_controls) {
+            h.update(b"ignored controls\n");
+            h.update(serde_json::to_vec(&self.ignored_controls).unwrap_or_default());
+        }
         if !self.lines.is_empty() {
             h.update(b"cell lines\n");
             h.update(serde_json::to_vec(&(&self.lines, &self.prediction_line)).unwrap_or_default());
@@ -1433,6 +1498,7 @@ impl HybridModel {
             retrains_since_calibration: self.retrains_since_calibration,
             lines: self.lines.clone(),
             prediction_line: self.prediction_line.clone(),
+            ignored_controls: self.ignored_controls,
         };
         serde_json::to_string(&file).map_err(|e| HybridError::ModelFile {
             path: "(memory)".into(),
@@ -1469,6 +1535,7 @@ impl HybridModel {
         model.retrains_since_calibration = file.retrains_since_calibration;
         model.lines = file.lines;
         model.prediction_line = file.prediction_line;
+        model.ignored_controls = file.ignored_controls;
         if let Some(mut gp) = file.gp {
             gp.set_prior_mean(model.gp_mean.clone())?;
             model.gp = Some(gp);

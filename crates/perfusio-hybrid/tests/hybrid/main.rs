@@ -5,6 +5,7 @@
 
 mod calibrate;
 mod common;
+mod controls;
 mod errors;
 mod evaluate;
 mod filter;
