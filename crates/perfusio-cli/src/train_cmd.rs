@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use perfusio_core::Control;
 use perfusio_hybrid::{CalibrationConfig, GpSettings, HybridConfig, HybridModel};
 use perfusio_mechanistic::PlantSpec;
 
@@ -185,6 +186,18 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         eprintln!(
             "cell lines (learned embedding): {}",
             model.lines().join(", ")
+        );
+    }
+    let unvaried: Vec<&str> = Control::ALL
+        .iter()
+        .filter(|c| model.ignored_controls()[c.index()])
+        .map(|c| c.name())
+        .collect();
+    if !unvaried.is_empty() {
+        eprintln!(
+            "constant in every run, left out of the GP's inputs (they act through the \
+             mechanism): {}",
+            unvaried.join(", ")
         );
     }
     if let Some(c) = &rep.calibration {

@@ -101,6 +101,8 @@ fn train_on_a_design_then_forecast_a_held_out_run() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("read 5 runs (65 days"), "{err}");
     assert!(err.contains(" converged"), "fit must converge: {err}");
+    // the Latin hypercube moves every control: none is left out of the GP's inputs
+    assert!(!err.contains("left out of the GP's inputs"), "{err}");
     assert!(model.exists());
 
     // held-out run at controls inside the design space: history days 0..=5, truth 6..=8
@@ -233,6 +235,49 @@ fn train_and_forecast_reject_bad_input_with_one_line() {
         assert_eq!(err.lines().count(), 1, "{a:?}: {err}");
     }
     assert!(!Path::new(&p("m.json")).exists());
+}
+
+/// The training design holds agitation and medium pyruvate at their defaults: the trained
+/// model leaves them out of the GP's inputs, says so, and keeps the choice in its file.
+#[test]
+fn train_leaves_the_controls_a_design_never_moves_to_the_mechanism() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let model = dir.path().join("model.json");
+    let (code, _, err) = perfusio(&[
+        "simulate",
+        "--design",
+        "box-behnken",
+        "--days",
+        "3",
+        "--noise",
+        "off",
+        "--out",
+        runs.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = perfusio(&[
+        "train",
+        "--runs",
+        runs.to_str().unwrap(),
+        "--no-calibrate",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(
+            "constant in every run, left out of the GP's inputs (they act through the \
+             mechanism): agitation, pyruvate_feed\n"
+        ),
+        "{err}"
+    );
+    let m = perfusio_hybrid::HybridModel::load(&model).unwrap();
+    assert_eq!(
+        m.ignored_controls(),
+        [false, false, false, false, true, true]
+    );
+    assert!(m.config().gp.ignore_unvaried_controls);
 }
 
 #[test]
