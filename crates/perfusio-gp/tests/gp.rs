@@ -64,42 +64,50 @@ fn rel(a: f64, b: f64) -> f64 {
 
 // ---------------------------------------------------------------- closed forms
 
-#[test]
-fn two_point_single_task_matches_closed_form() {
-    // k = exp(-r²/2ℓ²), B = κ = 1 (rank 0), noise s; targets standardised to ±1/√2·√2 = ±1
-    let (ls, s) = (0.5, 0.01);
-    let x = [0.0, 0.0, 1.0, 0.0];
-    let y = [1.0, 3.0];
-    let gp = GpParams::with_kernel(KernelSpec::Rbf(Rbf::new(1, ls)), 1)
-        .rank(0)
-        .task_init(vec![], vec![1.0], vec![s])
-        .tuning(Tuning::fixed())
-        .check()
-        .unwrap()
-        .fit(&x, 2, &y)
-        .unwrap();
-    // standardisation: mean 2, sample std √2 → z = ±1/√2
-    let (mu, sd) = (2.0, 2f64.sqrt());
-    let z = [-1.0 / sd, 1.0 / sd];
+/// Closed form of a one-task GP with RBF length-scale `ls`, `B = 1` and noise `s` on two
+/// points at 0 and 1 with standardised targets `z`, queried at `xs`: the latent mean and
+/// variance in standardised units, and the NLML.
+fn two_point_closed_form(ls: f64, s: f64, z: [f64; 2], xs: f64) -> (f64, f64, f64) {
     let c = (-0.5f64 / (ls * ls)).exp();
     let a = 1.0 + s;
     let det = a * a - c * c;
     let alpha = [(a * z[0] - c * z[1]) / det, (-c * z[0] + a * z[1]) / det];
-    let xs = 0.3;
     let k1 = (-0.5 * xs * xs / (ls * ls)).exp();
     let k2 = (-0.5 * (1.0 - xs) * (1.0 - xs) / (ls * ls)).exp();
-    let mean = mu + sd * (k1 * alpha[0] + k2 * alpha[1]);
     let quad = (a * k1 * k1 - 2.0 * c * k1 * k2 + a * k2 * k2) / det;
-    let var = sd * sd * (1.0 - quad);
+    let nlml = 0.5 * (z[0] * alpha[0] + z[1] * alpha[1])
+        + 0.5 * det.ln()
+        + (2.0 * std::f64::consts::PI).ln();
+    (k1 * alpha[0] + k2 * alpha[1], 1.0 - quad, nlml)
+}
+
+/// The two-point GP of [`two_point_closed_form`], fitted with fixed hyperparameters.
+fn two_point_fit(ls: f64, s: f64, y: [f64; 2], centre: bool) -> MultiTaskGp {
+    GpParams::with_kernel(KernelSpec::Rbf(Rbf::new(1, ls)), 1)
+        .rank(0)
+        .task_init(vec![], vec![1.0], vec![s])
+        .tuning(Tuning::fixed())
+        .centre_targets(centre)
+        .check()
+        .unwrap()
+        .fit(&[0.0, 0.0, 1.0, 0.0], 2, &y)
+        .unwrap()
+}
+
+#[test]
+fn two_point_single_task_matches_closed_form() {
+    // k = exp(-r²/2ℓ²), B = κ = 1 (rank 0), noise s
+    let (ls, s, xs) = (0.5, 0.01, 0.3);
+    let gp = two_point_fit(ls, s, [1.0, 3.0], true);
+    // standardisation: mean 2, sample std √2 → z = ±1/√2
+    let (mu, sd) = (2.0, 2f64.sqrt());
+    let (mz, vz, nlml) = two_point_closed_form(ls, s, [-1.0 / sd, 1.0 / sd], xs);
+    let (mean, var) = (mu + sd * mz, sd * sd * vz);
     let p = gp.predict(&[xs, 0.0]).unwrap();
     assert_relative_eq!(p.mean[0], mean, max_relative = 1e-12);
     assert_relative_eq!(p.variance[0], var, max_relative = 1e-10);
     let po = gp.predict_observed(&[xs, 0.0]).unwrap();
     assert_relative_eq!(po.variance[0], var + sd * sd * s, max_relative = 1e-10);
-    // NLML of the 2×2 system
-    let nlml = 0.5 * (z[0] * alpha[0] + z[1] * alpha[1])
-        + 0.5 * det.ln()
-        + (2.0 * std::f64::consts::PI).ln();
     assert_relative_eq!(gp.report().nlml, nlml, max_relative = 1e-12);
 }
 
@@ -109,43 +117,21 @@ fn two_point_uncentred_matches_closed_form_and_returns_to_the_prior_mean() {
     // √((1² + 3²) / 1) = √10, so z = (1, 3)/√10; far from the data the prediction is the
     // prior mean (0) with the full signal variance (10), where the centred fit gives the
     // mean residual (2) with variance 2
-    let (ls, s) = (0.5, 0.01);
-    let x = [0.0, 0.0, 1.0, 0.0];
-    let y = [1.0, 3.0];
-    let fit = |centre: bool| {
-        GpParams::with_kernel(KernelSpec::Rbf(Rbf::new(1, ls)), 1)
-            .rank(0)
-            .task_init(vec![], vec![1.0], vec![s])
-            .tuning(Tuning::fixed())
-            .centre_targets(centre)
-            .check()
-            .unwrap()
-            .fit(&x, 2, &y)
-            .unwrap()
-    };
-    let gp = fit(false);
+    let (ls, s, xs) = (0.5, 0.01, 0.3);
+    let gp = two_point_fit(ls, s, [1.0, 3.0], false);
     assert!(!gp.options().centre_targets);
     let sd = 10f64.sqrt();
-    let z = [1.0 / sd, 3.0 / sd];
-    let c = (-0.5f64 / (ls * ls)).exp();
-    let a = 1.0 + s;
-    let det = a * a - c * c;
-    let alpha = [(a * z[0] - c * z[1]) / det, (-c * z[0] + a * z[1]) / det];
-    let xs = 0.3;
-    let k1 = (-0.5 * xs * xs / (ls * ls)).exp();
-    let k2 = (-0.5 * (1.0 - xs) * (1.0 - xs) / (ls * ls)).exp();
+    let (mz, vz, nlml) = two_point_closed_form(ls, s, [1.0 / sd, 3.0 / sd], xs);
     let p = gp.predict(&[xs, 0.0]).unwrap();
-    assert_relative_eq!(
-        p.mean[0],
-        sd * (k1 * alpha[0] + k2 * alpha[1]),
-        max_relative = 1e-12
-    );
-    let quad = (a * k1 * k1 - 2.0 * c * k1 * k2 + a * k2 * k2) / det;
-    assert_relative_eq!(p.variance[0], sd * sd * (1.0 - quad), max_relative = 1e-10);
+    assert_relative_eq!(p.mean[0], sd * mz, max_relative = 1e-12);
+    assert_relative_eq!(p.variance[0], sd * sd * vz, max_relative = 1e-10);
+    assert_relative_eq!(gp.report().nlml, nlml, max_relative = 1e-12);
     let far = gp.predict(&[40.0, 0.0]).unwrap();
     assert!(far.mean[0].abs() < 1e-12, "{}", far.mean[0]);
     assert_relative_eq!(far.variance[0], 10.0, max_relative = 1e-12);
-    let far_centred = fit(true).predict(&[40.0, 0.0]).unwrap();
+    let far_centred = two_point_fit(ls, s, [1.0, 3.0], true)
+        .predict(&[40.0, 0.0])
+        .unwrap();
     assert_relative_eq!(far_centred.mean[0], 2.0, max_relative = 1e-12);
     assert_relative_eq!(far_centred.variance[0], 2.0, max_relative = 1e-12);
     // a model file without the option reads as centred
