@@ -54,7 +54,12 @@ pub struct GpSettings {
     /// (the noise of the filtered inputs is counted twice); truth CloneY improves a little
     /// (6.6 → 6.3 %, coverage 0.92 → 0.94). On a single online run, whose noise estimate
     /// also holds process variability the few days cannot explain, it lifts the one-day
-    /// coverage of the daily-loop example from 0.75 to 0.84.
+    /// coverage of the daily-loop example from 0.75 to 0.84 (centred residuals; the
+    /// example now also fits uncentred, [`GpSettings::centre_residuals`]: 0.90). On the
+    /// twin's closed loop (truth CloneY, 28 days, harvest at medium cost 400, seeds 1–6,
+    /// 8–10, 12–21) it lifted the mean one-day coverage from 0.83 to 0.88 but lowered the
+    /// mean objective (25 550 → 25 080, with two runs of the 19 losing a quarter of their
+    /// harvest), so the twin's online model keeps it off.
     #[serde(default)]
     pub process_noise: bool,
     /// Dimension of the learned cell-line embedding (0 turns it off). When the training
