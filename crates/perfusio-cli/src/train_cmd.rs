@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use perfusio_core::Control;
-use perfusio_hybrid::{CalibrationConfig, GpSettings, HybridConfig, HybridModel};
+use perfusio_hybrid::{CalibrationConfig, HybridConfig, HybridModel};
 use perfusio_mechanistic::PlantSpec;
 
 use crate::runs::read_run_dir;
@@ -125,20 +125,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Some(path) => {
             HybridModel::load(path).with_context(|| format!("--extend {}", path.display()))?
         }
-        None => {
-            let defaults = HybridConfig::with_prior(prior.params, prior.source.clone());
-            HybridModel::new(HybridConfig {
-                max_day: max_day.max(1),
-                calibrate,
-                // an offline model: controls the runs never varied act through the
-                // mechanism alone
-                gp: GpSettings {
-                    ignore_unvaried_controls: true,
-                    ..defaults.gp.clone()
-                },
-                ..defaults
-            })?
-        }
+        None => HybridModel::new(HybridConfig {
+            max_day: max_day.max(1),
+            calibrate,
+            ..HybridConfig::for_design(prior.params, prior.source.clone())
+        })?,
     };
     let several = groups.len() > 1 || args.extend.is_some();
     let mut missing_controls = 0usize;

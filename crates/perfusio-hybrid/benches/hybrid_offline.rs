@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use perfusio_core::Trajectory;
-use perfusio_hybrid::{GpSettings, HybridConfig, HybridModel};
-use perfusio_mechanistic::CloneKind;
+use perfusio_hybrid::{HybridConfig, HybridModel};
+use perfusio_mechanistic::{CloneKind, KineticParams};
 
 #[path = "hybrid.rs"]
 #[allow(dead_code)]
@@ -24,13 +24,7 @@ fn benches(c: &mut Criterion) {
     });
     // as `perfusio train` fits: agitation and medium pyruvate, which the design holds, left
     // out of the GP's inputs
-    let as_train = HybridConfig {
-        gp: GpSettings {
-            ignore_unvaried_controls: true,
-            ..GpSettings::default()
-        },
-        ..HybridConfig::default()
-    };
+    let as_train = HybridConfig::for_design(KineticParams::clone_x(), "CloneX");
     g.bench_function(
         "offline fit, 27-run design, unvaried controls left out",
         |b| b.iter(|| HybridModel::fit_runs(as_train.clone(), black_box(&runs27)).expect("fit")),

@@ -104,7 +104,7 @@ pub struct GpSettings {
     /// the online models of one run, where every control is constant until the first
     /// setpoint change: there the GP's growing uncertainty away from the controls tried
     /// is what the design policy explores with. `perfusio train` and `perfusio evaluate`
-    /// turn it on. It has no effect with [`GpSettings::mechanism_inputs`] off and the
+    /// turn it on ([`HybridConfig::for_design`]). It has no effect with [`GpSettings::mechanism_inputs`] off and the
     /// mechanistic mean, whose prior mean reads the controls from the GP's input row.
     #[serde(default, skip_serializing_if = "is_false")]
     pub ignore_unvaried_controls: bool,
@@ -234,6 +234,23 @@ impl HybridConfig {
             prior_label: label.into(),
             ..Self::default()
         }
+    }
+
+    /// The configuration of a model trained offline on a design of runs, as `perfusio
+    /// train` and `perfusio evaluate` train it: [`HybridConfig::with_prior`] with the
+    /// controls the runs never varied left out of the GP's inputs
+    /// ([`GpSettings::ignore_unvaried_controls`]).
+    ///
+    /// ```
+    /// use perfusio_hybrid::HybridConfig;
+    /// use perfusio_mechanistic::KineticParams;
+    /// let cfg = HybridConfig::for_design(KineticParams::clone_y(), "CloneY");
+    /// assert!(cfg.gp.ignore_unvaried_controls && cfg.calibrate.is_some());
+    /// ```
+    pub fn for_design(prior: KineticParams, label: impl Into<String>) -> Self {
+        let mut cfg = Self::with_prior(prior, label);
+        cfg.gp.ignore_unvaried_controls = true;
+        cfg
     }
 
     /// Checks every field; the error names it.

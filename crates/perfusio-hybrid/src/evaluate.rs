@@ -16,7 +16,7 @@
 //! defaults to, so that the calibrated entries are compared with the prior as it is. Every
 //! model starts from the uncalibrated hybrid model's filtered estimates. The GP models
 //! leave the controls that the training runs never varied out of their kernel
-//! ([`GpSettings::ignore_unvaried_controls`]): the 27-run design holds agitation and medium
+//! ([`crate::GpSettings::ignore_unvaried_controls`]): the 27-run design holds agitation and medium
 //! pyruvate, the held-out runs move them.
 
 use std::collections::BTreeMap;
@@ -30,7 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value, json};
 
 use crate::calibrate::{CalibrationConfig, CalibrationReport};
-use crate::config::{GpSettings, HybridConfig, MeanKind};
+use crate::config::{HybridConfig, MeanKind};
 use crate::error::{HybridError, Result};
 use crate::forecast::{Forecast, ForecastMethod, ForecastOptions};
 use crate::metrics::{HorizonScore, ScoreAccumulator, ScoredPoint};
@@ -413,17 +413,10 @@ pub fn evaluate(cfg: &EvalConfig, progress: &mut dyn FnMut(&str)) -> Result<Eval
     ));
     let train = training_runs(cfg)?;
     let test = held_out_runs(cfg)?;
-    // offline models of a design: the controls the design never varies act through the
-    // mechanism alone (`GpSettings::ignore_unvaried_controls`)
-    let defaults = HybridConfig::with_prior(cfg.prior.params, cfg.prior.to_string());
     let base = HybridConfig {
         max_day: cfg.days,
         calibrate: None,
-        gp: GpSettings {
-            ignore_unvaried_controls: true,
-            ..defaults.gp.clone()
-        },
-        ..defaults
+        ..HybridConfig::for_design(cfg.prior.params, cfg.prior.to_string())
     };
     let labelled: Vec<(Trajectory, Option<String>)> =
         train.iter().cloned().map(|t| (t, None)).collect();

@@ -734,13 +734,8 @@ impl HybridModel {
     /// Sets the columns of the controls left out of the kernel to 0 in a GP input row
     /// (after the mechanism's prediction was computed from the real values).
     fn blank_ignored(&self, row: &mut [f64]) {
-        for (j, _) in self
-            .ignored_controls
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| **i)
-        {
-            if let Some(v) = row.get_mut(N_SPECIES + j) {
+        for (v, ignored) in row.iter_mut().skip(N_SPECIES).zip(&self.ignored_controls) {
+            if *ignored {
                 *v = 0.0;
             }
         }
