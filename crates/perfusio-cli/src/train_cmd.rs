@@ -194,6 +194,18 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     if let Some(c) = &rep.calibration {
         eprint!("{}", c.table());
     }
+    if let Some(m) = &rep.mechanism_sd {
+        let sds: Vec<String> = perfusio_core::Species::ALL
+            .iter()
+            .map(|s| format!("{} {:.3}", s.name(), m.sd[s.index()]))
+            .collect();
+        eprintln!(
+            "the mechanism's one-day sd in log units, matched to the runs' innovations              ({} filter passes{}): {}",
+            m.rounds,
+            if m.converged { "" } else { ", NOT converged" },
+            sds.join(", ")
+        );
+    }
     if let Some(why) = &rep.calibration_skipped {
         eprintln!("warning: {why}");
     }

@@ -29,8 +29,25 @@ fn benches(c: &mut Criterion) {
         "offline fit, 27-run design, unvaried controls left out",
         |b| b.iter(|| HybridModel::fit_runs(as_train.clone(), black_box(&runs27)).expect("fit")),
     );
-    let (_, rep) = HybridModel::fit_runs(as_train, &runs27).expect("fit");
+    let (_, rep) = HybridModel::fit_runs(as_train.clone(), &runs27).expect("fit");
     assert!(rep.converged, "the offline fit must converge: {rep:?}");
+    // as `perfusio evaluate` fits its `hybrid` entry: no calibration, so the mechanism's
+    // one-day sd is matched to the runs first
+    let as_evaluate = HybridConfig {
+        calibrate: None,
+        ..as_train
+    };
+    g.bench_function(
+        "offline fit, 27-run design, matched sd, no calibration",
+        |b| b.iter(|| HybridModel::fit_runs(as_evaluate.clone(), black_box(&runs27)).expect("fit")),
+    );
+    let (_, rep) = HybridModel::fit_runs(as_evaluate.clone(), &runs27).expect("fit");
+    assert!(rep.converged, "the offline fit must converge: {rep:?}");
+    let mut unfitted = HybridModel::new(as_evaluate).expect("model");
+    unfitted.add_runs(&runs27).expect("runs");
+    g.bench_function("match the mechanism's sd, 27-run design", |b| {
+        b.iter(|| unfitted.clone().match_mechanism_sd().expect("match"))
+    });
     let (offline, rep) = HybridModel::fit_runs(HybridConfig::default(), &runs27).expect("fit");
     assert!(rep.converged, "the offline fit must converge: {rep:?}");
     let run: &Trajectory = &online::design(CloneKind::CloneY, 1, 11)[0].0;

@@ -85,7 +85,10 @@ pub use dataset::{
     Transition as DataTransition, base_row,
 };
 pub use error::{HybridError, Result};
-pub use filter::{FIRST_DAY_UNMEASURED_SD, GAP_VAR_PER_DAY, INNOVATION_GATE_SD, StateEstimate};
+pub use filter::{
+    FIRST_DAY_UNMEASURED_SD, GAP_VAR_PER_DAY, INNOVATION_GATE_SD, MATCH_ROUNDS, MATCH_TOL,
+    MATCHED_SD_BOUNDS, MatchedSd, StateEstimate,
+};
 pub use forecast::{DayBand, Forecast, ForecastJob, ForecastMethod, ForecastOptions, Scenarios};
 pub use mean::{
     FD_STEP_CONTROL, FD_STEP_Z, MechanismInputMean, MechanisticMean, PRIOR_H_INIT, PRIOR_H_MAX,

@@ -57,6 +57,10 @@ pub struct HybridFitReport {
     /// failure online), if so.
     #[serde(default)]
     pub calibration_skipped: Option<String>,
+    /// The mechanism's one-day sd matched to the runs before the GP was fitted
+    /// ([`HybridConfig::match_mechanism_sd`]; offline fits only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mechanism_sd: Option<crate::filter::MatchedSd>,
 }
 
 /// Prediction of one species' next measured value (original units).
@@ -115,7 +119,7 @@ pub struct LinearisedTransition {
 pub struct HybridModel {
     config: HybridConfig,
     dataset: Dataset,
-    gp: Option<MultiTaskGp>,
+    pub(crate) gp: Option<MultiTaskGp>,
     last_fit: Option<HybridFitReport>,
     /// The mechanism (always available, whatever the prior mean).
     mechanism: Arc<MechanisticMean>,
@@ -139,6 +143,9 @@ pub struct HybridModel {
     /// Controls left out of the GP's kernel at the last fit (see
     /// [`crate::GpSettings::ignore_unvaried_controls`]), canonical order.
     ignored_controls: [bool; N_CONTROLS],
+    /// The mechanism's one-day sd matched to the training runs' innovations
+    /// ([`HybridConfig::match_mechanism_sd`]); `None`: [`HybridConfig::mechanism_sd`].
+    pub(crate) matched_sd: Option<SpeciesArray<f64>>,
 }
 
 /// Line label of runs recorded without one, when the model learns across lines.
@@ -214,6 +221,8 @@ struct ModelFile {
     prediction_line: Option<String>,
     #[serde(default, skip_serializing_if = "none_ignored")]
     ignored_controls: [bool; N_CONTROLS],
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    matched_sd: Option<SpeciesArray<f64>>,
 }
 
 fn none_ignored(v: &[bool; N_CONTROLS]) -> bool {
@@ -240,6 +249,7 @@ impl HybridModel {
             lines: Vec::new(),
             prediction_line: None,
             ignored_controls: [false; N_CONTROLS],
+            matched_sd: None,
         })
     }
 
@@ -259,23 +269,45 @@ impl HybridModel {
     }
 
     /// The offline fit of the recorded data: with [`HybridConfig::calibrate`] on, the
-    /// offline calibration ([`HybridModel::calibrate_offline`]); then the states are
-    /// estimated with the (calibrated) mechanism and the GP is fitted from scratch. With
-    /// fewer transitions than the calibration needs, it is skipped and the report says so.
-    /// On an error the model is left as it was.
+    /// offline calibration ([`HybridModel::calibrate_offline`]); otherwise, with
+    /// [`HybridConfig::match_mechanism_sd`] on, the mechanism's one-day sd matched to the
+    /// runs ([`HybridModel::match_mechanism_sd`]); then the states are estimated with the
+    /// (calibrated) mechanism and the GP is fitted from scratch. With fewer transitions
+    /// than the calibration needs, it is skipped and the report says so. On an error the
+    /// model is left as it was.
     pub fn fit_offline(&mut self) -> Result<HybridFitReport> {
         let start = Instant::now();
-        let backup = (self.dataset.clone(), self.means(), self.calibrated_params);
+        let backup = (
+            self.dataset.clone(),
+            self.means(),
+            self.calibrated_params,
+            self.matched_sd,
+        );
         let result = (|| {
+            // an offline fit starts from the configured sd: a match belongs to its data
+            self.matched_sd = None;
             let step = self.offline_calibration()?;
+            let matched = if self.config.match_mechanism_sd && step.run.is_none() {
+                let m = self.match_mechanism_sd()?;
+                self.dataset.clear_estimates();
+                Some(m)
+            } else {
+                None
+            };
             self.estimate_states()?;
-            self.fit_gp(false, start, step, &|| {})
+            let mut report = self.fit_gp(false, start, step, &|| {})?;
+            report.mechanism_sd = matched;
+            if let Some(last) = &mut self.last_fit {
+                last.mechanism_sd.clone_from(&report.mechanism_sd);
+            }
+            Ok(report)
         })();
         if result.is_err() {
-            let (dataset, means, params) = backup;
+            let (dataset, means, params, sd) = backup;
             self.dataset = dataset;
             self.set_means(means);
             self.calibrated_params = params;
+            self.matched_sd = sd;
         }
         result
     }
@@ -962,6 +994,7 @@ impl HybridModel {
             self.retrains_since_calibration,
             std::mem::replace(&mut self.lines, lines),
             std::mem::replace(&mut self.ignored_controls, fitted.ignored_controls),
+            std::mem::replace(&mut self.matched_sd, fitted.matched_sd),
         );
         self.set_means(fitted.means());
         self.calibrated_params = fitted.calibrated_params;
@@ -983,13 +1016,14 @@ impl HybridModel {
         let (rows, x, y, cols, gp) = match conditioned {
             Ok(v) => v,
             Err(e) => {
-                let (means, params, calibration, since, lines, ignored) = backup;
+                let (means, params, calibration, since, lines, ignored, sd) = backup;
                 self.set_means(means);
                 self.calibrated_params = params;
                 self.calibration = calibration;
                 self.retrains_since_calibration = since;
                 self.lines = lines;
                 self.ignored_controls = ignored;
+                self.matched_sd = sd;
                 return Err(e);
             }
         };
@@ -1077,6 +1111,7 @@ impl HybridModel {
             calibrated: BTreeMap::new(),
             calibration: None,
             calibration_skipped: step.skipped,
+            mechanism_sd: None,
         };
         if !report.converged {
             tracing::warn!(
@@ -1216,7 +1251,7 @@ impl HybridModel {
                         .map_err(perfusio_gp::GpError::from)?;
                     Ok(Transition {
                         mean,
-                        cov: diag(&self.config.mechanism_sd.map(|s| s * s)),
+                        cov: diag(&self.mechanism_sd().map(|s| s * s)),
                     })
                 })
                 .collect(),
@@ -1354,7 +1389,7 @@ impl HybridModel {
                     Ok(LinearisedTransition {
                         transition: Transition {
                             mean: out,
-                            cov: diag(&self.config.mechanism_sd.map(|s| s * s)),
+                            cov: diag(&self.mechanism_sd().map(|s| s * s)),
                         },
                         jacobian: std::array::from_fn(|k| {
                             std::array::from_fn(|j| jac[k * N_BASE + j])
@@ -1390,6 +1425,15 @@ impl HybridModel {
                     .eval(&scale(a, &bounds), &scale(b, &bounds))
             }
         }
+    }
+
+    /// The one-day sd in `z` of the mechanism alone per species: the model's transition
+    /// uncertainty before the GP has data and the process noise of its filter until then.
+    /// Matched to the training runs when [`HybridConfig::match_mechanism_sd`] is on and the
+    /// model was fitted offline ([`HybridModel::match_mechanism_sd`]), else
+    /// [`HybridConfig::mechanism_sd`].
+    pub fn mechanism_sd(&self) -> SpeciesArray<f64> {
+        self.matched_sd.unwrap_or(self.config.mechanism_sd)
     }
 
     /// Process variance per species in `z`: how much the true one-day transition varies
@@ -1472,6 +1516,10 @@ impl HybridModel {
             h.update(b"cell lines\n");
             h.update(serde_json::to_vec(&(&self.lines, &self.prediction_line)).unwrap_or_default());
         }
+        if let Some(sd) = &self.matched_sd {
+            h.update(b"matched mechanism sd\n");
+            h.update(serde_json::to_vec(sd).unwrap_or_default());
+        }
         if let Some(p) = &self.calibrated_params {
             h.update(b"calibrated mechanism\n");
             h.update(serde_json::to_vec(p).unwrap_or_default());
@@ -1494,6 +1542,7 @@ impl HybridModel {
             lines: self.lines.clone(),
             prediction_line: self.prediction_line.clone(),
             ignored_controls: self.ignored_controls,
+            matched_sd: self.matched_sd,
         };
         serde_json::to_string(&file).map_err(|e| HybridError::ModelFile {
             path: "(memory)".into(),
@@ -1531,6 +1580,10 @@ impl HybridModel {
         model.lines = file.lines;
         model.prediction_line = file.prediction_line;
         model.ignored_controls = file.ignored_controls;
+        if let Some(sd) = file.matched_sd {
+            check_sd(&sd)?;
+            model.matched_sd = Some(sd);
+        }
         if let Some(mut gp) = file.gp {
             gp.set_prior_mean(model.gp_mean.clone())?;
             model.gp = Some(gp);
@@ -1703,6 +1756,17 @@ pub(crate) fn clipped_lognormal_moments(mu: f64, var: f64, c: f64, u: f64) -> (f
     let v = (second - mean * mean).max(0.0);
     // a variable on [0, u] has sd ≤ u/2 (Popoviciu); the bound only catches round-off
     (mean, v.sqrt().min(0.5 * u))
+}
+
+/// Checks a stored one-day sd (finite and positive, as the configured one).
+fn check_sd(sd: &SpeciesArray<f64>) -> Result<()> {
+    match sd.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+        Some(v) => Err(HybridError::ModelFile {
+            path: "(memory)".into(),
+            message: format!("matched mechanism sd {v}: must be finite and > 0"),
+        }),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
