@@ -278,6 +278,16 @@ fn train_leaves_the_controls_a_design_never_moves_to_the_mechanism() {
         [false, false, false, false, true, true]
     );
     assert!(m.config().gp.ignore_unvaried_controls);
+    // uncalibrated, the mechanism's one-day sd is matched to the runs first: noise-free runs
+    // of the prior's own plant put every species at the floor
+    assert!(
+        err.contains("the mechanism's one-day sd in log units, matched to the runs' innovations"),
+        "{err}"
+    );
+    let (lo, _) = perfusio_hybrid::MATCHED_SD_BOUNDS;
+    for sd in m.mechanism_sd() {
+        assert!((lo..1.02 * lo).contains(&sd), "{:?}", m.mechanism_sd());
+    }
 }
 
 #[test]
@@ -313,6 +323,8 @@ fn train_calibrates_the_named_parameters_and_writes_the_report() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("calibration: 48 transitions"), "{err}");
+    // a calibrated fit keeps the configured one-day sd (no matching after a calibration)
+    assert!(!err.contains("matched to the runs' innovations"), "{err}");
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p("fit.json")).unwrap()).unwrap();
     let cal = &doc["fit"]["calibration"];
