@@ -200,7 +200,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .map(|s| format!("{} {:.3}", s.name(), m.sd[s.index()]))
             .collect();
         eprintln!(
-            "the mechanism's one-day sd in log units, matched to the runs' innovations              ({} filter passes{}): {}",
+            "the mechanism's one-day sd in log units, matched to the runs' innovations ({} filter passes{}): {}",
             m.rounds,
             if m.converged { "" } else { ", NOT converged" },
             sds.join(", ")
