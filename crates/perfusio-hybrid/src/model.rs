@@ -620,25 +620,16 @@ impl HybridModel {
     /// model knew that day).
     pub fn estimate_states(&mut self) -> Result<()> {
         let mut updates = Vec::new();
+        let tr = self.config.transform;
         for run in self.dataset.runs() {
             if run.days.values().all(|d| d.estimate.is_some()) {
                 continue;
             }
-            let mut est: Option<crate::filter::StateEstimate> = None;
-            let mut prev_day_controls: Option<(u32, ControlArray<f64>)> = None;
-            for (&day, rec) in &run.days {
-                let prior = match (est.take(), prev_day_controls) {
-                    (Some(e), Some((d, u))) if d + 1 == day => Some(self.filter_predict(&e, &u)?),
-                    (Some(e), _) => Some(e.widened(day)),
-                    (None, _) => None,
-                };
-                let e = self.filter_update(prior, day, &rec.measured)?;
+            self.filter_run(run, |day, rec, _, posterior| {
                 if rec.estimate.is_none() {
-                    updates.push((run.id.clone(), day, e.mean_species(&self.config.transform)));
+                    updates.push((run.id.clone(), day, posterior.mean_species(&tr)));
                 }
-                prev_day_controls = rec.applied.map(|u| (day, u));
-                est = Some(e);
-            }
+            })?;
         }
         for (run, day, e) in updates {
             self.dataset.set_estimate(&run, day, e)?;

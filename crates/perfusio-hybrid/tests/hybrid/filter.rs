@@ -260,3 +260,31 @@ fn cfg_calibrated() -> HybridConfig {
     assert!(cfg.calibrate.is_some());
     cfg
 }
+
+/// A species no run ever measured keeps the configured sd and does not hold the matching
+/// open: it ends after the 8 passes the others need, converged.
+#[test]
+fn a_species_never_measured_keeps_the_configured_sd() {
+    let pyr = Species::Pyr.index();
+    let runs: Vec<_> = design_runs(3, 14, CloneKind::CloneX, 4)
+        .into_iter()
+        .map(|t| {
+            let mut cut = perfusio_core::Trajectory::new(t.run_id.clone());
+            for row in t.rows() {
+                let mut species = row.species;
+                species[pyr] = None;
+                cut.push(row.day, species, row.controls).unwrap();
+            }
+            (cut, None)
+        })
+        .collect();
+    let cfg = HybridConfig::with_prior(KineticParams::clone_x(), "CloneX");
+    let configured = cfg.mechanism_sd[pyr];
+    let mut model = HybridModel::new(cfg).unwrap();
+    model.add_runs(&runs).unwrap();
+    let m = model.match_mechanism_sd().unwrap();
+    assert_eq!(m.innovations[pyr], 0, "{m:?}");
+    assert_eq!(m.sd[pyr].to_bits(), configured.to_bits(), "{m:?}");
+    assert!(m.converged && m.rounds == 8, "{m:?}");
+    assert!(m.innovations[Species::VCD.index()] > 30, "{m:?}");
+}
