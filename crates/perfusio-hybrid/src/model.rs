@@ -661,6 +661,16 @@ impl HybridModel {
         self.config.gp.line_embedding_dims > 0 && self.lines.len() >= 2
     }
 
+    /// Rank of the task covariance the GP is fitted with: [`crate::GpSettings::rank`] with a
+    /// line embedding, [`crate::GpSettings::rank_one_line`] (if set) without.
+    pub fn task_rank(&self) -> usize {
+        let g = &self.config.gp;
+        match g.rank_one_line {
+            Some(r) if !self.embedding_on() => r,
+            _ => g.rank,
+        }
+    }
+
     /// The cell lines the model has learned (level order; empty without an embedding).
     pub fn lines(&self) -> &[String] {
         &self.lines
@@ -897,7 +907,7 @@ impl HybridModel {
         let g = &self.config.gp;
         let mean = self.gp_mean.clone();
         GpParams::with_kernel(kernel, N_SPECIES)
-            .rank(g.rank)
+            .rank(self.task_rank())
             .prior_mean(mean)
             .input_bounds(self.input_bounds())
             .n_starts(g.n_starts)
@@ -1148,7 +1158,17 @@ impl HybridModel {
                 let kernel = self.grown_kernel(prev.kernel())?;
                 let nk = prev.kernel().n_params();
                 let th = prev.hyperparameters();
-                let (t, r) = (N_SPECIES, self.config.gp.rank);
+                let (t, r) = (N_SPECIES, prev.rank());
+                if r != self.task_rank() {
+                    // a one-line model's rank differs: the grown kernel keeps its values,
+                    // the task covariance starts from the data
+                    let gp = self
+                        .gp_params_with(kernel)
+                        .n_starts(1)
+                        .check()?
+                        .fit_pausable(&x, cols, &y, pause)?;
+                    return Ok((gp, y, x, cols, warm_start));
+                }
                 let w = th[nk..nk + t * r].to_vec();
                 let kappa = th[nk + t * r..nk + t * r + t]
                     .iter()

@@ -171,6 +171,10 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
     pub fn n_tasks(&self) -> usize {
         self.lay.t
     }
+    /// Rank of the task covariance's low-rank part (`B = W Wᵀ + diag(κ)`).
+    pub fn rank(&self) -> usize {
+        self.lay.r
+    }
     /// Number of training rows.
     pub fn n_train(&self) -> usize {
         self.ts.n()

@@ -133,3 +133,42 @@ fn a_saved_two_line_model_is_extended_with_a_third_line_warm() {
         e2.coords
     );
 }
+
+/// Off-diagonal entries of the fitted task covariance, largest magnitude.
+fn largest_coupling(m: &HybridModel) -> f64 {
+    let b = m.gp().unwrap().task_covariance();
+    (0..9)
+        .flat_map(|i| (0..9).filter(move |&j| j != i).map(move |j| (i, j)))
+        .map(|(i, j)| b[i * 9 + j].abs())
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn a_one_line_design_fit_has_independent_species_and_a_second_line_brings_the_coupling() {
+    let cfg = HybridConfig {
+        calibrate: None,
+        max_day: 14,
+        ..HybridConfig::for_design(perfusio_mechanistic::KineticParams::clone_x(), "CloneX")
+    };
+    let runs = labelled(design_runs(4, 14, CloneKind::CloneX, 5), "X");
+    let (mut m, report) = HybridModel::fit_runs(cfg.clone(), &runs).unwrap();
+    assert!(report.converged, "{report:?}");
+    assert_eq!((m.task_rank(), m.gp().unwrap().rank()), (0, 0));
+    assert_eq!(largest_coupling(&m).to_bits(), 0.0f64.to_bits());
+    // the same runs under the online default keep the rank-2 coupling
+    let (online, _) = HybridModel::fit_runs(config(), &runs).unwrap();
+    assert_eq!(online.gp().unwrap().rank(), 2);
+    assert!(largest_coupling(&online) > 1e-3);
+    // a second line: the embedding and the coupling arrive with it, warm from the old kernel
+    m.add_runs(&labelled(design_runs(4, 14, CloneKind::CloneY, 6), "Y"))
+        .unwrap();
+    let grown = m.retrain(true).unwrap();
+    assert!(grown.warm_start && grown.converged, "{grown:?}");
+    assert_eq!(m.lines(), ["X", "Y"]);
+    assert_eq!((m.task_rank(), m.gp().unwrap().rank()), (2, 2));
+    assert!(largest_coupling(&m) > 1e-3);
+    assert_eq!(embedding(&m).n_levels, 2);
+    m.select_line(Some("Y"));
+    let p = m.predict_next_state(&STATE, &defaults(), 6).unwrap();
+    assert!(p.species.iter().all(|s| s.mean.is_finite() && s.sd > 0.0));
+}
