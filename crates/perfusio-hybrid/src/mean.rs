@@ -198,11 +198,13 @@ impl MechanisticMean {
 /// The GP's prior mean when the mechanism's prediction is part of the GP input (see
 /// [`crate::GpSettings::mechanism_inputs`]): the input row is
 /// `[z_t (9), controls (6), day, m(z_t, u) (9)]` and the mean is its last nine columns,
-/// the mechanistic one-day step computed once when the row was built. Its fingerprint is
+/// the mechanistic one-day step computed once when the row was built, or, with weights
+/// ([`MechanismInputMean::with_weights`]), a fraction of its change. Its fingerprint is
 /// derived from the mechanism's, so a model cannot be handed another clone's mechanism.
 #[derive(Debug, Clone)]
 pub struct MechanismInputMean {
     fingerprint: String,
+    weights: Option<[f64; N_SPECIES]>,
 }
 
 impl MechanismInputMean {
@@ -210,6 +212,25 @@ impl MechanismInputMean {
     pub fn new(mechanism: &MechanisticMean) -> Self {
         Self {
             fingerprint: format!("mechanism-in-input:{}", mechanism.fingerprint()),
+            weights: None,
+        }
+    }
+
+    /// The mean `z_k + w_k (m_k(z, u) − z_k)` per species: the fraction `w_k` of the
+    /// mechanism's one-day change in `z` (see [`crate::GpSettings::mechanism_weights`]).
+    /// The weights enter the fingerprint.
+    pub fn with_weights(mechanism: &MechanisticMean, weights: [f64; N_SPECIES]) -> Self {
+        let w: Vec<String> = weights
+            .iter()
+            .map(|v| format!("{:016x}", v.to_bits()))
+            .collect();
+        Self {
+            fingerprint: format!(
+                "mechanism-in-input:{}:weights:{}",
+                mechanism.fingerprint(),
+                w.join(",")
+            ),
+            weights: Some(weights),
         }
     }
 }
@@ -220,7 +241,13 @@ impl PriorMean for MechanismInputMean {
     }
 
     fn eval(&self, x: &[f64], out: &mut [f64]) -> Result<(), MeanError> {
-        column_block(x, N_BASE, out, None)
+        column_block(x, N_BASE, out, None)?;
+        if let Some(w) = &self.weights {
+            for k in 0..N_SPECIES {
+                out[k] = w[k] * out[k] + (1.0 - w[k]) * x[k];
+            }
+        }
+        Ok(())
     }
 
     fn eval_with_jacobian(
@@ -230,6 +257,14 @@ impl PriorMean for MechanismInputMean {
         jac: &mut [f64],
     ) -> Result<bool, MeanError> {
         column_block(x, N_BASE, out, Some(jac))?;
+        if let Some(w) = &self.weights {
+            let d = x.len();
+            for k in 0..N_SPECIES {
+                out[k] = w[k] * out[k] + (1.0 - w[k]) * x[k];
+                jac[k * d + N_BASE + k] *= w[k];
+                jac[k * d + k] += 1.0 - w[k];
+            }
+        }
         Ok(true)
     }
 
@@ -386,6 +421,48 @@ mod tests {
         let err = m.eval(&x[..N_BASE], &mut out).unwrap_err();
         assert!(err.0.contains("reads columns 16..25"), "{err}");
         assert!(PersistenceMean.eval(&x[..3], &mut out).is_err());
+    }
+
+    #[test]
+    fn weighted_mechanism_input_mean_takes_a_fraction_of_the_change_and_its_jacobian() {
+        let mech = mean();
+        let w = [0.0, 0.25, 0.5, 0.75, 1.0, 0.1, 0.9, 0.3, 0.6];
+        let m = MechanismInputMean::with_weights(&mech, w);
+        assert_ne!(
+            m.fingerprint(),
+            MechanismInputMean::new(&mech).fingerprint()
+        );
+        let d = N_BASE + N_SPECIES;
+        let x: Vec<f64> = (0..d).map(|j| 0.3 + 0.17 * j as f64).collect();
+        let mut out = [0.0; N_SPECIES];
+        let mut jac = vec![7.0; N_SPECIES * d];
+        assert!(m.eval_with_jacobian(&x, &mut out, &mut jac).unwrap());
+        let mut plain = [0.0; N_SPECIES];
+        m.eval(&x, &mut plain).unwrap();
+        for k in 0..N_SPECIES {
+            let want = x[k] + w[k] * (x[N_BASE + k] - x[k]);
+            assert!((out[k] - want).abs() < 1e-15, "{k}: {} vs {want}", out[k]);
+            assert_eq!(out[k].to_bits(), plain[k].to_bits());
+        }
+        // the Jacobian against central differences of `eval` (the mean is linear: exact
+        // up to rounding)
+        let h = 1e-6;
+        for j in 0..d {
+            let (mut up, mut down) = (x.clone(), x.clone());
+            up[j] += h;
+            down[j] -= h;
+            let (mut fu, mut fd) = ([0.0; N_SPECIES], [0.0; N_SPECIES]);
+            m.eval(&up, &mut fu).unwrap();
+            m.eval(&down, &mut fd).unwrap();
+            for k in 0..N_SPECIES {
+                let fdv = (fu[k] - fd[k]) / (2.0 * h);
+                assert!(
+                    (jac[k * d + j] - fdv).abs() < 1e-8,
+                    "{k},{j}: {} vs {fdv}",
+                    jac[k * d + j]
+                );
+            }
+        }
     }
 
     fn mean() -> MechanisticMean {

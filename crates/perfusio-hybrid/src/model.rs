@@ -61,6 +61,10 @@ pub struct HybridFitReport {
     /// ([`HybridConfig::match_mechanism_sd`]; offline fits only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mechanism_sd: Option<crate::filter::MatchedSd>,
+    /// The fraction of the mechanism's one-day change the GP's prior mean took, per species
+    /// ([`crate::GpSettings::mechanism_weights`]; `None` when off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mechanism_weights: Option<SpeciesArray<f64>>,
 }
 
 /// Prediction of one species' next measured value (original units).
@@ -146,6 +150,9 @@ pub struct HybridModel {
     /// The mechanism's one-day sd matched to the training runs' innovations
     /// ([`HybridConfig::match_mechanism_sd`]); `None`: [`HybridConfig::mechanism_sd`].
     pub(crate) matched_sd: Option<SpeciesArray<f64>>,
+    /// The fraction of the mechanism's one-day change in the GP's prior mean, per species
+    /// ([`crate::GpSettings::mechanism_weights`]); `None`: all of it.
+    mechanism_weights: Option<SpeciesArray<f64>>,
 }
 
 /// Line label of runs recorded without one, when the model learns across lines.
@@ -171,7 +178,11 @@ pub enum LineChoice {
 /// The three prior means of a model whose mechanism has `params`.
 type Means = (Arc<MechanisticMean>, Arc<dyn PriorMean>, Arc<dyn PriorMean>);
 
-fn build_means(config: &HybridConfig, params: KineticParams) -> Means {
+fn build_means(
+    config: &HybridConfig,
+    params: KineticParams,
+    weights: Option<&SpeciesArray<f64>>,
+) -> Means {
     let mechanism = Arc::new(MechanisticMean::new(
         params,
         config.transform,
@@ -180,7 +191,10 @@ fn build_means(config: &HybridConfig, params: KineticParams) -> Means {
     ));
     let (gp_mean, untrained): (Arc<dyn PriorMean>, Arc<dyn PriorMean>) = match config.mean {
         MeanKind::Mechanistic if config.gp.mechanism_inputs => (
-            Arc::new(MechanismInputMean::new(&mechanism)),
+            match weights {
+                Some(w) => Arc::new(MechanismInputMean::with_weights(&mechanism, *w)),
+                None => Arc::new(MechanismInputMean::new(&mechanism)),
+            },
             mechanism.clone(),
         ),
         MeanKind::Mechanistic => (mechanism.clone(), mechanism.clone()),
@@ -223,6 +237,8 @@ struct ModelFile {
     ignored_controls: [bool; N_CONTROLS],
     #[serde(default, skip_serializing_if = "Option::is_none")]
     matched_sd: Option<SpeciesArray<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mechanism_weights: Option<SpeciesArray<f64>>,
 }
 
 fn none_ignored(v: &[bool; N_CONTROLS]) -> bool {
@@ -233,7 +249,7 @@ impl HybridModel {
     /// An untrained model: the mechanism alone, with no data.
     pub fn new(config: HybridConfig) -> Result<Self> {
         config.check()?;
-        let (mechanism, gp_mean, untrained) = build_means(&config, config.prior);
+        let (mechanism, gp_mean, untrained) = build_means(&config, config.prior, None);
         Ok(Self {
             config,
             dataset: Dataset::default(),
@@ -250,6 +266,7 @@ impl HybridModel {
             prediction_line: None,
             ignored_controls: [false; N_CONTROLS],
             matched_sd: None,
+            mechanism_weights: None,
         })
     }
 
@@ -282,6 +299,7 @@ impl HybridModel {
             self.means(),
             self.calibrated_params,
             self.matched_sd,
+            self.mechanism_weights,
         );
         let result = (|| {
             // an offline fit starts from the configured sd: a match belongs to its data
@@ -303,11 +321,12 @@ impl HybridModel {
             Ok(report)
         })();
         if result.is_err() {
-            let (dataset, means, params, sd) = backup;
+            let (dataset, means, params, sd, weights) = backup;
             self.dataset = dataset;
             self.set_means(means);
             self.calibrated_params = params;
             self.matched_sd = sd;
+            self.mechanism_weights = weights;
         }
         result
     }
@@ -374,7 +393,11 @@ impl HybridModel {
                     _ => 0.0,
                 })
                 .fold(0.0, f64::max);
-            self.set_means(build_means(&self.config, c.params));
+            self.set_means(build_means(
+                &self.config,
+                c.params,
+                self.mechanism_weights.as_ref(),
+            ));
             if refilter {
                 self.dataset.clear_estimates();
             }
@@ -391,7 +414,11 @@ impl HybridModel {
             self.estimate_states()?;
             let data = self.calibration_data();
             let c = calibrator.simex(&data, &naive, self.config.gp.seed)?;
-            self.set_means(build_means(&self.config, c.params));
+            self.set_means(build_means(
+                &self.config,
+                c.params,
+                self.mechanism_weights.as_ref(),
+            ));
             if refilter {
                 self.dataset.clear_estimates();
             }
@@ -431,6 +458,12 @@ impl HybridModel {
         self.mechanism = mechanism;
         self.gp_mean = gp_mean;
         self.untrained = untrained;
+    }
+
+    /// The fraction of the mechanism's one-day change the GP's prior mean takes, per species
+    /// ([`crate::GpSettings::mechanism_weights`]); `None`: all of it.
+    pub fn mechanism_weights(&self) -> Option<&SpeciesArray<f64>> {
+        self.mechanism_weights.as_ref()
     }
 
     /// The kinetic parameters of the mechanism in force: the calibrated ones, or the prior.
@@ -944,18 +977,23 @@ impl HybridModel {
         let start = Instant::now();
         pause();
         self.estimate_states()?;
-        let backup = (self.means(), self.calibrated_params);
+        let backup = (self.means(), self.calibrated_params, self.mechanism_weights);
         pause();
         let step = self.calibration_step(warm)?;
         if let Some(c) = &step.run {
-            self.set_means(build_means(&self.config, c.params));
+            self.set_means(build_means(
+                &self.config,
+                c.params,
+                self.mechanism_weights.as_ref(),
+            ));
         }
         pause();
         let result = self.fit_gp(warm, start, step, pause);
         if result.is_err() {
-            let (means, params) = backup;
+            let (means, params, weights) = backup;
             self.set_means(means);
             self.calibrated_params = params;
+            self.mechanism_weights = weights;
         }
         result
     }
@@ -996,6 +1034,7 @@ impl HybridModel {
             std::mem::replace(&mut self.lines, lines),
             std::mem::replace(&mut self.ignored_controls, fitted.ignored_controls),
             std::mem::replace(&mut self.matched_sd, fitted.matched_sd),
+            std::mem::replace(&mut self.mechanism_weights, fitted.mechanism_weights),
         );
         self.set_means(fitted.means());
         self.calibrated_params = fitted.calibrated_params;
@@ -1017,7 +1056,7 @@ impl HybridModel {
         let (rows, x, y, cols, gp) = match conditioned {
             Ok(v) => v,
             Err(e) => {
-                let (means, params, calibration, since, lines, ignored, sd) = backup;
+                let (means, params, calibration, since, lines, ignored, sd, weights) = backup;
                 self.set_means(means);
                 self.calibrated_params = params;
                 self.calibration = calibration;
@@ -1025,6 +1064,7 @@ impl HybridModel {
                 self.lines = lines;
                 self.ignored_controls = ignored;
                 self.matched_sd = sd;
+                self.mechanism_weights = weights;
                 return Err(e);
             }
         };
@@ -1074,12 +1114,21 @@ impl HybridModel {
             [false; N_CONTROLS]
         };
         let old_ignored = std::mem::replace(&mut self.ignored_controls, ignored);
-        let fitted = self.fit_gp_rows(&rows, warm, pause);
+        let old_mean = (self.gp_mean.clone(), self.mechanism_weights);
+        let fitted = self.z_rows(&rows).and_then(|(x, y, cols)| {
+            if self.config.gp.mechanism_weights && self.augmented() {
+                let w = mechanism_weights(&x, &y, cols);
+                self.mechanism_weights = Some(w);
+                self.gp_mean = Arc::new(MechanismInputMean::with_weights(&self.mechanism, w));
+            }
+            self.fit_gp_rows(x, y, cols, warm, pause)
+        });
         let (gp, y, x, cols, warm_start) = match fitted {
             Ok(v) => v,
             Err(e) => {
                 self.lines = old_lines;
                 self.ignored_controls = old_ignored;
+                (self.gp_mean, self.mechanism_weights) = old_mean;
                 return Err(e);
             }
         };
@@ -1113,6 +1162,7 @@ impl HybridModel {
             calibration: None,
             calibration_skipped: step.skipped,
             mechanism_sd: None,
+            mechanism_weights: self.mechanism_weights,
         };
         if !report.converged {
             tracing::warn!(
@@ -1143,11 +1193,12 @@ impl HybridModel {
     #[allow(clippy::type_complexity)]
     fn fit_gp_rows(
         &self,
-        rows: &TrainingRows,
+        x: Vec<f64>,
+        y: Vec<f64>,
+        cols: usize,
         warm: bool,
         pause: perfusio_gp::Pause<'_>,
     ) -> Result<(MultiTaskGp, Vec<f64>, Vec<f64>, usize, bool)> {
-        let (x, y, cols) = self.z_rows(rows)?;
         let params = self.gp_params();
         let warm_start = warm && self.gp.is_some();
         let gp = match (&self.gp, warm_start) {
@@ -1531,6 +1582,10 @@ impl HybridModel {
             h.update(b"matched mechanism sd\n");
             h.update(serde_json::to_vec(sd).unwrap_or_default());
         }
+        if let Some(w) = &self.mechanism_weights {
+            h.update(b"mechanism weights\n");
+            h.update(serde_json::to_vec(w).unwrap_or_default());
+        }
         if let Some(p) = &self.calibrated_params {
             h.update(b"calibrated mechanism\n");
             h.update(serde_json::to_vec(p).unwrap_or_default());
@@ -1554,6 +1609,7 @@ impl HybridModel {
             prediction_line: self.prediction_line.clone(),
             ignored_controls: self.ignored_controls,
             matched_sd: self.matched_sd,
+            mechanism_weights: self.mechanism_weights,
         };
         serde_json::to_string(&file).map_err(|e| HybridError::ModelFile {
             path: "(memory)".into(),
@@ -1578,12 +1634,22 @@ impl HybridModel {
             });
         }
         let mut model = Self::new(file.config)?;
+        if let Some(w) = file.mechanism_weights {
+            check_weights(&w)?;
+            model.mechanism_weights = Some(w);
+            let params = file.calibrated_params.unwrap_or(model.config.prior);
+            model.set_means(build_means(&model.config, params, Some(&w)));
+        }
         model.dataset = file.dataset;
         model.last_fit = file.last_fit;
         model.process_var = file.process_var;
         if let Some(p) = file.calibrated_params {
             p.check()?;
-            model.set_means(build_means(&model.config, p));
+            model.set_means(build_means(
+                &model.config,
+                p,
+                model.mechanism_weights.as_ref(),
+            ));
             model.calibrated_params = Some(p);
         }
         model.calibration = file.calibration;
@@ -1770,6 +1836,41 @@ pub(crate) fn clipped_lognormal_moments(mu: f64, var: f64, c: f64, u: f64) -> (f
 }
 
 /// Checks a stored one-day sd (finite and positive, as the configured one).
+fn check_weights(w: &SpeciesArray<f64>) -> Result<()> {
+    match w.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+        Some(v) => Err(HybridError::ModelFile {
+            path: "(memory)".into(),
+            message: format!("mechanism weight {v}: must lie in [0, 1]"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Least-squares fraction of the mechanism's one-day change per species, clamped to
+/// `[0, 1]`: over the GP's rows (`[z, u, day, m(z, u), task]`, targets `y` in `z`),
+/// `w_k = Σ (y − z_k)(m_k − z_k) / Σ (m_k − z_k)²`; 1 for a species without rows or
+/// without a predicted change.
+fn mechanism_weights(x: &[f64], y: &[f64], cols: usize) -> SpeciesArray<f64> {
+    let mut num = [0.0; N_SPECIES];
+    let mut den = [0.0; N_SPECIES];
+    for (r, yv) in x.chunks_exact(cols).zip(y) {
+        let k = r[cols - 1] as usize;
+        if k >= N_SPECIES {
+            continue;
+        }
+        let (z, m) = (r[k], r[N_BASE + k]);
+        num[k] += (yv - z) * (m - z);
+        den[k] += (m - z) * (m - z);
+    }
+    std::array::from_fn(|k| {
+        if den[k] > 0.0 && num[k].is_finite() {
+            (num[k] / den[k]).clamp(0.0, 1.0)
+        } else {
+            1.0
+        }
+    })
+}
+
 fn check_sd(sd: &SpeciesArray<f64>) -> Result<()> {
     match sd.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
         Some(v) => Err(HybridError::ModelFile {
@@ -1783,6 +1884,39 @@ fn check_sd(sd: &SpeciesArray<f64>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::clipped_lognormal_moments;
+
+    #[test]
+    fn mechanism_weights_are_the_least_squares_fraction_of_the_change_clamped() {
+        use super::{N_BASE, N_SPECIES, mechanism_weights};
+        let cols = N_BASE + N_SPECIES + 1;
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        // species 0: y − z = 0.3 (m − z) + a residual e; species 1: the opposite direction
+        // (clamped to 0); species 2: 1.5 × the change (clamped to 1); species 3: the
+        // mechanism predicts no change (1); the others have no rows (1)
+        let changes = [0.5, -0.2, 0.8, -1.0];
+        let wiggle = [0.01, 0.01, -0.01, -0.01];
+        for (i, (dm, e)) in changes.iter().zip(wiggle).enumerate() {
+            for (k, ratio) in [(0usize, 0.3), (1, -0.7), (2, 1.5), (3, 0.0)] {
+                let mut r = vec![0.0; cols];
+                r[k] = 1.0 + 0.1 * i as f64;
+                r[N_BASE + k] = if k == 3 { r[k] } else { r[k] + dm };
+                r[cols - 1] = k as f64;
+                y.push(r[k] + ratio * dm + e);
+                x.extend_from_slice(&r);
+            }
+        }
+        let w = mechanism_weights(&x, &y, cols);
+        let dot: f64 = changes.iter().zip(wiggle).map(|(a, b)| a * b).sum();
+        let norm: f64 = changes.iter().map(|a| a * a).sum();
+        assert!((w[0] - (0.3 + dot / norm)).abs() < 1e-12, "{w:?}");
+        assert_eq!(w[1].to_bits(), 0.0f64.to_bits());
+        assert_eq!(w[2].to_bits(), 1.0f64.to_bits());
+        assert!(
+            w[3..].iter().all(|v| v.to_bits() == 1.0f64.to_bits()),
+            "{w:?}"
+        );
+    }
 
     /// `∫ f(z) φ_{μ,σ}(z) dz` over `[lo, hi]` by composite Simpson (the integrand smooth).
     fn simpson(f: impl Fn(f64) -> f64, mu: f64, sd: f64, lo: f64, hi: f64) -> f64 {

@@ -288,3 +288,55 @@ fn a_species_never_measured_keeps_the_configured_sd() {
     assert!(m.converged && m.rounds == 8, "{m:?}");
     assert!(m.innovations[Species::VCD.index()] > 30, "{m:?}");
 }
+
+/// The mechanism's weight in the GP's prior mean: off by default; on a design fit it is
+/// near 0 for the pathway the prior's cell line has and the plant lacks (clone X's
+/// lactate uptake on clone Y's runs), near 1 where the mechanism is right, and it travels
+/// in the fit report and the model file.
+#[test]
+fn mechanism_weights_drop_the_pathway_the_plant_lacks_and_travel_with_the_model() {
+    let runs: Vec<_> = design_runs(6, 16, CloneKind::CloneY, 8)
+        .into_iter()
+        .map(|t| (t, None))
+        .collect();
+    let (plain, _) = HybridModel::fit_runs(
+        HybridConfig {
+            calibrate: None,
+            max_day: 16,
+            ..HybridConfig::with_prior(KineticParams::clone_x(), "CloneX")
+        },
+        &runs,
+    )
+    .unwrap();
+    assert!(plain.mechanism_weights().is_none());
+    let cfg = HybridConfig {
+        calibrate: None,
+        max_day: 16,
+        ..HybridConfig::for_design(KineticParams::clone_x(), "CloneX")
+    };
+    let (model, report) = HybridModel::fit_runs(cfg, &runs).unwrap();
+    assert!(report.converged, "{report:?}");
+    let w = *model.mechanism_weights().expect("weights");
+    assert_eq!(
+        report.mechanism_weights.map(|a| a.map(f64::to_bits)),
+        Some(w.map(f64::to_bits))
+    );
+    assert!(w[Species::Lac.index()] < 0.05, "{w:?}");
+    for s in [Species::VCD, Species::Glc, Species::Gln, Species::Titer] {
+        assert!(w[s.index()] > 0.9, "{s:?}: {w:?}");
+    }
+    let text = model.to_json().unwrap();
+    let loaded = HybridModel::from_json(&text).unwrap();
+    assert_eq!(loaded.fingerprint(), model.fingerprint());
+    let state = [5.0, 97.0, 3.0, 2.0, 1.0, 30.0, 2.0, 0.0, 120.0];
+    let a = model.predict_next_state(&state, &defaults(), 6).unwrap();
+    let b = loaded.predict_next_state(&state, &defaults(), 6).unwrap();
+    for k in 0..9 {
+        assert_eq!(a.species[k].mean.to_bits(), b.species[k].mean.to_bits());
+        assert_eq!(a.species[k].sd.to_bits(), b.species[k].sd.to_bits());
+    }
+    let mut bad: serde_json::Value = serde_json::from_str(&text).unwrap();
+    bad["mechanism_weights"][5] = serde_json::json!(1.5);
+    let err = HybridModel::from_json(&bad.to_string()).unwrap_err();
+    assert!(err.to_string().contains("mechanism weight 1.5"), "{err}");
+}
