@@ -206,6 +206,16 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             sds.join(", ")
         );
     }
+    if let Some(w) = &rep.mechanism_weights {
+        let ws: Vec<String> = perfusio_core::Species::ALL
+            .iter()
+            .map(|s| format!("{} {:.3}", s.name(), w[s.index()]))
+            .collect();
+        eprintln!(
+            "the fraction of the mechanism's one-day change in the GP's prior mean (1: all of it, 0: tomorrow equals today): {}",
+            ws.join(", ")
+        );
+    }
     if let Some(why) = &rep.calibration_skipped {
         eprintln!("warning: {why}");
     }

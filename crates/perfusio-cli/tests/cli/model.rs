@@ -288,6 +288,20 @@ fn train_leaves_the_controls_a_design_never_moves_to_the_mechanism() {
     for sd in m.mechanism_sd() {
         assert!((lo..1.02 * lo).contains(&sd), "{:?}", m.mechanism_sd());
     }
+    // the mechanism's weight in the GP's prior mean, fitted per species, printed and stored
+    let w = m.mechanism_weights().expect("weights in the model file");
+    let shown: Vec<String> = perfusio_core::Species::ALL
+        .iter()
+        .map(|s| format!("{} {:.3}", s.name(), w[s.index()]))
+        .collect();
+    assert!(
+        err.contains(&format!(
+            "the fraction of the mechanism's one-day change in the GP's prior mean (1: all of \
+             it, 0: tomorrow equals today): {}\n",
+            shown.join(", ")
+        )),
+        "{err}"
+    );
 }
 
 #[test]
