@@ -33,6 +33,19 @@ fn bad_input_is_reported_with_a_typed_error() {
         m.retrain(false),
         Err(HybridError::TooFewTransitions { got: 0, .. })
     ));
+    // a task rank above the number of species, for either setting, names the field
+    for (rank, one_line, field) in [
+        (10, None, "gp.rank = 10"),
+        (2, Some(10), "gp.rank_one_line = 10"),
+    ] {
+        let mut cfg = HybridConfig::default();
+        cfg.gp.rank = rank;
+        cfg.gp.rank_one_line = one_line;
+        match HybridModel::new(cfg) {
+            Err(HybridError::Config(m)) => assert!(m.contains(field), "{m}"),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
     // wrong file
     assert!(matches!(
         HybridModel::from_json("{\"format\":\"x\"}"),
