@@ -29,7 +29,7 @@ fn benches(c: &mut Criterion) {
         "offline fit, 27-run design, unvaried controls left out",
         |b| b.iter(|| HybridModel::fit_runs(as_train.clone(), black_box(&runs27)).expect("fit")),
     );
-    let (_, rep) = HybridModel::fit_runs(as_train.clone(), &runs27).expect("fit");
+    let (trained, rep) = HybridModel::fit_runs(as_train.clone(), &runs27).expect("fit");
     assert!(rep.converged, "the offline fit must converge: {rep:?}");
     // as `perfusio evaluate` fits its `hybrid` entry: no calibration, so the mechanism's
     // one-day sd is matched to the runs first
@@ -54,6 +54,15 @@ fn benches(c: &mut Criterion) {
     let measured: Vec<_> = run.rows().iter().map(|r| r.species).collect();
     let controls: Vec<_> = run.rows().iter().map(|r| r.controls).collect();
     online::forecasts(&mut g, "offline", &offline, &measured, &controls);
+    // the model `perfusio train` writes (calibrated, unvaried controls left out, fitted
+    // mechanism weights, independent species)
+    online::forecasts(
+        &mut g,
+        "offline as train fits",
+        &trained,
+        &measured,
+        &controls,
+    );
     g.finish();
 }
 
