@@ -1634,24 +1634,25 @@ impl HybridModel {
             });
         }
         let mut model = Self::new(file.config)?;
-        if let Some(w) = file.mechanism_weights {
-            check_weights(&w)?;
-            model.mechanism_weights = Some(w);
+        if let Some(w) = &file.mechanism_weights {
+            check_weights(w)?;
+        }
+        if let Some(p) = &file.calibrated_params {
+            p.check()?;
+        }
+        model.mechanism_weights = file.mechanism_weights;
+        model.calibrated_params = file.calibrated_params;
+        if model.mechanism_weights.is_some() || model.calibrated_params.is_some() {
             let params = file.calibrated_params.unwrap_or(model.config.prior);
-            model.set_means(build_means(&model.config, params, Some(&w)));
+            model.set_means(build_means(
+                &model.config,
+                params,
+                model.mechanism_weights.as_ref(),
+            ));
         }
         model.dataset = file.dataset;
         model.last_fit = file.last_fit;
         model.process_var = file.process_var;
-        if let Some(p) = file.calibrated_params {
-            p.check()?;
-            model.set_means(build_means(
-                &model.config,
-                p,
-                model.mechanism_weights.as_ref(),
-            ));
-            model.calibrated_params = Some(p);
-        }
         model.calibration = file.calibration;
         model.retrains_since_calibration = file.retrains_since_calibration;
         model.lines = file.lines;
