@@ -16,12 +16,22 @@ pub(crate) fn design_runs(n: usize, days: u32, truth: CloneKind, seed: u64) -> V
     doe::simulate_design(&doe::training_design()[..n], &cfg, days).unwrap()
 }
 
-/// A hybrid model (prior clone X) trained on `n` design runs of clone `truth`.
-pub(crate) fn trained(n: usize, truth: CloneKind) -> HybridModel {
-    let runs: Vec<_> = design_runs(n, 28, truth, 5)
+/// [`design_runs`] without cell-line labels, as `HybridModel::fit_runs` takes them.
+pub(crate) fn unlabelled_design(
+    n: usize,
+    days: u32,
+    truth: CloneKind,
+    seed: u64,
+) -> Vec<(Trajectory, Option<String>)> {
+    design_runs(n, days, truth, seed)
         .into_iter()
         .map(|t| (t, None))
-        .collect();
+        .collect()
+}
+
+/// A hybrid model (prior clone X) trained on `n` design runs of clone `truth`.
+pub(crate) fn trained(n: usize, truth: CloneKind) -> HybridModel {
+    let runs = unlabelled_design(n, 28, truth, 5);
     let (m, report) = HybridModel::fit_runs(HybridConfig::default(), &runs).unwrap();
     assert!(report.rows > 0);
     m

@@ -4,7 +4,7 @@ use perfusio_core::{Control, N_CONTROLS, N_SPECIES};
 use perfusio_hybrid::{GpSettings, HybridConfig, HybridModel};
 use perfusio_mechanistic::CloneKind;
 
-use crate::common::{defaults, design_runs};
+use crate::common::{defaults, unlabelled_design};
 
 fn fitted(ignore: bool) -> HybridModel {
     let config = HybridConfig {
@@ -15,10 +15,7 @@ fn fitted(ignore: bool) -> HybridModel {
         },
         ..HybridConfig::default()
     };
-    let runs: Vec<_> = design_runs(4, 14, CloneKind::CloneY, 5)
-        .into_iter()
-        .map(|t| (t, None))
-        .collect();
+    let runs = unlabelled_design(4, 14, CloneKind::CloneY, 5);
     HybridModel::fit_runs(config, &runs).unwrap().0
 }
 

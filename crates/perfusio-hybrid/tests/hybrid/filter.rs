@@ -4,7 +4,7 @@ use perfusio_core::{N_SPECIES, Species};
 use perfusio_hybrid::{HybridConfig, HybridModel, MATCH_ROUNDS, MATCHED_SD_BOUNDS};
 use perfusio_mechanistic::{CloneKind, KineticParams, NoiseModel};
 
-use crate::common::{defaults, design_runs, run};
+use crate::common::{defaults, design_runs, run, unlabelled_design};
 
 /// Over 12 seeds of a 21-day run (noise on, 5 % missing), the filtered state is closer to
 /// the clean truth than the raw sample, for every species that has noise.
@@ -94,10 +94,7 @@ fn missing_species_are_estimated_with_their_uncertainty() {
 /// mechanism drives to 0 while the plant holds ~50 mmol/L, goes to its ceiling.
 #[test]
 fn matched_mechanism_sd_is_small_where_the_mechanism_is_right_and_large_where_it_is_not() {
-    let runs: Vec<_> = design_runs(9, 21, CloneKind::CloneY, 11)
-        .into_iter()
-        .map(|t| (t, None))
-        .collect();
+    let runs = unlabelled_design(9, 21, CloneKind::CloneY, 11);
     let mut model =
         HybridModel::new(HybridConfig::with_prior(KineticParams::clone_x(), "CloneX")).unwrap();
     model.add_runs(&runs).unwrap();
@@ -138,10 +135,7 @@ fn matched_mechanism_sd_is_small_where_the_mechanism_is_right_and_large_where_it
 fn at_the_matched_sd_the_innovations_have_their_predicted_variance() {
     let mut prior = KineticParams::clone_x();
     prior.mu_max *= 1.15;
-    let runs: Vec<_> = design_runs(9, 21, CloneKind::CloneX, 12)
-        .into_iter()
-        .map(|t| (t, None))
-        .collect();
+    let runs = unlabelled_design(9, 21, CloneKind::CloneX, 12);
     let mut model = HybridModel::new(HybridConfig::with_prior(prior, "fast")).unwrap();
     model.add_runs(&runs).unwrap();
     let m = model.match_mechanism_sd().unwrap();
@@ -211,10 +205,7 @@ fn the_matched_sd_travels_in_the_fit_report_and_the_model_file() {
     assert!(!HybridConfig::default().match_mechanism_sd);
     let cfg = HybridConfig::for_design(KineticParams::clone_x(), "CloneX");
     assert!(cfg.match_mechanism_sd);
-    let runs: Vec<_> = design_runs(4, 12, CloneKind::CloneX, 3)
-        .into_iter()
-        .map(|t| (t, None))
-        .collect();
+    let runs = unlabelled_design(4, 12, CloneKind::CloneX, 3);
     let (model, report) = HybridModel::fit_runs(
         HybridConfig {
             calibrate: None,
@@ -295,10 +286,7 @@ fn a_species_never_measured_keeps_the_configured_sd() {
 /// in the fit report and the model file.
 #[test]
 fn mechanism_weights_drop_the_pathway_the_plant_lacks_and_travel_with_the_model() {
-    let runs: Vec<_> = design_runs(6, 16, CloneKind::CloneY, 8)
-        .into_iter()
-        .map(|t| (t, None))
-        .collect();
+    let runs = unlabelled_design(6, 16, CloneKind::CloneY, 8);
     let (plain, _) = HybridModel::fit_runs(
         HybridConfig {
             calibrate: None,
