@@ -690,6 +690,31 @@ pub(crate) fn mul(lhs: MatRef<'_, f64>, rhs: MatRef<'_, f64>) -> Mat<f64> {
     out
 }
 
+/// Query batches up to this many rows take [`mul_rows`]'s dot products.
+const FEW_ROWS: usize = 4;
+
+/// `x a` (`x` m × N, `a` N × K) as `m × K`. For a few rows of `x` (the one query a day of a
+/// moment-matched forecast), K·m dot products down `a`'s contiguous columns: a general
+/// product first copies `a` into packed panels, which for one row costs more than the
+/// product itself (on the 27-run design `a` is the 756 × 756 eigenbasis, read once a day).
+pub(crate) fn mul_rows(x: MatRef<'_, f64>, a: MatRef<'_, f64>) -> Mat<f64> {
+    let (m, k) = (x.nrows(), a.ncols());
+    let cols: Option<Vec<&[f64]>> = (m <= FEW_ROWS)
+        .then(|| {
+            (0..k)
+                .map(|c| a.col(c).try_as_col_major().map(|c| c.as_slice()))
+                .collect()
+        })
+        .flatten();
+    let Some(cols) = cols else {
+        return mul(x, a);
+    };
+    let rows: Vec<Vec<f64>> = (0..m)
+        .map(|p| (0..x.ncols()).map(|j| x[(p, j)]).collect())
+        .collect();
+    Mat::from_fn(m, k, |p, c| dot4(&rows[p], cols[c]))
+}
+
 /// Solve `L X = B` in place for lower-triangular `L`, the columns of `B` split over
 /// [`THREADS`] threads when large.
 pub(crate) fn solve_lower(l: MatRef<'_, f64>, b: MatMut<'_, f64>) {
@@ -1272,6 +1297,9 @@ pub(crate) struct Posterior {
     /// Truncated eigenbasis for batched task covariances, built on first use.
     #[serde(skip)]
     pub(crate) trunc: crate::model::lowrank::TruncCache,
+    /// The non-zero columns of the empty-cell correction, found on first use.
+    #[serde(skip)]
+    pub(crate) gapcols: crate::model::gapcols::GapCache,
 }
 
 pub(crate) fn to_vec(m: MatRef<'_, f64>) -> Vec<f64> {
@@ -1378,6 +1406,7 @@ pub(crate) fn build_posterior<K: Kernel>(
             b: to_vec(kp.b.as_ref()),
             noise,
             trunc: Default::default(),
+            gapcols: Default::default(),
         };
         return Ok((post, path, kp.nlml, 0.0));
     }
@@ -1426,5 +1455,6 @@ pub(crate) fn dense_posterior(
         b: to_vec(b),
         noise,
         trunc: Default::default(),
+        gapcols: Default::default(),
     }
 }

@@ -36,6 +36,7 @@
 //! truncation.
 
 use crate::engine::{self, PostState, Posterior};
+use crate::model::gapcols::GapCols;
 use faer::Mat;
 use std::sync::{Arc, OnceLock};
 
@@ -123,8 +124,9 @@ pub(crate) struct Truncated {
     pub(crate) lr: Vec<f64>,
     /// Their rows of `M`, r × T² (column `t·T + t'`).
     pub(crate) mr: Mat<f64>,
-    /// Kept rows of `Z = Q_xᵀ Ĝ`, r × (T·m), when the grid has empty cells.
-    pub(crate) zr: Option<Mat<f64>>,
+    /// Kept rows of the non-zero columns of `Z = Q_xᵀ Ĝ` (r × nnz), and which columns
+    /// those are, when the grid has empty cells.
+    pub(crate) zr: Option<(Mat<f64>, Arc<GapCols>)>,
     /// Per column `(t,c)` of `Z`, with `zr`: `w_{t,c}` and `ζ_{t,c}`, the λ-weighted and the
     /// plain norms of its left-out rows.
     pub(crate) tails: Vec<(f64, f64)>,
@@ -172,24 +174,24 @@ fn build(post: &Posterior, t: usize, tol: f64) -> Option<Truncated> {
                 .fold(0.0, f64::max)
         })
         .collect();
-    let (zr, tails) = match gap {
-        Some(gh) if *n_gap > 0 => {
+    let (zr, tails) = match (gap, post.gapcols.get(post, t)) {
+        (Some(gh), Some(gc)) if *n_gap > 0 => {
             let mg = *n_gap;
             let gh = engine::from_vec(gh, nb, t * mg);
-            let zr = engine::mul(qr.transpose(), gh);
+            // the kept rows of the non-zero columns of Z (the others are zero)
+            let zr = engine::mul(qr.transpose(), gc.columns(gh));
             // ‖Ĝ col‖² = ‖Z col‖² (Q_x is orthogonal): without the stored tails (an older
             // file), a tail is the total less the kept rows, with a round-off margin
             let stored = |v: &Option<Vec<f64>>| v.as_ref().filter(|v| v.len() == t * mg).cloned();
             let (w2, z2) = match (stored(gap_tail), stored(gap_tail_norm)) {
                 (Some(w2), Some(z2)) => (w2, z2),
                 (w2, z2) => {
-                    let derived: Vec<f64> = (0..t * mg)
-                        .map(|c| {
-                            let total: f64 = (0..nb).map(|j| gh[(j, c)] * gh[(j, c)]).sum();
-                            let kept: f64 = (0..r).map(|k| zr[(k, c)] * zr[(k, c)]).sum();
-                            (total - kept).max(0.0) + ROUNDOFF * total
-                        })
-                        .collect();
+                    let mut derived = vec![0.0; t * mg];
+                    for (j, &c) in gc.cols.iter().enumerate() {
+                        let total: f64 = (0..nb).map(|i| gh[(i, c)] * gh[(i, c)]).sum();
+                        let kept: f64 = (0..r).map(|k| zr[(k, j)] * zr[(k, j)]).sum();
+                        derived[c] = (total - kept).max(0.0) + ROUNDOFF * total;
+                    }
                     (
                         w2.unwrap_or_else(|| derived.iter().map(|v| l_tail * v).collect()),
                         z2.unwrap_or(derived),
@@ -201,7 +203,7 @@ fn build(post: &Posterior, t: usize, tol: f64) -> Option<Truncated> {
                 .zip(&z2)
                 .map(|(w, z)| (w.max(0.0).sqrt(), z.max(0.0).sqrt()))
                 .collect();
-            (Some(zr), tails)
+            (Some((zr, gc)), tails)
         }
         _ => (None, Vec::new()),
     };
@@ -255,7 +257,7 @@ impl Truncated {
         let m = kxs.nrows();
         let r = self.r;
         let per = t * t;
-        let um = engine::mul(kxs.as_ref(), self.qr.as_ref());
+        let um = engine::mul_rows(kxs.as_ref(), self.qr.as_ref());
         let um2 = Mat::from_fn(m, r, |p, i| um[(p, i)] * um[(p, i)]);
         let red = engine::mul(um2.as_ref(), self.mr.as_ref());
         for p in 0..m {
@@ -275,25 +277,19 @@ impl Truncated {
             .zip(&kept_w)
             .map(|(k, w)| (k - w).max(0.0) + ROUNDOFF * k.abs())
             .collect();
-        // V = u_R Z_R, transposed (`T·m × queries`; faer keeps a column contiguous, so each
-        // query's V is one slice): its contribution to every query, and |V| for the bounds
+        // V = u_R Z_R, transposed (`T·m × queries`, one contiguous slice per query, zero in
+        // the columns that are): its contribution to every query, and |V| for the bounds
         let mg = self.n_gap;
         let vt = match &self.zr {
-            Some(zr) => engine::mul(zr.transpose(), um.transpose()),
+            Some((zr, gc)) => {
+                let vt = gc.scatter(t, engine::mul_rows(um.as_ref(), zr.as_ref()));
+                for p in 0..m {
+                    gc.add_vvt(vt.col_as_slice(p), t, &mut out[p * per..(p + 1) * per]);
+                }
+                vt
+            }
             None => Mat::zeros(0, m),
         };
-        for p in 0..m {
-            let vp = vt.col_as_slice(p);
-            for t1 in 0..t {
-                for t2 in 0..=t1 {
-                    let s = engine::dot4(&vp[t1 * mg..(t1 + 1) * mg], &vp[t2 * mg..(t2 + 1) * mg]);
-                    out[p * per + t1 * t + t2] += s;
-                    if t2 != t1 {
-                        out[p * per + t2 * t + t1] += s;
-                    }
-                }
-            }
-        }
         // first with ρ alone (enough near the data), then with the residual norm for the
         // queries that failed (one more product of the kept size, for those only)
         let mut scratch = Scratch::new(t, mg);
@@ -403,6 +399,17 @@ impl Truncated {
             for t2 in 0..t1 {
                 let limit = tol * (s.lower[t1] * s.lower[t2]).sqrt();
                 let base = s.bound[t1 * t + t2];
+                // tasks that share no cell: every term of the sum has a zero factor
+                if !self
+                    .zr
+                    .as_ref()
+                    .is_some_and(|(_, gc)| gc.active[t1 * t + t2])
+                {
+                    if base > limit {
+                        return false;
+                    }
+                    continue;
+                }
                 let (na1, nb1, na2, nb2) = (s.norm_a[t1], s.norm_b[t1], s.norm_a[t2], s.norm_b[t2]);
                 if base + na1 * nb2 + nb1 * na2 + nb1 * nb2 <= limit {
                     continue;

@@ -3,6 +3,7 @@
 //! `predict`, online updates in `online`.
 
 mod fit;
+pub(crate) mod gapcols;
 pub(crate) mod lowrank;
 mod online;
 mod predict;

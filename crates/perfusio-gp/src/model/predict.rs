@@ -214,7 +214,7 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
             } => {
                 let qx = engine::from_vec(qx, nb, nb);
                 let mtt = engine::from_vec(mtt, nb, t * t);
-                let um = engine::mul(q.kxs.as_ref(), qx);
+                let um = engine::mul_rows(q.kxs.as_ref(), qx);
                 let um2 = Mat::from_fn(m, nb, |p, i| um[(p, i)] * um[(p, i)]);
                 if diag_only {
                     let rm = Mat::from_fn(nb, t, |i, tt| mtt[(i, tt * t + tt)]);
@@ -232,29 +232,23 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
                         }
                     }
                 }
-                if let Some(gh) = gap {
+                if let (Some(gh), Some(gc)) = (gap, self.post.gapcols.get(&self.post, t)) {
                     let mg = *n_gap;
                     let gh = engine::from_vec(gh, nb, t * mg);
-                    // transposed (`T·m × queries`), so each query's correction is one
-                    // contiguous slice whatever the batch size
-                    let zt = engine::mul(gh.transpose(), q.kxs.transpose());
+                    // the non-zero columns only, scattered back to one contiguous
+                    // `T·m` column per query
+                    let zt = gc.scatter(t, engine::mul_rows(q.kxs.as_ref(), gc.columns(gh)));
                     for p in 0..m {
                         let zp = zt.col_as_slice(p);
-                        let block = |tt: usize| &zp[tt * mg..(tt + 1) * mg];
-                        for t1 in 0..t {
-                            // the empty cells carry no information: their correction
-                            // adds variance back
-                            if diag_only {
-                                out[p * t + t1] += engine::dot4(block(t1), block(t1));
-                            } else {
-                                for t2 in 0..=t1 {
-                                    let s = engine::dot4(block(t1), block(t2));
-                                    out[p * t * t + t1 * t + t2] += s;
-                                    if t2 != t1 {
-                                        out[p * t * t + t2 * t + t1] += s;
-                                    }
-                                }
+                        // the empty cells carry no information: their correction adds
+                        // variance back
+                        if diag_only {
+                            for t1 in 0..t {
+                                let block = &zp[t1 * mg..(t1 + 1) * mg];
+                                out[p * t + t1] += engine::dot4(block, block);
                             }
+                        } else {
+                            gc.add_vvt(zp, t, &mut out[p * t * t..(p + 1) * t * t]);
                         }
                     }
                 }
@@ -557,15 +551,20 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
                                 .sum::<f64>();
                     }
                 }
-                if let Some(gh) = gap {
+                if let (Some(gh), Some(gc)) = (gap, self.post.gapcols.get(&self.post, t)) {
                     let mg = *n_gap;
-                    let gh = engine::from_vec(gh, nb, t * mg);
+                    let g = gc.columns(engine::from_vec(gh, nb, t * mg));
                     for tt in 0..t {
-                        let z: Vec<f64> = (0..mg)
-                            .map(|c| (0..nb).map(|i| kx[i] * gh[(i, tt * mg + c)]).sum())
+                        // the task's non-zero columns (the others add nothing)
+                        let js: Vec<usize> = (0..gc.cols.len())
+                            .filter(|&j| gc.cols[j] / mg == tt)
+                            .collect();
+                        let z: Vec<f64> = js
+                            .iter()
+                            .map(|&j| (0..nb).map(|i| kx[i] * g[(i, j)]).sum())
                             .collect();
                         let qv: Vec<f64> = (0..nb)
-                            .map(|i| (0..mg).map(|c| z[c] * gh[(i, tt * mg + c)]).sum())
+                            .map(|i| js.iter().zip(&z).map(|(&j, zj)| zj * g[(i, j)]).sum())
                             .collect();
                         for j in 0..d {
                             dcorr[(tt, j)] -=
@@ -695,11 +694,13 @@ impl<K: Kernel + Clone> MultiTaskGp<K> {
                     um[(rows.row_u[c], i)] * wv[(u, rows.row_t[c])] / (lx[i] * lb[u] + 1.0).sqrt()
                 });
                 let mut corr: Mat<f64> = v.transpose() * v.as_ref();
-                if let Some(gh) = gap {
+                if let (Some(gh), Some(gc)) = (gap, self.post.gapcols.get(&self.post, t)) {
                     let mg = *n_gap;
                     let gh = engine::from_vec(gh, nb, t * mg);
-                    let z: Mat<f64> = q.kxs.as_ref() * gh;
-                    let zs = Mat::from_fn(mg, m, |c, r| z[(rows.row_u[r], rows.row_t[r] * mg + c)]);
+                    let z = engine::mul_rows(q.kxs.as_ref(), gc.columns(gh));
+                    let zs = Mat::from_fn(mg, m, |c, r| {
+                        gc.pos[rows.row_t[r] * mg + c].map_or(0.0, |j| z[(rows.row_u[r], j)])
+                    });
                     let zz: Mat<f64> = zs.transpose() * zs.as_ref();
                     corr -= &zz;
                 }
