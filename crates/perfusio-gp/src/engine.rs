@@ -525,26 +525,113 @@ fn par_rows<R: Send>(n: usize, work: usize, f: impl Fn(&[usize]) -> R + Sync) ->
 
 /// Base kernel matrix over the unique training inputs.
 pub(crate) fn kx_matrix<K: Kernel>(k: &K, ts: &TrainSet) -> Mat<f64> {
+    kx_matrix_impl(k, ts, false).0
+}
+
+/// Stored per-pair kernel gradients above this many numbers are recomputed instead (32 MB).
+const PAIR_GRADS_MAX: usize = 8_000_000;
+
+/// The kernel's gradient at every pair `j ≤ i` of training inputs, kept from the pass that
+/// formed `K_x` for [`contract_stored`]: a likelihood gradient then costs one weighted sum
+/// of stored vectors instead of a second kernel evaluation per pair (a square root and an
+/// exponential each: a third of an online refit's time).
+pub(crate) struct PairGrads {
+    /// Per part of [`par_rows`]: its rows, and the gradients of their pairs in row order
+    /// (`n_params` numbers per pair).
+    parts: Vec<(Vec<usize>, Vec<f64>)>,
+}
+
+/// [`kx_matrix`], and with `grads` the per-pair gradients too when they fit in
+/// [`PAIR_GRADS_MAX`] (the entries are then the values [`Kernel::eval_grad`] returns).
+pub(crate) fn kx_matrix_impl<K: Kernel>(
+    k: &K,
+    ts: &TrainSet,
+    grads: bool,
+) -> (Mat<f64>, Option<PairGrads>) {
     let n = ts.n_base;
+    let np = k.n_params();
+    let grads = grads && np > 0 && n * (n + 1) / 2 * np <= PAIR_GRADS_MAX;
     let work = n * n / 2 * ts.d.max(1);
     let parts = par_rows(n, work, |rows| {
         let mut vals = Vec::new();
+        let mut store = Vec::new();
+        let mut buf = vec![0.0; np];
         for &i in rows {
             let xi = ts.base_row(i);
             for j in 0..=i {
-                vals.push((i, j, k.eval(xi, ts.base_row(j))));
+                let v = if grads {
+                    let v = k.eval_grad(xi, ts.base_row(j), &mut buf);
+                    store.extend_from_slice(&buf);
+                    v
+                } else {
+                    k.eval(xi, ts.base_row(j))
+                };
+                vals.push((i, j, v));
             }
         }
-        vals
+        (rows.to_vec(), vals, store)
     });
     let mut m = Mat::<f64>::zeros(n, n);
-    for part in parts {
-        for (i, j, v) in part {
+    let mut stored = Vec::with_capacity(parts.len());
+    for (rows, vals, store) in parts {
+        for (i, j, v) in vals {
             m[(i, j)] = v;
             m[(j, i)] = v;
         }
+        stored.push((rows, store));
     }
-    m
+    (m, grads.then_some(PairGrads { parts: stored }))
+}
+
+/// `out[p] = Σ_ij G[i,j] ∂K_x[i,j]/∂θ_p` for symmetric `G` given by its lower triangle,
+/// one pass over the pairs: from the stored gradients when given, else evaluated.
+pub(crate) fn contract_any<K: Kernel>(
+    k: &K,
+    ts: &TrainSet,
+    stored: Option<&PairGrads>,
+    g: MatRef<'_, f64>,
+    out: &mut [f64],
+) {
+    let Some(pg) = stored else {
+        return contract(k, ts, g, out);
+    };
+    let np = k.n_params();
+    // the parts as `contract` splits them (same weights, same order), each on its thread
+    let part = |(rows, store): &(Vec<usize>, Vec<f64>)| {
+        let mut acc = vec![0.0; np];
+        let mut off = 0;
+        for &i in rows {
+            for j in 0..=i {
+                let w = if i == j { g[(i, i)] } else { 2.0 * g[(i, j)] };
+                if w != 0.0 {
+                    for (o, b) in acc.iter_mut().zip(&store[off..off + np]) {
+                        *o += w * b;
+                    }
+                }
+                off += np;
+            }
+        }
+        acc
+    };
+    let accs: Vec<Vec<f64>> = match pg.parts.split_first() {
+        Some((first, rest)) if !rest.is_empty() => std::thread::scope(|sc| {
+            let handles: Vec<_> = rest.iter().map(|p| sc.spawn(move || part(p))).collect();
+            let mut accs = vec![part(first)];
+            for h in handles {
+                match h.join() {
+                    Ok(a) => accs.push(a),
+                    Err(e) => std::panic::resume_unwind(e),
+                }
+            }
+            accs
+        }),
+        _ => pg.parts.iter().map(part).collect(),
+    };
+    for acc in accs {
+        for (o, v) in out.iter_mut().zip(acc) {
+            *o += v;
+        }
+    }
 }
 
 /// `out[p] = Σ_ij G[i,j] ∂K_x[i,j]/∂θ_p` for symmetric `G` given by its lower triangle,
@@ -836,7 +923,7 @@ pub(crate) fn eval_dense<K: Kernel>(
     opts: &FitOptions,
     want_grad: bool,
 ) -> Result<Eval> {
-    let kx = kx_matrix(k, ts);
+    let (kx, pair_grads) = kx_matrix_impl(k, ts, want_grad);
     let b = task_matrix(theta, lay);
     let noise: Vec<f64> = theta[lay.noise()].iter().map(|v| v.exp()).collect();
     let n = ts.n();
@@ -863,7 +950,7 @@ pub(crate) fn eval_dense<K: Kernel>(
             gn[tr] += kinv[(r, r)] - alpha[r] * alpha[r];
         }
         let mut gk = vec![0.0; lay.nk];
-        contract(k, ts, gx.as_ref(), &mut gk);
+        contract_any(k, ts, pair_grads.as_ref(), gx.as_ref(), &mut gk);
         for (g, v) in grad.iter_mut().zip(&gk) {
             *g = 0.5 * v;
         }
@@ -886,6 +973,8 @@ pub(crate) struct KronParts {
     pub(crate) nlml: f64,
     /// The missing-cell correction, if any.
     pub(crate) gap: Option<GapParts>,
+    /// The kernel's gradients at every pair of inputs, when asked for and small enough.
+    pub(crate) pair_grads: Option<PairGrads>,
 }
 
 /// Missing-cell correction of the Kronecker path.
@@ -922,10 +1011,11 @@ pub(crate) fn kron_parts<K: Kernel>(
     grid: &Grid,
     theta: &[f64],
     lay: &Layout,
+    pair_grads: bool,
 ) -> Result<KronParts> {
     let (n, t) = (ts.n_base, lay.t);
     let zmat = grid.z.as_ref();
-    let kx = kx_matrix(k, ts);
+    let (kx, pair_grads) = kx_matrix_impl(k, ts, pair_grads);
     let b = task_matrix(theta, lay);
     let sd: Vec<f64> = theta[lay.noise()].iter().map(|v| (0.5 * v).exp()).collect();
     let bt = Mat::from_fn(t, t, |i, j| b[(i, j)] / (sd[i] * sd[j]));
@@ -957,6 +1047,7 @@ pub(crate) fn kron_parts<K: Kernel>(
         a,
         nlml: 0.0,
         gap: None,
+        pair_grads,
     };
     let mut logdet_gap = 0.0;
     if !grid.missing.is_empty() {
@@ -1140,7 +1231,7 @@ pub(crate) fn eval_kron<K: Kernel>(
     want_grad: bool,
     pause: crate::model::Pause<'_>,
 ) -> Result<Eval> {
-    let p = kron_parts(k, ts, grid, theta, lay)?;
+    let p = kron_parts(k, ts, grid, theta, lay, want_grad)?;
     let (n, t) = (ts.n_base, lay.t);
     // (a pausable fit's hook, between the evaluation's large products)
     pause();
@@ -1176,7 +1267,7 @@ pub(crate) fn eval_kron<K: Kernel>(
         gemm_lower(gx.as_mut(), true, ab.as_ref(), p.a.transpose(), -1.0);
         pause();
         let mut gk = vec![0.0; lay.nk];
-        contract(k, ts, gx.as_ref(), &mut gk);
+        contract_any(k, ts, p.pair_grads.as_ref(), gx.as_ref(), &mut gk);
         pause();
 
         for (g, v) in grad.iter_mut().zip(&gk) {
@@ -1361,7 +1452,7 @@ pub(crate) fn build_posterior<K: Kernel>(
 ) -> Result<(Posterior, SolverPath, f64, f64)> {
     let noise: Vec<f64> = theta[lay.noise()].iter().map(|v| v.exp()).collect();
     if let Some(grid) = grid_for(ts, opts) {
-        let kp = kron_parts(k, ts, &grid, theta, lay)?;
+        let kp = kron_parts(k, ts, &grid, theta, lay, false)?;
         // (a pausable fit's hook, before the empty-cell correction's product)
         pause();
         let (n, t) = (ts.n_base, lay.t);
@@ -1456,5 +1547,71 @@ pub(crate) fn dense_posterior(
         noise,
         trunc: Default::default(),
         gapcols: Default::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::kernel::{KernelSpec, Matern, Nu};
+
+    /// `n` inputs in `d` dimensions on a fixed pseudo-random pattern, one task.
+    fn train_set(n: usize, d: usize) -> TrainSet {
+        let base: Vec<f64> = (0..n * d)
+            .map(|k| ((k as f64 * 0.618_033_988_7).fract() * 7.0).sin().abs())
+            .collect();
+        TrainSet {
+            d,
+            n_tasks: 1,
+            base,
+            n_base: n,
+            row_base: (0..n).collect(),
+            row_task: vec![0; n],
+            z: vec![0.0; n],
+        }
+    }
+
+    /// The gradient contraction from the gradients stored while `K_x` was formed equals
+    /// the one that evaluates the kernel again, bit for bit, and so does `K_x`: on one part
+    /// (a small set) and on two threads' parts (a set large enough to split); a set whose
+    /// gradients would exceed the cap stores none.
+    #[test]
+    fn stored_pair_gradients_contract_exactly_as_evaluated_ones() {
+        for (n, d) in [(30, 4), (700, 17)] {
+            let ts = train_set(n, d);
+            let mut k = KernelSpec::Matern(Matern::new(Nu::FiveHalves, d, 0.7));
+            let p: Vec<f64> = (0..d).map(|j| (0.3 + 0.05 * j as f64).ln()).collect();
+            k.set_params(&p).unwrap();
+            let (kx, pg) = kx_matrix_impl(&k, &ts, true);
+            let pg = pg.unwrap();
+            assert_eq!(pg.parts.len(), if n > 100 { THREADS } else { 1 });
+            let plain = kx_matrix(&k, &ts);
+            for i in 0..n {
+                for j in 0..n {
+                    assert_eq!(kx[(i, j)].to_bits(), plain[(i, j)].to_bits());
+                }
+            }
+            // a symmetric weight matrix with some exact zeros (skipped by both)
+            let g = Mat::from_fn(n, n, |i, j| {
+                let (a, b) = (i.max(j), i.min(j));
+                if (a + b) % 7 == 0 {
+                    0.0
+                } else {
+                    ((a * 31 + b * 17) as f64).sin()
+                }
+            });
+            let (mut stored, mut evaluated) = (vec![0.0; d], vec![0.0; d]);
+            contract_any(&k, &ts, Some(&pg), g.as_ref(), &mut stored);
+            contract(&k, &ts, g.as_ref(), &mut evaluated);
+            for (a, b) in stored.iter().zip(&evaluated) {
+                assert_eq!(a.to_bits(), b.to_bits(), "{a} vs {b}");
+            }
+            assert!(evaluated.iter().all(|v| v.abs() > 0.0));
+        }
+        let ts = train_set(1000, 17);
+        let k = KernelSpec::Matern(Matern::new(Nu::FiveHalves, 17, 0.7));
+        const { assert!(1000 * 1001 / 2 * 17 > PAIR_GRADS_MAX) };
+        assert!(kx_matrix_impl(&k, &ts, true).1.is_none());
     }
 }
