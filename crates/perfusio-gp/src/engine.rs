@@ -528,13 +528,13 @@ pub(crate) fn kx_matrix<K: Kernel>(k: &K, ts: &TrainSet) -> Mat<f64> {
     kx_matrix_impl(k, ts, false).0
 }
 
-/// Stored per-pair kernel gradients above this many numbers are recomputed instead (32 MB).
+/// Stored per-pair kernel gradients above this many numbers (64 MB) are recomputed instead.
 const PAIR_GRADS_MAX: usize = 8_000_000;
 
 /// The kernel's gradient at every pair `j ≤ i` of training inputs, kept from the pass that
 /// formed `K_x` for [`contract_stored`]: a likelihood gradient then costs one weighted sum
 /// of stored vectors instead of a second kernel evaluation per pair (a square root and an
-/// exponential each: a third of an online refit's time).
+/// exponential each: about a quarter of an online refit's time, measured).
 pub(crate) struct PairGrads {
     /// Per part of [`par_rows`]: its rows, and the gradients of their pairs in row order
     /// (`n_params` numbers per pair).
