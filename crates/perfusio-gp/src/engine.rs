@@ -532,7 +532,7 @@ pub(crate) fn kx_matrix<K: Kernel>(k: &K, ts: &TrainSet) -> Mat<f64> {
 const PAIR_GRADS_MAX: usize = 8_000_000;
 
 /// The kernel's gradient at every pair `j ≤ i` of training inputs, kept from the pass that
-/// formed `K_x` for [`contract_stored`]: a likelihood gradient then costs one weighted sum
+/// formed `K_x` for [`contract_any`]: a likelihood gradient then costs one weighted sum
 /// of stored vectors instead of a second kernel evaluation per pair (a square root and an
 /// exponential each: about a quarter of an online refit's time, measured).
 pub(crate) struct PairGrads {
