@@ -1728,17 +1728,18 @@ fn a_large_fit_from_scratch_converges_through_its_subset_stages() {
 /// A fixed-hyperparameter GP on 320 inputs × 3 tasks with empty cells: large enough for
 /// the truncated task covariances.
 fn large_gapped_gp() -> MultiTaskGp {
+    large_gapped(2, vec![0.5, 0.2, 0.4, 0.3, 0.6, 0.1], vec![0.1; 3])
+}
+
+/// [`large_gapped_gp`] with task rank `rank`, its loadings `w` and diagonal `kappa`.
+fn large_gapped(rank: usize, w: Vec<f64>, kappa: Vec<f64>) -> MultiTaskGp {
     let (d, t) = (1, 3);
     let (x, y) = synth(320, d, t, 5, 0.05);
     let mut k = KernelSpec::Matern(Matern::new(Nu::FiveHalves, d, 0.7));
     k.set_params(&[0.3f64.ln()]).unwrap();
     let gp = GpParams::with_kernel(k, t)
-        .rank(2)
-        .task_init(
-            vec![0.5, 0.2, 0.4, 0.3, 0.6, 0.1],
-            vec![0.1; 3],
-            vec![0.01, 0.02, 0.03],
-        )
+        .rank(rank)
+        .task_init(w, kappa, vec![0.01, 0.02, 0.03])
         .tuning(Tuning::fixed())
         .check()
         .unwrap()
@@ -1953,19 +1954,8 @@ fn independent_tasks_with_empty_cells_agree_with_the_dense_path() {
         }
     }
     // large enough to truncate: within the certified tolerance of the full computation
-    let (d, t) = (1, 3);
-    let (x, y) = synth(320, d, t, 5, 0.05);
-    let mut k = KernelSpec::Matern(Matern::new(Nu::FiveHalves, d, 0.7));
-    k.set_params(&[0.3f64.ln()]).unwrap();
-    let gp = GpParams::with_kernel(k, t)
-        .rank(0)
-        .task_init(vec![], vec![0.1, 0.2, 0.3], vec![0.01, 0.02, 0.03])
-        .tuning(Tuning::fixed())
-        .check()
-        .unwrap()
-        .fit(&x, d + 1, &y)
-        .unwrap();
-    assert_eq!(gp.path(), SolverPath::KroneckerWithGaps);
+    let t = 3;
+    let gp = large_gapped(0, vec![], vec![0.1, 0.2, 0.3]);
     let tol = gp.options().predict_rel_tol;
     let mut full = gp.clone();
     full.set_predict_rel_tol(0.0).unwrap();
