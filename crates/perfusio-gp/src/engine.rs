@@ -553,8 +553,12 @@ pub(crate) fn kx_matrix_impl<K: Kernel>(
     let grads = grads && np > 0 && n * (n + 1) / 2 * np <= PAIR_GRADS_MAX;
     let work = n * n / 2 * ts.d.max(1);
     let parts = par_rows(n, work, |rows| {
-        let mut vals = Vec::new();
-        let mut store = Vec::new();
+        // the exponentials below follow faer's kernels on this thread (the previous
+        // evaluation's factorisations): in the dirty AVX state each costs ~25× more
+        crate::simd::clear_upper_state();
+        let pairs: usize = rows.iter().map(|i| i + 1).sum();
+        let mut vals = Vec::with_capacity(pairs);
+        let mut store = Vec::with_capacity(if grads { pairs * np } else { 0 });
         let mut buf = vec![0.0; np];
         for &i in rows {
             let xi = ts.base_row(i);
@@ -641,6 +645,8 @@ pub(crate) fn contract<K: Kernel>(k: &K, ts: &TrainSet, g: MatRef<'_, f64>, out:
     let n = ts.n_base;
     let work = n * n / 2 * ts.d.max(1);
     let parts = par_rows(n, work, |rows| {
+        // after this evaluation's products: see `kx_matrix_impl`
+        crate::simd::clear_upper_state();
         let mut acc = vec![0.0; np];
         let mut buf = vec![0.0; np];
         for &i in rows {
@@ -1093,6 +1099,10 @@ fn gap_parts(p: &mut KronParts, cells: &[(usize, usize)]) -> Result<(GapParts, f
                         .sum()
                 })
                 .collect();
+            // uncorrelated tasks (no task eigenvector in common): the block is exactly zero
+            if r.iter().all(|v| *v == 0.0) {
+                continue;
+            }
             let (c1, c2) = (&by_task[t1], &by_task[t2]);
             let x1 = Mat::from_fn(c1.len(), n, |row, k| p.qx[(cells[c1[row]].0, k)] * r[k]);
             let x2 = Mat::from_fn(n, c2.len(), |k, col| p.qx[(cells[c2[col]].0, k)]);
@@ -1169,8 +1179,9 @@ impl GapParts {
     }
     /// The Gram matrices `Σ_c Ẑ_cᵀ Λx Ẑ_c` and `Σ_c Ẑ_cᵀ Ẑ_c` (both `T × T`, row-major) of
     /// `Ẑ` read as an `(m·N) × T` matrix whose row `c + m·k` has weight `λx_k`: one pass of
-    /// dot products over each pair of columns, without a weighted copy of `Ẑ`.
-    fn grams(&self, n: usize, t: usize, lx: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    /// dot products over each pair of columns, without a weighted copy of `Ẑ`. A pair of
+    /// columns with no cell non-zero in both ([`GapParts::nonzero_rows`]) is exactly 0.
+    fn grams(&self, n: usize, t: usize, lx: &[f64], nonzero: &[bool]) -> (Vec<f64>, Vec<f64>) {
         let m = self.m();
         let len = m * n;
         let col = |u: usize| &self.zt[u * len..(u + 1) * len];
@@ -1178,6 +1189,9 @@ impl GapParts {
         let mut plain = vec![0.0; t * t];
         for u in 0..t {
             for v in 0..=u {
+                if !(0..m).any(|c| nonzero[u * m + c] && nonzero[v * m + c]) {
+                    continue;
+                }
                 let (a, b) = (col(u), col(v));
                 let (mut sw, mut sp) = (0.0, 0.0);
                 for (k, &w) in lx.iter().enumerate().take(n) {
@@ -1192,6 +1206,21 @@ impl GapParts {
             }
         }
         (weighted, plain)
+    }
+    /// Whether row `u·m + c` of `Ẑ` (cell c's values against task eigenvector u, over the
+    /// N input eigenvectors) has a non-zero entry.
+    fn nonzero_rows(&self, n: usize, t: usize) -> Vec<bool> {
+        let m = self.m();
+        let mut nonzero = vec![false; m * t];
+        for u in 0..t {
+            let zb = self.block(n, u);
+            for k in 0..n {
+                for (c, v) in zb.col(k).iter().enumerate() {
+                    nonzero[u * m + c] |= *v != 0.0;
+                }
+            }
+        }
+        nonzero
     }
     /// Block `u` of `Ẑ`: the `m × N` matrix `[Ẑ_c[k, u]]`.
     fn block(&self, n: usize, u: usize) -> MatRef<'_, f64> {
@@ -1240,17 +1269,18 @@ pub(crate) fn eval_kron<K: Kernel>(
         let s = |i: usize, j: usize| p.lx[i] * p.lb[j] + 1.0;
         // base kernel: G_x = Q_x (diag(c) − Σ_u λb_u Ẑ_uᵀẐ_u) Q_xᵀ − A B Aᵀ
         let mut inner = Mat::<f64>::zeros(n, n);
-        if let Some(g) = &p.gap {
-            // Σ_u λb_u Ẑ_uᵀẐ_u as one product of the stacked, scaled blocks (m·T × N)
+        // which rows `u·m + c` of Ẑ are not identically zero: with independent tasks, cell
+        // c's row is non-zero for its own task's eigenvector only, m rows of m·T
+        let gap_rows = p.gap.as_ref().map(|g| g.nonzero_rows(n, t));
+        if let (Some(g), Some(nonzero)) = (&p.gap, &gap_rows) {
+            // Σ_u λb_u Ẑ_uᵀẐ_u as one product of the stacked, scaled non-zero rows
             let m = g.m();
-            let mut zs = Mat::<f64>::zeros(m * t, n);
-            for u in 0..t {
-                let w = p.lb[u].sqrt();
-                let zb = g.block(n, u);
-                for k in 0..n {
-                    for c in 0..m {
-                        zs[(u * m + c, k)] = w * zb[(c, k)];
-                    }
+            let rows: Vec<usize> = (0..m * t).filter(|&r| nonzero[r]).collect();
+            let mut zs = Mat::<f64>::zeros(rows.len(), n);
+            for k in 0..n {
+                for (row, &r) in rows.iter().enumerate() {
+                    let (u, c) = (r / m, r % m);
+                    zs[(row, k)] = p.lb[u].sqrt() * g.block(n, u)[(c, k)];
                 }
             }
             gemm_lower(inner.as_mut(), false, zs.transpose(), zs.as_ref(), -1.0);
@@ -1280,9 +1310,9 @@ pub(crate) fn eval_kron<K: Kernel>(
         }
         let noise: Vec<f64> = p.sd.iter().map(|v| v * v).collect();
         let mut gap_noise = vec![0.0; t];
-        if let Some(g) = &p.gap {
+        if let (Some(g), Some(nonzero)) = (&p.gap, &gap_rows) {
             // Σ_c Ẑ_cᵀ Λx Ẑ_c and Σ_c Ẑ_cᵀ Ẑ_c: two T×T Gram matrices of Ẑ's columns
-            let (weighted, plain) = g.grams(n, t, &p.lx);
+            let (weighted, plain) = g.grams(n, t, &p.lx, nonzero);
             for u in 0..t {
                 for v in 0..t {
                     hin[(u, v)] -= weighted[u * t + v];

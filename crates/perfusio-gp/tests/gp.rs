@@ -1890,9 +1890,9 @@ fn large_kronecker_task_covariances_are_truncated_within_their_certified_bound()
 }
 
 /// Independent tasks (task rank 0) with empty cells: the Kronecker path, which keeps only
-/// the non-zero columns of its empty-cell correction, gives the dense path's task
-/// covariances, variance gradients and joint covariances to 1e-10, with cross-task
-/// covariances exactly 0; on a large training set its truncated covariances stay within the
+/// the non-zero rows and columns of its empty-cell correction, gives the dense path's NLML
+/// and gradient, task covariances, variance gradients and joint covariances to 1e-10 (the
+/// gradient 1e-8, and to finite differences), with cross-task covariances exactly 0; on a large training set its truncated covariances stay within the
 /// certified tolerance of the full ones.
 #[test]
 fn independent_tasks_with_empty_cells_agree_with_the_dense_path() {
@@ -1914,6 +1914,19 @@ fn independent_tasks_with_empty_cells_agree_with_the_dense_path() {
     let (kron, dense) = (fit(false), fit(true));
     assert_eq!(kron.path(), SolverPath::KroneckerWithGaps);
     assert_eq!(dense.path(), SolverPath::Dense);
+    // the likelihood and its gradient (the Kronecker path leaves out the correction's
+    // zero rows and blocks): against the dense path and against finite differences
+    let theta: Vec<f64> = kron.hyperparameters().iter().map(|v| v + 0.1).collect();
+    let ((la, ga), (lb, gb)) = (
+        kron.nlml_and_grad(&theta).unwrap(),
+        dense.nlml_and_grad(&theta).unwrap(),
+    );
+    assert!(rel(la, lb) < 1e-10, "{la} vs {lb}");
+    let scale = gb.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    for (a, b) in ga.iter().zip(&gb) {
+        assert!((a - b).abs() <= 1e-8 * scale, "{a} vs {b}");
+    }
+    check_nlml_gradient(&kron, 5);
     let bases = [1.0, 4.0, 9.0, 0.5, 5.0, 5.0, 12.0, -2.0];
     let (a, b) = (
         kron.predict_tasks(&bases, true).unwrap(),
