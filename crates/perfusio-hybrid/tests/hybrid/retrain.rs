@@ -106,3 +106,33 @@ fn uncentred_residuals_return_to_the_mechanism_under_new_controls() {
         "glucose under the run's controls: uncentred {u}, centred {c}"
     );
 }
+
+/// The replicated centre points of a noise-free design are identical runs: their rows are
+/// fitted once, so the GP stays on its Kronecker path (repeated inputs would send it to the
+/// dense one) and trains on exactly the rows of the distinct runs.
+#[test]
+fn identical_runs_are_fitted_once_and_keep_the_kronecker_path() {
+    use perfusio_hybrid::{HybridConfig, HybridModel};
+    use perfusio_mechanistic::{NoiseModel, VirtualReactorConfig, doe};
+    let cfg = VirtualReactorConfig {
+        clone: CloneKind::CloneY,
+        noise: NoiseModel::none(),
+        ..VirtualReactorConfig::default()
+    };
+    let design = doe::training_design();
+    // run 0 and the three centre points (runs 25-27 of the design)
+    let picked = [0, 24, 25, 26].map(|i| design[i]);
+    let runs: Vec<_> = doe::simulate_design(&picked, &cfg, 12)
+        .unwrap()
+        .into_iter()
+        .map(|t| (t, None))
+        .collect();
+    assert_eq!(runs[1].0.rows(), runs[3].0.rows(), "centre points differ");
+    let (all, report) = HybridModel::fit_runs(HybridConfig::default(), &runs).unwrap();
+    let (distinct, _) = HybridModel::fit_runs(HybridConfig::default(), &runs[..2]).unwrap();
+    let (gp_all, gp_distinct) = (all.gp().unwrap(), distinct.gp().unwrap());
+    assert_eq!(report.runs, 4);
+    assert_eq!(gp_all.n_train(), gp_distinct.n_train());
+    assert_eq!(gp_all.n_train(), 2 * 12 * 9);
+    assert_ne!(gp_all.path(), SolverPath::Dense);
+}
