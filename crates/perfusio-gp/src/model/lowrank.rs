@@ -36,9 +36,10 @@
 //! truncation.
 
 use crate::engine::{self, PostState, Posterior};
+use crate::model::Derived;
 use crate::model::gapcols::GapCols;
 use faer::Mat;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// Training sets below this many base inputs keep every eigenvector.
 pub(crate) const TRUNC_MIN_INPUTS: usize = 256;
@@ -92,24 +93,14 @@ pub(crate) fn gap_tail_weights(
     )
 }
 
-/// The lazily built truncated basis of a posterior (not serialised: it is a function of
-/// the posterior, rebuilt on first use, so equality ignores it).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct TruncCache(OnceLock<Option<Arc<Truncated>>>);
-
-impl PartialEq for TruncCache {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
+/// The lazily built truncated basis of a posterior.
+pub(crate) type TruncCache = Derived<Truncated>;
 
 impl TruncCache {
     /// The truncated basis of `post` for the tolerance `tol` (built once: the first
     /// tolerance asked for is the one tried), or `None` when it would not pay.
     pub(crate) fn get(&self, post: &Posterior, t: usize, tol: f64) -> Option<Arc<Truncated>> {
-        self.0
-            .get_or_init(|| build(post, t, tol).map(Arc::new))
-            .clone()
+        self.get_or_build(|| build(post, t, tol))
     }
 }
 

@@ -9,6 +9,37 @@ mod online;
 mod predict;
 
 pub use fit::Pause;
+
+/// A value derived from a posterior on first use (not serialised: a function of the
+/// posterior, rebuilt after a load, so equality ignores it). `None` when building it did not
+/// apply or would not pay.
+#[derive(Debug)]
+pub(crate) struct Derived<T>(std::sync::OnceLock<Option<Arc<T>>>);
+
+impl<T> Default for Derived<T> {
+    fn default() -> Self {
+        Self(std::sync::OnceLock::new())
+    }
+}
+
+impl<T> Clone for Derived<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> PartialEq for Derived<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> Derived<T> {
+    /// The value, built by `build` on the first call.
+    pub(crate) fn get_or_build(&self, build: impl FnOnce() -> Option<T>) -> Option<Arc<T>> {
+        self.0.get_or_init(|| build().map(Arc::new)).clone()
+    }
+}
 pub use predict::{JointPrediction, Prediction, TaskPrediction, TaskPredictionGrad};
 
 use crate::engine::{Layout, Normaliser, Posterior, SolverPath, Standardiser, TrainSet};
