@@ -1852,7 +1852,7 @@ pub(crate) fn clipped_lognormal_moments(mu: f64, var: f64, c: f64, u: f64) -> (f
     (mean, v.sqrt().min(0.5 * u))
 }
 
-/// Checks a stored one-day sd (finite and positive, as the configured one).
+/// Checks stored mechanism weights (each in `[0, 1]`, as the fit makes them).
 fn check_weights(w: &SpeciesArray<f64>) -> Result<()> {
     match w.iter().find(|v| !(0.0..=1.0).contains(*v)) {
         Some(v) => Err(HybridError::ModelFile {
@@ -1888,6 +1888,7 @@ fn mechanism_weights(x: &[f64], y: &[f64], cols: usize) -> SpeciesArray<f64> {
     })
 }
 
+/// Checks a stored one-day sd (finite and positive, as the configured one).
 fn check_sd(sd: &SpeciesArray<f64>) -> Result<()> {
     match sd.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
         Some(v) => Err(HybridError::ModelFile {
