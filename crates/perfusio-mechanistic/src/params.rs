@@ -275,7 +275,54 @@ impl KineticParams {
     pub fn may_vanish(name: &str) -> Option<bool> {
         field(name).map(|f| !f.positive && f.range.0 <= 0.0)
     }
+
+    /// Names of the pathway switches: the boolean fields that turn a pathway of the model
+    /// on or off (today `consumes_lactate`, the uptake of lactate below `glc_switch`).
+    ///
+    /// ```
+    /// use perfusio_mechanistic::KineticParams;
+    /// assert_eq!(KineticParams::switch_names(), ["consumes_lactate"]);
+    /// ```
+    pub const fn switch_names() -> &'static [&'static str] {
+        &SWITCHES
+    }
+
+    /// The value of the pathway switch `name` (`None` for an unknown name).
+    ///
+    /// ```
+    /// use perfusio_mechanistic::KineticParams;
+    /// assert_eq!(KineticParams::clone_y().switch("consumes_lactate"), Some(false));
+    /// assert_eq!(KineticParams::clone_y().switch("mu_max"), None);
+    /// ```
+    pub fn switch(&self, name: &str) -> Option<bool> {
+        match name {
+            "consumes_lactate" => Some(self.consumes_lactate),
+            _ => None,
+        }
+    }
+
+    /// Sets the pathway switch `name`; `false` (and no change) for an unknown name.
+    ///
+    /// ```
+    /// use perfusio_mechanistic::KineticParams;
+    /// let mut p = KineticParams::clone_x();
+    /// assert!(p.set_switch("consumes_lactate", false));
+    /// assert_eq!(p, KineticParams::clone_y());
+    /// assert!(!p.set_switch("mu_max", false));
+    /// ```
+    pub fn set_switch(&mut self, name: &str, on: bool) -> bool {
+        match name {
+            "consumes_lactate" => {
+                self.consumes_lactate = on;
+                true
+            }
+            _ => false,
+        }
+    }
 }
+
+/// The pathway switches ([`KineticParams::switch_names`]).
+const SWITCHES: [&str; 1] = ["consumes_lactate"];
 
 /// One numeric kinetic parameter: name, accessors and plausible range.
 struct ParamField {
