@@ -51,7 +51,9 @@ pub(crate) struct Args {
     json: Option<PathBuf>,
     /// Also calibrate the mechanism on the training runs and score `mechanistic-calibrated`
     /// and `hybrid-calibrated`: the bare flag calibrates mu_max, q_glc_max, q_gln_max, k_d
-    /// and beta_p; a comma-separated list of kinetic-parameter names chooses others.
+    /// and beta_p and tests the pathway switch consumes_lactate (see `perfusio train
+    /// --help`); a comma-separated list of kinetic-parameter names (and switches) chooses
+    /// others.
     #[arg(long, value_name = "NAMES", num_args = 0..=1, default_missing_value = "")]
     calibrate: Option<String>,
     /// With --calibrate: weigh each species by the misfit the mechanism leaves in it, not

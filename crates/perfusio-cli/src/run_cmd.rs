@@ -34,8 +34,9 @@ pub(crate) struct Args {
     model: Option<PathBuf>,
     /// Calibrate these kinetic parameters of the mechanism online, from the run's own data
     /// (comma-separated field names of a plant file; the bare flag: mu_max, q_glc_max,
-    /// q_gln_max, k_d, beta_p): the first retrain with 10 or more one-day transitions
-    /// calibrates from the prior, every 5th retrain after it again, warm-started. Name the
+    /// q_gln_max, k_d, beta_p and the test of the pathway switch consumes_lactate): the
+    /// first retrain with 10 or more one-day transitions calibrates from the prior (and
+    /// tests the switches), every 5th retrain after it again, warm-started. Name the
     /// parameters the cell line may differ in (e.g. lac_consump_rate for a clone that may
     /// not take up lactate). Give it again with --resume.
     #[arg(

@@ -38,7 +38,10 @@ pub(crate) struct Args {
     out: PathBuf,
     /// Calibrate these kinetic parameters of the mechanism before the GP is fitted
     /// (comma-separated field names of a plant file). The bare flag, like no flag at all,
-    /// calibrates the default subset: mu_max, q_glc_max, q_gln_max, k_d, beta_p.
+    /// calibrates the default subset: mu_max, q_glc_max, q_gln_max, k_d, beta_p, and tests
+    /// the pathway switch consumes_lactate against the data (kept flipped when the data
+    /// favour it by more than ln n in profile deviance). A pathway switch named in the
+    /// list is tested; with a list that names none, none is.
     #[arg(long, value_name = "NAMES", num_args = 0..=1, default_missing_value = "")]
     calibrate: Option<String>,
     /// Keep the prior's kinetic parameters as they are (no calibration).

@@ -23,6 +23,31 @@
 //! a clone that never consumes lactate calibrates `lac_consump_rate` to that bound, which
 //! the 0.2 × prior floor of the other parameters would hold at a fifth of the prior's rate.
 //!
+//! ## Pathway switches
+//! A cell line can lack a pathway the prior takes, or take one it lacks: the classic case is
+//! lactate uptake once glucose runs low, which clone X has and clone Y does not
+//! (`consumes_lactate`). No value of the rates fixes a wrong switch, and least squares
+//! bends them trying (clone Y's runs under clone X's prior: K_d +44 %). So a calibration
+//! from the prior also tests each switch of [`CalibrationConfig::pathways`] (default: every
+//! switch of [`KineticParams::switch_names`]) ([`Calibrator::run_checked`]): it calibrates
+//! again from the prior with the switch flipped and compares the two fits by their
+//! profile deviance `D = n ln(SSE / n) + 2 Σ ln σ_i`, −2 × the Gaussian log-likelihood of
+//! the residuals with the noise model's sds known up to one common factor, maximised over
+//! that factor (the `2 Σ ln σ_i` term counts the input-noise sds, which depend on the
+//! mechanism). A flip is kept when it lowers `D` by more than `ln n`, the Bayesian
+//! information criterion's price of one more parameter, so that data which cannot tell
+//! the two apart (glucose never below the switch) keep the prior's. Warm re-calibrations
+//! keep the switches they start from; the tests are in [`CalibrationReport::pathways`], and
+//! the switch in force travels in the calibrated parameters (the model file) and in every
+//! `model_retrained` audit record (`pathways`).
+//!
+//! Measured with `perfusio evaluate --calibrate` on development seeds 2 and 3 (mean rRMSE
+//! at 1/3/7 days; truth clone Y, prior clone X): the switch is turned off (`D` 1 519.5 →
+//! −34 113.9 and 1 358.6 → −34 610.6, `n` 6 464 and 6 466 residuals, penalty 8.8), and `hybrid-calibrated`
+//! scores 1.37/1.11/1.05 % and 1.13/0.84/0.84 % against the uncalibrated `hybrid`'s
+//! 2.91/3.04/3.21 % and 3.03/2.79/2.74 % (90 % coverage 0.902–0.919); truth and prior
+//! clone X (seed 2) keep it on (`D` −36 615.2 against 328.8 flipped).
+//!
 //! ## Species the mechanism cannot describe
 //! The noise model gives every species its weight, which is right only when the mechanism
 //! can fit that species to within its noise. A prior that takes a pathway the cell line
@@ -165,7 +190,7 @@ pub struct CalibrationConfig {
     /// from the prior, later ones every `every_retrains` warm retrains, warm-started. Off by
     /// default: a cold start keeps its prior mechanism (with the default subset, on held-out
     /// clone-Y runs, the calibrated hybrid forecast worse than the uncalibrated one: 3-day
-    /// rRMSE 7.14 % against 6.64 %). Name the parameters the new cell line is suspected to
+    /// rRMSE 7.14 % against 6.64 %, measured before the pathway switches were tested). Name the parameters the new cell line is suspected to
     /// differ in.
     #[serde(default)]
     pub online_from_prior: bool,
@@ -234,6 +259,16 @@ pub struct CalibrationConfig {
     /// tighter relative tolerance (default 1e-7) so that forward differences of size
     /// [`CalibrationConfig::fd_step`] resolve the sensitivities.
     pub integrator: PriorIntegrator,
+    /// Pathway switches tested against the data ([`KineticParams::switch_names`]; default:
+    /// all of them, today `consumes_lactate`). A calibration from the prior (offline, or
+    /// an online model's first) also runs with each switch flipped, and keeps the flip
+    /// when its profile deviance ([`CalibrationReport::deviance`]) is lower by more than
+    /// `ln n` (`n` residuals: the BIC's price of one more parameter); see the module
+    /// documentation. Warm re-calibrations keep the switches they start from. Naming
+    /// switches among the `--calibrate` names tests those (and only those). Configurations
+    /// (and model files) written before this setting read as none.
+    #[serde(default)]
+    pub pathways: Vec<String>,
 }
 
 impl Default for CalibrationConfig {
@@ -262,6 +297,10 @@ impl Default for CalibrationConfig {
                 rtol: 1e-7,
                 ..PriorIntegrator::default()
             },
+            pathways: KineticParams::switch_names()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }
@@ -297,19 +336,41 @@ fn half() -> f64 {
 fn unknown_parameter(name: &str) -> HybridError {
     HybridError::UnknownParameter {
         name: name.to_string(),
-        valid: KineticParams::field_names().collect::<Vec<_>>().join(", "),
+        valid: KineticParams::field_names()
+            .chain(KineticParams::switch_names().iter().copied())
+            .collect::<Vec<_>>()
+            .join(", "),
     }
+}
+
+/// The canonical spelling of the pathway switch `name`, if it is one.
+fn switch_name(name: &str) -> Option<&'static str> {
+    KineticParams::switch_names()
+        .iter()
+        .copied()
+        .find(|f| f.eq_ignore_ascii_case(name.trim()))
 }
 
 impl CalibrationConfig {
     /// The default configuration calibrating `names` (checked: unknown names are
-    /// [`HybridError::UnknownParameter`], listing the valid ones).
+    /// [`HybridError::UnknownParameter`], listing the valid ones). Pathway switches among
+    /// them ([`KineticParams::switch_names`]) are tested ([`CalibrationConfig::pathways`]),
+    /// the rest fitted; with none named, no switch is tested.
+    ///
+    /// ```
+    /// use perfusio_hybrid::CalibrationConfig;
+    /// let c = CalibrationConfig::with_parameters(&["mu_max", "consumes_lactate"]).unwrap();
+    /// assert_eq!((c.parameters, c.pathways), (vec!["mu_max".to_string()], vec!["consumes_lactate".to_string()]));
+    /// assert!(CalibrationConfig::with_parameters(&["mu_max"]).unwrap().pathways.is_empty());
+    /// ```
     pub fn with_parameters<S: AsRef<str>>(names: &[S]) -> Result<Self> {
+        let (pathways, parameters): (Vec<String>, Vec<String>) = names
+            .iter()
+            .map(|s| s.as_ref().trim().to_string())
+            .partition(|n| switch_name(n).is_some());
         let c = Self {
-            parameters: names
-                .iter()
-                .map(|s| s.as_ref().trim().to_string())
-                .collect(),
+            parameters,
+            pathways,
             ..Self::default()
         };
         c.check()?;
@@ -340,15 +401,36 @@ impl CalibrationConfig {
     pub fn check(&self) -> Result<()> {
         let bad = |m: String| Err(HybridError::Config(m));
         if self.parameters.is_empty() {
-            return bad("calibration parameters: name at least one kinetic parameter".into());
+            return bad(
+                "calibration parameters: name at least one numeric kinetic parameter (a \
+                 pathway switch is tested alongside the parameters fitted)"
+                    .into(),
+            );
         }
         let mut seen: Vec<&'static str> = Vec::new();
         for n in &self.parameters {
+            if let Some(sw) = switch_name(n) {
+                return bad(format!(
+                    "calibration parameter {sw} is a pathway switch: name it in pathways"
+                ));
+            }
             let canonical = KineticParams::field_names()
                 .find(|f| f.eq_ignore_ascii_case(n.trim()))
                 .ok_or_else(|| unknown_parameter(n))?;
             if seen.contains(&canonical) {
                 return bad(format!("calibration parameter {canonical} is named twice"));
+            }
+            seen.push(canonical);
+        }
+        for n in &self.pathways {
+            let canonical = switch_name(n).ok_or_else(|| {
+                HybridError::Config(format!(
+                    "calibration pathway {n}: not a pathway switch (valid: {})",
+                    KineticParams::switch_names().join(", ")
+                ))
+            })?;
+            if seen.contains(&canonical) {
+                return bad(format!("calibration pathway {canonical} is named twice"));
             }
             seen.push(canonical);
         }
@@ -429,6 +511,18 @@ impl CalibrationConfig {
                 KineticParams::field_names()
                     .find(|f| f.eq_ignore_ascii_case(n.trim()))
                     .ok_or_else(|| unknown_parameter(n))
+            })
+            .collect()
+    }
+
+    /// The canonical names of the tested pathway switches.
+    pub fn canonical_pathways(&self) -> Result<Vec<&'static str>> {
+        self.pathways
+            .iter()
+            .map(|n| {
+                switch_name(n).ok_or_else(|| {
+                    HybridError::Config(format!("calibration pathway {n}: not a pathway switch"))
+                })
             })
             .collect()
     }
@@ -613,6 +707,28 @@ pub struct SimexReport {
     pub converged: bool,
 }
 
+/// The test of one pathway switch ([`CalibrationConfig::pathways`]): the calibration with
+/// the switch as it started and with it flipped, compared by their profile deviances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathwayTest {
+    /// The switch ([`KineticParams::switch_names`]).
+    pub name: String,
+    /// Its value at the start (the prior's).
+    pub start: bool,
+    /// Its value kept.
+    pub chosen: bool,
+    /// Profile deviance of the calibration with the switch as it started.
+    pub deviance_start: f64,
+    /// Profile deviance of the calibration with it flipped; `None` when that calibration
+    /// failed (the reason is in [`PathwayTest::failure`]).
+    pub deviance_flipped: Option<f64>,
+    /// The margin a flip has to win by: `ln n` for `n` residuals.
+    pub penalty: f64,
+    /// Why the flipped calibration failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
 /// What a calibration did: estimates, standard errors, correlations, convergence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CalibrationReport {
@@ -638,6 +754,17 @@ pub struct CalibrationReport {
     pub sse: f64,
     /// Residual variance `s² = SSE / (n − p)` that scales the covariance.
     pub residual_variance: f64,
+    /// Profile deviance at the estimate: −2 × the Gaussian log-likelihood of the residuals
+    /// with their sds known up to the common factor `s²`, maximised over it, constants
+    /// dropped: `n ln(SSE / n) + 2 Σ ln σ_i` (`σ_i` the residual sds, input noise and
+    /// species factors included). What the pathway test compares (`None` in reports
+    /// written before it).
+    #[serde(default)]
+    pub deviance: Option<f64>,
+    /// The pathway switches tested ([`CalibrationConfig::pathways`]; empty for a warm
+    /// start, which keeps the switches it starts from).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pathways: Vec<PathwayTest>,
     /// The factor each species' residual variance was multiplied by
     /// ([`CalibrationConfig::species_weights`]): its mean squared weighted residual at the
     /// run's start where that exceeds 1, else 1 (all 1 with the setting off). Canonical
@@ -701,6 +828,24 @@ impl CalibrationReport {
             s += &format!(
                 "species variance factors (misfit above the noise model): {}\n",
                 weighted.join(", ")
+            );
+        }
+        for t in &self.pathways {
+            let flipped = t
+                .deviance_flipped
+                .map_or_else(|| "failed".to_string(), |d| format!("{d:.1}"));
+            s += &format!(
+                "pathway {}: {} -> {} (profile deviance {:.1} as started, {} flipped; a flip \
+                 must win by {:.1}){}\n",
+                t.name,
+                t.start,
+                t.chosen,
+                t.deviance_start,
+                flipped,
+                t.penalty,
+                t.failure
+                    .as_ref()
+                    .map_or_else(String::new, |f| format!("; flipped run: {f}"))
             );
         }
         if let Some(x) = &self.simex {
@@ -795,6 +940,7 @@ pub struct Calibration {
 pub struct Calibrator {
     config: CalibrationConfig,
     names: Vec<&'static str>,
+    pathways: Vec<&'static str>,
     prior: KineticParams,
     transform: LogTransform,
     design_space: DesignSpace,
@@ -837,6 +983,7 @@ impl Calibrator {
         }
         Ok(Self {
             config: config.clone(),
+            pathways: config.canonical_pathways()?,
             names,
             prior: model.prior,
             transform: model.transform,
@@ -974,9 +1121,69 @@ impl Calibrator {
             data,
             warm,
             species_factors,
+            log_sd_sum: sd.iter().map(|v| v.ln()).sum(),
             wall_time: t0.elapsed(),
         })?;
         Ok(Calibration { params, report })
+    }
+
+    /// [`Calibrator::run`], and from the prior (`warm == false`) the test of each pathway
+    /// switch of [`CalibrationConfig::pathways`] in turn: the calibration is run again
+    /// from `start` with the switch flipped (and the flips kept so far), and the flip is
+    /// kept when its profile deviance ([`CalibrationReport::deviance`]) is lower than that
+    /// of the calibration kept so far by more than `ln n`. The tests are in
+    /// [`CalibrationReport::pathways`]. A flipped calibration that fails is recorded with
+    /// its reason and the switch kept; the calibration as started fails as [`Calibrator::run`] does.
+    pub fn run_checked(
+        &self,
+        data: &CalibrationData,
+        start: &KineticParams,
+        warm: bool,
+    ) -> Result<Calibration> {
+        let t0 = Instant::now();
+        let mut best = self.run(data, start, warm)?;
+        if warm || self.pathways.is_empty() {
+            return Ok(best);
+        }
+        let penalty = (data.residuals().max(1) as f64).ln();
+        let mut from = *start;
+        let mut tests = Vec::with_capacity(self.pathways.len());
+        let mut evaluations = best.report.evaluations;
+        for &name in &self.pathways {
+            let Some(on) = from.switch(name) else {
+                continue;
+            };
+            let mut flipped = from;
+            flipped.set_switch(name, !on);
+            let kept = best.report.deviance.unwrap_or(f64::INFINITY);
+            let mut test = PathwayTest {
+                name: name.to_string(),
+                start: on,
+                chosen: on,
+                deviance_start: kept,
+                deviance_flipped: None,
+                penalty,
+                failure: None,
+            };
+            match self.run(data, &flipped, warm) {
+                Ok(alt) => {
+                    evaluations += alt.report.evaluations;
+                    let d = alt.report.deviance.unwrap_or(f64::INFINITY);
+                    test.deviance_flipped = Some(d);
+                    if d + penalty < kept {
+                        test.chosen = !on;
+                        from = flipped;
+                        best = alt;
+                    }
+                }
+                Err(e) => test.failure = Some(e.to_string()),
+            }
+            tests.push(test);
+        }
+        best.report.pathways = tests;
+        best.report.evaluations = evaluations;
+        best.report.wall_time = t0.elapsed();
+        Ok(best)
     }
 
     /// Simulation–extrapolation (SIMEX; Cook & Stefanski 1994,
@@ -1034,6 +1241,7 @@ impl Calibrator {
         let mut params = base.params;
         let mut report = base.report.clone();
         report.warm_start = naive.report.warm_start;
+        report.pathways.clone_from(&naive.report.pathways);
         for (j, (name, q)) in self
             .names
             .iter()
@@ -1136,6 +1344,8 @@ impl Calibrator {
             initial_sse: r.initial_sse,
             sse: r.sse,
             residual_variance: s2,
+            deviance: Some(n as f64 * (r.sse / n.max(1) as f64).ln() + 2.0 * r.log_sd_sum),
+            pathways: Vec::new(),
             species_factors: r.species_factors,
             simex: None,
             residuals: n,
@@ -1259,6 +1469,7 @@ struct ReportInput<'a> {
     data: &'a CalibrationData,
     warm: bool,
     species_factors: SpeciesArray<f64>,
+    log_sd_sum: f64,
     wall_time: Duration,
 }
 

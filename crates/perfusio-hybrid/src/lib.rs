@@ -77,7 +77,7 @@ mod transform;
 
 pub use calibrate::{
     CalibratedParameter, Calibration, CalibrationConfig, CalibrationData, CalibrationReport,
-    Calibrator, DEFAULT_PARAMETERS, SimexReport, VANISHING_FACTOR,
+    Calibrator, DEFAULT_PARAMETERS, PathwayTest, SimexReport, VANISHING_FACTOR,
 };
 pub use config::{GpSettings, HybridConfig, MeanKind};
 pub use dataset::{

@@ -50,6 +50,10 @@ pub struct HybridFitReport {
     /// when the mechanism was never calibrated): what a `model_retrained` record names.
     #[serde(default)]
     pub calibrated: BTreeMap<String, f64>,
+    /// The pathway switches the calibration in force tested, with their values in the
+    /// mechanism ([`crate::CalibrationConfig::pathways`]; empty when none was tested).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pathways: BTreeMap<String, bool>,
     /// The calibration run by this (re)training, if one ran.
     #[serde(default)]
     pub calibration: Option<CalibrationReport>,
@@ -366,6 +370,8 @@ impl HybridModel {
         let calibrator = Calibrator::new(&self.config, &cfg)?;
         let mut last: Option<Calibration> = None;
         let mut rounds = 0;
+        // the pathway tests of the first round (later rounds start from its switches)
+        let mut pathways = Vec::new();
         let refilter = cfg.input_source == InputSource::Filtered;
         for round in 0..cfg.rounds {
             // with measured inputs the estimates only fill missing species
@@ -373,7 +379,7 @@ impl HybridModel {
             let data = self.calibration_data();
             let start = *self.mechanism.params();
             let warm = round > 0 || self.calibrated_params.is_some();
-            let c = match calibrator.run(&data, &start, warm) {
+            let c = match calibrator.run_checked(&data, &start, warm) {
                 Ok(c) => c,
                 Err(e @ HybridError::TooFewTransitions { .. }) => {
                     return Ok(CalibrationStep {
@@ -384,6 +390,9 @@ impl HybridModel {
                 Err(e) => return Err(e),
             };
             rounds += 1;
+            if !c.report.pathways.is_empty() {
+                pathways.clone_from(&c.report.pathways);
+            }
             let moved = c
                 .report
                 .parameters
@@ -432,6 +441,7 @@ impl HybridModel {
         Ok(CalibrationStep {
             run: last.map(|mut c| {
                 c.report.rounds = rounds;
+                c.report.pathways = pathways;
                 c.report.wall_time = t0.elapsed();
                 if !c.report.converged {
                     tracing::warn!(
@@ -493,6 +503,19 @@ impl HybridModel {
         }
     }
 
+    /// The pathway switches the calibration in force tested, with their values in the
+    /// mechanism (empty when not calibrated or none was tested).
+    pub fn calibrated_switches(&self) -> BTreeMap<String, bool> {
+        match (&self.calibration, self.calibrated_params) {
+            (Some(r), Some(p)) => r
+                .pathways
+                .iter()
+                .filter_map(|t| p.switch(&t.name).map(|v| (t.name.clone(), v)))
+                .collect(),
+            _ => BTreeMap::new(),
+        }
+    }
+
     /// The residual data of a calibration on the recorded dataset (see
     /// [`CalibrationData::from_dataset`]).
     pub fn calibration_data(&self) -> CalibrationData {
@@ -536,7 +559,7 @@ impl HybridModel {
         let calibrator = Calibrator::new(&self.config, &cfg)?;
         let data = self.calibration_data();
         let start = *self.mechanism.params();
-        match calibrator.run(&data, &start, self.calibrated_params.is_some()) {
+        match calibrator.run_checked(&data, &start, self.calibrated_params.is_some()) {
             Ok(c) => {
                 if !c.report.converged {
                     tracing::warn!(
@@ -1096,6 +1119,7 @@ impl HybridModel {
         report.rows = rows.len();
         report.transitions = rows.transitions;
         report.calibrated = self.calibrated_values();
+        report.pathways = self.calibrated_switches();
         report.wall_time = start.elapsed();
         self.last_fit = Some(report.clone());
         Ok(report)
@@ -1175,6 +1199,7 @@ impl HybridModel {
             warm_start,
             wall_time: start.elapsed(),
             calibrated: BTreeMap::new(),
+            pathways: BTreeMap::new(),
             calibration: None,
             calibration_skipped: step.skipped,
             mechanism_sd: None,
@@ -1196,6 +1221,7 @@ impl HybridModel {
             report.calibration = Some(c.report);
         }
         report.calibrated = self.calibrated_values();
+        report.pathways = self.calibrated_switches();
         report.wall_time = start.elapsed();
         self.last_fit = Some(report.clone());
         Ok(report)

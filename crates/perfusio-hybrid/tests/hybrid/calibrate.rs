@@ -526,12 +526,14 @@ fn a_pathway_the_cell_line_lacks_calibrates_down_to_its_vanishing_floor() {
 #[test]
 fn a_species_the_mechanism_cannot_describe_loses_its_weight() {
     // clone Y's lactate under clone X's lactate switch: the five default parameters are the
-    // same in both clones, so the right estimates are clone X's values
+    // same in both clones, so the right estimates are clone X's values (the pathway test,
+    // which would turn the switch off, is left out here)
     let runs = design(KineticParams::clone_y(), true, 5, 27, 28);
     let x = KineticParams::clone_x();
     let fit = |species_weights: bool| {
         let cal = CalibrationConfig {
             species_weights,
+            pathways: Vec::new(),
             ..CalibrationConfig::default()
         };
         let mut m = HybridModel::with_dataset(with_calibration(cal), dataset(&runs)).unwrap();
@@ -630,4 +632,177 @@ fn simex_removes_most_of_the_bias_the_noisy_inputs_leave() {
     for j in [1, 2, 4] {
         assert!(corrected[j].abs() < 1.0, "{}: {corrected:?}", names[j]);
     }
+}
+
+/// The profile deviance of a calibration, computed independently of the solver: with the
+/// input noise off the residual sds do not depend on the parameters.
+fn deviance_at(cal: &Calibrator, data: &CalibrationData, params: &KineticParams) -> f64 {
+    let (sd, _) = cal.residual_sd(data, params).unwrap();
+    let r = cal.residuals(data, params).unwrap();
+    let n = r.len() as f64;
+    let sse: f64 = r.iter().map(|v| v * v).sum();
+    n * (sse / n).ln() + 2.0 * sd.iter().map(|v| v.ln()).sum::<f64>()
+}
+
+#[test]
+fn the_pathway_test_turns_off_a_switch_the_data_reject_and_keeps_one_they_support() {
+    let x = KineticParams::clone_x();
+    let y = KineticParams::clone_y();
+    let y_runs = design(y, true, 4, 9, 28);
+    let x_runs = design(x, true, 4, 9, 28);
+    let cal_cfg = CalibrationConfig {
+        input_noise: false,
+        ..CalibrationConfig::default()
+    };
+    assert_eq!(cal_cfg.pathways, ["consumes_lactate"]);
+    let check = |runs: &[Trajectory], prior: KineticParams| {
+        let model = HybridConfig {
+            prior,
+            ..with_calibration(cal_cfg.clone())
+        };
+        let cal = Calibrator::new(&model, &cal_cfg).unwrap();
+        let data = CalibrationData::from_dataset(
+            &dataset(runs),
+            &model.transform,
+            &model.observation_cv,
+            InputSource::Measured,
+        );
+        let c = cal.run_checked(&data, &prior, false).unwrap();
+        eprintln!("{}", c.report.table());
+        // the deviance the test compares is the formula's at the estimate
+        let d = c.report.deviance.unwrap();
+        assert_relative_eq!(d, deviance_at(&cal, &data, &c.params), max_relative = 1e-9);
+        assert_eq!(c.report.pathways.len(), 1);
+        let t = c.report.pathways[0].clone();
+        assert_eq!(t.name, "consumes_lactate");
+        assert_eq!(t.start, prior.consumes_lactate);
+        assert_relative_eq!(
+            t.penalty,
+            (data.residuals() as f64).ln(),
+            max_relative = 1e-12
+        );
+        // the kept calibration's deviance is the smaller by the rule
+        let kept = if t.chosen == t.start {
+            t.deviance_start
+        } else {
+            t.deviance_flipped.unwrap()
+        };
+        assert_eq!(kept.to_bits(), d.to_bits());
+        assert_eq!(c.params.consumes_lactate, t.chosen);
+        // a warm start keeps the switch it starts from and tests nothing
+        let warm = cal.run_checked(&data, &c.params, true).unwrap();
+        assert!(warm.report.pathways.is_empty());
+        assert_eq!(warm.params.consumes_lactate, t.chosen);
+        (t, c)
+    };
+    // clone Y's runs, clone X's prior: lactate uptake goes, and the five rates come out
+    // within 3 standard errors of clone X's values, which clone Y shares (measured: μ_max
+    // +3.7 %, K_d +10.1 %, the others within 0.2 %; K_d's standard error 9.1 %)
+    let (t, c) = check(&y_runs, x);
+    assert!(!t.chosen);
+    assert!(
+        t.deviance_flipped.unwrap() + t.penalty < t.deviance_start,
+        "{t:?}"
+    );
+    for p in &c.report.parameters {
+        let truth = x.get(&p.name).unwrap();
+        let z = (p.estimate - truth) / p.std_error.unwrap();
+        eprintln!(
+            "{}: {:+.2} %, z {z:+.2}",
+            p.name,
+            100.0 * (p.estimate / truth - 1.0)
+        );
+        assert!(z.abs() < 3.0, "{}: z {z}", p.name);
+    }
+    // the same runs under clone Y's prior: kept off
+    let (t, _) = check(&y_runs, y);
+    assert!(!t.start && !t.chosen, "{t:?}");
+    // clone X's runs: kept on under clone X's prior, turned on under clone Y's
+    let (t, _) = check(&x_runs, x);
+    assert!(t.start && t.chosen, "{t:?}");
+    let (t, _) = check(&x_runs, y);
+    assert!(!t.start && t.chosen, "{t:?}");
+}
+
+#[test]
+fn a_flipped_switch_travels_in_the_model_file_and_the_fit_report() {
+    let runs: Vec<_> = design(KineticParams::clone_y(), true, 6, 9, 28)
+        .into_iter()
+        .map(|t| (t, None))
+        .collect();
+    let (model, report) = HybridModel::fit_runs(HybridConfig::default(), &runs).unwrap();
+    let cal = report.calibration.as_ref().unwrap();
+    assert_eq!(cal.pathways.len(), 1);
+    assert!(!cal.pathways[0].chosen);
+    assert!(!model.mechanism_params().consumes_lactate);
+    assert_eq!(
+        report.pathways.get("consumes_lactate").copied(),
+        Some(false)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.json");
+    model.save(&path).unwrap();
+    let loaded = HybridModel::load(&path).unwrap();
+    assert_eq!(loaded.mechanism_params(), model.mechanism_params());
+    assert_eq!(loaded.calibration(), model.calibration());
+    assert_eq!(loaded.fingerprint(), model.fingerprint());
+    // an explicit list without a switch tests none
+    let named = CalibrationConfig::with_parameters(&["mu_max", "k_d"]).unwrap();
+    assert!(named.pathways.is_empty());
+    let (m2, r2) = HybridModel::fit_runs(
+        HybridConfig {
+            calibrate: Some(named),
+            ..HybridConfig::default()
+        },
+        &runs,
+    )
+    .unwrap();
+    assert!(m2.mechanism_params().consumes_lactate);
+    assert!(r2.calibration.unwrap().pathways.is_empty() && r2.pathways.is_empty());
+}
+
+#[test]
+fn pathway_names_are_checked() {
+    let c = CalibrationConfig::with_parameters(&["mu_max", "Consumes_Lactate"]).unwrap();
+    assert_eq!(c.pathways, ["Consumes_Lactate"]);
+    assert_eq!(c.canonical_pathways().unwrap(), ["consumes_lactate"]);
+    let e = CalibrationConfig::with_parameters(&["consumes_lactate"]).unwrap_err();
+    assert!(e.to_string().contains("at least one numeric"), "{e}");
+    let bad = CalibrationConfig {
+        pathways: vec!["mu_max".into()],
+        ..CalibrationConfig::default()
+    };
+    assert!(
+        bad.check()
+            .unwrap_err()
+            .to_string()
+            .contains("not a pathway switch")
+    );
+    let twice = CalibrationConfig {
+        pathways: vec!["consumes_lactate".into(), "CONSUMES_LACTATE".into()],
+        ..CalibrationConfig::default()
+    };
+    assert!(
+        twice
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("named twice")
+    );
+    let misplaced = CalibrationConfig {
+        parameters: vec!["consumes_lactate".into()],
+        ..CalibrationConfig::default()
+    };
+    assert!(
+        misplaced
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("pathway switch")
+    );
+    // configurations written before the setting read as testing none
+    let mut v = serde_json::to_value(CalibrationConfig::default()).unwrap();
+    v.as_object_mut().unwrap().remove("pathways");
+    let old: CalibrationConfig = serde_json::from_value(v).unwrap();
+    assert!(old.pathways.is_empty());
 }
