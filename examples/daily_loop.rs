@@ -331,6 +331,7 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
                     warm_start: rep.warm_start,
                     duration_s: rep.wall_time.as_secs_f64(),
                     calibrated: Default::default(),
+                    pathways: rep.pathways.clone(),
                 },
             ))?;
             note += &format!(

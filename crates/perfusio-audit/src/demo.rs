@@ -245,6 +245,7 @@ pub fn simulated_run(n: usize, seed: u64) -> Vec<Entry> {
                     warm_start: day > 1,
                     duration_s: rng.noisy(0.008 + 0.0005 * d, 0.3),
                     calibrated,
+                    pathways: BTreeMap::new(),
                 }),
             ));
         }

@@ -148,6 +148,11 @@ pub struct ModelRetrained {
     /// `"mu_max"`); empty when the mechanism was not calibrated.
     #[serde(default)]
     pub calibrated: BTreeMap<String, CalibratedParameter>,
+    /// Pathway switches of the mechanism that its calibration tested against the data, by
+    /// `KineticParams` field name, with the value in force (e.g. `"consumes_lactate":
+    /// false`); empty, and absent from the record, when none was tested.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pathways: BTreeMap<String, bool>,
 }
 
 /// One calibrated kinetic parameter of a [`ModelRetrained`] record.

@@ -1209,6 +1209,7 @@ pub(crate) fn retrained_event(r: &perfusio_hybrid::HybridFitReport, sha: String)
         warm_start: r.warm_start,
         duration_s: r.wall_time.as_secs_f64(),
         calibrated: calibrated_event(r),
+        pathways: r.pathways.clone(),
     }
 }
 

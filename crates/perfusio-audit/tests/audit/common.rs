@@ -168,6 +168,7 @@ pub(crate) fn one_of_each() -> Vec<Event> {
                     },
                 ),
             ]),
+            pathways: BTreeMap::from([("consumes_lactate".into(), false)]),
         }),
         Event::Forecast(forecast()),
         Event::Decision(Decision {
