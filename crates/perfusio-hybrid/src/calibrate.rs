@@ -269,6 +269,14 @@ pub struct CalibrationConfig {
     /// (and model files) written before this setting read as none.
     #[serde(default)]
     pub pathways: Vec<String>,
+    /// Offline, with runs of two or more cell lines: after the shared calibration on all
+    /// runs, calibrate a mechanism for each line on that line's runs alone, from the prior
+    /// and with the pathway test ([`crate::HybridModel::line_params`]). The line's runs and
+    /// predictions then use its own mechanism; an unseen line, and a line with too few
+    /// transitions, the shared one. Online re-calibrations leave the per-line mechanisms as
+    /// they are. Off by default; configurations written before it read as off.
+    #[serde(default)]
+    pub per_line: bool,
 }
 
 impl Default for CalibrationConfig {
@@ -301,6 +309,7 @@ impl Default for CalibrationConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            per_line: false,
         }
     }
 }

@@ -153,6 +153,30 @@ impl Dataset {
         &self.runs
     }
 
+    /// The runs whose cell-line label is `line` (`None`: the unlabelled runs), estimates
+    /// included, in their order here.
+    ///
+    /// ```
+    /// use perfusio_hybrid::Dataset;
+    /// let mut d = Dataset::default();
+    /// let s = [Some(1.0); 9];
+    /// d.record_day("a", Some("X"), 0, s).unwrap();
+    /// d.record_day("b", Some("Y"), 0, s).unwrap();
+    /// d.record_day("c", None, 0, s).unwrap();
+    /// assert_eq!(d.of_line(Some("Y")).runs().len(), 1);
+    /// assert_eq!(d.of_line(None).runs()[0].id, "c");
+    /// ```
+    pub fn of_line(&self, line: Option<&str>) -> Self {
+        Self {
+            runs: self
+                .runs
+                .iter()
+                .filter(|r| r.line.as_deref() == line)
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// Index of a run by id.
     pub fn run_index(&self, id: &str) -> Option<usize> {
         self.runs.iter().position(|r| r.id == id)

@@ -225,10 +225,12 @@ impl HybridModel {
     ) -> Result<()> {
         let mut est: Option<StateEstimate> = None;
         let mut prev: Option<(u32, ControlArray<f64>)> = None;
+        // a training run is filtered as its own line (mechanism and embedding level)
+        let line = Some(crate::model::r_line(run.line.as_deref()));
         for (&day, rec) in &run.days {
             let (prior, predicted) = match (est.take(), prev) {
                 (Some(e), Some((d, u))) if d + 1 == day => {
-                    let p = self.filter_predict(&e, &u)?;
+                    let p = self.filter_predict_for(&e, &u, line)?;
                     (Some(p.clone()), Some(p))
                 }
                 (Some(e), _) => (Some(e.widened(day)), None),
@@ -249,8 +251,21 @@ impl HybridModel {
         est: &StateEstimate,
         controls: &perfusio_core::ControlArray<f64>,
     ) -> Result<StateEstimate> {
+        self.filter_predict_for(est, controls, self.prediction_line())
+    }
+
+    /// [`HybridModel::filter_predict`] for cell line `line`.
+    fn filter_predict_for(
+        &self,
+        est: &StateEstimate,
+        controls: &perfusio_core::ControlArray<f64>,
+        line: Option<&str>,
+    ) -> Result<StateEstimate> {
         let input = Self::z_input(&est.z, controls, est.day);
-        let lt = self.linearised_transition(&input)?;
+        let lt = self
+            .linearised_transitions_for(std::slice::from_ref(&input), line)?
+            .pop()
+            .ok_or_else(|| HybridError::Data("no linearised transition".into()))?;
         let mut cov = sandwich(&lt.jacobian, &est.cov);
         for i in 0..N_SPECIES {
             for j in 0..N_SPECIES {

@@ -16,7 +16,9 @@ use perfusio_mechanistic::KineticParams;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::calibrate::{Calibration, CalibrationData, CalibrationReport, Calibrator};
+use crate::calibrate::{
+    Calibration, CalibrationConfig, CalibrationData, CalibrationReport, Calibrator,
+};
 use crate::config::{HybridConfig, MeanKind};
 use crate::dataset::{DAY_COL, Dataset, InputSource, N_BASE, N_COLS, TrainingRows, base_row};
 use crate::error::{HybridError, Result};
@@ -54,6 +56,10 @@ pub struct HybridFitReport {
     /// mechanism ([`crate::CalibrationConfig::pathways`]; empty when none was tested).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pathways: BTreeMap<String, bool>,
+    /// The per-line calibrations this offline fit ran, by cell line
+    /// ([`crate::CalibrationConfig::per_line`]; empty otherwise).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub line_calibrations: BTreeMap<String, CalibrationReport>,
     /// The calibration run by this (re)training, if one ran.
     #[serde(default)]
     pub calibration: Option<CalibrationReport>,
@@ -157,12 +163,20 @@ pub struct HybridModel {
     /// The fraction of the mechanism's one-day change in the GP's prior mean, per species
     /// ([`crate::GpSettings::mechanism_weights`]); `None`: all of it.
     mechanism_weights: Option<SpeciesArray<f64>>,
+    /// Per cell line, the kinetic parameters of its own mechanism, calibrated on its runs
+    /// ([`crate::CalibrationConfig::per_line`]); a line without one (and an unseen line)
+    /// uses the shared mechanism.
+    line_params: BTreeMap<String, KineticParams>,
+    /// The mechanisms of `line_params`.
+    line_mechanisms: BTreeMap<String, Arc<MechanisticMean>>,
+    /// The per-line calibrations behind `line_params`.
+    line_calibrations: BTreeMap<String, CalibrationReport>,
 }
 
 /// Line label of runs recorded without one, when the model learns across lines.
 pub const UNLABELLED_LINE: &str = "(unlabelled)";
 
-fn r_line(label: Option<&str>) -> &str {
+pub(crate) fn r_line(label: Option<&str>) -> &str {
     label.unwrap_or(UNLABELLED_LINE)
 }
 
@@ -243,6 +257,10 @@ struct ModelFile {
     matched_sd: Option<SpeciesArray<f64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     mechanism_weights: Option<SpeciesArray<f64>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    line_params: BTreeMap<String, KineticParams>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    line_calibrations: BTreeMap<String, CalibrationReport>,
 }
 
 fn none_ignored(v: &[bool; N_CONTROLS]) -> bool {
@@ -271,6 +289,9 @@ impl HybridModel {
             ignored_controls: [false; N_CONTROLS],
             matched_sd: None,
             mechanism_weights: None,
+            line_params: BTreeMap::new(),
+            line_mechanisms: BTreeMap::new(),
+            line_calibrations: BTreeMap::new(),
         })
     }
 
@@ -304,6 +325,7 @@ impl HybridModel {
             self.calibrated_params,
             self.matched_sd,
             self.mechanism_weights,
+            (self.line_params.clone(), self.line_calibrations.clone()),
         );
         let result = (|| {
             // an offline fit starts from the configured sd: a match belongs to its data
@@ -319,18 +341,22 @@ impl HybridModel {
             self.estimate_states()?;
             let mut report = self.fit_gp(false, start, step, &|| {})?;
             report.mechanism_sd = matched;
+            report.line_calibrations = self.line_calibrations.clone();
             if let Some(last) = &mut self.last_fit {
                 last.mechanism_sd.clone_from(&report.mechanism_sd);
+                last.line_calibrations.clone_from(&report.line_calibrations);
             }
             Ok(report)
         })();
         if result.is_err() {
-            let (dataset, means, params, sd, weights) = backup;
+            let (dataset, means, params, sd, weights, (line_params, line_cals)) = backup;
             self.dataset = dataset;
             self.set_means(means);
             self.calibrated_params = params;
             self.matched_sd = sd;
             self.mechanism_weights = weights;
+            self.set_line_params(line_params);
+            self.line_calibrations = line_cals;
         }
         result
     }
@@ -356,6 +382,50 @@ impl HybridModel {
         }))
     }
 
+    /// Calibrates a mechanism for each cell line of the data on that line's runs alone
+    /// ([`crate::CalibrationConfig::per_line`]), from the prior with the pathway test; with
+    /// fewer than two lines, or too few transitions for a line, that line keeps the shared
+    /// mechanism.
+    fn calibrate_lines(&mut self, calibrator: &Calibrator, cfg: &CalibrationConfig) -> Result<()> {
+        let mut labels: Vec<Option<String>> = Vec::new();
+        for r in self.dataset.runs() {
+            if !labels.contains(&r.line) {
+                labels.push(r.line.clone());
+            }
+        }
+        let mut params = BTreeMap::new();
+        let mut reports = BTreeMap::new();
+        if labels.len() >= 2 {
+            for label in &labels {
+                let data = CalibrationData::from_dataset(
+                    &self.dataset.of_line(label.as_deref()),
+                    &self.config.transform,
+                    &self.config.observation_cv,
+                    cfg.input_source,
+                );
+                match calibrator.run_checked(&data, &self.config.prior, false) {
+                    Ok(c) => {
+                        let key = r_line(label.as_deref()).to_string();
+                        params.insert(key.clone(), c.params);
+                        reports.insert(key, c.report);
+                    }
+                    Err(HybridError::TooFewTransitions { got, need }) => {
+                        tracing::info!(
+                            line = r_line(label.as_deref()),
+                            got,
+                            need,
+                            "too few transitions for a mechanism of the line's own"
+                        );
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.set_line_params(params);
+        self.line_calibrations = reports;
+        Ok(())
+    }
+
     /// The rounds of [`HybridModel::calibrate_offline`]; the model's means follow the
     /// estimates, the calibration is committed by the caller. The stored estimates are those
     /// of the last mechanism.
@@ -368,6 +438,9 @@ impl HybridModel {
         }
         let t0 = Instant::now();
         let calibrator = Calibrator::new(&self.config, &cfg)?;
+        // a calibration from scratch replaces the per-line mechanisms (or drops them)
+        self.set_line_params(BTreeMap::new());
+        self.line_calibrations.clear();
         let mut last: Option<Calibration> = None;
         let mut rounds = 0;
         // the pathway tests of the first round (later rounds start from its switches)
@@ -433,6 +506,9 @@ impl HybridModel {
             }
             last = Some(c);
         }
+        if cfg.per_line {
+            self.calibrate_lines(&calibrator, &cfg)?;
+        }
         if !refilter && last.is_some() {
             // the GP trains on estimates of the calibrated mechanism
             self.dataset.clear_estimates();
@@ -479,6 +555,56 @@ impl HybridModel {
     /// The kinetic parameters of the mechanism in force: the calibrated ones, or the prior.
     pub fn mechanism_params(&self) -> &KineticParams {
         self.mechanism.params()
+    }
+
+    /// The kinetic parameters of the mechanism of cell line `line` (its own, calibrated on
+    /// its runs, or the shared mechanism's: [`HybridModel::mechanism_params`]). `None` is an
+    /// unseen line, which uses the shared mechanism.
+    pub fn mechanism_params_for(&self, line: Option<&str>) -> &KineticParams {
+        self.mechanism_for(line).params()
+    }
+
+    /// The cell lines with a mechanism of their own, with its parameters.
+    pub fn line_params(&self) -> &BTreeMap<String, KineticParams> {
+        &self.line_params
+    }
+
+    /// The calibrations behind [`HybridModel::line_params`], by line.
+    pub fn line_calibrations(&self) -> &BTreeMap<String, CalibrationReport> {
+        &self.line_calibrations
+    }
+
+    /// The mechanism of cell line `line`: its own, or the shared one.
+    fn mechanism_for(&self, line: Option<&str>) -> &Arc<MechanisticMean> {
+        line.and_then(|l| self.line_mechanisms.get(l))
+            .unwrap_or(&self.mechanism)
+    }
+
+    /// The one-day step before the GP has data, for cell line `line`.
+    fn untrained_for(&self, line: Option<&str>) -> Arc<dyn PriorMean> {
+        match line.and_then(|l| self.line_mechanisms.get(l)) {
+            Some(m) if self.config.mean == MeanKind::Mechanistic => m.clone(),
+            _ => self.untrained.clone(),
+        }
+    }
+
+    /// Replaces the per-line mechanisms.
+    fn set_line_params(&mut self, params: BTreeMap<String, KineticParams>) {
+        self.line_mechanisms = params
+            .iter()
+            .map(|(l, p)| {
+                (
+                    l.clone(),
+                    Arc::new(MechanisticMean::new(
+                        *p,
+                        self.config.transform,
+                        &self.config.design_space,
+                        self.config.integrator,
+                    )),
+                )
+            })
+            .collect();
+        self.line_params = params;
     }
 
     /// Whether the mechanism has been calibrated.
@@ -799,19 +925,24 @@ impl HybridModel {
     /// The GP's input for a base row in `z` coordinates: the row itself, followed by the
     /// mechanism's one-day prediction when [`crate::GpSettings::mechanism_inputs`] is on.
     pub fn gp_input(&self, x: &[f64; N_BASE]) -> Result<Vec<f64>> {
-        let mut v = self.gp_input_core(x)?;
+        self.gp_input_for(x, self.prediction_line.as_deref())
+    }
+
+    /// [`HybridModel::gp_input`] for cell line `line` (its mechanism and embedding level).
+    fn gp_input_for(&self, x: &[f64; N_BASE], line: Option<&str>) -> Result<Vec<f64>> {
+        let mut v = self.gp_input_core(x, line)?;
         if self.embedding_on() {
-            v.push(self.line_code(self.prediction_line.as_deref()));
+            v.push(self.line_code(line));
         }
         Ok(v)
     }
 
-    /// The GP's input without the line column.
-    fn gp_input_core(&self, x: &[f64; N_BASE]) -> Result<Vec<f64>> {
+    /// The GP's input without the line column, with the mechanism of `line`.
+    fn gp_input_core(&self, x: &[f64; N_BASE], line: Option<&str>) -> Result<Vec<f64>> {
         let mut v = x.to_vec();
         if self.augmented() {
             let m = self
-                .mechanism
+                .mechanism_for(line)
                 .step_z(x)
                 .map_err(perfusio_gp::GpError::from)?;
             v.extend_from_slice(&m);
@@ -851,10 +982,10 @@ impl HybridModel {
         same
     }
 
-    fn gp_inputs(&self, inputs: &[[f64; N_BASE]]) -> Result<Vec<f64>> {
+    fn gp_inputs(&self, inputs: &[[f64; N_BASE]], line: Option<&str>) -> Result<Vec<f64>> {
         let mut flat = Vec::with_capacity(inputs.len() * self.gp_base_cols());
         for x in inputs {
-            flat.extend(self.gp_input(x)?);
+            flat.extend(self.gp_input_for(x, line)?);
         }
         Ok(flat)
     }
@@ -865,28 +996,31 @@ impl HybridModel {
         let tr = &self.config.transform;
         let cols = self.gp_base_cols() + 1;
         let mut x = Vec::with_capacity(rows.len() * cols);
-        let mut last: Option<([f64; N_BASE], Vec<f64>)> = None;
+        let mut last: Option<([f64; N_BASE], usize, Vec<f64>)> = None;
         for (r, origin) in rows.x.chunks_exact(N_COLS).zip(&rows.origin) {
             let mut base = [0.0; N_BASE];
             base.copy_from_slice(&r[..N_BASE]);
             for (k, v) in base.iter_mut().take(N_SPECIES).enumerate() {
                 *v = tr.z(k, *v);
             }
+            let line = Some(r_line(self.dataset.runs()[origin.0].line.as_deref()));
             // rows of one transition share their base: one mechanism step per transition
             let input = match &last {
-                Some((b, inp)) if b.iter().zip(&base).all(|(p, q)| p.to_bits() == q.to_bits()) => {
+                Some((b, run, inp))
+                    if *run == origin.0
+                        && b.iter().zip(&base).all(|(p, q)| p.to_bits() == q.to_bits()) =>
+                {
                     inp.clone()
                 }
                 _ => {
-                    let inp = self.gp_input_core(&base)?;
-                    last = Some((base, inp.clone()));
+                    let inp = self.gp_input_core(&base, line)?;
+                    last = Some((base, origin.0, inp.clone()));
                     inp
                 }
             };
             x.extend_from_slice(&input);
             if self.embedding_on() {
-                let run = &self.dataset.runs()[origin.0];
-                x.push(self.line_code(Some(r_line(run.line.as_deref()))));
+                x.push(self.line_code(line));
             }
             x.push(r[N_BASE]);
         }
@@ -1200,6 +1334,7 @@ impl HybridModel {
             wall_time: start.elapsed(),
             calibrated: BTreeMap::new(),
             pathways: BTreeMap::new(),
+            line_calibrations: BTreeMap::new(),
             calibration: None,
             calibration_skipped: step.skipped,
             mechanism_sd: None,
@@ -1339,7 +1474,7 @@ impl HybridModel {
     pub fn transitions(&self, inputs: &[[f64; N_BASE]]) -> Result<Vec<Transition>> {
         match &self.gp {
             Some(gp) => {
-                let flat = self.gp_inputs(inputs)?;
+                let flat = self.gp_inputs(inputs, self.prediction_line.as_deref())?;
                 let preds = gp.predict_tasks(&flat, false)?;
                 Ok(preds
                     .iter()
@@ -1350,7 +1485,7 @@ impl HybridModel {
                 .iter()
                 .map(|x| {
                     let mut mean = [0.0; N_SPECIES];
-                    self.untrained
+                    self.untrained_for(self.prediction_line.as_deref())
                         .eval(x, &mut mean)
                         .map_err(perfusio_gp::GpError::from)?;
                     Ok(Transition {
@@ -1371,7 +1506,7 @@ impl HybridModel {
     ) -> Result<(Vec<Transition>, Vec<Vec<f64>>)> {
         match &self.gp {
             Some(gp) => {
-                let flat = self.gp_inputs(inputs)?;
+                let flat = self.gp_inputs(inputs, self.prediction_line.as_deref())?;
                 let preds = gp.predict_tasks(&flat, false)?;
                 let cols = self.gp_base_cols();
                 Ok((
@@ -1396,7 +1531,7 @@ impl HybridModel {
     pub fn transition_means(&self, inputs: &[[f64; N_BASE]]) -> Result<Vec<SpeciesArray<f64>>> {
         match &self.gp {
             Some(gp) => {
-                let flat = self.gp_inputs(inputs)?;
+                let flat = self.gp_inputs(inputs, self.prediction_line.as_deref())?;
                 let m = gp.predict_tasks_mean(&flat)?;
                 Ok(m.chunks_exact(N_SPECIES)
                     .map(|c| std::array::from_fn(|k| c[k]))
@@ -1406,7 +1541,7 @@ impl HybridModel {
                 .iter()
                 .map(|x| {
                     let mut mean = [0.0; N_SPECIES];
-                    self.untrained
+                    self.untrained_for(self.prediction_line.as_deref())
                         .eval(x, &mut mean)
                         .map_err(perfusio_gp::GpError::from)?;
                     Ok(mean)
@@ -1431,6 +1566,16 @@ impl HybridModel {
         &self,
         inputs: &[[f64; N_BASE]],
     ) -> Result<Vec<LinearisedTransition>> {
+        self.linearised_transitions_for(inputs, self.prediction_line.as_deref())
+    }
+
+    /// [`HybridModel::linearised_transitions`] for cell line `line` (its mechanism and
+    /// embedding level).
+    pub(crate) fn linearised_transitions_for(
+        &self,
+        inputs: &[[f64; N_BASE]],
+        line: Option<&str>,
+    ) -> Result<Vec<LinearisedTransition>> {
         match &self.gp {
             Some(gp) if self.augmented() => {
                 // chain rule through the mechanism's prediction carried in the input
@@ -1438,7 +1583,7 @@ impl HybridModel {
                 let mut jms = Vec::with_capacity(inputs.len());
                 for input in inputs {
                     let (m, jm) = self
-                        .mechanism
+                        .mechanism_for(line)
                         .state_jacobian(input)
                         .map_err(perfusio_gp::GpError::from)?;
                     let at = xs.len();
@@ -1446,7 +1591,7 @@ impl HybridModel {
                     xs.extend_from_slice(&m);
                     self.blank_ignored(&mut xs[at..]);
                     if self.embedding_on() {
-                        xs.push(self.line_code(self.prediction_line.as_deref()));
+                        xs.push(self.line_code(line));
                     }
                     jms.push(jm);
                 }
@@ -1469,7 +1614,7 @@ impl HybridModel {
                     .collect())
             }
             Some(gp) => {
-                let xs = self.gp_inputs(inputs)?;
+                let xs = self.gp_inputs(inputs, line)?;
                 let d = self.gp_base_cols();
                 let gs = gp.predict_tasks_mean_grad_many(&xs)?;
                 Ok(gs
@@ -1487,7 +1632,7 @@ impl HybridModel {
                 .map(|input| {
                     let mut out = [0.0; N_SPECIES];
                     let mut jac = vec![0.0; N_SPECIES * N_BASE];
-                    self.untrained
+                    self.untrained_for(line)
                         .eval_with_jacobian(input, &mut out, &mut jac)
                         .map_err(perfusio_gp::GpError::from)?;
                     Ok(LinearisedTransition {
@@ -1632,6 +1777,10 @@ impl HybridModel {
             h.update(b"calibrated mechanism\n");
             h.update(serde_json::to_vec(p).unwrap_or_default());
         }
+        if !self.line_params.is_empty() {
+            h.update(b"line mechanisms\n");
+            h.update(serde_json::to_vec(&self.line_params).unwrap_or_default());
+        }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 
@@ -1652,6 +1801,8 @@ impl HybridModel {
             ignored_controls: self.ignored_controls,
             matched_sd: self.matched_sd,
             mechanism_weights: self.mechanism_weights,
+            line_params: self.line_params.clone(),
+            line_calibrations: self.line_calibrations.clone(),
         };
         serde_json::to_string(&file).map_err(|e| HybridError::ModelFile {
             path: "(memory)".into(),
@@ -1692,6 +1843,11 @@ impl HybridModel {
                 model.mechanism_weights.as_ref(),
             ));
         }
+        for p in file.line_params.values() {
+            p.check()?;
+        }
+        model.set_line_params(file.line_params);
+        model.line_calibrations = file.line_calibrations;
         model.dataset = file.dataset;
         model.last_fit = file.last_fit;
         model.process_var = file.process_var;

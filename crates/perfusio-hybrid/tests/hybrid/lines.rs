@@ -172,3 +172,93 @@ fn a_one_line_design_fit_has_independent_species_and_a_second_line_brings_the_co
     let p = m.predict_next_state(&STATE, &defaults(), 6).unwrap();
     assert!(p.species.iter().all(|s| s.mean.is_finite() && s.sd > 0.0));
 }
+
+/// Clone X and clone Y runs as lines "X" and "Y", with a mechanism calibrated per line.
+#[test]
+fn each_line_gets_a_mechanism_calibrated_on_its_own_runs_and_it_travels() {
+    use perfusio_hybrid::{CalibrationConfig, MechanisticMean};
+    let mut runs = labelled(design_runs(6, 21, CloneKind::CloneX, 5), "X");
+    runs.extend(labelled(design_runs(6, 21, CloneKind::CloneY, 6), "Y"));
+    let cfg = HybridConfig {
+        calibrate: Some(CalibrationConfig {
+            per_line: true,
+            ..CalibrationConfig::default()
+        }),
+        max_day: 21,
+        ..HybridConfig::default()
+    };
+    let (mut m, report) = HybridModel::fit_runs(cfg.clone(), &runs).unwrap();
+    assert!(report.converged, "{report:?}");
+    for (line, r) in &report.line_calibrations {
+        eprintln!("line {line}\n{}", r.table());
+    }
+    let lines: Vec<&String> = report.line_calibrations.keys().collect();
+    assert_eq!(lines, ["X", "Y"]);
+    // the pathway test of each line's own runs: X takes up lactate, Y does not
+    assert!(m.line_params()["X"].consumes_lactate);
+    assert!(!m.line_params()["Y"].consumes_lactate);
+    assert_eq!(m.mechanism_params_for(Some("Y")), &m.line_params()["Y"]);
+    assert_eq!(m.mechanism_params_for(Some("X")), &m.line_params()["X"]);
+    // an unseen line uses the shared mechanism (calibrated on all runs)
+    assert_eq!(m.mechanism_params_for(None), m.mechanism_params());
+    assert_eq!(m.mechanism_params_for(Some("Z")), m.mechanism_params());
+
+    // the GP input for line Y carries Y's mechanism step, for X X's
+    let z: [f64; 9] = std::array::from_fn(|k| cfg.transform.z(k, STATE[k]));
+    let x = HybridModel::z_input(&z, &defaults(), 10);
+    for line in ["X", "Y"] {
+        m.select_line(Some(line));
+        let own = MechanisticMean::new(
+            m.line_params()[line],
+            cfg.transform,
+            &cfg.design_space,
+            cfg.integrator,
+        )
+        .step_z(&x)
+        .unwrap();
+        let input = m.gp_input(&x).unwrap();
+        for k in 0..9 {
+            assert_eq!(
+                input[16 + k].to_bits(),
+                own[k].to_bits(),
+                "line {line}, species {k}"
+            );
+        }
+    }
+    // the two mechanisms differ where lactate is taken up (glucose below the switch)
+    let xs = m.gp_input(&x).unwrap();
+    m.select_line(Some("X"));
+    let xx = m.gp_input(&x).unwrap();
+    assert_ne!(xs[16 + 5].to_bits(), xx[16 + 5].to_bits());
+
+    // save and load: the per-line mechanisms and their reports travel
+    m.select_line(Some("Y"));
+    let loaded = HybridModel::from_json(&m.to_json().unwrap()).unwrap();
+    assert_eq!(loaded.line_params(), m.line_params());
+    assert_eq!(loaded.line_calibrations(), m.line_calibrations());
+    assert_eq!(loaded.fingerprint(), m.fingerprint());
+    let a = m.predict_next_state(&STATE, &defaults(), 10).unwrap();
+    let b = loaded.predict_next_state(&STATE, &defaults(), 10).unwrap();
+    for k in 0..9 {
+        assert_eq!(a.species[k].mean.to_bits(), b.species[k].mean.to_bits());
+    }
+    // a malformed per-line mechanism in the file is refused
+    let mut v: serde_json::Value = serde_json::from_str(&m.to_json().unwrap()).unwrap();
+    v["line_params"]["Y"]["mu_max"] = serde_json::json!(-1.0);
+    assert!(HybridModel::from_json(&v.to_string()).is_err());
+
+    // without per_line: no mechanism of a line's own, and the fingerprint differs
+    let (plain, r2) = HybridModel::fit_runs(
+        HybridConfig {
+            calibrate: Some(CalibrationConfig::default()),
+            ..cfg.clone()
+        },
+        &runs,
+    )
+    .unwrap();
+    assert!(plain.line_params().is_empty() && r2.line_calibrations.is_empty());
+    assert_eq!(
+        plain.mechanism_params_for(Some("Y")),
+        plain.mechanism_params()
+    );
+}
