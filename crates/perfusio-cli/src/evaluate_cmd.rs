@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use perfusio_core::Species;
 use perfusio_hybrid::ForecastMethod;
 use perfusio_hybrid::evaluate::{
-    CALIBRATED_MODEL_NAMES, EvalConfig, EvalReport, MODEL_NAMES, TRANSFER_MODEL_NAMES, TrainDesign,
-    TransferConfig, evaluate,
+    CALIBRATED_MODEL_NAMES, EvalConfig, EvalReport, MODEL_NAMES, TRANSFER_CALIBRATED_MODEL_NAMES,
+    TRANSFER_MODEL_NAMES, TrainDesign, TransferConfig, evaluate,
 };
 use perfusio_mechanistic::PlantSpec;
 
@@ -69,7 +69,10 @@ pub(crate) struct Args {
     /// plant (CloneX, CloneY or a plant file) plus the first --transfer-days days of
     /// --transfer-runs runs of the --truth plant, and score it (`transfer`) with the source
     /// plant's runs alone (`source-only`) and the target's few days alone (`target-only`) on
-    /// the held-out --truth runs.
+    /// the held-out --truth runs. With --calibrate as well, also the joint model with each
+    /// line's mechanism calibrated on its own runs (`transfer-calibrated`), and the two
+    /// single-line models with calibrated mechanisms (`source-only-calibrated`,
+    /// `target-only-calibrated`).
     #[arg(long, value_name = "CLONE|FILE.toml")]
     transfer_from: Option<String>,
     /// Runs of the --truth plant's design whose first days the transfer models see.
@@ -187,6 +190,7 @@ fn table(cfg: &EvalConfig, r: &EvalReport) -> String {
             .iter()
             .chain(&CALIBRATED_MODEL_NAMES)
             .chain(&TRANSFER_MODEL_NAMES)
+            .chain(&TRANSFER_CALIBRATED_MODEL_NAMES)
         {
             if let Some(sc) = r.models.get(*name).and_then(|m| m.get(h)) {
                 s += &format!(

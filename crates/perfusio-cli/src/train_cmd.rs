@@ -58,6 +58,11 @@ pub(crate) struct Args {
     /// calibration's time).
     #[arg(long, value_name = "N", default_value_t = 0, conflicts_with_all = ["no_calibrate", "extend"])]
     simex: usize,
+    /// With runs of two or more --line labels: also calibrate a mechanism for each line on
+    /// that line's runs alone (from the prior, with the pathway test); the line's runs and
+    /// forecasts use it, an unseen line the shared mechanism calibrated on all runs.
+    #[arg(long, conflicts_with_all = ["no_calibrate", "extend"])]
+    per_line: bool,
     /// Write the fit report, with the calibration report (estimates, standard errors,
     /// correlations, identifiability flags), as JSON to this file.
     #[arg(long)]
@@ -89,6 +94,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Some(CalibrationConfig {
             species_weights: args.species_weights,
             simex_replicates: args.simex,
+            per_line: args.per_line,
             ..calibration_arg(args.calibrate.as_deref())?.unwrap_or_default()
         })
     };
@@ -196,6 +202,12 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(c) = &rep.calibration {
         eprint!("{}", c.table());
+    }
+    for (line, c) in &rep.line_calibrations {
+        eprint!(
+            "mechanism of line {line}, calibrated on its runs alone:\n{}",
+            c.table()
+        );
     }
     if let Some(m) = &rep.mechanism_sd {
         let sds: Vec<String> = perfusio_core::Species::ALL

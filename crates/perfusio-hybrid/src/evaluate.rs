@@ -11,6 +11,8 @@
 //! | `hybrid` | mechanism + GP |
 //! | `mechanistic-calibrated` | the mechanism with its parameters calibrated on the training runs ([`EvalConfig::calibrate`]) |
 //! | `hybrid-calibrated` | the calibrated mechanism + GP ([`EvalConfig::calibrate`]) |
+//! | `transfer`, `source-only`, `target-only` | learning across cell lines ([`EvalConfig::transfer`]) |
+//! | `transfer-calibrated`, `source-only-calibrated`, `target-only-calibrated` | the same with calibrated mechanisms, per line in the joint model (both settings) |
 //!
 //! `hybrid` and `mechanistic` are never calibrated, whatever [`HybridConfig::calibrate`]
 //! defaults to, so that the calibrated entries are compared with the prior as it is. Every
@@ -119,6 +121,16 @@ pub struct TransferConfig {
 
 /// The entries added by [`EvalConfig::transfer`], in report order.
 pub const TRANSFER_MODEL_NAMES: [&str; 3] = ["transfer", "source-only", "target-only"];
+
+/// The entries added when [`EvalConfig::transfer`] and [`EvalConfig::calibrate`] are both
+/// set, in report order: the joint model with the shared mechanism calibrated on all runs
+/// and each line's own calibrated on its runs alone ([`CalibrationConfig::per_line`]), and
+/// the source-only and target-only models with their mechanism calibrated on their runs.
+pub const TRANSFER_CALIBRATED_MODEL_NAMES: [&str; 3] = [
+    "transfer-calibrated",
+    "source-only-calibrated",
+    "target-only-calibrated",
+];
 
 /// Line labels of the transfer experiment.
 const SOURCE_LINE: &str = "source";
@@ -496,7 +508,38 @@ pub fn evaluate(cfg: &EvalConfig, progress: &mut dyn FnMut(&str)) -> Result<Eval
             progress("training the source-only and target-only models");
             let (source_only, _) = HybridModel::fit_runs(base.clone(), &source)?;
             let (target_only, _) = HybridModel::fit_runs(base.clone(), &target)?;
-            Some([joint, source_only, target_only])
+            let calibrated = match &cfg.calibrate {
+                Some(c) => {
+                    progress("training the joint model with a mechanism calibrated per line");
+                    let (mut m, f) = HybridModel::fit_runs(
+                        HybridConfig {
+                            calibrate: Some(CalibrationConfig {
+                                per_line: true,
+                                ..c.clone()
+                            }),
+                            ..base.clone()
+                        },
+                        &joint_runs,
+                    )?;
+                    for (line, r) in &f.line_calibrations {
+                        progress(&format!("line {line}:\n{}", r.table()));
+                    }
+                    m.select_line(Some(TARGET_LINE));
+                    progress("training the calibrated source-only and target-only models");
+                    let cal = HybridConfig {
+                        calibrate: Some(c.clone()),
+                        ..base.clone()
+                    };
+                    let (s, _) = HybridModel::fit_runs(cal.clone(), &source)?;
+                    let (t, f) = HybridModel::fit_runs(cal, &target)?;
+                    if let Some(r) = &f.calibration {
+                        progress(&format!("target-only:\n{}", r.table()));
+                    }
+                    Some([m, s, t])
+                }
+                None => None,
+            };
+            Some(([joint, source_only, target_only], calibrated))
         }
         None => None,
     };
@@ -510,9 +553,14 @@ pub fn evaluate(cfg: &EvalConfig, progress: &mut dyn FnMut(&str)) -> Result<Eval
         models.push((CALIBRATED_MODEL_NAMES[0], h));
         models.push((CALIBRATED_MODEL_NAMES[1], m));
     }
-    if let Some(t) = &transfer {
+    if let Some((t, calibrated)) = &transfer {
         for (name, m) in TRANSFER_MODEL_NAMES.iter().zip(t) {
             models.push((name, m));
+        }
+        if let Some(c) = calibrated {
+            for (name, m) in TRANSFER_CALIBRATED_MODEL_NAMES.iter().zip(c) {
+                models.push((name, m));
+            }
         }
     }
     let hmax = cfg.horizons.iter().copied().max().unwrap_or(1) as usize;

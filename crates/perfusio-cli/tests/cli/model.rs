@@ -555,6 +555,60 @@ fn train_learns_several_lines_and_extends_a_saved_model_with_another() {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("fit.json")).unwrap())
             .unwrap();
     assert_eq!(fit["fit"]["warm_start"], serde_json::json!(true), "{fit}");
+    // a mechanism per line, each calibrated on its own runs
+    let per_line = dir.path().join("per-line.json");
+    let (code, _, err) = perfusio(&[
+        "train",
+        "--runs",
+        x.to_str().unwrap(),
+        "--line",
+        "X",
+        "--runs",
+        y.to_str().unwrap(),
+        "--line",
+        "Y",
+        "--per-line",
+        "--json",
+        dir.path().join("fit-per-line.json").to_str().unwrap(),
+        "--out",
+        per_line.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for line in ["X", "Y"] {
+        assert!(
+            err.contains(&format!(
+                "mechanism of line {line}, calibrated on its runs alone:\ncalibration: 24 transitions"
+            )),
+            "{err}"
+        );
+    }
+    let fit: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("fit-per-line.json")).unwrap(),
+    )
+    .unwrap();
+    let cals = fit["fit"]["line_calibrations"].as_object().unwrap();
+    assert_eq!(cals.keys().collect::<Vec<_>>(), ["X", "Y"], "{fit}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&per_line).unwrap()).unwrap();
+    let params = saved["line_params"].as_object().unwrap();
+    assert_eq!(params.keys().collect::<Vec<_>>(), ["X", "Y"]);
+    for (line, c) in cals {
+        assert_eq!(
+            params[line]["mu_max"], c["parameters"][0]["estimate"],
+            "line {line}"
+        );
+    }
+    let (code, _, err) = perfusio(&[
+        "train",
+        "--runs",
+        x.to_str().unwrap(),
+        "--per-line",
+        "--no-calibrate",
+        "--out",
+        per_line.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--per-line"), "{err}");
     // one --line per --runs, or none
     let (code, _, err) = perfusio(&[
         "train",
