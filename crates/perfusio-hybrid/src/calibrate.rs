@@ -90,7 +90,8 @@
 //! per level): μ_max +2.75 → +0.35 %, q_glc,max −0.75 → −0.37 %, q_gln,max −0.28 → −0.04 %,
 //! K_d +7.2 → −4.7 %, β_P +0.34 → +0.66 %; with 8 refits K_d −3.0 %. It costs
 //! `2 × replicates + 1` more fits, each warm-started: the `calibrate` bench's median on the
-//! 27-run design is 2.87 s with 4 against 1.15 s without.
+//! 27-run design is 2.73 s with 4 against 1.26 s without (1.26 s includes the pathway test's
+//! second calibration).
 //!
 //! ## The solver
 //! A projected Levenberg–Marquardt method (Marquardt 1963, doi:10.1137/0111030; the

@@ -341,7 +341,9 @@ impl HybridModel {
             self.estimate_states()?;
             let mut report = self.fit_gp(false, start, step, &|| {})?;
             report.mechanism_sd = matched;
-            report.line_calibrations = self.line_calibrations.clone();
+            if self.config.calibrate.as_ref().is_some_and(|c| c.per_line) {
+                report.line_calibrations = self.line_calibrations.clone();
+            }
             if let Some(last) = &mut self.last_fit {
                 last.mechanism_sd.clone_from(&report.mechanism_sd);
                 last.line_calibrations.clone_from(&report.line_calibrations);
