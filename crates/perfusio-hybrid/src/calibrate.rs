@@ -43,10 +43,10 @@
 //!
 //! Measured with `perfusio evaluate --calibrate` on development seeds 2 and 3 (mean rRMSE
 //! at 1/3/7 days; truth clone Y, prior clone X): the switch is turned off (`D` 1 519.5 →
-//! −34 113.9 and 1 358.6 → −34 610.6, `n` 6 464 and 6 466 residuals, penalty 8.8), and `hybrid-calibrated`
-//! scores 1.37/1.11/1.05 % and 1.13/0.84/0.84 % against the uncalibrated `hybrid`'s
-//! 2.91/3.04/3.21 % and 3.03/2.79/2.74 % (90 % coverage 0.902–0.919); truth and prior
-//! clone X (seed 2) keep it on (`D` −36 615.2 against 328.8 flipped).
+//! −34 113.9 and 1 358.6 → −34 610.6, `n` 6 464 and 6 466 residuals, penalty 8.8), and
+//! `hybrid-calibrated` scores 1.37/1.11/1.05 % and 1.13/0.84/0.84 % against the uncalibrated
+//! `hybrid`'s 2.91/3.04/3.21 % and 3.03/2.79/2.74 % (90 % coverage 0.902–0.919); truth and
+//! prior clone X (seed 2) keep it on (`D` −36 615.2 against 328.8 flipped).
 //!
 //! ## Species the mechanism cannot describe
 //! The noise model gives every species its weight, which is right only when the mechanism
@@ -191,8 +191,8 @@ pub struct CalibrationConfig {
     /// from the prior, later ones every `every_retrains` warm retrains, warm-started. Off by
     /// default: a cold start keeps its prior mechanism (with the default subset, on held-out
     /// clone-Y runs, the calibrated hybrid forecast worse than the uncalibrated one: 3-day
-    /// rRMSE 7.14 % against 6.64 %, measured before the pathway switches were tested). Name the parameters the new cell line is suspected to
-    /// differ in.
+    /// rRMSE 7.14 % against 6.64 %, measured before the pathway switches were tested). Name
+    /// the parameters the new cell line is suspected to differ in.
     #[serde(default)]
     pub online_from_prior: bool,
     /// Fewest one-day transitions a calibration runs on (default 10); with fewer it is
@@ -370,7 +370,8 @@ impl CalibrationConfig {
     /// ```
     /// use perfusio_hybrid::CalibrationConfig;
     /// let c = CalibrationConfig::with_parameters(&["mu_max", "consumes_lactate"]).unwrap();
-    /// assert_eq!((c.parameters, c.pathways), (vec!["mu_max".to_string()], vec!["consumes_lactate".to_string()]));
+    /// assert_eq!(c.parameters, ["mu_max"]);
+    /// assert_eq!(c.pathways, ["consumes_lactate"]);
     /// assert!(CalibrationConfig::with_parameters(&["mu_max"]).unwrap().pathways.is_empty());
     /// ```
     pub fn with_parameters<S: AsRef<str>>(names: &[S]) -> Result<Self> {
@@ -1143,7 +1144,8 @@ impl Calibrator {
     /// kept when its profile deviance ([`CalibrationReport::deviance`]) is lower than that
     /// of the calibration kept so far by more than `ln n`. The tests are in
     /// [`CalibrationReport::pathways`]. A flipped calibration that fails is recorded with
-    /// its reason and the switch kept; the calibration as started fails as [`Calibrator::run`] does.
+    /// its reason and the switch kept; the calibration as started fails as
+    /// [`Calibrator::run`] does.
     pub fn run_checked(
         &self,
         data: &CalibrationData,
