@@ -48,6 +48,19 @@ fn dataset(runs: &[Trajectory]) -> Dataset {
     d
 }
 
+/// `model` written to a model file and read back: the mechanism, the calibration report
+/// and the fingerprint are the same.
+fn saved_and_loaded(model: &HybridModel) -> HybridModel {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.json");
+    model.save(&path).unwrap();
+    let loaded = HybridModel::load(&path).unwrap();
+    assert_eq!(loaded.mechanism_params(), model.mechanism_params());
+    assert_eq!(loaded.calibration(), model.calibration());
+    assert_eq!(loaded.fingerprint(), model.fingerprint());
+    loaded
+}
+
 fn with_calibration(c: CalibrationConfig) -> HybridConfig {
     HybridConfig {
         calibrate: Some(c),
@@ -280,14 +293,8 @@ fn calibrated_parameters_travel_in_the_model_file() {
     // the mechanism moved from the prior towards the truth
     assert!(model.mechanism_params().mu_max > 1.1 * KineticParams::clone_x().mu_max);
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("model.json");
-    model.save(&path).unwrap();
-    let loaded = HybridModel::load(&path).unwrap();
-    assert_eq!(loaded.mechanism_params(), model.mechanism_params());
-    assert_eq!(loaded.calibration(), model.calibration());
+    let loaded = saved_and_loaded(&model);
     assert_eq!(loaded.calibrated_values(), model.calibrated_values());
-    assert_eq!(loaded.fingerprint(), model.fingerprint());
     let s = [8.0, 96.0, 2.5, 1.5, 1.2, 12.0, 2.5, 0.3, 200.0];
     let a = model
         .predict_next_state(&s, &Control::defaults(), 5)
@@ -739,13 +746,8 @@ fn a_flipped_switch_travels_in_the_model_file_and_the_fit_report() {
         report.pathways.get("consumes_lactate").copied(),
         Some(false)
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("model.json");
-    model.save(&path).unwrap();
-    let loaded = HybridModel::load(&path).unwrap();
-    assert_eq!(loaded.mechanism_params(), model.mechanism_params());
-    assert_eq!(loaded.calibration(), model.calibration());
-    assert_eq!(loaded.fingerprint(), model.fingerprint());
+    let loaded = saved_and_loaded(&model);
+    assert_eq!(loaded.calibrated_switches(), report.pathways);
     // an explicit list without a switch tests none
     let named = CalibrationConfig::with_parameters(&["mu_max", "k_d"]).unwrap();
     assert!(named.pathways.is_empty());
