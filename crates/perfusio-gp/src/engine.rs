@@ -1275,12 +1275,15 @@ pub(crate) fn eval_kron<K: Kernel>(
         if let (Some(g), Some(nonzero)) = (&p.gap, &gap_rows) {
             // Σ_u λb_u Ẑ_uᵀẐ_u as one product of the stacked, scaled non-zero rows
             let m = g.m();
-            let rows: Vec<usize> = (0..m * t).filter(|&r| nonzero[r]).collect();
+            // per kept row: its block, its cell and the block's weight √λb_u
+            let rows: Vec<(MatRef<'_, f64>, usize, f64)> = (0..m * t)
+                .filter(|&r| nonzero[r])
+                .map(|r| (g.block(n, r / m), r % m, p.lb[r / m].sqrt()))
+                .collect();
             let mut zs = Mat::<f64>::zeros(rows.len(), n);
             for k in 0..n {
-                for (row, &r) in rows.iter().enumerate() {
-                    let (u, c) = (r / m, r % m);
-                    zs[(row, k)] = p.lb[u].sqrt() * g.block(n, u)[(c, k)];
+                for (row, (zb, c, w)) in rows.iter().enumerate() {
+                    zs[(row, k)] = w * zb[(*c, k)];
                 }
             }
             gemm_lower(inner.as_mut(), false, zs.transpose(), zs.as_ref(), -1.0);
