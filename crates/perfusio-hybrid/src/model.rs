@@ -196,17 +196,22 @@ pub enum LineChoice {
 /// The three prior means of a model whose mechanism has `params`.
 type Means = (Arc<MechanisticMean>, Arc<dyn PriorMean>, Arc<dyn PriorMean>);
 
+/// The mechanism with `params` in the coordinates and integrator of `config`.
+fn mechanism_of(config: &HybridConfig, params: KineticParams) -> Arc<MechanisticMean> {
+    Arc::new(MechanisticMean::new(
+        params,
+        config.transform,
+        &config.design_space,
+        config.integrator,
+    ))
+}
+
 fn build_means(
     config: &HybridConfig,
     params: KineticParams,
     weights: Option<&SpeciesArray<f64>>,
 ) -> Means {
-    let mechanism = Arc::new(MechanisticMean::new(
-        params,
-        config.transform,
-        &config.design_space,
-        config.integrator,
-    ));
+    let mechanism = mechanism_of(config, params);
     let (gp_mean, untrained): (Arc<dyn PriorMean>, Arc<dyn PriorMean>) = match config.mean {
         MeanKind::Mechanistic if config.gp.mechanism_inputs => (
             match weights {
@@ -594,17 +599,7 @@ impl HybridModel {
     fn set_line_params(&mut self, params: BTreeMap<String, KineticParams>) {
         self.line_mechanisms = params
             .iter()
-            .map(|(l, p)| {
-                (
-                    l.clone(),
-                    Arc::new(MechanisticMean::new(
-                        *p,
-                        self.config.transform,
-                        &self.config.design_space,
-                        self.config.integrator,
-                    )),
-                )
-            })
+            .map(|(l, p)| (l.clone(), mechanism_of(&self.config, *p)))
             .collect();
         self.line_params = params;
     }
